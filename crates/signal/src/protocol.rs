@@ -1,0 +1,439 @@
+//! Wire format of signaling protocol v1 (see `docs/protocol.md`).
+//!
+//! This module owns parsing of client frames and serialization of server
+//! frames. Parsing borrows from the frame: `data` and `meta` stay as raw JSON
+//! slices so the server relays them byte for byte without interpreting them.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+use std::fmt;
+
+/// Longest room name or peer id.
+pub const MAX_ID_LEN: usize = 64;
+
+/// Error codes sent in `{"type":"error"}` frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorCode {
+    BadMessage,
+    NotJoined,
+    AlreadyJoined,
+    InvalidRoom,
+    InvalidPeer,
+    RoomFull,
+    PeerIdTaken,
+    UnknownPeer,
+    TooLarge,
+    RateLimited,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 10] = [
+        ErrorCode::BadMessage,
+        ErrorCode::NotJoined,
+        ErrorCode::AlreadyJoined,
+        ErrorCode::InvalidRoom,
+        ErrorCode::InvalidPeer,
+        ErrorCode::RoomFull,
+        ErrorCode::PeerIdTaken,
+        ErrorCode::UnknownPeer,
+        ErrorCode::TooLarge,
+        ErrorCode::RateLimited,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadMessage => "bad-message",
+            ErrorCode::NotJoined => "not-joined",
+            ErrorCode::AlreadyJoined => "already-joined",
+            ErrorCode::InvalidRoom => "invalid-room",
+            ErrorCode::InvalidPeer => "invalid-peer",
+            ErrorCode::RoomFull => "room-full",
+            ErrorCode::PeerIdTaken => "peer-id-taken",
+            ErrorCode::UnknownPeer => "unknown-peer",
+            ErrorCode::TooLarge => "too-large",
+            ErrorCode::RateLimited => "rate-limited",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A refused client frame: the code and a human-readable explanation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtocolError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ProtocolError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ProtocolError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// A parsed client frame, borrowing from the text it was parsed from.
+#[derive(Debug)]
+pub enum ClientMessage<'a> {
+    Join {
+        room: Cow<'a, str>,
+        peer: Option<Cow<'a, str>>,
+        meta: Option<&'a RawValue>,
+    },
+    Signal {
+        to: Cow<'a, str>,
+        data: &'a RawValue,
+    },
+    Leave,
+    Ping,
+}
+
+/// Flat shape every client frame is read into first; serde's internally
+/// tagged enums cannot borrow raw values, so the tag is dispatched by hand.
+#[derive(Deserialize)]
+struct Frame<'a> {
+    #[serde(rename = "type", borrow)]
+    ty: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    room: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    peer: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    to: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    meta: Option<&'a RawValue>,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+}
+
+fn is_object(raw: &RawValue) -> bool {
+    raw.get().starts_with('{')
+}
+
+/// True when `s` is a valid room name or peer id: 1–64 of `[A-Za-z0-9_-]`.
+pub fn valid_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_ID_LEN
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn bad(message: impl Into<String>) -> ProtocolError {
+    ProtocolError::new(ErrorCode::BadMessage, message)
+}
+
+impl<'a> ClientMessage<'a> {
+    /// Parses and validates one text frame.
+    pub fn parse(text: &'a str) -> Result<Self, ProtocolError> {
+        let frame: Frame<'a> = serde_json::from_str(text).map_err(|e| {
+            if e.is_data() {
+                bad(format!("malformed message: {e}"))
+            } else {
+                bad(format!("not a JSON object: {e}"))
+            }
+        })?;
+        let ty = frame.ty.ok_or_else(|| bad("missing \"type\""))?;
+        match ty.as_ref() {
+            "join" => {
+                let room = frame.room.ok_or_else(|| bad("join needs \"room\""))?;
+                if !valid_id(&room) {
+                    return Err(ProtocolError::new(
+                        ErrorCode::InvalidRoom,
+                        "room must be 1-64 characters of A-Z a-z 0-9 _ -",
+                    ));
+                }
+                if let Some(peer) = &frame.peer {
+                    if !valid_id(peer) {
+                        return Err(ProtocolError::new(
+                            ErrorCode::InvalidPeer,
+                            "peer id must be 1-64 characters of A-Z a-z 0-9 _ -",
+                        ));
+                    }
+                }
+                // `"meta": null` is treated like an absent meta.
+                let meta = frame.meta.filter(|m| m.get() != "null");
+                if let Some(m) = meta {
+                    if !is_object(m) {
+                        return Err(bad("\"meta\" must be a JSON object"));
+                    }
+                }
+                Ok(ClientMessage::Join {
+                    room,
+                    peer: frame.peer,
+                    meta,
+                })
+            }
+            "signal" => {
+                let to = frame.to.ok_or_else(|| bad("signal needs \"to\""))?;
+                let data = frame.data.ok_or_else(|| bad("signal needs \"data\""))?;
+                if !is_object(data) {
+                    return Err(bad("\"data\" must be a JSON object"));
+                }
+                Ok(ClientMessage::Signal { to, data })
+            }
+            "leave" => Ok(ClientMessage::Leave),
+            "ping" => Ok(ClientMessage::Ping),
+            other => Err(bad(format!("unknown message type {other:?}"))),
+        }
+    }
+}
+
+/// What a relayed `signal` carries, read from its `data` for metrics only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RelayKind {
+    Offer,
+    Answer,
+    Rollback,
+    Candidate,
+    EndOfCandidates,
+    Other,
+}
+
+impl RelayKind {
+    pub const ALL: [RelayKind; 6] = [
+        RelayKind::Offer,
+        RelayKind::Answer,
+        RelayKind::Rollback,
+        RelayKind::Candidate,
+        RelayKind::EndOfCandidates,
+        RelayKind::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RelayKind::Offer => "offer",
+            RelayKind::Answer => "answer",
+            RelayKind::Rollback => "rollback",
+            RelayKind::Candidate => "candidate",
+            RelayKind::EndOfCandidates => "end-of-candidates",
+            RelayKind::Other => "other",
+        }
+    }
+
+    /// Classifies `data` without allocating: only the top-level keys and
+    /// the description's `type` are looked at.
+    pub fn of(data: &RawValue) -> RelayKind {
+        #[derive(Deserialize)]
+        struct Desc<'a> {
+            #[serde(rename = "type", borrow)]
+            ty: Option<Cow<'a, str>>,
+        }
+        #[derive(Deserialize)]
+        struct Peek<'a> {
+            #[serde(borrow)]
+            description: Option<Desc<'a>>,
+            // Outer None: no key; Some(None): `"candidate": null`.
+            #[serde(default, borrow, deserialize_with = "present")]
+            candidate: Option<Option<&'a RawValue>>,
+        }
+        fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+        where
+            D: serde::Deserializer<'de>,
+            T: Deserialize<'de>,
+        {
+            T::deserialize(d).map(Some)
+        }
+        let Ok(peek) = serde_json::from_str::<Peek>(data.get()) else {
+            return RelayKind::Other;
+        };
+        if let Some(desc) = peek.description {
+            return match desc.ty.as_deref() {
+                Some("offer") => RelayKind::Offer,
+                Some("answer") | Some("pranswer") => RelayKind::Answer,
+                Some("rollback") => RelayKind::Rollback,
+                _ => RelayKind::Other,
+            };
+        }
+        match peek.candidate {
+            Some(None) => RelayKind::EndOfCandidates,
+            Some(Some(_)) => RelayKind::Candidate,
+            None => RelayKind::Other,
+        }
+    }
+}
+
+/// The `type` of a server frame, with enough detail for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FrameKind {
+    Welcome,
+    PeerJoined,
+    PeerLeft,
+    Signal(RelayKind),
+    Pong,
+    Error(ErrorCode),
+}
+
+impl FrameKind {
+    pub fn type_str(self) -> &'static str {
+        match self {
+            FrameKind::Welcome => "welcome",
+            FrameKind::PeerJoined => "peer-joined",
+            FrameKind::PeerLeft => "peer-left",
+            FrameKind::Signal(_) => "signal",
+            FrameKind::Pong => "pong",
+            FrameKind::Error(_) => "error",
+        }
+    }
+}
+
+/// Server → client frames. Serialized once, then handed to the driver.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum ServerMessage<'a> {
+    #[serde(rename_all = "camelCase")]
+    Welcome {
+        room: &'a str,
+        peer: &'a str,
+        peers: Vec<PeerEntry<'a>>,
+        ice_servers: &'a RawValue,
+    },
+    PeerJoined {
+        peer: &'a str,
+        meta: &'a RawValue,
+    },
+    PeerLeft {
+        peer: &'a str,
+    },
+    Signal {
+        from: &'a str,
+        data: &'a RawValue,
+    },
+    Pong,
+    Error {
+        code: ErrorCode,
+        message: &'a str,
+    },
+}
+
+#[derive(Serialize)]
+pub struct PeerEntry<'a> {
+    pub peer: &'a str,
+    pub meta: &'a RawValue,
+}
+
+impl ServerMessage<'_> {
+    pub fn to_json(&self) -> String {
+        // Serializing these types cannot fail: every field is a string,
+        // a number or already-valid raw JSON.
+        serde_json::to_string(self).expect("server message serializes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_join_with_and_without_optional_fields() {
+        match ClientMessage::parse(r#"{"type":"join","room":"a-b_C9"}"#).unwrap() {
+            ClientMessage::Join { room, peer, meta } => {
+                assert_eq!(room, "a-b_C9");
+                assert!(peer.is_none());
+                assert!(meta.is_none());
+            }
+            m => panic!("unexpected {m:?}"),
+        }
+        match ClientMessage::parse(r#"{"type":"join","room":"r","peer":"p","meta":{"n":1}}"#)
+            .unwrap()
+        {
+            ClientMessage::Join { peer, meta, .. } => {
+                assert_eq!(peer.as_deref(), Some("p"));
+                assert_eq!(meta.unwrap().get(), r#"{"n":1}"#);
+            }
+            m => panic!("unexpected {m:?}"),
+        }
+    }
+
+    #[test]
+    fn rejects_bad_frames_with_the_right_code() {
+        let cases = [
+            ("not json", ErrorCode::BadMessage),
+            ("[1,2]", ErrorCode::BadMessage),
+            ("{}", ErrorCode::BadMessage),
+            (r#"{"type":7}"#, ErrorCode::BadMessage),
+            (r#"{"type":"dance"}"#, ErrorCode::BadMessage),
+            (r#"{"type":"join"}"#, ErrorCode::BadMessage),
+            (r#"{"type":"join","room":""}"#, ErrorCode::InvalidRoom),
+            (r#"{"type":"join","room":"a b"}"#, ErrorCode::InvalidRoom),
+            (r#"{"type":"join","room":"é"}"#, ErrorCode::InvalidRoom),
+            (r#"{"type":"join","room":"r","peer":"x/y"}"#, ErrorCode::InvalidPeer),
+            (r#"{"type":"join","room":"r","meta":[1]}"#, ErrorCode::BadMessage),
+            (r#"{"type":"signal","to":"p"}"#, ErrorCode::BadMessage),
+            (r#"{"type":"signal","to":"p","data":"x"}"#, ErrorCode::BadMessage),
+            (r#"{"type":"signal","data":{}}"#, ErrorCode::BadMessage),
+        ];
+        for (text, code) in cases {
+            let err = ClientMessage::parse(text).unwrap_err();
+            assert_eq!(err.code, code, "{text}");
+            assert!(!err.message.is_empty());
+        }
+        let long = format!(r#"{{"type":"join","room":"{}"}}"#, "a".repeat(65));
+        assert_eq!(ClientMessage::parse(&long).unwrap_err().code, ErrorCode::InvalidRoom);
+        let max = format!(r#"{{"type":"join","room":"{}"}}"#, "a".repeat(64));
+        assert!(ClientMessage::parse(&max).is_ok());
+    }
+
+    #[test]
+    fn escaped_type_and_ids_are_understood() {
+        // JSON escapes must not defeat validation or dispatch.
+        let m = ClientMessage::parse(r#"{"type":"jo\u0069n","room":"r\u0031"}"#).unwrap();
+        assert!(matches!(m, ClientMessage::Join { room, .. } if room == "r1"));
+    }
+
+    #[test]
+    fn signal_data_is_kept_verbatim() {
+        let text = r#"{"type":"signal","to":"p","data":{"candidate":{"candidate":"c","sdpMid":"0"}},"from":"spoof"}"#;
+        match ClientMessage::parse(text).unwrap() {
+            ClientMessage::Signal { to, data } => {
+                assert_eq!(to, "p");
+                assert_eq!(data.get(), r#"{"candidate":{"candidate":"c","sdpMid":"0"}}"#);
+            }
+            m => panic!("unexpected {m:?}"),
+        }
+    }
+
+    #[test]
+    fn relay_kinds() {
+        let kind = |s: &str| RelayKind::of(&RawValue::from_string(s.to_string()).unwrap());
+        assert_eq!(kind(r#"{"description":{"type":"offer","sdp":"v=0"}}"#), RelayKind::Offer);
+        assert_eq!(kind(r#"{"description":{"type":"answer","sdp":""}}"#), RelayKind::Answer);
+        assert_eq!(kind(r#"{"description":{"type":"rollback"}}"#), RelayKind::Rollback);
+        assert_eq!(kind(r#"{"candidate":{"candidate":"x"}}"#), RelayKind::Candidate);
+        assert_eq!(kind(r#"{"candidate":null}"#), RelayKind::EndOfCandidates);
+        assert_eq!(kind(r#"{"hello":1}"#), RelayKind::Other);
+        assert_eq!(kind(r#"{"description":"weird"}"#), RelayKind::Other);
+    }
+
+    #[test]
+    fn server_messages_serialize_to_documented_shapes() {
+        let raw = RawValue::from_string("[]".into()).unwrap();
+        let meta = RawValue::from_string("{}".into()).unwrap();
+        let w = ServerMessage::Welcome {
+            room: "r",
+            peer: "me",
+            peers: vec![PeerEntry { peer: "o", meta: &meta }],
+            ice_servers: &raw,
+        };
+        assert_eq!(
+            w.to_json(),
+            r#"{"type":"welcome","room":"r","peer":"me","peers":[{"peer":"o","meta":{}}],"iceServers":[]}"#
+        );
+        assert_eq!(ServerMessage::Pong.to_json(), r#"{"type":"pong"}"#);
+        let e = ServerMessage::Error {
+            code: ErrorCode::PeerIdTaken,
+            message: "m",
+        };
+        assert_eq!(e.to_json(), r#"{"type":"error","code":"peer-id-taken","message":"m"}"#);
+        for c in ErrorCode::ALL {
+            assert_eq!(serde_json::to_string(&c).unwrap(), format!("\"{}\"", c.as_str()));
+        }
+    }
+}
