@@ -1,1 +1,73 @@
-fn main() {}
+//! The `switchboard` binary: command-line parsing and process setup. The
+//! work happens in the library crates and in [`serve`].
+
+mod config;
+mod metrics;
+mod serve;
+mod web;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use config::{LogFormat, ServeArgs};
+use tokio_util::sync::CancellationToken;
+
+/// Self-hosted WebRTC connection service: signaling server, demo pages and
+/// browser SDK in one binary.
+#[derive(Parser)]
+#[command(name = "switchboard", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the signaling server (WebSocket /v1/ws), demo pages and metrics.
+    Serve(ServeArgs),
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Pretty => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            let cfg = args.resolve()?;
+            init_logging(cfg.log_format);
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(async {
+                let shutdown = CancellationToken::new();
+                let trigger = shutdown.clone();
+                tokio::spawn(async move {
+                    shutdown_signal().await;
+                    trigger.cancel();
+                });
+                serve::run(cfg, shutdown).await
+            })
+        }
+    }
+}

@@ -1,0 +1,320 @@
+//! `switchboard serve`: the tokio/axum driver around the sans-IO signaling
+//! [`Hub`].
+//!
+//! This module owns sockets, timers and tasks. Every decision about rooms,
+//! peers and limits is the hub's; the driver feeds it frames with the current
+//! time and carries out the [`Output`]s it returns.
+
+use crate::config::ServeConfig;
+use crate::metrics::Metrics;
+use crate::web;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use futures_util::{SinkExt, StreamExt};
+use signal::{ConnId, FrameKind, Hub, Output};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+/// A connection's way out: queued frames, and a one-shot close order that
+/// bypasses the queue so a stuck client can still be closed.
+struct Outbox {
+    frames: mpsc::Sender<Arc<str>>,
+    close: Option<oneshot::Sender<(u16, &'static str)>>,
+}
+
+struct Shared {
+    hub: Hub,
+    outboxes: HashMap<ConnId, Outbox>,
+}
+
+struct App {
+    shared: Mutex<Shared>,
+    metrics: Metrics,
+    cfg: ServeConfig,
+    tasks: TaskTracker,
+}
+
+impl App {
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        // A panic while holding the lock would be a bug in the hub; keep
+        // serving the other connections rather than poisoning them all.
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Shared {
+    /// Carries out everything the hub asked for. Never blocks.
+    fn pump(&mut self, metrics: &Metrics) {
+        while let Some(out) = self.hub.poll_output() {
+            match out {
+                Output::Send { conn, frame, kind } => {
+                    let Some(ob) = self.outboxes.get(&conn) else { continue };
+                    match ob.frames.try_send(frame) {
+                        Ok(()) => {
+                            metrics.count(kind);
+                            if let FrameKind::Error(code) = kind {
+                                info!(conn = conn.0, %code, "refused a client message");
+                            }
+                        }
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            warn!(conn = conn.0, "client is not reading; dropping it");
+                            self.hub.drop_slow(conn);
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => {}
+                    }
+                }
+                Output::Close { conn, code, reason } => {
+                    if let Some(mut ob) = self.outboxes.remove(&conn) {
+                        if let Some(tx) = ob.close.take() {
+                            let _ = tx.send((code, reason));
+                        }
+                    }
+                }
+            }
+        }
+        metrics.rooms.set(self.hub.rooms() as i64);
+        metrics.peers.set(self.hub.peers() as i64);
+    }
+}
+
+/// Binds the listener and serves until `shutdown` is cancelled.
+pub async fn run(cfg: ServeConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    let app = Arc::new(App {
+        shared: Mutex::new(Shared {
+            hub: Hub::new(cfg.hub.clone()),
+            outboxes: HashMap::new(),
+        }),
+        metrics: Metrics::new(),
+        cfg,
+        tasks: TaskTracker::new(),
+    });
+
+    // The hub reads no clock; this task tells it the time so idle
+    // connections get dropped.
+    let sweeper = {
+        let app = app.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let period = (app.cfg.hub.idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+            let mut tick = tokio::time::interval(period);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        let mut s = app.lock();
+                        s.hub.handle_timeout(Instant::now());
+                        s.pump(&app.metrics);
+                    }
+                    _ = shutdown.cancelled() => break,
+                }
+            }
+        })
+    };
+
+    let router = Router::new()
+        .route("/v1/ws", get(ws_handler))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics_handler))
+        .route("/", get(web::page("index")))
+        .route("/local", get(web::page("local")))
+        .route("/call", get(web::page("call")))
+        .route("/chat", get(web::page("chat")))
+        .route("/sdk/{*file}", get(web::sdk))
+        .route("/assets/{*file}", get(web::assets))
+        .with_state(app.clone());
+
+    info!(%addr, ice_servers = ?app.cfg.ice_servers, "listening");
+    // A plain stdout line so scripts and tests can learn the bound port.
+    println!("switchboard listening on http://{addr}");
+
+    let graceful = {
+        let app = app.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.cancelled().await;
+            info!("shutting down: closing every WebSocket with 1001 going away");
+            let mut s = app.lock();
+            s.hub.shutdown();
+            s.pump(&app.metrics);
+        }
+    };
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(graceful)
+    .await?;
+
+    app.tasks.close();
+    if tokio::time::timeout(Duration::from_secs(5), app.tasks.wait()).await.is_err() {
+        warn!("some WebSocket connections did not finish closing within 5 s");
+    }
+    sweeper.abort();
+    info!("stopped");
+    Ok(())
+}
+
+async fn metrics_handler(State(app): State<Arc<App>>) -> Response {
+    {
+        let s = app.lock();
+        app.metrics.rooms.set(s.hub.rooms() as i64);
+        app.metrics.peers.set(s.hub.peers() as i64);
+        app.metrics.connections.set(s.hub.connections() as i64);
+    }
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        app.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn ws_handler(
+    ws: WebSocketUpgrade,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    State(app): State<Arc<App>>,
+) -> Response {
+    let (frames_tx, frames_rx) = mpsc::channel(app.cfg.send_queue);
+    let (close_tx, close_rx) = oneshot::channel();
+    let conn = {
+        let mut s = app.lock();
+        match s.hub.connect(Instant::now()) {
+            Ok(conn) => {
+                s.outboxes.insert(
+                    conn,
+                    Outbox {
+                        frames: frames_tx,
+                        close: Some(close_tx),
+                    },
+                );
+                conn
+            }
+            Err(_) => {
+                warn!(%remote, "refusing WebSocket: --max-connections reached");
+                return (StatusCode::SERVICE_UNAVAILABLE, "too many connections\n").into_response();
+            }
+        }
+    };
+    // The WebSocket layer refuses frames far above the limit before reading
+    // them whole; frames just above it reach the hub, which answers
+    // `too-large` and keeps the connection.
+    let hard_limit = app.cfg.hub.max_message_bytes.saturating_mul(4);
+    let on_fail = app.clone();
+    let tracker = app.tasks.clone();
+    ws.max_message_size(hard_limit)
+        .max_frame_size(hard_limit)
+        .on_failed_upgrade(move |e| {
+            warn!(%remote, "WebSocket upgrade failed: {e}");
+            let mut s = on_fail.lock();
+            s.hub.disconnect(conn);
+            s.outboxes.remove(&conn);
+        })
+        .on_upgrade(move |socket| {
+            tracker.track_future(connection(app, conn, remote, socket, frames_rx, close_rx))
+        })
+}
+
+/// Runs one WebSocket until either side closes it.
+async fn connection(
+    app: Arc<App>,
+    conn: ConnId,
+    remote: SocketAddr,
+    socket: WebSocket,
+    mut frames: mpsc::Receiver<Arc<str>>,
+    mut close: oneshot::Receiver<(u16, &'static str)>,
+) {
+    info!(conn = conn.0, %remote, "connection open");
+    let (mut sink, mut stream) = socket.split();
+    let ping_every = (app.cfg.hub.idle_timeout / 3).max(Duration::from_millis(50));
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+
+    let mut close_pending = true;
+    let why: String = loop {
+        tokio::select! {
+            incoming = stream.next() => {
+                let now = Instant::now();
+                match incoming {
+                    Some(Ok(Message::Text(text))) => {
+                        let mut s = app.lock();
+                        s.hub.handle_text(conn, text.as_str(), now);
+                        s.pump(&app.metrics);
+                    }
+                    Some(Ok(Message::Binary(b))) => {
+                        let mut s = app.lock();
+                        s.hub.handle_binary(conn, b.len(), now);
+                        s.pump(&app.metrics);
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
+                        app.lock().hub.handle_activity(conn, now);
+                    }
+                    Some(Ok(Message::Close(frame))) => {
+                        break match frame {
+                            Some(f) => format!("closed by client ({} {})", f.code, f.reason),
+                            None => "closed by client".into(),
+                        };
+                    }
+                    None => break "connection lost".into(),
+                    Some(Err(e)) => {
+                        // Oversized frames land here: say why before leaving.
+                        let text = e.to_string();
+                        if text.contains("too long") || text.contains("too big") || text.contains("Space limit") {
+                            let _ = sink.send(close_frame(1009, "frame too large")).await;
+                        }
+                        break format!("connection error: {text}");
+                    }
+                }
+            }
+            Some(frame) = frames.recv() => {
+                if let Err(e) = sink.send(Message::Text(frame.as_ref().into())).await {
+                    break format!("send failed: {e}");
+                }
+            }
+            order = &mut close, if close_pending => {
+                close_pending = false;
+                let Ok((code, reason)) = order else { continue };
+                // Frames queued before the close order still go out first.
+                while let Ok(frame) = frames.try_recv() {
+                    if sink.send(Message::Text(frame.as_ref().into())).await.is_err() {
+                        break;
+                    }
+                }
+                let _ = sink.send(close_frame(code, reason)).await;
+                let _ = sink.flush().await;
+                break format!("closed by server ({code} {reason})");
+            }
+            _ = ping.tick() => {
+                if let Err(e) = sink.send(Message::Ping(Default::default())).await {
+                    break format!("ping failed: {e}");
+                }
+            }
+        }
+    };
+
+    {
+        let mut s = app.lock();
+        s.hub.disconnect(conn);
+        s.outboxes.remove(&conn);
+        s.pump(&app.metrics);
+    }
+    info!(conn = conn.0, %remote, reason = %why, "connection closed");
+}
+
+fn close_frame(code: u16, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }))
+}
