@@ -1,0 +1,386 @@
+//! Protocol v1 over real WebSocket connections to a real `switchboard serve`
+//! process on loopback.
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream as TokioTcp;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Server {
+    fn start(args: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start switchboard");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("switchboard listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .parse()
+            .unwrap();
+        Server { child, addr }
+    }
+
+    fn url(&self) -> String {
+        format!("ws://{}/v1/ws", self.addr)
+    }
+
+    fn terminate(&mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// GET over plain HTTP/1.1; returns (status, body).
+    fn get(&self, path: &str) -> (u16, String) {
+        let mut s = TcpStream::connect(self.addr).unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        let status = out[9..12].parse().unwrap();
+        let body = out.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("").to_string();
+        (status, body)
+    }
+
+    fn metric(&self, needle: &str) -> f64 {
+        let (_, body) = self.get("/metrics");
+        body.lines()
+            .find_map(|l| l.strip_prefix(needle).map(|v| v.trim().parse().unwrap()))
+            .unwrap_or_else(|| panic!("no metric {needle} in\n{body}"))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Client {
+    ws: WebSocketStream<MaybeTlsStream<TokioTcp>>,
+}
+
+impl Client {
+    async fn connect(server: &Server) -> Client {
+        let (ws, _) = tokio_tungstenite::connect_async(server.url()).await.unwrap();
+        Client { ws }
+    }
+
+    async fn send(&mut self, v: Value) {
+        self.send_text(&v.to_string()).await;
+    }
+
+    async fn send_text(&mut self, s: &str) {
+        self.ws.send(Message::Text(s.into())).await.unwrap();
+    }
+
+    /// Next JSON message, skipping WebSocket control frames.
+    async fn recv(&mut self) -> Value {
+        loop {
+            let m = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("timed out waiting for a message")
+                .expect("connection ended")
+                .expect("websocket error");
+            match m {
+                Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("expected a text frame, got {other:?}"),
+            }
+        }
+    }
+
+    async fn expect_error(&mut self, code: &str) -> Value {
+        let v = self.recv().await;
+        assert_eq!(v["type"], "error", "{v}");
+        assert_eq!(v["code"], code, "{v}");
+        assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()));
+        v
+    }
+
+    /// Waits for the server's close frame; returns (code, reason).
+    async fn expect_close(&mut self) -> (CloseCode, String) {
+        loop {
+            let m = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("timed out waiting for close");
+            match m {
+                Some(Ok(Message::Close(Some(f)))) => return (f.code, f.reason.to_string()),
+                Some(Ok(Message::Close(None))) => panic!("close frame without a code"),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => panic!("error before close frame: {e}"),
+                None => panic!("stream ended without a close frame"),
+            }
+        }
+    }
+
+    async fn join(&mut self, room: &str, peer: &str) -> Value {
+        self.send(json!({"type":"join","room":room,"peer":peer})).await;
+        let w = self.recv().await;
+        assert_eq!(w["type"], "welcome", "{w}");
+        w
+    }
+
+    async fn ping_pong(&mut self) {
+        self.send(json!({"type":"ping"})).await;
+        assert_eq!(self.recv().await, json!({"type":"pong"}));
+    }
+}
+
+#[tokio::test]
+async fn join_relay_and_spoofed_from() {
+    let server = Server::start(&["--ice-server", "stun:stun.example.net:3478"]);
+    let mut a = Client::connect(&server).await;
+    let mut b = Client::connect(&server).await;
+    a.send(json!({"type":"join","room":"demo","meta":{"name":"A"}})).await;
+    let wa = a.recv().await;
+    assert_eq!(wa["type"], "welcome");
+    assert_eq!(wa["room"], "demo");
+    assert_eq!(wa["peers"], json!([]));
+    assert_eq!(wa["iceServers"], json!([{"urls":["stun:stun.example.net:3478"]}]));
+    let a_id = wa["peer"].as_str().unwrap().to_string();
+    assert!(!a_id.is_empty());
+
+    let wb = b.join("demo", "bob").await;
+    assert_eq!(wb["peers"], json!([{"peer": a_id, "meta": {"name":"A"}}]));
+    assert_eq!(a.recv().await, json!({"type":"peer-joined","peer":"bob","meta":{}}));
+
+    let offer = json!({"description":{"type":"offer","sdp":"v=0\r\n"}});
+    b.send(json!({"type":"signal","to":a_id,"from":"mallory","data":offer})).await;
+    assert_eq!(a.recv().await, json!({"type":"signal","from":"bob","data":offer}));
+    a.send(json!({"type":"signal","to":"bob","data":{"candidate":null}})).await;
+    assert_eq!(b.recv().await, json!({"type":"signal","from":a_id,"data":{"candidate":null}}));
+
+    assert_eq!(server.metric("switchboard_messages_relayed_total{kind=\"offer\"}"), 1.0);
+    assert_eq!(server.metric("switchboard_messages_relayed_total{kind=\"end-of-candidates\"}"), 1.0);
+    assert_eq!(server.metric("switchboard_rooms"), 1.0);
+    assert_eq!(server.metric("switchboard_peers"), 2.0);
+    assert_eq!(server.metric("switchboard_connections"), 2.0);
+}
+
+#[tokio::test]
+async fn bad_json_and_bad_fields_keep_the_connection() {
+    let server = Server::start(&[]);
+    let mut a = Client::connect(&server).await;
+    a.send_text("{not json").await;
+    a.expect_error("bad-message").await;
+    a.send(json!({"type":"teleport"})).await;
+    a.expect_error("bad-message").await;
+    a.send(json!({"type":"join","room":"no spaces"})).await;
+    a.expect_error("invalid-room").await;
+    a.send(json!({"type":"join","room":"r","peer":"ü"})).await;
+    a.expect_error("invalid-peer").await;
+    a.ws.send(Message::Binary(vec![1, 2, 3].into())).await.unwrap();
+    a.expect_error("bad-message").await;
+    a.send(json!({"type":"signal","to":"x","data":{}})).await;
+    a.expect_error("not-joined").await;
+    a.join("r", "alice").await;
+    a.send(json!({"type":"join","room":"r"})).await;
+    a.expect_error("already-joined").await;
+    a.send(json!({"type":"signal","to":"alice2","data":"string"})).await;
+    a.expect_error("bad-message").await;
+    a.ping_pong().await;
+    assert_eq!(server.metric("switchboard_errors_total{code=\"bad-message\"}"), 4.0);
+}
+
+#[tokio::test]
+async fn oversize_messages() {
+    let server = Server::start(&["--max-message-bytes", "1024"]);
+    let mut a = Client::connect(&server).await;
+    a.join("r", "alice").await;
+    let pad = "x".repeat(2000);
+    a.send(json!({"type":"ping","pad":pad})).await;
+    a.expect_error("too-large").await;
+    a.ping_pong().await;
+    // Far beyond the limit the WebSocket layer refuses the frame outright.
+    let huge = "x".repeat(10_000);
+    a.send(json!({"type":"ping","pad":huge})).await;
+    let (code, reason) = a.expect_close().await;
+    assert_eq!(code, CloseCode::Size, "{reason}");
+}
+
+#[tokio::test]
+async fn unknown_peer_room_full_duplicate_id_and_leave() {
+    let server = Server::start(&["--max-room-peers", "2"]);
+    let mut a = Client::connect(&server).await;
+    let mut b = Client::connect(&server).await;
+    let mut c = Client::connect(&server).await;
+    a.join("r", "alice").await;
+    b.send(json!({"type":"join","room":"r","peer":"alice"})).await;
+    b.expect_error("peer-id-taken").await;
+    b.join("r", "bob").await;
+    assert_eq!(a.recv().await["type"], "peer-joined");
+    c.send(json!({"type":"join","room":"r"})).await;
+    c.expect_error("room-full").await;
+    a.send(json!({"type":"signal","to":"nobody","data":{}})).await;
+    a.expect_error("unknown-peer").await;
+
+    b.send(json!({"type":"leave"})).await;
+    assert_eq!(a.recv().await, json!({"type":"peer-left","peer":"bob"}));
+    // The room has space again and c can join.
+    let w = c.join("r", "carol").await;
+    assert_eq!(w["peers"], json!([{"peer":"alice","meta":{}}]));
+    assert_eq!(a.recv().await["peer"], "carol");
+    // Signals to the peer that left are refused.
+    a.send(json!({"type":"signal","to":"bob","data":{}})).await;
+    a.expect_error("unknown-peer").await;
+}
+
+#[tokio::test]
+async fn abrupt_disconnect_gives_peer_left() {
+    let server = Server::start(&[]);
+    let mut a = Client::connect(&server).await;
+    let mut b = Client::connect(&server).await;
+    a.join("r", "alice").await;
+    b.join("r", "bob").await;
+    a.recv().await;
+    // Drop the TCP connection without a close frame.
+    let raw = b.ws.into_inner();
+    drop(raw);
+    assert_eq!(a.recv().await, json!({"type":"peer-left","peer":"bob"}));
+}
+
+#[tokio::test]
+async fn silent_peer_times_out() {
+    let server = Server::start(&["--idle-timeout", "1"]);
+    let mut a = Client::connect(&server).await;
+    let mut b = Client::connect(&server).await;
+    a.join("r", "alice").await;
+    b.join("r", "bob").await;
+    a.recv().await;
+    // b stops reading, so it never answers pings: it looks like a peer whose
+    // network vanished. a keeps reading (and so answers pings).
+    let started = Instant::now();
+    assert_eq!(a.recv().await, json!({"type":"peer-left","peer":"bob"}));
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(900), "dropped too early: {took:?}");
+    // a itself stayed alive while answering pings.
+    a.ping_pong().await;
+    // b's connection is gone. When b reads again, tungstenite first tries to
+    // answer the pings it buffered and may hit the closed socket before it
+    // surfaces the close frame, so accept either ending, but check the
+    // reason when the close frame is what arrives.
+    let end = tokio::time::timeout(WAIT, async {
+        loop {
+            match b.ws.next().await {
+                Some(Ok(Message::Close(f))) => break f.map(|f| (f.code, f.reason.to_string())),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => break None,
+            }
+        }
+    })
+    .await
+    .expect("b's connection should have ended");
+    if let Some((code, reason)) = end {
+        assert_eq!((code, reason.as_str()), (CloseCode::Policy, "idle timeout"));
+    }
+}
+
+#[tokio::test]
+async fn rate_limiting_drops_then_closes() {
+    let server = Server::start(&[
+        "--max-message-rate", "1",
+        "--message-burst", "5",
+        "--rate-limit-strikes", "10",
+    ]);
+    let mut a = Client::connect(&server).await;
+    for _ in 0..7 {
+        a.send(json!({"type":"ping"})).await;
+    }
+    for _ in 0..5 {
+        assert_eq!(a.recv().await, json!({"type":"pong"}));
+    }
+    a.expect_error("rate-limited").await;
+    for _ in 0..20 {
+        // The server may already have closed; later sends can fail.
+        if a.ws.send(Message::Text(r#"{"type":"ping"}"#.into())).await.is_err() {
+            break;
+        }
+    }
+    let (code, reason) = a.expect_close().await;
+    assert_eq!((code, reason.as_str()), (CloseCode::Policy, "rate limit exceeded"));
+}
+
+#[tokio::test]
+async fn connection_cap_refuses_upgrade() {
+    let server = Server::start(&["--max-connections", "1"]);
+    let mut a = Client::connect(&server).await;
+    let err = tokio_tungstenite::connect_async(server.url()).await.unwrap_err();
+    assert!(err.to_string().contains("503"), "{err}");
+    a.ping_pong().await;
+    drop(a);
+    // The slot frees once the first connection is gone.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match tokio_tungstenite::connect_async(server.url()).await {
+            Ok(_) => break,
+            Err(e) if Instant::now() < deadline => {
+                assert!(e.to_string().contains("503"), "{e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("slot never freed: {e}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn graceful_shutdown_sends_going_away() {
+    let mut server = Server::start(&[]);
+    let mut a = Client::connect(&server).await;
+    let mut b = Client::connect(&server).await;
+    a.join("r", "alice").await;
+    server.terminate();
+    for c in [&mut a, &mut b] {
+        let (code, reason) = c.expect_close().await;
+        assert_eq!((code, reason.as_str()), (CloseCode::Away, "server shutting down"));
+    }
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(s) = server.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "server did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+}
+
+#[tokio::test]
+async fn http_endpoints() {
+    let server = Server::start(&[]);
+    assert_eq!(server.get("/healthz"), (200, "ok\n".to_string()));
+    let (status, body) = server.get("/metrics");
+    assert_eq!(status, 200);
+    assert!(body.contains("switchboard_connections"));
+    assert!(body.ends_with("# EOF\n"));
+    assert_eq!(server.get("/sdk/nope.js").0, 404);
+    assert_eq!(server.get("/sdk/../../Cargo.toml").0, 404);
+    // A plain GET on the WebSocket path is refused without upsetting anything.
+    assert!(server.get("/v1/ws").0 >= 400);
+    assert_eq!(server.get("/healthz").0, 200);
+}
