@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The whole test suite: Rust unit and integration tests, then the browser
+# end-to-end tests in headless Chromium. Installs what the tests need when it
+# is missing (Debian packages via apt-get, npm packages via npm ci), so it
+# works on a fresh machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n==> %s\n' "$*"; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+        echo "need root to run: $*" >&2; exit 1
+    fi
+}
+
+# Debian packages the tests use, as "command:package".
+missing=()
+for pair in chromium:chromium node:nodejs npm:npm; do
+    command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    log "installing Debian packages: ${missing[*]}"
+    as_root apt-get update -q
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if [ ! -d tests/e2e/node_modules/playwright-core ]; then
+    log "installing npm packages for tests/e2e"
+    (cd tests/e2e && npm ci --no-audit --no-fund)
+fi
+
+log "building"
+cargo build --workspace --all-targets --locked
+
+log "Rust tests"
+cargo test --workspace --locked
+
+log "browser end-to-end tests (headless Chromium)"
+export SWITCHBOARD_BIN="$PWD/target/debug/switchboard"
+node --test --test-concurrency=1 tests/e2e/*.test.mjs
