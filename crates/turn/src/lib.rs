@@ -1,0 +1,8 @@
+//! Sans-IO core of the switchboard TURN server (RFC 8656).
+//!
+//! - [`policy`]: which peer addresses a relay may send to.
+//! - [`auth`]: long-term credentials, static users and time-limited
+//!   "TURN REST API" credentials.
+
+pub mod auth;
+pub mod policy;
