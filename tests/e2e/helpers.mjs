@@ -1,0 +1,208 @@
+// Shared helpers for the end-to-end tests: start `switchboard serve` on a
+// free 127.0.0.1 port, launch Debian's headless Chromium through
+// playwright-core, capture page errors and write screenshots.
+
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const screenshotDir = path.join(repoRoot, 'target', 'e2e-screenshots');
+
+export const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
+export const CHROMIUM_ARGS = [
+  '--no-sandbox',
+  '--use-fake-device-for-media-stream',
+  '--use-fake-ui-for-media-stream',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+
+const verbose = !!process.env.E2E_VERBOSE;
+
+/** Binary under test: $SWITCHBOARD_BIN or target/debug/switchboard. */
+export function serverBinary() {
+  const bin = process.env.SWITCHBOARD_BIN || 'target/debug/switchboard';
+  return path.isAbsolute(bin) ? bin : path.join(repoRoot, bin);
+}
+
+/** A TCP port on 127.0.0.1 that was free a moment ago. */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = /** @type {net.AddressInfo} */ (srv.address());
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Start `switchboard serve --listen 127.0.0.1:<free port> ...extraArgs` and
+ * wait until /healthz answers.
+ * @param {string[]} [extraArgs]
+ */
+export async function startServer(extraArgs = []) {
+  const bin = serverBinary();
+  if (!fs.existsSync(bin)) {
+    throw new Error(`switchboard binary not found at ${bin}: run "cargo build -p switchboard" or set SWITCHBOARD_BIN`);
+  }
+  const port = await freePort();
+  const args = ['serve', '--listen', `127.0.0.1:${port}`, ...extraArgs];
+  const proc = spawn(bin, args, { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  const collect = (d) => {
+    output += d.toString();
+    if (verbose) process.stderr.write(`[server] ${d}`);
+  };
+  proc.stdout.on('data', collect);
+  proc.stderr.on('data', collect);
+  let exited = null;
+  const exitPromise = new Promise((resolve) => proc.on('exit', (code, signal) => {
+    exited = { code, signal };
+    resolve(exited);
+  }));
+
+  const origin = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    if (exited) throw new Error(`switchboard exited early (${JSON.stringify(exited)}):\n${output}`);
+    try {
+      const res = await fetch(`${origin}/healthz`);
+      if (res.ok) break;
+    } catch { /* not up yet */ }
+    if (Date.now() > deadline) {
+      proc.kill('SIGKILL');
+      throw new Error(`switchboard did not answer /healthz within 30 s:\n${output}`);
+    }
+    await sleep(100);
+  }
+
+  return {
+    port,
+    origin,
+    wsUrl: `ws://127.0.0.1:${port}/v1/ws`,
+    get output() { return output; },
+    async stop() {
+      if (exited) return exited;
+      proc.kill('SIGTERM');
+      const timer = setTimeout(() => proc.kill('SIGKILL'), 5_000);
+      const r = await exitPromise;
+      clearTimeout(timer);
+      return r;
+    },
+  };
+}
+
+/** Launch headless Chromium with fake camera/microphone. */
+export async function launchBrowser() {
+  if (!fs.existsSync(CHROMIUM)) {
+    throw new Error(`Chromium not found at ${CHROMIUM}: apt-get install -y chromium`);
+  }
+  return chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+}
+
+/**
+ * A page in its own browser context (separate storage, like a separate
+ * browser). Page errors and console errors are collected in `page.errors`.
+ * @param {import('playwright-core').Browser} browser
+ * @param {string} name used in log lines
+ * @param {{initScript?: string | Function}} [opts]
+ */
+export async function newPage(browser, name, opts = {}) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  if (opts.initScript) await context.addInitScript(/** @type {any} */ (opts.initScript));
+  const page = await context.newPage();
+  /** @type {string[]} */
+  const errors = [];
+  page.on('pageerror', (err) => {
+    errors.push(`pageerror: ${err.message}`);
+    process.stderr.write(`[${name}] pageerror: ${err.stack || err.message}\n`);
+  });
+  page.on('console', (msg) => {
+    if (verbose) process.stderr.write(`[${name}] console.${msg.type()}: ${msg.text()}\n`);
+  });
+  return Object.assign(page, { errors, label: name });
+}
+
+/**
+ * Full-page screenshot to target/e2e-screenshots/<name>.png.
+ * @param {import('playwright-core').Page} page
+ * @param {string} name
+ */
+export async function screenshot(page, name) {
+  fs.mkdirSync(screenshotDir, { recursive: true });
+  const file = path.join(screenshotDir, `${name}.png`);
+  await page.screenshot({ path: file, fullPage: true });
+  return file;
+}
+
+/** Random bytes in a temp file; returns {path, sha256, size, cleanup}. */
+export function randomFile(size, name = 'random.bin') {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'switchboard-e2e-'));
+  const file = path.join(dir, name);
+  const hash = createHash('sha256');
+  const fd = fs.openSync(file, 'w');
+  const block = 1 << 20;
+  for (let off = 0; off < size; off += block) {
+    const buf = randomBytesFast(Math.min(block, size - off));
+    hash.update(buf);
+    fs.writeSync(fd, buf);
+  }
+  fs.closeSync(fd);
+  return {
+    path: file,
+    size,
+    sha256: hash.digest('hex'),
+    cleanup: () => fs.rmSync(dir, { recursive: true, force: true }),
+  };
+}
+
+/** @param {number} n */
+function randomBytesFast(n) {
+  // crypto.randomFillSync caps at 2^31-1 bytes; blocks here are 1 MiB.
+  const buf = Buffer.allocUnsafe(n);
+  for (let off = 0; off < n; off += 65536) {
+    globalThis.crypto.getRandomValues(buf.subarray(off, Math.min(off + 65536, n)));
+  }
+  return buf;
+}
+
+/** A unique room name per test run. */
+export function roomName(prefix) {
+  return `${prefix}-${Date.now().toString(36)}-${Math.floor(Math.random() * 1e6).toString(36)}`;
+}
+
+/**
+ * Wait for `fn` in the page to return truthy; on timeout, the error names the
+ * page and includes its status banner to make failures readable.
+ * @param {any} page
+ * @param {Function} fn
+ * @param {any} [arg]
+ * @param {number} [timeout]
+ */
+export async function waitFor(page, fn, arg, timeout = 30_000) {
+  try {
+    return await page.waitForFunction(fn, arg, { timeout, polling: 200 });
+  } catch (err) {
+    const status = await page.evaluate(() => {
+      const s = document.querySelector('#status');
+      const n = document.querySelector('#notices');
+      return `${s ? s.textContent : ''} ${n ? n.textContent : ''}`.trim();
+    }).catch(() => '(page gone)');
+    throw new Error(`[${page.label ?? 'page'}] ${err.message}\nstatus on page: ${status || '(none)'}`);
+  }
+}

@@ -1,0 +1,1019 @@
+// switchboard browser SDK — signaling protocol v1 (docs/protocol.md).
+//
+// ES module, no build step. Two layers:
+//
+//   * SignalingChannel: the WebSocket to `switchboard serve`. join / welcome /
+//     peer-joined / peer-left / signal / error / ping. `channel.to(peerId)`
+//     gives a per-peer object with `send({description})`, `send({candidate})`
+//     and 'message' events, the shape used by the W3C examples.
+//   * joinRoom(): one RTCPeerConnection per remote peer, roles from the
+//     protocol (newcomer offers; the peer that saw `peer-joined` waits for the
+//     offer), W3C perfect negotiation with the newcomer polite, trickle ICE,
+//     and a millisecond timeline of every JSEP and ICE step per peer.
+
+/** Version of the signaling protocol this SDK speaks. */
+export const PROTOCOL_VERSION = 1;
+
+/** Default interval between `{"type":"ping"}` keepalives, in ms. */
+export const DEFAULT_PING_INTERVAL = 10_000;
+
+/**
+ * Error with a machine-readable `code`. Server error codes are passed through
+ * unchanged (`room-full`, `invalid-room`, `peer-id-taken`, ...); the SDK adds
+ * `signaling-unreachable`, `signaling-closed`, `join-timeout` and
+ * `left`.
+ */
+export class SwitchboardError extends Error {
+  /**
+   * @param {string} code
+   * @param {string} message
+   * @param {{cause?: unknown, closeCode?: number, closeReason?: string}} [extra]
+   */
+  constructor(code, message, extra = {}) {
+    super(message, extra.cause !== undefined ? { cause: extra.cause } : undefined);
+    this.name = 'SwitchboardError';
+    /** @type {string} */
+    this.code = code;
+    if (extra.closeCode !== undefined) this.closeCode = extra.closeCode;
+    if (extra.closeReason !== undefined) this.closeReason = extra.closeReason;
+  }
+}
+
+/**
+ * An Event whose payload fields are copied onto the event itself and are also
+ * available as `event.detail`, so both `({peer}) => ...` and
+ * `(e) => e.detail.peer` work.
+ */
+export class SwitchboardEvent extends Event {
+  /**
+   * @param {string} type
+   * @param {Record<string, unknown>} [fields]
+   */
+  constructor(type, fields = {}) {
+    super(type);
+    /** @type {Record<string, unknown>} */
+    this.detail = fields;
+    for (const [k, v] of Object.entries(fields)) {
+      if (!(k in this)) {
+        Object.defineProperty(this, k, { value: v, enumerable: true });
+      }
+    }
+  }
+}
+
+/**
+ * Compute the signaling WebSocket URL for a page: `?signal=ws://...` in the
+ * page URL wins, otherwise `ws(s)://<host>/v1/ws` of the page itself.
+ * @param {Location | URL} [loc]
+ * @returns {string}
+ */
+export function defaultSignalingUrl(loc = globalThis.location) {
+  const params = new URLSearchParams(loc.search);
+  const override = params.get('signal');
+  if (override) return override;
+  const scheme = loc.protocol === 'https:' ? 'wss:' : 'ws:';
+  return `${scheme}//${loc.host}/v1/ws`;
+}
+
+/**
+ * Parse an ICE candidate line ("candidate:..." or "a=candidate:...").
+ * @param {string | {candidate?: string} | null | undefined} c
+ * @returns {import('./switchboard').CandidateInfo | null}
+ */
+export function parseCandidate(c) {
+  const line = typeof c === 'string' ? c : c && c.candidate;
+  if (!line) return null;
+  const parts = line.replace(/^a=/, '').replace(/^candidate:/, '').trim().split(/\s+/);
+  if (parts.length < 8) return null;
+  /** @type {import('./switchboard').CandidateInfo} */
+  const info = {
+    foundation: parts[0],
+    component: Number(parts[1]),
+    protocol: parts[2].toLowerCase(),
+    priority: Number(parts[3]),
+    address: parts[4],
+    port: Number(parts[5]),
+    type: parts[7],
+  };
+  for (let i = 8; i + 1 < parts.length; i += 2) {
+    const key = parts[i];
+    const val = parts[i + 1];
+    if (key === 'raddr') info.relatedAddress = val;
+    else if (key === 'rport') info.relatedPort = Number(val);
+    else if (key === 'tcptype') info.tcpType = val;
+  }
+  return info;
+}
+
+// ---------------------------------------------------------------------------
+// Signaling
+// ---------------------------------------------------------------------------
+
+/**
+ * Per-remote-peer view of a SignalingChannel, in the shape of the W3C
+ * examples: `send({description})`, `send({candidate})`, and 'message' events
+ * carrying `description` and/or `candidate`. Messages that arrive before
+ * anyone listens are queued and delivered to the first 'message' listener.
+ */
+export class PeerSignaling extends EventTarget {
+  /** @type {SignalingChannel} */ #channel;
+  /** @type {any[]} */ #queue = [];
+  #listening = false;
+  /** @type {((ev: any) => void) | null} */ #onmessage = null;
+
+  /**
+   * @param {SignalingChannel} channel
+   * @param {string} peerId
+   */
+  constructor(channel, peerId) {
+    super();
+    this.#channel = channel;
+    /** @type {string} */
+    this.peerId = peerId;
+  }
+
+  /**
+   * Relay an object to this peer (`{"type":"signal","to":peerId,"data":obj}`).
+   * RTCSessionDescription / RTCIceCandidate values are converted with toJSON().
+   * @param {{description?: any, candidate?: any, [k: string]: any}} data
+   */
+  send(data) {
+    this.#channel.signal(this.peerId, data);
+  }
+
+  /** @param {any} fn */
+  set onmessage(fn) {
+    if (this.#onmessage) this.removeEventListener('message', this.#onmessage);
+    this.#onmessage = fn;
+    if (fn) this.addEventListener('message', fn);
+  }
+
+  get onmessage() {
+    return this.#onmessage;
+  }
+
+  /**
+   * @param {string} type
+   * @param {any} listener
+   * @param {any} [options]
+   */
+  addEventListener(type, listener, options) {
+    super.addEventListener(type, listener, options);
+    if (type === 'message' && listener && !this.#listening) {
+      this.#listening = true;
+      const queued = this.#queue.splice(0);
+      if (queued.length) queueMicrotask(() => queued.forEach((d) => this.#dispatch(d)));
+    }
+  }
+
+  /** @internal @param {any} data */
+  _deliver(data) {
+    if (this.#listening) this.#dispatch(data);
+    else this.#queue.push(data);
+  }
+
+  /** @param {any} data */
+  #dispatch(data) {
+    /** @type {Record<string, unknown>} */
+    const fields = { from: this.peerId, data };
+    if (data && 'description' in data) fields.description = data.description;
+    if (data && 'candidate' in data) fields.candidate = data.candidate;
+    this.dispatchEvent(new SwitchboardEvent('message', fields));
+  }
+}
+
+/**
+ * The WebSocket to a switchboard server.
+ *
+ * Events: 'welcome', 'peer-joined', 'peer-left', 'signal', 'error' (server
+ * error frames after the join, and transport errors), 'pong', 'close'.
+ * Every event is a SwitchboardEvent whose fields are the server message.
+ */
+export class SignalingChannel extends EventTarget {
+  /** @type {WebSocket | null} */ #ws = null;
+  /** @type {ReturnType<typeof setInterval> | null} */ #pingTimer = null;
+  /** @type {Map<string, PeerSignaling>} */ #peers = new Map();
+  /** @type {{resolve: (w: any) => void, reject: (e: Error) => void} | null} */ #pendingJoin = null;
+  #closedByUs = false;
+
+  /**
+   * @param {string} url WebSocket URL, e.g. `ws://127.0.0.1:8080/v1/ws`.
+   * @param {{pingInterval?: number, joinTimeout?: number}} [options]
+   */
+  constructor(url, options = {}) {
+    super();
+    /** @type {string} */
+    this.url = url;
+    this.pingInterval = options.pingInterval ?? DEFAULT_PING_INTERVAL;
+    this.joinTimeout = options.joinTimeout ?? 10_000;
+    /** @type {string | null} */
+    this.room = null;
+    /** @type {string | null} */
+    this.peerId = null;
+    /** @type {RTCIceServer[]} */
+    this.iceServers = [];
+    /** @type {'idle' | 'connecting' | 'joined' | 'closed'} */
+    this.state = 'idle';
+  }
+
+  /**
+   * Open the WebSocket (if needed), send `join` and resolve with the
+   * `welcome` message. Rejects with a SwitchboardError whose `code` is the
+   * server's error code (e.g. `room-full`) or `signaling-unreachable` when
+   * the WebSocket fails before the welcome.
+   * @param {string} room
+   * @param {{peer?: string, meta?: Record<string, unknown>}} [opts]
+   * @returns {Promise<import('./switchboard').WelcomeMessage>}
+   */
+  join(room, opts = {}) {
+    if (this.#pendingJoin) {
+      return Promise.reject(new SwitchboardError('already-joined', 'a join is already in progress'));
+    }
+    /** @type {Record<string, unknown>} */
+    const msg = { type: 'join', room };
+    if (opts.peer) msg.peer = opts.peer;
+    if (opts.meta) msg.meta = opts.meta;
+
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        if (!this.#pendingJoin) return;
+        this.#pendingJoin = null;
+        this.#teardown();
+        reject(new SwitchboardError('join-timeout', `no welcome from ${this.url} within ${this.joinTimeout} ms`));
+      }, this.joinTimeout);
+      this.#pendingJoin = {
+        resolve: (w) => { clearTimeout(timer); resolve(w); },
+        reject: (e) => { clearTimeout(timer); reject(e); },
+      };
+      if (this.#ws && this.#ws.readyState === WebSocket.OPEN) {
+        this.#sendRaw(msg);
+        return;
+      }
+      this.state = 'connecting';
+      this.#closedByUs = false;
+      let ws;
+      try {
+        ws = new WebSocket(this.url);
+      } catch (err) {
+        this.#failJoin(new SwitchboardError('signaling-unreachable',
+          `cannot open signaling WebSocket ${this.url}: ${err instanceof Error ? err.message : err}`, { cause: err }));
+        return;
+      }
+      this.#ws = ws;
+      ws.addEventListener('open', () => {
+        this.#sendRaw(msg);
+        this.#startPing();
+      });
+      ws.addEventListener('message', (ev) => this.#onFrame(ev));
+      ws.addEventListener('error', () => {
+        if (this.#pendingJoin) {
+          this.#failJoin(new SwitchboardError('signaling-unreachable',
+            `signaling server unreachable at ${this.url}`));
+        } else {
+          this.dispatchEvent(new SwitchboardEvent('error', {
+            code: 'signaling-error', message: 'signaling WebSocket error',
+            error: new SwitchboardError('signaling-error', 'signaling WebSocket error'),
+          }));
+        }
+      });
+      ws.addEventListener('close', (ev) => {
+        const wasPending = !!this.#pendingJoin;
+        if (wasPending) {
+          this.#failJoin(new SwitchboardError('signaling-unreachable',
+            `signaling WebSocket closed before welcome (code ${ev.code}${ev.reason ? `, ${ev.reason}` : ''})`,
+            { closeCode: ev.code, closeReason: ev.reason }));
+        }
+        this.#stopPing();
+        this.state = 'closed';
+        if (this.#ws === ws) this.#ws = null;
+        this.dispatchEvent(new SwitchboardEvent('close', {
+          code: ev.code, reason: ev.reason, wasClean: ev.wasClean, byClient: this.#closedByUs,
+        }));
+      });
+    });
+  }
+
+  /**
+   * Relay `data` to peer `to`.
+   * @param {string} to
+   * @param {Record<string, any>} data
+   */
+  signal(to, data) {
+    this.#sendRaw({ type: 'signal', to, data: toPlain(data) });
+  }
+
+  /**
+   * Per-peer signaling object (created on first use, cached).
+   * @param {string} peerId
+   * @returns {PeerSignaling}
+   */
+  to(peerId) {
+    let p = this.#peers.get(peerId);
+    if (!p) {
+      p = new PeerSignaling(this, peerId);
+      this.#peers.set(peerId, p);
+    }
+    return p;
+  }
+
+  /** Send `{"type":"leave"}`; the WebSocket stays open and may join again. */
+  leave() {
+    if (this.state === 'joined') this.#sendRaw({ type: 'leave' });
+    this.state = this.#ws ? 'idle' : 'closed';
+    this.room = null;
+    this.#peers.clear();
+  }
+
+  /** Leave (if joined) and close the WebSocket. */
+  close() {
+    if (this.state === 'joined') {
+      try { this.#sendRaw({ type: 'leave' }); } catch { /* closing anyway */ }
+    }
+    this.#closedByUs = true;
+    this.#teardown();
+  }
+
+  /** Send a keepalive ping now. */
+  ping() {
+    this.#sendRaw({ type: 'ping' });
+  }
+
+  /** @param {Record<string, any>} msg */
+  #sendRaw(msg) {
+    const ws = this.#ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN) {
+      throw new SwitchboardError('signaling-closed', 'signaling WebSocket is not open');
+    }
+    ws.send(JSON.stringify(msg));
+  }
+
+  #startPing() {
+    this.#stopPing();
+    if (this.pingInterval > 0) {
+      this.#pingTimer = setInterval(() => {
+        try { this.ping(); } catch { /* the close handler reports it */ }
+      }, this.pingInterval);
+    }
+  }
+
+  #stopPing() {
+    if (this.#pingTimer) clearInterval(this.#pingTimer);
+    this.#pingTimer = null;
+  }
+
+  #teardown() {
+    this.#stopPing();
+    const ws = this.#ws;
+    if (ws && (ws.readyState === WebSocket.OPEN || ws.readyState === WebSocket.CONNECTING)) {
+      ws.close(1000, 'client closed');
+    }
+  }
+
+  /** @param {SwitchboardError} err */
+  #failJoin(err) {
+    const pending = this.#pendingJoin;
+    this.#pendingJoin = null;
+    if (!pending) return;
+    this.#closedByUs = true;
+    this.#teardown();
+    pending.reject(err);
+  }
+
+  /** @param {MessageEvent} ev */
+  #onFrame(ev) {
+    /** @type {any} */
+    let msg;
+    try {
+      msg = JSON.parse(typeof ev.data === 'string' ? ev.data : '');
+    } catch {
+      this.dispatchEvent(new SwitchboardEvent('error', {
+        code: 'bad-frame', message: 'server sent a frame that is not JSON',
+        error: new SwitchboardError('bad-frame', 'server sent a frame that is not JSON'),
+      }));
+      return;
+    }
+    if (!msg || typeof msg.type !== 'string') return;
+    switch (msg.type) {
+      case 'welcome': {
+        this.room = msg.room;
+        this.peerId = msg.peer;
+        this.iceServers = Array.isArray(msg.iceServers) ? msg.iceServers : [];
+        this.state = 'joined';
+        const pending = this.#pendingJoin;
+        this.#pendingJoin = null;
+        this.dispatchEvent(new SwitchboardEvent('welcome', msg));
+        if (pending) pending.resolve(msg);
+        break;
+      }
+      case 'error': {
+        const err = new SwitchboardError(String(msg.code || 'error'), String(msg.message || msg.code || 'error'));
+        if (this.#pendingJoin) {
+          this.#failJoin(err);
+        } else {
+          this.dispatchEvent(new SwitchboardEvent('error', { code: err.code, message: err.message, error: err }));
+        }
+        break;
+      }
+      case 'signal': {
+        this.dispatchEvent(new SwitchboardEvent('signal', msg));
+        if (typeof msg.from === 'string') this.to(msg.from)._deliver(msg.data);
+        break;
+      }
+      case 'peer-left': {
+        this.dispatchEvent(new SwitchboardEvent('peer-left', msg));
+        this.#peers.delete(msg.peer);
+        break;
+      }
+      case 'peer-joined':
+        this.dispatchEvent(new SwitchboardEvent('peer-joined', { ...msg, meta: msg.meta ?? {} }));
+        break;
+      case 'pong':
+        this.dispatchEvent(new SwitchboardEvent('pong', msg));
+        break;
+      default:
+        // Unknown server message types are ignored (forward compatibility).
+        this.dispatchEvent(new SwitchboardEvent('unknown', msg));
+    }
+  }
+}
+
+/**
+ * Convert RTCSessionDescription / RTCIceCandidate values to plain JSON.
+ * @param {Record<string, any>} data
+ */
+function toPlain(data) {
+  /** @type {Record<string, any>} */
+  const out = {};
+  for (const [k, v] of Object.entries(data)) {
+    out[k] = v && typeof v.toJSON === 'function' ? v.toJSON() : v;
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// Peer connections
+// ---------------------------------------------------------------------------
+
+/**
+ * One remote peer in a room and the RTCPeerConnection to it.
+ *
+ * Events: 'timeline' ({entry}), 'statechange', 'track', 'datachannel',
+ * 'close'. The Room re-dispatches all of them with `peer` set.
+ */
+export class RemotePeer extends EventTarget {
+  /** @type {Room} */ #room;
+  /** @type {PeerSignaling} */ #sig;
+  // Perfect negotiation state.
+  #makingOffer = false;
+  #ignoreOffer = false;
+  #settingRemoteAnswerPending = false;
+  /** Answerer side: no offers of our own until the newcomer's first offer is handled. */
+  #holdNegotiation;
+  #negotiationDeferred = false;
+  #firstOfferHandled = false;
+  /** Serializes handling of incoming signaling messages. */
+  /** @type {Promise<void>} */ #inbox = Promise.resolve();
+  #restarts = 0;
+  /** Bumped after every setRemoteDescription, to detect stale offers. */
+  #remoteDescriptions = 0;
+
+  /**
+   * @param {Room} room
+   * @param {string} id
+   * @param {Record<string, unknown>} meta
+   * @param {boolean} weAreNewcomer true when this side got the peer from
+   *   `welcome` (so it offers and is polite).
+   */
+  constructor(room, id, meta, weAreNewcomer) {
+    super();
+    this.#room = room;
+    /** Remote peer id. */
+    this.id = id;
+    /** The `meta` the remote peer joined with. */
+    this.meta = meta ?? {};
+    /** Newcomer is polite (docs/protocol.md, Roles). */
+    this.polite = weAreNewcomer;
+    /** True when this side makes the first offer. */
+    this.initiator = weAreNewcomer;
+    this.#holdNegotiation = !weAreNewcomer;
+    /** @type {import('./switchboard').TimelineEntry[]} */
+    this.timeline = [];
+    /** @type {{local: import('./switchboard').CandidateInfo[], remote: import('./switchboard').CandidateInfo[]}} */
+    this.candidates = { local: [], remote: [] };
+    /** @type {Map<string, RTCDataChannel>} */
+    this.channels = new Map();
+    /** All remote tracks of this peer, in one stream. */
+    this.stream = new MediaStream();
+    this.closed = false;
+
+    /** @type {RTCConfiguration} */
+    const config = { iceServers: room.iceServers };
+    if (room.options.iceTransportPolicy) config.iceTransportPolicy = room.options.iceTransportPolicy;
+    if (room.options.rtcConfig) Object.assign(config, room.options.rtcConfig);
+    /** @type {RTCPeerConnection} */
+    this.pc = new RTCPeerConnection(config);
+    this.#sig = room.signaling.to(id);
+    this.#log('pc-created', `RTCPeerConnection created (${weAreNewcomer ? 'newcomer: offers, polite' : 'existing peer: waits for offer, impolite'})`,
+      { iceServers: config.iceServers?.length ?? 0, iceTransportPolicy: config.iceTransportPolicy ?? 'all' });
+    this.#wire();
+  }
+
+  /** @returns {Room} */
+  get room() {
+    return this.#room;
+  }
+
+  /** Current states of the peer connection. */
+  get state() {
+    const pc = this.pc;
+    return {
+      iceConnectionState: pc.iceConnectionState,
+      connectionState: pc.connectionState,
+      signalingState: pc.signalingState,
+      iceGatheringState: pc.iceGatheringState,
+    };
+  }
+
+  /**
+   * Record a timeline entry.
+   * @param {string} step
+   * @param {string} [detail]
+   * @param {Record<string, unknown>} [data]
+   */
+  #log(step, detail = '', data) {
+    const t = Math.round((performance.now() - this.#room.t0) * 1000) / 1000;
+    /** @type {import('./switchboard').TimelineEntry} */
+    const entry = { t, step, detail };
+    if (data) entry.data = data;
+    this.timeline.push(entry);
+    this.dispatchEvent(new SwitchboardEvent('timeline', { peer: this, entry }));
+    return entry;
+  }
+
+  /** Start: the newcomer adds media and data channels (this triggers the offer). */
+  _start() {
+    const opts = this.#room.options;
+    if (this.initiator) {
+      this.#addLocalTracks();
+      this.#addRecvOnly();
+      for (const dc of opts.dataChannels ?? []) {
+        const channel = this.pc.createDataChannel(dc.label, dc.options);
+        this.#log('datachannel-created', `data channel "${dc.label}" created`);
+        this.#adoptChannel(channel, true);
+      }
+    }
+    this.#sig.addEventListener('message', (ev) => {
+      const data = /** @type {any} */ (ev).data;
+      this.#inbox = this.#inbox.then(() => this.#onSignal(data)).catch((err) => this.#fail('signal-handling', err));
+    });
+  }
+
+  #wire() {
+    const pc = this.pc;
+    pc.addEventListener('negotiationneeded', () => this.#negotiate('negotiationneeded'));
+    pc.addEventListener('icecandidate', (ev) => {
+      if (this.closed) return;
+      if (ev.candidate && ev.candidate.candidate) {
+        const info = parseCandidate(ev.candidate.candidate);
+        if (info) this.candidates.local.push(info);
+        this.#log('local-candidate', ev.candidate.candidate, info ? { ...info } : undefined);
+        this.#send({ candidate: ev.candidate.toJSON() });
+      } else if (!ev.candidate) {
+        this.#log('end-of-local-candidates', 'gathering finished, sent {candidate:null}');
+        this.#send({ candidate: null });
+      }
+    });
+    pc.addEventListener('icecandidateerror', (ev) => {
+      const e = /** @type {RTCPeerConnectionIceErrorEvent} */ (ev);
+      this.#log('icecandidateerror', `${e.url ?? ''} ${e.errorCode} ${e.errorText ?? ''}`.trim(),
+        { url: e.url, errorCode: e.errorCode, errorText: e.errorText, address: e.address, port: e.port });
+    });
+    pc.addEventListener('icegatheringstatechange', () => {
+      this.#log('ice-gathering-state', pc.iceGatheringState);
+      this.#stateChanged();
+    });
+    pc.addEventListener('iceconnectionstatechange', () => {
+      this.#log('ice-connection-state', pc.iceConnectionState);
+      this.#stateChanged();
+      if (pc.iceConnectionState === 'failed' && this.#restarts < 3 && !this.closed) {
+        this.#restarts += 1;
+        this.#log('ice-restart', `restartIce() (attempt ${this.#restarts})`);
+        pc.restartIce();
+      }
+    });
+    pc.addEventListener('connectionstatechange', () => {
+      this.#log('connection-state', pc.connectionState);
+      this.#stateChanged();
+    });
+    pc.addEventListener('signalingstatechange', () => {
+      this.#log('signaling-state', pc.signalingState);
+      this.#stateChanged();
+    });
+    pc.addEventListener('track', (ev) => {
+      const { track, streams, transceiver } = ev;
+      this.#log('track', `remote ${track.kind} track ${track.id} (mid ${transceiver?.mid ?? '?'})`);
+      if (!this.stream.getTrackById(track.id)) this.stream.addTrack(track);
+      this.dispatchEvent(new SwitchboardEvent('track', { peer: this, track, streams: [...streams], transceiver }));
+    });
+    pc.addEventListener('datachannel', (ev) => {
+      this.#log('datachannel-received', `data channel "${ev.channel.label}" received`);
+      this.#adoptChannel(ev.channel, false);
+    });
+  }
+
+  /**
+   * @param {RTCDataChannel} channel
+   * @param {boolean} local
+   */
+  #adoptChannel(channel, local) {
+    this.channels.set(channel.label, channel);
+    channel.addEventListener('open', () => this.#log('datachannel-open', `"${channel.label}" open`));
+    channel.addEventListener('close', () => this.#log('datachannel-close', `"${channel.label}" closed`));
+    this.dispatchEvent(new SwitchboardEvent('datachannel', { peer: this, channel, local }));
+  }
+
+  #stateChanged() {
+    this.dispatchEvent(new SwitchboardEvent('statechange', { peer: this, ...this.state }));
+  }
+
+  #addLocalTracks() {
+    const stream = this.#room.localStream;
+    if (!stream) return;
+    for (const track of stream.getTracks()) {
+      if (this.pc.getSenders().some((s) => s.track === track)) continue;
+      this.pc.addTrack(track, stream);
+      this.#log('addTrack', `local ${track.kind} track ${track.label || track.id}`);
+    }
+  }
+
+  /** Add recvonly transceivers for kinds we want to receive but do not send. */
+  #addRecvOnly() {
+    const opts = this.#room.options;
+    for (const kind of /** @type {const} */ (['audio', 'video'])) {
+      const want = kind === 'audio' ? opts.recvAudio : opts.recvVideo;
+      if (!want) continue;
+      const have = this.pc.getTransceivers().some((t) =>
+        !t.stopped && (t.receiver.track?.kind === kind || t.sender.track?.kind === kind));
+      if (!have) {
+        this.pc.addTransceiver(kind, { direction: 'recvonly' });
+        this.#log('addTransceiver', `${kind} recvonly (no local ${kind} track)`);
+      }
+    }
+  }
+
+  /** @param {Record<string, any>} data */
+  #send(data) {
+    if (this.closed) return;
+    try {
+      this.#sig.send(data);
+    } catch (err) {
+      this.#fail('signal-send', err);
+    }
+  }
+
+  /** @param {string} why */
+  async #negotiate(why) {
+    const pc = this.pc;
+    if (this.closed) return;
+    if (this.#holdNegotiation) {
+      this.#negotiationDeferred = true;
+      this.#log('negotiation-deferred', `${why}: waiting for the newcomer's first offer`);
+      return;
+    }
+    if (pc.signalingState !== 'stable') {
+      // Perfect negotiation: the event will fire again once we are stable.
+      this.#log('negotiation-skipped', `${why} while ${pc.signalingState}`);
+      return;
+    }
+    let retry = false;
+    try {
+      this.#makingOffer = true;
+      const seen = this.#remoteDescriptions;
+      this.#log('createOffer', why);
+      const offer = await pc.createOffer();
+      this.#log('createOffer-done', `offer created (${offer.sdp?.length ?? 0} bytes)`, { sdp: offer.sdp });
+      if (pc.signalingState !== 'stable' || seen !== this.#remoteDescriptions) {
+        // An offer from the other side was accepted while we were creating
+        // ours: this offer is stale. Try again once we are stable.
+        this.#log('offer-dropped', `remote description applied during createOffer (state ${pc.signalingState})`);
+        retry = true;
+        return;
+      }
+      this.#log('setLocalDescription', 'offer');
+      await pc.setLocalDescription(offer);
+      this.#log('setLocalDescription-done', 'offer');
+      this.#send({ description: pc.localDescription?.toJSON() });
+      this.#log('offer-sent', `offer sent to ${this.id}`, { sdp: pc.localDescription?.sdp });
+    } catch (err) {
+      if (!this.closed) this.#fail('negotiation', err);
+    } finally {
+      this.#makingOffer = false;
+      if (retry) {
+        this.#inbox = this.#inbox.then(() => {
+          if (pc.signalingState === 'stable' && !this.closed) this.#negotiate(`${why} (retry)`);
+        });
+      }
+    }
+  }
+
+  /** @param {any} data */
+  async #onSignal(data) {
+    if (this.closed || !data || typeof data !== 'object') return;
+    const pc = this.pc;
+    if (data.description) {
+      const description = data.description;
+      const type = description.type;
+      if (type === 'rollback') {
+        this.#log('rollback-received', 'remote rollback (ignored; rollbacks are local)');
+        return;
+      }
+      this.#log(`${type}-received`, `${type} received from ${this.id}`, { sdp: description.sdp });
+      const readyForOffer = !this.#makingOffer &&
+        (pc.signalingState === 'stable' || this.#settingRemoteAnswerPending);
+      const offerCollision = type === 'offer' && !readyForOffer;
+      this.#ignoreOffer = !this.polite && offerCollision;
+      if (this.#ignoreOffer) {
+        this.#log('offer-ignored', 'offer collision: impolite side keeps its own offer');
+        return;
+      }
+      if (offerCollision && pc.signalingState === 'have-local-offer') {
+        this.#log('rollback', 'offer collision: polite side rolls back its offer');
+        await pc.setLocalDescription({ type: 'rollback' });
+        this.#log('rollback-done', `signaling state ${pc.signalingState}`);
+      }
+      this.#settingRemoteAnswerPending = type === 'answer';
+      this.#log('setRemoteDescription', type);
+      try {
+        await pc.setRemoteDescription(description);
+      } finally {
+        this.#settingRemoteAnswerPending = false;
+      }
+      this.#remoteDescriptions += 1;
+      this.#log('setRemoteDescription-done', type);
+      if (type === 'offer') {
+        if (!this.#firstOfferHandled) {
+          this.#firstOfferHandled = true;
+          if (!this.initiator) {
+            // Add our tracks now so that they reuse the offered transceivers.
+            this.#addLocalTracks();
+            this.#addRecvOnly();
+            this.#holdNegotiation = false;
+          }
+        }
+        this.#log('createAnswer');
+        const answer = await pc.createAnswer();
+        this.#log('createAnswer-done', `answer created (${answer.sdp?.length ?? 0} bytes)`, { sdp: answer.sdp });
+        this.#log('setLocalDescription', 'answer');
+        await pc.setLocalDescription(answer);
+        this.#log('setLocalDescription-done', 'answer');
+        this.#send({ description: pc.localDescription?.toJSON() });
+        this.#log('answer-sent', `answer sent to ${this.id}`, { sdp: pc.localDescription?.sdp });
+        if (this.#negotiationDeferred) {
+          this.#negotiationDeferred = false;
+          queueMicrotask(() => this.#negotiate('deferred negotiationneeded'));
+        }
+      }
+    } else if ('candidate' in data) {
+      const cand = data.candidate;
+      if (cand && cand.candidate) {
+        const info = parseCandidate(cand.candidate);
+        if (info) this.candidates.remote.push(info);
+        this.#log('remote-candidate', cand.candidate, info ? { ...info } : undefined);
+      } else {
+        this.#log('end-of-remote-candidates', 'remote peer finished gathering');
+      }
+      try {
+        await pc.addIceCandidate(cand && cand.candidate ? cand : null);
+      } catch (err) {
+        if (this.#ignoreOffer) {
+          this.#log('addIceCandidate-ignored', 'candidate for an ignored offer');
+        } else if (!cand || !cand.candidate) {
+          // End-of-candidates is advisory; browsers differ in accepting it.
+          this.#log('addIceCandidate-warning', `end-of-candidates not accepted: ${errText(err)}`);
+        } else {
+          throw err;
+        }
+      }
+    }
+  }
+
+  /**
+   * @param {string} where
+   * @param {unknown} err
+   */
+  #fail(where, err) {
+    this.#log('error', `${where}: ${errText(err)}`);
+    this.dispatchEvent(new SwitchboardEvent('error', { peer: this, where, error: err }));
+  }
+
+  /**
+   * The candidate pair ICE selected, from getStats(); null before one is.
+   * @returns {Promise<import('./switchboard').SelectedCandidatePair | null>}
+   */
+  async getSelectedCandidatePair() {
+    if (this.pc.connectionState === 'closed') return null;
+    const stats = await this.pc.getStats();
+    /** @type {any} */
+    let pair = null;
+    stats.forEach((s) => {
+      if (s.type === 'transport' && s.selectedCandidatePairId) {
+        pair = stats.get(s.selectedCandidatePairId) ?? pair;
+      }
+    });
+    if (!pair) {
+      stats.forEach((s) => {
+        if (!pair && s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') pair = s;
+      });
+    }
+    if (!pair) return null;
+    /** @param {any} c */
+    const side = (c) => c ? {
+      candidateType: c.candidateType,
+      protocol: c.protocol,
+      address: c.address ?? c.ip,
+      port: c.port,
+      relayProtocol: c.relayProtocol,
+      networkType: c.networkType,
+    } : null;
+    return {
+      local: side(stats.get(pair.localCandidateId)),
+      remote: side(stats.get(pair.remoteCandidateId)),
+      state: pair.state,
+      nominated: !!pair.nominated,
+      currentRoundTripTime: pair.currentRoundTripTime,
+      bytesSent: pair.bytesSent,
+      bytesReceived: pair.bytesReceived,
+    };
+  }
+
+  /** Close the peer connection (the room does this on peer-left and leave()). */
+  close(reason = 'closed') {
+    if (this.closed) return;
+    this.#log('close', reason);
+    this.closed = true;
+    for (const ch of this.channels.values()) {
+      try { ch.close(); } catch { /* already closed */ }
+    }
+    this.pc.close();
+    this.dispatchEvent(new SwitchboardEvent('close', { peer: this, reason }));
+  }
+}
+
+/** @param {unknown} err */
+function errText(err) {
+  if (err instanceof Error) return `${err.name}: ${err.message}`;
+  return String(err);
+}
+
+/**
+ * A joined room: the signaling channel plus one RemotePeer per other peer.
+ *
+ * Events: 'peer' ({peer}), 'peerleft' ({peer}), 'track' ({peer, track,
+ * streams}), 'datachannel' ({peer, channel, local}), 'statechange' ({peer,
+ * iceConnectionState, connectionState, signalingState, iceGatheringState}),
+ * 'timeline' ({peer, entry}), 'error' ({error, peer?}), 'close' ({reason}).
+ */
+export class Room extends EventTarget {
+  /** @type {Array<() => void>} */ #pending = [];
+  #started = false;
+
+  /**
+   * @param {string} url signaling WebSocket URL
+   * @param {string} name room name
+   * @param {import('./switchboard').JoinOptions} [options]
+   */
+  constructor(url, name, options = {}) {
+    super();
+    this.url = url;
+    this.name = name;
+    this.options = { recvAudio: false, recvVideo: false, ...options };
+    /** performance.now() at join(); timeline times are relative to it. */
+    this.t0 = performance.now();
+    /** @type {MediaStream | null} */
+    this.localStream = options.localStream ?? null;
+    /** @type {Map<string, RemotePeer>} */
+    this.peers = new Map();
+    /** @type {RTCIceServer[]} */
+    this.iceServers = [];
+    /** Our own peer id (after join). @type {string | null} */
+    this.peerId = null;
+    this.left = false;
+    this.signaling = new SignalingChannel(url, {
+      pingInterval: options.pingInterval,
+      joinTimeout: options.joinTimeout,
+    });
+  }
+
+  /**
+   * Connect and join. Resolves with the room once `welcome` arrived. Peers
+   * listed in `welcome` are set up in a later task, so listeners added right
+   * after `await room.join()` (or `await joinRoom()`) see every event.
+   * @returns {Promise<Room>}
+   */
+  async join() {
+    this.t0 = performance.now();
+    const sig = this.signaling;
+    const welcome = await sig.join(this.name, { peer: this.options.peer, meta: this.options.meta });
+    this.peerId = welcome.peer;
+    this.iceServers = this.options.iceServers ?? welcome.iceServers ?? [];
+    this.welcome = welcome;
+
+    sig.addEventListener('peer-joined', (ev) => {
+      const e = /** @type {any} */ (ev);
+      this.#run(() => this.#addPeer(e.peer, e.meta, false));
+    });
+    sig.addEventListener('peer-left', (ev) => {
+      const e = /** @type {any} */ (ev);
+      this.#run(() => this.#removePeer(e.peer, 'peer-left'));
+    });
+    sig.addEventListener('error', (ev) => {
+      const e = /** @type {any} */ (ev);
+      this.dispatchEvent(new SwitchboardEvent('error', { error: e.error, code: e.code, recoverable: true }));
+    });
+    sig.addEventListener('close', (ev) => {
+      const e = /** @type {any} */ (ev);
+      if (this.left || e.byClient) return;
+      const err = new SwitchboardError('signaling-closed',
+        `signaling connection closed (code ${e.code}${e.reason ? `, ${e.reason}` : ''}); existing calls continue`,
+        { closeCode: e.code, closeReason: e.reason });
+      this.dispatchEvent(new SwitchboardEvent('signalingclose', { code: e.code, reason: e.reason }));
+      this.dispatchEvent(new SwitchboardEvent('error', { error: err, code: err.code, recoverable: false }));
+    });
+
+    setTimeout(() => {
+      this.#started = true;
+      for (const p of welcome.peers ?? []) this.#addPeer(p.peer, p.meta, true);
+      for (const fn of this.#pending.splice(0)) fn();
+    }, 0);
+    return this;
+  }
+
+  /** @param {() => void} fn */
+  #run(fn) {
+    if (this.#started) fn();
+    else this.#pending.push(fn);
+  }
+
+  /**
+   * @param {string} id
+   * @param {Record<string, unknown>} meta
+   * @param {boolean} weAreNewcomer
+   */
+  #addPeer(id, meta, weAreNewcomer) {
+    if (this.left) return;
+    const old = this.peers.get(id);
+    if (old) this.#removePeer(id, 'replaced by a new peer with the same id');
+    const peer = new RemotePeer(this, id, meta, weAreNewcomer);
+    this.peers.set(id, peer);
+    for (const type of ['timeline', 'statechange', 'track', 'datachannel', 'error']) {
+      peer.addEventListener(type, (ev) => {
+        this.dispatchEvent(new SwitchboardEvent(type, /** @type {any} */ (ev).detail));
+      });
+    }
+    this.dispatchEvent(new SwitchboardEvent('peer', { peer }));
+    peer._start();
+  }
+
+  /**
+   * @param {string} id
+   * @param {string} reason
+   */
+  #removePeer(id, reason) {
+    const peer = this.peers.get(id);
+    if (!peer) return;
+    this.peers.delete(id);
+    peer.close(reason);
+    this.dispatchEvent(new SwitchboardEvent('peerleft', { peer, reason }));
+  }
+
+  /**
+   * Look up a remote peer by id.
+   * @param {string} id
+   */
+  peer(id) {
+    return this.peers.get(id);
+  }
+
+  /** Leave the room: close every peer connection and the signaling socket. */
+  leave() {
+    if (this.left) return;
+    this.left = true;
+    for (const id of [...this.peers.keys()]) this.#removePeer(id, 'left the room');
+    this.signaling.close();
+    this.dispatchEvent(new SwitchboardEvent('close', { reason: 'left' }));
+  }
+}
+
+/**
+ * Join a room: connect to the signaling server at `url`, send `join`, and
+ * connect to every other peer. Rejects with a SwitchboardError (`.code`
+ * `room-full`, `signaling-unreachable`, `invalid-room`, ...).
+ * @param {string} url signaling WebSocket URL (`ws(s)://host/v1/ws`)
+ * @param {string} room room name
+ * @param {import('./switchboard').JoinOptions} [options]
+ * @returns {Promise<Room>}
+ */
+export async function joinRoom(url, room, options = {}) {
+  const r = new Room(url, room, options);
+  return r.join();
+}
