@@ -74,8 +74,7 @@ impl<'a> Message<'a> {
             protected_end: total,
         };
         let mut stage = Stage::Plain;
-        let mut walk = TlvWalk { buf, offset: HEADER_LEN };
-        while let Some(tlv) = walk.next() {
+        for tlv in (TlvWalk { buf, offset: HEADER_LEN }) {
             let raw = tlv?;
             let t = raw.attr_type;
             if stage == Stage::AfterFingerprint {

@@ -110,7 +110,7 @@ macro_rules! address_attribute {
         impl Attribute for $name {
             const TYPE: AttrType = $ty;
             type Value<'a> = SocketAddr;
-            fn decode<'a>(v: &'a [u8], tid: &TransactionId) -> Result<SocketAddr, Error> {
+            fn decode(v: &[u8], tid: &TransactionId) -> Result<SocketAddr, Error> {
                 decode_address(Self::TYPE, v, if $xor { Some(tid) } else { None })
             }
         }

@@ -281,7 +281,7 @@ macro_rules! int_attribute {
         impl $crate::attr::Attribute for $name {
             const TYPE: $crate::attr::AttrType = $ty;
             type Value<'a> = $int;
-            fn decode<'a>(v: &'a [u8], _: &$crate::TransactionId) -> Result<$int, $crate::Error> {
+            fn decode(v: &[u8], _: &$crate::TransactionId) -> Result<$int, $crate::Error> {
                 Ok(<$int>::from_be_bytes(*$crate::attr::exact(Self::TYPE, v)?))
             }
         }
@@ -306,7 +306,7 @@ macro_rules! flag_attribute {
         impl $crate::attr::Attribute for $name {
             const TYPE: $crate::attr::AttrType = $ty;
             type Value<'a> = ();
-            fn decode<'a>(v: &'a [u8], _: &$crate::TransactionId) -> Result<(), $crate::Error> {
+            fn decode(v: &[u8], _: &$crate::TransactionId) -> Result<(), $crate::Error> {
                 if v.is_empty() {
                     Ok(())
                 } else {

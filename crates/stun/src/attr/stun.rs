@@ -99,7 +99,7 @@ pub struct Fingerprint;
 impl Attribute for Fingerprint {
     const TYPE: AttrType = AttrType::FINGERPRINT;
     type Value<'a> = u32;
-    fn decode<'a>(v: &'a [u8], _: &TransactionId) -> Result<u32, Error> {
+    fn decode(v: &[u8], _: &TransactionId) -> Result<u32, Error> {
         Ok(u32::from_be_bytes(*exact(Self::TYPE, v)?))
     }
 }

@@ -22,7 +22,7 @@ pub struct ChannelNumber;
 impl Attribute for ChannelNumber {
     const TYPE: AttrType = AttrType::CHANNEL_NUMBER;
     type Value<'a> = u16;
-    fn decode<'a>(v: &'a [u8], _: &TransactionId) -> Result<u16, Error> {
+    fn decode(v: &[u8], _: &TransactionId) -> Result<u16, Error> {
         let &[a, b, _, _] = exact::<4>(Self::TYPE, v)?;
         let n = u16::from_be_bytes([a, b]);
         if is_valid_channel(n) {
@@ -90,7 +90,7 @@ macro_rules! family_attribute {
         impl Attribute for $name {
             const TYPE: AttrType = $ty;
             type Value<'a> = AddressFamily;
-            fn decode<'a>(v: &'a [u8], _: &TransactionId) -> Result<AddressFamily, Error> {
+            fn decode(v: &[u8], _: &TransactionId) -> Result<AddressFamily, Error> {
                 decode_family(Self::TYPE, v)
             }
         }
@@ -117,7 +117,7 @@ pub struct EvenPort;
 impl Attribute for EvenPort {
     const TYPE: AttrType = AttrType::EVEN_PORT;
     type Value<'a> = bool;
-    fn decode<'a>(v: &'a [u8], _: &TransactionId) -> Result<bool, Error> {
+    fn decode(v: &[u8], _: &TransactionId) -> Result<bool, Error> {
         match v {
             [b] | [b, _, _, _] => Ok(b & 0x80 != 0),
             _ => Err(Error::BadAttributeLength { attr_type: Self::TYPE, len: v.len() }),
@@ -141,7 +141,7 @@ pub struct RequestedTransport;
 impl Attribute for RequestedTransport {
     const TYPE: AttrType = AttrType::REQUESTED_TRANSPORT;
     type Value<'a> = u8;
-    fn decode<'a>(v: &'a [u8], _: &TransactionId) -> Result<u8, Error> {
+    fn decode(v: &[u8], _: &TransactionId) -> Result<u8, Error> {
         let &[p, _, _, _] = exact::<4>(Self::TYPE, v)?;
         Ok(p)
     }
@@ -168,7 +168,7 @@ pub struct ReservationToken;
 impl Attribute for ReservationToken {
     const TYPE: AttrType = AttrType::RESERVATION_TOKEN;
     type Value<'a> = [u8; 8];
-    fn decode<'a>(v: &'a [u8], _: &TransactionId) -> Result<[u8; 8], Error> {
+    fn decode(v: &[u8], _: &TransactionId) -> Result<[u8; 8], Error> {
         exact(Self::TYPE, v).copied()
     }
 }
@@ -231,7 +231,7 @@ pub struct Icmp;
 impl Attribute for Icmp {
     const TYPE: AttrType = AttrType::ICMP;
     type Value<'a> = IcmpValue;
-    fn decode<'a>(v: &'a [u8], _: &TransactionId) -> Result<IcmpValue, Error> {
+    fn decode(v: &[u8], _: &TransactionId) -> Result<IcmpValue, Error> {
         let &[_, _, icmp_type, code, d0, d1, d2, d3] = exact::<8>(Self::TYPE, v)?;
         Ok(IcmpValue { icmp_type, code, error_data: u32::from_be_bytes([d0, d1, d2, d3]) })
     }
