@@ -10,7 +10,7 @@ use crate::protocol::{
     valid_id, ClientMessage, ErrorCode, FrameKind, PeerEntry, ProtocolError, RelayKind,
     ServerMessage,
 };
-use crate::rate::TokenBucket;
+use rate::TokenBucket;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::value::RawValue;

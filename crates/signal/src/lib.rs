@@ -3,14 +3,12 @@
 //! - [`protocol`]: the JSON wire format of protocol v1 (`docs/protocol.md`).
 //! - [`hub`]: rooms, peers and per-connection limits as a state machine that
 //!   takes frames plus the current time and returns what to send.
-//! - [`rate`]: the token bucket behind the message-rate limit.
 //!
 //! Nothing here touches a socket or a clock; `switchboard serve` is the
 //! tokio/axum driver around it.
 
 pub mod hub;
 pub mod protocol;
-pub mod rate;
 
 pub use hub::{close, ConnId, Hub, HubConfig, Output, Refused};
 pub use protocol::{ErrorCode, FrameKind, RelayKind};

@@ -1,4 +1,5 @@
-//! Token bucket used for per-connection message rate limits.
+//! Token bucket with time passed in: message rates in signaling, request
+//! rates and bandwidth in TURN.
 
 use std::time::Instant;
 
@@ -26,15 +27,32 @@ impl TokenBucket {
 
     /// Takes one token if there is one.
     pub fn take(&mut self, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
-        self.updated = self.updated.max(now);
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.capacity);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        self.take_n(1, now)
+    }
+
+    /// Takes `n` tokens (bytes, say) if there are that many.
+    pub fn take_n(&mut self, n: u32, now: Instant) -> bool {
+        self.refill(now);
+        let n = f64::from(n);
+        if self.tokens >= n {
+            self.tokens -= n;
             true
         } else {
             false
         }
+    }
+
+    /// True when the bucket has refilled completely, i.e. it has not been
+    /// used lately and can be forgotten.
+    pub fn is_full(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        self.tokens >= self.capacity
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
+        self.updated = self.updated.max(now);
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.capacity);
     }
 }
 
@@ -57,6 +75,18 @@ mod tests {
         let t2 = t1 + Duration::from_secs(100);
         assert!(b.take(t2) && b.take(t2) && b.take(t2));
         assert!(!b.take(t2));
+    }
+
+    #[test]
+    fn byte_budget() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(1000, 1000.0, t0);
+        assert!(b.take_n(600, t0));
+        assert!(!b.take_n(600, t0));
+        assert!(!b.is_full(t0));
+        assert!(b.take_n(400, t0));
+        assert!(b.take_n(600, t0 + Duration::from_millis(600)));
+        assert!(b.is_full(t0 + Duration::from_secs(5)));
     }
 
     #[test]
