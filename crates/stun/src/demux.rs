@@ -24,7 +24,10 @@ pub enum PacketKind {
     Unknown,
 }
 
-/// Classifies a first byte.
+/// Classifies a first byte per RFC 7983. Note that this is the UDP
+/// multiplexing rule: a STUN message whose method is 0x100 or above starts
+/// with a byte > 3 and is classified as something else, as in every
+/// RFC 7983 implementation; all methods defined today are below that.
 pub const fn classify_byte(b: u8) -> PacketKind {
     match b {
         0..=3 => PacketKind::Stun,
@@ -66,22 +69,35 @@ impl StreamFrame {
     }
 }
 
+/// Stream-side classification. Unlike [`classify_byte`], a TURN stream
+/// carries no DTLS/RTP, so any first byte with the top two bits clear is
+/// STUN (RFC 7983's 0-3 would misread STUN methods >= 0x100).
+fn stream_kind(b0: u8) -> Option<PacketKind> {
+    match b0 {
+        0x00..=0x3F => Some(PacketKind::Stun),
+        0x40..=0x4F => Some(PacketKind::ChannelData),
+        _ => None,
+    }
+}
+
 /// Looks at the start of a stream buffer and says how long the next frame
 /// is. `Ok(None)` means fewer than 4 bytes are buffered; an error means the
 /// stream is not TURN (or has lost framing) and should be closed.
 pub fn frame_len(buf: &[u8]) -> Result<Option<StreamFrame>, Error> {
     let Some((&[b0, _, l0, l1], _)) = buf.split_first_chunk::<4>() else {
         // Still reject garbage early if the first byte is already wrong.
-        return match buf.first().map(|&b| classify_byte(b)) {
-            None | Some(PacketKind::Stun) | Some(PacketKind::ChannelData) => Ok(None),
-            Some(_) => Err(Error::NotStun),
+        return match buf.first() {
+            Some(&b) if stream_kind(b).is_none() => Err(Error::NotStun),
+            _ => Ok(None),
         };
     };
     let len = u16::from_be_bytes([l0, l1]);
-    match classify_byte(b0) {
-        PacketKind::Stun if len % 4 != 0 => Err(Error::LengthNotAligned(len)),
-        PacketKind::Stun => Ok(Some(StreamFrame::Stun(HEADER_LEN + usize::from(len)))),
-        PacketKind::ChannelData => Ok(Some(StreamFrame::ChannelData(CHANNEL_DATA_HEADER_LEN + pad4(usize::from(len))))),
+    match stream_kind(b0) {
+        Some(PacketKind::Stun) if len % 4 != 0 => Err(Error::LengthNotAligned(len)),
+        Some(PacketKind::Stun) => Ok(Some(StreamFrame::Stun(HEADER_LEN + usize::from(len)))),
+        Some(PacketKind::ChannelData) => {
+            Ok(Some(StreamFrame::ChannelData(CHANNEL_DATA_HEADER_LEN + pad4(usize::from(len)))))
+        }
         _ => Err(Error::NotStun),
     }
 }
@@ -113,11 +129,14 @@ mod tests {
     fn stream_framing() {
         assert_eq!(frame_len(&[]), Ok(None));
         assert_eq!(frame_len(&[0x00, 0x01]), Ok(None));
-        assert_eq!(frame_len(&[0x17]), Err(Error::NotStun));
+        assert_eq!(frame_len(&[0xc0]), Err(Error::NotStun));
         assert_eq!(frame_len(&[0x00, 0x01, 0x00, 0x08]), Ok(Some(StreamFrame::Stun(28))));
         assert_eq!(frame_len(&[0x00, 0x01, 0x00, 0x06]), Err(Error::LengthNotAligned(6)));
         assert_eq!(frame_len(&[0x40, 0x00, 0x00, 0x05, 1]), Ok(Some(StreamFrame::ChannelData(12))));
-        assert_eq!(frame_len(&[0x16, 0xfe, 0xfd, 0x00]), Err(Error::NotStun));
+        assert_eq!(frame_len(&[0x80, 0x00, 0x00, 0x00]), Err(Error::NotStun));
+        assert_eq!(frame_len(&[0x50]), Err(Error::NotStun), "0x5000+ are not valid channels");
+        // Method 0xFFF puts 0x3F in the first byte; still STUN on a stream.
+        assert_eq!(frame_len(&[0x3f, 0xef, 0x00, 0x00]), Ok(Some(StreamFrame::Stun(20))));
         assert_eq!(StreamFrame::ChannelData(12).len(), 12);
     }
 }
