@@ -126,3 +126,16 @@ test('a peer without a camera joins receive-only and still sees the other', { ti
   await carol.context().close();
   await dave.context().close();
 });
+
+test('/call?relay=1 joins with TURN-only ICE and warns when there is no TURN server', { timeout: 60_000 }, async () => {
+  const page = await newPage(browser, 'relay');
+  await page.goto(`${server.origin}/call?room=${roomName('relay')}&relay=1`);
+  await waitFor(page, () => document.body.dataset.joined === 'true');
+  assert.equal(await page.evaluate(() => window.switchboardRoom.options.iceTransportPolicy), 'relay');
+  const notice = page.locator('#notices [data-code="relay-no-turn"]');
+  await notice.waitFor();
+  assert.match(await notice.textContent(), /TURN only/);
+  await screenshot(page, 'call-relay');
+  assert.deepEqual(page.errors, []);
+  await page.context().close();
+});

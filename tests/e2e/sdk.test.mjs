@@ -213,3 +213,24 @@ test('three peers form a full mesh', { timeout: 90_000 }, async () => {
     await page.context().close();
   }
 });
+
+test('iceTransportPolicy "relay" reaches the peer connections', { timeout: 60_000 }, async () => {
+  const room = roomName('relay');
+  const a = await newPage(browser, 'relay-a');
+  const b = await newPage(browser, 'relay-b');
+  await join(a, server.wsUrl, room, 'a');
+  await join(b, server.wsUrl, room, 'b', { iceTransportPolicy: 'relay' });
+  // b offers; without a TURN server relay-only ICE gathers nothing.
+  await waitFor(b, () => {
+    const p = window.room.peers.get('a');
+    return p && p.timeline.some((e) => e.step === 'end-of-local-candidates');
+  });
+  const r = await b.evaluate(() => {
+    const p = window.room.peers.get('a');
+    return { policy: p.pc.getConfiguration().iceTransportPolicy, local: p.candidates.local.length };
+  });
+  assert.deepEqual(r, { policy: 'relay', local: 0 });
+  assert.equal(await a.evaluate(() => window.room.peers.get('b').pc.getConfiguration().iceTransportPolicy), 'all');
+  await a.context().close();
+  await b.context().close();
+});

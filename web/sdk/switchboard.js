@@ -653,7 +653,7 @@ export class RemotePeer extends EventTarget {
       const want = kind === 'audio' ? opts.recvAudio : opts.recvVideo;
       if (!want) continue;
       const have = this.pc.getTransceivers().some((t) =>
-        !t.stopped && (t.receiver.track?.kind === kind || t.sender.track?.kind === kind));
+        t.direction !== 'stopped' && t.currentDirection !== 'stopped' && t.receiver.track?.kind === kind);
       if (!have) {
         this.pc.addTransceiver(kind, { direction: 'recvonly' });
         this.#log('addTransceiver', `${kind} recvonly (no local ${kind} track)`);
