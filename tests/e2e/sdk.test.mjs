@@ -72,7 +72,13 @@ test('SignalingChannel speaks protocol v1', { timeout: 60_000 }, async () => {
     a.ping();
     out.pong = (await pongP).type;
 
-    out.taken = await codeOf(new SignalingChannel(url).join(room, { peer: 'alpha' }));
+    // A refused join leaves the socket open: retry on it with another id.
+    const c = new SignalingChannel(url);
+    out.taken = await codeOf(c.join(room, { peer: 'alpha' }));
+    const leftGammaP = next(a, 'peer-left');
+    out.retry = (await c.join(room, { peer: 'gamma' })).peers.map((p) => p.peer);
+    c.close();
+    out.gammaLeft = (await leftGammaP).peer;
     out.invalidRoom = await codeOf(new SignalingChannel(url).join('not a room!'));
     out.invalidPeer = await codeOf(new SignalingChannel(url).join(room, { peer: 'x'.repeat(65) }));
 
@@ -99,6 +105,8 @@ test('SignalingChannel speaks protocol v1', { timeout: 60_000 }, async () => {
   assert.equal(r.unknownPeer, 'unknown-peer');
   assert.equal(r.pong, 'pong');
   assert.equal(r.taken, 'peer-id-taken');
+  assert.deepEqual(r.retry, ['alpha', 'beta']);
+  assert.equal(r.gammaLeft, 'gamma');
   assert.equal(r.invalidRoom, 'invalid-room');
   assert.equal(r.invalidPeer, 'invalid-peer');
   assert.equal(r.left, 'beta');

@@ -155,7 +155,10 @@ export declare class SignalingChannel extends EventTarget {
   peerId: string | null;
   iceServers: RTCIceServer[];
   state: 'idle' | 'connecting' | 'joined' | 'closed';
-  /** Rejects with SwitchboardError (`room-full`, `signaling-unreachable`, ...). */
+  /**
+   * Rejects with SwitchboardError (`room-full`, `signaling-unreachable`, ...).
+   * After a server error the socket stays open and join() may be retried.
+   */
   join(room: string, opts?: { peer?: string; meta?: Record<string, unknown> }): Promise<WelcomeMessage>;
   signal(to: string, data: SignalData): void;
   to(peerId: string): PeerSignaling;

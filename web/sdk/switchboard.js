@@ -220,7 +220,9 @@ export class SignalingChannel extends EventTarget {
    * Open the WebSocket (if needed), send `join` and resolve with the
    * `welcome` message. Rejects with a SwitchboardError whose `code` is the
    * server's error code (e.g. `room-full`) or `signaling-unreachable` when
-   * the WebSocket fails before the welcome.
+   * the WebSocket fails before the welcome. After a server error the
+   * WebSocket stays open, so join() may be called again (say with another
+   * peer id); call close() when giving up.
    * @param {string} room
    * @param {{peer?: string, meta?: Record<string, unknown>}} [opts]
    * @returns {Promise<import('./switchboard').WelcomeMessage>}
@@ -228,6 +230,9 @@ export class SignalingChannel extends EventTarget {
   join(room, opts = {}) {
     if (this.#pendingJoin) {
       return Promise.reject(new SwitchboardError('already-joined', 'a join is already in progress'));
+    }
+    if (this.state === 'joined') {
+      return Promise.reject(new SwitchboardError('already-joined', `already in room "${this.room}"; leave() first`));
     }
     /** @type {Record<string, unknown>} */
     const msg = { type: 'join', room };
@@ -369,13 +374,22 @@ export class SignalingChannel extends EventTarget {
     }
   }
 
-  /** @param {SwitchboardError} err */
-  #failJoin(err) {
+  /**
+   * Reject the pending join. Transport failures close the socket; a server
+   * `error` leaves it open (the protocol allows joining again on it).
+   * @param {SwitchboardError} err
+   * @param {boolean} [teardown]
+   */
+  #failJoin(err, teardown = true) {
     const pending = this.#pendingJoin;
     this.#pendingJoin = null;
     if (!pending) return;
-    this.#closedByUs = true;
-    this.#teardown();
+    if (teardown) {
+      this.#closedByUs = true;
+      this.#teardown();
+    } else if (this.#ws) {
+      this.state = 'idle';
+    }
     pending.reject(err);
   }
 
@@ -408,7 +422,7 @@ export class SignalingChannel extends EventTarget {
       case 'error': {
         const err = new SwitchboardError(String(msg.code || 'error'), String(msg.message || msg.code || 'error'));
         if (this.#pendingJoin) {
-          this.#failJoin(err);
+          this.#failJoin(err, false);
         } else {
           this.dispatchEvent(new SwitchboardEvent('error', { code: err.code, message: err.message, error: err }));
         }
@@ -913,7 +927,14 @@ export class Room extends EventTarget {
   async join() {
     this.t0 = performance.now();
     const sig = this.signaling;
-    const welcome = await sig.join(this.name, { peer: this.options.peer, meta: this.options.meta });
+    /** @type {import('./switchboard').WelcomeMessage} */
+    let welcome;
+    try {
+      welcome = await sig.join(this.name, { peer: this.options.peer, meta: this.options.meta });
+    } catch (err) {
+      sig.close();
+      throw err;
+    }
     this.peerId = welcome.peer;
     this.iceServers = this.options.iceServers ?? welcome.iceServers ?? [];
     this.welcome = welcome;
