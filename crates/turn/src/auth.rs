@@ -11,12 +11,10 @@
 
 use base64::Engine;
 use hmac::{Hmac, KeyInit, Mac};
-use md5::{Digest, Md5};
 use sha1::Sha1;
 use std::collections::HashMap;
-
-/// MD5(username ":" realm ":" password), the long-term key of RFC 8489.
-pub type Key = [u8; 16];
+use stun::integrity::Key;
+pub use stun::integrity::long_term_key;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
@@ -24,16 +22,6 @@ pub enum AuthError {
     UnknownUser,
     #[error("credential expired at {expiry} (now {now})")]
     Expired { expiry: u64, now: u64 },
-}
-
-pub fn long_term_key(username: &str, realm: &str, password: &str) -> Key {
-    let mut h = Md5::new();
-    h.update(username.as_bytes());
-    h.update(b":");
-    h.update(realm.as_bytes());
-    h.update(b":");
-    h.update(password.as_bytes());
-    h.finalize().into()
 }
 
 /// The REST-API password for `username`.

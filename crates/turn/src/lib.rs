@@ -3,6 +3,8 @@
 //! - [`policy`]: which peer addresses a relay may send to.
 //! - [`auth`]: long-term credentials, static users and time-limited
 //!   "TURN REST API" credentials.
+//! - [`server`]: the allocation table and the message handling of one worker.
 
 pub mod auth;
 pub mod policy;
+pub mod server;

@@ -1,0 +1,916 @@
+//! The TURN server as a state machine (RFC 8656, with STUN Binding from
+//! RFC 8489).
+//!
+//! [`Server`] owns the allocation table of one worker: allocations keyed by
+//! their client 5-tuple, their permissions and channels, nonces, quotas and
+//! rate limits. It reads no clock and touches no socket. The driver hands it
+//! each datagram or stream frame with the current time and carries out the
+//! returned [`Action`]; relay sockets are bound through the [`Relays`] trait,
+//! which tests fake.
+//!
+//! The data path (ChannelData both ways, Send and Data indications) does not
+//! allocate: payloads are borrowed from the input or written into the
+//! caller's reusable output buffer.
+
+use crate::auth::{AuthError, Credentials};
+use crate::policy::PeerPolicy;
+use hmac::{Hmac, KeyInit, Mac};
+use rate::TokenBucket;
+use sha1::Sha1;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use stun::attr::{
+    AddressFamily, AttrTypeList, ChannelNumber, Data, ErrorCodeValue, EvenPort, Lifetime, Nonce, Realm,
+    RequestedAddressFamily, RequestedTransport, ReservationToken, Software, UnknownAttributes,
+    Username, XorMappedAddress, XorPeerAddress, XorRelayedAddress, PROTOCOL_UDP,
+};
+use stun::integrity::{IntegrityAlg, Key};
+use stun::{AttrType, ChannelData, Class, Message, MessageType, MessageWriter, Method, TransactionId};
+
+/// Settings of the TURN core. Each maps to a `serve` flag.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// SOFTWARE attribute on responses; `None` (the default) sends none.
+    pub software: Option<String>,
+    pub default_lifetime: Duration,
+    pub max_lifetime: Duration,
+    pub permission_lifetime: Duration,
+    pub channel_lifetime: Duration,
+    /// How long a nonce stays valid before the client must take a new one.
+    pub nonce_lifetime: Duration,
+    /// Permissions per allocation.
+    pub max_permissions: usize,
+    /// Relayed bytes per second per allocation, each direction; 0 = no limit.
+    pub bandwidth: u32,
+    /// Unauthenticated requests (Binding, and requests answered with 401)
+    /// per second per source IP.
+    pub unauth_rate: f64,
+    pub unauth_burst: u32,
+    /// Source IPs tracked for the unauthenticated rate at once.
+    pub max_tracked_sources: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            software: None,
+            default_lifetime: Duration::from_secs(600),
+            max_lifetime: Duration::from_secs(3600),
+            permission_lifetime: Duration::from_secs(300),
+            channel_lifetime: Duration::from_secs(600),
+            nonce_lifetime: Duration::from_secs(600),
+            max_permissions: 64,
+            bandwidth: 4 * 1024 * 1024,
+            unauth_rate: 20.0,
+            unauth_burst: 40,
+            max_tracked_sources: 65_536,
+        }
+    }
+}
+
+/// Allocation counts shared by every worker, so quotas hold server-wide.
+#[derive(Debug)]
+pub struct Quota {
+    max_total: usize,
+    max_per_user: usize,
+    total: AtomicUsize,
+    per_user: Mutex<HashMap<Box<str>, usize>>,
+}
+
+impl Quota {
+    pub fn new(max_total: usize, max_per_user: usize) -> Arc<Self> {
+        Arc::new(Quota {
+            max_total,
+            max_per_user,
+            total: AtomicUsize::new(0),
+            per_user: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn total(&self) -> usize {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    fn acquire(&self, user: &str) -> Result<(), u16> {
+        let mut per_user = self.per_user.lock().unwrap_or_else(|e| e.into_inner());
+        let n = per_user.get(user).copied().unwrap_or(0);
+        if n >= self.max_per_user {
+            return Err(486);
+        }
+        if self
+            .total
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| (t < self.max_total).then_some(t + 1))
+            .is_err()
+        {
+            return Err(508);
+        }
+        per_user.insert(user.into(), n + 1);
+        Ok(())
+    }
+
+    fn release(&self, user: &str) {
+        let mut per_user = self.per_user.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = per_user.get_mut(user) {
+            *n -= 1;
+            if *n == 0 {
+                per_user.remove(user);
+            }
+            self.total.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// How a client reached the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// Client address, server address and transport: what identifies an
+/// allocation (RFC 8656 §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FiveTuple {
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+    pub transport: Transport,
+}
+
+/// Names one relay socket for the driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RelayId(pub u32);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindError {
+    /// No relay address of that family is configured.
+    Family,
+    /// Every relay port is in use.
+    Exhausted,
+}
+
+/// The driver's relay sockets.
+pub trait Relays {
+    /// Binds a relay socket; returns its id and the address to advertise.
+    fn bind(&mut self, family: AddressFamily, even_port: bool) -> Result<(RelayId, SocketAddr), BindError>;
+    /// Closes a relay socket.
+    fn release(&mut self, id: RelayId);
+}
+
+/// What the driver must do with a packet.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action<'a> {
+    /// Nothing to send (consumed, dropped or refused silently).
+    None,
+    /// Send `data` to the client over its 5-tuple.
+    ToClient { tuple: FiveTuple, data: &'a [u8] },
+    /// Send `data` from relay socket `relay` to `peer`.
+    ToPeer { relay: RelayId, peer: SocketAddr, data: &'a [u8] },
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    pub packets_to_peer: u64,
+    pub bytes_to_peer: u64,
+    pub packets_to_client: u64,
+    pub bytes_to_client: u64,
+    pub auth_failures: u64,
+    pub denied_peers: u64,
+    /// Packets dropped for exceeding the allocation's bandwidth.
+    pub dropped_bandwidth: u64,
+    /// Packets dropped for lack of a permission or channel.
+    pub dropped_no_permission: u64,
+    /// Unauthenticated requests dropped by the per-source rate limit.
+    pub throttled: u64,
+    /// Packets that did not parse.
+    pub malformed: u64,
+}
+
+struct Channel {
+    number: u16,
+    peer: SocketAddr,
+    expires: Instant,
+}
+
+struct Allocation {
+    relay: RelayId,
+    relay_addr: SocketAddr,
+    username: Box<str>,
+    /// Transaction id of the Allocate that created it, to answer a
+    /// retransmission with success instead of 437.
+    created_by: TransactionId,
+    expires: Instant,
+    permissions: Vec<(IpAddr, Instant)>,
+    channels: Vec<Channel>,
+    to_peer_budget: Option<TokenBucket>,
+    to_client_budget: Option<TokenBucket>,
+}
+
+impl Allocation {
+    fn permitted(&self, ip: IpAddr, now: Instant) -> bool {
+        self.permissions.iter().any(|(p, exp)| *p == ip && *exp > now)
+    }
+
+    fn channel_by_number(&self, n: u16, now: Instant) -> Option<&Channel> {
+        self.channels.iter().find(|c| c.number == n && c.expires > now)
+    }
+
+    fn channel_by_peer(&self, peer: SocketAddr, now: Instant) -> Option<&Channel> {
+        self.channels.iter().find(|c| c.peer == peer && c.expires > now)
+    }
+
+    fn grant(&mut self, ip: IpAddr, until: Instant, max: usize) -> bool {
+        if let Some(p) = self.permissions.iter_mut().find(|(p, _)| *p == ip) {
+            p.1 = until;
+            return true;
+        }
+        if self.permissions.len() >= max {
+            return false;
+        }
+        self.permissions.push((ip, until));
+        true
+    }
+}
+
+fn budget(bytes_per_sec: u32, now: Instant) -> Option<TokenBucket> {
+    (bytes_per_sec > 0).then(|| TokenBucket::new(bytes_per_sec, f64::from(bytes_per_sec), now))
+}
+
+fn spend(b: &mut Option<TokenBucket>, len: usize, now: Instant) -> bool {
+    match b {
+        Some(b) => b.take_n(u32::try_from(len).unwrap_or(u32::MAX), now),
+        None => true,
+    }
+}
+
+/// A refusal: the error code and, when the request was authenticated, the
+/// key to sign the error response with.
+struct Refusal {
+    code: u16,
+    key: Option<Key>,
+}
+
+impl Refusal {
+    fn plain(code: u16) -> Self {
+        Refusal { code, key: None }
+    }
+    fn signed(code: u16, key: Key) -> Self {
+        Refusal { code, key: Some(key) }
+    }
+}
+
+/// One worker's TURN state.
+pub struct Server {
+    cfg: Config,
+    creds: Arc<Credentials>,
+    policy: Arc<PeerPolicy>,
+    quota: Arc<Quota>,
+    nonce_secret: [u8; 32],
+    allocations: HashMap<FiveTuple, Allocation>,
+    by_relay: HashMap<RelayId, FiveTuple>,
+    sources: HashMap<IpAddr, TokenBucket>,
+    indication_counter: u64,
+    stats: Stats,
+}
+
+const NONCE_LEN: usize = 32;
+
+impl Server {
+    pub fn new(
+        cfg: Config,
+        creds: Arc<Credentials>,
+        policy: Arc<PeerPolicy>,
+        quota: Arc<Quota>,
+        nonce_secret: [u8; 32],
+    ) -> Self {
+        Server {
+            cfg,
+            creds,
+            policy,
+            quota,
+            nonce_secret,
+            allocations: HashMap::new(),
+            by_relay: HashMap::new(),
+            sources: HashMap::new(),
+            indication_counter: 0,
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    pub fn allocations(&self) -> usize {
+        self.allocations.len()
+    }
+
+    pub fn permissions(&self) -> usize {
+        self.allocations.values().map(|a| a.permissions.len()).sum()
+    }
+
+    pub fn channels(&self) -> usize {
+        self.allocations.values().map(|a| a.channels.len()).sum()
+    }
+
+    /// A datagram (UDP) or one whole frame (TCP) from a client. `unix` is
+    /// wall-clock seconds, for credentials and nonces.
+    pub fn handle_client<'a>(
+        &mut self,
+        now: Instant,
+        unix: u64,
+        tuple: FiveTuple,
+        packet: &'a [u8],
+        out: &'a mut Vec<u8>,
+        relays: &mut impl Relays,
+    ) -> Action<'a> {
+        out.clear();
+        match packet.first() {
+            Some(0x40..=0x4F) => return self.client_channel_data(now, tuple, packet),
+            Some(0x00..=0x03) => {}
+            _ => {
+                self.stats.malformed += 1;
+                return Action::None;
+            }
+        }
+        let msg = match Message::parse(packet) {
+            Ok(m) => m,
+            Err(_) => {
+                self.stats.malformed += 1;
+                return Action::None;
+            }
+        };
+        match msg.class() {
+            Class::Request => {
+                if self.request(now, unix, tuple, &msg, out, relays) {
+                    Action::ToClient { tuple, data: out }
+                } else {
+                    Action::None
+                }
+            }
+            Class::Indication if msg.method() == Method::SEND => self.send_indication(now, tuple, &msg),
+            // Responses and other indications are not for a server.
+            _ => Action::None,
+        }
+    }
+
+    /// A datagram from `from` on relay socket `relay`.
+    pub fn handle_peer<'a>(
+        &mut self,
+        now: Instant,
+        relay: RelayId,
+        from: SocketAddr,
+        payload: &[u8],
+        out: &'a mut Vec<u8>,
+    ) -> Action<'a> {
+        out.clear();
+        let Some(tuple) = self.by_relay.get(&relay).copied() else {
+            return Action::None;
+        };
+        let Some(alloc) = self.allocations.get_mut(&tuple) else {
+            return Action::None;
+        };
+        if alloc.expires <= now || !alloc.permitted(from.ip(), now) {
+            self.stats.dropped_no_permission += 1;
+            return Action::None;
+        }
+        if !spend(&mut alloc.to_client_budget, payload.len(), now) {
+            self.stats.dropped_bandwidth += 1;
+            return Action::None;
+        }
+        if let Some(ch) = alloc.channel_by_peer(from, now) {
+            let padded = tuple.transport == Transport::Tcp;
+            // Payloads are bounded by the relay socket's receive buffer
+            // (< 64 KiB), which always fits ChannelData.
+            match ChannelData::new(ch.number, payload) {
+                Ok(cd) => cd.encode(out, padded),
+                Err(_) => return Action::None,
+            }
+        } else {
+            self.indication_counter = self.indication_counter.wrapping_add(1);
+            let mut tid = [0u8; 12];
+            tid[..8].copy_from_slice(&self.indication_counter.to_be_bytes());
+            tid[8..].copy_from_slice(&relay.0.to_be_bytes());
+            let mut w = MessageWriter::new(
+                out,
+                MessageType::indication(Method::DATA),
+                TransactionId(tid),
+            );
+            if w.add::<XorPeerAddress>(from).is_err() || w.add::<Data>(payload).is_err() {
+                return Action::None;
+            }
+            w.finish();
+        }
+        self.stats.packets_to_client += 1;
+        self.stats.bytes_to_client += payload.len() as u64;
+        Action::ToClient { tuple, data: out }
+    }
+
+    /// Expires allocations, permissions and channels, and forgets idle
+    /// rate-limit entries. Call about once a second.
+    pub fn handle_timeout(&mut self, now: Instant, relays: &mut impl Relays) {
+        let expired: Vec<FiveTuple> = self
+            .allocations
+            .iter()
+            .filter(|(_, a)| a.expires <= now)
+            .map(|(t, _)| *t)
+            .collect();
+        for t in expired {
+            self.remove(t, relays);
+        }
+        for a in self.allocations.values_mut() {
+            a.permissions.retain(|(_, exp)| *exp > now);
+            a.channels.retain(|c| c.expires > now);
+        }
+        self.sources.retain(|_, b| !b.is_full(now));
+    }
+
+    /// Closes every allocation (server shutdown or a TCP client gone).
+    pub fn close_client(&mut self, tuple: FiveTuple, relays: &mut impl Relays) {
+        self.remove(tuple, relays);
+    }
+
+    fn remove(&mut self, tuple: FiveTuple, relays: &mut impl Relays) {
+        if let Some(a) = self.allocations.remove(&tuple) {
+            self.by_relay.remove(&a.relay);
+            relays.release(a.relay);
+            self.quota.release(&a.username);
+        }
+    }
+
+    fn client_channel_data<'a>(&mut self, now: Instant, tuple: FiveTuple, packet: &'a [u8]) -> Action<'a> {
+        let cd = match ChannelData::parse(packet) {
+            Ok(cd) => cd,
+            Err(_) => {
+                self.stats.malformed += 1;
+                return Action::None;
+            }
+        };
+        let Some(alloc) = self.allocations.get_mut(&tuple) else {
+            self.stats.dropped_no_permission += 1;
+            return Action::None;
+        };
+        let Some(peer) = alloc.channel_by_number(cd.channel(), now).map(|c| c.peer) else {
+            self.stats.dropped_no_permission += 1;
+            return Action::None;
+        };
+        if alloc.expires <= now || !alloc.permitted(peer.ip(), now) {
+            self.stats.dropped_no_permission += 1;
+            return Action::None;
+        }
+        let data = cd.data();
+        if !spend(&mut alloc.to_peer_budget, data.len(), now) {
+            self.stats.dropped_bandwidth += 1;
+            return Action::None;
+        }
+        self.stats.packets_to_peer += 1;
+        self.stats.bytes_to_peer += data.len() as u64;
+        Action::ToPeer { relay: alloc.relay, peer, data }
+    }
+
+    fn send_indication<'a>(&mut self, now: Instant, tuple: FiveTuple, msg: &Message<'a>) -> Action<'a> {
+        let (Ok(Some(peer)), Ok(Some(data))) = (msg.get::<XorPeerAddress>(), msg.get::<Data>()) else {
+            self.stats.malformed += 1;
+            return Action::None;
+        };
+        let Some(alloc) = self.allocations.get_mut(&tuple) else {
+            self.stats.dropped_no_permission += 1;
+            return Action::None;
+        };
+        if alloc.expires <= now || !alloc.permitted(peer.ip(), now) {
+            self.stats.dropped_no_permission += 1;
+            return Action::None;
+        }
+        if !spend(&mut alloc.to_peer_budget, data.len(), now) {
+            self.stats.dropped_bandwidth += 1;
+            return Action::None;
+        }
+        self.stats.packets_to_peer += 1;
+        self.stats.bytes_to_peer += data.len() as u64;
+        Action::ToPeer { relay: alloc.relay, peer, data }
+    }
+
+    /// Admits one unauthenticated request from `ip` under the per-source rate.
+    fn admit_unauthenticated(&mut self, ip: IpAddr, now: Instant) -> bool {
+        let tracked = self.sources.len();
+        let ok = match self.sources.get_mut(&ip) {
+            Some(b) => b.take(now),
+            None if tracked >= self.cfg.max_tracked_sources => false,
+            None => {
+                let mut b = TokenBucket::new(self.cfg.unauth_burst, self.cfg.unauth_rate, now);
+                let ok = b.take(now);
+                self.sources.insert(ip, b);
+                ok
+            }
+        };
+        if !ok {
+            self.stats.throttled += 1;
+        }
+        ok
+    }
+
+    /// Answers one request into `out`. Returns false to send nothing.
+    fn request(
+        &mut self,
+        now: Instant,
+        unix: u64,
+        tuple: FiveTuple,
+        msg: &Message<'_>,
+        out: &mut Vec<u8>,
+        relays: &mut impl Relays,
+    ) -> bool {
+        let method = msg.method();
+        if method == Method::BINDING {
+            if !self.admit_unauthenticated(tuple.client.ip(), now) {
+                return false;
+            }
+            let mut w = MessageWriter::success_response(out, msg);
+            let ok = w.add::<XorMappedAddress>(tuple.client).is_ok() && self.finish(w, msg, None);
+            return ok;
+        }
+        let known = [Method::ALLOCATE, Method::REFRESH, Method::CREATE_PERMISSION, Method::CHANNEL_BIND];
+        if !known.contains(&method) {
+            return self.refuse(out, msg, Refusal::plain(400), unix, tuple);
+        }
+        // Comprehension-required attributes we do not understand: 420.
+        let mut unknown = [AttrType(0); 16];
+        let mut n_unknown = 0;
+        for t in msg.unknown_comprehension_required(|t| t.is_known()) {
+            if n_unknown < unknown.len() {
+                unknown[n_unknown] = t;
+                n_unknown += 1;
+            }
+        }
+        if n_unknown > 0 {
+            let mut w = match MessageWriter::error_response(out, msg, ErrorCodeValue::standard(420)) {
+                Ok(w) => w,
+                Err(_) => return false,
+            };
+            if w.add::<UnknownAttributes>(AttrTypeList::new(&unknown[..n_unknown])).is_err() {
+                return false;
+            }
+            return self.finish(w, msg, None);
+        }
+        if !msg.has_integrity() {
+            if !self.admit_unauthenticated(tuple.client.ip(), now) {
+                return false;
+            }
+            return self.refuse(out, msg, Refusal::plain(401), unix, tuple);
+        }
+        let (Ok(Some(user)), Ok(Some(_realm)), Ok(Some(nonce))) =
+            (msg.get::<Username>(), msg.get::<Realm>(), msg.get::<Nonce>())
+        else {
+            return self.refuse(out, msg, Refusal::plain(400), unix, tuple);
+        };
+        if !self.nonce_valid(nonce, unix, tuple.client.ip()) {
+            return self.refuse(out, msg, Refusal::plain(438), unix, tuple);
+        }
+        let key = match self.creds.key(user, unix) {
+            Ok(k) => k,
+            Err(AuthError::UnknownUser | AuthError::Expired { .. }) => {
+                self.stats.auth_failures += 1;
+                return self.refuse(out, msg, Refusal::plain(401), unix, tuple);
+            }
+        };
+        if msg.verify_integrity(&key).is_err() {
+            self.stats.auth_failures += 1;
+            return self.refuse(out, msg, Refusal::plain(401), unix, tuple);
+        }
+        let result = match method {
+            Method::ALLOCATE => self.allocate(now, tuple, msg, user, key, out, relays),
+            _ => {
+                let Some(alloc) = self.allocations.get(&tuple) else {
+                    return self.refuse(out, msg, Refusal::signed(437, key), unix, tuple);
+                };
+                if &*alloc.username != user {
+                    self.stats.auth_failures += 1;
+                    return self.refuse(out, msg, Refusal::signed(441, key), unix, tuple);
+                }
+                match method {
+                    Method::REFRESH => self.refresh(now, tuple, msg, key, out, relays),
+                    Method::CREATE_PERMISSION => self.create_permission(now, tuple, msg, key, out),
+                    _ => self.channel_bind(now, tuple, msg, key, out),
+                }
+            }
+        };
+        match result {
+            Ok(sent) => sent,
+            Err(r) => self.refuse(out, msg, r, unix, tuple),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn allocate(
+        &mut self,
+        now: Instant,
+        tuple: FiveTuple,
+        msg: &Message<'_>,
+        user: &str,
+        key: Key,
+        out: &mut Vec<u8>,
+        relays: &mut impl Relays,
+    ) -> Result<bool, Refusal> {
+        if let Some(a) = self.allocations.get(&tuple) {
+            if a.created_by == msg.transaction_id() && &*a.username == user {
+                // A retransmitted Allocate: answer it again.
+                let remaining = a.expires.saturating_duration_since(now).as_secs() as u32;
+                let relay_addr = a.relay_addr;
+                return Ok(self.allocate_success(msg, key, relay_addr, remaining, tuple, out));
+            }
+            return Err(Refusal::signed(437, key));
+        }
+        match msg.get::<RequestedTransport>() {
+            Ok(Some(PROTOCOL_UDP)) => {}
+            Ok(Some(_)) => return Err(Refusal::signed(442, key)),
+            _ => return Err(Refusal::signed(400, key)),
+        }
+        let even = match msg.get::<EvenPort>() {
+            Ok(v) => v.is_some(),
+            Err(_) => return Err(Refusal::signed(400, key)),
+        };
+        if msg.contains::<ReservationToken>() {
+            // No reservations are ever handed out, so no token is valid.
+            if even {
+                return Err(Refusal::signed(400, key));
+            }
+            return Err(Refusal::signed(508, key));
+        }
+        let family = match msg.get::<RequestedAddressFamily>() {
+            Ok(Some(f)) => f,
+            Ok(None) => AddressFamily::V4,
+            Err(_) => return Err(Refusal::signed(440, key)),
+        };
+        let lifetime = match msg.get::<Lifetime>() {
+            Ok(Some(secs)) => Duration::from_secs(u64::from(secs))
+                .clamp(self.cfg.default_lifetime, self.cfg.max_lifetime),
+            Ok(None) => self.cfg.default_lifetime,
+            Err(_) => return Err(Refusal::signed(400, key)),
+        };
+        self.quota.acquire(user).map_err(|code| Refusal::signed(code, key))?;
+        let (relay, relay_addr) = match relays.bind(family, even) {
+            Ok(r) => r,
+            Err(e) => {
+                self.quota.release(user);
+                let code = match e {
+                    BindError::Family => 440,
+                    BindError::Exhausted => 508,
+                };
+                return Err(Refusal::signed(code, key));
+            }
+        };
+        self.allocations.insert(
+            tuple,
+            Allocation {
+                relay,
+                relay_addr,
+                username: user.into(),
+                created_by: msg.transaction_id(),
+                expires: now + lifetime,
+                permissions: Vec::new(),
+                channels: Vec::new(),
+                to_peer_budget: budget(self.cfg.bandwidth, now),
+                to_client_budget: budget(self.cfg.bandwidth, now),
+            },
+        );
+        self.by_relay.insert(relay, tuple);
+        Ok(self.allocate_success(msg, key, relay_addr, lifetime.as_secs() as u32, tuple, out))
+    }
+
+    fn allocate_success(
+        &self,
+        msg: &Message<'_>,
+        key: Key,
+        relay_addr: SocketAddr,
+        lifetime: u32,
+        tuple: FiveTuple,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let mut w = MessageWriter::success_response(out, msg);
+        let ok = w.add::<XorRelayedAddress>(relay_addr).is_ok()
+            && w.add::<Lifetime>(lifetime).is_ok()
+            && w.add::<XorMappedAddress>(tuple.client).is_ok();
+        ok && self.finish(w, msg, Some(key))
+    }
+
+    fn refresh(
+        &mut self,
+        now: Instant,
+        tuple: FiveTuple,
+        msg: &Message<'_>,
+        key: Key,
+        out: &mut Vec<u8>,
+        relays: &mut impl Relays,
+    ) -> Result<bool, Refusal> {
+        let requested = match msg.get::<Lifetime>() {
+            Ok(v) => v,
+            Err(_) => return Err(Refusal::signed(400, key)),
+        };
+        if let Ok(Some(f)) = msg.get::<RequestedAddressFamily>() {
+            let alloc = self.allocations.get(&tuple).ok_or(Refusal::signed(437, key))?;
+            if AddressFamily::of(&alloc.relay_addr.ip()) != f {
+                return Err(Refusal::signed(443, key));
+            }
+        }
+        let lifetime = match requested {
+            Some(0) => {
+                self.remove(tuple, relays);
+                Duration::ZERO
+            }
+            Some(secs) => Duration::from_secs(u64::from(secs)).min(self.cfg.max_lifetime),
+            None => self.cfg.default_lifetime,
+        };
+        if let Some(a) = self.allocations.get_mut(&tuple) {
+            a.expires = now + lifetime;
+        }
+        let mut w = MessageWriter::success_response(out, msg);
+        let ok = w.add::<Lifetime>(lifetime.as_secs() as u32).is_ok();
+        Ok(ok && self.finish(w, msg, Some(key)))
+    }
+
+    /// Checks a peer address against the relay's family and the policy.
+    fn vet_peer(&mut self, alloc_family: AddressFamily, peer: SocketAddr, key: Key) -> Result<(), Refusal> {
+        if AddressFamily::of(&peer.ip()) != alloc_family {
+            return Err(Refusal::signed(443, key));
+        }
+        if self.policy.check(peer.ip()).is_err() {
+            self.stats.denied_peers += 1;
+            return Err(Refusal::signed(403, key));
+        }
+        Ok(())
+    }
+
+    fn create_permission(
+        &mut self,
+        now: Instant,
+        tuple: FiveTuple,
+        msg: &Message<'_>,
+        key: Key,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, Refusal> {
+        let family = {
+            let a = self.allocations.get(&tuple).ok_or(Refusal::signed(437, key))?;
+            AddressFamily::of(&a.relay_addr.ip())
+        };
+        // All peers are vetted before any permission is installed, so a
+        // refused request changes nothing.
+        let tid = msg.transaction_id();
+        let mut peers = 0usize;
+        for attr in msg.attributes().filter(|a| a.attr_type == AttrType::XOR_PEER_ADDRESS) {
+            let peer = attr.decode::<XorPeerAddress>(&tid).map_err(|_| Refusal::signed(400, key))?;
+            self.vet_peer(family, peer, key)?;
+            peers += 1;
+        }
+        if peers == 0 {
+            return Err(Refusal::signed(400, key));
+        }
+        let until = now + self.cfg.permission_lifetime;
+        let max = self.cfg.max_permissions;
+        let alloc = self.allocations.get_mut(&tuple).ok_or(Refusal::signed(437, key))?;
+        for attr in msg.attributes().filter(|a| a.attr_type == AttrType::XOR_PEER_ADDRESS) {
+            if let Ok(peer) = attr.decode::<XorPeerAddress>(&tid) {
+                if !alloc.grant(peer.ip(), until, max) {
+                    return Err(Refusal::signed(508, key));
+                }
+            }
+        }
+        let w = MessageWriter::success_response(out, msg);
+        Ok(self.finish(w, msg, Some(key)))
+    }
+
+    fn channel_bind(
+        &mut self,
+        now: Instant,
+        tuple: FiveTuple,
+        msg: &Message<'_>,
+        key: Key,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, Refusal> {
+        // Out-of-range channel numbers fail to decode: 400.
+        let (Ok(Some(number)), Ok(Some(peer))) = (msg.get::<ChannelNumber>(), msg.get::<XorPeerAddress>()) else {
+            return Err(Refusal::signed(400, key));
+        };
+        let family = {
+            let a = self.allocations.get(&tuple).ok_or(Refusal::signed(437, key))?;
+            AddressFamily::of(&a.relay_addr.ip())
+        };
+        self.vet_peer(family, peer, key)?;
+        let until_channel = now + self.cfg.channel_lifetime;
+        let until_perm = now + self.cfg.permission_lifetime;
+        let max = self.cfg.max_permissions;
+        let alloc = self.allocations.get_mut(&tuple).ok_or(Refusal::signed(437, key))?;
+        let clash = alloc
+            .channels
+            .iter()
+            .any(|c| (c.number == number) != (c.peer == peer));
+        if clash {
+            return Err(Refusal::signed(400, key));
+        }
+        if !alloc.grant(peer.ip(), until_perm, max) {
+            return Err(Refusal::signed(508, key));
+        }
+        match alloc.channels.iter_mut().find(|c| c.number == number) {
+            Some(c) => c.expires = until_channel,
+            None => alloc.channels.push(Channel {
+                number,
+                peer,
+                expires: until_channel,
+            }),
+        }
+        let w = MessageWriter::success_response(out, msg);
+        Ok(self.finish(w, msg, Some(key)))
+    }
+
+    /// Writes an error response. 401 and 438 carry REALM and a fresh NONCE.
+    fn refuse(&mut self, out: &mut Vec<u8>, msg: &Message<'_>, r: Refusal, unix: u64, tuple: FiveTuple) -> bool {
+        out.clear();
+        let mut w = match MessageWriter::error_response(out, msg, ErrorCodeValue::standard(r.code)) {
+            Ok(w) => w,
+            Err(_) => return false,
+        };
+        if r.code == 401 || r.code == 438 {
+            let nonce = self.make_nonce(unix, tuple.client.ip());
+            let Ok(nonce) = std::str::from_utf8(&nonce) else { return false };
+            if w.add::<Realm>(self.creds.realm()).is_err() || w.add::<Nonce>(nonce).is_err() {
+                return false;
+            }
+        }
+        self.finish(w, msg, r.key)
+    }
+
+    /// Adds SOFTWARE (if configured), integrity (when authenticated, with
+    /// the algorithm the request used) and FINGERPRINT (when the request had
+    /// one).
+    fn finish(&self, mut w: MessageWriter<'_>, msg: &Message<'_>, key: Option<Key>) -> bool {
+        if let Some(s) = &self.cfg.software {
+            if w.add::<Software>(s).is_err() {
+                return false;
+            }
+        }
+        if let Some(key) = key {
+            let signed = match msg.verify_integrity(&key) {
+                Ok(IntegrityAlg::Sha256) => w.add_message_integrity_sha256(&key).is_ok(),
+                _ => w.add_message_integrity(&key).is_ok(),
+            };
+            if !signed {
+                return false;
+            }
+        }
+        if msg.has_fingerprint() && w.add_fingerprint().is_err() {
+            return false;
+        }
+        w.finish();
+        true
+    }
+
+    /// A nonce is `EXPIRY(16 hex) MAC(16 hex)`: stateless, bound to the
+    /// client's IP, and checkable for staleness without a table.
+    fn make_nonce(&self, unix: u64, ip: IpAddr) -> [u8; NONCE_LEN] {
+        let expiry = unix.saturating_add(self.cfg.nonce_lifetime.as_secs());
+        let mac = self.nonce_mac(expiry, ip);
+        let mut out = [0u8; NONCE_LEN];
+        hex_into(&expiry.to_be_bytes(), &mut out[..16]);
+        hex_into(&mac, &mut out[16..]);
+        out
+    }
+
+    fn nonce_valid(&self, nonce: &str, unix: u64, ip: IpAddr) -> bool {
+        let b = nonce.as_bytes();
+        if b.len() != NONCE_LEN {
+            return false;
+        }
+        let Some(expiry) = std::str::from_utf8(&b[..16]).ok().and_then(|s| u64::from_str_radix(s, 16).ok()) else {
+            return false;
+        };
+        if expiry <= unix {
+            return false;
+        }
+        let mut expect = [0u8; 16];
+        hex_into(&self.nonce_mac(expiry, ip), &mut expect);
+        // Constant-time comparison.
+        expect.iter().zip(&b[16..]).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+
+    fn nonce_mac(&self, expiry: u64, ip: IpAddr) -> [u8; 8] {
+        let mut mac = <Hmac<Sha1> as KeyInit>::new_from_slice(&self.nonce_secret).expect("any key length");
+        mac.update(&expiry.to_be_bytes());
+        match ip {
+            IpAddr::V4(v4) => mac.update(&v4.octets()),
+            IpAddr::V6(v6) => mac.update(&v6.octets()),
+        }
+        let full = mac.finalize().into_bytes();
+        let mut out = [0u8; 8];
+        out.copy_from_slice(&full[..8]);
+        out
+    }
+}
+
+fn hex_into(bytes: &[u8], out: &mut [u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in bytes.iter().enumerate() {
+        out[2 * i] = HEX[usize::from(b >> 4)];
+        out[2 * i + 1] = HEX[usize::from(b & 15)];
+    }
+}
