@@ -48,9 +48,10 @@ impl<'a> ChannelData<'a> {
     /// Header checks shared by both parse flavours; returns the channel and
     /// the declared payload length.
     fn header(buf: &[u8]) -> Result<(u16, usize), Error> {
-        let (&[c0, c1, l0, l1], _) = buf
-            .split_first_chunk::<4>()
-            .ok_or(Error::Truncated { declared: CHANNEL_DATA_HEADER_LEN, available: buf.len() })?;
+        let (&[c0, c1, l0, l1], _) = buf.split_first_chunk::<4>().ok_or(Error::Truncated {
+            declared: CHANNEL_DATA_HEADER_LEN,
+            available: buf.len(),
+        })?;
         let channel = u16::from_be_bytes([c0, c1]);
         if !is_valid_channel(channel) {
             return Err(Error::BadChannelNumber(channel));
@@ -63,7 +64,10 @@ impl<'a> ChannelData<'a> {
     pub fn parse(buf: &'a [u8]) -> Result<Self, Error> {
         let (channel, len) = Self::header(buf)?;
         let body = buf.get(CHANNEL_DATA_HEADER_LEN..).unwrap_or(&[]);
-        let data = body.get(..len).ok_or(Error::Truncated { declared: len, available: body.len() })?;
+        let data = body.get(..len).ok_or(Error::Truncated {
+            declared: len,
+            available: body.len(),
+        })?;
         let extra = body.len() - len;
         if extra > crate::attr::pad4(len) - len {
             return Err(Error::TrailingBytes(extra));
@@ -79,16 +83,26 @@ impl<'a> ChannelData<'a> {
         let total = CHANNEL_DATA_HEADER_LEN + crate::attr::pad4(len);
         let body = buf.get(CHANNEL_DATA_HEADER_LEN..).unwrap_or(&[]);
         if buf.len() < total {
-            return Err(Error::Truncated { declared: total - CHANNEL_DATA_HEADER_LEN, available: body.len() });
+            return Err(Error::Truncated {
+                declared: total - CHANNEL_DATA_HEADER_LEN,
+                available: body.len(),
+            });
         }
-        let data = body.get(..len).ok_or(Error::Truncated { declared: len, available: body.len() })?;
+        let data = body.get(..len).ok_or(Error::Truncated {
+            declared: len,
+            available: body.len(),
+        })?;
         Ok((ChannelData { channel, data }, total))
     }
 
     /// Encoded size; `padded` rounds the payload up to 4 bytes (required
     /// over TCP/TLS).
     pub fn encoded_len(&self, padded: bool) -> usize {
-        let n = if padded { crate::attr::pad4(self.data.len()) } else { self.data.len() };
+        let n = if padded {
+            crate::attr::pad4(self.data.len())
+        } else {
+            self.data.len()
+        };
         CHANNEL_DATA_HEADER_LEN + n
     }
 
@@ -111,9 +125,15 @@ impl<'a> ChannelData<'a> {
     pub fn encode_into(&self, out: &mut [u8], padded: bool) -> Result<usize, Error> {
         let n = self.encoded_len(padded);
         let available = out.len();
-        let dst = out.get_mut(..n).ok_or(Error::BufferTooSmall { needed: n, available })?;
+        let dst = out.get_mut(..n).ok_or(Error::BufferTooSmall {
+            needed: n,
+            available,
+        })?;
         dst.fill(0);
-        for (d, s) in dst.iter_mut().zip(self.header_bytes().iter().chain(self.data)) {
+        for (d, s) in dst
+            .iter_mut()
+            .zip(self.header_bytes().iter().chain(self.data))
+        {
             *d = *s;
         }
         Ok(n)
@@ -134,27 +154,67 @@ mod tests {
         let mut p = Vec::new();
         cd.encode(&mut p, true);
         assert_eq!(p.len(), 12);
-        assert_eq!(ChannelData::parse(&p), Ok(cd), "UDP receivers accept padding");
+        assert_eq!(
+            ChannelData::parse(&p),
+            Ok(cd),
+            "UDP receivers accept padding"
+        );
         assert_eq!(ChannelData::parse_stream(&p), Ok((cd, 12)));
         assert_eq!(
             ChannelData::parse_stream(&v),
-            Err(Error::Truncated { declared: 8, available: 5 }),
+            Err(Error::Truncated {
+                declared: 8,
+                available: 5
+            }),
             "stream framing needs the padding"
         );
         let mut s = [0xffu8; 12];
         assert_eq!(cd.encode_into(&mut s, true), Ok(12));
         assert_eq!(&s[..], &p[..]);
-        assert_eq!(cd.encode_into(&mut s[..8], false), Err(Error::BufferTooSmall { needed: 9, available: 8 }));
+        assert_eq!(
+            cd.encode_into(&mut s[..8], false),
+            Err(Error::BufferTooSmall {
+                needed: 9,
+                available: 8
+            })
+        );
     }
 
     #[test]
     fn rejects_bad_frames() {
-        assert_eq!(ChannelData::new(0x5000, b""), Err(Error::BadChannelNumber(0x5000)));
-        assert_eq!(ChannelData::new(0x4000, &vec![0; 65536]), Err(Error::MessageTooLong(65536)));
-        assert_eq!(ChannelData::parse(&[0x40, 0]), Err(Error::Truncated { declared: 4, available: 2 }));
-        assert_eq!(ChannelData::parse(&[0x3f, 0xff, 0, 0]), Err(Error::BadChannelNumber(0x3fff)));
-        assert_eq!(ChannelData::parse(&[0x40, 0, 0, 2, 1]), Err(Error::Truncated { declared: 2, available: 1 }));
-        assert_eq!(ChannelData::parse(&[0x40, 0, 0, 1, 1, 0, 0, 0, 0]), Err(Error::TrailingBytes(4)));
-        assert_eq!(ChannelData::parse(&[0x40, 0, 0, 0]).map(|c| c.data().len()), Ok(0));
+        assert_eq!(
+            ChannelData::new(0x5000, b""),
+            Err(Error::BadChannelNumber(0x5000))
+        );
+        assert_eq!(
+            ChannelData::new(0x4000, &vec![0; 65536]),
+            Err(Error::MessageTooLong(65536))
+        );
+        assert_eq!(
+            ChannelData::parse(&[0x40, 0]),
+            Err(Error::Truncated {
+                declared: 4,
+                available: 2
+            })
+        );
+        assert_eq!(
+            ChannelData::parse(&[0x3f, 0xff, 0, 0]),
+            Err(Error::BadChannelNumber(0x3fff))
+        );
+        assert_eq!(
+            ChannelData::parse(&[0x40, 0, 0, 2, 1]),
+            Err(Error::Truncated {
+                declared: 2,
+                available: 1
+            })
+        );
+        assert_eq!(
+            ChannelData::parse(&[0x40, 0, 0, 1, 1, 0, 0, 0, 0]),
+            Err(Error::TrailingBytes(4))
+        );
+        assert_eq!(
+            ChannelData::parse(&[0x40, 0, 0, 0]).map(|c| c.data().len()),
+            Ok(0)
+        );
     }
 }

@@ -95,9 +95,9 @@ pub fn frame_len(buf: &[u8]) -> Result<Option<StreamFrame>, Error> {
     match stream_kind(b0) {
         Some(PacketKind::Stun) if len % 4 != 0 => Err(Error::LengthNotAligned(len)),
         Some(PacketKind::Stun) => Ok(Some(StreamFrame::Stun(HEADER_LEN + usize::from(len)))),
-        Some(PacketKind::ChannelData) => {
-            Ok(Some(StreamFrame::ChannelData(CHANNEL_DATA_HEADER_LEN + pad4(usize::from(len)))))
-        }
+        Some(PacketKind::ChannelData) => Ok(Some(StreamFrame::ChannelData(
+            CHANNEL_DATA_HEADER_LEN + pad4(usize::from(len)),
+        ))),
         _ => Err(Error::NotStun),
     }
 }
@@ -130,13 +130,29 @@ mod tests {
         assert_eq!(frame_len(&[]), Ok(None));
         assert_eq!(frame_len(&[0x00, 0x01]), Ok(None));
         assert_eq!(frame_len(&[0xc0]), Err(Error::NotStun));
-        assert_eq!(frame_len(&[0x00, 0x01, 0x00, 0x08]), Ok(Some(StreamFrame::Stun(28))));
-        assert_eq!(frame_len(&[0x00, 0x01, 0x00, 0x06]), Err(Error::LengthNotAligned(6)));
-        assert_eq!(frame_len(&[0x40, 0x00, 0x00, 0x05, 1]), Ok(Some(StreamFrame::ChannelData(12))));
+        assert_eq!(
+            frame_len(&[0x00, 0x01, 0x00, 0x08]),
+            Ok(Some(StreamFrame::Stun(28)))
+        );
+        assert_eq!(
+            frame_len(&[0x00, 0x01, 0x00, 0x06]),
+            Err(Error::LengthNotAligned(6))
+        );
+        assert_eq!(
+            frame_len(&[0x40, 0x00, 0x00, 0x05, 1]),
+            Ok(Some(StreamFrame::ChannelData(12)))
+        );
         assert_eq!(frame_len(&[0x80, 0x00, 0x00, 0x00]), Err(Error::NotStun));
-        assert_eq!(frame_len(&[0x50]), Err(Error::NotStun), "0x5000+ are not valid channels");
+        assert_eq!(
+            frame_len(&[0x50]),
+            Err(Error::NotStun),
+            "0x5000+ are not valid channels"
+        );
         // Method 0xFFF puts 0x3F in the first byte; still STUN on a stream.
-        assert_eq!(frame_len(&[0x3f, 0xef, 0x00, 0x00]), Ok(Some(StreamFrame::Stun(20))));
+        assert_eq!(
+            frame_len(&[0x3f, 0xef, 0x00, 0x00]),
+            Ok(Some(StreamFrame::Stun(20)))
+        );
         assert_eq!(StreamFrame::ChannelData(12).len(), 12);
     }
 }

@@ -162,14 +162,21 @@ impl MessageType {
         // Layout (RFC 8489 §5): M11..M7 C1 M6..M4 C0 M3..M0
         let method = (raw & 0x000F) | ((raw >> 1) & 0x0070) | ((raw >> 2) & 0x0F80);
         let class = ((raw >> 4) & 0b01) | ((raw >> 7) & 0b10);
-        Ok(MessageType { method: Method(method), class: Class::from_bits(class) })
+        Ok(MessageType {
+            method: Method(method),
+            class: Class::from_bits(class),
+        })
     }
 
     /// Encodes into the first two header bytes.
     pub const fn to_u16(self) -> u16 {
         let m = self.method.0;
         let c = self.class.bits();
-        (m & 0x000F) | ((m & 0x0070) << 1) | ((m & 0x0F80) << 2) | ((c & 0b01) << 4) | ((c & 0b10) << 7)
+        (m & 0x000F)
+            | ((m & 0x0070) << 1)
+            | ((m & 0x0F80) << 2)
+            | ((c & 0b01) << 4)
+            | ((c & 0b10) << 7)
     }
 }
 
@@ -233,7 +240,11 @@ pub(crate) fn parse_header(buf: &[u8]) -> Result<RawHeader, Error> {
     }
     let mut tid = [0u8; 12];
     tid.copy_from_slice(&h[8..20]);
-    Ok(RawHeader { typ, len, tid: TransactionId(tid) })
+    Ok(RawHeader {
+        typ,
+        len,
+        tid: TransactionId(tid),
+    })
 }
 
 /// Quick check that `buf` is exactly one STUN message as far as its header
@@ -283,7 +294,10 @@ mod tests {
         assert_eq!(Method::new(0xFFF).map(Method::value), Some(0xFFF));
         assert_eq!(Method::new(0x1000), None);
         assert_eq!(format!("{:?}", Method::CHANNEL_BIND), "ChannelBind");
-        assert_eq!(format!("{:?}", Method::new(0xabc).unwrap()), "Method(0xabc)");
+        assert_eq!(
+            format!("{:?}", Method::new(0xabc).unwrap()),
+            "Method(0xabc)"
+        );
     }
 
     #[test]
@@ -302,7 +316,10 @@ mod tests {
         assert_eq!(parse_header(&longer), Err(Error::LengthNotAligned(2)));
         longer[3] = 4;
         longer[4] = 0;
-        assert_eq!(parse_header(&longer), Err(Error::BadMagicCookie(0x0012_A442)));
+        assert_eq!(
+            parse_header(&longer),
+            Err(Error::BadMagicCookie(0x0012_A442))
+        );
         longer[4] = 0x21;
         longer[0] = 0x40;
         assert_eq!(parse_header(&longer), Err(Error::NotStun));

@@ -88,7 +88,11 @@ impl fmt::Debug for Key {
 
 /// Long-term key with the default (MD5) algorithm, as used by every TURN
 /// deployment and by RFC 5769's test vector.
-pub fn long_term_key(username: impl AsRef<[u8]>, realm: impl AsRef<[u8]>, password: impl AsRef<[u8]>) -> Key {
+pub fn long_term_key(
+    username: impl AsRef<[u8]>,
+    realm: impl AsRef<[u8]>,
+    password: impl AsRef<[u8]>,
+) -> Key {
     long_term_key_with(PasswordAlg::Md5, username, realm, password)
 }
 
@@ -105,7 +109,13 @@ pub fn long_term_key_with(
         }
         d
     }
-    let parts = [username.as_ref(), b":", realm.as_ref(), b":", password.as_ref()];
+    let parts = [
+        username.as_ref(),
+        b":",
+        realm.as_ref(),
+        b":",
+        password.as_ref(),
+    ];
     let mut bytes = [0u8; 32];
     let len = match alg {
         PasswordAlg::Md5 => {
@@ -174,21 +184,33 @@ fn adjusted_len(attr_offset: usize, value_len: usize) -> u16 {
 
 fn hmac_sha1(key: &[u8]) -> Hmac<Sha1> {
     // HMAC takes keys of any length; the error arm cannot happen.
-    <Hmac<Sha1> as KeyInit>::new_from_slice(key).unwrap_or_else(|_| <Hmac<Sha1> as KeyInit>::new(&Default::default()))
+    <Hmac<Sha1> as KeyInit>::new_from_slice(key)
+        .unwrap_or_else(|_| <Hmac<Sha1> as KeyInit>::new(&Default::default()))
 }
 
 fn hmac_sha256(key: &[u8]) -> Hmac<Sha256> {
-    <Hmac<Sha256> as KeyInit>::new_from_slice(key).unwrap_or_else(|_| <Hmac<Sha256> as KeyInit>::new(&Default::default()))
+    <Hmac<Sha256> as KeyInit>::new_from_slice(key)
+        .unwrap_or_else(|_| <Hmac<Sha256> as KeyInit>::new(&Default::default()))
 }
 
 /// MESSAGE-INTEGRITY over `prefix` (whose TLV would start at `prefix.len()`).
 pub(crate) fn compute_sha1(key: &[u8], prefix: &[u8]) -> [u8; 20] {
-    mac_over(hmac_sha1(key), prefix, adjusted_len(prefix.len(), 20)).finalize().into_bytes().into()
+    mac_over(hmac_sha1(key), prefix, adjusted_len(prefix.len(), 20))
+        .finalize()
+        .into_bytes()
+        .into()
 }
 
 /// MESSAGE-INTEGRITY-SHA256 over `prefix`, for a value of `value_len` bytes.
 pub(crate) fn compute_sha256(key: &[u8], prefix: &[u8], value_len: usize) -> [u8; 32] {
-    mac_over(hmac_sha256(key), prefix, adjusted_len(prefix.len(), value_len)).finalize().into_bytes().into()
+    mac_over(
+        hmac_sha256(key),
+        prefix,
+        adjusted_len(prefix.len(), value_len),
+    )
+    .finalize()
+    .into_bytes()
+    .into()
 }
 
 /// FINGERPRINT value over `prefix`.
@@ -207,7 +229,10 @@ impl<'a> Message<'a> {
         let bytes = self.as_bytes();
         let prefix = bytes.get(..offset)?;
         let len_bytes = bytes.get(offset + 2..offset + 4)?;
-        let len = usize::from(u16::from_be_bytes([*len_bytes.first()?, *len_bytes.get(1)?]));
+        let len = usize::from(u16::from_be_bytes([
+            *len_bytes.first()?,
+            *len_bytes.get(1)?,
+        ]));
         let value = bytes.get(offset + 4..offset + 4 + len)?;
         Some((prefix, value))
     }
@@ -236,9 +261,11 @@ impl<'a> Message<'a> {
     /// that understands both use just the SHA-256 one).
     pub fn verify_integrity(&self, key: &[u8]) -> Result<IntegrityAlg, Error> {
         if self.integrity_sha256_offset().is_some() {
-            self.verify_message_integrity_sha256(key).map(|()| IntegrityAlg::Sha256)
+            self.verify_message_integrity_sha256(key)
+                .map(|()| IntegrityAlg::Sha256)
         } else {
-            self.verify_message_integrity(key).map(|()| IntegrityAlg::Sha1)
+            self.verify_message_integrity(key)
+                .map(|()| IntegrityAlg::Sha1)
         }
     }
 

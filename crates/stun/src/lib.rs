@@ -61,6 +61,8 @@ pub use channel_data::ChannelData;
 pub use demux::{classify, frame_len, PacketKind, StreamFrame};
 pub use error::Error;
 pub use header::{is_stun, Class, MessageType, Method, TransactionId, HEADER_LEN, MAGIC_COOKIE};
-pub use integrity::{long_term_key, long_term_key_with, short_term_key, userhash, IntegrityAlg, Key, PasswordAlg};
+pub use integrity::{
+    long_term_key, long_term_key_with, short_term_key, userhash, IntegrityAlg, Key, PasswordAlg,
+};
 pub use message::Message;
 pub use writer::MessageWriter;

@@ -11,7 +11,7 @@ use core::fmt;
 
 use crate::attr::{pad4, AttrType, Attribute, RawAttribute};
 use crate::header::{parse_header, HEADER_LEN};
-use crate::{Class, Error, Method, MessageType, TransactionId};
+use crate::{Class, Error, MessageType, Method, TransactionId};
 
 /// A validated STUN message borrowed from a buffer.
 ///
@@ -74,7 +74,10 @@ impl<'a> Message<'a> {
             protected_end: total,
         };
         let mut stage = Stage::Plain;
-        for tlv in (TlvWalk { buf, offset: HEADER_LEN }) {
+        for tlv in (TlvWalk {
+            buf,
+            offset: HEADER_LEN,
+        }) {
             let raw = tlv?;
             let t = raw.attr_type;
             if stage == Stage::AfterFingerprint {
@@ -87,7 +90,9 @@ impl<'a> Message<'a> {
                     stage = Stage::AfterIntegrity;
                     true
                 }
-                AttrType::MESSAGE_INTEGRITY_SHA256 if matches!(stage, Stage::Plain | Stage::AfterIntegrity) => {
+                AttrType::MESSAGE_INTEGRITY_SHA256
+                    if matches!(stage, Stage::Plain | Stage::AfterIntegrity) =>
+                {
                     crate::attr::MessageIntegritySha256::decode(raw.value, &msg.tid)?;
                     msg.integrity_sha256 = Some(raw.offset);
                     stage = Stage::AfterIntegritySha256;
@@ -137,7 +142,12 @@ impl<'a> Message<'a> {
     /// Every TLV in wire order, including ones RFC 8489 says to ignore
     /// (after the integrity attributes). Usually you want [`Self::attributes`].
     pub fn raw_attributes(&self) -> RawAttributes<'a> {
-        RawAttributes { walk: TlvWalk { buf: self.buf, offset: HEADER_LEN } }
+        RawAttributes {
+            walk: TlvWalk {
+                buf: self.buf,
+                offset: HEADER_LEN,
+            },
+        }
     }
 
     /// The attributes that count: everything before the first integrity or
@@ -161,13 +171,22 @@ impl<'a> Message<'a> {
             AttrType::MESSAGE_INTEGRITY => return self.value_at(self.integrity?),
             AttrType::MESSAGE_INTEGRITY_SHA256 => return self.value_at(self.integrity_sha256?),
             AttrType::FINGERPRINT => return self.value_at(self.fingerprint?),
-            _ => self.raw_attributes().take_while(|a| a.offset < self.protected_end).find(|a| a.attr_type == t),
+            _ => self
+                .raw_attributes()
+                .take_while(|a| a.offset < self.protected_end)
+                .find(|a| a.attr_type == t),
         };
         at.map(|a| a.value)
     }
 
     fn value_at(&self, offset: usize) -> Option<&'a [u8]> {
-        TlvWalk { buf: self.buf, offset }.next()?.ok().map(|a| a.value)
+        TlvWalk {
+            buf: self.buf,
+            offset,
+        }
+        .next()?
+        .ok()
+        .map(|a| a.value)
     }
 
     /// Typed lookup: `Ok(None)` if absent, `Err` if present but malformed.
@@ -183,6 +202,16 @@ impl<'a> Message<'a> {
             Some(v) => A::decode(v, &self.tid).map(Some),
             None => Ok(None),
         }
+    }
+
+    /// Every counting occurrence of `A`, in order. For attributes that may
+    /// repeat: several XOR-PEER-ADDRESS in a CreatePermission, two
+    /// XOR-RELAYED-ADDRESS in a dual-stack Allocate response.
+    pub fn get_all<A: Attribute>(&self) -> impl Iterator<Item = Result<A::Value<'a>, Error>> + 'a {
+        let tid = self.tid;
+        self.attributes()
+            .filter(|a| a.attr_type == A::TYPE)
+            .map(move |a| A::decode(a.value, &tid))
     }
 
     /// Like [`Self::get`] but absence is [`Error::MissingAttribute`].
@@ -201,7 +230,10 @@ impl<'a> Message<'a> {
     /// [`AttrType::is_known`] to use everything this crate can decode, or a
     /// narrower predicate (a plain STUN server does not "understand" TURN
     /// attributes).
-    pub fn unknown_comprehension_required<F>(&self, is_known: F) -> impl Iterator<Item = AttrType> + 'a
+    pub fn unknown_comprehension_required<F>(
+        &self,
+        is_known: F,
+    ) -> impl Iterator<Item = AttrType> + 'a
     where
         F: Fn(AttrType) -> bool + 'a,
     {
@@ -229,7 +261,9 @@ impl fmt::Debug for Message<'_> {
         struct Attrs<'m>(Message<'m>);
         impl fmt::Debug for Attrs<'_> {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.debug_list().entries(self.0.attributes().map(|a| (a.attr_type, a.value.len()))).finish()
+                f.debug_list()
+                    .entries(self.0.attributes().map(|a| (a.attr_type, a.value.len())))
+                    .finish()
             }
         }
         f.debug_struct("Message")
@@ -271,18 +305,30 @@ impl<'a> Iterator for TlvWalk<'a> {
         let rest = self.buf.get(offset..).filter(|r| !r.is_empty())?;
         let Some((&[t0, t1, l0, l1], after)) = rest.split_first_chunk::<4>() else {
             self.offset = self.buf.len();
-            return Some(Err(Error::AttributeOverrun { attr_type: AttrType(0), offset, len: 0 }));
+            return Some(Err(Error::AttributeOverrun {
+                attr_type: AttrType(0),
+                offset,
+                len: 0,
+            }));
         };
         let attr_type = AttrType(u16::from_be_bytes([t0, t1]));
         let len = u16::from_be_bytes([l0, l1]);
         let Some(value) = after.get(..usize::from(len)) else {
             self.offset = self.buf.len();
-            return Some(Err(Error::AttributeOverrun { attr_type, offset, len }));
+            return Some(Err(Error::AttributeOverrun {
+                attr_type,
+                offset,
+                len,
+            }));
         };
         // Padding may run to the end of the buffer but not past it; the
         // header length is a multiple of 4 so this only trips on a bug.
         self.offset = (offset + 4 + pad4(usize::from(len))).min(self.buf.len());
-        Some(Ok(RawAttribute { attr_type, value, offset }))
+        Some(Ok(RawAttribute {
+            attr_type,
+            value,
+            offset,
+        }))
     }
 }
 
@@ -317,10 +363,17 @@ mod tests {
         assert_eq!(m.method(), Method::BINDING);
         assert_eq!(m.class(), Class::Request);
         assert_eq!(m.transaction_id(), TransactionId([9; 12]));
-        assert_eq!(m.get::<Username>(), Ok(Some("alice")), "first occurrence wins");
+        assert_eq!(
+            m.get::<Username>(),
+            Ok(Some("alice")),
+            "first occurrence wins"
+        );
         assert_eq!(m.require::<Software>(), Ok("sw"));
         assert_eq!(m.get::<crate::attr::Realm>(), Ok(None));
-        assert_eq!(m.require::<crate::attr::Realm>(), Err(Error::MissingAttribute(AttrType::REALM)));
+        assert_eq!(
+            m.require::<crate::attr::Realm>(),
+            Err(Error::MissingAttribute(AttrType::REALM))
+        );
         assert_eq!(m.attributes().count(), 3);
         assert_eq!(m.len(), b.len());
     }
@@ -328,10 +381,16 @@ mod tests {
     #[test]
     fn framing_errors() {
         let b = msg(&[(0x0006, b"alice")]);
-        assert_eq!(Message::parse(&b[..10]).unwrap_err(), Error::HeaderTooShort(10));
+        assert_eq!(
+            Message::parse(&b[..10]).unwrap_err(),
+            Error::HeaderTooShort(10)
+        );
         assert_eq!(
             Message::parse(&b[..b.len() - 4]).unwrap_err(),
-            Error::Truncated { declared: 12, available: 8 }
+            Error::Truncated {
+                declared: 12,
+                available: 8
+            }
         );
         let mut extra = b.clone();
         extra.push(0);
@@ -343,18 +402,28 @@ mod tests {
         over[23] = 13;
         assert_eq!(
             Message::parse(&over).unwrap_err(),
-            Error::AttributeOverrun { attr_type: AttrType::USERNAME, offset: 20, len: 13 }
+            Error::AttributeOverrun {
+                attr_type: AttrType::USERNAME,
+                offset: 20,
+                len: 13
+            }
         );
     }
 
     #[test]
     fn fingerprint_must_be_last() {
         let b = msg(&[(0x8028, &[0; 4]), (0x8022, b"x")]);
-        assert_eq!(Message::parse(&b).unwrap_err(), Error::AttributeAfterFingerprint(AttrType::SOFTWARE));
+        assert_eq!(
+            Message::parse(&b).unwrap_err(),
+            Error::AttributeAfterFingerprint(AttrType::SOFTWARE)
+        );
         let b = msg(&[(0x8028, &[0; 3])]);
         assert_eq!(
             Message::parse(&b).unwrap_err(),
-            Error::BadAttributeLength { attr_type: AttrType::FINGERPRINT, len: 3 }
+            Error::BadAttributeLength {
+                attr_type: AttrType::FINGERPRINT,
+                len: 3
+            }
         );
     }
 
@@ -378,18 +447,48 @@ mod tests {
         let counted: Vec<_> = m.attributes().map(|a| a.attr_type).collect();
         assert_eq!(
             counted,
-            [AttrType::SOFTWARE, AttrType::MESSAGE_INTEGRITY, AttrType::MESSAGE_INTEGRITY_SHA256, AttrType::FINGERPRINT]
+            [
+                AttrType::SOFTWARE,
+                AttrType::MESSAGE_INTEGRITY,
+                AttrType::MESSAGE_INTEGRITY_SHA256,
+                AttrType::FINGERPRINT
+            ]
         );
         assert_eq!(m.raw_attributes().count(), 6);
+    }
+
+    #[test]
+    fn repeated_attributes() {
+        let b = msg(&[
+            (0x0012, &[0, 1, 0x21, 0x13, 0x21, 0x12, 0xa4, 0x43]),
+            (0x8022, b"x"),
+            (0x0012, &[0, 1, 0x21, 0x12, 0x21, 0x12, 0xa4, 0x44]),
+            (0x0008, &[0; 20]),
+            (0x0012, &[0, 1, 0, 0, 0, 0, 0, 0]),
+        ]);
+        let m = Message::parse(&b).unwrap();
+        let peers: Vec<_> = m
+            .get_all::<crate::attr::XorPeerAddress>()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            peers,
+            ["0.0.0.1:1".parse().unwrap(), "0.0.0.6:0".parse().unwrap()],
+            "the one after MESSAGE-INTEGRITY is ignored"
+        );
     }
 
     #[test]
     fn unknown_required_list() {
         let b = msg(&[(0x7777, b""), (0x8777, b""), (0x0019, &[17, 0, 0, 0])]);
         let m = Message::parse(&b).unwrap();
-        let all: Vec<_> = m.unknown_comprehension_required(AttrType::is_known).collect();
+        let all: Vec<_> = m
+            .unknown_comprehension_required(AttrType::is_known)
+            .collect();
         assert_eq!(all, [AttrType(0x7777)]);
-        let stun_only: Vec<_> = m.unknown_comprehension_required(|t| t == AttrType::USERNAME).collect();
+        let stun_only: Vec<_> = m
+            .unknown_comprehension_required(|t| t == AttrType::USERNAME)
+            .collect();
         assert_eq!(stun_only, [AttrType(0x7777), AttrType::REQUESTED_TRANSPORT]);
     }
 
@@ -397,6 +496,9 @@ mod tests {
     fn malformed_value_reported_on_get() {
         let b = msg(&[(0x0020, &[0, 7, 0, 0, 1, 2, 3, 4])]);
         let m = Message::parse(&b).unwrap();
-        assert_eq!(m.get::<crate::attr::XorMappedAddress>(), Err(Error::BadAddressFamily(7)));
+        assert_eq!(
+            m.get::<crate::attr::XorMappedAddress>(),
+            Err(Error::BadAddressFamily(7))
+        );
     }
 }

@@ -54,28 +54,56 @@ impl<'b> MessageWriter<'b> {
     pub fn new(out: &'b mut Vec<u8>, typ: MessageType, tid: TransactionId) -> Self {
         let start = out.len();
         out.extend_from_slice(&header_bytes(typ, tid));
-        MessageWriter { out: Out::Vec { vec: out, start }, tid, stage: Stage::Plain }
+        MessageWriter {
+            out: Out::Vec { vec: out, start },
+            tid,
+            stage: Stage::Plain,
+        }
     }
 
     /// Starts a message at the beginning of `out`; [`Self::finish`] returns
     /// how many bytes were used.
-    pub fn new_in_slice(out: &'b mut [u8], typ: MessageType, tid: TransactionId) -> Result<Self, Error> {
+    pub fn new_in_slice(
+        out: &'b mut [u8],
+        typ: MessageType,
+        tid: TransactionId,
+    ) -> Result<Self, Error> {
         let available = out.len();
-        let head = out
-            .get_mut(..HEADER_LEN)
-            .ok_or(Error::BufferTooSmall { needed: HEADER_LEN, available })?;
+        let head = out.get_mut(..HEADER_LEN).ok_or(Error::BufferTooSmall {
+            needed: HEADER_LEN,
+            available,
+        })?;
         head.copy_from_slice(&header_bytes(typ, tid));
-        Ok(MessageWriter { out: Out::Slice { slice: out, len: HEADER_LEN }, tid, stage: Stage::Plain })
+        Ok(MessageWriter {
+            out: Out::Slice {
+                slice: out,
+                len: HEADER_LEN,
+            },
+            tid,
+            stage: Stage::Plain,
+        })
     }
 
     /// A success response to `request`: same method and transaction id.
     pub fn success_response(out: &'b mut Vec<u8>, request: &Message<'_>) -> Self {
-        Self::new(out, MessageType::new(request.method(), Class::SuccessResponse), request.transaction_id())
+        Self::new(
+            out,
+            MessageType::new(request.method(), Class::SuccessResponse),
+            request.transaction_id(),
+        )
     }
 
     /// An error response to `request` with ERROR-CODE already added.
-    pub fn error_response(out: &'b mut Vec<u8>, request: &Message<'_>, error: ErrorCodeValue<'_>) -> Result<Self, Error> {
-        let mut w = Self::new(out, MessageType::new(request.method(), Class::ErrorResponse), request.transaction_id());
+    pub fn error_response(
+        out: &'b mut Vec<u8>,
+        request: &Message<'_>,
+        error: ErrorCodeValue<'_>,
+    ) -> Result<Self, Error> {
+        let mut w = Self::new(
+            out,
+            MessageType::new(request.method(), Class::ErrorResponse),
+            request.transaction_id(),
+        );
         w.add::<ErrorCode>(error)?;
         Ok(w)
     }
@@ -109,7 +137,12 @@ impl<'b> MessageWriter<'b> {
     /// lets `fill` write the value, and fixes the header length. Checks
     /// everything before touching the buffer so a failed add leaves the
     /// message as it was.
-    fn push_tlv(&mut self, t: AttrType, value_len: usize, fill: impl FnOnce(&mut [u8], &[u8])) -> Result<(), Error> {
+    fn push_tlv(
+        &mut self,
+        t: AttrType,
+        value_len: usize,
+        fill: impl FnOnce(&mut [u8], &[u8]),
+    ) -> Result<(), Error> {
         let offset = self.len();
         let new_len = offset + 4 + pad4(value_len);
         if new_len - HEADER_LEN > MAX_ATTRS_LEN {
@@ -119,7 +152,10 @@ impl<'b> MessageWriter<'b> {
             Out::Vec { vec, start } => vec.resize(*start + new_len, 0),
             Out::Slice { slice, len } => {
                 let available = slice.len();
-                let region = slice.get_mut(*len..new_len).ok_or(Error::BufferTooSmall { needed: new_len, available })?;
+                let region = slice.get_mut(*len..new_len).ok_or(Error::BufferTooSmall {
+                    needed: new_len,
+                    available,
+                })?;
                 region.fill(0);
                 *len = new_len;
             }
@@ -162,7 +198,12 @@ impl<'b> MessageWriter<'b> {
     /// codec for). Integrity and fingerprint types are refused: use the
     /// dedicated methods, which compute them.
     pub fn add_raw(&mut self, t: AttrType, value: &[u8]) -> Result<&mut Self, Error> {
-        if matches!(t, AttrType::MESSAGE_INTEGRITY | AttrType::MESSAGE_INTEGRITY_SHA256 | AttrType::FINGERPRINT) {
+        if matches!(
+            t,
+            AttrType::MESSAGE_INTEGRITY
+                | AttrType::MESSAGE_INTEGRITY_SHA256
+                | AttrType::FINGERPRINT
+        ) {
             return Err(Error::AttributeOrder(t));
         }
         self.expect_stage(&[Stage::Plain], t)?;
@@ -173,7 +214,9 @@ impl<'b> MessageWriter<'b> {
     /// Adds MESSAGE-INTEGRITY (HMAC-SHA1) over everything written so far.
     pub fn add_message_integrity(&mut self, key: &[u8]) -> Result<&mut Self, Error> {
         self.expect_stage(&[Stage::Plain], AttrType::MESSAGE_INTEGRITY)?;
-        self.push_tlv(AttrType::MESSAGE_INTEGRITY, 20, |out, prefix| out.copy_from_slice(&compute_sha1(key, prefix)))?;
+        self.push_tlv(AttrType::MESSAGE_INTEGRITY, 20, |out, prefix| {
+            out.copy_from_slice(&compute_sha1(key, prefix))
+        })?;
         self.stage = Stage::AfterIntegrity;
         Ok(self)
     }
@@ -186,11 +229,20 @@ impl<'b> MessageWriter<'b> {
 
     /// Adds MESSAGE-INTEGRITY-SHA256 truncated to `len` bytes (16..=32,
     /// multiple of 4), as RFC 8489 §14.6 allows.
-    pub fn add_message_integrity_sha256_truncated(&mut self, key: &[u8], len: usize) -> Result<&mut Self, Error> {
+    pub fn add_message_integrity_sha256_truncated(
+        &mut self,
+        key: &[u8],
+        len: usize,
+    ) -> Result<&mut Self, Error> {
         if !valid_sha256_len(len) {
-            return Err(Error::InvalidArgument("MESSAGE-INTEGRITY-SHA256 length must be 16..=32 and a multiple of 4"));
+            return Err(Error::InvalidArgument(
+                "MESSAGE-INTEGRITY-SHA256 length must be 16..=32 and a multiple of 4",
+            ));
         }
-        self.expect_stage(&[Stage::Plain, Stage::AfterIntegrity], AttrType::MESSAGE_INTEGRITY_SHA256)?;
+        self.expect_stage(
+            &[Stage::Plain, Stage::AfterIntegrity],
+            AttrType::MESSAGE_INTEGRITY_SHA256,
+        )?;
         self.push_tlv(AttrType::MESSAGE_INTEGRITY_SHA256, len, |out, prefix| {
             let mac = compute_sha256(key, prefix, len);
             out.copy_from_slice(mac.get(..len).unwrap_or(&mac));
@@ -202,7 +254,11 @@ impl<'b> MessageWriter<'b> {
     /// Adds FINGERPRINT; nothing can be added afterwards.
     pub fn add_fingerprint(&mut self) -> Result<&mut Self, Error> {
         self.expect_stage(
-            &[Stage::Plain, Stage::AfterIntegrity, Stage::AfterIntegritySha256],
+            &[
+                Stage::Plain,
+                Stage::AfterIntegrity,
+                Stage::AfterIntegritySha256,
+            ],
             AttrType::FINGERPRINT,
         )?;
         self.push_tlv(AttrType::FINGERPRINT, 4, |out, prefix| {
@@ -220,7 +276,13 @@ impl<'b> MessageWriter<'b> {
 
 fn header_bytes(typ: MessageType, tid: TransactionId) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
-    let parts = typ.to_u16().to_be_bytes().into_iter().chain([0, 0]).chain(MAGIC_COOKIE.to_be_bytes()).chain(tid.0);
+    let parts = typ
+        .to_u16()
+        .to_be_bytes()
+        .into_iter()
+        .chain([0, 0])
+        .chain(MAGIC_COOKIE.to_be_bytes())
+        .chain(tid.0);
     for (dst, src) in h.iter_mut().zip(parts) {
         *dst = src;
     }
@@ -250,7 +312,10 @@ mod tests {
     fn vec_and_slice_produce_the_same_bytes() {
         let mut v = vec![0xEE]; // pre-existing content is preserved
         let mut w = MessageWriter::new(&mut v, MessageType::request(Method::ALLOCATE), TID);
-        w.add::<Username>("u").unwrap().add::<Lifetime>(600).unwrap();
+        w.add::<Username>("u")
+            .unwrap()
+            .add::<Lifetime>(600)
+            .unwrap();
         w.add_message_integrity(b"k").unwrap();
         w.add_fingerprint().unwrap();
         let n = w.finish();
@@ -258,8 +323,13 @@ mod tests {
         assert_eq!(v.len(), n + 1);
 
         let mut s = [0u8; 128];
-        let mut w = MessageWriter::new_in_slice(&mut s, MessageType::request(Method::ALLOCATE), TID).unwrap();
-        w.add::<Username>("u").unwrap().add::<Lifetime>(600).unwrap();
+        let mut w =
+            MessageWriter::new_in_slice(&mut s, MessageType::request(Method::ALLOCATE), TID)
+                .unwrap();
+        w.add::<Username>("u")
+            .unwrap()
+            .add::<Lifetime>(600)
+            .unwrap();
         w.add_message_integrity(b"k").unwrap();
         w.add_fingerprint().unwrap();
         let m = w.finish();
@@ -278,11 +348,20 @@ mod tests {
         let mut s = [0u8; 28];
         assert_eq!(
             MessageWriter::new_in_slice(&mut s[..19], MessageType::BINDING_REQUEST, TID).err(),
-            Some(Error::BufferTooSmall { needed: 20, available: 19 })
+            Some(Error::BufferTooSmall {
+                needed: 20,
+                available: 19
+            })
         );
         let mut w = MessageWriter::new_in_slice(&mut s, MessageType::BINDING_REQUEST, TID).unwrap();
         w.add::<Username>("abcd").unwrap();
-        assert_eq!(w.add::<Realm>("r").err(), Some(Error::BufferTooSmall { needed: 36, available: 28 }));
+        assert_eq!(
+            w.add::<Realm>("r").err(),
+            Some(Error::BufferTooSmall {
+                needed: 36,
+                available: 28
+            })
+        );
         assert_eq!(w.finish(), 28);
         Message::parse(&s).unwrap();
     }
@@ -292,11 +371,20 @@ mod tests {
         let mut v = Vec::new();
         let mut w = MessageWriter::new(&mut v, MessageType::BINDING_REQUEST, TID);
         w.add_message_integrity(b"k").unwrap();
-        assert_eq!(w.add::<Username>("x").err(), Some(Error::AttributeOrder(AttrType::USERNAME)));
-        assert_eq!(w.add_message_integrity(b"k").err(), Some(Error::AttributeOrder(AttrType::MESSAGE_INTEGRITY)));
+        assert_eq!(
+            w.add::<Username>("x").err(),
+            Some(Error::AttributeOrder(AttrType::USERNAME))
+        );
+        assert_eq!(
+            w.add_message_integrity(b"k").err(),
+            Some(Error::AttributeOrder(AttrType::MESSAGE_INTEGRITY))
+        );
         w.add_message_integrity_sha256(b"k").unwrap();
         w.add_fingerprint().unwrap();
-        assert_eq!(w.add_fingerprint().err(), Some(Error::AttributeOrder(AttrType::FINGERPRINT)));
+        assert_eq!(
+            w.add_fingerprint().err(),
+            Some(Error::AttributeOrder(AttrType::FINGERPRINT))
+        );
         assert!(w.add_raw(AttrType::FINGERPRINT, &[0; 4]).is_err());
         let n = w.finish();
         let m = Message::parse(&v[..n]).unwrap();
@@ -314,9 +402,17 @@ mod tests {
         w.add_message_integrity_sha256_truncated(b"k", 16).unwrap();
         w.finish();
         let m = Message::parse(&v).unwrap();
-        assert_eq!(m.get::<crate::attr::MessageIntegritySha256>().unwrap().map(<[u8]>::len), Some(16));
+        assert_eq!(
+            m.get::<crate::attr::MessageIntegritySha256>()
+                .unwrap()
+                .map(<[u8]>::len),
+            Some(16)
+        );
         m.verify_message_integrity_sha256(b"k").unwrap();
-        assert_eq!(m.verify_message_integrity_sha256(b"j"), Err(Error::IntegrityMismatch));
+        assert_eq!(
+            m.verify_message_integrity_sha256(b"j"),
+            Err(Error::IntegrityMismatch)
+        );
         assert_eq!(m.verify_message_integrity(b"k"), Err(Error::NoIntegrity));
     }
 
@@ -326,31 +422,53 @@ mod tests {
         let mut v = Vec::new();
         let mut w = MessageWriter::new(&mut v, MessageType::indication(Method::SEND), TID);
         w.add::<Data>(&big).unwrap();
-        assert_eq!(w.add::<Data>(&[]).err(), Some(Error::MessageTooLong(HEADER_LEN + MAX_ATTRS_LEN + 4)));
+        assert_eq!(
+            w.add::<Data>(&[]).err(),
+            Some(Error::MessageTooLong(HEADER_LEN + MAX_ATTRS_LEN + 4))
+        );
         let n = w.finish();
         assert_eq!(n, HEADER_LEN + MAX_ATTRS_LEN);
         let m = Message::parse(&v).unwrap();
-        assert_eq!(m.get::<Data>().unwrap().map(<[u8]>::len), Some(MAX_ATTRS_LEN - 4));
+        assert_eq!(
+            m.get::<Data>().unwrap().map(<[u8]>::len),
+            Some(MAX_ATTRS_LEN - 4)
+        );
         let mut v = Vec::new();
         let mut w = MessageWriter::new(&mut v, MessageType::indication(Method::SEND), TID);
-        assert!(matches!(w.add::<Data>(&vec![0; 70_000]), Err(Error::MessageTooLong(_))));
+        assert!(matches!(
+            w.add::<Data>(&vec![0; 70_000]),
+            Err(Error::MessageTooLong(_))
+        ));
     }
 
     #[test]
     fn responses_copy_method_and_tid() {
         let mut req = Vec::new();
-        let mut w = MessageWriter::new(&mut req, MessageType::request(Method::CREATE_PERMISSION), TID);
-        w.add::<XorPeerAddress>("10.0.0.1:9".parse().unwrap()).unwrap();
+        let mut w = MessageWriter::new(
+            &mut req,
+            MessageType::request(Method::CREATE_PERMISSION),
+            TID,
+        );
+        w.add::<XorPeerAddress>("10.0.0.1:9".parse().unwrap())
+            .unwrap();
         w.finish();
         let req = Message::parse(&req).unwrap();
         let mut out = Vec::new();
-        MessageWriter::error_response(&mut out, &req, ErrorCodeValue::standard(403)).unwrap().finish();
+        MessageWriter::error_response(&mut out, &req, ErrorCodeValue::standard(403))
+            .unwrap()
+            .finish();
         let resp = Message::parse(&out).unwrap();
-        assert_eq!(resp.message_type(), MessageType::error(Method::CREATE_PERMISSION));
+        assert_eq!(
+            resp.message_type(),
+            MessageType::error(Method::CREATE_PERMISSION)
+        );
         assert_eq!(resp.transaction_id(), TID);
         assert_eq!(resp.require::<ErrorCode>().map(|e| e.code), Ok(403));
         let mut out = Vec::new();
         MessageWriter::success_response(&mut out, &req).finish();
-        assert_eq!(Message::parse(&out).unwrap().class(), Class::SuccessResponse);
+        assert_eq!(
+            Message::parse(&out).unwrap().class(),
+            Class::SuccessResponse
+        );
     }
 }

@@ -9,10 +9,13 @@ use std::fs;
 use std::path::PathBuf;
 
 use common::exercise::exercise;
-use common::{hex, SAMPLE_IPV4_RESPONSE, SAMPLE_IPV6_RESPONSE, SAMPLE_LONG_TERM_REQUEST, SAMPLE_REQUEST};
+use common::{
+    hex, SAMPLE_IPV4_RESPONSE, SAMPLE_IPV6_RESPONSE, SAMPLE_LONG_TERM_REQUEST, SAMPLE_REQUEST,
+};
 use stun::attr::*;
 use stun::{
-    long_term_key, ChannelData, Message, MessageType, MessageWriter, Method, PasswordAlg, TransactionId,
+    long_term_key, ChannelData, Message, MessageType, MessageWriter, Method, PasswordAlg,
+    TransactionId,
 };
 
 fn corpus_dir() -> PathBuf {
@@ -40,23 +43,40 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     w.add::<Lifetime>(600).unwrap();
     w.add::<Username>("alice").unwrap();
     w.add::<Realm>("example.org").unwrap();
-    w.add::<Nonce>("obMatJos2AAACf//499k954d6OL34oL9FSTvy64sA").unwrap();
-    w.add::<PasswordAlgorithm>(PasswordAlgorithmParams::new(PasswordAlg::Md5)).unwrap();
+    w.add::<Nonce>("obMatJos2AAACf//499k954d6OL34oL9FSTvy64sA")
+        .unwrap();
+    w.add::<PasswordAlgorithm>(PasswordAlgorithmParams::new(PasswordAlg::Md5))
+        .unwrap();
     w.add::<Software>("switchboard-fuzz-seed").unwrap();
-    w.add_message_integrity(&key).unwrap().add_message_integrity_sha256(&key).unwrap().add_fingerprint().unwrap();
+    w.add_message_integrity(&key)
+        .unwrap()
+        .add_message_integrity_sha256(&key)
+        .unwrap()
+        .add_fingerprint()
+        .unwrap();
     w.finish();
     seeds.push(("turn-allocate-request", b));
 
     let mut b = Vec::new();
     let mut w = MessageWriter::new(&mut b, MessageType::success(Method::ALLOCATE), tid);
-    w.add::<XorRelayedAddress>("198.51.100.9:49152".parse().unwrap()).unwrap();
-    w.add::<XorRelayedAddress>("[2001:db8::9]:49153".parse().unwrap()).unwrap();
-    w.add::<XorMappedAddress>("203.0.113.4:40000".parse().unwrap()).unwrap();
+    w.add::<XorRelayedAddress>("198.51.100.9:49152".parse().unwrap())
+        .unwrap();
+    w.add::<XorRelayedAddress>("[2001:db8::9]:49153".parse().unwrap())
+        .unwrap();
+    w.add::<XorMappedAddress>("203.0.113.4:40000".parse().unwrap())
+        .unwrap();
     w.add::<Lifetime>(600).unwrap();
     w.add::<ReservationToken>([1, 2, 3, 4, 5, 6, 7, 8]).unwrap();
-    w.add::<AddressErrorCode>(AddressErrorCodeValue { family: AddressFamily::V6, code: 440, reason: "no v6" })
+    w.add::<AddressErrorCode>(AddressErrorCodeValue {
+        family: AddressFamily::V6,
+        code: 440,
+        reason: "no v6",
+    })
+    .unwrap();
+    w.add_message_integrity(&key)
+        .unwrap()
+        .add_fingerprint()
         .unwrap();
-    w.add_message_integrity(&key).unwrap().add_fingerprint().unwrap();
     w.finish();
     seeds.push(("turn-allocate-success", b));
 
@@ -65,29 +85,44 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     w.add::<ErrorCode>(ErrorCodeValue::standard(401)).unwrap();
     w.add::<Realm>("example.org").unwrap();
     w.add::<Nonce>("obMatJos2AAACnonce").unwrap();
-    let algs = [PasswordAlgorithmParams::new(PasswordAlg::Sha256), PasswordAlgorithmParams::new(PasswordAlg::Md5)];
-    w.add::<PasswordAlgorithms>(PasswordAlgorithmList::new(&algs)).unwrap();
-    w.add::<UnknownAttributes>(AttrTypeList::new(&[AttrType(0x7001), AttrType(0x0002)])).unwrap();
-    w.add::<AlternateServer>("192.0.2.99:3478".parse().unwrap()).unwrap();
+    let algs = [
+        PasswordAlgorithmParams::new(PasswordAlg::Sha256),
+        PasswordAlgorithmParams::new(PasswordAlg::Md5),
+    ];
+    w.add::<PasswordAlgorithms>(PasswordAlgorithmList::new(&algs))
+        .unwrap();
+    w.add::<UnknownAttributes>(AttrTypeList::new(&[AttrType(0x7001), AttrType(0x0002)]))
+        .unwrap();
+    w.add::<AlternateServer>("192.0.2.99:3478".parse().unwrap())
+        .unwrap();
     w.add::<AlternateDomain>("turn.example.org").unwrap();
-    w.add::<MappedAddress>("192.0.2.1:1".parse().unwrap()).unwrap();
+    w.add::<MappedAddress>("192.0.2.1:1".parse().unwrap())
+        .unwrap();
     w.add_fingerprint().unwrap();
     w.finish();
     seeds.push(("turn-allocate-401", b));
 
     let mut b = Vec::new();
     let mut w = MessageWriter::new(&mut b, MessageType::indication(Method::SEND), tid);
-    w.add::<XorPeerAddress>("192.0.2.50:5000".parse().unwrap()).unwrap();
+    w.add::<XorPeerAddress>("192.0.2.50:5000".parse().unwrap())
+        .unwrap();
     w.add::<Data>(b"hello peer, this is a datagram").unwrap();
-    w.add::<Icmp>(IcmpValue { icmp_type: 3, code: 4, error_data: 1400 }).unwrap();
+    w.add::<Icmp>(IcmpValue {
+        icmp_type: 3,
+        code: 4,
+        error_data: 1400,
+    })
+    .unwrap();
     w.finish();
     seeds.push(("turn-send-indication", b));
 
     let mut b = Vec::new();
     let mut w = MessageWriter::new(&mut b, MessageType::request(Method::CHANNEL_BIND), tid);
     w.add::<ChannelNumber>(0x4001).unwrap();
-    w.add::<XorPeerAddress>("[2001:db8::50]:5000".parse().unwrap()).unwrap();
-    w.add::<Userhash>(&stun::userhash("alice", "example.org")).unwrap();
+    w.add::<XorPeerAddress>("[2001:db8::50]:5000".parse().unwrap())
+        .unwrap();
+    w.add::<Userhash>(&stun::userhash("alice", "example.org"))
+        .unwrap();
     w.add_message_integrity_sha256_truncated(&key, 16).unwrap();
     w.finish();
     seeds.push(("turn-channel-bind", b));
@@ -98,7 +133,10 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     w.add::<Priority>(0x6e00_01ff).unwrap();
     w.add::<UseCandidate>(()).unwrap();
     w.add::<IceControlling>(0x0102_0304_0506_0708).unwrap();
-    w.add_message_integrity(b"ice-password").unwrap().add_fingerprint().unwrap();
+    w.add_message_integrity(b"ice-password")
+        .unwrap()
+        .add_fingerprint()
+        .unwrap();
     w.finish();
     seeds.push(("ice-binding-request", b));
 
@@ -124,7 +162,12 @@ fn seed_corpus_matches_generator() {
         if write {
             fs::write(&path, &bytes).unwrap();
         }
-        let on_disk = fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (regenerate with STUN_WRITE_CORPUS=1)", path.display()));
+        let on_disk = fs::read(&path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (regenerate with STUN_WRITE_CORPUS=1)",
+                path.display()
+            )
+        });
         assert_eq!(on_disk, bytes, "{name} differs from its generator");
     }
 }
@@ -137,7 +180,11 @@ fn replay_corpus_through_every_parser() {
         .filter(|p| p.is_file())
         .collect();
     files.sort();
-    assert!(files.len() >= seeds().len(), "only {} corpus files", files.len());
+    assert!(
+        files.len() >= seeds().len(),
+        "only {} corpus files",
+        files.len()
+    );
     let seed_names: Vec<&str> = seeds().iter().map(|(n, _)| *n).collect();
     for path in &files {
         let data = fs::read(path).unwrap();

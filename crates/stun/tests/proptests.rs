@@ -12,8 +12,8 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use stun::attr::*;
 use stun::{
-    frame_len, is_stun, AttrType, ChannelData, Class, Message, MessageType, MessageWriter, Method, RawAttribute,
-    StreamFrame, TransactionId,
+    frame_len, is_stun, AttrType, ChannelData, Class, Message, MessageType, MessageWriter, Method,
+    RawAttribute, StreamFrame, TransactionId,
 };
 
 // ---- a random attribute, owning its value ------------------------------------
@@ -72,7 +72,10 @@ impl AnyAttr {
                 let ts: Vec<AttrType> = ts.iter().map(|&t| AttrType(t)).collect();
                 w.add::<UnknownAttributes>(AttrTypeList::new(&ts))
             }
-            AnyAttr::PwAlg(a, p) => w.add::<PasswordAlgorithm>(PasswordAlgorithmParams { algorithm: *a, params: p }),
+            AnyAttr::PwAlg(a, p) => w.add::<PasswordAlgorithm>(PasswordAlgorithmParams {
+                algorithm: *a,
+                params: p,
+            }),
             AnyAttr::PwAlgs(list) => {
                 let items = params(list);
                 w.add::<PasswordAlgorithms>(PasswordAlgorithmList::new(&items))
@@ -90,10 +93,16 @@ impl AnyAttr {
             AnyAttr::ReqTransport(p) => w.add::<RequestedTransport>(*p),
             AnyAttr::DontFragment => w.add::<DontFragment>(()),
             AnyAttr::Token(t) => w.add::<ReservationToken>(*t),
-            AnyAttr::AddrErr(f, c, r) => {
-                w.add::<AddressErrorCode>(AddressErrorCodeValue { family: *f, code: *c, reason: r })
-            }
-            AnyAttr::Icmp(t, c, d) => w.add::<Icmp>(IcmpValue { icmp_type: *t, code: *c, error_data: *d }),
+            AnyAttr::AddrErr(f, c, r) => w.add::<AddressErrorCode>(AddressErrorCodeValue {
+                family: *f,
+                code: *c,
+                reason: r,
+            }),
+            AnyAttr::Icmp(t, c, d) => w.add::<Icmp>(IcmpValue {
+                icmp_type: *t,
+                code: *c,
+                error_data: *d,
+            }),
             AnyAttr::Raw(t, v) => w.add_raw(AttrType(*t), v),
         };
         r.expect("generated attributes are valid");
@@ -112,18 +121,31 @@ impl AnyAttr {
             AnyAttr::Software(s) => assert_eq!(a.decode::<Software>(tid), Ok(s.as_str())),
             AnyAttr::AltDomain(s) => assert_eq!(a.decode::<AlternateDomain>(tid), Ok(s.as_str())),
             AnyAttr::Userhash(h) => assert_eq!(a.decode::<Userhash>(tid), Ok(h)),
-            AnyAttr::ErrorCode(c, r) => assert_eq!(a.decode::<ErrorCode>(tid), Ok(ErrorCodeValue::new(*c, r))),
+            AnyAttr::ErrorCode(c, r) => {
+                assert_eq!(a.decode::<ErrorCode>(tid), Ok(ErrorCodeValue::new(*c, r)))
+            }
             AnyAttr::Unknown(ts) => {
-                let got: Vec<u16> = a.decode::<UnknownAttributes>(tid).unwrap().iter().map(|t| t.0).collect();
+                let got: Vec<u16> = a
+                    .decode::<UnknownAttributes>(tid)
+                    .unwrap()
+                    .iter()
+                    .map(|t| t.0)
+                    .collect();
                 assert_eq!(&got, ts);
             }
             AnyAttr::PwAlg(alg, p) => assert_eq!(
                 a.decode::<PasswordAlgorithm>(tid),
-                Ok(PasswordAlgorithmParams { algorithm: *alg, params: p })
+                Ok(PasswordAlgorithmParams {
+                    algorithm: *alg,
+                    params: p
+                })
             ),
             AnyAttr::PwAlgs(list) => {
                 let items = params(list);
-                assert_eq!(a.decode::<PasswordAlgorithms>(tid), Ok(PasswordAlgorithmList::new(&items)));
+                assert_eq!(
+                    a.decode::<PasswordAlgorithms>(tid),
+                    Ok(PasswordAlgorithmList::new(&items))
+                );
             }
             AnyAttr::Priority(p) => assert_eq!(a.decode::<Priority>(tid), Ok(*p)),
             AnyAttr::UseCandidate => assert_eq!(a.decode::<UseCandidate>(tid), Ok(())),
@@ -140,10 +162,21 @@ impl AnyAttr {
             AnyAttr::Token(t) => assert_eq!(a.decode::<ReservationToken>(tid), Ok(*t)),
             AnyAttr::AddrErr(f, c, r) => assert_eq!(
                 a.decode::<AddressErrorCode>(tid),
-                Ok(AddressErrorCodeValue { family: *f, code: *c, reason: r })
+                Ok(AddressErrorCodeValue {
+                    family: *f,
+                    code: *c,
+                    reason: r
+                })
             ),
             AnyAttr::Icmp(t, c, d) => {
-                assert_eq!(a.decode::<Icmp>(tid), Ok(IcmpValue { icmp_type: *t, code: *c, error_data: *d }))
+                assert_eq!(
+                    a.decode::<Icmp>(tid),
+                    Ok(IcmpValue {
+                        icmp_type: *t,
+                        code: *c,
+                        error_data: *d
+                    })
+                )
             }
             AnyAttr::Raw(t, v) => {
                 assert_eq!(a.attr_type, AttrType(*t));
@@ -154,15 +187,22 @@ impl AnyAttr {
 }
 
 fn params(list: &[(u16, Vec<u8>)]) -> Vec<PasswordAlgorithmParams<'_>> {
-    list.iter().map(|(a, p)| PasswordAlgorithmParams { algorithm: *a, params: p }).collect()
+    list.iter()
+        .map(|(a, p)| PasswordAlgorithmParams {
+            algorithm: *a,
+            params: p,
+        })
+        .collect()
 }
 
 // ---- strategies --------------------------------------------------------------
 
 fn socket_addr() -> impl Strategy<Value = SocketAddr> {
     prop_oneof![
-        (any::<[u8; 4]>(), any::<u16>()).prop_map(|(ip, port)| SocketAddr::new(IpAddr::V4(Ipv4Addr::from(ip)), port)),
-        (any::<[u8; 16]>(), any::<u16>()).prop_map(|(ip, port)| SocketAddr::new(IpAddr::V6(Ipv6Addr::from(ip)), port)),
+        (any::<[u8; 4]>(), any::<u16>())
+            .prop_map(|(ip, port)| SocketAddr::new(IpAddr::V4(Ipv4Addr::from(ip)), port)),
+        (any::<[u8; 16]>(), any::<u16>())
+            .prop_map(|(ip, port)| SocketAddr::new(IpAddr::V6(Ipv6Addr::from(ip)), port)),
     ]
 }
 
@@ -210,7 +250,10 @@ fn any_attr() -> impl Strategy<Value = AnyAttr> {
         any::<[u8; 8]>().prop_map(AnyAttr::Token),
         (family(), 300u16..700, text()).prop_map(|(f, c, r)| AnyAttr::AddrErr(f, c, r)),
         (any::<u8>(), any::<u8>(), any::<u32>()).prop_map(|(t, c, d)| AnyAttr::Icmp(t, c, d)),
-        (any::<u16>().prop_filter("unknown type", |t| !AttrType(*t).is_known()), small_bytes(40))
+        (
+            any::<u16>().prop_filter("unknown type", |t| !AttrType(*t).is_known()),
+            small_bytes(40)
+        )
             .prop_map(|(t, v)| AnyAttr::Raw(t, v)),
     ]
 }
@@ -284,10 +327,14 @@ impl Spec {
                 w.add_message_integrity(&self.key).unwrap();
             }
             Integrity::Sha256(n) => {
-                w.add_message_integrity_sha256_truncated(&self.key, n).unwrap();
+                w.add_message_integrity_sha256_truncated(&self.key, n)
+                    .unwrap();
             }
             Integrity::Both => {
-                w.add_message_integrity(&self.key).unwrap().add_message_integrity_sha256(&self.key).unwrap();
+                w.add_message_integrity(&self.key)
+                    .unwrap()
+                    .add_message_integrity_sha256(&self.key)
+                    .unwrap();
             }
         }
         if self.fingerprint {
@@ -300,7 +347,9 @@ impl Spec {
 
     /// What a receiver that expects this message's protections checks.
     fn accepts(&self, bytes: &[u8]) -> bool {
-        let Ok(m) = Message::parse(bytes) else { return false };
+        let Ok(m) = Message::parse(bytes) else {
+            return false;
+        };
         let sha1 = matches!(self.integrity, Integrity::Sha1 | Integrity::Both);
         let sha256 = matches!(self.integrity, Integrity::Sha256(_) | Integrity::Both);
         (!sha1 || m.verify_message_integrity(&self.key).is_ok())
@@ -310,7 +359,10 @@ impl Spec {
 }
 
 fn is_integrity_or_fingerprint(t: AttrType) -> bool {
-    matches!(t, AttrType::MESSAGE_INTEGRITY | AttrType::MESSAGE_INTEGRITY_SHA256 | AttrType::FINGERPRINT)
+    matches!(
+        t,
+        AttrType::MESSAGE_INTEGRITY | AttrType::MESSAGE_INTEGRITY_SHA256 | AttrType::FINGERPRINT
+    )
 }
 
 // ---- properties --------------------------------------------------------------
@@ -318,7 +370,11 @@ fn is_integrity_or_fingerprint(t: AttrType) -> bool {
 /// Bounded case count; no regression files (integration tests have no
 /// lib.rs for proptest to place them next to; failures print the seed).
 fn config(cases: u32) -> ProptestConfig {
-    ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
+    ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
 }
 
 proptest! {
@@ -483,16 +539,26 @@ fn apply(bytes: &mut Vec<u8>, m: &Mutation) {
 /// A header that passes the header checks, over an arbitrary body, so the
 /// attribute walker sees lots of garbage.
 fn stunish() -> impl Strategy<Value = Vec<u8>> {
-    (0u16..0x4000, any::<[u8; 12]>(), small_bytes(120), any::<bool>()).prop_map(|(t, tid, body, honest)| {
-        let len = if honest { body.len() as u16 & !3 } else { (body.len() as u16).wrapping_mul(3) };
-        let mut v = Vec::with_capacity(20 + body.len());
-        v.extend_from_slice(&t.to_be_bytes());
-        v.extend_from_slice(&len.to_be_bytes());
-        v.extend_from_slice(&stun::MAGIC_COOKIE.to_be_bytes());
-        v.extend_from_slice(&tid);
-        v.extend_from_slice(&body[..if honest { usize::from(len) } else { body.len() }]);
-        v
-    })
+    (
+        0u16..0x4000,
+        any::<[u8; 12]>(),
+        small_bytes(120),
+        any::<bool>(),
+    )
+        .prop_map(|(t, tid, body, honest)| {
+            let len = if honest {
+                body.len() as u16 & !3
+            } else {
+                (body.len() as u16).wrapping_mul(3)
+            };
+            let mut v = Vec::with_capacity(20 + body.len());
+            v.extend_from_slice(&t.to_be_bytes());
+            v.extend_from_slice(&len.to_be_bytes());
+            v.extend_from_slice(&stun::MAGIC_COOKIE.to_be_bytes());
+            v.extend_from_slice(&tid);
+            v.extend_from_slice(&body[..if honest { usize::from(len) } else { body.len() }]);
+            v
+        })
 }
 
 proptest! {

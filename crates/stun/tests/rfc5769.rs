@@ -6,14 +6,21 @@ mod common;
 
 use std::net::SocketAddr;
 
-use common::{hex, SAMPLE_IPV4_RESPONSE, SAMPLE_IPV6_RESPONSE, SAMPLE_LONG_TERM_REQUEST, SAMPLE_REQUEST};
+use common::{
+    hex, SAMPLE_IPV4_RESPONSE, SAMPLE_IPV6_RESPONSE, SAMPLE_LONG_TERM_REQUEST, SAMPLE_REQUEST,
+};
 use stun::attr::{
     IceControlled, MessageIntegrity, Nonce, Priority, Realm, Software, Username, XorMappedAddress,
 };
-use stun::{long_term_key, short_term_key, Class, Error, Message, MessageType, MessageWriter, Method, TransactionId};
+use stun::{
+    long_term_key, short_term_key, Class, Error, Message, MessageType, MessageWriter, Method,
+    TransactionId,
+};
 
 const SHORT_TERM_PASSWORD: &[u8] = b"VOkJxbRl1RmTxUk/WvJxBt";
-const RFC_TID: [u8; 12] = [0xb7, 0xe7, 0xa7, 0x01, 0xbc, 0x34, 0xd6, 0x86, 0xfa, 0x87, 0xdf, 0xae];
+const RFC_TID: [u8; 12] = [
+    0xb7, 0xe7, 0xa7, 0x01, 0xbc, 0x34, 0xd6, 0x86, 0xfa, 0x87, 0xdf, 0xae,
+];
 
 /// "マトリックス" (U+30DE U+30C8 U+30EA U+30C3 U+30AF U+30B9).
 const LT_USERNAME: &str = "\u{30DE}\u{30C8}\u{30EA}\u{30C3}\u{30AF}\u{30B9}";
@@ -33,12 +40,29 @@ fn sample_request() {
     assert_eq!(m.get::<Software>(), Ok(Some("STUN test client")));
     assert_eq!(m.get::<Priority>(), Ok(Some(0x6e00_01ff)));
     assert_eq!(m.get::<IceControlled>(), Ok(Some(0x932f_f9b1_5126_3b36)));
-    assert_eq!(m.get::<Username>(), Ok(Some("evtj:h6vY")), "0x20 padding is not part of the value");
-    assert_eq!(m.unknown_comprehension_required(stun::AttrType::is_known).count(), 0);
+    assert_eq!(
+        m.get::<Username>(),
+        Ok(Some("evtj:h6vY")),
+        "0x20 padding is not part of the value"
+    );
+    assert_eq!(
+        m.unknown_comprehension_required(stun::AttrType::is_known)
+            .count(),
+        0
+    );
 
-    assert_eq!(m.verify_message_integrity(short_term_key(SHORT_TERM_PASSWORD)), Ok(()));
-    assert_eq!(m.verify_integrity(SHORT_TERM_PASSWORD), Ok(stun::IntegrityAlg::Sha1));
-    assert_eq!(m.verify_message_integrity(b"VOkJxbRl1RmTxUk/WvJxBT"), Err(Error::IntegrityMismatch));
+    assert_eq!(
+        m.verify_message_integrity(short_term_key(SHORT_TERM_PASSWORD)),
+        Ok(())
+    );
+    assert_eq!(
+        m.verify_integrity(SHORT_TERM_PASSWORD),
+        Ok(stun::IntegrityAlg::Sha1)
+    );
+    assert_eq!(
+        m.verify_message_integrity(b"VOkJxbRl1RmTxUk/WvJxBT"),
+        Err(Error::IntegrityMismatch)
+    );
     assert_eq!(m.verify_fingerprint(), Ok(()));
 }
 
@@ -53,7 +77,10 @@ fn sample_ipv4_response() {
     assert_eq!(m.get::<XorMappedAddress>(), Ok(Some(expected)));
     assert_eq!(m.verify_message_integrity(SHORT_TERM_PASSWORD), Ok(()));
     assert_eq!(m.verify_fingerprint(), Ok(()));
-    assert_eq!(m.verify_message_integrity(b"wrong"), Err(Error::IntegrityMismatch));
+    assert_eq!(
+        m.verify_message_integrity(b"wrong"),
+        Err(Error::IntegrityMismatch)
+    );
 }
 
 #[test]
@@ -63,7 +90,9 @@ fn sample_ipv6_response() {
     assert_eq!(m.method(), Method::BINDING);
     assert_eq!(m.class(), Class::SuccessResponse);
     assert_eq!(m.get::<Software>(), Ok(Some("test vector")));
-    let expected: SocketAddr = "[2001:db8:1234:5678:11:2233:4455:6677]:32853".parse().unwrap();
+    let expected: SocketAddr = "[2001:db8:1234:5678:11:2233:4455:6677]:32853"
+        .parse()
+        .unwrap();
     assert_eq!(m.get::<XorMappedAddress>(), Ok(Some(expected)));
     assert_eq!(m.verify_message_integrity(SHORT_TERM_PASSWORD), Ok(()));
     assert_eq!(m.verify_fingerprint(), Ok(()));
@@ -84,8 +113,14 @@ fn sample_long_term_request() {
     assert_eq!(m.verify_message_integrity(&key), Ok(()));
     // The unprepared password must not work: SASLprep matters.
     let raw_pw = "The\u{00AD}M\u{00AA}tr\u{2168}";
-    assert_eq!(m.verify_message_integrity(&long_term_key(LT_USERNAME, LT_REALM, raw_pw)), Err(Error::IntegrityMismatch));
-    assert_eq!(m.verify_message_integrity(&long_term_key(LT_USERNAME, "example.com", LT_PASSWORD)), Err(Error::IntegrityMismatch));
+    assert_eq!(
+        m.verify_message_integrity(&long_term_key(LT_USERNAME, LT_REALM, raw_pw)),
+        Err(Error::IntegrityMismatch)
+    );
+    assert_eq!(
+        m.verify_message_integrity(&long_term_key(LT_USERNAME, "example.com", LT_PASSWORD)),
+        Err(Error::IntegrityMismatch)
+    );
 }
 
 #[test]
@@ -94,11 +129,16 @@ fn long_term_request_re_encodes_byte_for_byte() {
     // MESSAGE-INTEGRITY included.
     let bytes = hex(SAMPLE_LONG_TERM_REQUEST);
     let mut out = Vec::new();
-    let mut w = MessageWriter::new(&mut out, MessageType::BINDING_REQUEST, TransactionId(*array(&bytes[8..20])));
+    let mut w = MessageWriter::new(
+        &mut out,
+        MessageType::BINDING_REQUEST,
+        TransactionId(*array(&bytes[8..20])),
+    );
     w.add::<Username>(LT_USERNAME).unwrap();
     w.add::<Nonce>(LT_NONCE).unwrap();
     w.add::<Realm>(LT_REALM).unwrap();
-    w.add_message_integrity(&long_term_key(LT_USERNAME, LT_REALM, LT_PASSWORD)).unwrap();
+    w.add_message_integrity(&long_term_key(LT_USERNAME, LT_REALM, LT_PASSWORD))
+        .unwrap();
     let n = w.finish();
     assert_eq!(n, bytes.len());
     assert_eq!(out, bytes);
@@ -140,7 +180,8 @@ fn short_term_vectors_re_encode_to_equivalent_messages() {
         let mut out = Vec::new();
         let mut w = MessageWriter::success_response(&mut out, &parsed);
         w.add::<Software>("test vector").unwrap();
-        w.add::<XorMappedAddress>(parsed.require::<XorMappedAddress>().unwrap()).unwrap();
+        w.add::<XorMappedAddress>(parsed.require::<XorMappedAddress>().unwrap())
+            .unwrap();
         w.add_message_integrity(SHORT_TERM_PASSWORD).unwrap();
         w.add_fingerprint().unwrap();
         w.finish();

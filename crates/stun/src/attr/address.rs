@@ -53,18 +53,25 @@ fn xor_pad(tid: &TransactionId) -> [u8; 16] {
 }
 
 fn decode_address(t: AttrType, v: &[u8], xor: Option<&TransactionId>) -> Result<SocketAddr, Error> {
-    let bad_len = Error::BadAttributeLength { attr_type: t, len: v.len() };
+    let bad_len = Error::BadAttributeLength {
+        attr_type: t,
+        len: v.len(),
+    };
     let (&[_reserved, family, p0, p1], rest) = v.split_first_chunk::<4>().ok_or(bad_len)?;
     let pad = xor.map(xor_pad).unwrap_or([0; 16]);
     let port = u16::from_be_bytes([p0 ^ pad[0], p1 ^ pad[1]]);
     let ip = match AddressFamily::from_u8(family)? {
         AddressFamily::V4 => {
             let a: &[u8; 4] = rest.try_into().map_err(|_| bad_len)?;
-            IpAddr::V4(Ipv4Addr::from(core::array::from_fn::<u8, 4, _>(|i| a[i] ^ pad[i])))
+            IpAddr::V4(Ipv4Addr::from(core::array::from_fn::<u8, 4, _>(|i| {
+                a[i] ^ pad[i]
+            })))
         }
         AddressFamily::V6 => {
             let a: &[u8; 16] = rest.try_into().map_err(|_| bad_len)?;
-            IpAddr::V6(Ipv6Addr::from(core::array::from_fn::<u8, 16, _>(|i| a[i] ^ pad[i])))
+            IpAddr::V6(Ipv6Addr::from(core::array::from_fn::<u8, 16, _>(|i| {
+                a[i] ^ pad[i]
+            })))
         }
     };
     Ok(SocketAddr::new(ip, port))
@@ -81,7 +88,12 @@ fn encode_address(a: &SocketAddr, xor: Option<&TransactionId>, out: &mut [u8]) {
     let pad = xor.map(xor_pad).unwrap_or([0; 16]);
     let ip = a.ip();
     let port = a.port().to_be_bytes();
-    let head = [0, AddressFamily::of(&ip).to_u8(), port[0] ^ pad[0], port[1] ^ pad[1]];
+    let head = [
+        0,
+        AddressFamily::of(&ip).to_u8(),
+        port[0] ^ pad[0],
+        port[1] ^ pad[1],
+    ];
     let mut addr = [0u8; 16];
     let n = match ip {
         IpAddr::V4(v4) => {
@@ -97,7 +109,10 @@ fn encode_address(a: &SocketAddr, xor: Option<&TransactionId>, out: &mut [u8]) {
         *b ^= p;
     }
     // `out` is exactly address_len() bytes, so these ranges are in bounds.
-    for (dst, src) in out.iter_mut().zip(head.into_iter().chain(addr.into_iter().take(n))) {
+    for (dst, src) in out
+        .iter_mut()
+        .zip(head.into_iter().chain(addr.into_iter().take(n)))
+    {
         *dst = src;
     }
 }
@@ -151,8 +166,9 @@ address_attribute!(
 mod tests {
     use super::*;
 
-    const TID: TransactionId =
-        TransactionId([0xb7, 0xe7, 0xa7, 0x01, 0xbc, 0x34, 0xd6, 0x86, 0xfa, 0x87, 0xdf, 0xae]);
+    const TID: TransactionId = TransactionId([
+        0xb7, 0xe7, 0xa7, 0x01, 0xbc, 0x34, 0xd6, 0x86, 0xfa, 0x87, 0xdf, 0xae,
+    ]);
 
     #[test]
     fn xor_v4_matches_rfc5769() {
@@ -179,17 +195,29 @@ mod tests {
         let t = AttrType::XOR_PEER_ADDRESS;
         assert_eq!(
             XorPeerAddress::decode(&[0, 1, 0], &TID),
-            Err(Error::BadAttributeLength { attr_type: t, len: 3 })
+            Err(Error::BadAttributeLength {
+                attr_type: t,
+                len: 3
+            })
         );
-        assert_eq!(XorPeerAddress::decode(&[0, 3, 0, 0, 1, 2, 3, 4], &TID), Err(Error::BadAddressFamily(3)));
+        assert_eq!(
+            XorPeerAddress::decode(&[0, 3, 0, 0, 1, 2, 3, 4], &TID),
+            Err(Error::BadAddressFamily(3))
+        );
         assert_eq!(
             XorPeerAddress::decode(&[0, 2, 0, 0, 1, 2, 3, 4], &TID),
-            Err(Error::BadAttributeLength { attr_type: t, len: 8 }),
+            Err(Error::BadAttributeLength {
+                attr_type: t,
+                len: 8
+            }),
             "IPv6 family with an IPv4-sized address"
         );
         assert_eq!(
             XorPeerAddress::decode(&[0, 1, 0, 0, 1, 2, 3, 4, 5], &TID),
-            Err(Error::BadAttributeLength { attr_type: t, len: 9 })
+            Err(Error::BadAttributeLength {
+                attr_type: t,
+                len: 9
+            })
         );
     }
 }

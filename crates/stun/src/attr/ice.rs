@@ -31,10 +31,16 @@ mod tests {
         let tid = TransactionId::default();
         assert_eq!(Priority::decode(&[0x6e, 0, 1, 0xff], &tid), Ok(0x6e00_01ff));
         assert!(Priority::decode(&[0; 8], &tid).is_err());
-        assert_eq!(IceControlling::decode(&[0, 0, 0, 0, 0, 0, 0, 7], &tid), Ok(7));
+        assert_eq!(
+            IceControlling::decode(&[0, 0, 0, 0, 0, 0, 0, 7], &tid),
+            Ok(7)
+        );
         assert_eq!(
             UseCandidate::decode(&[0], &tid),
-            Err(Error::BadAttributeLength { attr_type: AttrType::USE_CANDIDATE, len: 1 })
+            Err(Error::BadAttributeLength {
+                attr_type: AttrType::USE_CANDIDATE,
+                len: 1
+            })
         );
         let mut out = [0u8; 8];
         IceControlled::encode(&0x0102_0304_0506_0708, &tid, &mut out);

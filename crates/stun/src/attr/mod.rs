@@ -20,16 +20,21 @@ mod ice;
 pub(crate) mod stun;
 mod turn;
 
-pub use address::{AddressFamily, AlternateServer, MappedAddress, XorMappedAddress, XorPeerAddress, XorRelayedAddress};
+pub use address::{
+    AddressFamily, AlternateServer, MappedAddress, XorMappedAddress, XorPeerAddress,
+    XorRelayedAddress,
+};
 pub use ice::{IceControlled, IceControlling, Priority, UseCandidate};
 pub use stun::{
-    standard_reason, AlternateDomain, AttrTypeIter, AttrTypeList, ErrorCode, ErrorCodeValue, Fingerprint, MessageIntegrity, MessageIntegritySha256, Nonce,
-    PasswordAlgorithm, PasswordAlgorithmIter, PasswordAlgorithmList, PasswordAlgorithmParams, PasswordAlgorithms, Realm, Software,
-    UnknownAttributes, Userhash, Username, MAX_TEXT_LEN, MAX_USERNAME_LEN,
+    standard_reason, AlternateDomain, AttrTypeIter, AttrTypeList, ErrorCode, ErrorCodeValue,
+    Fingerprint, MessageIntegrity, MessageIntegritySha256, Nonce, PasswordAlgorithm,
+    PasswordAlgorithmIter, PasswordAlgorithmList, PasswordAlgorithmParams, PasswordAlgorithms,
+    Realm, Software, UnknownAttributes, Userhash, Username, MAX_TEXT_LEN, MAX_USERNAME_LEN,
 };
 pub use turn::{
-    AdditionalAddressFamily, AddressErrorCode, AddressErrorCodeValue, ChannelNumber, Data, DontFragment, EvenPort, Icmp,
-    IcmpValue, Lifetime, RequestedAddressFamily, RequestedTransport, ReservationToken, PROTOCOL_TCP, PROTOCOL_UDP,
+    AdditionalAddressFamily, AddressErrorCode, AddressErrorCodeValue, ChannelNumber, Data,
+    DontFragment, EvenPort, Icmp, IcmpValue, Lifetime, RequestedAddressFamily, RequestedTransport,
+    ReservationToken, PROTOCOL_TCP, PROTOCOL_UDP,
 };
 
 /// A 16-bit attribute type. Open (not an enum) so unknown attributes can be
@@ -229,19 +234,30 @@ pub(crate) const fn pad4(n: usize) -> usize {
 }
 
 pub(crate) fn exact<const N: usize>(t: AttrType, v: &[u8]) -> Result<&[u8; N], Error> {
-    v.try_into().map_err(|_| Error::BadAttributeLength { attr_type: t, len: v.len() })
+    v.try_into().map_err(|_| Error::BadAttributeLength {
+        attr_type: t,
+        len: v.len(),
+    })
 }
 
 pub(crate) fn text(t: AttrType, v: &[u8], max: usize) -> Result<&str, Error> {
     if v.len() > max {
-        return Err(Error::ValueTooLong { attr_type: t, len: v.len(), max });
+        return Err(Error::ValueTooLong {
+            attr_type: t,
+            len: v.len(),
+            max,
+        });
     }
     core::str::from_utf8(v).map_err(|_| Error::InvalidUtf8(t))
 }
 
 pub(crate) fn check_text_len(t: AttrType, s: &str, max: usize) -> Result<usize, Error> {
     if s.len() > max {
-        Err(Error::ValueTooLong { attr_type: t, len: s.len(), max })
+        Err(Error::ValueTooLong {
+            attr_type: t,
+            len: s.len(),
+            max,
+        })
     } else {
         Ok(s.len())
     }
@@ -330,20 +346,33 @@ mod tests {
 
     #[test]
     fn names_and_comprehension() {
-        assert_eq!(format!("{}", AttrType::XOR_MAPPED_ADDRESS), "XOR-MAPPED-ADDRESS");
+        assert_eq!(
+            format!("{}", AttrType::XOR_MAPPED_ADDRESS),
+            "XOR-MAPPED-ADDRESS"
+        );
         assert_eq!(format!("{:?}", AttrType(0x7777)), "AttrType(0x7777)");
         assert!(AttrType::USERNAME.is_comprehension_required());
         assert!(!AttrType::SOFTWARE.is_comprehension_required());
         assert!(AttrType::ICMP.is_known());
-        assert!(!AttrType(0x0002).is_known(), "RESPONSE-ADDRESS is obsolete and not handled");
+        assert!(
+            !AttrType(0x0002).is_known(),
+            "RESPONSE-ADDRESS is obsolete and not handled"
+        );
     }
 
     #[test]
     fn raw_decode_checks_type() {
-        let raw = RawAttribute { attr_type: AttrType::SOFTWARE, value: b"x", offset: 20 };
+        let raw = RawAttribute {
+            attr_type: AttrType::SOFTWARE,
+            value: b"x",
+            offset: 20,
+        };
         let tid = TransactionId::default();
         assert_eq!(raw.decode::<Software>(&tid), Ok("x"));
-        assert_eq!(raw.decode::<Realm>(&tid), Err(Error::MissingAttribute(AttrType::REALM)));
+        assert_eq!(
+            raw.decode::<Realm>(&tid),
+            Err(Error::MissingAttribute(AttrType::REALM))
+        );
     }
 
     #[test]

@@ -83,7 +83,10 @@ impl Attribute for MessageIntegritySha256 {
         if valid_sha256_len(v.len()) {
             Ok(v)
         } else {
-            Err(Error::BadAttributeLength { attr_type: Self::TYPE, len: v.len() })
+            Err(Error::BadAttributeLength {
+                attr_type: Self::TYPE,
+                len: v.len(),
+            })
         }
     }
 }
@@ -124,7 +127,10 @@ impl ErrorCodeValue<'static> {
     /// Code with the reason phrase the RFCs suggest (empty for codes this
     /// crate does not know).
     pub const fn standard(code: u16) -> Self {
-        ErrorCodeValue { code, reason: standard_reason(code) }
+        ErrorCodeValue {
+            code,
+            reason: standard_reason(code),
+        }
     }
 }
 
@@ -154,9 +160,12 @@ pub const fn standard_reason(code: u16) -> &'static str {
 /// Shared by ERROR-CODE and ADDRESS-ERROR-CODE: bytes 2..4 carry class (low
 /// 3 bits) and number, the reason follows.
 pub(crate) fn decode_code(t: AttrType, v: &[u8]) -> Result<(u8, u16, &str), Error> {
-    let (&[b0, _, class, number], reason) = v
-        .split_first_chunk::<4>()
-        .ok_or(Error::BadAttributeLength { attr_type: t, len: v.len() })?;
+    let (&[b0, _, class, number], reason) =
+        v.split_first_chunk::<4>()
+            .ok_or(Error::BadAttributeLength {
+                attr_type: t,
+                len: v.len(),
+            })?;
     let class = u16::from(class & 0x07);
     let number = u16::from(number);
     if !(3..=6).contains(&class) || number > 99 {
@@ -167,10 +176,17 @@ pub(crate) fn decode_code(t: AttrType, v: &[u8]) -> Result<(u8, u16, &str), Erro
 
 pub(crate) fn check_code(t: AttrType, code: u16, reason: &str) -> Result<usize, Error> {
     if !(300..=699).contains(&code) {
-        return Err(Error::BadErrorCode { class: code / 100, number: code % 100 });
+        return Err(Error::BadErrorCode {
+            class: code / 100,
+            number: code % 100,
+        });
     }
     if reason.len() > MAX_TEXT_LEN {
-        return Err(Error::ValueTooLong { attr_type: t, len: reason.len(), max: MAX_TEXT_LEN });
+        return Err(Error::ValueTooLong {
+            attr_type: t,
+            len: reason.len(),
+            max: MAX_TEXT_LEN,
+        });
     }
     Ok(4 + reason.len())
 }
@@ -236,8 +252,14 @@ impl<'a> AttrTypeList<'a> {
     /// The listed types in order.
     pub fn iter(&self) -> AttrTypeIter<'a> {
         match self.0 {
-            TypeListRepr::Wire(w) => AttrTypeIter { wire: w.chunks_exact(2), items: [].iter() },
-            TypeListRepr::Items(i) => AttrTypeIter { wire: [].chunks_exact(2), items: i.iter() },
+            TypeListRepr::Wire(w) => AttrTypeIter {
+                wire: w.chunks_exact(2),
+                items: [].iter(),
+            },
+            TypeListRepr::Items(i) => AttrTypeIter {
+                wire: [].chunks_exact(2),
+                items: i.iter(),
+            },
         }
     }
 }
@@ -289,7 +311,10 @@ impl Attribute for UnknownAttributes {
     type Value<'a> = AttrTypeList<'a>;
     fn decode<'a>(v: &'a [u8], _: &TransactionId) -> Result<AttrTypeList<'a>, Error> {
         if v.len() % 2 != 0 {
-            return Err(Error::BadAttributeLength { attr_type: Self::TYPE, len: v.len() });
+            return Err(Error::BadAttributeLength {
+                attr_type: Self::TYPE,
+                len: v.len(),
+            });
         }
         Ok(AttrTypeList(TypeListRepr::Wire(v)))
     }
@@ -320,7 +345,10 @@ pub struct PasswordAlgorithmParams<'a> {
 impl<'a> PasswordAlgorithmParams<'a> {
     /// An entry without parameters.
     pub const fn new(alg: PasswordAlg) -> Self {
-        PasswordAlgorithmParams { algorithm: alg.to_u16(), params: &[] }
+        PasswordAlgorithmParams {
+            algorithm: alg.to_u16(),
+            params: &[],
+        }
     }
     /// The algorithm, if it is one this crate can derive keys for.
     pub const fn known(&self) -> Option<PasswordAlg> {
@@ -331,7 +359,11 @@ impl<'a> PasswordAlgorithmParams<'a> {
     }
     fn write(&self, out: &mut [u8]) {
         let plen = self.params.len() as u16; // checked by encoded_len
-        let head = self.algorithm.to_be_bytes().into_iter().chain(plen.to_be_bytes());
+        let head = self
+            .algorithm
+            .to_be_bytes()
+            .into_iter()
+            .chain(plen.to_be_bytes());
         for (dst, src) in out.iter_mut().zip(head.chain(self.params.iter().copied())) {
             *dst = src;
         }
@@ -341,12 +373,21 @@ impl<'a> PasswordAlgorithmParams<'a> {
 /// Reads one entry at the front of `v`; returns it and the rest (the last
 /// entry's padding may be absent).
 fn split_entry(t: AttrType, v: &[u8]) -> Result<(PasswordAlgorithmParams<'_>, &[u8]), Error> {
-    let bad = Error::BadAttributeLength { attr_type: t, len: v.len() };
+    let bad = Error::BadAttributeLength {
+        attr_type: t,
+        len: v.len(),
+    };
     let (&[a0, a1, l0, l1], rest) = v.split_first_chunk::<4>().ok_or(bad)?;
     let plen = usize::from(u16::from_be_bytes([l0, l1]));
     let params = rest.get(..plen).ok_or(bad)?;
     let rest = rest.get(pad4(plen)..).unwrap_or(&[]);
-    Ok((PasswordAlgorithmParams { algorithm: u16::from_be_bytes([a0, a1]), params }, rest))
+    Ok((
+        PasswordAlgorithmParams {
+            algorithm: u16::from_be_bytes([a0, a1]),
+            params,
+        },
+        rest,
+    ))
 }
 
 /// PASSWORD-ALGORITHM (0x001D): the algorithm the client chose.
@@ -358,14 +399,21 @@ impl Attribute for PasswordAlgorithm {
     fn decode<'a>(v: &'a [u8], _: &TransactionId) -> Result<PasswordAlgorithmParams<'a>, Error> {
         match split_entry(Self::TYPE, v)? {
             (entry, []) => Ok(entry),
-            _ => Err(Error::BadAttributeLength { attr_type: Self::TYPE, len: v.len() }),
+            _ => Err(Error::BadAttributeLength {
+                attr_type: Self::TYPE,
+                len: v.len(),
+            }),
         }
     }
 }
 impl EncodeAttribute for PasswordAlgorithm {
     fn encoded_len(v: &PasswordAlgorithmParams<'_>) -> Result<usize, Error> {
         if v.params.len() > usize::from(u16::MAX) {
-            return Err(Error::ValueTooLong { attr_type: Self::TYPE, len: v.params.len(), max: usize::from(u16::MAX) });
+            return Err(Error::ValueTooLong {
+                attr_type: Self::TYPE,
+                len: v.params.len(),
+                max: usize::from(u16::MAX),
+            });
         }
         Ok(4 + v.params.len())
     }
@@ -392,8 +440,14 @@ impl<'a> PasswordAlgorithmList<'a> {
     /// The entries in order.
     pub fn iter(&self) -> PasswordAlgorithmIter<'a> {
         match self.0 {
-            AlgListRepr::Wire(w) => PasswordAlgorithmIter { wire: w, items: [].iter() },
-            AlgListRepr::Items(i) => PasswordAlgorithmIter { wire: &[], items: i.iter() },
+            AlgListRepr::Wire(w) => PasswordAlgorithmIter {
+                wire: w,
+                items: [].iter(),
+            },
+            AlgListRepr::Items(i) => PasswordAlgorithmIter {
+                wire: &[],
+                items: i.iter(),
+            },
         }
     }
 }
@@ -466,7 +520,11 @@ impl EncodeAttribute for PasswordAlgorithms {
         let mut n = 0usize;
         for e in v.iter() {
             if e.params.len() > usize::from(u16::MAX) {
-                return Err(Error::ValueTooLong { attr_type: Self::TYPE, len: e.params.len(), max: usize::from(u16::MAX) });
+                return Err(Error::ValueTooLong {
+                    attr_type: Self::TYPE,
+                    len: e.params.len(),
+                    max: usize::from(u16::MAX),
+                });
             }
             n = n.saturating_add(e.wire_len());
         }
@@ -497,13 +555,43 @@ mod tests {
         ErrorCode::encode(&v, &TID, &mut out);
         assert_eq!(&out[..4], &[0, 0, 4, 38]);
         assert_eq!(ErrorCode::decode(&out, &TID), Ok(v));
-        assert_eq!(ErrorCode::decode(&[0, 0, 2, 0], &TID), Err(Error::BadErrorCode { class: 2, number: 0 }));
-        assert_eq!(ErrorCode::decode(&[0, 0, 4, 100], &TID), Err(Error::BadErrorCode { class: 4, number: 100 }));
-        assert_eq!(ErrorCode::decode(&[0, 0, 4], &TID), Err(Error::BadAttributeLength { attr_type: AttrType::ERROR_CODE, len: 3 }));
-        assert_eq!(ErrorCode::decode(&[0, 0, 4, 1, 0xff], &TID), Err(Error::InvalidUtf8(AttrType::ERROR_CODE)));
-        assert_eq!(ErrorCode::encoded_len(&ErrorCodeValue::new(700, "")), Err(Error::BadErrorCode { class: 7, number: 0 }));
+        assert_eq!(
+            ErrorCode::decode(&[0, 0, 2, 0], &TID),
+            Err(Error::BadErrorCode {
+                class: 2,
+                number: 0
+            })
+        );
+        assert_eq!(
+            ErrorCode::decode(&[0, 0, 4, 100], &TID),
+            Err(Error::BadErrorCode {
+                class: 4,
+                number: 100
+            })
+        );
+        assert_eq!(
+            ErrorCode::decode(&[0, 0, 4], &TID),
+            Err(Error::BadAttributeLength {
+                attr_type: AttrType::ERROR_CODE,
+                len: 3
+            })
+        );
+        assert_eq!(
+            ErrorCode::decode(&[0, 0, 4, 1, 0xff], &TID),
+            Err(Error::InvalidUtf8(AttrType::ERROR_CODE))
+        );
+        assert_eq!(
+            ErrorCode::encoded_len(&ErrorCodeValue::new(700, "")),
+            Err(Error::BadErrorCode {
+                class: 7,
+                number: 0
+            })
+        );
         // Reserved bits above the class are ignored on receipt.
-        assert_eq!(ErrorCode::decode(&[0xff, 0xff, 0xfc, 1], &TID).map(|v| v.code), Ok(401));
+        assert_eq!(
+            ErrorCode::decode(&[0xff, 0xff, 0xfc, 1], &TID).map(|v| v.code),
+            Ok(401)
+        );
     }
 
     #[test]
@@ -527,7 +615,13 @@ mod tests {
         assert_eq!(entries.len(), 3);
         assert_eq!(entries[0].known(), Some(PasswordAlg::Sha256));
         assert_eq!(entries[1].known(), Some(PasswordAlg::Md5));
-        assert_eq!(entries[2], PasswordAlgorithmParams { algorithm: 0x1234, params: &[1, 2, 3] });
+        assert_eq!(
+            entries[2],
+            PasswordAlgorithmParams {
+                algorithm: 0x1234,
+                params: &[1, 2, 3]
+            }
+        );
         assert_eq!(PasswordAlgorithms::encoded_len(&list), Ok(16));
         let mut out = [0u8; 16];
         PasswordAlgorithms::encode(&list, &TID, &mut out);
@@ -536,16 +630,28 @@ mod tests {
         assert!(PasswordAlgorithms::decode(&[0, 1, 0, 9, 0, 0], &TID).is_err());
         assert!(PasswordAlgorithms::decode(&[0, 1, 0], &TID).is_err());
         // Single entry form.
-        assert_eq!(PasswordAlgorithm::decode(&[0, 1, 0, 0], &TID).map(|e| e.known()), Ok(Some(PasswordAlg::Md5)));
+        assert_eq!(
+            PasswordAlgorithm::decode(&[0, 1, 0, 0], &TID).map(|e| e.known()),
+            Ok(Some(PasswordAlg::Md5))
+        );
         assert!(PasswordAlgorithm::decode(&[0, 1, 0, 0, 0, 2, 0, 0], &TID).is_err());
     }
 
     #[test]
     fn text_limits() {
         let long = "x".repeat(MAX_USERNAME_LEN + 1);
-        assert!(matches!(Username::encoded_len(&long.as_str()), Err(Error::ValueTooLong { .. })));
-        assert!(matches!(Username::decode(long.as_bytes(), &TID), Err(Error::ValueTooLong { .. })));
-        assert_eq!(Realm::decode(&[0xc3, 0x28], &TID), Err(Error::InvalidUtf8(AttrType::REALM)));
+        assert!(matches!(
+            Username::encoded_len(&long.as_str()),
+            Err(Error::ValueTooLong { .. })
+        ));
+        assert!(matches!(
+            Username::decode(long.as_bytes(), &TID),
+            Err(Error::ValueTooLong { .. })
+        ));
+        assert_eq!(
+            Realm::decode(&[0xc3, 0x28], &TID),
+            Err(Error::InvalidUtf8(AttrType::REALM))
+        );
     }
 
     #[test]

@@ -120,7 +120,10 @@ impl Attribute for EvenPort {
     fn decode(v: &[u8], _: &TransactionId) -> Result<bool, Error> {
         match v {
             [b] | [b, _, _, _] => Ok(b & 0x80 != 0),
-            _ => Err(Error::BadAttributeLength { attr_type: Self::TYPE, len: v.len() }),
+            _ => Err(Error::BadAttributeLength {
+                attr_type: Self::TYPE,
+                len: v.len(),
+            }),
         }
     }
 }
@@ -200,7 +203,11 @@ impl Attribute for AddressErrorCode {
     type Value<'a> = AddressErrorCodeValue<'a>;
     fn decode<'a>(v: &'a [u8], _: &TransactionId) -> Result<AddressErrorCodeValue<'a>, Error> {
         let (family, code, reason) = decode_code(Self::TYPE, v)?;
-        Ok(AddressErrorCodeValue { family: AddressFamily::from_u8(family)?, code, reason })
+        Ok(AddressErrorCodeValue {
+            family: AddressFamily::from_u8(family)?,
+            code,
+            reason,
+        })
     }
 }
 impl EncodeAttribute for AddressErrorCode {
@@ -233,7 +240,11 @@ impl Attribute for Icmp {
     type Value<'a> = IcmpValue;
     fn decode(v: &[u8], _: &TransactionId) -> Result<IcmpValue, Error> {
         let &[_, _, icmp_type, code, d0, d1, d2, d3] = exact::<8>(Self::TYPE, v)?;
-        Ok(IcmpValue { icmp_type, code, error_data: u32::from_be_bytes([d0, d1, d2, d3]) })
+        Ok(IcmpValue {
+            icmp_type,
+            code,
+            error_data: u32::from_be_bytes([d0, d1, d2, d3]),
+        })
     }
 }
 impl EncodeAttribute for Icmp {
@@ -256,40 +267,75 @@ mod tests {
     #[test]
     fn channel_number_range() {
         assert_eq!(ChannelNumber::decode(&[0x40, 0x00, 0, 0], &TID), Ok(0x4000));
-        assert_eq!(ChannelNumber::decode(&[0x4f, 0xff, 0xaa, 0xbb], &TID), Ok(0x4fff));
-        assert_eq!(ChannelNumber::decode(&[0x50, 0x00, 0, 0], &TID), Err(Error::BadChannelNumber(0x5000)));
-        assert_eq!(ChannelNumber::decode(&[0x3f, 0xff, 0, 0], &TID), Err(Error::BadChannelNumber(0x3fff)));
+        assert_eq!(
+            ChannelNumber::decode(&[0x4f, 0xff, 0xaa, 0xbb], &TID),
+            Ok(0x4fff)
+        );
+        assert_eq!(
+            ChannelNumber::decode(&[0x50, 0x00, 0, 0], &TID),
+            Err(Error::BadChannelNumber(0x5000))
+        );
+        assert_eq!(
+            ChannelNumber::decode(&[0x3f, 0xff, 0, 0], &TID),
+            Err(Error::BadChannelNumber(0x3fff))
+        );
         assert!(ChannelNumber::decode(&[0x40, 0x00], &TID).is_err());
-        assert_eq!(ChannelNumber::encoded_len(&0x1234), Err(Error::BadChannelNumber(0x1234)));
+        assert_eq!(
+            ChannelNumber::encoded_len(&0x1234),
+            Err(Error::BadChannelNumber(0x1234))
+        );
     }
 
     #[test]
     fn small_turn_values() {
-        assert_eq!(RequestedTransport::decode(&[17, 0, 0, 0], &TID), Ok(PROTOCOL_UDP));
-        assert_eq!(RequestedAddressFamily::decode(&[2, 0, 0, 0], &TID), Ok(AddressFamily::V6));
-        assert_eq!(AdditionalAddressFamily::decode(&[9, 0, 0, 0], &TID), Err(Error::BadAddressFamily(9)));
+        assert_eq!(
+            RequestedTransport::decode(&[17, 0, 0, 0], &TID),
+            Ok(PROTOCOL_UDP)
+        );
+        assert_eq!(
+            RequestedAddressFamily::decode(&[2, 0, 0, 0], &TID),
+            Ok(AddressFamily::V6)
+        );
+        assert_eq!(
+            AdditionalAddressFamily::decode(&[9, 0, 0, 0], &TID),
+            Err(Error::BadAddressFamily(9))
+        );
         assert_eq!(EvenPort::decode(&[0x80], &TID), Ok(true));
         assert_eq!(EvenPort::decode(&[0x7f, 0, 0, 0], &TID), Ok(false));
         assert!(EvenPort::decode(&[], &TID).is_err());
         assert_eq!(DontFragment::decode(&[], &TID), Ok(()));
-        assert_eq!(ReservationToken::decode(&[1, 2, 3, 4, 5, 6, 7, 8], &TID), Ok([1, 2, 3, 4, 5, 6, 7, 8]));
+        assert_eq!(
+            ReservationToken::decode(&[1, 2, 3, 4, 5, 6, 7, 8], &TID),
+            Ok([1, 2, 3, 4, 5, 6, 7, 8])
+        );
         assert_eq!(Lifetime::decode(&[0, 0, 0x02, 0x58], &TID), Ok(600));
     }
 
     #[test]
     fn icmp_and_address_error_code() {
-        let v = IcmpValue { icmp_type: 3, code: 4, error_data: 1400 };
+        let v = IcmpValue {
+            icmp_type: 3,
+            code: 4,
+            error_data: 1400,
+        };
         let mut out = [0u8; 8];
         Icmp::encode(&v, &TID, &mut out);
         assert_eq!(out, [0, 0, 3, 4, 0, 0, 0x05, 0x78]);
         assert_eq!(Icmp::decode(&out, &TID), Ok(v));
 
-        let e = AddressErrorCodeValue { family: AddressFamily::V6, code: 440, reason: "nope" };
+        let e = AddressErrorCodeValue {
+            family: AddressFamily::V6,
+            code: 440,
+            reason: "nope",
+        };
         let mut out = vec![0u8; AddressErrorCode::encoded_len(&e).unwrap()];
         AddressErrorCode::encode(&e, &TID, &mut out);
         assert_eq!(&out[..4], &[2, 0, 4, 40]);
         assert_eq!(AddressErrorCode::decode(&out, &TID), Ok(e));
         out[0] = 0;
-        assert_eq!(AddressErrorCode::decode(&out, &TID), Err(Error::BadAddressFamily(0)));
+        assert_eq!(
+            AddressErrorCode::decode(&out, &TID),
+            Err(Error::BadAddressFamily(0))
+        );
     }
 }

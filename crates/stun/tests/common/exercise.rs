@@ -7,20 +7,17 @@
 
 use stun::attr::*;
 use stun::{
-    classify, frame_len, is_stun, AttrType, Attribute, ChannelData, EncodeAttribute, Message, MessageWriter, RawAttribute,
-    StreamFrame, TransactionId,
+    classify, frame_len, is_stun, AttrType, Attribute, ChannelData, EncodeAttribute, Message,
+    MessageWriter, RawAttribute, StreamFrame, TransactionId,
 };
 
 /// Runs everything on `data`.
 pub fn exercise(data: &[u8]) {
     let _ = classify(data);
     let quick = is_stun(data);
-    match Message::parse(data) {
-        Ok(m) => {
-            assert!(quick, "parse accepted what is_stun rejected");
-            check_message(&m);
-        }
-        Err(_) => {}
+    if let Ok(m) = Message::parse(data) {
+        assert!(quick, "parse accepted what is_stun rejected");
+        check_message(&m);
     }
     if let Ok((m, used)) = Message::parse_prefix(data) {
         assert_eq!(m.as_bytes(), &data[..used]);
@@ -86,11 +83,14 @@ fn check_message(m: &Message<'_>) {
     for a in m.attributes() {
         if matches!(
             a.attr_type,
-            AttrType::MESSAGE_INTEGRITY | AttrType::MESSAGE_INTEGRITY_SHA256 | AttrType::FINGERPRINT
+            AttrType::MESSAGE_INTEGRITY
+                | AttrType::MESSAGE_INTEGRITY_SHA256
+                | AttrType::FINGERPRINT
         ) {
             continue;
         }
-        w.add_raw(a.attr_type, a.value).expect("a parsed attribute always fits again");
+        w.add_raw(a.attr_type, a.value)
+            .expect("a parsed attribute always fits again");
         expected.push((a.attr_type, a.value));
     }
     w.finish();
@@ -119,11 +119,36 @@ fn decode_typed(a: &RawAttribute<'_>, tid: &TransactionId) {
         };
     }
     roundtrip!(
-        MappedAddress, XorMappedAddress, XorPeerAddress, XorRelayedAddress, AlternateServer,
-        Username, Realm, Nonce, Software, AlternateDomain, Userhash, ErrorCode, UnknownAttributes,
-        PasswordAlgorithm, PasswordAlgorithms, Priority, UseCandidate, IceControlled, IceControlling,
-        ChannelNumber, Lifetime, Data, RequestedAddressFamily, AdditionalAddressFamily, EvenPort,
-        RequestedTransport, DontFragment, ReservationToken, AddressErrorCode, Icmp,
+        MappedAddress,
+        XorMappedAddress,
+        XorPeerAddress,
+        XorRelayedAddress,
+        AlternateServer,
+        Username,
+        Realm,
+        Nonce,
+        Software,
+        AlternateDomain,
+        Userhash,
+        ErrorCode,
+        UnknownAttributes,
+        PasswordAlgorithm,
+        PasswordAlgorithms,
+        Priority,
+        UseCandidate,
+        IceControlled,
+        IceControlling,
+        ChannelNumber,
+        Lifetime,
+        Data,
+        RequestedAddressFamily,
+        AdditionalAddressFamily,
+        EvenPort,
+        RequestedTransport,
+        DontFragment,
+        ReservationToken,
+        AddressErrorCode,
+        Icmp,
     );
     let _ = a.decode::<MessageIntegrity>(tid);
     let _ = a.decode::<MessageIntegritySha256>(tid);
@@ -132,15 +157,42 @@ fn decode_typed(a: &RawAttribute<'_>, tid: &TransactionId) {
 
 fn get_everything(m: &Message<'_>) {
     macro_rules! get {
-        ($($ty:ty),* $(,)?) => { $( let _ = m.get::<$ty>().map(|v| format!("{v:?}")); let _ = m.contains::<$ty>(); )* };
+        ($($ty:ty),* $(,)?) => { $( let _ = m.get::<$ty>().map(|v| format!("{v:?}")); let _ = m.contains::<$ty>(); let _ = m.get_all::<$ty>().count(); )* };
     }
     get!(
-        MappedAddress, XorMappedAddress, XorPeerAddress, XorRelayedAddress, AlternateServer,
-        Username, Realm, Nonce, Software, AlternateDomain, Userhash, ErrorCode, UnknownAttributes,
-        PasswordAlgorithm, PasswordAlgorithms, Priority, UseCandidate, IceControlled, IceControlling,
-        ChannelNumber, Lifetime, Data, RequestedAddressFamily, AdditionalAddressFamily, EvenPort,
-        RequestedTransport, DontFragment, ReservationToken, AddressErrorCode, Icmp,
-        MessageIntegrity, MessageIntegritySha256, Fingerprint,
+        MappedAddress,
+        XorMappedAddress,
+        XorPeerAddress,
+        XorRelayedAddress,
+        AlternateServer,
+        Username,
+        Realm,
+        Nonce,
+        Software,
+        AlternateDomain,
+        Userhash,
+        ErrorCode,
+        UnknownAttributes,
+        PasswordAlgorithm,
+        PasswordAlgorithms,
+        Priority,
+        UseCandidate,
+        IceControlled,
+        IceControlling,
+        ChannelNumber,
+        Lifetime,
+        Data,
+        RequestedAddressFamily,
+        AdditionalAddressFamily,
+        EvenPort,
+        RequestedTransport,
+        DontFragment,
+        ReservationToken,
+        AddressErrorCode,
+        Icmp,
+        MessageIntegrity,
+        MessageIntegritySha256,
+        Fingerprint,
     );
 }
 
@@ -149,11 +201,38 @@ fn decode_everything(value: &[u8], tid: &TransactionId) {
         ($($ty:ty),* $(,)?) => { $( let _ = <$ty as Attribute>::decode(value, tid).map(|v| format!("{v:?}")); )* };
     }
     dec!(
-        MappedAddress, XorMappedAddress, XorPeerAddress, XorRelayedAddress, AlternateServer,
-        Username, Realm, Nonce, Software, AlternateDomain, Userhash, ErrorCode, UnknownAttributes,
-        PasswordAlgorithm, PasswordAlgorithms, Priority, UseCandidate, IceControlled, IceControlling,
-        ChannelNumber, Lifetime, Data, RequestedAddressFamily, AdditionalAddressFamily, EvenPort,
-        RequestedTransport, DontFragment, ReservationToken, AddressErrorCode, Icmp,
-        MessageIntegrity, MessageIntegritySha256, Fingerprint,
+        MappedAddress,
+        XorMappedAddress,
+        XorPeerAddress,
+        XorRelayedAddress,
+        AlternateServer,
+        Username,
+        Realm,
+        Nonce,
+        Software,
+        AlternateDomain,
+        Userhash,
+        ErrorCode,
+        UnknownAttributes,
+        PasswordAlgorithm,
+        PasswordAlgorithms,
+        Priority,
+        UseCandidate,
+        IceControlled,
+        IceControlling,
+        ChannelNumber,
+        Lifetime,
+        Data,
+        RequestedAddressFamily,
+        AdditionalAddressFamily,
+        EvenPort,
+        RequestedTransport,
+        DontFragment,
+        ReservationToken,
+        AddressErrorCode,
+        Icmp,
+        MessageIntegrity,
+        MessageIntegritySha256,
+        Fingerprint,
     );
 }
