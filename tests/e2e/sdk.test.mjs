@@ -151,10 +151,12 @@ test('perfect negotiation resolves a forced offer collision (newcomer polite)', 
     window.holding = true;
     sig._deliver = (d) => (window.holding ? window.held.push(d) : deliver(d));
     window.release = () => { window.holding = false; for (const d of window.held.splice(0)) deliver(d); };
-    peer.pc.addTransceiver('audio');
   });
   await arm(old);
   await arm(newcomer);
+  const addTransceiver = (page) => page.evaluate(() => window.room.peers.values().next().value.pc.addTransceiver('audio'));
+  await addTransceiver(old);
+  await addTransceiver(newcomer);
   for (const page of [old, newcomer]) {
     await waitFor(page, () => window.room.peers.values().next().value.pc.signalingState === 'have-local-offer' &&
       window.room.peers.values().next().value.timeline.filter((e) => e.step === 'offer-sent').length >= (window.room.peers.values().next().value.initiator ? 2 : 1));
@@ -174,6 +176,10 @@ test('perfect negotiation resolves a forced offer collision (newcomer polite)', 
   const steps = (page) => page.evaluate(() => window.room.peers.values().next().value.timeline.map((e) => e.step));
   const oldSteps = await steps(old);
   const newSteps = await steps(newcomer);
+  if (process.env.E2E_DUMP) {
+    const dump = (page) => page.evaluate(() => window.room.peers.values().next().value.timeline.map((e) => `${e.t.toFixed(1)} ${e.step} ${e.step.includes('candidate') ? '' : e.detail}`).join('\n'));
+    console.log('--- old\n' + await dump(old) + '\n--- newcomer\n' + await dump(newcomer));
+  }
   assert.ok(oldSteps.includes('offer-ignored'), 'impolite (older) peer ignored the colliding offer');
   assert.ok(!oldSteps.includes('rollback'), 'impolite peer never rolls back');
   assert.ok(newSteps.includes('rollback'), 'polite newcomer rolled back its offer');
