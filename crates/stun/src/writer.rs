@@ -163,7 +163,9 @@ impl<'b> MessageWriter<'b> {
         let msg = self.as_bytes_mut();
         // Both fit in u16: new_len - 20 <= MAX_ATTRS_LEN was checked above.
         let body_len = (new_len - HEADER_LEN) as u16;
-        let tlv_head = [t.0.to_be_bytes(), (value_len as u16).to_be_bytes()].concat_bytes();
+        let [t0, t1] = t.0.to_be_bytes();
+        let [l0, l1] = (value_len as u16).to_be_bytes();
+        let tlv_head = [t0, t1, l0, l1];
         if let Some(h) = msg.get_mut(2..4) {
             h.copy_from_slice(&body_len.to_be_bytes());
         }
@@ -287,17 +289,6 @@ fn header_bytes(typ: MessageType, tid: TransactionId) -> [u8; HEADER_LEN] {
         *dst = src;
     }
     h
-}
-
-/// `[[u8; 2]; 2]` → `[u8; 4]` without indexing.
-trait ConcatBytes {
-    fn concat_bytes(self) -> [u8; 4];
-}
-impl ConcatBytes for [[u8; 2]; 2] {
-    fn concat_bytes(self) -> [u8; 4] {
-        let [[a, b], [c, d]] = self;
-        [a, b, c, d]
-    }
 }
 
 #[cfg(test)]
