@@ -18,6 +18,23 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Where the `iceServers` of a `welcome` come from. Implementations may
+/// mint per-peer credentials (TURN REST credentials, say).
+pub trait IceServers: Send + Sync + std::fmt::Debug {
+    /// A JSON array of RTCIceServer objects for `peer` joining `room`.
+    fn for_peer(&self, room: &str, peer: &str) -> Box<RawValue>;
+}
+
+/// The same list for everyone.
+#[derive(Debug, Clone)]
+pub struct StaticIceServers(pub Box<RawValue>);
+
+impl IceServers for StaticIceServers {
+    fn for_peer(&self, _room: &str, _peer: &str) -> Box<RawValue> {
+        self.0.clone()
+    }
+}
+
 /// Limits and settings of the hub. Every field maps to a `serve` flag.
 #[derive(Debug, Clone)]
 pub struct HubConfig {
@@ -31,8 +48,8 @@ pub struct HubConfig {
     pub rate_limit_strikes: u32,
     pub idle_timeout: Duration,
     pub max_connections: usize,
-    /// JSON array of RTCIceServer objects handed out in `welcome`.
-    pub ice_servers: Box<RawValue>,
+    /// The `iceServers` handed out in `welcome`.
+    pub ice_servers: Arc<dyn IceServers>,
 }
 
 impl Default for HubConfig {
@@ -45,7 +62,9 @@ impl Default for HubConfig {
             rate_limit_strikes: 200,
             idle_timeout: Duration::from_secs(30),
             max_connections: 10_000,
-            ice_servers: RawValue::from_string("[]".to_string()).expect("valid JSON"),
+            ice_servers: Arc::new(StaticIceServers(
+                RawValue::from_string("[]".to_string()).expect("valid JSON"),
+            )),
         }
     }
 }
@@ -382,6 +401,7 @@ impl Hub {
             None => RawValue::from_string("{}".to_string()).expect("valid JSON"),
         };
 
+        let ice_servers = self.cfg.ice_servers.for_peer(room_name, &peer_id);
         let room = self.rooms.entry(room_name.into()).or_default();
         let welcome = ServerMessage::Welcome {
             room: room_name,
@@ -394,7 +414,7 @@ impl Hub {
                     meta: &m.meta,
                 })
                 .collect(),
-            ice_servers: &self.cfg.ice_servers,
+            ice_servers: &ice_servers,
         }
         .to_json();
         let joined: Arc<str> = ServerMessage::PeerJoined {

@@ -10,5 +10,5 @@
 pub mod hub;
 pub mod protocol;
 
-pub use hub::{close, ConnId, Hub, HubConfig, Output, Refused};
+pub use hub::{close, ConnId, Hub, HubConfig, IceServers, Output, Refused, StaticIceServers};
 pub use protocol::{ErrorCode, FrameKind, RelayKind};

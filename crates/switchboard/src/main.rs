@@ -3,6 +3,7 @@
 
 mod config;
 mod metrics;
+mod relay;
 mod serve;
 mod web;
 
@@ -22,7 +23,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the signaling server (WebSocket /v1/ws), demo pages and metrics.
+    /// Run the signaling server (WebSocket /v1/ws), STUN/TURN, demo pages
+    /// and metrics.
     Serve(ServeArgs),
 }
 

@@ -22,8 +22,33 @@ struct CodeLabel {
     code: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirLabel {
+    direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+/// TURN figures; the workers keep plain counters, copied here on scrape.
+#[derive(Default)]
+struct TurnMetrics {
+    allocations: Gauge,
+    permissions: Gauge,
+    channels: Gauge,
+    packets: Family<DirLabel, Counter>,
+    bytes: Family<DirLabel, Counter>,
+    auth_failures: Counter,
+    denied_peers: Counter,
+    dropped: Family<ReasonLabel, Counter>,
+    last: std::sync::Mutex<turn::server::Stats>,
+}
+
 pub struct Metrics {
     registry: Registry,
+    turn: TurnMetrics,
     pub connections: Gauge,
     pub rooms: Gauge,
     pub peers: Gauge,
@@ -43,6 +68,7 @@ impl Metrics {
             sent: Family::default(),
             errors: Family::default(),
             registry: Registry::default(),
+            turn: TurnMetrics::default(),
         };
         registry.register("connections", "Open WebSocket connections", m.connections.clone());
         registry.register("rooms", "Rooms with at least one peer", m.rooms.clone());
@@ -54,6 +80,23 @@ impl Metrics {
         );
         registry.register("messages_sent", "Messages sent to clients, by type", m.sent.clone());
         registry.register("errors", "Error replies sent to clients, by code", m.errors.clone());
+        let t = &m.turn;
+        registry.register("turn_allocations", "TURN allocations", t.allocations.clone());
+        registry.register("turn_permissions", "TURN permissions", t.permissions.clone());
+        registry.register("turn_channels", "TURN channel bindings", t.channels.clone());
+        registry.register(
+            "turn_relayed_packets",
+            "Packets relayed, by direction (to_peer, to_client)",
+            t.packets.clone(),
+        );
+        registry.register("turn_relayed_bytes", "Payload bytes relayed, by direction", t.bytes.clone());
+        registry.register("turn_auth_failures", "TURN requests with bad credentials", t.auth_failures.clone());
+        registry.register(
+            "turn_denied_peers",
+            "Permissions or channels refused by the peer address policy",
+            t.denied_peers.clone(),
+        );
+        registry.register("turn_dropped_packets", "Packets not relayed, by reason", t.dropped.clone());
         // Touch every label value so dashboards see zeros rather than gaps.
         for k in RelayKind::ALL {
             let _ = m.relayed.get_or_create(&KindLabel { kind: k.as_str() });
@@ -76,6 +119,31 @@ impl Metrics {
             }
             _ => {}
         }
+    }
+
+    /// Copies the TURN workers' figures in.
+    pub fn update_turn(&self, s: &crate::relay::Snapshot) {
+        let t = &self.turn;
+        t.allocations.set(s.allocations as i64);
+        t.permissions.set(s.permissions as i64);
+        t.channels.set(s.channels as i64);
+        let mut last = t.last.lock().unwrap_or_else(|e| e.into_inner());
+        let (new, old) = (s.stats, *last);
+        let dir = |d| DirLabel { direction: d };
+        let why = |r| ReasonLabel { reason: r };
+        t.packets.get_or_create(&dir("to_peer")).inc_by(new.packets_to_peer - old.packets_to_peer);
+        t.packets.get_or_create(&dir("to_client")).inc_by(new.packets_to_client - old.packets_to_client);
+        t.bytes.get_or_create(&dir("to_peer")).inc_by(new.bytes_to_peer - old.bytes_to_peer);
+        t.bytes.get_or_create(&dir("to_client")).inc_by(new.bytes_to_client - old.bytes_to_client);
+        t.auth_failures.inc_by(new.auth_failures - old.auth_failures);
+        t.denied_peers.inc_by(new.denied_peers - old.denied_peers);
+        t.dropped.get_or_create(&why("bandwidth")).inc_by(new.dropped_bandwidth - old.dropped_bandwidth);
+        t.dropped
+            .get_or_create(&why("no_permission"))
+            .inc_by(new.dropped_no_permission - old.dropped_no_permission);
+        t.dropped.get_or_create(&why("throttled")).inc_by(new.throttled - old.throttled);
+        t.dropped.get_or_create(&why("malformed")).inc_by(new.malformed - old.malformed);
+        *last = new;
     }
 
     pub fn encode(&self) -> String {

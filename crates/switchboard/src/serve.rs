@@ -5,8 +5,9 @@
 //! peers and limits is the hub's; the driver feeds it frames with the current
 //! time and carries out the [`Output`]s it returns.
 
-use crate::config::ServeConfig;
+use crate::config::{ServeConfig, TurnConfig};
 use crate::metrics::Metrics;
+use crate::relay::{self, TurnHandle, TurnSettings};
 use crate::web;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
@@ -15,11 +16,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use futures_util::{SinkExt, StreamExt};
-use signal::{ConnId, FrameKind, Hub, Output};
+use serde_json::value::RawValue;
+use signal::{ConnId, FrameKind, Hub, IceServers, Output};
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use turn::auth::Credentials;
+use turn::policy::PeerPolicy;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -43,6 +47,8 @@ struct App {
     metrics: Metrics,
     cfg: ServeConfig,
     tasks: TaskTracker,
+    turn: Option<TurnHandle>,
+    ice: Arc<dyn IceServers>,
 }
 
 impl App {
@@ -88,12 +94,20 @@ impl Shared {
     }
 }
 
-/// Binds the listener and serves until `shutdown` is cancelled.
-pub async fn run(cfg: ServeConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// Binds the listeners and serves until `shutdown` is cancelled.
+pub async fn run(mut cfg: ServeConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let listener = TcpListener::bind(cfg.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.listen))?;
     let addr = listener.local_addr()?;
+    let (turn, ice) = match &cfg.turn {
+        Some(t) => {
+            let (handle, ice) = start_turn(t, &cfg.ice_servers, shutdown.clone())?;
+            (Some(handle), ice)
+        }
+        None => (None, cfg.hub.ice_servers.clone()),
+    };
+    cfg.hub.ice_servers = ice.clone();
     let app = Arc::new(App {
         shared: Mutex::new(Shared {
             hub: Hub::new(cfg.hub.clone()),
@@ -102,6 +116,8 @@ pub async fn run(cfg: ServeConfig, shutdown: CancellationToken) -> anyhow::Resul
         metrics: Metrics::new(),
         cfg,
         tasks: TaskTracker::new(),
+        turn,
+        ice,
     });
 
     // The hub reads no clock; this task tells it the time so idle
@@ -129,6 +145,7 @@ pub async fn run(cfg: ServeConfig, shutdown: CancellationToken) -> anyhow::Resul
         .route("/v1/ws", get(ws_handler))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics_handler))
+        .route("/v1/ice-servers", get(ice_servers_handler))
         .route("/", get(web::page("index")))
         .route("/local", get(web::page("local")))
         .route("/call", get(web::page("call")))
@@ -164,8 +181,123 @@ pub async fn run(cfg: ServeConfig, shutdown: CancellationToken) -> anyhow::Resul
         warn!("some WebSocket connections did not finish closing within 5 s");
     }
     sweeper.abort();
+    if let Some(app) = Arc::into_inner(app) {
+        if let Some(turn) = app.turn {
+            turn.join();
+        }
+    }
     info!("stopped");
     Ok(())
+}
+
+/// Starts STUN/TURN and builds the `iceServers` source that points at it.
+fn start_turn(
+    t: &TurnConfig,
+    static_urls: &[String],
+    shutdown: CancellationToken,
+) -> anyhow::Result<(TurnHandle, Arc<dyn IceServers>)> {
+    let detected = detect_primary_ip();
+    let external_ip = t
+        .external_ip
+        .or_else(|| (!t.listen.ip().is_unspecified()).then_some(t.listen.ip()))
+        .or(detected)
+        .unwrap_or_else(|| {
+            warn!("no --external-ip and no primary interface found; advertising 127.0.0.1");
+            IpAddr::from([127, 0, 0, 1])
+        });
+    let mut creds = Credentials::new(t.realm.clone());
+    for (name, password) in &t.users {
+        creds.add_user(name, password);
+    }
+    let secret = match &t.secret {
+        Some(s) => s.clone().into_bytes(),
+        None => {
+            // A fresh secret per start: credentials handed out before a
+            // restart stop working, which is the point of short-lived ones.
+            let mut b = [0u8; 24];
+            rand::fill(&mut b);
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD_NO_PAD, b).into_bytes()
+        }
+    };
+    creds.set_secret(secret.clone());
+    let mut policy = PeerPolicy::new(t.allow_peer.clone(), vec![]);
+    policy.add_own(external_ip);
+    if !t.listen.ip().is_unspecified() {
+        policy.add_own(t.listen.ip());
+    }
+    if let Some(ip) = detected {
+        policy.add_own(ip);
+    }
+    let settings = TurnSettings {
+        listen: t.listen,
+        external_ip,
+        relay_ports: t.relay_ports,
+        workers: t.workers,
+        core: turn::server::Config {
+            bandwidth: t.relay_bandwidth,
+            unauth_rate: t.unauth_rate,
+            unauth_burst: (t.unauth_rate * 2.0).ceil() as u32,
+            ..turn::server::Config::default()
+        },
+        creds: Arc::new(creds),
+        policy: Arc::new(policy),
+        max_allocations: t.max_allocations,
+        max_allocations_per_user: t.max_allocations_per_user,
+    };
+    let handle = relay::start(settings, shutdown)?;
+    println!("switchboard TURN on udp+tcp {}", handle.udp_addr);
+    let host = SocketAddr::new(external_ip, handle.udp_addr.port());
+    let ice = IceProvider {
+        static_urls: static_urls.to_vec(),
+        turn_host: host.to_string(),
+        secret,
+        ttl: t.ttl,
+    };
+    Ok((handle, Arc::new(ice)))
+}
+
+/// The address the default route leaves from. A UDP `connect` only picks a
+/// route; no packet is sent.
+fn detect_primary_ip() -> Option<IpAddr> {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect("192.0.2.1:9").ok()?;
+    s.local_addr().ok().map(|a| a.ip()).filter(|ip| !ip.is_unspecified())
+}
+
+/// `iceServers` for clients: the configured URLs, then this server's STUN
+/// and TURN with fresh time-limited credentials.
+#[derive(Debug)]
+struct IceProvider {
+    static_urls: Vec<String>,
+    turn_host: String,
+    secret: Vec<u8>,
+    ttl: u64,
+}
+
+impl IceServers for IceProvider {
+    fn for_peer(&self, _room: &str, peer: &str) -> Box<RawValue> {
+        let unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let (username, credential) = turn::auth::rest_credential(&self.secret, peer, self.ttl, unix);
+        let h = &self.turn_host;
+        let mut list: Vec<serde_json::Value> = self
+            .static_urls
+            .iter()
+            .map(|u| serde_json::json!({ "urls": [u] }))
+            .collect();
+        list.push(serde_json::json!({ "urls": [format!("stun:{h}")] }));
+        list.push(serde_json::json!({
+            "urls": [format!("turn:{h}?transport=udp"), format!("turn:{h}?transport=tcp")],
+            "username": username,
+            "credential": credential,
+        }));
+        RawValue::from_string(serde_json::Value::Array(list).to_string()).expect("valid JSON")
+    }
+}
+
+async fn ice_servers_handler(State(app): State<Arc<App>>) -> Response {
+    let list = app.ice.for_peer("", "http");
+    let body = format!(r#"{{"iceServers":{}}}"#, list.get());
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 async fn metrics_handler(State(app): State<Arc<App>>) -> Response {
@@ -174,6 +306,9 @@ async fn metrics_handler(State(app): State<Arc<App>>) -> Response {
         app.metrics.rooms.set(s.hub.rooms() as i64);
         app.metrics.peers.set(s.hub.peers() as i64);
         app.metrics.connections.set(s.hub.connections() as i64);
+    }
+    if let Some(turn) = &app.turn {
+        app.metrics.update_turn(&turn.snapshot());
     }
     (
         [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],

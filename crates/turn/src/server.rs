@@ -151,10 +151,26 @@ pub enum BindError {
     Exhausted,
 }
 
+/// A bound relay socket: its id and the address to advertise.
+pub type Bound = (RelayId, SocketAddr);
+
 /// The driver's relay sockets.
+///
+/// Reservations (EVEN-PORT with the R bit, RFC 8656 §7.2) live on this side:
+/// the Allocate that claims a token may reach another worker than the one
+/// that reserved it, so the driver keeps them where every worker sees them.
 pub trait Relays {
-    /// Binds a relay socket; returns its id and the address to advertise.
-    fn bind(&mut self, family: AddressFamily, even_port: bool) -> Result<(RelayId, SocketAddr), BindError>;
+    /// Binds a relay socket. With `reserve_next` the port is even and the
+    /// next port is reserved too; the token that claims it is returned.
+    fn bind(
+        &mut self,
+        family: AddressFamily,
+        even_port: bool,
+        reserve_next: bool,
+    ) -> Result<(Bound, Option<[u8; 8]>), BindError>;
+    /// Turns a reserved port into a relay socket. `None` if the token is
+    /// unknown or expired (reservations last 30 s).
+    fn claim(&mut self, token: [u8; 8]) -> Option<Bound>;
     /// Closes a relay socket.
     fn release(&mut self, id: RelayId);
 }
@@ -428,6 +444,14 @@ impl Server {
         self.sources.retain(|_, b| !b.is_full(now));
     }
 
+    /// Releases every relay socket this worker holds (shutdown).
+    pub fn close_all(&mut self, relays: &mut impl Relays) {
+        let all: Vec<FiveTuple> = self.allocations.keys().copied().collect();
+        for t in all {
+            self.remove(t, relays);
+        }
+    }
+
     /// Closes every allocation (server shutdown or a TCP client gone).
     pub fn close_client(&mut self, tuple: FiveTuple, relays: &mut impl Relays) {
         self.remove(tuple, relays);
@@ -618,7 +642,7 @@ impl Server {
                 // A retransmitted Allocate: answer it again.
                 let remaining = a.expires.saturating_duration_since(now).as_secs() as u32;
                 let relay_addr = a.relay_addr;
-                return Ok(self.allocate_success(msg, key, relay_addr, remaining, tuple, out));
+                return Ok(self.allocate_success(msg, key, relay_addr, remaining, tuple, None, out));
             }
             return Err(Refusal::signed(437, key));
         }
@@ -627,16 +651,17 @@ impl Server {
             Ok(Some(_)) => return Err(Refusal::signed(442, key)),
             _ => return Err(Refusal::signed(400, key)),
         }
-        let even = match msg.get::<EvenPort>() {
-            Ok(v) => v.is_some(),
+        let (even, reserve) = match msg.get::<EvenPort>() {
+            Ok(Some(r)) => (true, r),
+            Ok(None) => (false, false),
             Err(_) => return Err(Refusal::signed(400, key)),
         };
-        if msg.contains::<ReservationToken>() {
-            // No reservations are ever handed out, so no token is valid.
-            if even {
-                return Err(Refusal::signed(400, key));
-            }
-            return Err(Refusal::signed(508, key));
+        let token = match msg.get::<ReservationToken>() {
+            Ok(t) => t,
+            Err(_) => return Err(Refusal::signed(400, key)),
+        };
+        if token.is_some() && (even || msg.contains::<RequestedAddressFamily>()) {
+            return Err(Refusal::signed(400, key));
         }
         let family = match msg.get::<RequestedAddressFamily>() {
             Ok(Some(f)) => f,
@@ -649,17 +674,29 @@ impl Server {
             Ok(None) => self.cfg.default_lifetime,
             Err(_) => return Err(Refusal::signed(400, key)),
         };
-        self.quota.acquire(user).map_err(|code| Refusal::signed(code, key))?;
-        let (relay, relay_addr) = match relays.bind(family, even) {
-            Ok(r) => r,
-            Err(e) => {
-                self.quota.release(user);
-                let code = match e {
-                    BindError::Family => 440,
-                    BindError::Exhausted => 508,
-                };
-                return Err(Refusal::signed(code, key));
+        let reserved = match token {
+            Some(t) => Some(relays.claim(t).ok_or(Refusal::signed(508, key))?),
+            None => None,
+        };
+        if let Err(code) = self.quota.acquire(user) {
+            if let Some((id, _)) = reserved {
+                relays.release(id);
             }
+            return Err(Refusal::signed(code, key));
+        }
+        let ((relay, relay_addr), new_token) = match reserved {
+            Some(r) => (r, None),
+            None => match relays.bind(family, even, reserve) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.quota.release(user);
+                    let code = match e {
+                        BindError::Family => 440,
+                        BindError::Exhausted => 508,
+                    };
+                    return Err(Refusal::signed(code, key));
+                }
+            },
         };
         self.allocations.insert(
             tuple,
@@ -676,9 +713,11 @@ impl Server {
             },
         );
         self.by_relay.insert(relay, tuple);
-        Ok(self.allocate_success(msg, key, relay_addr, lifetime.as_secs() as u32, tuple, out))
+        Ok(self.allocate_success(msg, key, relay_addr, lifetime.as_secs() as u32, tuple, new_token, out))
     }
 
+
+    #[allow(clippy::too_many_arguments)]
     fn allocate_success(
         &self,
         msg: &Message<'_>,
@@ -686,12 +725,16 @@ impl Server {
         relay_addr: SocketAddr,
         lifetime: u32,
         tuple: FiveTuple,
+        token: Option<[u8; 8]>,
         out: &mut Vec<u8>,
     ) -> bool {
         let mut w = MessageWriter::success_response(out, msg);
-        let ok = w.add::<XorRelayedAddress>(relay_addr).is_ok()
+        let mut ok = w.add::<XorRelayedAddress>(relay_addr).is_ok()
             && w.add::<Lifetime>(lifetime).is_ok()
             && w.add::<XorMappedAddress>(tuple.client).is_ok();
+        if let Some(t) = token {
+            ok = ok && w.add::<ReservationToken>(t).is_ok();
+        }
         ok && self.finish(w, msg, Some(key))
     }
 

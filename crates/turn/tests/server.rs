@@ -24,25 +24,46 @@ struct FakeRelays {
     next: u32,
     limit: usize,
     bound: HashSet<u32>,
+    reserved: Vec<([u8; 8], (RelayId, SocketAddr))>,
 }
 
 impl FakeRelays {
     fn new(limit: usize) -> Self {
-        FakeRelays { next: 0, limit, bound: HashSet::new() }
+        FakeRelays { next: 0, limit, bound: HashSet::new(), reserved: vec![] }
     }
 }
 
 impl Relays for FakeRelays {
-    fn bind(&mut self, family: AddressFamily, _even: bool) -> Result<(RelayId, SocketAddr), BindError> {
+    fn bind(
+        &mut self,
+        family: AddressFamily,
+        _even: bool,
+        reserve_next: bool,
+    ) -> Result<((RelayId, SocketAddr), Option<[u8; 8]>), BindError> {
         if family != AddressFamily::V4 {
             return Err(BindError::Family);
         }
-        if self.bound.len() >= self.limit {
+        let need = if reserve_next { 2 } else { 1 };
+        if self.bound.len() + need > self.limit {
             return Err(BindError::Exhausted);
         }
-        self.next += 1;
-        self.bound.insert(self.next);
-        Ok((RelayId(self.next), SocketAddr::new("198.51.100.1".parse().unwrap(), 50000 + self.next as u16)))
+        let mut one = || {
+            self.next += 1;
+            self.bound.insert(self.next);
+            (RelayId(self.next), SocketAddr::new("198.51.100.1".parse().unwrap(), 50000 + self.next as u16))
+        };
+        let first = one();
+        let token = reserve_next.then(|| {
+            let second = one();
+            let token = [second.0 .0 as u8; 8];
+            self.reserved.push((token, second));
+            token
+        });
+        Ok((first, token))
+    }
+    fn claim(&mut self, token: [u8; 8]) -> Option<(RelayId, SocketAddr)> {
+        let i = self.reserved.iter().position(|(t, _)| *t == token)?;
+        Some(self.reserved.remove(i).1)
     }
     fn release(&mut self, id: RelayId) {
         assert!(self.bound.remove(&id.0), "released twice or never bound");
@@ -381,6 +402,45 @@ fn retransmitted_allocate_gets_the_same_answer() {
     });
     r.ok();
     assert_eq!(w.server.allocations(), 1);
+}
+
+#[test]
+fn even_port_reservation_hands_out_the_next_port() {
+    let mut w = world();
+    let mut c = Client::new(tuple("192.0.2.10:40000"), "alice", "alice-pw");
+    c.allocate(&mut w);
+    let mut rtp = Client::new(tuple("192.0.2.10:40001"), "alice", "alice-pw");
+    rtp.nonce = c.nonce.clone();
+    let r = rtp.request(&mut w, Method::ALLOCATE, |m| {
+        m.add::<RequestedTransport>(PROTOCOL_UDP).unwrap();
+        m.add::<stun::attr::EvenPort>(true).unwrap();
+    });
+    let m = r.ok().msg();
+    let rtp_addr = m.require::<XorRelayedAddress>().unwrap();
+    let token = m.require::<stun::attr::ReservationToken>().unwrap();
+    let mut rtcp = Client::new(tuple("192.0.2.10:40002"), "alice", "alice-pw");
+    rtcp.nonce = c.nonce.clone();
+    let r = rtcp.request(&mut w, Method::ALLOCATE, move |m| {
+        m.add::<RequestedTransport>(PROTOCOL_UDP).unwrap();
+        m.add::<stun::attr::ReservationToken>(token).unwrap();
+    });
+    let rtcp_addr = r.ok().msg().require::<XorRelayedAddress>().unwrap();
+    assert_eq!(rtcp_addr.port(), rtp_addr.port() + 1);
+    // A token works once.
+    let mut again = Client::new(tuple("192.0.2.10:40003"), "alice", "alice-pw");
+    again.nonce = c.nonce.clone();
+    let r = again.request(&mut w, Method::ALLOCATE, move |m| {
+        m.add::<RequestedTransport>(PROTOCOL_UDP).unwrap();
+        m.add::<stun::attr::ReservationToken>(token).unwrap();
+    });
+    assert_eq!(r.code, Some(508));
+    // EVEN-PORT together with a token is malformed.
+    let r = again.request(&mut w, Method::ALLOCATE, move |m| {
+        m.add::<RequestedTransport>(PROTOCOL_UDP).unwrap();
+        m.add::<stun::attr::EvenPort>(false).unwrap();
+        m.add::<stun::attr::ReservationToken>(token).unwrap();
+    });
+    assert_eq!(r.code, Some(400));
 }
 
 #[test]

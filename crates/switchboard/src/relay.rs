@@ -1,0 +1,520 @@
+//! The STUN/TURN server's I/O: sockets, worker threads and timers around the
+//! sans-IO [`turn::server::Server`].
+//!
+//! Each worker is one OS thread with a single-threaded tokio runtime. It owns
+//! its own `SO_REUSEPORT` UDP socket on the TURN port (the kernel spreads
+//! clients over workers by address hash, and keeps each client on one
+//! worker), its own allocation table, the relay sockets of its allocations,
+//! and the TCP clients handed to it. Nothing is shared between workers on
+//! the data path; only the quota counters are.
+
+use anyhow::{Context, Result};
+use socket2::{Domain, Protocol, Socket, Type};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::rc::{Rc, Weak};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use stun::attr::AddressFamily;
+use stun::demux::frame_len;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+use turn::auth::Credentials;
+use turn::policy::PeerPolicy;
+use turn::server::{Action, BindError, Bound, Config, FiveTuple, Quota, RelayId, Relays, Server, Stats, Transport};
+
+/// Everything the TURN server needs, resolved from flags.
+#[derive(Debug, Clone)]
+pub struct TurnSettings {
+    pub listen: SocketAddr,
+    /// Address advertised in XOR-RELAYED-ADDRESS.
+    pub external_ip: IpAddr,
+    pub relay_ports: (u16, u16),
+    pub workers: usize,
+    pub core: Config,
+    pub creds: Arc<Credentials>,
+    pub policy: Arc<PeerPolicy>,
+    pub max_allocations: usize,
+    pub max_allocations_per_user: usize,
+}
+
+/// Counters and gauges of one worker, copied out once a second for
+/// `/metrics`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Snapshot {
+    pub stats: Stats,
+    pub allocations: usize,
+    pub permissions: usize,
+    pub channels: usize,
+}
+
+/// A running TURN server.
+pub struct TurnHandle {
+    /// The TURN address, for UDP and TCP alike.
+    pub udp_addr: SocketAddr,
+    snapshots: Vec<Arc<Mutex<Snapshot>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl TurnHandle {
+    /// Sum over workers.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut t = Snapshot::default();
+        for s in &self.snapshots {
+            let s = *s.lock().unwrap_or_else(|e| e.into_inner());
+            let (a, b) = (&mut t.stats, s.stats);
+            a.packets_to_peer += b.packets_to_peer;
+            a.bytes_to_peer += b.bytes_to_peer;
+            a.packets_to_client += b.packets_to_client;
+            a.bytes_to_client += b.bytes_to_client;
+            a.auth_failures += b.auth_failures;
+            a.denied_peers += b.denied_peers;
+            a.dropped_bandwidth += b.dropped_bandwidth;
+            a.dropped_no_permission += b.dropped_no_permission;
+            a.throttled += b.throttled;
+            a.malformed += b.malformed;
+            t.allocations += s.allocations;
+            t.permissions += s.permissions;
+            t.channels += s.channels;
+        }
+        t
+    }
+
+    /// Waits for the worker threads after shutdown was signalled.
+    pub fn join(self) {
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn reuseport_udp(addr: SocketAddr) -> Result<std::net::UdpSocket> {
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_reuse_address(true)?;
+    #[cfg(unix)]
+    s.set_reuse_port(true)?;
+    // Bursts of relayed packets must not overflow the default buffers.
+    let _ = s.set_recv_buffer_size(4 << 20);
+    let _ = s.set_send_buffer_size(4 << 20);
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
+/// Relay ports handed out round-robin across workers, and the ports
+/// reserved by EVEN-PORT for a later Allocate (which may reach any worker).
+struct PortPool {
+    lo: u16,
+    hi: u16,
+    cursor: AtomicU32,
+    reserved: Mutex<HashMap<[u8; 8], (std::net::UdpSocket, Instant)>>,
+}
+
+/// RFC 8656 §7.2: a reservation is kept about 30 seconds.
+const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
+
+impl PortPool {
+    fn reserve(&self, sock: std::net::UdpSocket) -> [u8; 8] {
+        let mut token = [0u8; 8];
+        rand::fill(&mut token);
+        let now = Instant::now();
+        let mut r = self.reserved.lock().unwrap_or_else(|e| e.into_inner());
+        r.retain(|_, (_, exp)| *exp > now);
+        r.insert(token, (sock, now + RESERVATION_LIFETIME));
+        token
+    }
+
+    fn claim(&self, token: [u8; 8]) -> Option<std::net::UdpSocket> {
+        let now = Instant::now();
+        let mut r = self.reserved.lock().unwrap_or_else(|e| e.into_inner());
+        r.retain(|_, (_, exp)| *exp > now);
+        r.remove(&token).map(|(s, _)| s)
+    }
+
+    /// Binds a relay socket on some free port of the range; with `pair`,
+    /// an even port and the odd one after it.
+    fn bind(&self, ip: IpAddr, even: bool, pair: bool) -> Option<(std::net::UdpSocket, Option<std::net::UdpSocket>)> {
+        let span = u32::from(self.hi - self.lo) + 1;
+        for _ in 0..span {
+            let off = self.cursor.fetch_add(1, Ordering::Relaxed) % span;
+            let port = self.lo + off as u16;
+            if (even || pair) && port % 2 == 1 {
+                continue;
+            }
+            let Some(first) = bind_port(ip, port) else { continue };
+            if !pair {
+                return Some((first, None));
+            }
+            if port < self.hi {
+                if let Some(second) = bind_port(ip, port + 1) {
+                    return Some((first, Some(second)));
+                }
+            }
+        }
+        None
+    }
+}
+
+fn bind_port(ip: IpAddr, port: u16) -> Option<std::net::UdpSocket> {
+    let addr = SocketAddr::new(ip, port);
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).ok()?;
+    s.bind(&addr.into()).ok()?;
+    s.set_nonblocking(true).ok()?;
+    let _ = s.set_recv_buffer_size(1 << 20);
+    let _ = s.set_send_buffer_size(1 << 20);
+    Some(s.into())
+}
+
+/// Starts the workers. Returns once every socket is bound.
+pub fn start(settings: TurnSettings, shutdown: CancellationToken) -> Result<TurnHandle> {
+    let settings = Arc::new(settings);
+    let quota = Quota::new(settings.max_allocations, settings.max_allocations_per_user);
+    let ports = Arc::new(PortPool {
+        lo: settings.relay_ports.0,
+        hi: settings.relay_ports.1,
+        cursor: AtomicU32::new(0),
+        reserved: Mutex::new(HashMap::new()),
+    });
+    let mut nonce_secret = [0u8; 32];
+    rand::fill(&mut nonce_secret);
+
+    // Bind the first UDP socket to learn the port when 0 was asked for, then
+    // the rest of the reuseport group on that same port.
+    let first = reuseport_udp(settings.listen)
+        .with_context(|| format!("cannot bind TURN UDP socket on {}", settings.listen))?;
+    let udp_addr = first.local_addr()?;
+    let mut udp_sockets = vec![first];
+    for _ in 1..settings.workers {
+        udp_sockets.push(reuseport_udp(udp_addr).context("binding another reuseport UDP socket")?);
+    }
+    let tcp = std::net::TcpListener::bind(SocketAddr::new(udp_addr.ip(), udp_addr.port()))
+        .with_context(|| format!("cannot bind TURN TCP listener on {udp_addr}"))?;
+    tcp.set_nonblocking(true)?;
+    let tcp_addr = tcp.local_addr()?;
+
+    let mut snapshots = Vec::new();
+    let mut threads = Vec::new();
+    let mut tcp_handoff = Vec::new();
+    for (i, sock) in udp_sockets.into_iter().enumerate() {
+        let snap = Arc::new(Mutex::new(Snapshot::default()));
+        snapshots.push(snap.clone());
+        let (tx, rx) = mpsc::unbounded_channel::<std::net::TcpStream>();
+        tcp_handoff.push(tx);
+        let server = Server::new(
+            settings.core.clone(),
+            settings.creds.clone(),
+            settings.policy.clone(),
+            quota.clone(),
+            nonce_secret,
+        );
+        let ctx = WorkerInit {
+            settings: settings.clone(),
+            ports: ports.clone(),
+            server,
+            sock,
+            tcp: rx,
+            snap,
+            shutdown: shutdown.clone(),
+        };
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("turn-{i}"))
+                .spawn(move || {
+                    if let Err(e) = run_worker(ctx) {
+                        warn!("TURN worker stopped: {e:#}");
+                    }
+                })?,
+        );
+    }
+
+    // TCP accept runs on the caller's runtime and deals connections out to
+    // the workers.
+    let tcp = TcpListener::from_std(tcp)?;
+    tokio::spawn(async move {
+        let mut next = 0usize;
+        loop {
+            tokio::select! {
+                r = tcp.accept() => match r {
+                    Ok((stream, _)) => {
+                        let _ = stream.set_nodelay(true);
+                        if let Ok(std) = stream.into_std() {
+                            let _ = tcp_handoff[next % tcp_handoff.len()].send(std);
+                            next += 1;
+                        }
+                    }
+                    Err(e) => {
+                        warn!("TURN TCP accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                _ = shutdown.cancelled() => break,
+            }
+        }
+    });
+
+    info!(%udp_addr, %tcp_addr, workers = settings.workers, external_ip = %settings.external_ip,
+        relay_ports = ?settings.relay_ports, "STUN/TURN listening");
+    Ok(TurnHandle { udp_addr, snapshots, threads })
+}
+
+struct WorkerInit {
+    settings: Arc<TurnSettings>,
+    ports: Arc<PortPool>,
+    server: Server,
+    sock: std::net::UdpSocket,
+    tcp: mpsc::UnboundedReceiver<std::net::TcpStream>,
+    snap: Arc<Mutex<Snapshot>>,
+    shutdown: CancellationToken,
+}
+
+struct RelaySocket {
+    socket: Rc<UdpSocket>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// A worker's state, shared by its local tasks (one thread, so `Rc`).
+struct Worker {
+    server: RefCell<Server>,
+    udp: Rc<UdpSocket>,
+    local_addr: SocketAddr,
+    relays: RefCell<RelayTable>,
+    tcp_clients: RefCell<HashMap<SocketAddr, Rc<tokio::sync::Mutex<OwnedWriteHalf>>>>,
+}
+
+struct RelayTable {
+    me: Weak<Worker>,
+    settings: Arc<TurnSettings>,
+    ports: Arc<PortPool>,
+    sockets: HashMap<RelayId, RelaySocket>,
+    next_id: u32,
+}
+
+impl RelayTable {
+    fn adopt(&mut self, std_sock: std::net::UdpSocket) -> Result<Bound, BindError> {
+        let port = std_sock.local_addr().map_err(|_| BindError::Exhausted)?.port();
+        let socket = Rc::new(UdpSocket::from_std(std_sock).map_err(|_| BindError::Exhausted)?);
+        self.next_id = self.next_id.wrapping_add(1);
+        let id = RelayId(self.next_id);
+        let task = tokio::task::spawn_local(relay_loop(self.me.clone(), id, socket.clone()));
+        self.sockets.insert(id, RelaySocket { socket, task });
+        Ok((id, SocketAddr::new(self.settings.external_ip, port)))
+    }
+}
+
+impl Relays for RelayTable {
+    fn bind(
+        &mut self,
+        family: AddressFamily,
+        even_port: bool,
+        reserve_next: bool,
+    ) -> Result<(Bound, Option<[u8; 8]>), BindError> {
+        let ext = self.settings.external_ip;
+        if AddressFamily::of(&ext) != family {
+            return Err(BindError::Family);
+        }
+        let bind_ip: IpAddr = match ext {
+            IpAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+            IpAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+        };
+        let (first, second) = self.ports.bind(bind_ip, even_port, reserve_next).ok_or(BindError::Exhausted)?;
+        let first = self.adopt(first)?;
+        Ok((first, second.map(|s| self.ports.reserve(s))))
+    }
+
+    fn claim(&mut self, token: [u8; 8]) -> Option<Bound> {
+        let sock = self.ports.claim(token)?;
+        self.adopt(sock).ok()
+    }
+
+    fn release(&mut self, id: RelayId) {
+        if let Some(r) = self.sockets.remove(&id) {
+            r.task.abort();
+        }
+    }
+}
+
+fn run_worker(init: WorkerInit) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async move {
+        let udp = Rc::new(UdpSocket::from_std(init.sock)?);
+        let local_addr = udp.local_addr()?;
+        let worker = Rc::new_cyclic(|me| Worker {
+            server: RefCell::new(init.server),
+            udp,
+            local_addr,
+            relays: RefCell::new(RelayTable {
+                me: me.clone(),
+                settings: init.settings.clone(),
+                ports: init.ports.clone(),
+                sockets: HashMap::new(),
+                next_id: 0,
+            }),
+            tcp_clients: RefCell::new(HashMap::new()),
+        });
+        let udp_task = tokio::task::spawn_local(udp_loop(worker.clone()));
+        let mut tcp_rx = init.tcp;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    let now = Instant::now();
+                    let mut server = worker.server.borrow_mut();
+                    server.handle_timeout(now, &mut *worker.relays.borrow_mut());
+                    *init.snap.lock().unwrap_or_else(|e| e.into_inner()) = Snapshot {
+                        stats: server.stats(),
+                        allocations: server.allocations(),
+                        permissions: server.permissions(),
+                        channels: server.channels(),
+                    };
+                }
+                Some(stream) = tcp_rx.recv() => {
+                    match TcpStream::from_std(stream) {
+                        Ok(s) => { tokio::task::spawn_local(tcp_client(worker.clone(), s)); }
+                        Err(e) => warn!("adopting TURN TCP connection: {e}"),
+                    }
+                }
+                _ = init.shutdown.cancelled() => break,
+            }
+        }
+        udp_task.abort();
+        for (_, r) in worker.relays.borrow_mut().sockets.drain() {
+            r.task.abort();
+        }
+        Ok::<(), anyhow::Error>(())
+    })
+}
+
+/// Sends `data` to a client over UDP or its TCP connection.
+async fn to_client(w: &Worker, tuple: FiveTuple, data: &[u8]) {
+    match tuple.transport {
+        Transport::Udp => {
+            if let Err(e) = w.udp.send_to(data, tuple.client).await {
+                debug!("send to client {}: {e}", tuple.client);
+            }
+        }
+        Transport::Tcp => {
+            let writer = w.tcp_clients.borrow().get(&tuple.client).cloned();
+            if let Some(writer) = writer {
+                let mut guard = writer.lock().await;
+                if let Err(e) = guard.write_all(data).await {
+                    debug!("send to TCP client {}: {e}", tuple.client);
+                }
+            }
+        }
+    }
+}
+
+async fn to_peer(w: &Worker, relay: RelayId, peer: SocketAddr, data: &[u8]) {
+    let sock = w.relays.borrow().sockets.get(&relay).map(|r| r.socket.clone());
+    if let Some(sock) = sock {
+        if let Err(e) = sock.send_to(data, peer).await {
+            debug!("relay send to {peer}: {e}");
+        }
+    }
+}
+
+/// Handles one client packet and carries out the answer.
+async fn client_packet(w: &Worker, tuple: FiveTuple, packet: &[u8], out: &mut Vec<u8>) {
+    let action = {
+        let mut server = w.server.borrow_mut();
+        let mut relays = w.relays.borrow_mut();
+        server.handle_client(Instant::now(), unix_now(), tuple, packet, out, &mut *relays)
+    };
+    match action {
+        Action::None => {}
+        Action::ToClient { tuple, data } => to_client(w, tuple, data).await,
+        Action::ToPeer { relay, peer, data } => to_peer(w, relay, peer, data).await,
+    }
+}
+
+async fn udp_loop(w: Rc<Worker>) {
+    // Reused for every packet: the data path allocates nothing.
+    let mut buf = vec![0u8; 65_536];
+    let mut out = Vec::with_capacity(65_536 + 64);
+    loop {
+        let (n, from) = match w.udp.recv_from(&mut buf).await {
+            Ok(x) => x,
+            Err(e) => {
+                // ICMP errors from earlier sends surface here on Linux.
+                debug!("TURN UDP recv: {e}");
+                continue;
+            }
+        };
+        let tuple = FiveTuple { client: from, server: w.local_addr, transport: Transport::Udp };
+        client_packet(&w, tuple, &buf[..n], &mut out).await;
+    }
+}
+
+async fn relay_loop(me: Weak<Worker>, id: RelayId, socket: Rc<UdpSocket>) {
+    let mut buf = vec![0u8; 65_536];
+    let mut out = Vec::with_capacity(65_536 + 64);
+    loop {
+        let (n, from) = match socket.recv_from(&mut buf).await {
+            Ok(x) => x,
+            Err(e) => {
+                debug!("relay recv: {e}");
+                continue;
+            }
+        };
+        let Some(w) = me.upgrade() else { return };
+        let action = w.server.borrow_mut().handle_peer(Instant::now(), id, from, &buf[..n], &mut out);
+        if let Action::ToClient { tuple, data } = action {
+            to_client(&w, tuple, data).await;
+        }
+    }
+}
+
+/// Reads STUN and ChannelData frames from one TCP client (RFC 8656 §5: the
+/// frames sit back to back, ChannelData padded to 4 bytes).
+async fn tcp_client(w: Rc<Worker>, stream: TcpStream) {
+    let Ok(client) = stream.peer_addr() else { return };
+    let Ok(server_addr) = stream.local_addr() else { return };
+    let tuple = FiveTuple { client, server: server_addr, transport: Transport::Tcp };
+    let (mut rd, wr) = stream.into_split();
+    w.tcp_clients.borrow_mut().insert(client, Rc::new(tokio::sync::Mutex::new(wr)));
+    let mut buf = vec![0u8; 65_536 + 8];
+    let mut out = Vec::with_capacity(65_536 + 64);
+    let mut filled = 0usize;
+    'conn: loop {
+        let n = match rd.read(&mut buf[filled..]).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        filled += n;
+        let mut start = 0usize;
+        loop {
+            let frame = match frame_len(&buf[start..filled]) {
+                Ok(Some(f)) => f.len(),
+                Ok(None) => break,
+                Err(e) => {
+                    debug!(%client, "TURN TCP framing lost: {e}");
+                    break 'conn;
+                }
+            };
+            if frame > buf.len() {
+                break 'conn;
+            }
+            if filled - start < frame {
+                break;
+            }
+            client_packet(&w, tuple, &buf[start..start + frame], &mut out).await;
+            start += frame;
+        }
+        buf.copy_within(start..filled, 0);
+        filled -= start;
+    }
+    w.tcp_clients.borrow_mut().remove(&client);
+    let mut relays = w.relays.borrow_mut();
+    w.server.borrow_mut().close_client(tuple, &mut *relays);
+}
