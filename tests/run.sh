@@ -16,7 +16,7 @@ as_root() {
 
 # Debian packages the tests use, as "command:package".
 missing=()
-for pair in chromium:chromium node:nodejs npm:npm; do
+for pair in chromium:chromium node:nodejs npm:npm turnutils_uclient:coturn; do
     command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then

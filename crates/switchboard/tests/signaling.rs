@@ -3,83 +3,14 @@
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use common::{Server, WAIT};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream as TokioTcp;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-const WAIT: Duration = Duration::from_secs(5);
-
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Server {
-    fn start(args: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start switchboard");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("switchboard listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .parse()
-            .unwrap();
-        Server { child, addr }
-    }
-
-    fn url(&self) -> String {
-        format!("ws://{}/v1/ws", self.addr)
-    }
-
-    fn terminate(&mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// GET over plain HTTP/1.1; returns (status, body).
-    fn get(&self, path: &str) -> (u16, String) {
-        let mut s = TcpStream::connect(self.addr).unwrap();
-        s.set_read_timeout(Some(WAIT)).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        let status = out[9..12].parse().unwrap();
-        let body = out.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("").to_string();
-        (status, body)
-    }
-
-    fn metric(&self, needle: &str) -> f64 {
-        let (_, body) = self.get("/metrics");
-        body.lines()
-            .find_map(|l| l.strip_prefix(needle).map(|v| v.trim().parse().unwrap()))
-            .unwrap_or_else(|| panic!("no metric {needle} in\n{body}"))
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 struct Client {
     ws: WebSocketStream<MaybeTlsStream<TokioTcp>>,
@@ -154,7 +85,7 @@ impl Client {
 
 #[tokio::test]
 async fn join_relay_and_spoofed_from() {
-    let server = Server::start(&["--ice-server", "stun:stun.example.net:3478"]);
+    let server = Server::start(&["--ice-server", "stun:stun.example.net:3478", "--no-turn"]);
     let mut a = Client::connect(&server).await;
     let mut b = Client::connect(&server).await;
     a.send(json!({"type":"join","room":"demo","meta":{"name":"A"}})).await;
@@ -368,6 +299,36 @@ async fn graceful_shutdown_sends_going_away() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "{status}");
+}
+
+#[tokio::test]
+async fn welcome_carries_working_turn_credentials() {
+    let server = Server::start(&["--ice-server", "stun:stun.example.net:3478", "--turn-ttl", "600"]);
+    let turn = server.turn.expect("TURN runs by default");
+    let mut a = Client::connect(&server).await;
+    let w = a.join("r", "alice").await;
+    let ice = w["iceServers"].as_array().unwrap();
+    assert_eq!(ice[0], json!({"urls":["stun:stun.example.net:3478"]}));
+    assert_eq!(ice[1], json!({"urls":[format!("stun:{turn}")]}));
+    assert_eq!(
+        ice[2]["urls"],
+        json!([format!("turn:{turn}?transport=udp"), format!("turn:{turn}?transport=tcp")])
+    );
+    // REST-style username: expiry then the peer id.
+    let user = ice[2]["username"].as_str().unwrap();
+    let (expiry, id) = user.split_once(':').unwrap();
+    assert_eq!(id, "alice");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let expiry: u64 = expiry.parse().unwrap();
+    assert!((now + 590..=now + 610).contains(&expiry), "{expiry} vs {now}");
+    assert!(!ice[2]["credential"].as_str().unwrap().is_empty());
+
+    let (status, body) = server.get("/v1/ice-servers");
+    assert_eq!(status, 200);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["iceServers"].as_array().unwrap().len(), 3);
+    // That the credentials authenticate is checked against coturn's own
+    // client in turn_interop.rs.
 }
 
 #[tokio::test]
