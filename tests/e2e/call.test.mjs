@@ -127,15 +127,60 @@ test('a peer without a camera joins receive-only and still sees the other', { ti
   await dave.context().close();
 });
 
-test('/call?relay=1 joins with TURN-only ICE and warns when there is no TURN server', { timeout: 60_000 }, async () => {
-  const page = await newPage(browser, 'relay');
-  await page.goto(`${server.origin}/call?room=${roomName('relay')}&relay=1`);
-  await waitFor(page, () => document.body.dataset.joined === 'true');
-  assert.equal(await page.evaluate(() => window.switchboardRoom.options.iceTransportPolicy), 'relay');
-  const notice = page.locator('#notices [data-code="relay-no-turn"]');
-  await notice.waitFor();
-  assert.match(await notice.textContent(), /TURN only/);
-  await screenshot(page, 'call-relay');
-  assert.deepEqual(page.errors, []);
-  await page.context().close();
+test('/call?relay=1 connects through the built-in TURN server only', { timeout: 120_000 }, async () => {
+  // Both browsers are on this machine, so the relay must be allowed to reach loopback peers.
+  const turnServer = await startServer(['--allow-peer', '127.0.0.0/8']);
+  const room = roomName('relay');
+  const erin = await newPage(browser, 'relay-erin');
+  const frank = await newPage(browser, 'relay-frank');
+  try {
+    for (const [page, name] of [[erin, 'erin'], [frank, 'frank']]) {
+      await page.goto(`${turnServer.origin}/call?room=${room}&relay=1&name=${name}`);
+      await waitFor(page, () => document.body.dataset.joined === 'true');
+      const notice = page.locator('#notices [data-code="relay"]');
+      await notice.waitFor();
+      assert.match(await notice.textContent(), /TURN only/);
+    }
+    for (const page of [erin, frank]) {
+      await waitFor(page, remoteVideoPlaying, undefined, 45_000);
+      const r = await page.evaluate(async () => {
+        const peer = [...window.switchboardRoom.peers.values()][0];
+        return {
+          policy: peer.pc.getConfiguration().iceTransportPolicy,
+          types: [...new Set(peer.candidates.local.map((c) => c.type))],
+          pair: await peer.getSelectedCandidatePair(),
+        };
+      });
+      assert.equal(r.policy, 'relay');
+      assert.deepEqual(r.types, ['relay'], 'only relay candidates are gathered');
+      assert.equal(r.pair.local.candidateType, 'relay');
+      assert.equal(r.pair.remote.candidateType, 'relay');
+    }
+    await screenshot(erin, 'call-relay-erin');
+    await screenshot(frank, 'call-relay-frank');
+    assert.deepEqual(erin.errors, []);
+    assert.deepEqual(frank.errors, []);
+  } finally {
+    await erin.context().close();
+    await frank.context().close();
+    await turnServer.stop();
+  }
+});
+
+test('/call?relay=1 warns when the server hands out no TURN server', { timeout: 60_000 }, async () => {
+  const noTurn = await startServer([], { turn: false });
+  const page = await newPage(browser, 'relay-no-turn');
+  try {
+    await page.goto(`${noTurn.origin}/call?room=${roomName('relay')}&relay=1`);
+    await waitFor(page, () => document.body.dataset.joined === 'true');
+    assert.equal(await page.evaluate(() => window.switchboardRoom.options.iceTransportPolicy), 'relay');
+    const notice = page.locator('#notices [data-code="relay-no-turn"]');
+    await notice.waitFor();
+    assert.match(await notice.textContent(), /no TURN server/);
+    await screenshot(page, 'call-relay-no-turn');
+    assert.deepEqual(page.errors, []);
+  } finally {
+    await page.context().close();
+    await noTurn.stop();
+  }
 });

@@ -2,7 +2,7 @@
 // free 127.0.0.1 port, launch Debian's headless Chromium through
 // playwright-core, capture page errors and write screenshots.
 
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -50,18 +50,61 @@ export function freePort() {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/** @type {Map<string, string>} */
+const helpCache = new Map();
+
+/** `switchboard serve --help` of the binary under test (to detect optional flags). */
+function serveHelp(bin) {
+  if (!helpCache.has(bin)) {
+    const r = spawnSync(bin, ['serve', '--help'], { encoding: 'utf8' });
+    helpCache.set(bin, `${r.stdout ?? ''}${r.stderr ?? ''}`);
+  }
+  return /** @type {string} */ (helpCache.get(bin));
+}
+
 /**
  * Start `switchboard serve --listen 127.0.0.1:<free port> ...extraArgs` and
- * wait until /healthz answers.
+ * wait until /healthz answers. The built-in STUN/TURN server (when the binary
+ * has one) listens on another free 127.0.0.1 port, or is switched off with
+ * `{turn: false}`, so that several servers can run at once and nothing
+ * listens beyond loopback.
  * @param {string[]} [extraArgs]
+ * @param {{turn?: boolean}} [opts]
  */
-export async function startServer(extraArgs = []) {
+export async function startServer(extraArgs = [], opts = {}) {
   const bin = serverBinary();
   if (!fs.existsSync(bin)) {
     throw new Error(`switchboard binary not found at ${bin}: run "cargo build -p switchboard" or set SWITCHBOARD_BIN`);
   }
+  // Another process may grab a port between freePort() and the bind: a
+  // server that exits because an address is in use is retried on new ports.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startServerOnce(bin, extraArgs, opts);
+    } catch (err) {
+      if (attempt < 4 && /in use/i.test(String(err && err.message))) continue;
+      throw err;
+    }
+  }
+}
+
+/**
+ * @param {string} bin
+ * @param {string[]} extraArgs
+ * @param {{turn?: boolean}} opts
+ */
+async function startServerOnce(bin, extraArgs, opts) {
   const port = await freePort();
-  const args = ['serve', '--listen', `127.0.0.1:${port}`, ...extraArgs];
+  const args = ['serve', '--listen', `127.0.0.1:${port}`];
+  const help = serveHelp(bin);
+  let turnPort = null;
+  if (opts.turn === false) {
+    if (help.includes('--no-turn')) args.push('--no-turn');
+  } else if (help.includes('--turn-listen')) {
+    do turnPort = await freePort(); while (turnPort === port);
+    args.push('--turn-listen', `127.0.0.1:${turnPort}`);
+  }
+  args.push(...extraArgs);
   const proc = spawn(bin, args, { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   const collect = (d) => {
@@ -70,29 +113,37 @@ export async function startServer(extraArgs = []) {
   };
   proc.stdout.on('data', collect);
   proc.stderr.on('data', collect);
+  /** @type {{code: number | null, signal: string | null} | null} */
   let exited = null;
   const exitPromise = new Promise((resolve) => proc.on('exit', (code, signal) => {
     exited = { code, signal };
     resolve(exited);
   }));
+  const failed = (why) => new Error(`switchboard ${args.join(' ')} ${why}:\n${output}`);
 
   const origin = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 30_000;
   for (;;) {
-    if (exited) throw new Error(`switchboard exited early (${JSON.stringify(exited)}):\n${output}`);
+    if (exited) throw failed(`exited early (${JSON.stringify(exited)})`);
     try {
       const res = await fetch(`${origin}/healthz`);
       if (res.ok) break;
     } catch { /* not up yet */ }
     if (Date.now() > deadline) {
       proc.kill('SIGKILL');
-      throw new Error(`switchboard did not answer /healthz within 30 s:\n${output}`);
+      throw failed('did not answer /healthz within 30 s');
     }
     await sleep(100);
   }
+  // The answer must come from our process, not from another server that
+  // happened to hold the port: ours would have exited on the failed bind.
+  await sleep(300);
+  if (exited) throw failed(`exited right after start (${JSON.stringify(exited)})`);
 
   return {
     port,
+    turnPort,
+    args,
     origin,
     wsUrl: `ws://127.0.0.1:${port}/v1/ws`,
     get output() { return output; },
