@@ -43,7 +43,7 @@ struct TurnMetrics {
     auth_failures: Counter,
     denied_peers: Counter,
     dropped: Family<ReasonLabel, Counter>,
-    last: std::sync::Mutex<turn::server::Stats>,
+    last: std::sync::Mutex<(turn::server::Stats, u64)>,
 }
 
 pub struct Metrics {
@@ -128,7 +128,7 @@ impl Metrics {
         t.permissions.set(s.permissions as i64);
         t.channels.set(s.channels as i64);
         let mut last = t.last.lock().unwrap_or_else(|e| e.into_inner());
-        let (new, old) = (s.stats, *last);
+        let ((new, new_drops), (old, old_drops)) = ((s.stats, s.send_drops), *last);
         let dir = |d| DirLabel { direction: d };
         let why = |r| ReasonLabel { reason: r };
         t.packets.get_or_create(&dir("to_peer")).inc_by(new.packets_to_peer - old.packets_to_peer);
@@ -143,7 +143,8 @@ impl Metrics {
             .inc_by(new.dropped_no_permission - old.dropped_no_permission);
         t.dropped.get_or_create(&why("throttled")).inc_by(new.throttled - old.throttled);
         t.dropped.get_or_create(&why("malformed")).inc_by(new.malformed - old.malformed);
-        *last = new;
+        t.dropped.get_or_create(&why("send_buffer_full")).inc_by(new_drops - old_drops);
+        *last = (new, new_drops);
     }
 
     pub fn encode(&self) -> String {

@@ -20,7 +20,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use stun::attr::AddressFamily;
 use stun::demux::frame_len;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -52,6 +51,8 @@ pub struct Snapshot {
     pub allocations: usize,
     pub permissions: usize,
     pub channels: usize,
+    /// Packets dropped because a socket buffer or TCP queue was full.
+    pub send_drops: u64,
 }
 
 /// A running TURN server.
@@ -82,6 +83,7 @@ impl TurnHandle {
             t.allocations += s.allocations;
             t.permissions += s.permissions;
             t.channels += s.channels;
+            t.send_drops += s.send_drops;
         }
         t
     }
@@ -288,7 +290,11 @@ struct Worker {
     udp: Rc<UdpSocket>,
     local_addr: SocketAddr,
     relays: RefCell<RelayTable>,
-    tcp_clients: RefCell<HashMap<SocketAddr, Rc<tokio::sync::Mutex<OwnedWriteHalf>>>>,
+    tcp_clients: RefCell<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>,
+    /// Receive buffer and output buffer shared by all the worker's sockets.
+    bufs: RefCell<(Vec<u8>, Vec<u8>)>,
+    /// Packets dropped because a socket buffer or TCP queue was full.
+    send_drops: std::cell::Cell<u64>,
 }
 
 struct RelayTable {
@@ -361,6 +367,8 @@ fn run_worker(init: WorkerInit) -> Result<()> {
                 next_id: 0,
             }),
             tcp_clients: RefCell::new(HashMap::new()),
+            bufs: RefCell::new((vec![0u8; 65_536], Vec::with_capacity(65_536 + 64))),
+            send_drops: std::cell::Cell::new(0),
         });
         let udp_task = tokio::task::spawn_local(udp_loop(worker.clone()));
         let mut tcp_rx = init.tcp;
@@ -376,6 +384,7 @@ fn run_worker(init: WorkerInit) -> Result<()> {
                         allocations: server.allocations(),
                         permissions: server.permissions(),
                         channels: server.channels(),
+                        send_drops: worker.send_drops.get(),
                     };
                 }
                 Some(stream) = tcp_rx.recv() => {
@@ -395,37 +404,48 @@ fn run_worker(init: WorkerInit) -> Result<()> {
     })
 }
 
-/// Sends `data` to a client over UDP or its TCP connection.
-async fn to_client(w: &Worker, tuple: FiveTuple, data: &[u8]) {
+/// How many datagrams one socket may drain before yielding, so one busy
+/// allocation cannot starve the others on the worker.
+const DRAIN_BUDGET: usize = 64;
+
+/// Frames queued for one TCP client before further ones are dropped (whole
+/// frames, so the stream keeps its framing).
+const TCP_QUEUE: usize = 512;
+
+/// Sends `data` to a client over UDP or its TCP connection. Never waits:
+/// a full socket buffer or queue drops the packet, as the network would.
+fn to_client(w: &Worker, tuple: FiveTuple, data: &[u8]) {
     match tuple.transport {
         Transport::Udp => {
-            if let Err(e) = w.udp.send_to(data, tuple.client).await {
+            if let Err(e) = w.udp.try_send_to(data, tuple.client) {
+                w.send_drops.set(w.send_drops.get() + 1);
                 debug!("send to client {}: {e}", tuple.client);
             }
         }
         Transport::Tcp => {
-            let writer = w.tcp_clients.borrow().get(&tuple.client).cloned();
-            if let Some(writer) = writer {
-                let mut guard = writer.lock().await;
-                if let Err(e) = guard.write_all(data).await {
-                    debug!("send to TCP client {}: {e}", tuple.client);
+            if let Some(q) = w.tcp_clients.borrow().get(&tuple.client) {
+                // The TCP path copies each frame into its queue; UDP, the
+                // common case, does not.
+                if q.try_send(data.to_vec()).is_err() {
+                    w.send_drops.set(w.send_drops.get() + 1);
                 }
             }
         }
     }
 }
 
-async fn to_peer(w: &Worker, relay: RelayId, peer: SocketAddr, data: &[u8]) {
-    let sock = w.relays.borrow().sockets.get(&relay).map(|r| r.socket.clone());
-    if let Some(sock) = sock {
-        if let Err(e) = sock.send_to(data, peer).await {
+fn to_peer(w: &Worker, relay: RelayId, peer: SocketAddr, data: &[u8]) {
+    let relays = w.relays.borrow();
+    if let Some(r) = relays.sockets.get(&relay) {
+        if let Err(e) = r.socket.try_send_to(data, peer) {
+            w.send_drops.set(w.send_drops.get() + 1);
             debug!("relay send to {peer}: {e}");
         }
     }
 }
 
 /// Handles one client packet and carries out the answer.
-async fn client_packet(w: &Worker, tuple: FiveTuple, packet: &[u8], out: &mut Vec<u8>) {
+fn client_packet(w: &Worker, tuple: FiveTuple, packet: &[u8], out: &mut Vec<u8>) {
     let action = {
         let mut server = w.server.borrow_mut();
         let mut relays = w.relays.borrow_mut();
@@ -433,45 +453,66 @@ async fn client_packet(w: &Worker, tuple: FiveTuple, packet: &[u8], out: &mut Ve
     };
     match action {
         Action::None => {}
-        Action::ToClient { tuple, data } => to_client(w, tuple, data).await,
-        Action::ToPeer { relay, peer, data } => to_peer(w, relay, peer, data).await,
+        Action::ToClient { tuple, data } => to_client(w, tuple, data),
+        Action::ToPeer { relay, peer, data } => to_peer(w, relay, peer, data),
     }
 }
 
 async fn udp_loop(w: Rc<Worker>) {
-    // Reused for every packet: the data path allocates nothing.
-    let mut buf = vec![0u8; 65_536];
-    let mut out = Vec::with_capacity(65_536 + 64);
     loop {
-        let (n, from) = match w.udp.recv_from(&mut buf).await {
-            Ok(x) => x,
-            Err(e) => {
-                // ICMP errors from earlier sends surface here on Linux.
-                debug!("TURN UDP recv: {e}");
-                continue;
-            }
-        };
-        let tuple = FiveTuple { client: from, server: w.local_addr, transport: Transport::Udp };
-        client_packet(&w, tuple, &buf[..n], &mut out).await;
+        if let Err(e) = w.udp.readable().await {
+            warn!("TURN UDP socket: {e}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        }
+        for _ in 0..DRAIN_BUDGET {
+            // The worker's one pair of buffers serves every socket: nothing
+            // awaits while they are borrowed, so no socket needs its own.
+            let mut bufs = w.bufs.borrow_mut();
+            let (buf, out) = &mut *bufs;
+            let (n, from) = match w.udp.try_recv_from(buf) {
+                Ok(x) => x,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    // ICMP errors from earlier sends surface here on Linux.
+                    debug!("TURN UDP recv: {e}");
+                    continue;
+                }
+            };
+            let tuple = FiveTuple { client: from, server: w.local_addr, transport: Transport::Udp };
+            client_packet(&w, tuple, &buf[..n], out);
+        }
+        tokio::task::yield_now().await;
     }
 }
 
+/// Waits on one relay socket. The task holds no buffer of its own, which
+/// keeps an allocation's memory small.
 async fn relay_loop(me: Weak<Worker>, id: RelayId, socket: Rc<UdpSocket>) {
-    let mut buf = vec![0u8; 65_536];
-    let mut out = Vec::with_capacity(65_536 + 64);
     loop {
-        let (n, from) = match socket.recv_from(&mut buf).await {
-            Ok(x) => x,
-            Err(e) => {
-                debug!("relay recv: {e}");
-                continue;
-            }
-        };
-        let Some(w) = me.upgrade() else { return };
-        let action = w.server.borrow_mut().handle_peer(Instant::now(), id, from, &buf[..n], &mut out);
-        if let Action::ToClient { tuple, data } = action {
-            to_client(&w, tuple, data).await;
+        if socket.readable().await.is_err() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
         }
+        let Some(w) = me.upgrade() else { return };
+        for _ in 0..DRAIN_BUDGET {
+            let mut bufs = w.bufs.borrow_mut();
+            let (buf, out) = &mut *bufs;
+            let (n, from) = match socket.try_recv_from(buf) {
+                Ok(x) => x,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    debug!("relay recv: {e}");
+                    continue;
+                }
+            };
+            let action = w.server.borrow_mut().handle_peer(Instant::now(), id, from, &buf[..n], out);
+            if let Action::ToClient { tuple, data } = action {
+                to_client(&w, tuple, data);
+            }
+        }
+        drop(w);
+        tokio::task::yield_now().await;
     }
 }
 
@@ -481,8 +522,16 @@ async fn tcp_client(w: Rc<Worker>, stream: TcpStream) {
     let Ok(client) = stream.peer_addr() else { return };
     let Ok(server_addr) = stream.local_addr() else { return };
     let tuple = FiveTuple { client, server: server_addr, transport: Transport::Tcp };
-    let (mut rd, wr) = stream.into_split();
-    w.tcp_clients.borrow_mut().insert(client, Rc::new(tokio::sync::Mutex::new(wr)));
+    let (mut rd, mut wr) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(TCP_QUEUE);
+    w.tcp_clients.borrow_mut().insert(client, tx);
+    let writer = tokio::task::spawn_local(async move {
+        while let Some(frame) = rx.recv().await {
+            if wr.write_all(&frame).await.is_err() {
+                break;
+            }
+        }
+    });
     let mut buf = vec![0u8; 65_536 + 8];
     let mut out = Vec::with_capacity(65_536 + 64);
     let mut filled = 0usize;
@@ -508,13 +557,14 @@ async fn tcp_client(w: Rc<Worker>, stream: TcpStream) {
             if filled - start < frame {
                 break;
             }
-            client_packet(&w, tuple, &buf[start..start + frame], &mut out).await;
+            client_packet(&w, tuple, &buf[start..start + frame], &mut out);
             start += frame;
         }
         buf.copy_within(start..filled, 0);
         filled -= start;
     }
     w.tcp_clients.borrow_mut().remove(&client);
+    writer.abort();
     let mut relays = w.relays.borrow_mut();
     w.server.borrow_mut().close_client(tuple, &mut *relays);
 }
