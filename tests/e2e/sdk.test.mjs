@@ -111,6 +111,7 @@ test('SignalingChannel speaks protocol v1', { timeout: 60_000 }, async () => {
   assert.equal(r.invalidPeer, 'invalid-peer');
   assert.equal(r.left, 'beta');
   assert.deepEqual(r.rejoin, { room: `${room}-2`, peerIsString: true });
+  await screenshot(page, 'sdk-signaling');
   assert.deepEqual(page.errors, []);
   await page.context().close();
 });
@@ -192,6 +193,8 @@ test('perfect negotiation resolves a forced offer collision (newcomer polite)', 
     .addEventListener('message', (e) => { window.ctlReceived = e.data; }));
   await newcomer.evaluate(() => window.room.peers.get('old').channels.get('ctl').send('still here'));
   await waitFor(old, () => window.ctlReceived === 'still here');
+  await screenshot(old, 'sdk-glare-old');
+  await screenshot(newcomer, 'sdk-glare-newcomer');
   assert.deepEqual(await old.evaluate(() => window.errors), []);
   assert.deepEqual(await newcomer.evaluate(() => window.errors), []);
   await old.context().close();
@@ -221,7 +224,8 @@ test('three peers form a full mesh', { timeout: 90_000 }, async () => {
   await pages[1].evaluate(() => window.room.leave());
   await waitFor(pages[0], () => window.leftPeer === 'p2' && window.room.peers.size === 1);
   await waitFor(pages[2], () => window.room.peers.size === 1 && window.room.peers.get('p1').pc.connectionState === 'connected');
-  for (const page of pages) {
+  for (const [i, page] of pages.entries()) {
+    await screenshot(page, `sdk-mesh-p${i + 1}`);
     assert.deepEqual(await page.evaluate(() => window.errors), []);
     assert.deepEqual(page.errors, []);
     await page.context().close();
@@ -246,6 +250,8 @@ test('iceTransportPolicy "relay" reaches the peer connections', { timeout: 60_00
   assert.equal(r.policy, 'relay');
   assert.ok(r.types.every((t) => t === 'relay'), `local candidate types ${r.types}`);
   assert.equal(await a.evaluate(() => window.room.peers.get('b').pc.getConfiguration().iceTransportPolicy), 'all');
+  await screenshot(a, 'sdk-relay-a');
+  await screenshot(b, 'sdk-relay-b');
   await a.context().close();
   await b.context().close();
 });
