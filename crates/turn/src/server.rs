@@ -774,13 +774,17 @@ impl Server {
     }
 
     /// Checks a peer address against the relay's family and the policy.
+    ///
+    /// The policy goes first, so a forbidden address is a 403 however it is
+    /// spelled (`::ffff:127.0.0.1` on an IPv4 relay is refused, not merely
+    /// a family mismatch).
     fn vet_peer(&mut self, alloc_family: AddressFamily, peer: SocketAddr, key: Key) -> Result<(), Refusal> {
-        if AddressFamily::of(&peer.ip()) != alloc_family {
-            return Err(Refusal::signed(443, key));
-        }
         if self.policy.check(peer.ip()).is_err() {
             self.stats.denied_peers += 1;
             return Err(Refusal::signed(403, key));
+        }
+        if AddressFamily::of(&peer.ip()) != alloc_family {
+            return Err(Refusal::signed(443, key));
         }
         Ok(())
     }

@@ -512,14 +512,16 @@ fn peer_policy_and_channel_rules() {
     let mut c = Client::new(tuple("192.0.2.10:40000"), "alice", "alice-pw");
     c.allocate(&mut w);
     // The server's own address (203.0.113.200) is refused like the
-    // reserved ranges. IPv6 spellings of these (::ffff:127.0.0.1) are
-    // unwrapped by the policy (see policy.rs tests); on this IPv4 relay they
-    // are refused earlier, as a family mismatch.
-    for peer in ["127.0.0.1:80", "10.0.0.1:80", "169.254.169.254:80", "203.0.113.200:3478"] {
+    // reserved ranges, and so are IPv6 spellings of them.
+    for peer in [
+        "127.0.0.1:80", "[::ffff:127.0.0.1]:80", "[::ffff:7f00:1]:80", "[64:ff9b::a00:1]:80",
+        "10.0.0.1:80", "169.254.169.254:80", "203.0.113.200:3478", "[::ffff:203.0.113.200]:1",
+    ] {
         assert_eq!(c.permit(&mut w, peer).code, Some(403), "{peer}");
     }
-    assert_eq!(c.permit(&mut w, "[::ffff:127.0.0.1]:80").code, Some(443));
-    assert_eq!(w.server.stats().denied_peers, 4);
+    assert_eq!(w.server.stats().denied_peers, 8);
+    // A public IPv6 peer on this IPv4 relay: the family does not match.
+    assert_eq!(c.permit(&mut w, "[2606:4700::1111]:443").code, Some(443));
     // One bad peer in a multi-peer CreatePermission refuses all of them.
     let r = c.request(&mut w, Method::CREATE_PERMISSION, |m| {
         m.add::<XorPeerAddress>(addr(PEER)).unwrap();
