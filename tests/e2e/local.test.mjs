@@ -73,3 +73,25 @@ test('/local connects pc1 and pc2 and reports a setup time', { timeout: 90_000 }
   assert.deepEqual(page.errors, []);
   await page.context().close();
 });
+
+test('/local without camera says so and still connects over a data channel', { timeout: 60_000 }, async () => {
+  const page = await newPage(browser, 'local-nocam', {
+    initScript: () => {
+      navigator.mediaDevices.getUserMedia = () =>
+        Promise.reject(new DOMException('Permission denied', 'NotAllowedError'));
+    },
+  });
+  await page.goto(`${server.origin}/local`);
+  await page.click('#start');
+  const status = page.locator('#status[data-code="camera-denied"]');
+  await status.waitFor();
+  assert.match(await status.textContent(), /denied/);
+  await waitFor(page, () => !document.querySelector('#call').disabled);
+  await page.click('#call');
+  await waitFor(page, () => document.querySelector('#connection-state').textContent === 'connected');
+  assert.ok(Number(await page.locator('#setup-time').textContent()) > 0);
+  assert.match(await page.locator('#log').textContent(), /pc2 received data channel "local"/);
+  await screenshot(page, 'local-no-camera');
+  assert.deepEqual(page.errors, []);
+  await page.context().close();
+});
