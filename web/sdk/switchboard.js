@@ -949,6 +949,8 @@ export class Room extends EventTarget {
     });
     sig.addEventListener('error', (ev) => {
       const e = /** @type {any} */ (ev);
+      // A transport error is always followed by 'close', reported below.
+      if (e.code === 'signaling-error') return;
       this.dispatchEvent(new SwitchboardEvent('error', { error: e.error, code: e.code, recoverable: true }));
     });
     sig.addEventListener('close', (ev) => {
