@@ -532,18 +532,20 @@ async fn tcp_client(w: Rc<Worker>, stream: TcpStream) {
             }
         }
     });
-    let mut buf = vec![0u8; 65_536 + 8];
-    let mut out = Vec::with_capacity(65_536 + 64);
-    let mut filled = 0usize;
+    // Grows only as far as the largest frame this client sends, so an idle
+    // TCP client costs a few KiB, not two 64 KiB buffers.
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
     'conn: loop {
-        let n = match rd.read(&mut buf[filled..]).await {
+        if buf.capacity() - buf.len() < 2048 {
+            buf.reserve(4096);
+        }
+        match rd.read_buf(&mut buf).await {
             Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        filled += n;
+            Ok(_) => {}
+        }
         let mut start = 0usize;
         loop {
-            let frame = match frame_len(&buf[start..filled]) {
+            let frame = match frame_len(&buf[start..]) {
                 Ok(Some(f)) => f.len(),
                 Ok(None) => break,
                 Err(e) => {
@@ -551,17 +553,17 @@ async fn tcp_client(w: Rc<Worker>, stream: TcpStream) {
                     break 'conn;
                 }
             };
-            if frame > buf.len() {
-                break 'conn;
-            }
-            if filled - start < frame {
+            if buf.len() - start < frame {
+                buf.reserve(frame);
                 break;
             }
-            client_packet(&w, tuple, &buf[start..start + frame], &mut out);
+            // The worker's shared output buffer; nothing awaits while it is
+            // borrowed.
+            let mut bufs = w.bufs.borrow_mut();
+            client_packet(&w, tuple, &buf[start..start + frame], &mut bufs.1);
             start += frame;
         }
-        buf.copy_within(start..filled, 0);
-        filled -= start;
+        buf.drain(..start);
     }
     w.tcp_clients.borrow_mut().remove(&client);
     writer.abort();
