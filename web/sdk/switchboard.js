@@ -957,7 +957,7 @@ export class Room extends EventTarget {
       const e = /** @type {any} */ (ev);
       if (this.left || e.byClient) return;
       const err = new SwitchboardError('signaling-closed',
-        `signaling connection closed (code ${e.code}${e.reason ? `, ${e.reason}` : ''}); existing calls continue`,
+        `signaling connection closed (code ${e.code}${e.reason ? `, ${e.reason}` : ''}); existing calls continue.`,
         { closeCode: e.code, closeReason: e.reason });
       this.dispatchEvent(new SwitchboardEvent('signalingclose', { code: e.code, reason: e.reason }));
       this.dispatchEvent(new SwitchboardEvent('error', { error: err, code: err.code, recoverable: false }));
