@@ -2,7 +2,7 @@
 // free 127.0.0.1 port, launch Debian's headless Chromium through
 // playwright-core, capture page errors and write screenshots.
 
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -50,22 +50,10 @@ export function freePort() {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-/** @type {Map<string, string>} */
-const helpCache = new Map();
-
-/** `switchboard serve --help` of the binary under test (to detect optional flags). */
-function serveHelp(bin) {
-  if (!helpCache.has(bin)) {
-    const r = spawnSync(bin, ['serve', '--help'], { encoding: 'utf8' });
-    helpCache.set(bin, `${r.stdout ?? ''}${r.stderr ?? ''}`);
-  }
-  return /** @type {string} */ (helpCache.get(bin));
-}
-
 /**
  * Start `switchboard serve --listen 127.0.0.1:<free port> ...extraArgs` and
- * wait until /healthz answers. The built-in STUN/TURN server (when the binary
- * has one) listens on another free 127.0.0.1 port, or is switched off with
+ * wait until /healthz answers. The built-in STUN/TURN server listens on
+ * another free 127.0.0.1 port, or is switched off with
  * `{turn: false}`, so that several servers can run at once and nothing
  * listens beyond loopback.
  * @param {string[]} [extraArgs]
@@ -96,11 +84,10 @@ export async function startServer(extraArgs = [], opts = {}) {
 async function startServerOnce(bin, extraArgs, opts) {
   const port = await freePort();
   const args = ['serve', '--listen', `127.0.0.1:${port}`];
-  const help = serveHelp(bin);
   let turnPort = null;
   if (opts.turn === false) {
-    if (help.includes('--no-turn')) args.push('--no-turn');
-  } else if (help.includes('--turn-listen')) {
+    args.push('--no-turn');
+  } else {
     do turnPort = await freePort(); while (turnPort === port);
     args.push('--turn-listen', `127.0.0.1:${turnPort}`);
   }
