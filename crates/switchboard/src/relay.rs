@@ -20,6 +20,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use stun::attr::AddressFamily;
 use stun::demux::frame_len;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use quinn_udp::{RecvMeta, UdpSocketState};
+use std::io::IoSliceMut;
+use tokio::io::Interest;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -291,8 +294,7 @@ struct Worker {
     local_addr: SocketAddr,
     relays: RefCell<RelayTable>,
     tcp_clients: RefCell<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>,
-    /// Receive buffer and output buffer shared by all the worker's sockets.
-    bufs: RefCell<(Vec<u8>, Vec<u8>)>,
+    bufs: RefCell<WorkerBufs>,
     /// Packets dropped because a socket buffer or TCP queue was full.
     send_drops: std::cell::Cell<u64>,
 }
@@ -367,7 +369,10 @@ fn run_worker(init: WorkerInit) -> Result<()> {
                 next_id: 0,
             }),
             tcp_clients: RefCell::new(HashMap::new()),
-            bufs: RefCell::new((vec![0u8; 65_536], Vec::with_capacity(65_536 + 64))),
+            bufs: RefCell::new(WorkerBufs {
+                batch: vec![0u8; BATCH * MAX_DATAGRAM].into_boxed_slice(),
+                out: Vec::with_capacity(MAX_DATAGRAM + 64),
+            }),
             send_drops: std::cell::Cell::new(0),
         });
         let udp_task = tokio::task::spawn_local(udp_loop(worker.clone()));
@@ -404,9 +409,23 @@ fn run_worker(init: WorkerInit) -> Result<()> {
     })
 }
 
-/// How many datagrams one socket may drain before yielding, so one busy
+/// How many batches one socket may drain before yielding, so one busy
 /// allocation cannot starve the others on the worker.
-const DRAIN_BUDGET: usize = 64;
+const DRAIN_BUDGET: usize = 8;
+
+/// Datagrams per recvmmsg call.
+const BATCH: usize = 32;
+
+/// Largest datagram a batch slot holds (the UDP maximum, since ChannelData
+/// may carry up to 64 KiB).
+const MAX_DATAGRAM: usize = 65_536;
+
+/// Buffers shared by all the sockets of one worker: nothing awaits while
+/// they are borrowed, so no socket or allocation needs its own.
+struct WorkerBufs {
+    batch: Box<[u8]>,
+    out: Vec<u8>,
+}
 
 /// Frames queued for one TCP client before further ones are dropped (whole
 /// frames, so the stream keeps its framing).
@@ -458,7 +477,50 @@ fn client_packet(w: &Worker, tuple: FiveTuple, packet: &[u8], out: &mut Vec<u8>)
     }
 }
 
+/// Receives a batch of datagrams on `sock` (recvmmsg, and GRO where the
+/// kernel has it) into the worker's shared batch buffers and hands each
+/// datagram to `each`. Returns false when nothing was waiting.
+fn recv_batch(
+    w: &Worker,
+    sock: &UdpSocket,
+    state: &UdpSocketState,
+    mut each: impl FnMut(&Worker, SocketAddr, &[u8], &mut Vec<u8>),
+) -> bool {
+    let mut bufs = w.bufs.borrow_mut();
+    let WorkerBufs { batch, out } = &mut *bufs;
+    let mut chunks = batch.chunks_exact_mut(MAX_DATAGRAM);
+    let mut iovs: [IoSliceMut<'_>; BATCH] =
+        std::array::from_fn(|_| IoSliceMut::new(chunks.next().expect("BATCH chunks")));
+    let mut metas = [RecvMeta::default(); BATCH];
+    let n = match sock.try_io(Interest::READABLE, || state.recv(sock.into(), &mut iovs, &mut metas)) {
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+        Err(e) => {
+            // ICMP errors from earlier sends surface here on Linux.
+            debug!("UDP recv: {e}");
+            return true;
+        }
+    };
+    for (iov, meta) in iovs.iter().zip(&metas).take(n) {
+        let data = &iov[..meta.len];
+        // With GRO one buffer may hold several datagrams of `stride` bytes.
+        let stride = if meta.stride == 0 { meta.len.max(1) } else { meta.stride };
+        for datagram in data.chunks(stride) {
+            each(w, meta.addr, datagram, out);
+        }
+    }
+    true
+}
+
 async fn udp_loop(w: Rc<Worker>) {
+    let state = match UdpSocketState::new((&*w.udp).into()) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!("TURN UDP socket setup: {e}");
+            return;
+        }
+    };
+    let server_addr = w.local_addr;
     loop {
         if let Err(e) = w.udp.readable().await {
             warn!("TURN UDP socket: {e}");
@@ -466,29 +528,23 @@ async fn udp_loop(w: Rc<Worker>) {
             continue;
         }
         for _ in 0..DRAIN_BUDGET {
-            // The worker's one pair of buffers serves every socket: nothing
-            // awaits while they are borrowed, so no socket needs its own.
-            let mut bufs = w.bufs.borrow_mut();
-            let (buf, out) = &mut *bufs;
-            let (n, from) = match w.udp.try_recv_from(buf) {
-                Ok(x) => x,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    // ICMP errors from earlier sends surface here on Linux.
-                    debug!("TURN UDP recv: {e}");
-                    continue;
-                }
-            };
-            let tuple = FiveTuple { client: from, server: w.local_addr, transport: Transport::Udp };
-            client_packet(&w, tuple, &buf[..n], out);
+            let got = recv_batch(&w, &w.udp, &state, |w, from, datagram, out| {
+                let tuple = FiveTuple { client: from, server: server_addr, transport: Transport::Udp };
+                client_packet(w, tuple, datagram, out);
+            });
+            if !got {
+                break;
+            }
         }
         tokio::task::yield_now().await;
     }
 }
 
-/// Waits on one relay socket. The task holds no buffer of its own, which
-/// keeps an allocation's memory small.
+/// Waits on one relay socket. The task holds no buffer of its own (the
+/// worker's batch buffers serve every socket), which keeps an allocation's
+/// memory small.
 async fn relay_loop(me: Weak<Worker>, id: RelayId, socket: Rc<UdpSocket>) {
+    let Ok(state) = UdpSocketState::new((&*socket).into()) else { return };
     loop {
         if socket.readable().await.is_err() {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -496,19 +552,14 @@ async fn relay_loop(me: Weak<Worker>, id: RelayId, socket: Rc<UdpSocket>) {
         }
         let Some(w) = me.upgrade() else { return };
         for _ in 0..DRAIN_BUDGET {
-            let mut bufs = w.bufs.borrow_mut();
-            let (buf, out) = &mut *bufs;
-            let (n, from) = match socket.try_recv_from(buf) {
-                Ok(x) => x,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    debug!("relay recv: {e}");
-                    continue;
+            let got = recv_batch(&w, &socket, &state, |w, from, datagram, out| {
+                let action = w.server.borrow_mut().handle_peer(Instant::now(), id, from, datagram, out);
+                if let Action::ToClient { tuple, data } = action {
+                    to_client(w, tuple, data);
                 }
-            };
-            let action = w.server.borrow_mut().handle_peer(Instant::now(), id, from, &buf[..n], out);
-            if let Action::ToClient { tuple, data } = action {
-                to_client(&w, tuple, data);
+            });
+            if !got {
+                break;
             }
         }
         drop(w);
@@ -560,7 +611,7 @@ async fn tcp_client(w: Rc<Worker>, stream: TcpStream) {
             // The worker's shared output buffer; nothing awaits while it is
             // borrowed.
             let mut bufs = w.bufs.borrow_mut();
-            client_packet(&w, tuple, &buf[start..start + frame], &mut bufs.1);
+            client_packet(&w, tuple, &buf[start..start + frame], &mut bufs.out);
             start += frame;
         }
         buf.drain(..start);
