@@ -464,6 +464,30 @@ mod tests {
     }
 
     #[test]
+    fn turn_users_from_flags_and_file() {
+        let dir = std::env::temp_dir().join(format!("sb-users-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("users");
+        std::fs::write(&path, "# comment\n\nbob:b0b\n  carol:c:with:colons  \n").unwrap();
+        let t = ServeArgs {
+            turn_user: vec!["alice:pw".into()],
+            turn_users_file: Some(path.clone()),
+            relay_ports: Some("40000-40100".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap()
+        .turn
+        .unwrap();
+        let users: Vec<(&str, &str)> = t.users.iter().map(|(u, p)| (u.as_str(), p.as_str())).collect();
+        assert_eq!(users, [("alice", "pw"), ("bob", "b0b"), ("carol", "c:with:colons")]);
+        assert_eq!(t.relay_ports, (40000, 40100));
+        std::fs::write(&path, "nocolon\n").unwrap();
+        let e = ServeArgs { turn_users_file: Some(path), ..Default::default() }.resolve().unwrap_err();
+        assert!(e.to_string().contains(":1"), "names the line: {e}");
+    }
+
+    #[test]
     fn bad_values_are_refused_with_the_flag_name() {
         let e = ServeArgs {
             ice_server: vec!["http://x".into()],
