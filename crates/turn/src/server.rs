@@ -481,18 +481,7 @@ impl Server {
             self.stats.dropped_no_permission += 1;
             return Action::None;
         };
-        if alloc.expires <= now || !alloc.permitted(peer.ip(), now) {
-            self.stats.dropped_no_permission += 1;
-            return Action::None;
-        }
-        let data = cd.data();
-        if !spend(&mut alloc.to_peer_budget, data.len(), now) {
-            self.stats.dropped_bandwidth += 1;
-            return Action::None;
-        }
-        self.stats.packets_to_peer += 1;
-        self.stats.bytes_to_peer += data.len() as u64;
-        Action::ToPeer { relay: alloc.relay, peer, data }
+        self.forward_to_peer(now, tuple, peer, cd.data())
     }
 
     fn send_indication<'a>(&mut self, now: Instant, tuple: FiveTuple, msg: &Message<'a>) -> Action<'a> {
@@ -500,6 +489,12 @@ impl Server {
             self.stats.malformed += 1;
             return Action::None;
         };
+        self.forward_to_peer(now, tuple, peer, data)
+    }
+
+    /// The checks every client→peer packet passes, ChannelData or Send:
+    /// a live allocation, a permission for the peer, and bandwidth left.
+    fn forward_to_peer<'a>(&mut self, now: Instant, tuple: FiveTuple, peer: SocketAddr, data: &'a [u8]) -> Action<'a> {
         let Some(alloc) = self.allocations.get_mut(&tuple) else {
             self.stats.dropped_no_permission += 1;
             return Action::None;
