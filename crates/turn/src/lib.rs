@@ -4,7 +4,9 @@
 //! - [`auth`]: long-term credentials, static users and time-limited
 //!   "TURN REST API" credentials.
 //! - [`server`]: the allocation table and the message handling of one worker.
+//! - [`client`]: a sans-IO TURN client for one allocation (relay candidates for a native peer).
 
 pub mod auth;
+pub mod client;
 pub mod policy;
 pub mod server;
