@@ -185,7 +185,7 @@ impl Net {
     }
 
     /// A datagram from `peer` to relay socket 1.
-    fn from_peer(&mut self, peer: &str, payload: &[u8]) {
+    fn peer_sends(&mut self, peer: &str, payload: &[u8]) {
         let mut out = Vec::new();
         if let Action::ToClient { data, .. } = self.server.handle_peer(self.now, RelayId(1), addr(peer), payload, &mut out) {
             let data = data.to_vec();
@@ -282,7 +282,7 @@ fn permission_channel_and_data_both_ways() {
     assert_eq!(n.send(PEER, b"hello peer").as_deref(), Some(&b"hello peer"[..]));
     let ind = Message::parse(&n.sent[sent_before].1).unwrap();
     assert_eq!(ind.message_type(), MessageType::indication(Method::SEND));
-    n.from_peer(PEER, b"hello client");
+    n.peer_sends(PEER, b"hello client");
     assert_eq!(n.received, [(peer, None, b"hello client".to_vec())]);
 
     // Channel: ChannelData both ways.
@@ -296,13 +296,13 @@ fn permission_channel_and_data_both_ways() {
     let frame = &n.sent[before].1;
     assert_eq!(frame.len(), 4 + 11, "UDP ChannelData is not padded");
     assert_eq!(ChannelData::parse(frame).unwrap().channel(), ch);
-    n.from_peer(PEER, b"back");
+    n.peer_sends(PEER, b"back");
     assert_eq!(n.received[1], (peer, Some(ch), b"back".to_vec()));
 
     // A second peer by permission only.
     n.permit(PEER2);
     assert_eq!(n.send(PEER2, b"two").as_deref(), Some(&b"two"[..]));
-    n.from_peer(PEER2, b"owt");
+    n.peer_sends(PEER2, b"owt");
     assert_eq!(n.received[2], (addr(PEER2), None, b"owt".to_vec()));
     // Empty payloads are fine too.
     assert_eq!(n.send(PEER, b"").as_deref(), Some(&b""[..]));
@@ -321,7 +321,7 @@ fn channel_bind_alone_covers_the_permission_and_refreshes_it() {
     // because the client refreshes the permission the binding installed.
     n.advance(secs(400.0));
     assert_eq!(n.send(PEER, b"b").as_deref(), Some(&b"b"[..]));
-    n.from_peer(PEER, b"c");
+    n.peer_sends(PEER, b"c");
     assert_eq!(n.received, [(addr(PEER), Some(ch), b"c".to_vec())]);
     assert!(n.failures().is_empty(), "{:?}", n.events);
 }
@@ -364,7 +364,7 @@ fn refreshes_keep_everything_alive() {
 
     assert_eq!(n.send(PEER, b"late").as_deref(), Some(&b"late"[..]));
     assert_eq!(n.send(PEER2, b"later").as_deref(), Some(&b"later"[..]));
-    n.from_peer(PEER2, b"back");
+    n.peer_sends(PEER2, b"back");
     assert_eq!(n.received, [(addr(PEER2), Some(ch), b"back".to_vec())]);
 }
 
@@ -489,7 +489,7 @@ fn tcp_channel_data_is_padded() {
     let before = n.sent.len();
     assert_eq!(n.send(PEER, b"odd").as_deref(), Some(&b"odd"[..]));
     assert_eq!(n.sent[before].1.len(), 8, "4-byte header + 3 bytes + 1 pad");
-    n.from_peer(PEER, b"12345");
+    n.peer_sends(PEER, b"12345");
     assert_eq!(n.received, [(addr(PEER), Some(ch), b"12345".to_vec())]);
     assert_eq!(n.client.stats().retransmits, 0);
 }
@@ -775,7 +775,7 @@ fn queue_is_bounded_and_reused() {
             }
         }
     }
-    assert!(queued >= MAX_QUEUED_BYTES / 1300 && queued <= MAX_QUEUED_BYTES / 1200 + 1, "{queued}");
+    assert!((MAX_QUEUED_BYTES / 1300..=MAX_QUEUED_BYTES / 1200 + 1).contains(&queued), "{queued}");
     let mut drained = 0;
     while let Some(t) = n.client.poll_transmit() {
         let m = Message::parse(t.data).unwrap();

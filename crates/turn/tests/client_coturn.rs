@@ -51,6 +51,8 @@ impl Coturn {
                 .arg(format!("--min-port={}", ports.0))
                 .arg(format!("--max-port={}", ports.1))
                 .arg(format!("--pidfile={}", dir.join("turnserver.pid").display()))
+                // Keep coturn's SQLite user database out of /var/lib/turn.
+                .arg(format!("--userdb={}", dir.join("turndb").display()))
                 .arg("--log-file=stdout")
                 .args(extra)
                 .stdin(Stdio::null())
