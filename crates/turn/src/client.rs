@@ -705,6 +705,12 @@ impl Client {
             _ => None,
         };
         if let Err(e) = self.encode_request(&mut request, tid, op, key) {
+            let reason = format!("cannot encode the request: {e}");
+            if op == Op::Refresh {
+                // Not a timeout: retrying would fail the same way.
+                self.lose_allocation(op, None, reason);
+                return;
+            }
             let t = Transaction {
                 tid,
                 op,
@@ -716,7 +722,7 @@ impl Client {
                 sends: 0,
                 auth_retries,
             };
-            self.fail(now, t, None, format!("cannot encode the request: {e}"));
+            self.fail(now, t, None, reason);
             return;
         }
         self.tx.push(&request);

@@ -834,3 +834,27 @@ fn error_codes_carry_the_servers_reason() {
     let Event::Failed { op, code, reason } = &outcomes[1] else { panic!("{outcomes:?}") };
     assert_eq!((*op, *code, reason.as_str()), (Op::Allocate, Some(486), "Allocation Quota Reached"));
 }
+
+#[test]
+fn software_is_sent_and_unencodable_requests_fail_cleanly() {
+    let mut cfg = config(Transport::Udp, "alice-pw");
+    cfg.software = Some("switchboard-test".into());
+    let mut n = Net::with(server::Config::default(), cfg);
+    n.allocate();
+    let m = Message::parse(&n.sent[1].1).unwrap();
+    assert_eq!(m.get::<stun::attr::Software>(), Ok(Some("switchboard-test")));
+
+    // A username over the STUN limit cannot be signed: the Allocate fails
+    // locally after the 401 instead of sending garbage.
+    let mut cfg = config(Transport::Udp, "alice-pw");
+    cfg.username = "x".repeat(600);
+    let mut n = Net::with(server::Config::default(), cfg);
+    n.client.allocate(n.now).unwrap();
+    let ev = n.take_events();
+    assert!(
+        matches!(&ev[..], [Event::Failed { op: Op::Allocate, code: None, reason }] if reason.contains("encode")),
+        "{ev:?}"
+    );
+    assert_eq!(n.sent.len(), 1);
+    assert_eq!(n.client.poll_timeout(), None);
+}
