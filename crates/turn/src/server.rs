@@ -757,7 +757,8 @@ impl Server {
                 self.remove(tuple, relays);
                 Duration::ZERO
             }
-            Some(secs) => Duration::from_secs(u64::from(secs)).min(self.cfg.max_lifetime),
+            // RFC 8656 §7.3: min(requested, max), but never below the default.
+            Some(secs) => Duration::from_secs(u64::from(secs)).clamp(self.cfg.default_lifetime, self.cfg.max_lifetime),
             None => self.cfg.default_lifetime,
         };
         if let Some(a) = self.allocations.get_mut(&tuple) {

@@ -317,6 +317,8 @@ fn full_relay_lifecycle() {
     w.now += Duration::from_secs(301);
     w.unix += 301;
     assert_eq!(c.channel_data(&mut w, 0x4001, b"late"), None, "permission expired");
+    // A short request is raised to the default lifetime (RFC 8656 §7.3).
+    assert_eq!(c.refresh(&mut w, Some(30)).ok().msg().require::<Lifetime>().unwrap(), 600);
     c.refresh(&mut w, Some(1200)).ok();
     assert_eq!(c.refresh(&mut w, Some(99_999)).ok().msg().require::<Lifetime>().unwrap(), 3600);
     w.server.handle_timeout(w.now, &mut w.relays);
