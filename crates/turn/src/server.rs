@@ -205,6 +205,12 @@ pub struct Stats {
     pub malformed: u64,
 }
 
+#[derive(Clone, Copy)]
+enum Direction {
+    ToPeer,
+    ToClient,
+}
+
 struct Channel {
     number: u16,
     peer: SocketAddr,
@@ -236,6 +242,25 @@ impl Allocation {
 
     fn channel_by_peer(&self, peer: SocketAddr, now: Instant) -> Option<&Channel> {
         self.channels.iter().find(|c| c.peer == peer && c.expires > now)
+    }
+
+    /// The checks every relayed packet passes, either way: the allocation
+    /// is alive, the peer has a permission, and the direction's bandwidth
+    /// budget covers it. Counts the reason when it does not.
+    fn admit(&mut self, peer: IpAddr, len: usize, dir: Direction, now: Instant, stats: &mut Stats) -> bool {
+        if self.expires <= now || !self.permitted(peer, now) {
+            stats.dropped_no_permission += 1;
+            return false;
+        }
+        let budget = match dir {
+            Direction::ToPeer => &mut self.to_peer_budget,
+            Direction::ToClient => &mut self.to_client_budget,
+        };
+        if !spend(budget, len, now) {
+            stats.dropped_bandwidth += 1;
+            return false;
+        }
+        true
     }
 
     fn grant(&mut self, ip: IpAddr, until: Instant, max: usize) -> bool {
@@ -389,12 +414,7 @@ impl Server {
         let Some(alloc) = self.allocations.get_mut(&tuple) else {
             return Action::None;
         };
-        if alloc.expires <= now || !alloc.permitted(from.ip(), now) {
-            self.stats.dropped_no_permission += 1;
-            return Action::None;
-        }
-        if !spend(&mut alloc.to_client_budget, payload.len(), now) {
-            self.stats.dropped_bandwidth += 1;
+        if !alloc.admit(from.ip(), payload.len(), Direction::ToClient, now, &mut self.stats) {
             return Action::None;
         }
         if let Some(ch) = alloc.channel_by_peer(from, now) {
@@ -492,19 +512,13 @@ impl Server {
         self.forward_to_peer(now, tuple, peer, data)
     }
 
-    /// The checks every client→peer packet passes, ChannelData or Send:
-    /// a live allocation, a permission for the peer, and bandwidth left.
+    /// Client→peer, for ChannelData and Send indications alike.
     fn forward_to_peer<'a>(&mut self, now: Instant, tuple: FiveTuple, peer: SocketAddr, data: &'a [u8]) -> Action<'a> {
         let Some(alloc) = self.allocations.get_mut(&tuple) else {
             self.stats.dropped_no_permission += 1;
             return Action::None;
         };
-        if alloc.expires <= now || !alloc.permitted(peer.ip(), now) {
-            self.stats.dropped_no_permission += 1;
-            return Action::None;
-        }
-        if !spend(&mut alloc.to_peer_budget, data.len(), now) {
-            self.stats.dropped_bandwidth += 1;
+        if !alloc.admit(peer.ip(), data.len(), Direction::ToPeer, now, &mut self.stats) {
             return Action::None;
         }
         self.stats.packets_to_peer += 1;
