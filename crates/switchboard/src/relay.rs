@@ -194,16 +194,32 @@ pub fn start(settings: TurnSettings, shutdown: CancellationToken) -> Result<Turn
     rand::fill(&mut nonce_secret);
 
     // Bind the first UDP socket to learn the port when 0 was asked for, then
-    // the rest of the reuseport group on that same port.
-    let first = reuseport_udp(settings.listen)
-        .with_context(|| format!("cannot bind TURN UDP socket on {}", settings.listen))?;
-    let udp_addr = first.local_addr()?;
+    // TCP and the rest of the reuseport group on that same port. With port 0
+    // the kernel's pick may already be taken for TCP (by some outgoing
+    // connection), so try a few picks.
+    let attempts = if settings.listen.port() == 0 { 20 } else { 1 };
+    let mut bound = None;
+    let mut last_err = None;
+    for _ in 0..attempts {
+        let first = reuseport_udp(settings.listen)
+            .with_context(|| format!("cannot bind TURN UDP socket on {}", settings.listen))?;
+        let udp_addr = first.local_addr()?;
+        match std::net::TcpListener::bind(udp_addr) {
+            Ok(tcp) => {
+                bound = Some((first, udp_addr, tcp));
+                break;
+            }
+            Err(e) => last_err = Some(e),
+        }
+    }
+    let Some((first, udp_addr, tcp)) = bound else {
+        let e = last_err.map(|e| e.to_string()).unwrap_or_default();
+        anyhow::bail!("cannot bind TURN TCP listener on {}: {e}", settings.listen);
+    };
     let mut udp_sockets = vec![first];
     for _ in 1..settings.workers {
         udp_sockets.push(reuseport_udp(udp_addr).context("binding another reuseport UDP socket")?);
     }
-    let tcp = std::net::TcpListener::bind(SocketAddr::new(udp_addr.ip(), udp_addr.port()))
-        .with_context(|| format!("cannot bind TURN TCP listener on {udp_addr}"))?;
     tcp.set_nonblocking(true)?;
     let tcp_addr = tcp.local_addr()?;
 
