@@ -1,6 +1,7 @@
 //! The `switchboard` binary: command-line parsing and process setup. The
 //! work happens in the library crates and in [`serve`].
 
+mod bench;
 mod config;
 mod metrics;
 mod relay;
@@ -22,10 +23,13 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 enum Command {
     /// Run the signaling server (WebSocket /v1/ws), STUN/TURN, demo pages
     /// and metrics.
     Serve(ServeArgs),
+    /// Load generators: `bench turn` relays traffic through a TURN server.
+    Bench(bench::BenchArgs),
 }
 
 fn init_logging(format: LogFormat) {
@@ -57,6 +61,7 @@ async fn shutdown_signal() {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Bench(args) => bench::run(args),
         Command::Serve(args) => {
             let cfg = args.resolve()?;
             init_logging(cfg.log_format);

@@ -1,0 +1,39 @@
+//! `switchboard bench`: load generators for the servers in this binary.
+//! Today only `bench turn`, which measures relayed round trips through any
+//! RFC 5766/8656 TURN server (see [`turn`]).
+
+mod client;
+mod hist;
+mod procstat;
+mod pump;
+mod turn;
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    command: BenchCommand,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Relay load through a TURN server (switchboard's, coturn, any
+    /// RFC-compliant one): N allocations pumping ChannelData to echo peers
+    /// in this process; reports packets/s, loss and round-trip latency.
+    Turn(turn::TurnArgs),
+}
+
+/// Runs a bench; on failure prints the error chain on one line (no
+/// backtrace) and exits with status 1.
+pub fn run(args: BenchArgs) -> Result<()> {
+    let result = match args.command {
+        BenchCommand::Turn(a) => turn::run(a),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+    Ok(())
+}
