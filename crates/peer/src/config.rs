@@ -1,0 +1,246 @@
+//! Configuration of a [`crate::PeerConnection`]: ICE servers (parsed from
+//! the `stun:`/`turn:` URLs browsers take, RFC 7064/7065), which host
+//! candidates to offer, and the timeouts that decide `disconnected` and
+//! `failed`.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// One `RTCIceServer` as the signaling server sends it.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+pub struct IceServer {
+    #[serde(deserialize_with = "one_or_many")]
+    pub urls: Vec<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub credential: Option<String>,
+}
+
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Urls {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Urls::deserialize(d)? {
+        Urls::One(s) => vec![s],
+        Urls::Many(v) => v,
+    })
+}
+
+/// Transport to a TURN server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TurnTransport {
+    Udp,
+    Tcp,
+}
+
+/// A parsed ICE server URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IceUrl {
+    Stun { host: String, port: u16 },
+    Turn { host: String, port: u16, transport: TurnTransport },
+}
+
+/// Why an ICE server URL was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    #[error("ICE server URL {0:?}: scheme must be stun: or turn: (stuns:/turns: are not supported)")]
+    Scheme(String),
+    #[error("ICE server URL {0:?}: missing host")]
+    Host(String),
+    #[error("ICE server URL {0:?}: bad port")]
+    Port(String),
+    #[error("ICE server URL {0:?}: transport must be udp or tcp")]
+    Transport(String),
+}
+
+impl IceUrl {
+    /// Parses `stun:host[:port]` or `turn:host[:port][?transport=udp|tcp]`.
+    /// IPv6 hosts are bracketed: `stun:[2001:db8::1]:3478`.
+    pub fn parse(url: &str) -> Result<IceUrl, UrlError> {
+        let err_scheme = || UrlError::Scheme(url.to_string());
+        let (scheme, rest) = url.split_once(':').ok_or_else(err_scheme)?;
+        let (hostport, query) = match rest.split_once('?') {
+            Some((h, q)) => (h, Some(q)),
+            None => (rest, None),
+        };
+        let (host, port) = split_host_port(hostport).ok_or_else(|| UrlError::Port(url.to_string()))?;
+        if host.is_empty() {
+            return Err(UrlError::Host(url.to_string()));
+        }
+        let port = port.unwrap_or(3478);
+        match scheme.to_ascii_lowercase().as_str() {
+            "stun" => Ok(IceUrl::Stun { host, port }),
+            "turn" => {
+                let mut transport = TurnTransport::Udp;
+                if let Some(q) = query {
+                    for kv in q.split('&') {
+                        if let Some(v) = kv.strip_prefix("transport=") {
+                            transport = match v {
+                                "udp" => TurnTransport::Udp,
+                                "tcp" => TurnTransport::Tcp,
+                                _ => return Err(UrlError::Transport(url.to_string())),
+                            };
+                        }
+                    }
+                }
+                Ok(IceUrl::Turn { host, port, transport })
+            }
+            _ => Err(err_scheme()),
+        }
+    }
+}
+
+fn split_host_port(s: &str) -> Option<(String, Option<u16>)> {
+    if let Some(rest) = s.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(p.parse().ok()?),
+            None if after.is_empty() => None,
+            None => return None,
+        };
+        return Some((host.to_string(), port));
+    }
+    match s.rsplit_once(':') {
+        Some((h, p)) => Some((h.to_string(), Some(p.parse().ok()?))),
+        None => Some((s.to_string(), None)),
+    }
+}
+
+/// Which host candidates to offer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostCandidates {
+    /// Every up, non-loopback interface address (IPv6 link-local excluded).
+    Interfaces,
+    /// Every interface address including loopback (tests on one machine).
+    InterfacesAndLoopback,
+    /// Exactly these addresses.
+    Only(Vec<std::net::IpAddr>),
+}
+
+/// Everything a [`crate::PeerConnection`] is created with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub ice_servers: Vec<IceServer>,
+    /// Gather and pair relay candidates only (`iceTransportPolicy: "relay"`).
+    pub relay_only: bool,
+    pub host_candidates: HostCandidates,
+    /// Time without consent responses before ICE reports `disconnected`
+    /// is str0m's; after this much longer in `disconnected` we report
+    /// `failed`.
+    pub failed_after: Duration,
+    /// Time to wait for STUN/TURN answers before gathering is declared
+    /// complete (end-of-candidates).
+    pub gather_timeout: Duration,
+    /// Bound on bytes queued in a data channel before `send` waits.
+    pub channel_buffer: usize,
+    /// Fixed UDP port for the IPv4 socket (0 = any). Mostly for labs.
+    pub udp_port: u16,
+    /// Resolve Chromium's `.local` mDNS host candidates.
+    pub resolve_mdns: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            ice_servers: Vec::new(),
+            relay_only: false,
+            host_candidates: HostCandidates::Interfaces,
+            failed_after: Duration::from_secs(5),
+            gather_timeout: Duration::from_secs(5),
+            channel_buffer: 1 << 20,
+            udp_port: 0,
+            resolve_mdns: true,
+        }
+    }
+}
+
+/// An ICE server resolved to one socket address.
+#[derive(Debug, Clone)]
+pub(crate) enum Resolved {
+    Stun(SocketAddr),
+    Turn { addr: SocketAddr, transport: TurnTransport, username: String, password: String },
+}
+
+/// Parses and resolves every URL (DNS via the system resolver). A bad URL is
+/// an error; a name that does not resolve is an error too, so typos surface
+/// at once instead of as a silent missing candidate.
+pub(crate) async fn resolve(servers: &[IceServer]) -> Result<Vec<Resolved>, crate::Error> {
+    let mut out = Vec::new();
+    for s in servers {
+        for url in &s.urls {
+            let parsed = IceUrl::parse(url)?;
+            let (host, port) = match &parsed {
+                IceUrl::Stun { host, port } | IceUrl::Turn { host, port, .. } => (host.clone(), *port),
+            };
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+                .await
+                .map_err(|e| crate::Error::Resolve(url.clone(), e.to_string()))?
+                .collect();
+            // One address per family is plenty: both would give the same candidates.
+            let mut seen4 = false;
+            let mut seen6 = false;
+            for addr in addrs {
+                let seen = if addr.is_ipv4() { &mut seen4 } else { &mut seen6 };
+                if std::mem::replace(seen, true) {
+                    continue;
+                }
+                match &parsed {
+                    IceUrl::Stun { .. } => out.push(Resolved::Stun(addr)),
+                    IceUrl::Turn { transport, .. } => {
+                        let (Some(u), Some(p)) = (&s.username, &s.credential) else {
+                            return Err(crate::Error::MissingCredential(url.clone()));
+                        };
+                        out.push(Resolved::Turn {
+                            addr,
+                            transport: *transport,
+                            username: u.clone(),
+                            password: p.clone(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_urls() {
+        assert_eq!(
+            IceUrl::parse("stun:example.org").unwrap(),
+            IceUrl::Stun { host: "example.org".into(), port: 3478 }
+        );
+        assert_eq!(
+            IceUrl::parse("turn:127.0.0.1:3479?transport=tcp").unwrap(),
+            IceUrl::Turn { host: "127.0.0.1".into(), port: 3479, transport: TurnTransport::Tcp }
+        );
+        assert_eq!(
+            IceUrl::parse("stun:[::1]:19302").unwrap(),
+            IceUrl::Stun { host: "::1".into(), port: 19302 }
+        );
+        assert!(matches!(IceUrl::parse("turns:x:5349"), Err(UrlError::Scheme(_))));
+        assert!(matches!(IceUrl::parse("http://x"), Err(UrlError::Scheme(_)) | Err(UrlError::Port(_))));
+        assert!(matches!(IceUrl::parse("stun:x:99999"), Err(UrlError::Port(_))));
+        assert!(matches!(IceUrl::parse("stun::3478"), Err(UrlError::Host(_))));
+        assert!(matches!(IceUrl::parse("turn:x?transport=sctp"), Err(UrlError::Transport(_))));
+        assert!(matches!(IceUrl::parse("nonsense"), Err(UrlError::Scheme(_))));
+    }
+
+    #[test]
+    fn ice_server_json_like_browsers() {
+        let s: IceServer = serde_json::from_str(r#"{"urls":"stun:a:1"}"#).unwrap();
+        assert_eq!(s.urls, vec!["stun:a:1"]);
+        let s: IceServer =
+            serde_json::from_str(r#"{"urls":["turn:a:1?transport=udp"],"username":"u","credential":"p"}"#).unwrap();
+        assert_eq!(s.username.as_deref(), Some("u"));
+    }
+}

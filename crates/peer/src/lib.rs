@@ -1,0 +1,422 @@
+//! A native WebRTC peer with the browser's `RTCPeerConnection` shape.
+//!
+//! str0m does DTLS, SRTP, SCTP and the ICE agent; this crate adds what str0m
+//! leaves to the application:
+//!
+//! - a JSEP API (`create_offer` … `set_remote_description`, rollback,
+//!   InvalidState errors) over str0m's `SdpApi` ([`jsep`]);
+//! - candidate gathering: host candidates on the machine's interfaces,
+//!   server-reflexive ones from STUN Binding, relayed ones from our own
+//!   TURN client (`turn::client`) over UDP or TCP ([`driver`]);
+//! - one UDP socket per address family that carries STUN, TURN, DTLS and
+//!   RTP, demultiplexed by source and first byte ([`net`]);
+//! - trickle ICE events, consent-based `disconnected`/`failed`, ICE restart;
+//! - data channels and media tracks as async handles.
+//!
+//! Each [`PeerConnection`] is one tokio task that owns the `Rtc`, its
+//! sockets and its TURN clients; the handle talks to it over a channel, so
+//! every method is `&self` and the handle is cheap to clone.
+
+pub mod config;
+mod driver;
+pub mod jsep;
+pub mod negotiate;
+mod net;
+
+pub use config::{Config, HostCandidates, IceServer, IceUrl, TurnTransport, UrlError};
+pub use jsep::{IceCandidateInit, JsepError, SdpType, SessionDescription, SignalingState};
+pub use str0m::format::PayloadParams;
+pub use str0m::media::{MediaKind, MediaTime, Mid};
+
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, watch, Mutex};
+
+/// Everything that can go wrong, with browser-like names where one exists.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Jsep(#[from] JsepError),
+    #[error("bad SDP: {0}")]
+    InvalidSdp(String),
+    #[error("the description is not the one createOffer/createAnswer returned")]
+    ModifiedSdp,
+    #[error("bad ICE candidate: {0}")]
+    InvalidCandidate(String),
+    #[error(transparent)]
+    Url(#[from] UrlError),
+    #[error("cannot resolve {0}: {1}")]
+    Resolve(String, String),
+    #[error("TURN URL {0} needs a username and credential")]
+    MissingCredential(String),
+    #[error("nothing to negotiate: add a data channel or a track first")]
+    NothingToNegotiate,
+    #[error("InvalidStateError: the data channel is {0}")]
+    ChannelState(&'static str),
+    #[error("message of {0} bytes is larger than the peer accepts ({1})")]
+    MessageTooLarge(usize, usize),
+    #[error("the media line {0} cannot send")]
+    NoSender(String),
+    #[error("socket: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("str0m: {0}")]
+    Rtc(String),
+    #[error("the peer connection is closed")]
+    Closed,
+}
+
+/// `RTCIceConnectionState`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IceConnectionState {
+    New,
+    Checking,
+    Connected,
+    Completed,
+    Disconnected,
+    Failed,
+    Closed,
+}
+
+/// `RTCPeerConnectionState`: ICE and DTLS together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerConnectionState {
+    New,
+    Connecting,
+    Connected,
+    Disconnected,
+    Failed,
+    Closed,
+}
+
+/// The events of an `RTCPeerConnection`.
+#[derive(Debug)]
+pub enum Event {
+    /// A local candidate to trickle; `None` is end-of-candidates.
+    IceCandidate(Option<IceCandidateInit>),
+    SignalingState(SignalingState),
+    IceConnectionState(IceConnectionState),
+    ConnectionState(PeerConnectionState),
+    /// Something changed that needs an offer/answer round.
+    NegotiationNeeded,
+    /// The remote side sends media on a new media line.
+    Track(RemoteTrack),
+    /// The remote side opened a data channel.
+    DataChannel(DataChannel),
+    /// The remote side asks for a keyframe on media we send.
+    KeyframeRequest { mid: Mid },
+}
+
+/// ICE candidate types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CandidateType {
+    Host,
+    Srflx,
+    Prflx,
+    Relay,
+}
+
+/// One end of the selected candidate pair.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CandidateInfo {
+    #[serde(rename = "type")]
+    pub kind: CandidateType,
+    pub protocol: &'static str,
+    pub address: SocketAddr,
+    /// For a local relay candidate: how we reach the TURN server.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relay_protocol: Option<&'static str>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CandidatePair {
+    pub local: CandidateInfo,
+    pub remote: CandidateInfo,
+}
+
+/// `getStats()`, the parts worth having.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Stats {
+    pub selected_pair: Option<CandidatePair>,
+    /// Latest STUN round trip on the selected pair.
+    pub rtt_ms: Option<f64>,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub local_candidates: usize,
+    pub remote_candidates: usize,
+}
+
+/// `RTCDataChannelInit`, the parts str0m supports.
+#[derive(Debug, Clone)]
+pub struct DataChannelInit {
+    pub ordered: bool,
+    /// `None`: reliable. `Some(n)`: at most n retransmissions.
+    pub max_retransmits: Option<u16>,
+    pub protocol: String,
+}
+
+impl Default for DataChannelInit {
+    fn default() -> Self {
+        DataChannelInit { ordered: true, max_retransmits: None, protocol: String::new() }
+    }
+}
+
+/// A data-channel message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    Text(String),
+    Binary(Vec<u8>),
+}
+
+/// `RTCDataChannelState`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelState {
+    Connecting,
+    Open,
+    Closed,
+}
+
+pub(crate) struct ChannelShared {
+    pub id: u64,
+    pub label: String,
+    pub state: watch::Receiver<ChannelState>,
+    pub rx: Mutex<mpsc::UnboundedReceiver<Message>>,
+    pub cmd: mpsc::UnboundedSender<driver::Cmd>,
+}
+
+/// A data channel. Clones share the channel; `recv` may be called from one
+/// task while others `send`.
+#[derive(Clone)]
+pub struct DataChannel(pub(crate) Arc<ChannelShared>);
+
+impl std::fmt::Debug for DataChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DataChannel({:?})", self.0.label)
+    }
+}
+
+impl DataChannel {
+    pub fn label(&self) -> &str {
+        &self.0.label
+    }
+
+    pub fn state(&self) -> ChannelState {
+        *self.0.state.borrow()
+    }
+
+    /// Waits until the channel is open. Errors if it closes first.
+    pub async fn opened(&self) -> Result<(), Error> {
+        let mut w = self.0.state.clone();
+        loop {
+            match *w.borrow_and_update() {
+                ChannelState::Open => return Ok(()),
+                ChannelState::Closed => return Err(Error::ChannelState("closed")),
+                ChannelState::Connecting => {}
+            }
+            if w.changed().await.is_err() {
+                return Err(Error::Closed);
+            }
+        }
+    }
+
+    /// Queues a message. Resolves once str0m's SCTP send buffer took it, so
+    /// a fast sender is paced by the network instead of filling memory.
+    pub async fn send(&self, msg: Message) -> Result<(), Error> {
+        let (binary, data) = match msg {
+            Message::Text(s) => (false, s.into_bytes()),
+            Message::Binary(b) => (true, b),
+        };
+        self.send_raw(binary, data).await
+    }
+
+    pub async fn send_text(&self, text: &str) -> Result<(), Error> {
+        self.send_raw(false, text.as_bytes().to_vec()).await
+    }
+
+    pub async fn send_binary(&self, data: &[u8]) -> Result<(), Error> {
+        self.send_raw(true, data.to_vec()).await
+    }
+
+    async fn send_raw(&self, binary: bool, data: Vec<u8>) -> Result<(), Error> {
+        let (tx, rx) = oneshot::channel();
+        self.0
+            .cmd
+            .send(driver::Cmd::ChannelSend { id: self.0.id, binary, data, reply: tx })
+            .map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// The next message, or `None` once the channel is closed and drained.
+    pub async fn recv(&self) -> Option<Message> {
+        self.0.rx.lock().await.recv().await
+    }
+
+    /// Waits until everything sent so far has left the SCTP send buffer.
+    pub async fn flush(&self) -> Result<(), Error> {
+        let (tx, rx) = oneshot::channel();
+        self.0.cmd.send(driver::Cmd::ChannelFlush { id: self.0.id, reply: tx }).map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    pub fn close(&self) {
+        let _ = self.0.cmd.send(driver::Cmd::ChannelClose { id: self.0.id });
+    }
+}
+
+/// One media frame (depacketized by str0m).
+#[derive(Debug, Clone)]
+pub struct MediaFrame {
+    pub params: PayloadParams,
+    pub time: MediaTime,
+    pub network_time: Instant,
+    pub data: Arc<[u8]>,
+}
+
+/// Media the remote side sends us on one media line.
+#[derive(Debug)]
+pub struct RemoteTrack {
+    pub mid: Mid,
+    pub kind: MediaKind,
+    /// Whether we may send back on the same media line (sendrecv).
+    pub can_send: bool,
+    pub frames: mpsc::UnboundedReceiver<MediaFrame>,
+}
+
+/// Sends media on one media line.
+#[derive(Debug, Clone)]
+pub struct TrackSender {
+    pub mid: Option<Mid>,
+    pub kind: MediaKind,
+    id: u64,
+    cmd: mpsc::UnboundedSender<driver::Cmd>,
+}
+
+impl TrackSender {
+    /// Writes one frame; the payload type is matched to what was negotiated
+    /// for `frame.params`' codec.
+    pub fn write(&self, frame: MediaFrame) -> Result<(), Error> {
+        self.cmd.send(driver::Cmd::WriteMedia { track: self.id, mid: self.mid, frame }).map_err(|_| Error::Closed)
+    }
+}
+
+/// The handle. Cheap to clone; the connection lives until `close` or until
+/// every handle is dropped.
+#[derive(Clone)]
+pub struct PeerConnection {
+    cmd: mpsc::UnboundedSender<driver::Cmd>,
+}
+
+impl std::fmt::Debug for PeerConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PeerConnection")
+    }
+}
+
+/// The events of one connection, in order.
+pub type Events = mpsc::UnboundedReceiver<Event>;
+
+macro_rules! call {
+    ($self:ident, $variant:ident { $($field:ident : $val:expr),* }) => {{
+        let (tx, rx) = oneshot::channel();
+        $self.cmd.send(driver::Cmd::$variant { $($field: $val,)* reply: tx }).map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }};
+}
+
+impl PeerConnection {
+    /// Creates the connection: binds its sockets, resolves the ICE servers
+    /// and starts gathering at once (like a browser's candidate pool), so
+    /// candidates are ready by the time the offer is made.
+    pub async fn new(config: Config) -> Result<(PeerConnection, Events), Error> {
+        let servers = config::resolve(&config.ice_servers).await?;
+        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        let d = driver::Driver::new(config, servers, cmd_tx.clone(), cmd_rx, ev_tx)?;
+        tokio::spawn(d.run());
+        Ok((PeerConnection { cmd: cmd_tx }, ev_rx))
+    }
+
+    pub async fn create_offer(&self) -> Result<SessionDescription, Error> {
+        call!(self, CreateOffer {})
+    }
+
+    pub async fn create_answer(&self) -> Result<SessionDescription, Error> {
+        call!(self, CreateAnswer {})
+    }
+
+    /// Sets a description returned by `create_offer`/`create_answer`, or a
+    /// rollback.
+    pub async fn set_local_description(&self, desc: SessionDescription) -> Result<(), Error> {
+        call!(self, SetLocal { desc: Some(desc) }).map(|_| ())
+    }
+
+    /// `setLocalDescription()` without an argument: creates and sets the
+    /// offer or answer the state calls for and returns it.
+    pub async fn set_local_description_auto(&self) -> Result<SessionDescription, Error> {
+        let d = call!(self, SetLocal { desc: None })?;
+        d.ok_or(Error::NothingToNegotiate)
+    }
+
+    pub async fn set_remote_description(&self, desc: SessionDescription) -> Result<(), Error> {
+        call!(self, SetRemote { desc: desc })
+    }
+
+    /// Adds a trickled remote candidate; `None` (or an empty candidate
+    /// string) is end-of-candidates.
+    pub async fn add_ice_candidate(&self, candidate: Option<IceCandidateInit>) -> Result<(), Error> {
+        call!(self, AddCandidate { candidate: candidate })
+    }
+
+    /// Marks the connection for an ICE restart; the next offer carries new
+    /// credentials and gathering starts over. Fires `NegotiationNeeded`.
+    pub async fn restart_ice(&self) -> Result<(), Error> {
+        call!(self, RestartIce {})
+    }
+
+    pub async fn create_data_channel(&self, label: &str, init: DataChannelInit) -> Result<DataChannel, Error> {
+        call!(self, CreateChannel { label: label.to_string(), init: init })
+    }
+
+    /// Adds a send-receive media line of `kind`. Fires `NegotiationNeeded`;
+    /// the returned sender can write once the line is negotiated.
+    pub async fn add_track(&self, kind: MediaKind) -> Result<TrackSender, Error> {
+        call!(self, AddTrack { kind: kind })
+    }
+
+    /// A sender for a media line the remote side offered as sendrecv.
+    pub fn sender_for(&self, track: &RemoteTrack) -> Result<TrackSender, Error> {
+        if !track.can_send {
+            return Err(Error::NoSender(track.mid.to_string()));
+        }
+        Ok(TrackSender { mid: Some(track.mid), kind: track.kind, id: 0, cmd: self.cmd.clone() })
+    }
+
+    /// Asks the remote sender on `mid` for a keyframe (PLI).
+    pub fn request_keyframe(&self, mid: Mid) {
+        let _ = self.cmd.send(driver::Cmd::RequestKeyframe { mid });
+    }
+
+    pub async fn signaling_state(&self) -> Result<SignalingState, Error> {
+        call!(self, GetSignalingState {})
+    }
+
+    pub async fn stats(&self) -> Result<Stats, Error> {
+        call!(self, GetStats {})
+    }
+
+    /// Closes the connection: DTLS close, TURN allocations released.
+    pub async fn close(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.cmd.send(driver::Cmd::Close { reply: tx }).is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), rx).await;
+        }
+    }
+}
+
+pub(crate) fn new_track_sender(kind: MediaKind, id: u64, cmd: mpsc::UnboundedSender<driver::Cmd>) -> TrackSender {
+    TrackSender { mid: None, kind, id, cmd }
+}
