@@ -39,14 +39,18 @@
 //
 // mDNS: a page that has not been granted camera/microphone permission gets
 // its host candidates obfuscated as `<uuid>.local` (Chromium's default,
-// "WebRtcHideLocalIpsWithMdns"); these pages never call getUserMedia, so
-// that is the case for the in-page variant, which runs on about:blank.
-// Chromium 156 exempts localhost origins (http://127.0.0.1, http://localhost)
-// from the obfuscation: pages served by a `switchboard serve` on 127.0.0.1,
-// like the serve variant and the e2e tests, gather raw IPs (192.0.2.2,
-// fd00::2 here) and never send a .local candidate. So the in-page setup runs
-// are repeated on the server's http://127.0.0.1 origin
-// (`in_page_localhost_origin`) to show the difference.
+// "WebRtcHideLocalIpsWithMdns"). The in-page variant runs on about:blank,
+// an opaque origin that holds no permission, so it gathers .local
+// candidates. But the e2e launch flags include
+// --use-fake-ui-for-media-stream, which makes the camera/microphone
+// permission read "granted" on every secure origin, and http://127.0.0.1 is
+// one: pages served by a `switchboard serve` on 127.0.0.1 (the serve variant,
+// and the e2e tests) therefore gather raw IPs (192.0.2.2 and fd00::2 here)
+// and never send a .local candidate, although they never call getUserMedia.
+// (Checked with Chromium 156: without that flag the same 127.0.0.1 page gets
+// .local candidates and permissions.query({name:'camera'}) says "prompt".)
+// So the in-page setup runs are repeated on the server's http://127.0.0.1
+// origin (`in_page_localhost_origin`) to show what mDNS costs.
 // The .local names are resolved by multicast DNS (Chromium's own responder,
 // 224.0.0.251:5353); when a check arrives before the name is resolved (or
 // resolution fails, e.g. without a multicast route), the receiving side
@@ -517,8 +521,8 @@ try {
   const version = browser.version();
   log(`Chromium ${version} (${CHROMIUM}), ${os.cpus().length} CPUs, ${opts.runs} runs, ${opts.bytes} bytes`);
   const local = await inPage(browser, 'about:blank', 'in-page', true);
-  // Same, but on an http://127.0.0.1 page: Chromium exempts localhost
-  // origins from mDNS obfuscation, so the candidates carry raw IPs.
+  // Same, on an http://127.0.0.1 page: a secure origin where the fake media
+  // UI flag grants camera permission, so no mDNS, raw IPs (see the top).
   const localhost = server ? await inPage(browser, `${server.origin}/healthz`, 'in-page@127.0.0.1', false) : null;
   const serve = server ? await viaServe(browser, server) : null;
   result = {
@@ -560,11 +564,11 @@ if (opts.json) {
   process.stdout.write(`  throughput pair: ${pairLabel(result.throughput_pair)} over ${result.throughput_family} (${result.throughput_socket})\n`);
   const lh = result.in_page_localhost_origin;
   if (lh) {
-    process.stdout.write(`in-page on ${lh.page_url} (no mDNS): setup median ${lh.setup_ms.median} ms, p95 ${lh.setup_ms.p95} ms; ` +
+    process.stdout.write(`in-page on ${lh.page_url} (raw IPs, no mDNS): setup median ${lh.setup_ms.median} ms, p95 ${lh.setup_ms.p95} ms; ` +
       `selected pairs ${JSON.stringify(lh.selected_pairs)}\n`);
   }
   if (result.serve) {
-    line('two pages via switchboard serve (SDK, 127.0.0.1 origin: no mDNS)', result.serve);
+    line('two pages via switchboard serve (SDK; raw IPs, no mDNS)', result.serve);
     process.stdout.write(`  throughput pair: ${pairLabel(result.serve.throughput_pair)} over ${result.serve.throughput_family} (${result.serve.throughput_socket})\n`);
   }
 }
