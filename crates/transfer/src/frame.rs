@@ -1,0 +1,338 @@
+//! Frame codec: one data-channel message <-> one [`Frame`].
+//!
+//! Text messages are JSON objects tagged by `"type"`; binary messages are file
+//! chunks. Parsing is strict about the fields a frame needs (so a broken peer
+//! is reported, not guessed at) and ignores fields it does not know (so the
+//! format can grow). Serializing produces byte-for-byte what `chat.html`'s
+//! `JSON.stringify` produces for the same frame: same key order, `mime`
+//! omitted when there is none, lowercase hex.
+
+use std::fmt;
+
+use serde::{Serialize, Serializer};
+use serde_json::{Map, Value};
+use sha2::{Digest as _, Sha256};
+
+/// Largest binary frame we send or promise to accept (docs/protocol.md).
+pub const MAX_CHUNK: usize = 64 * 1024;
+/// Chunk size a [`crate::Sender`] uses unless told otherwise.
+pub const DEFAULT_CHUNK: usize = MAX_CHUNK;
+
+/// A SHA-256 digest; on the wire, 64 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Digest(pub [u8; 32]);
+
+impl Digest {
+    /// SHA-256 of `data` in one go.
+    pub fn of(data: &[u8]) -> Self {
+        Digest(Sha256::digest(data).into())
+    }
+
+    /// Lowercase hex, as the browser writes it.
+    pub fn to_hex(&self) -> String {
+        self.to_string()
+    }
+
+    /// Parses 64 hex digits. Uppercase is accepted because the browser
+    /// lowercases what it receives before comparing, so it tolerates it too.
+    pub fn from_hex(s: &str) -> Option<Self> {
+        let b = s.as_bytes();
+        if b.len() != 64 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, pair) in b.chunks_exact(2).enumerate() {
+            out[i] = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+        }
+        Some(Digest(out))
+    }
+
+    /// The digest of zero bytes.
+    pub fn empty() -> Self {
+        Self::of(&[])
+    }
+}
+
+fn nibble(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Digest({self})")
+    }
+}
+
+impl Serialize for Digest {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// One message on the `chat` data channel.
+///
+/// `Chunk` borrows the message buffer, so parsing a binary frame copies
+/// nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame<'a> {
+    /// `{"type":"text","text":...}`: a chat line.
+    Text { text: String },
+    /// `{"type":"file-start","id":...,"name":...,"size":...,"mime":...?}`.
+    FileStart { id: String, name: String, size: u64, mime: Option<String> },
+    /// `{"type":"file-end","id":...,"sha256":...}`: all chunks were sent.
+    FileEnd { id: String, sha256: Digest },
+    /// `{"type":"file-ack","id":...,"ok":...,"sha256":...}`: the receiver's
+    /// verdict; `sha256` is what the *receiver* computed.
+    FileAck { id: String, ok: bool, sha256: Digest },
+    /// `{"type":"file-resume","id":...,"offset":...}`: switchboard extension
+    /// (not sent or understood by the browser page), receiver to sender after
+    /// a reconnect: "I hold the first `offset` bytes of `id`; continue from
+    /// there." See docs/protocol.md.
+    FileResume { id: String, offset: u64 },
+    /// A binary frame: the next bytes of the file in progress.
+    Chunk(&'a [u8]),
+}
+
+/// A message ready to hand to the data channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outbound<'a> {
+    /// Send as a text (string) message.
+    Text(String),
+    /// Send as a binary message.
+    Binary(&'a [u8]),
+}
+
+impl Outbound<'_> {
+    /// Whether this goes out as a binary message (str0m's `binary` flag).
+    pub fn is_binary(&self) -> bool {
+        matches!(self, Outbound::Binary(_))
+    }
+
+    /// The message payload.
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Outbound::Text(s) => s.as_bytes(),
+            Outbound::Binary(b) => b,
+        }
+    }
+}
+
+/// Why a data-channel message is not a valid frame.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    #[error("text frame is not valid UTF-8")]
+    NotUtf8,
+    #[error("text frame is not valid JSON: {0}")]
+    BadJson(#[source] serde_json::Error),
+    #[error("text frame is JSON but not an object")]
+    NotAnObject,
+    #[error("unknown frame type {0:?}")]
+    UnknownType(String),
+    #[error("{frame} frame has no \"{field}\" field")]
+    MissingField { frame: &'static str, field: &'static str },
+    #[error("{frame} frame field \"{field}\" must be {expected}")]
+    WrongType { frame: &'static str, field: &'static str, expected: &'static str },
+    #[error("{frame} frame field \"{field}\" is not 64 hex digits")]
+    BadHex { frame: &'static str, field: &'static str },
+}
+
+/// Parses one data-channel message. `binary` is the channel's binary flag
+/// (str0m `ChannelData::binary`); binary messages are always chunks.
+pub fn parse(binary: bool, data: &[u8]) -> Result<Frame<'_>, ProtocolError> {
+    if binary {
+        return Ok(Frame::Chunk(data));
+    }
+    let text = std::str::from_utf8(data).map_err(|_| ProtocolError::NotUtf8)?;
+    let Value::Object(mut obj) = serde_json::from_str(text).map_err(ProtocolError::BadJson)? else {
+        return Err(ProtocolError::NotAnObject);
+    };
+    let ty = match obj.remove("type") {
+        Some(Value::String(s)) => s,
+        Some(_) => return Err(ProtocolError::WrongType { frame: "chat", field: "type", expected: "a string" }),
+        None => return Err(ProtocolError::MissingField { frame: "chat", field: "type" }),
+    };
+    let mut f = Fields { obj: &mut obj, frame: "" };
+    Ok(match ty.as_str() {
+        "text" => {
+            f.frame = "text";
+            Frame::Text { text: f.string("text")? }
+        }
+        "file-start" => {
+            f.frame = "file-start";
+            Frame::FileStart {
+                id: f.string("id")?,
+                name: f.string("name")?,
+                size: f.u64("size")?,
+                mime: f.opt_string("mime")?,
+            }
+        }
+        "file-end" => {
+            f.frame = "file-end";
+            Frame::FileEnd { id: f.string("id")?, sha256: f.digest("sha256")? }
+        }
+        "file-ack" => {
+            f.frame = "file-ack";
+            Frame::FileAck { id: f.string("id")?, ok: f.bool("ok")?, sha256: f.digest("sha256")? }
+        }
+        "file-resume" => {
+            f.frame = "file-resume";
+            Frame::FileResume { id: f.string("id")?, offset: f.u64("offset")? }
+        }
+        _ => return Err(ProtocolError::UnknownType(ty)),
+    })
+}
+
+/// Field extraction with errors that name the frame and field.
+struct Fields<'m> {
+    obj: &'m mut Map<String, Value>,
+    frame: &'static str,
+}
+
+impl Fields<'_> {
+    fn take(&mut self, field: &'static str) -> Result<Value, ProtocolError> {
+        self.obj.remove(field).ok_or(ProtocolError::MissingField { frame: self.frame, field })
+    }
+
+    fn wrong(&self, field: &'static str, expected: &'static str) -> ProtocolError {
+        ProtocolError::WrongType { frame: self.frame, field, expected }
+    }
+
+    fn string(&mut self, field: &'static str) -> Result<String, ProtocolError> {
+        match self.take(field)? {
+            Value::String(s) => Ok(s),
+            _ => Err(self.wrong(field, "a string")),
+        }
+    }
+
+    /// Absent, `null` and `""` all mean "no value": the browser omits `mime`
+    /// when `File.type` is empty.
+    fn opt_string(&mut self, field: &'static str) -> Result<Option<String>, ProtocolError> {
+        match self.obj.remove(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s.is_empty() => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(self.wrong(field, "a string")),
+        }
+    }
+
+    fn u64(&mut self, field: &'static str) -> Result<u64, ProtocolError> {
+        self.take(field)?.as_u64().ok_or_else(|| self.wrong(field, "a non-negative integer"))
+    }
+
+    fn bool(&mut self, field: &'static str) -> Result<bool, ProtocolError> {
+        self.take(field)?.as_bool().ok_or_else(|| self.wrong(field, "true or false"))
+    }
+
+    fn digest(&mut self, field: &'static str) -> Result<Digest, ProtocolError> {
+        let s = self.string(field)?;
+        Digest::from_hex(&s).ok_or(ProtocolError::BadHex { frame: self.frame, field })
+    }
+}
+
+/// Serialization mirror of the text frames. A separate type because `Frame`
+/// also has the binary `Chunk`, and because serde's internally tagged enums
+/// write the tag first, which is where `JSON.stringify` puts `type` too.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub(crate) enum Wire<'a> {
+    Text {
+        text: &'a str,
+    },
+    FileStart {
+        id: &'a str,
+        name: &'a str,
+        size: u64,
+        #[serde(skip_serializing_if = "no_mime")]
+        mime: Option<&'a str>,
+    },
+    FileEnd {
+        id: &'a str,
+        sha256: &'a Digest,
+    },
+    FileAck {
+        id: &'a str,
+        ok: bool,
+        sha256: &'a Digest,
+    },
+    FileResume {
+        id: &'a str,
+        offset: u64,
+    },
+}
+
+// chat.html: `if (file.type) start.mime = file.type;`
+fn no_mime(m: &Option<&str>) -> bool {
+    m.is_none_or(str::is_empty)
+}
+
+impl Wire<'_> {
+    pub(crate) fn to_json(&self) -> String {
+        // Only strings, integers and booleans: serializing cannot fail.
+        serde_json::to_string(self).expect("frame serialization is infallible")
+    }
+}
+
+impl<'a> Frame<'a> {
+    /// The JSON text for a text frame, `None` for a `Chunk`.
+    pub fn to_json(&self) -> Option<String> {
+        let wire = match self {
+            Frame::Text { text } => Wire::Text { text },
+            Frame::FileStart { id, name, size, mime } => {
+                Wire::FileStart { id, name, size: *size, mime: mime.as_deref() }
+            }
+            Frame::FileEnd { id, sha256 } => Wire::FileEnd { id, sha256 },
+            Frame::FileAck { id, ok, sha256 } => Wire::FileAck { id, ok: *ok, sha256 },
+            Frame::FileResume { id, offset } => Wire::FileResume { id, offset: *offset },
+            Frame::Chunk(_) => return None,
+        };
+        Some(wire.to_json())
+    }
+
+    /// The message to put on the data channel for this frame. A chunk's
+    /// bytes are borrowed from wherever the frame borrows them, not from the
+    /// frame, so `receiver_result.ack().encode()` works on a temporary.
+    pub fn encode(&self) -> Outbound<'a> {
+        match *self {
+            Frame::Chunk(b) => Outbound::Binary(b),
+            _ => Outbound::Text(self.to_json().expect("non-chunk frames are text")),
+        }
+    }
+
+    /// Whether this frame travels as a binary message.
+    pub fn is_binary(&self) -> bool {
+        matches!(self, Frame::Chunk(_))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_hex_round_trip_and_case() {
+        let d = Digest::of(b"abc");
+        let hex = d.to_hex();
+        assert_eq!(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(Digest::from_hex(&hex), Some(d));
+        assert_eq!(Digest::from_hex(&hex.to_uppercase()), Some(d));
+        assert_eq!(Digest::from_hex(&hex[..63]), None);
+        assert_eq!(Digest::from_hex(&format!("{}g", &hex[..63])), None);
+        // Multi-byte UTF-8 of the right byte length must not slip through.
+        assert_eq!(Digest::from_hex(&format!("é{}", &hex[..62])), None);
+    }
+}
