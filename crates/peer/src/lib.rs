@@ -21,6 +21,7 @@ pub mod config;
 mod driver;
 pub mod jsep;
 pub mod negotiate;
+pub mod room;
 mod net;
 
 pub use config::{Config, HostCandidates, IceServer, IceUrl, TurnTransport, UrlError};

@@ -4,6 +4,7 @@
 mod bench;
 mod config;
 mod metrics;
+mod p2p;
 mod relay;
 mod serve;
 mod web;
@@ -30,6 +31,8 @@ enum Command {
     Serve(ServeArgs),
     /// Load generators: `bench turn` relays traffic through a TURN server.
     Bench(bench::BenchArgs),
+    #[command(flatten)]
+    Peer(p2p::PeerCommand),
 }
 
 fn init_logging(format: LogFormat) {
@@ -40,6 +43,13 @@ fn init_logging(format: LogFormat) {
         LogFormat::Pretty => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+}
+
+/// Peer commands log warnings only (stdout may carry --json events).
+fn init_peer_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
 /// Resolves when SIGINT or SIGTERM arrives.
@@ -62,6 +72,10 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Bench(args) => bench::run(args),
+        Command::Peer(cmd) => {
+            init_peer_logging();
+            p2p::run(cmd)
+        }
         Command::Serve(args) => {
             let cfg = args.resolve()?;
             init_logging(cfg.log_format);

@@ -1,0 +1,413 @@
+//! A switchboard room from the native side: a WebSocket client for
+//! signaling protocol v1 (`docs/protocol.md`) that keeps one
+//! [`PeerConnection`] per remote peer, with the same role rules as the
+//! browser SDK: the newcomer offers to everyone already there and is the
+//! polite side of perfect negotiation; the older side waits for the offer.
+//!
+//! Connections that fail are ICE-restarted (a NAT rebinding or a network
+//! change heals without the application noticing), up to a limit.
+
+use crate::{negotiate, Config, DataChannel, DataChannelInit, Event, IceConnectionState, IceServer, PeerConnection};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message as Ws;
+use tracing::{debug, info, warn};
+
+/// How to join.
+#[derive(Debug, Clone)]
+pub struct RoomConfig {
+    /// `http(s)://host:port` (then `/v1/ws` is added) or `ws(s)://…`.
+    pub server: String,
+    pub room: String,
+    pub peer: Option<String>,
+    pub meta: Value,
+    /// Template for every connection; the server's `iceServers` are appended
+    /// unless `use_server_ice` is false.
+    pub peer_config: Config,
+    pub use_server_ice: bool,
+    /// The data channel a newcomer opens to each peer (`chat` in the CLI and
+    /// the demo pages). `None`: open nothing.
+    pub channel: Option<String>,
+    /// ICE restarts tried per connection before it is given up.
+    pub max_restarts: u32,
+}
+
+impl RoomConfig {
+    pub fn new(server: impl Into<String>, room: impl Into<String>) -> Self {
+        RoomConfig {
+            server: server.into(),
+            room: room.into(),
+            peer: None,
+            meta: json!({}),
+            peer_config: Config::default(),
+            use_server_ice: true,
+            channel: Some("chat".into()),
+            max_restarts: 3,
+        }
+    }
+}
+
+/// Why joining or staying in a room failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RoomError {
+    #[error("bad server URL {0:?}: {1}")]
+    BadUrl(String, &'static str),
+    #[error("cannot reach the signaling server at {0}: {1}")]
+    Connect(String, String),
+    #[error("the server refused to join: {code}: {message}")]
+    Refused { code: String, message: String },
+    #[error("signaling connection lost: {0}")]
+    Lost(String),
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+/// What happens in the room.
+#[derive(Debug)]
+pub enum RoomEvent {
+    PeerJoined { peer: String, meta: Value },
+    PeerLeft { peer: String },
+    /// A connection to `peer` exists now; `offerer` is true when we are the
+    /// newcomer that makes the first offer.
+    Connection { peer: String, pc: PeerConnection, offerer: bool },
+    /// A data channel to `peer`: ours (the room channel) or theirs.
+    Channel { peer: String, channel: DataChannel },
+    /// Any other connection event (states, tracks, keyframe requests).
+    Peer { peer: String, event: Event },
+    /// The server reported an error for something we sent.
+    ServerError { code: String, message: String },
+    /// The signaling connection ended; existing connections keep running.
+    Closed { reason: String },
+}
+
+/// A joined room.
+pub struct Room {
+    pub me: String,
+    /// Peers present when we joined (we offer to these).
+    pub peers: Vec<String>,
+    pub ice_servers: Vec<IceServer>,
+    pub events: mpsc::UnboundedReceiver<RoomEvent>,
+    out: mpsc::UnboundedSender<Value>,
+}
+
+impl Room {
+    /// Leaves the room (the connections are closed by their owners).
+    pub fn leave(&self) {
+        let _ = self.out.send(json!({"type": "leave"}));
+    }
+}
+
+/// Normalizes `--server` to the WebSocket URL.
+pub fn ws_url(server: &str) -> Result<String, RoomError> {
+    let bad = |why| RoomError::BadUrl(server.to_string(), why);
+    let (scheme, rest) = server.split_once("://").ok_or_else(|| bad("expected http://, https://, ws:// or wss://"))?;
+    let ws_scheme = match scheme.to_ascii_lowercase().as_str() {
+        "http" | "ws" => "ws",
+        "https" | "wss" => return Err(bad("TLS (https/wss) is not built into this client; put the server on http or use a local proxy")),
+        _ => return Err(bad("expected http://, https://, ws:// or wss://")),
+    };
+    let (hostport, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    if hostport.is_empty() {
+        return Err(bad("missing host"));
+    }
+    if let Some((_, port)) = hostport.rsplit_once(':').filter(|_| !hostport.ends_with(']')) {
+        if port.parse::<u16>().is_err() {
+            return Err(bad("bad port"));
+        }
+    }
+    let path = if path.is_empty() || path == "/" { "/v1/ws" } else { path };
+    Ok(format!("{ws_scheme}://{hostport}{path}"))
+}
+
+/// Connects, joins and starts the room task.
+pub async fn join(cfg: RoomConfig) -> Result<Room, RoomError> {
+    let url = ws_url(&cfg.server)?;
+    let (mut ws, _) = tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(url.as_str()))
+        .await
+        .map_err(|_| RoomError::Connect(url.clone(), "timed out".into()))?
+        .map_err(|e| RoomError::Connect(url.clone(), e.to_string()))?;
+    let mut join = json!({"type": "join", "room": cfg.room, "meta": cfg.meta});
+    if let Some(p) = &cfg.peer {
+        join["peer"] = json!(p);
+    }
+    ws.send(Ws::text(join.to_string())).await.map_err(|e| RoomError::Lost(e.to_string()))?;
+    // The first answer is either welcome or an error.
+    let welcome = loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .map_err(|_| RoomError::Lost("no welcome within 10 s".into()))?;
+        match msg {
+            Some(Ok(Ws::Text(t))) => {
+                let v: Value = serde_json::from_str(&t).map_err(|e| RoomError::Protocol(e.to_string()))?;
+                match v["type"].as_str() {
+                    Some("welcome") => break v,
+                    Some("error") => {
+                        return Err(RoomError::Refused {
+                            code: v["code"].as_str().unwrap_or("?").to_string(),
+                            message: v["message"].as_str().unwrap_or("").to_string(),
+                        })
+                    }
+                    _ => continue,
+                }
+            }
+            Some(Ok(Ws::Close(f))) => {
+                return Err(RoomError::Lost(f.map(|f| f.reason.to_string()).unwrap_or_else(|| "closed".into())))
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(RoomError::Lost(e.to_string())),
+            None => return Err(RoomError::Lost("closed before welcome".into())),
+        }
+    };
+    let me = welcome["peer"].as_str().unwrap_or_default().to_string();
+    let peers: Vec<String> =
+        welcome["peers"].as_array().into_iter().flatten().filter_map(|p| p["peer"].as_str().map(str::to_string)).collect();
+    let ice_servers: Vec<IceServer> = serde_json::from_value(welcome["iceServers"].clone()).unwrap_or_default();
+    info!("joined room {} as {me} with {} peer(s)", cfg.room, peers.len());
+
+    let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+    let (out_tx, out_rx) = mpsc::unbounded_channel();
+    let mut peer_cfg = cfg.peer_config.clone();
+    if cfg.use_server_ice {
+        peer_cfg.ice_servers.extend(ice_servers.iter().cloned());
+    }
+    let task = RoomTask {
+        cfg,
+        peer_cfg,
+        conns: HashMap::new(),
+        events: ev_tx,
+        out: out_tx.clone(),
+        internal: mpsc::unbounded_channel(),
+    };
+    tokio::spawn(task.run(ws, out_rx, peers.clone()));
+    Ok(Room { me, peers, ice_servers, events: ev_rx, out: out_tx })
+}
+
+struct Conn {
+    pc: PeerConnection,
+    signals: mpsc::UnboundedSender<Value>,
+}
+
+enum Internal {
+    App { peer: String, event: Event },
+    Ready { peer: String, pc: PeerConnection, signals: mpsc::UnboundedSender<Value>, offerer: bool },
+    Failed { peer: String, error: String },
+}
+
+struct RoomTask {
+    cfg: RoomConfig,
+    peer_cfg: Config,
+    conns: HashMap<String, Option<Conn>>,
+    events: mpsc::UnboundedSender<RoomEvent>,
+    out: mpsc::UnboundedSender<Value>,
+    internal: (mpsc::UnboundedSender<Internal>, mpsc::UnboundedReceiver<Internal>),
+}
+
+type WsStream = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+impl RoomTask {
+    async fn run(mut self, ws: WsStream, mut out_rx: mpsc::UnboundedReceiver<Value>, initial: Vec<String>) {
+        let (mut sink, mut stream) = ws.split();
+        // Signals that arrive while a connection is still being created.
+        let mut early: HashMap<String, Vec<Value>> = HashMap::new();
+        for p in initial {
+            self.open(p, true);
+        }
+        let reason = loop {
+            tokio::select! {
+                msg = stream.next() => match msg {
+                    Some(Ok(Ws::Text(t))) => {
+                        let Ok(v) = serde_json::from_str::<Value>(&t) else { continue };
+                        self.server_message(v, &mut early);
+                    }
+                    Some(Ok(Ws::Close(f))) => break f.map(|f| f.reason.to_string()).unwrap_or_else(|| "closed".into()),
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => break e.to_string(),
+                    None => break "closed".to_string(),
+                },
+                out = out_rx.recv() => {
+                    let Some(v) = out else { break "room dropped".to_string() };
+                    if let Err(e) = sink.send(Ws::text(v.to_string())).await {
+                        break e.to_string();
+                    }
+                }
+                int = self.internal.1.recv() => {
+                    let Some(int) = int else { continue };
+                    match int {
+                        Internal::Ready { peer, pc, signals, offerer } => {
+                            for v in early.remove(&peer).unwrap_or_default() {
+                                let _ = signals.send(v);
+                            }
+                            if self.conns.contains_key(&peer) {
+                                self.conns.insert(peer.clone(), Some(Conn { pc: pc.clone(), signals }));
+                                let _ = self.events.send(RoomEvent::Connection { peer, pc, offerer });
+                            } else {
+                                pc.close().await; // left while we were setting up
+                            }
+                        }
+                        Internal::Failed { peer, error } => {
+                            warn!("cannot create a connection to {peer}: {error}");
+                            self.conns.remove(&peer);
+                            let _ = self.events.send(RoomEvent::ServerError { code: "peer-connection".into(), message: error });
+                        }
+                        Internal::App { peer, event } => self.app_event(peer, event),
+                    }
+                }
+            }
+        };
+        debug!("signaling ended: {reason}");
+        let _ = self.events.send(RoomEvent::Closed { reason });
+        // Keep serving the connections' events so the app still sees them.
+        while let Some(int) = self.internal.1.recv().await {
+            if let Internal::App { peer, event } = int {
+                self.app_event(peer, event);
+            }
+        }
+    }
+
+    fn server_message(&mut self, v: Value, early: &mut HashMap<String, Vec<Value>>) {
+        match v["type"].as_str() {
+            Some("peer-joined") => {
+                let peer = v["peer"].as_str().unwrap_or_default().to_string();
+                let _ = self.events.send(RoomEvent::PeerJoined { peer: peer.clone(), meta: v["meta"].clone() });
+                // We are the older side: prepare, wait for the offer.
+                self.open(peer, false);
+            }
+            Some("peer-left") => {
+                let peer = v["peer"].as_str().unwrap_or_default().to_string();
+                early.remove(&peer);
+                if let Some(Some(c)) = self.conns.remove(&peer) {
+                    tokio::spawn(async move { c.pc.close().await });
+                }
+                let _ = self.events.send(RoomEvent::PeerLeft { peer });
+            }
+            Some("signal") => {
+                let from = v["from"].as_str().unwrap_or_default().to_string();
+                let data = v["data"].clone();
+                match self.conns.get(&from) {
+                    Some(Some(c)) => {
+                        let _ = c.signals.send(data);
+                    }
+                    Some(None) => early.entry(from).or_default().push(data),
+                    None => {
+                        // A peer we have not heard join (it joined before us
+                        // and was in `welcome`, or the join raced): take it.
+                        early.entry(from.clone()).or_default().push(data);
+                        self.open(from, false);
+                    }
+                }
+            }
+            Some("error") => {
+                let _ = self.events.send(RoomEvent::ServerError {
+                    code: v["code"].as_str().unwrap_or("?").to_string(),
+                    message: v["message"].as_str().unwrap_or("").to_string(),
+                });
+            }
+            _ => {}
+        }
+    }
+
+    /// Creates the connection to `peer` in the background.
+    fn open(&mut self, peer: String, offerer: bool) {
+        if self.conns.contains_key(&peer) {
+            return;
+        }
+        self.conns.insert(peer.clone(), None);
+        let cfg = self.peer_cfg.clone();
+        let out = self.out.clone();
+        let internal = self.internal.0.clone();
+        let channel = if offerer { self.cfg.channel.clone() } else { None };
+        let max_restarts = self.cfg.max_restarts;
+        tokio::spawn(async move {
+            let (pc, events) = match PeerConnection::new(cfg).await {
+                Ok(x) => x,
+                Err(e) => {
+                    let _ = internal.send(Internal::Failed { peer, error: e.to_string() });
+                    return;
+                }
+            };
+            let (sig_tx, sig_rx) = mpsc::unbounded_channel();
+            let to = peer.clone();
+            let mut app = negotiate::spawn(pc.clone(), events, offerer, sig_rx, move |data| {
+                let _ = out.send(json!({"type": "signal", "to": to, "data": data}));
+            });
+            let _ = internal.send(Internal::Ready { peer: peer.clone(), pc: pc.clone(), signals: sig_tx, offerer });
+            if let Some(label) = channel {
+                match pc.create_data_channel(&label, DataChannelInit::default()).await {
+                    Ok(dc) => {
+                        let _ = internal.send(Internal::App { peer: peer.clone(), event: Event::DataChannel(dc) });
+                    }
+                    Err(e) => warn!("cannot create channel {label}: {e}"),
+                }
+            }
+            // Forward events; heal failures with ICE restarts.
+            let mut restarts = 0;
+            let mut disconnected_at: Option<tokio::time::Instant> = None;
+            loop {
+                let wait = match disconnected_at {
+                    Some(t) => t + Duration::from_secs(2),
+                    None => tokio::time::Instant::now() + Duration::from_secs(3600),
+                };
+                tokio::select! {
+                    ev = app.recv() => {
+                        let Some(ev) = ev else { break };
+                        if let Event::IceConnectionState(s) = &ev {
+                            match s {
+                                IceConnectionState::Disconnected => disconnected_at = Some(tokio::time::Instant::now()),
+                                IceConnectionState::Failed if restarts < max_restarts => {
+                                    restarts += 1;
+                                    info!("connection to {peer} failed: ICE restart {restarts}/{max_restarts}");
+                                    let _ = pc.restart_ice().await;
+                                }
+                                IceConnectionState::Connected => { disconnected_at = None; restarts = 0; }
+                                _ => disconnected_at = None,
+                            }
+                        }
+                        if internal.send(Internal::App { peer: peer.clone(), event: ev }).is_err() {
+                            break;
+                        }
+                    }
+                    _ = tokio::time::sleep_until(wait) => {
+                        disconnected_at = None;
+                        if restarts < max_restarts {
+                            restarts += 1;
+                            info!("connection to {peer} disconnected for 2 s: ICE restart {restarts}/{max_restarts}");
+                            let _ = pc.restart_ice().await;
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    fn app_event(&mut self, peer: String, event: Event) {
+        let ev = match event {
+            Event::DataChannel(channel) => RoomEvent::Channel { peer, channel },
+            event => RoomEvent::Peer { peer, event },
+        };
+        let _ = self.events.send(ev);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_urls() {
+        assert_eq!(ws_url("http://127.0.0.1:8080").unwrap(), "ws://127.0.0.1:8080/v1/ws");
+        assert_eq!(ws_url("http://example.org/").unwrap(), "ws://example.org/v1/ws");
+        assert_eq!(ws_url("ws://h:1/v1/ws").unwrap(), "ws://h:1/v1/ws");
+        assert_eq!(ws_url("http://[::1]:8080").unwrap(), "ws://[::1]:8080/v1/ws");
+        assert!(ws_url("127.0.0.1:8080").is_err());
+        assert!(ws_url("ftp://x").is_err());
+        assert!(ws_url("http://x:notaport").is_err());
+        assert!(ws_url("http://").is_err());
+        assert!(ws_url("https://x").is_err());
+    }
+}

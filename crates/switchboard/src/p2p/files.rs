@@ -1,0 +1,280 @@
+//! `switchboard send` and `switchboard recv`: files over the `chat` data
+//! channel in the `/chat` wire format, with progress, SHA-256 checks and
+//! no partial file ever left under its final name (the receiver writes to
+//! a temporary name and renames only after the hash matches).
+
+use super::{first_link, join, room_config, Failure, Happened, Out, PeerArgs, Tracker, EXIT_OTHER, EXIT_TRANSFER};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use peer::{DataChannel, Message};
+use serde_json::json;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use transfer::{AckOutcome, FileInfo, Frame, Outbound, Received, Receiver, Sender};
+
+#[derive(Args)]
+pub struct SendArgs {
+    #[command(flatten)]
+    pub common: PeerArgs,
+    /// Files to send, one after another.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Bytes per binary message (at most 65536; the browser sends 16384).
+    #[arg(long, default_value_t = 65536)]
+    pub chunk: usize,
+}
+
+#[derive(Args)]
+pub struct RecvArgs {
+    #[command(flatten)]
+    pub common: PeerArgs,
+    /// Directory to save files in (created if missing).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Exit after this many files; without it, exit when the sender leaves.
+    #[arg(long)]
+    pub count: Option<u64>,
+}
+
+fn bar(out: &Out, name: &str, size: u64) -> ProgressBar {
+    if out.is_json() {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(size);
+    pb.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    pb.set_message(name.to_string());
+    pb
+}
+
+/// Emits progress at most every 250 ms.
+struct Ticker {
+    last: Instant,
+}
+
+impl Ticker {
+    fn due(&mut self) -> bool {
+        if self.last.elapsed() >= Duration::from_millis(250) {
+            self.last = Instant::now();
+            true
+        } else {
+            false
+        }
+    }
+}
+
+pub async fn send(a: SendArgs, out: Out) -> Result<(), Failure> {
+    // Check every file before joining: a typo should not cost a connection.
+    let mut files = Vec::new();
+    for path in &a.files {
+        let meta = std::fs::metadata(path).map_err(|e| Failure::new(EXIT_OTHER, "file", format!("{}: {e}", path.display())))?;
+        if !meta.is_file() {
+            return Err(Failure::new(EXIT_OTHER, "file", format!("{}: not a regular file", path.display())));
+        }
+        files.push((path.clone(), meta.len()));
+    }
+    if a.chunk == 0 || a.chunk > transfer::MAX_CHUNK {
+        return Err(Failure::new(super::EXIT_USAGE, "usage", format!("--chunk must be 1..={}", transfer::MAX_CHUNK)));
+    }
+    let cfg = room_config(&a.common, "send")?;
+    let mut room = join(cfg, &out).await?;
+    let mut tracker = Tracker::new(out.clone(), a.common.timeout);
+    let link = first_link(&mut room, &mut tracker).await?;
+    let peer = link.peer.clone();
+
+    for (path, size) in files {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "file".into());
+        let file = std::fs::File::open(&path).map_err(|e| Failure::new(EXIT_OTHER, "file", format!("{}: {e}", path.display())))?;
+        let info = FileInfo { id: transfer::new_file_id(), name: name.clone(), size, mime: None };
+        let mut tx = Sender::new(std::io::BufReader::with_capacity(256 * 1024, file), info)
+            .with_chunk_size(a.chunk)
+            .map_err(|e| Failure::new(EXIT_OTHER, "file", e.to_string()))?;
+        let started = Instant::now();
+        let pb = bar(&out, &name, size);
+        let mut tick = Ticker { last: Instant::now() };
+        let mut sent: u64 = 0;
+        // Produce and send every message; room events are checked between
+        // messages so a vanished peer ends the transfer promptly.
+        loop {
+            let msg = tx.next_message().map_err(|e| Failure::new(EXIT_OTHER, "file", e.to_string()))?;
+            let Some(msg) = msg else { break };
+            let (binary, len) = (msg.is_binary(), msg.as_bytes().len());
+            let r = match msg {
+                Outbound::Text(t) => link.channel.send(Message::Text(t)).await,
+                Outbound::Binary(b) => link.channel.send_binary(b).await,
+            };
+            r.map_err(|e| Failure::new(EXIT_TRANSFER, "transfer", format!("sending {name}: {e}")))?;
+            if binary {
+                sent += len as u64;
+                pb.set_position(sent);
+                if tick.due() {
+                    out.event(json!({"event": "progress", "peer": peer, "name": name, "bytes": sent, "size": size}), String::new);
+                }
+            }
+            while let Ok(ev) = room.events.try_recv() {
+                if let Happened::PeerLeft(p) = tracker.handle(ev).await? {
+                    if p == peer {
+                        pb.abandon();
+                        return Err(Failure::new(EXIT_TRANSFER, "peer-left", format!("{peer} left while {name} was being sent")));
+                    }
+                }
+            }
+        }
+        pb.finish_and_clear();
+        // Wait for the verdict; text frames from the peer are shown.
+        let outcome = loop {
+            tokio::select! {
+                m = link.channel.recv() => {
+                    let Some(m) = m else {
+                        return Err(Failure::new(EXIT_TRANSFER, "transfer", format!("channel closed before {name} was acknowledged")));
+                    };
+                    let (binary, bytes): (bool, &[u8]) = match &m { Message::Text(t) => (false, t.as_bytes()), Message::Binary(b) => (true, b) };
+                    match transfer::parse(binary, bytes) {
+                        Ok(Frame::FileAck { id, ok, sha256 }) => {
+                            if let Ok(Some(o)) = tx.handle_ack(&id, ok, &sha256) {
+                                break o;
+                            }
+                        }
+                        Ok(Frame::Text { text }) => out.event(json!({"event": "text", "peer": peer, "text": text}), || format!("{peer}: {text}")),
+                        Ok(_) => {}
+                        Err(e) => tracing::debug!("ignoring a bad frame: {e}"),
+                    }
+                }
+                ev = room.events.recv() => {
+                    let Some(ev) = ev else { continue };
+                    if let Happened::PeerLeft(p) = tracker.handle(ev).await? {
+                        if p == peer {
+                            return Err(Failure::new(EXIT_TRANSFER, "peer-left", format!("{peer} left before acknowledging {name}")));
+                        }
+                    }
+                }
+            }
+        };
+        let ms = started.elapsed().as_millis() as u64;
+        let ok = outcome.is_verified();
+        let sha = match &outcome {
+            AckOutcome::Verified => tx_digest_hex(&tx),
+            AckOutcome::Mismatch { ours, .. } => ours.to_hex(),
+        };
+        let mbps = size as f64 / 1e6 / (ms.max(1) as f64 / 1000.0);
+        out.event(
+            json!({"event": "file-sent", "peer": peer, "name": name, "size": size, "sha256": sha, "ok": ok, "ms": ms}),
+            || format!("{} {name}: {size} bytes in {:.1} s ({mbps:.1} MB/s), sha256 {sha}", if ok { "sent" } else { "FAILED" }, ms as f64 / 1000.0),
+        );
+        if !ok {
+            return Err(Failure::new(EXIT_TRANSFER, "hash-mismatch", format!("{peer} received {name} with a different SHA-256")));
+        }
+    }
+    room.leave();
+    link.pc.close().await;
+    Ok(())
+}
+
+fn tx_digest_hex<R>(tx: &Sender<R>) -> String {
+    tx.digest().map(|d| d.to_hex()).unwrap_or_default()
+}
+
+pub async fn recv(a: RecvArgs, out: Out) -> Result<(), Failure> {
+    std::fs::create_dir_all(&a.out).map_err(|e| Failure::new(EXIT_OTHER, "file", format!("{}: {e}", a.out.display())))?;
+    let cfg = room_config(&a.common, "recv")?;
+    let mut room = join(cfg, &out).await?;
+    let mut tracker = Tracker::new(out.clone(), a.common.timeout);
+    let link = first_link(&mut room, &mut tracker).await?;
+    let peer = link.peer.clone();
+    let mut rx = Receiver::new(&a.out);
+    let mut done: u64 = 0;
+    let mut current: Option<(String, u64, Instant, ProgressBar)> = None;
+    let mut tick = Ticker { last: Instant::now() };
+    loop {
+        if a.count.is_some_and(|n| done >= n) {
+            break;
+        }
+        tokio::select! {
+            m = link.channel.recv() => {
+                let Some(m) = m else {
+                    if rx.abort().is_some() {
+                        return Err(Failure::new(EXIT_TRANSFER, "transfer", "channel closed in the middle of a file"));
+                    }
+                    break;
+                };
+                let (binary, bytes): (bool, &[u8]) = match &m { Message::Text(t) => (false, t.as_bytes()), Message::Binary(b) => (true, b) };
+                let frame = match transfer::parse(binary, bytes) {
+                    Ok(f) => f,
+                    Err(e) => { tracing::debug!("ignoring a bad frame: {e}"); continue; }
+                };
+                if let Frame::Text { text } = &frame {
+                    out.event(json!({"event": "text", "peer": peer, "text": text}), || format!("{peer}: {text}"));
+                    continue;
+                }
+                match rx.handle(&frame) {
+                    Ok(Received::Started { name, size, .. }) => {
+                        let pb = bar(&out, &name, size);
+                        current = Some((name, size, Instant::now(), pb));
+                    }
+                    Ok(Received::Progress { received, size }) => {
+                        if let Some((name, _, _, pb)) = &current {
+                            pb.set_position(received);
+                            if tick.due() {
+                                out.event(json!({"event": "progress", "peer": peer, "name": name, "bytes": received, "size": size}), String::new);
+                            }
+                        }
+                    }
+                    Ok(Received::Finished(f)) => {
+                        let ack = f.ack();
+                        send_frame(&link.channel, &ack).await?;
+                        let (ms, pb) = match current.take() { Some((_, _, t, pb)) => (t.elapsed().as_millis() as u64, pb), None => (0, ProgressBar::hidden()) };
+                        pb.finish_and_clear();
+                        let ok = f.ok();
+                        let path = f.result.as_ref().ok().map(|p| p.display().to_string());
+                        let why = f.result.as_ref().err().map(|e| format!("{e:?}"));
+                        let sha = f.actual.to_hex();
+                        out.event(
+                            json!({"event": "file-received", "peer": peer, "name": f.name, "path": path, "size": f.received, "sha256": sha, "ok": ok, "ms": ms}),
+                            || match &path {
+                                Some(p) => format!("received {} ({} bytes, sha256 {sha}) -> {p}", f.name, f.received),
+                                None => format!("FAILED {}: {}", f.name, why.clone().unwrap_or_default()),
+                            },
+                        );
+                        if !ok {
+                            return Err(Failure::new(EXIT_TRANSFER, "hash-mismatch", format!("{} failed its check: {}", f.name, why.unwrap_or_default())));
+                        }
+                        done += 1;
+                    }
+                    Ok(Received::Ignored) => {}
+                    Err(e) => tracing::warn!("bad transfer frame from {peer}: {e}"),
+                }
+            }
+            ev = room.events.recv() => {
+                let Some(ev) = ev else { continue };
+                match tracker.handle(ev).await? {
+                    Happened::PeerLeft(p) if p == peer => {
+                        if rx.abort().is_some() {
+                            return Err(Failure::new(EXIT_TRANSFER, "peer-left", format!("{peer} left in the middle of a file; the partial file was removed")));
+                        }
+                        if done > 0 {
+                            break;
+                        }
+                        return Err(Failure::new(EXIT_TRANSFER, "peer-left", format!("{peer} left before sending a file")));
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    // Give the last ack time to leave before the connection closes.
+    let _ = tokio::time::timeout(Duration::from_secs(2), link.channel.flush()).await;
+    room.leave();
+    link.pc.close().await;
+    Ok(())
+}
+
+async fn send_frame(ch: &DataChannel, f: &Frame<'_>) -> Result<(), Failure> {
+    let r = match f.encode() {
+        Outbound::Text(t) => ch.send(Message::Text(t)).await,
+        Outbound::Binary(b) => ch.send_binary(b).await,
+    };
+    r.map_err(|e| Failure::new(EXIT_TRANSFER, "transfer", e.to_string()))
+}
