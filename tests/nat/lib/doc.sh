@@ -1,0 +1,97 @@
+# shellcheck shell=bash
+# Writes docs/nat-matrix.md from this run's results (lab.sh --write-doc).
+
+write_doc() {
+    local commit dirty version
+    commit=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
+    dirty=$(git -C "$REPO" status --porcelain --untracked-files=no 2>/dev/null | head -1)
+    version=$("$LAB_BIN" --version 2>/dev/null || echo unknown)
+    cat <<EOF
+# NAT traversal matrix
+
+Measured by \`tests/nat/lab.sh --write-doc\` (issue 5): \`switchboard send\`
+and \`switchboard recv\` (docs/cli.md) across real Linux NATs built from
+network namespaces, with \`switchboard serve\` as signaling and STUN/TURN
+server. This file is written by the lab from one real run; do not edit the
+numbers by hand.
+
+- run: $(date -u '+%Y-%m-%d %H:%M UTC')
+- kernel: $(uname -sr), $(iptables --version 2>/dev/null)
+- commit: ${commit}${dirty:+ (work tree had uncommitted changes)}; binary: ${version}
+- file: ${LAB_FILE_MB} MiB of random bytes per transfer (${LAB_CHANGE_FILE_MB} MiB with a ${LAB_CHANGE_RATE} uplink in the network-change scenario); CLI \`--timeout ${CLI_TIMEOUT}\` (\`${LAB_FAIL_TIMEOUT}\` in no-turn)
+- result: $(( ${#SELECTED[@]} - FAILED )) passed, $FAILED failed
+
+## Results
+
+EOF
+    table 1
+    cat <<'EOF'
+
+"setup ms" is the CLI's `setup_ms` from its first `connected` event (first
+offer/answer to ICE connected and data channel open), sender/receiver. "MB/s"
+is 10^6 bytes per second over the receiver's `ms` in `file-received`. The pair
+is the first `connected` event's `pair.local.type<->pair.remote.type`, from
+the sender's and the receiver's side (`/tcp` marks a local relay reached
+over TURN/TCP).
+
+Notes from the run:
+
+EOF
+    notes 1
+    cat <<EOF
+
+## The lab
+
+Every scenario checks both exit codes, that the receiver wrote exactly one
+file whose SHA-256 equals the sent file's (and the \`file-sent\` /
+\`file-received\` events agree), and the selected pair on both sides.
+
+| scenario | sender | receiver | checked |
+| --- | --- | --- | --- |
+| same-lan | p1a, LAN 10.0.1.0/24 behind EIM NAT r1 | p1b, same LAN | host<->host on both sides |
+| eim-eim | p1a behind EIM NAT r1 | p2 behind EIM NAT r2 | no relay on either side; remote is srflx or prflx |
+| sym-eim | p3 behind symmetric NAT r3 | p2 behind EIM NAT r2 | connects; the pair is recorded (not host<->host) |
+| sym-sym | p3 behind symmetric NAT r3 | p4 behind symmetric NAT r4 | the pair goes through TURN on both sides |
+| tcp-only | p5 behind firewall r5 (only TCP 3478 and the signaling port out, no UDP) | p2 behind EIM NAT r2 | sender's local candidate is relay with relay_protocol tcp; receiver's pair goes through TURN |
+| no-turn | p1a behind r1 | p2 behind r2, signaling on a \`serve --no-turn\` | both exit 4 within \`--timeout\` + 10 s with an error event, no connected event, no file; an outer \`timeout\` catches a hang |
+| net-change | p6 behind EIM NAT r6, uplink shaped with tc tbf | p2 behind r2 | once the receiver has a quarter of the file, r6 moves all UDP to a new public address and port range (SNAT 198.18.6.2:20000-29999) and \`conntrack -D -p udp\` drops every UDP mapping; TCP, so the signaling WebSocket, keeps its mapping. Passes when the file completes with the right hash, one file-sent and one file-received, progress never going back (it resumed, not restarted), and a second \`connected\` event (ICE restart) on either side |
+
+Topology: an "internet" 198.18.0.0/15 (RFC 2544 benchmarking range) that is a
+bridge inside one namespace; \`serve\` at 198.18.0.10 (signaling :8080,
+STUN/TURN :3478, \`--external-ip 198.18.0.10 --allow-peer 198.18.0.0/15\`: the
+relay refuses benchmarking ranges unless allowed), a second \`serve\` at
+198.18.0.11 (a second STUN address for the self-test) and a \`serve --no-turn\`
+at 198.18.0.12. Router N has WAN 198.18.N.1 and LAN 10.0.N.0/24. NAT kinds:
+
+- **EIM** (r1, r2, r6): \`MASQUERADE\`. Linux keeps the source port when it
+  can, so one internal ip:port has one public ip:port whatever the
+  destination (endpoint-independent mapping). Filtering is conntrack's:
+  only replies from the exact address and port sent to (port-restricted).
+- **symmetric** (r3, r4): \`MASQUERADE --random-fully\`: a new random public
+  port for every new destination (endpoint-dependent mapping).
+- **firewall** (r5): FORWARD admits only TCP to port 3478 and to the signaling
+  server's :8080 (as a web proxy would); all UDP is dropped; then EIM NAT.
+
+No link reaches the root namespace (every veth is made with both ends inside
+lab namespaces), IPv6 is disabled in every lab namespace, and ip_forward is on
+only in the routers. The lab is torn down on exit, error or interrupt.
+
+### Self-test
+
+Before any scenario, the lab checks itself; a failure here is reported as a
+broken lab and no scenario runs. With a peer's ephemeral port range pinned to
+one port, coturn's \`turnutils_stunclient\` asks the two STUN servers (two
+internet addresses) and then the first again, from the same internal
+ip:port. This run:
+
+\`\`\`text
+EOF
+    cat "$WORK/selftest.txt"
+    cat <<'EOF'
+```
+
+### Browser row
+
+EOF
+    echo "${LAB_BROWSER_NOTE:-No browser row: Chromium was not run inside a lab host in this run.}"
+}

@@ -1,0 +1,358 @@
+# shellcheck shell=bash
+# The scenarios of the NAT matrix. Each runs `switchboard recv` in one lab
+# host and `switchboard send` in another (docs/cli.md is the contract), then
+# checks exit codes, the SHA-256 of what arrived, and the selected candidate
+# pair from the `connected` events. Each writes one result line:
+#   STATUS<TAB>EXPECTED<TAB>PAIR<TAB>SETUP_MS<TAB>MB_PER_S<TAB>NOTE
+# to $SDIR/result. Scenarios run in a subshell: a failure ends the scenario,
+# never the lab.
+
+SCENARIOS_DEFAULT="same-lan eim-eim sym-eim sym-sym tcp-only no-turn net-change"
+SCENARIOS_EXTRA="renumber"
+
+SIGNAL_URL="http://$SRV_IP:8080"
+NOTURN_URL="http://$NOTURN_IP:8080"
+
+scenario_expected() {
+    case $1 in
+        same-lan)   echo "host <-> host" ;;
+        eim-eim)    echo "srflx/prflx, no relay" ;;
+        sym-eim)    echo "direct or relay (recorded)" ;;
+        sym-sym)    echo "relay" ;;
+        tcp-only)   echo "relay, TURN over TCP" ;;
+        no-turn)    echo "exit 4 within --timeout" ;;
+        net-change) echo "ICE restart, same transfer" ;;
+        renumber)   echo "ICE restart after WAN renumber" ;;
+        *)          echo "?" ;;
+    esac
+}
+
+scenario_title() {
+    case $1 in
+        same-lan)   echo "both peers on the same LAN (behind EIM NAT r1)" ;;
+        eim-eim)    echo "both behind endpoint-independent NATs" ;;
+        sym-eim)    echo "symmetric NAT (sender) + EIM NAT (receiver)" ;;
+        sym-sym)    echo "both behind symmetric NATs" ;;
+        tcp-only)   echo "UDP blocked, only TCP 3478 open (sender) + EIM NAT" ;;
+        no-turn)    echo "both behind EIM NATs, serve --no-turn (no STUN/TURN)" ;;
+        net-change) echo "EIM NATs; sender's UDP mapping moves mid-transfer" ;;
+        renumber)   echo "EIM NATs; sender's router renumbered mid-transfer (TCP too)" ;;
+        *)          echo "$1" ;;
+    esac
+}
+
+result() { # STATUS PAIR SETUP RATE NOTE
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$(scenario_expected "$SCEN")" "$2" "$3" "$4" "$5" >"$SDIR/result"
+}
+
+# --- JSON event helpers (one object per line on the CLI's stdout) ----------
+
+# Every line of file $1 that parses as a JSON object with event $2, compact.
+events() { jq -cR --arg e "$2" 'fromjson? | objects | select(.event == $e)' "$1" 2>/dev/null; }
+count_events() { events "$1" "$2" | wc -l; }
+first_event() { events "$1" "$2" | head -1; }
+last_event() { events "$1" "$2" | tail -1; }
+# How many lines of $1 are not JSON objects (docs/cli.md says none are).
+non_json_lines() { jq -cR '(try fromjson catch null) | select(type != "object")' "$1" 2>/dev/null | wc -l; }
+
+# "local<->remote" of a connected event, e.g. "relay/tcp<->srflx".
+pair_of() {
+    jq -r '"\(.pair.local.type)\(if .pair.local.relay_protocol then "/" + .pair.local.relay_protocol else "" end)<->\(.pair.remote.type)"' <<<"$1"
+}
+local_type()  { jq -r '.pair.local.type // "?"' <<<"$1"; }
+remote_type() { jq -r '.pair.remote.type // "?"' <<<"$1"; }
+local_relay_protocol() { jq -r '.pair.local.relay_protocol // ""' <<<"$1"; }
+# Whether the pair goes through the TURN server at $SRV_IP (either end relay,
+# or the remote address is the relay's, e.g. a peer-reflexive view of it).
+via_turn() {
+    jq -e --arg srv "$SRV_IP" '.pair.local.type == "relay" or .pair.remote.type == "relay"
+        or ((.pair.remote.address // "") | split(":")[0]) == $srv' <<<"$1" >/dev/null
+}
+
+# --- running the CLI ------------------------------------------------------
+
+# start_cli ROLE NS ARGS...: runs `switchboard ROLE ARGS` in lab host NS
+# under an outer timeout, stdout to $SDIR/ROLE.jsonl, stderr to ROLE.err.
+# Sets ROLE_pid and ROLE_t0 (ms).
+start_cli() {
+    local role=$1 where=$2; shift 2
+    local t0; t0=$(now_ms)
+    printf -v "${role}_t0" '%s' "$t0"
+    echo "[$where] switchboard $role $*" >>"$SDIR/commands"
+    in_ns "$where" timeout -k 5 "$LAB_OUTER_TIMEOUT" "$LAB_BIN" "$role" "$@" \
+        >"$SDIR/$role.jsonl" 2>"$SDIR/$role.err" &
+    printf -v "${role}_pid" '%s' "$!"
+}
+
+# wait_cli ROLE: waits for it; sets ROLE_rc and ROLE_secs.
+wait_cli() {
+    local role=$1 pidvar="${1}_pid" t0var="${1}_t0" rc=0
+    wait "${!pidvar}" || rc=$?
+    printf -v "${role}_rc" '%s' "$rc"
+    printf -v "${role}_ms" '%s' "$(( $(now_ms) - ${!t0var} ))"
+}
+
+# Waits up to $2 seconds for an event $3 in file $1.
+wait_event() {
+    local f=$1 secs=$2 ev=$3 i
+    for ((i = 0; i < secs * 10; i++)); do
+        [ -n "$(first_event "$f" "$ev")" ] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+make_file() { # PATH MB
+    head -c $(($2 * 1024 * 1024)) /dev/urandom >"$1"
+}
+
+# The common part: recv in $RECV_NS, send of $FILE from $SEND_NS, room of its
+# own. Extra args in SEND_ARGS / RECV_ARGS. The hook `during` (if set) runs
+# while the transfer is in flight.
+transfer() {
+    local url=$1
+    ROOM="nat-$SCEN-$$-$RANDOM"
+    mkdir -p "$SDIR/out"
+    start_cli recv "$RECV_NS" --json --server "$url" --room "$ROOM" --name recv \
+        --timeout "$CLI_TIMEOUT" --count 1 --out "$SDIR/out" "${RECV_ARGS[@]}"
+    if ! wait_event "$SDIR/recv.jsonl" 15 joined; then
+        echo "recv printed no joined event within 15 s" >>"$SDIR/notes"
+    fi
+    start_cli send "$SEND_NS" --json --server "$url" --room "$ROOM" --name send \
+        --timeout "$CLI_TIMEOUT" "${SEND_ARGS[@]}" "$FILE"
+    if [ -n "${DURING:-}" ]; then "$DURING"; fi
+    wait_cli send
+    # recv exits after --count 1; give it a moment after the sender is done.
+    wait_cli recv
+}
+
+# Common checks of a finished transfer; echoes the first problem, or nothing.
+transfer_problem() {
+    local want got n
+    want=$(sha256sum "$FILE" | cut -d' ' -f1)
+    [ "$send_rc" = 124 ] || [ "$send_rc" = 137 ] && { echo "send hung: killed by the outer ${LAB_OUTER_TIMEOUT}s timeout"; return; }
+    [ "$recv_rc" = 124 ] || [ "$recv_rc" = 137 ] && { echo "recv hung: killed by the outer ${LAB_OUTER_TIMEOUT}s timeout"; return; }
+    [ "$send_rc" = 0 ] || { echo "send exited $send_rc: $(err_summary send)"; return; }
+    [ "$recv_rc" = 0 ] || { echo "recv exited $recv_rc: $(err_summary recv)"; return; }
+    n=$(find "$SDIR/out" -type f | wc -l)
+    [ "$n" = 1 ] || { echo "recv wrote $n files, want exactly 1"; return; }
+    got=$(sha256sum "$(find "$SDIR/out" -type f)" | cut -d' ' -f1)
+    [ "$got" = "$want" ] || { echo "sha256 of the received file $got != sent $want"; return; }
+    local fr fs
+    fr=$(last_event "$SDIR/recv.jsonl" file-received)
+    fs=$(last_event "$SDIR/send.jsonl" file-sent)
+    [ -n "$fr" ] || { echo "recv printed no file-received event"; return; }
+    [ -n "$fs" ] || { echo "send printed no file-sent event"; return; }
+    [ "$(jq -r .ok <<<"$fr")" = true ] && [ "$(jq -r .sha256 <<<"$fr")" = "$want" ] \
+        || { echo "file-received event disagrees: $fr"; return; }
+    [ "$(jq -r .ok <<<"$fs")" = true ] && [ "$(jq -r .sha256 <<<"$fs")" = "$want" ] \
+        || { echo "file-sent event disagrees: $fs"; return; }
+    [ -n "$(first_event "$SDIR/send.jsonl" connected)" ] || { echo "send printed no connected event"; return; }
+    [ -n "$(first_event "$SDIR/recv.jsonl" connected)" ] || { echo "recv printed no connected event"; return; }
+}
+
+err_summary() { # ROLE: the error event's message, else the last stderr line
+    local e; e=$(last_event "$SDIR/$1.jsonl" error)
+    if [ -n "$e" ]; then jq -r '"code \(.code): \(.message)"' <<<"$e"
+    else tail -n 1 "$SDIR/$1.err" 2>/dev/null | cut -c1-200; fi
+}
+
+# "send-pair | recv-pair" of the first connected events.
+pairs_text() {
+    local s r
+    s=$(first_event "$SDIR/send.jsonl" connected); r=$(first_event "$SDIR/recv.jsonl" connected)
+    printf 'send %s, recv %s' "$( [ -n "$s" ] && pair_of "$s" || echo -)" "$( [ -n "$r" ] && pair_of "$r" || echo -)"
+}
+
+setup_ms_text() {
+    local s r
+    s=$(first_event "$SDIR/send.jsonl" connected); r=$(first_event "$SDIR/recv.jsonl" connected)
+    printf '%s/%s' "$( [ -n "$s" ] && jq -r '.setup_ms | floor' <<<"$s" || echo -)" \
+        "$( [ -n "$r" ] && jq -r '.setup_ms | floor' <<<"$r" || echo -)"
+}
+
+rate_text() { # MB/s (10^6 bytes) of the received file, by the receiver's clock
+    local fr; fr=$(last_event "$SDIR/recv.jsonl" file-received)
+    [ -n "$fr" ] || { echo -; return; }
+    jq -r 'if .ms > 0 then (.size / 1000000 / (.ms / 1000) * 100 | round / 100 | tostring) else "-" end' <<<"$fr"
+}
+
+finish() { # PROBLEM (empty = pass) [NOTE]
+    local status=PASS note=${2:-}
+    if [ -n "$1" ]; then status=FAIL; note=$1; fi
+    result "$status" "$(pairs_text)" "$(setup_ms_text)" "$(rate_text)" "$note"
+}
+
+# --- the scenarios --------------------------------------------------------
+
+# Pair check helpers; each echoes a problem or nothing.
+both_sides() { # FUNC: applies FUNC SIDE CONNECTED_JSON to send and recv
+    local side c p
+    for side in send recv; do
+        c=$(first_event "$SDIR/$side.jsonl" connected)
+        p=$("$1" "$side" "$c")
+        [ -n "$p" ] && { echo "$p"; return; }
+    done
+}
+want_host_host() {
+    [ "$(local_type "$2")" = host ] && [ "$(remote_type "$2")" = host ] \
+        || echo "$1 selected $(pair_of "$2"), want host<->host"
+}
+want_direct_reflexive() {
+    if via_turn "$2"; then echo "$1 selected $(pair_of "$2") through TURN, want a direct pair"; return; fi
+    case $(remote_type "$2") in srflx|prflx) ;; *) echo "$1 selected $(pair_of "$2"), want a srflx/prflx remote" ;; esac
+}
+want_not_host_host() {
+    [ "$(local_type "$2")" = host ] && [ "$(remote_type "$2")" = host ] \
+        && echo "$1 selected host<->host across two NATs (the lab leaks)"
+}
+want_turn() {
+    via_turn "$2" || echo "$1 selected $(pair_of "$2"), want a pair through TURN"
+}
+
+run_pair_scenario() { # SEND_NS RECV_NS CHECK_FUNC [URL]
+    SEND_NS=$1 RECV_NS=$2
+    FILE="$WORK/data-${LAB_FILE_MB}M.bin"
+    [ -f "$FILE" ] || make_file "$FILE" "$LAB_FILE_MB"
+    transfer "${4:-$SIGNAL_URL}"
+    local p; p=$(transfer_problem)
+    [ -z "$p" ] && p=$(both_sides "$3")
+    finish "$p" "${NOTE:-}"
+}
+
+scen_same-lan()  { run_pair_scenario p1a p1b want_host_host; }
+scen_eim-eim()   { run_pair_scenario p1a p2 want_direct_reflexive; }
+scen_sym-sym()   { run_pair_scenario p3 p4 want_turn; }
+
+scen_sym-eim() {
+    SEND_NS=p3 RECV_NS=p2
+    FILE="$WORK/data-${LAB_FILE_MB}M.bin"
+    [ -f "$FILE" ] || make_file "$FILE" "$LAB_FILE_MB"
+    transfer "$SIGNAL_URL"
+    local p c note; p=$(transfer_problem)
+    [ -z "$p" ] && p=$(both_sides want_not_host_host)
+    c=$(first_event "$SDIR/send.jsonl" connected)
+    if [ -n "$c" ]; then
+        if via_turn "$c"; then note="relayed: the EIM side's NAT filters by address and port, so checks from the symmetric NAT's fresh port are dropped"
+        else note="direct: a peer-reflexive pair through the symmetric NAT's per-destination port"; fi
+    fi
+    finish "$p" "$note"
+}
+
+scen_tcp-only() {
+    SEND_NS=p5 RECV_NS=p2
+    FILE="$WORK/data-${LAB_FILE_MB}M.bin"
+    [ -f "$FILE" ] || make_file "$FILE" "$LAB_FILE_MB"
+    transfer "$SIGNAL_URL"
+    local p c; p=$(transfer_problem)
+    if [ -z "$p" ]; then
+        c=$(first_event "$SDIR/send.jsonl" connected)
+        if [ "$(local_type "$c")" != relay ] || [ "$(local_relay_protocol "$c")" != tcp ]; then
+            p="send (firewalled) selected $(pair_of "$c"), want a local relay reached over TCP"
+        fi
+    fi
+    [ -z "$p" ] && p=$(want_turn recv "$(first_event "$SDIR/recv.jsonl" connected)")
+    finish "$p"
+}
+
+scen_no-turn() {
+    SEND_NS=p1a RECV_NS=p2
+    FILE="$WORK/data-${LAB_FILE_MB}M.bin"
+    [ -f "$FILE" ] || make_file "$FILE" "$LAB_FILE_MB"
+    local saved=$CLI_TIMEOUT
+    CLI_TIMEOUT=$LAB_FAIL_TIMEOUT
+    transfer "$NOTURN_URL"
+    CLI_TIMEOUT=$saved
+    local p="" role rc ms limit=$(( (LAB_FAIL_TIMEOUT + 10) * 1000 ))
+    for role in send recv; do
+        rc=${role}_rc ms=${role}_ms
+        if [ "${!rc}" = 124 ] || [ "${!rc}" = 137 ]; then p="$role hung: killed by the outer ${LAB_OUTER_TIMEOUT}s timeout"; break; fi
+        if [ "${!rc}" != 4 ]; then p="$role exited ${!rc}, want 4 (peer connection failed): $(err_summary "$role")"; break; fi
+        if [ "${!ms}" -gt "$limit" ]; then p="$role took ${!ms} ms to give up, want <= $limit (--timeout $LAB_FAIL_TIMEOUT + 10 s)"; break; fi
+        if [ -z "$(last_event "$SDIR/$role.jsonl" error)" ]; then p="$role exited 4 without an error event"; break; fi
+        if [ -n "$(first_event "$SDIR/$role.jsonl" connected)" ]; then p="$role reported connected although no path exists"; break; fi
+    done
+    [ -z "$p" ] && [ "$(find "$SDIR/out" -type f | wc -l)" != 0 ] && p="recv wrote a file"
+    result "$([ -z "$p" ] && echo PASS || echo FAIL)" "none (send exit $send_rc, recv exit $recv_rc)" "-" "-" \
+        "${p:-gave up after ${send_ms} ms / ${recv_ms} ms: $(err_summary send)}"
+}
+
+# Mid-transfer change for the network-change scenarios: waits until the
+# receiver has a quarter of the file (or, without progress events, 3 s after
+# connected), then runs $CHANGE and notes how far the transfer was.
+during_change() {
+    local size i bytes=0 changed=0
+    size=$(stat -c %s "$FILE")
+    for ((i = 0; i < LAB_OUTER_TIMEOUT * 10; i++)); do
+        kill -0 "$send_pid" 2>/dev/null || break
+        bytes=$(last_event "$SDIR/recv.jsonl" progress | jq -r '.bytes // 0' 2>/dev/null)
+        bytes=${bytes:-0}
+        if [ "$bytes" -ge $((size / 4)) ]; then changed=1; break; fi
+        if [ -z "${connected_at:-}" ] && [ -n "$(first_event "$SDIR/recv.jsonl" connected)" ]; then connected_at=$i; fi
+        if [ -n "${connected_at:-}" ] && [ $((i - connected_at)) -ge 30 ] \
+            && [ -z "$(first_event "$SDIR/recv.jsonl" progress)" ]; then changed=1; break; fi
+        sleep 0.1
+    done
+    if [ $changed = 1 ]; then
+        if [ -n "$(first_event "$SDIR/recv.jsonl" file-received)" ]; then
+            echo "the file had already arrived when the change was due" >"$SDIR/change"
+            return
+        fi
+        "$CHANGE"
+        echo "changed at $bytes of $size bytes received, $(date +%T.%N | cut -c1-12)" >"$SDIR/change"
+    else
+        echo "no change made: the sender ended before the transfer was under way" >"$SDIR/change"
+    fi
+}
+
+# The sender's router moves all UDP to a new public address and port range
+# and forgets every UDP mapping; TCP (the signaling WebSocket) keeps its
+# mapping, as when a carrier-grade NAT rebalances or a mapping times out.
+change_udp_mapping() {
+    ip -n "$(ns r6)" addr add "198.18.6.2/$INET_LEN" dev wan
+    in_ns r6 iptables -w -t nat -I POSTROUTING 1 -o wan -p udp -j SNAT --to-source 198.18.6.2:20000-29999
+    in_ns r6 conntrack -D -p udp >/dev/null 2>&1 || true
+    in_ns r6 conntrack -L -p udp 2>/dev/null >"$SDIR/conntrack-after" || true
+}
+
+change_renumber() { renumber_router 6; }
+
+net_change_common() {
+    SEND_NS=p6 RECV_NS=p2
+    FILE="$WORK/data-${LAB_CHANGE_FILE_MB}M.bin"
+    [ -f "$FILE" ] || make_file "$FILE" "$LAB_CHANGE_FILE_MB"
+    # A slower uplink on the sender's router so the transfer has a middle.
+    in_ns r6 tc qdisc replace dev wan root tbf rate "$LAB_CHANGE_RATE" burst 64kb latency 200ms
+    DURING=during_change
+    transfer "$SIGNAL_URL"
+    DURING=
+    local p; p=$(transfer_problem)
+    local change; change=$(cat "$SDIR/change" 2>/dev/null || echo "no change made")
+    case $change in changed*) ;; *) [ -z "$p" ] && p="$change" ;; esac
+    local sc rc; sc=$(count_events "$SDIR/send.jsonl" connected); rc=$(count_events "$SDIR/recv.jsonl" connected)
+    # Resumed, not restarted: one file each way, progress never went back.
+    if [ -z "$p" ]; then
+        [ "$(count_events "$SDIR/send.jsonl" file-sent)" = 1 ] || p="send reported $(count_events "$SDIR/send.jsonl" file-sent) file-sent events"
+    fi
+    if [ -z "$p" ]; then
+        [ "$(count_events "$SDIR/recv.jsonl" file-received)" = 1 ] || p="recv reported $(count_events "$SDIR/recv.jsonl" file-received) file-received events"
+    fi
+    local side
+    for side in send recv; do
+        [ -n "$p" ] && break
+        if ! events "$SDIR/$side.jsonl" progress | jq -s -e '[.[].bytes] as $b | all(range(1; $b | length); $b[.] >= $b[. - 1])' >/dev/null; then
+            p="$side progress went backwards (the transfer started over)"
+        fi
+    done
+    if [ -z "$p" ] && [ "$sc" -lt 2 ] && [ "$rc" -lt 2 ]; then
+        p="no ICE restart reported (connected events: send $sc, recv $rc) although the sender's mapping changed"
+    fi
+    local s r
+    s=$(last_event "$SDIR/send.jsonl" connected); r=$(last_event "$SDIR/recv.jsonl" connected)
+    local after=""
+    [ -n "$s" ] && after="; after: send $(pair_of "$s"), recv $(pair_of "$r" 2>/dev/null || echo -)"
+    finish "$p" "$change; connected events send $sc, recv $rc$after"
+}
+
+scen_net-change() { CHANGE=change_udp_mapping net_change_common; }
+scen_renumber()   { CHANGE=change_renumber net_change_common; }
