@@ -129,9 +129,10 @@ pub struct Config {
     /// Gather and pair relay candidates only (`iceTransportPolicy: "relay"`).
     pub relay_only: bool,
     pub host_candidates: HostCandidates,
-    /// Time without consent responses before ICE reports `disconnected`
-    /// is str0m's; after this much longer in `disconnected` we report
-    /// `failed`.
+    /// Silence from the peer (no datagram at all; ICE consent checks flow
+    /// at least every 3 s) before the connection is `disconnected`.
+    pub disconnected_after: Duration,
+    /// Time in `disconnected` before the connection is `failed`.
     pub failed_after: Duration,
     /// Time to wait for STUN/TURN answers before gathering is declared
     /// complete (end-of-candidates).
@@ -150,6 +151,7 @@ impl Default for Config {
             ice_servers: Vec::new(),
             relay_only: false,
             host_candidates: HostCandidates::Interfaces,
+            disconnected_after: Duration::from_secs(6),
             failed_after: Duration::from_secs(5),
             gather_timeout: Duration::from_secs(5),
             channel_buffer: 1 << 20,

@@ -105,7 +105,8 @@ pub(crate) struct Driver {
     cfg: Config,
     rtc: Rtc,
     jsep: Jsep,
-    cmd_tx: mpsc::UnboundedSender<Cmd>,
+    /// Weak, so the task ends once the application drops every handle.
+    cmd_tx: mpsc::WeakUnboundedSender<Cmd>,
     cmd_rx: mpsc::UnboundedReceiver<Cmd>,
     events: mpsc::UnboundedSender<Event>,
 
@@ -157,8 +158,16 @@ pub(crate) struct Driver {
     stats: Stats,
     closed: bool,
     rtc_timeout: Option<Instant>,
+    /// Last datagram str0m accepted, for our own consent check: str0m keeps
+    /// a pair alive for 15 s after the peer's last check, too slow to call
+    /// a vanished peer `disconnected` "within seconds".
+    last_rx: Option<Instant>,
+    /// str0m's own view, to return to when traffic resumes.
+    agent_state: IceConnectionState,
     chan_rx: HashMap<u64, mpsc::UnboundedReceiver<Message>>,
     mdns: bool,
+    /// Created at the first `.local` candidate (binds UDP 5353).
+    resolver: Option<mdns::Resolver>,
 }
 
 fn now() -> Instant {
@@ -194,7 +203,7 @@ impl Driver {
             cfg,
             rtc,
             jsep: Jsep::default(),
-            cmd_tx,
+            cmd_tx: cmd_tx.downgrade(),
             cmd_rx,
             events,
             udp4,
@@ -236,8 +245,11 @@ impl Driver {
             stats: Stats::default(),
             closed: false,
             rtc_timeout: None,
+            last_rx: None,
+            agent_state: IceConnectionState::New,
             chan_rx: HashMap::new(),
             mdns,
+            resolver: None,
         };
         d.gather(start, true);
         Ok(d)
@@ -309,8 +321,7 @@ impl Driver {
             let idx = self.turns.len();
             self.turns.push(TurnRelay { server: addr, transport, client, tcp: None, relayed: None, done: false });
             if transport == TurnTransport::Tcp {
-                let tx = self.cmd_tx.clone();
-                tokio::spawn(tcp_turn(idx, addr, tx));
+                tokio::spawn(tcp_turn(idx, addr, self.strong_tx()));
             }
         }
     }
@@ -389,6 +400,12 @@ impl Driver {
         }
     }
 
+    /// A sender for helper tasks and handles. With no handle left it is a
+    /// dead end, which is what those tasks should see.
+    fn strong_tx(&self) -> mpsc::UnboundedSender<Cmd> {
+        self.cmd_tx.upgrade().unwrap_or_else(|| mpsc::unbounded_channel().0)
+    }
+
     fn emit(&self, e: Event) {
         let _ = self.events.send(e);
     }
@@ -440,6 +457,11 @@ impl Driver {
         if let Some(s) = self.disconnected_since {
             d = d.min(s + self.cfg.failed_after);
         }
+        if let Some(t) = self.last_rx {
+            if matches!(self.ice_state, IceConnectionState::Connected | IceConnectionState::Completed) {
+                d = d.min(t + self.cfg.disconnected_after);
+            }
+        }
         d.max(now)
     }
 
@@ -469,6 +491,13 @@ impl Driver {
             if self.turns[i].client.poll_timeout().is_some_and(|t| t <= now) {
                 self.turns[i].client.handle_timeout(now);
             }
+        }
+        if matches!(self.ice_state, IceConnectionState::Connected | IceConnectionState::Completed)
+            && self.last_rx.is_some_and(|t| now >= t + self.cfg.disconnected_after)
+        {
+            debug!("nothing from the peer for {:?}: disconnected", self.cfg.disconnected_after);
+            self.disconnected_since = Some(now);
+            self.set_ice_state(IceConnectionState::Disconnected);
         }
         if let Some(since) = self.disconnected_since {
             if now >= since + self.cfg.failed_after && self.ice_state == IceConnectionState::Disconnected {
@@ -624,8 +653,18 @@ impl Driver {
             trace!("ignoring unparseable datagram from {source}");
             return;
         };
-        if let Err(e) = self.rtc.handle_input(Input::Receive(now, r)) {
-            debug!("str0m rejected a datagram from {source}: {e}");
+        match self.rtc.handle_input(Input::Receive(now, r)) {
+            Ok(()) => {
+                self.last_rx = Some(now);
+                // Traffic is back (e.g. a NAT rebinding healed by itself).
+                if self.ice_state == IceConnectionState::Disconnected
+                    && matches!(self.agent_state, IceConnectionState::Connected | IceConnectionState::Completed)
+                {
+                    self.disconnected_since = None;
+                    self.set_ice_state(self.agent_state);
+                }
+            }
+            Err(e) => debug!("str0m rejected a datagram from {source}: {e}"),
         }
     }
 
@@ -726,6 +765,7 @@ impl Driver {
                     S::Completed => IceConnectionState::Completed,
                     S::Disconnected => IceConnectionState::Disconnected,
                 };
+                self.agent_state = ours;
                 if ours == IceConnectionState::Disconnected {
                     self.disconnected_since = Some(now);
                 } else {
@@ -848,7 +888,7 @@ impl Driver {
             label: c.label.clone(),
             state: c.state.subscribe(),
             rx: Mutex::new(rx),
-            cmd: self.cmd_tx.clone(),
+            cmd: self.strong_tx(),
         }))
     }
 
@@ -951,7 +991,7 @@ impl Driver {
                     self.tracks.insert(id, LocalTrack { kind, mid: None, confirmed: false });
                     self.negotiation_needed_sent = false;
                     self.maybe_negotiation_needed();
-                    Ok(crate::new_track_sender(kind, id, self.cmd_tx.clone()))
+                    Ok(crate::new_track_sender(kind, id, self.strong_tx()))
                 };
                 let _ = reply.send(r);
             }
@@ -1438,8 +1478,30 @@ impl Driver {
         if !self.mdns {
             return;
         }
-        // TODO(mdns crate): resolve; until then peer-reflexive discovery covers it.
-        let _ = self.cmd_tx.send(Cmd::MdnsResolved { line, name, ip: None });
+        if self.resolver.is_none() {
+            match mdns::Resolver::new() {
+                Ok(r) => self.resolver = Some(r),
+                Err(e) => {
+                    // Peer-reflexive discovery still finds the address once
+                    // the browser's checks arrive.
+                    debug!("no mDNS resolver: {e}");
+                    self.mdns = false;
+                    return;
+                }
+            }
+        }
+        let r = self.resolver.clone().expect("set above");
+        let tx = self.strong_tx();
+        tokio::spawn(async move {
+            let ip = match r.resolve(&name, Duration::from_secs(3)).await {
+                Ok(ips) => ips.iter().copied().find(|ip| ip.is_ipv4()).or_else(|| ips.first().copied()),
+                Err(e) => {
+                    debug!("mDNS {name}: {e}");
+                    None
+                }
+            };
+            let _ = tx.send(Cmd::MdnsResolved { line, name, ip });
+        });
     }
 
     fn add_remote(&mut self, c: Candidate) {

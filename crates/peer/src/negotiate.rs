@@ -14,7 +14,7 @@ use tracing::{debug, warn};
 /// that is not part of negotiation itself.
 pub type AppEvents = mpsc::UnboundedReceiver<Event>;
 
-/// Drives one connection until its events end or `incoming` closes.
+/// Drives one connection until its events end.
 ///
 /// - `polite`: on an offer collision, roll back our own offer (the
 ///   newcomer in a switchboard room is polite).
@@ -32,6 +32,9 @@ pub fn spawn(
     let (app_tx, app_rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         let mut ignore_offer = false;
+        // Signaling may end before the connection does (the server went
+        // away); the connection and its events carry on.
+        let mut signaling_open = true;
         loop {
             tokio::select! {
                 ev = events.recv() => {
@@ -57,8 +60,11 @@ pub fn spawn(
                         }
                     }
                 }
-                msg = incoming.recv() => {
-                    let Some(msg) = msg else { break };
+                msg = incoming.recv(), if signaling_open => {
+                    let Some(msg) = msg else {
+                        signaling_open = false;
+                        continue;
+                    };
                     if let Err(e) = handle(&pc, polite, &mut ignore_offer, msg, &send).await {
                         warn!("signal from peer refused: {e}");
                     }
