@@ -7,6 +7,8 @@
 #   tests/nat/lab.sh                 self-test + the whole matrix
 #   tests/nat/lab.sh SCENARIO...     self-test + only these scenarios
 #   tests/nat/lab.sh --self-test     build the lab and self-test it only
+#   tests/nat/lab.sh --hold          build and self-test, then keep the lab up
+#                                    (for debugging by hand) until interrupted
 #   tests/nat/lab.sh --write-doc     the matrix, then write docs/nat-matrix.md
 #   tests/nat/lab.sh --list          the scenarios
 #
@@ -53,6 +55,7 @@ MODE=matrix WRITE_DOC=0 SELECTED=()
 while [ $# -gt 0 ]; do
     case $1 in
         --self-test) MODE=selftest ;;
+        --hold) MODE=hold ;;
         --write-doc) WRITE_DOC=1 ;;
         --list)
             for s in $SCENARIOS_DEFAULT $SCENARIOS_EXTRA; do printf '%-11s %s\n' "$s" "$(scenario_title "$s")"; done
@@ -138,6 +141,12 @@ if ! selftest 2>&1 | tee "$WORK/selftest.txt"; then
 fi
 grep -q FAIL "$WORK/selftest.txt" && die "lab self-test failed: the lab is broken, so no scenario was run (logs in $WORK)"
 [ "$MODE" = selftest ] && { log "self-test only: done"; exit 0; }
+if [ "$MODE" = hold ]; then
+    # For debugging by hand: the lab stays up until this script is stopped.
+    log "lab is up: namespaces $LAB_PREFIX-{inet,srv,r1..r6,p1a,p1b,p2..p6}; serve logs in $WORK; stop with Ctrl-C or kill -TERM $$"
+    echo "$LAB_PREFIX" >"$WORK/prefix"
+    while :; do sleep 1; done
+fi
 
 "$LAB_BIN" send --help >/dev/null 2>&1 \
     || die "$BIN_SRC has no 'send' command yet (docs/cli.md): the lab works, the CLI under test is missing"

@@ -82,9 +82,17 @@ make_router() {
     ip -n "$(ns "$r")" link set dev lan up
     in_ns "$r" sysctl -qw net.ipv4.ip_forward=1
     local ipt=(in_ns "$r" iptables -w)
-    # A NAT router forwards nothing unsolicited from the WAN into the LAN.
+    # A NAT router forwards nothing unsolicited from the WAN into the LAN, and
+    # drops (not rejects) unsolicited packets to itself. The drop matters:
+    # an unsolicited packet that reached the router's own UDP stack would
+    # leave a confirmed conntrack entry (peer -> router:port) behind, and the
+    # LAN host's own later packet to that peer could then not keep its port
+    # (the NAT tuple clashes), which breaks endpoint-independent mapping
+    # exactly when ICE checks cross. Home routers drop such packets.
     "${ipt[@]}" -A FORWARD -i wan -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
     "${ipt[@]}" -A FORWARD -i wan -j DROP
+    "${ipt[@]}" -A INPUT -i wan -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
+    "${ipt[@]}" -A INPUT -i wan -j DROP
     case $kind in
         eim)
             # Endpoint-independent mapping: MASQUERADE keeps the source port

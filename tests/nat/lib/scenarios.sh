@@ -7,7 +7,7 @@
 # to $SDIR/result. Scenarios run in a subshell: a failure ends the scenario,
 # never the lab.
 
-SCENARIOS_DEFAULT="same-lan eim-eim sym-eim sym-sym tcp-only no-turn net-change"
+SCENARIOS_DEFAULT="same-lan eim-eim sym-eim sym-sym tcp-only no-turn net-change browser"
 SCENARIOS_EXTRA="renumber"
 
 SIGNAL_URL="http://$SRV_IP:8080"
@@ -23,6 +23,7 @@ scenario_expected() {
         no-turn)    echo "exit 4 within --timeout" ;;
         net-change) echo "ICE restart, same transfer" ;;
         renumber)   echo "ICE restart after WAN renumber" ;;
+        browser)    echo "Chromium /chat: srflx/prflx" ;;
         *)          echo "?" ;;
     esac
 }
@@ -37,6 +38,7 @@ scenario_title() {
         no-turn)    echo "both behind EIM NATs, serve --no-turn (no STUN/TURN)" ;;
         net-change) echo "EIM NATs; sender's UDP mapping moves mid-transfer" ;;
         renumber)   echo "EIM NATs; sender's router renumbered mid-transfer (TCP too)" ;;
+        browser)    echo "headless Chromium /chat behind EIM NAT r1 -> recv behind EIM NAT r2" ;;
         *)          echo "$1" ;;
     esac
 }
@@ -121,9 +123,35 @@ transfer() {
     start_cli send "$SEND_NS" --json --server "$url" --room "$ROOM" --name send \
         --timeout "$CLI_TIMEOUT" "${SEND_ARGS[@]}" "$FILE"
     if [ -n "${DURING:-}" ]; then "$DURING"; fi
-    wait_cli send
-    # recv exits after --count 1; give it a moment after the sender is done.
-    wait_cli recv
+    wait_both
+}
+
+# Waits for send and recv. Once one has exited, the other gets
+# $LAB_GRACE seconds (default: the CLI's --timeout + 10) before it is stopped
+# and noted as still running; the outer timeout bounds the whole.
+wait_both() {
+    local grace=${LAB_GRACE:-$((CLI_TIMEOUT + 10))} first="" i role other
+    while :; do
+        for role in send recv; do
+            local pv="${role}_pid"
+            if ! kill -0 "${!pv}" 2>/dev/null; then first=$role; break 2; fi
+        done
+        sleep 0.1
+    done
+    wait_cli "$first"
+    other=recv; [ "$first" = recv ] && other=send
+    local opv="${other}_pid"
+    for ((i = 0; i < grace * 10; i++)); do
+        kill -0 "${!opv}" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "${!opv}" 2>/dev/null; then
+        local frc="${first}_rc"
+        echo "$other was still running ${grace} s after $first exited with ${!frc}; stopped it" >>"$SDIR/notes"
+        kill -TERM "${!opv}" 2>/dev/null
+        printf -v "${other}_stopped" '%s' 1
+    fi
+    wait_cli "$other"
 }
 
 # Common checks of a finished transfer; echoes the first problem, or nothing.
@@ -132,6 +160,8 @@ transfer_problem() {
     want=$(sha256sum "$FILE" | cut -d' ' -f1)
     [ "$send_rc" = 124 ] || [ "$send_rc" = 137 ] && { echo "send hung: killed by the outer ${LAB_OUTER_TIMEOUT}s timeout"; return; }
     [ "$recv_rc" = 124 ] || [ "$recv_rc" = 137 ] && { echo "recv hung: killed by the outer ${LAB_OUTER_TIMEOUT}s timeout"; return; }
+    [ -n "${send_stopped:-}" ] && { echo "send still running $((${LAB_GRACE:-$((CLI_TIMEOUT + 10))})) s after recv exited $recv_rc"; return; }
+    [ -n "${recv_stopped:-}" ] && { echo "recv still running $((${LAB_GRACE:-$((CLI_TIMEOUT + 10))})) s after send exited $send_rc: $(err_summary send)"; return; }
     [ "$send_rc" = 0 ] || { echo "send exited $send_rc: $(err_summary send)"; return; }
     [ "$recv_rc" = 0 ] || { echo "recv exited $recv_rc: $(err_summary recv)"; return; }
     n=$(find "$SDIR/out" -type f | wc -l)
@@ -259,13 +289,13 @@ scen_no-turn() {
     SEND_NS=p1a RECV_NS=p2
     FILE="$WORK/data-${LAB_FILE_MB}M.bin"
     [ -f "$FILE" ] || make_file "$FILE" "$LAB_FILE_MB"
-    local saved=$CLI_TIMEOUT
-    CLI_TIMEOUT=$LAB_FAIL_TIMEOUT
+    CLI_TIMEOUT=$LAB_FAIL_TIMEOUT # scenarios run in a subshell: no restore needed
     transfer "$NOTURN_URL"
-    CLI_TIMEOUT=$saved
     local p="" role rc ms limit=$(( (LAB_FAIL_TIMEOUT + 10) * 1000 ))
     for role in send recv; do
         rc=${role}_rc ms=${role}_ms
+        local stopped="${role}_stopped"
+        if [ -n "${!stopped:-}" ]; then p="$role did not exit: still running $((CLI_TIMEOUT + 10)) s after the other gave up"; break; fi
         if [ "${!rc}" = 124 ] || [ "${!rc}" = 137 ]; then p="$role hung: killed by the outer ${LAB_OUTER_TIMEOUT}s timeout"; break; fi
         if [ "${!rc}" != 4 ]; then p="$role exited ${!rc}, want 4 (peer connection failed): $(err_summary "$role")"; break; fi
         if [ "${!ms}" -gt "$limit" ]; then p="$role took ${!ms} ms to give up, want <= $limit (--timeout $LAB_FAIL_TIMEOUT + 10 s)"; break; fi
@@ -356,3 +386,53 @@ net_change_common() {
 
 scen_net-change() { CHANGE=change_udp_mapping net_change_common; }
 scen_renumber()   { CHANGE=change_renumber net_change_common; }
+
+# Headless Chromium on /chat (tests/nat/browser-chat.mjs) behind EIM NAT r1
+# sends a file to `switchboard recv` behind EIM NAT r2.
+scen_browser() {
+    SEND_NS=p1a RECV_NS=p2
+    local pwdir="$REPO/tests/e2e/node_modules/playwright-core"
+    local missing=""
+    command -v node >/dev/null || missing="node"
+    [ -x "${CHROMIUM_PATH:-/usr/bin/chromium}" ] || missing="$missing chromium"
+    [ -d "$pwdir" ] || missing="$missing playwright-core (npm ci in tests/e2e)"
+    if [ -n "$missing" ]; then
+        result FAIL "-" "-" "-" "browser scenario needs:$missing (tests/run.sh installs them)"
+        return
+    fi
+    FILE="$WORK/data-${LAB_FILE_MB}M.bin"
+    [ -f "$FILE" ] || make_file "$FILE" "$LAB_FILE_MB"
+    ROOM="nat-$SCEN-$$-$RANDOM"
+    mkdir -p "$SDIR/out"
+    start_cli recv "$RECV_NS" --json --server "$SIGNAL_URL" --room "$ROOM" --name recv \
+        --timeout "$CLI_TIMEOUT" --count 1 --out "$SDIR/out"
+    wait_event "$SDIR/recv.jsonl" 15 joined || echo "recv printed no joined event within 15 s" >>"$SDIR/notes"
+    send_t0=$(now_ms)
+    echo "[$SEND_NS] node tests/nat/browser-chat.mjs $SIGNAL_URL $ROOM $FILE" >>"$SDIR/commands"
+    in_ns "$SEND_NS" env HOME="$SDIR" timeout -k 5 "$LAB_OUTER_TIMEOUT" node "$REPO/tests/nat/browser-chat.mjs" \
+        "$SIGNAL_URL" "$ROOM" "$FILE" $((CLI_TIMEOUT * 3)) >"$SDIR/browser.json" 2>"$SDIR/browser.err" &
+    send_pid=$!
+    LAB_GRACE=$((CLI_TIMEOUT * 3 + 10)) wait_both
+    local p="" b want got r
+    b=$(tail -n 1 "$SDIR/browser.json")
+    want=$(sha256sum "$FILE" | cut -d' ' -f1)
+    if [ "$send_rc" != 0 ]; then
+        p="Chromium side failed (exit $send_rc): $(jq -r '.error // .status // "no output"' <<<"${b:-null}" 2>/dev/null)"
+    elif [ "$recv_rc" != 0 ]; then
+        p="recv exited $recv_rc: $(err_summary recv)"
+    elif [ "$(find "$SDIR/out" -type f | wc -l)" != 1 ]; then
+        p="recv wrote $(find "$SDIR/out" -type f | wc -l) files, want 1"
+    else
+        got=$(sha256sum "$(find "$SDIR/out" -type f)" | cut -d' ' -f1)
+        [ "$got" = "$want" ] || p="sha256 of the received file $got != sent $want"
+    fi
+    r=$(first_event "$SDIR/recv.jsonl" connected)
+    [ -z "$p" ] && [ -z "$r" ] && p="recv printed no connected event"
+    [ -z "$p" ] && p=$(want_direct_reflexive recv "$r")
+    local bpair="-"
+    [ -n "$b" ] && bpair=$(jq -r 'if .pair then "\(.pair.local.candidateType)\(if .pair.local.relayProtocol then "/" + .pair.local.relayProtocol else "" end)<->\(.pair.remote.candidateType)" else "-" end' <<<"$b" 2>/dev/null)
+    local setup="-"
+    [ -n "$b" ] && setup="$(jq -r '.page_setup_ms // "-"' <<<"$b" 2>/dev/null)/$( [ -n "$r" ] && jq -r '.setup_ms | floor' <<<"$r" || echo -)"
+    result "$([ -z "$p" ] && echo PASS || echo FAIL)" "chromium $bpair, recv $( [ -n "$r" ] && pair_of "$r" || echo -)" \
+        "$setup" "$(rate_text)" "${p:-Chromium setup ms is page load to connected, the recv side is its setup_ms}"
+}

@@ -1,0 +1,71 @@
+// The NAT lab's browser peer: headless Chromium, run inside a lab host by
+// tests/nat/lab.sh (`ip netns exec ... node tests/nat/browser-chat.mjs`),
+// opens /chat on the lab's serve and sends one file to whoever is in the
+// room (a `switchboard recv`). Prints one JSON line on stdout:
+//   {"ok":true,"status":"ok","pair":{local,remote},"ms":N}
+// or {"ok":false,"error":"..."}; exits 0 only when the receiver acknowledged
+// a matching SHA-256.
+//
+//   node browser-chat.mjs SERVER_ORIGIN ROOM FILE TIMEOUT_SECS
+import path from 'node:path';
+import fs from 'node:fs';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+const [origin, room, file, timeoutSecs = '60'] = process.argv.slice(2);
+const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const timeout = Number(timeoutSecs) * 1000;
+
+function out(obj, code) {
+  process.stdout.write(`${JSON.stringify(obj)}\n`);
+  process.exit(code);
+}
+
+let pw;
+try {
+  pw = await import(pathToFileURL(path.join(repo, 'tests/e2e/node_modules/playwright-core/index.mjs')).href);
+} catch (e) {
+  out({ ok: false, error: `playwright-core missing (npm ci in tests/e2e): ${e.message}` }, 1);
+}
+const chromiumPath = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
+if (!fs.existsSync(chromiumPath)) out({ ok: false, error: `Chromium not found at ${chromiumPath}` }, 1);
+
+let browser;
+let result = { ok: false, error: 'not run' };
+let code = 1;
+try {
+  browser = await pw.chromium.launch({
+    executablePath: chromiumPath,
+    headless: true,
+    args: [
+      '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    ],
+  });
+  const page = await browser.newPage();
+  const t0 = Date.now();
+  await page.goto(`${origin}/chat?room=${encodeURIComponent(room)}&name=browser`, { timeout });
+  await page.waitForFunction(() => document.body.dataset.chatReady === 'true', undefined, { timeout });
+  await page.waitForFunction(
+    () => [...window.switchboardRoom.peers.values()][0]?.pc.connectionState === 'connected',
+    undefined, { timeout },
+  );
+  const setupMs = Date.now() - t0;
+  const pair = await page.evaluate(async () => {
+    const peer = [...window.switchboardRoom.peers.values()][0];
+    return peer.getSelectedCandidatePair();
+  });
+  const t1 = Date.now();
+  await page.setInputFiles('#file-input', file);
+  await page.waitForFunction(
+    () => ['ok', 'mismatch'].includes(document.querySelector('.transfer[data-direction="out"]')?.dataset.status),
+    undefined, { timeout },
+  );
+  const status = await page.locator('.transfer[data-direction="out"]').first().getAttribute('data-status');
+  result = { ok: status === 'ok', status, pair, page_setup_ms: setupMs, ms: Date.now() - t1 };
+  code = status === 'ok' ? 0 : 5;
+} catch (e) {
+  result = { ok: false, error: String(e.message || e).split('\n')[0] };
+} finally {
+  await browser?.close().catch(() => {});
+}
+out(result, code);
