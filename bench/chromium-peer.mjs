@@ -62,11 +62,14 @@
 // getStats() hides the addresses of mDNS candidates, so the address family
 // of the throughput connection is looked up with `ss` from its local port.
 //
-// The VM this runs on may be shared: the 1-minute load average at the start
-// and around each throughput run is recorded (`load1_at_start`,
-// `throughput_load1`); anything well above 2 on 2 vCPUs means other work
-// competed with Chromium, whose throughput here is CPU bound (renderer and
-// network service process each near one core, mostly in the kernel).
+// The VM this runs on may be shared, and Chromium's throughput here is CPU
+// bound (renderer and network service process each near one core, mostly in
+// the kernel). Around each throughput run the script reads /proc: CPU time
+// of the whole machine (user+nice+system+irq+softirq+steal) and of the
+// Chromium processes plus this node process; `throughput_cpu` reports both
+// and `other_s`, the CPU seconds used by anything else meanwhile. An
+// `other_s` that is more than a few percent of `wall_s` means the figure
+// was measured against competing work.
 //
 // Output: a human summary, or with --json one JSON object:
 //   {setup_ms:{median,p95,runs:[...]}, throughput_mb_s, bytes, chromium_version,
@@ -360,10 +363,43 @@ function pageLib() {
 
 // ---------------------------------------------------------------------------
 
-/** The 1-minute load average (other work on a shared VM skews every figure). */
-const load1 = () => {
-  try { return Number(fs.readFileSync('/proc/loadavg', 'utf8').split(' ')[0]); } catch { return null; }
-};
+/** USER_HZ: /proc/stat and /proc/PID/stat count in 1/100 s on Linux. */
+const HZ = 100;
+
+/**
+ * CPU time so far, in ticks: the whole machine (busy, not idle/iowait) and
+ * the Chromium processes plus this one. Null where /proc is missing.
+ */
+function cpuSnapshot() {
+  try {
+    const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+    // user nice system idle iowait irq softirq steal
+    const busy = f[0] + f[1] + f[2] + f[5] + f[6] + (f[7] || 0);
+    let ours = 0;
+    for (const pid of fs.readdirSync('/proc')) {
+      if (!/^\d+$/.test(pid)) continue;
+      let stat;
+      try { stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8'); } catch { continue; }
+      const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      if (comm !== 'chromium' && comm !== 'chrome' && Number(pid) !== process.pid) continue;
+      const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      ours += Number(rest[11]) + Number(rest[12]); // utime, stime
+    }
+    return { busy, ours, t: performance.now() };
+  } catch {
+    return null;
+  }
+}
+
+/** CPU seconds between two snapshots: machine, ours, everything else. */
+function cpuDelta(a, b) {
+  if (!a || !b) return null;
+  const r1 = (x) => Math.round(x * 10) / 10;
+  const busy = (b.busy - a.busy) / HZ;
+  const ours = (b.ours - a.ours) / HZ;
+  // Processes that exited in between are missing from `ours`; clamp at 0.
+  return { wall_s: r1((b.t - a.t) / 1000), busy_s: r1(busy), chromium_s: r1(ours), other_s: r1(Math.max(0, busy - ours)) };
+}
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -432,7 +468,7 @@ async function inPage(browser, url, name, throughput) {
     };
     if (!throughput) return res;
     log(`${name}: throughput, ${opts.bytes} bytes in 64 KiB messages`);
-    const loadBefore = load1();
+    const cpuBefore = cpuSnapshot();
     const tpP = page.evaluate(([b, h, l, t]) => window.__bench.throughputRun(b, h, l, t),
       [opts.bytes, opts.highWater, opts.lowWater, opts.timeoutMs]);
     const socket = await socketOf(page);
@@ -446,7 +482,7 @@ async function inPage(browser, url, name, throughput) {
       throughput_pair: tp.pair,
       throughput_socket: socket,
       throughput_family: family(socket),
-      throughput_load1: [loadBefore, load1()],
+      throughput_cpu: cpuDelta(cpuBefore, cpuSnapshot()),
     };
   } finally {
     await context.close();
@@ -486,7 +522,7 @@ async function viaServe(browser, server) {
       log(`serve setup ${i + 1}/${opts.runs}: ${r.setupMs.toFixed(1)} ms (${pairLabel(r.pair)})`);
     }
     await join(`bench-${tag}-throughput`);
-    const loadBefore = load1();
+    const cpuBefore = cpuSnapshot();
     await answerer.evaluate(([b, t]) => window.__bench.sbReceive(b, t), [opts.bytes, opts.timeoutMs]);
     const tpP = offerer.evaluate(([b, h, l, t]) => window.__bench.sbSend(b, h, l, t),
       [opts.bytes, opts.highWater, opts.lowWater, opts.timeoutMs]);
@@ -504,7 +540,7 @@ async function viaServe(browser, server) {
       throughput_pair: tp.pair,
       throughput_socket: socket,
       throughput_family: family(socket),
-      throughput_load1: [loadBefore, load1()],
+      throughput_cpu: cpuDelta(cpuBefore, cpuSnapshot()),
       candidates: runs[0]?.candidates ?? [],
     };
   } finally {
@@ -512,7 +548,6 @@ async function viaServe(browser, server) {
   }
 }
 
-const loadAtStart = load1();
 const server = opts.serve ? await startServer([], { turn: false }) : null;
 let browser;
 let result;
@@ -536,7 +571,6 @@ try {
     ...Object.fromEntries(Object.entries(local).filter(([k]) => !['setup_ms', 'throughput_mb_s'].includes(k))),
     in_page_localhost_origin: localhost,
     serve,
-    load1_at_start: loadAtStart,
     host: { cpus: os.cpus().length, cpu_model: os.cpus()[0]?.model, node: process.version, chromium_args: CHROMIUM_ARGS },
     date: new Date().toISOString(),
   };
@@ -561,7 +595,8 @@ if (opts.json) {
   process.stdout.write(`Chromium ${result.chromium_version}, ${result.bytes} bytes in 64 KiB messages, ${opts.runs} setup runs\n`);
   line('in-page (two RTCPeerConnections, direct)', result);
   process.stdout.write(`  offerer's host candidates: ${result.candidates.pc1?.join(' | ')}\n`);
-  process.stdout.write(`  throughput pair: ${pairLabel(result.throughput_pair)} over ${result.throughput_family} (${result.throughput_socket})\n`);
+  const cpu = (c) => c ? `; CPU during it: ${c.chromium_s} s Chromium, ${c.other_s} s other, in ${c.wall_s} s` : '';
+  process.stdout.write(`  throughput pair: ${pairLabel(result.throughput_pair)} over ${result.throughput_family} (${result.throughput_socket})${cpu(result.throughput_cpu)}\n`);
   const lh = result.in_page_localhost_origin;
   if (lh) {
     process.stdout.write(`in-page on ${lh.page_url} (raw IPs, no mDNS): setup median ${lh.setup_ms.median} ms, p95 ${lh.setup_ms.p95} ms; ` +
@@ -569,6 +604,6 @@ if (opts.json) {
   }
   if (result.serve) {
     line('two pages via switchboard serve (SDK; raw IPs, no mDNS)', result.serve);
-    process.stdout.write(`  throughput pair: ${pairLabel(result.serve.throughput_pair)} over ${result.serve.throughput_family} (${result.serve.throughput_socket})\n`);
+    process.stdout.write(`  throughput pair: ${pairLabel(result.serve.throughput_pair)} over ${result.serve.throughput_family} (${result.serve.throughput_socket})${cpu(result.serve.throughput_cpu)}\n`);
   }
 }
