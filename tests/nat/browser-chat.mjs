@@ -39,11 +39,19 @@ try {
     args: [
       '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      // The lab serves /chat over plain http on a non-loopback address, which
+      // is not a secure context: crypto.subtle (the page's SHA-256) would be
+      // missing and the page would never send file-end. A real deployment
+      // puts serve behind TLS; the lab tells Chromium to treat it as secure.
+      `--unsafely-treat-insecure-origin-as-secure=${origin}`,
     ],
   });
   const page = await browser.newPage();
   const t0 = Date.now();
   await page.goto(`${origin}/chat?room=${encodeURIComponent(room)}&name=browser`, { timeout });
+  if (!(await page.evaluate(() => window.isSecureContext && !!crypto.subtle))) {
+    throw new Error('the page is not a secure context (no crypto.subtle)');
+  }
   await page.waitForFunction(() => document.body.dataset.chatReady === 'true', undefined, { timeout });
   await page.waitForFunction(
     () => [...window.switchboardRoom.peers.values()][0]?.pc.connectionState === 'connected',

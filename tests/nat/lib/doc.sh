@@ -54,6 +54,7 @@ file whose SHA-256 equals the sent file's (and the \`file-sent\` /
 | sym-sym | p3 behind symmetric NAT r3 | p4 behind symmetric NAT r4 | the pair goes through TURN on both sides |
 | tcp-only | p5 behind firewall r5 (only TCP 3478 and the signaling port out, no UDP) | p2 behind EIM NAT r2 | sender's local candidate is relay with relay_protocol tcp; receiver's pair goes through TURN |
 | no-turn | p1a behind r1 | p2 behind r2, signaling on a \`serve --no-turn\` | both exit 4 within \`--timeout\` + 10 s with an error event, no connected event, no file; an outer \`timeout\` catches a hang |
+| browser | headless Chromium on \`/chat\` in p1a behind EIM NAT r1 (tests/nat/browser-chat.mjs, playwright-core) | \`switchboard recv\` in p2 behind EIM NAT r2 | the page gets a matching \`file-ack\`; recv's file has the right hash; recv's pair is direct (srflx/prflx remote). The pair column shows the page's selected pair (from getStats) and recv's |
 | net-change | p6 behind EIM NAT r6, uplink shaped with tc tbf | p2 behind r2 | once the receiver has a quarter of the file, r6 moves all UDP to a new public address and port range (SNAT 198.18.6.2:20000-29999) and \`conntrack -D -p udp\` drops every UDP mapping; TCP, so the signaling WebSocket, keeps its mapping. Passes when the file completes with the right hash, one file-sent and one file-received, progress never going back (it resumed, not restarted), and a second \`connected\` event (ICE restart) on either side |
 
 Topology: an "internet" 198.18.0.0/15 (RFC 2544 benchmarking range) that is a
@@ -92,6 +93,12 @@ EOF
 
 ### Browser row
 
+Chromium runs inside a lab host like any other program (`ip netns exec`),
+headless, as root with `--no-sandbox`. One catch: the lab serves `/chat`
+over plain http on a non-loopback address, which is not a secure context, so
+`crypto.subtle` is missing and the page computes no SHA-256: it would send
+every byte but never `file-end`, and both sides would wait. A deployment
+puts serve behind TLS; the lab starts Chromium with
+`--unsafely-treat-insecure-origin-as-secure=<the serve origin>` instead.
 EOF
-    echo "${LAB_BROWSER_NOTE:-No browser row: Chromium was not run inside a lab host in this run.}"
 }

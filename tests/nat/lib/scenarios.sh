@@ -259,7 +259,7 @@ scen_sym-eim() {
     FILE="$WORK/data-${LAB_FILE_MB}M.bin"
     [ -f "$FILE" ] || make_file "$FILE" "$LAB_FILE_MB"
     transfer "$SIGNAL_URL"
-    local p c note; p=$(transfer_problem)
+    local p c note=""; p=$(transfer_problem)
     [ -z "$p" ] && p=$(both_sides want_not_host_host)
     c=$(first_event "$SDIR/send.jsonl" connected)
     if [ -n "$c" ]; then
@@ -356,6 +356,9 @@ net_change_common() {
     DURING=during_change
     transfer "$SIGNAL_URL"
     DURING=
+    # Evidence of where the flows ended up after the change.
+    in_ns r6 conntrack -L -p udp >"$SDIR/conntrack-r6-end" 2>/dev/null
+    in_ns r2 conntrack -L -p udp >"$SDIR/conntrack-r2-end" 2>/dev/null
     local p; p=$(transfer_problem)
     local change; change=$(cat "$SDIR/change" 2>/dev/null || echo "no change made")
     case $change in changed*) ;; *) [ -z "$p" ] && p="$change" ;; esac
