@@ -24,6 +24,7 @@
 #   LAB_FAIL_TIMEOUT    the CLI's --timeout in the no-turn scenario (default 10)
 #   LAB_OUTER_TIMEOUT   hard limit per CLI process, seconds (default 180)
 #   LAB_ARTIFACTS       where logs go (default target/nat-lab)
+#   LAB_CLI_LOG         RUST_LOG for the CLI processes (stderr is kept; default info)
 set -Eeuo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -163,41 +164,41 @@ for SCEN in "${SELECTED[@]}"; do
     SEND_ARGS=() RECV_ARGS=() DURING=
     ( set +e; "scen_$SCEN" ) >"$SDIR/scenario.log" 2>&1
     if [ ! -s "$SDIR/result" ]; then
-        printf 'FAIL\t%s\t-\t-\t-\tscenario script error (see %s)\n' "$(scenario_expected "$SCEN")" "$SDIR/scenario.log" >"$SDIR/result"
+        printf 'FAIL\t%s\t-\t-\t-\t-\tscenario script error (see %s)\n' "$(scenario_expected "$SCEN")" "$SDIR/scenario.log" >"$SDIR/result"
     fi
     for role in send recv; do
         [ -f "$SDIR/$role.jsonl" ] || continue
         bad=$(non_json_lines "$SDIR/$role.jsonl")
         [ "$bad" = 0 ] || printf '%s printed %s non-JSON line(s) on stdout with --json\n' "$role" "$bad" >>"$SDIR/notes"
     done
-    IFS=$'\t' read -r st _ pair setup rate note <"$SDIR/result"
-    log "  $st  $pair  setup ${setup} ms  ${rate} MB/s${note:+  ($note)}"
+    IFS=$'\t' read -r st _ pair path setup rate note <"$SDIR/result"
+    log "  $st  $pair  data: $path  setup ${setup} ms  ${rate} MB/s${note:+  ($note)}"
 done
 
 # --- the table --------------------------------------------------------------
 FAILED=0
 table() { # md=0|1
-    local md=$1 s st exp pair setup rate note
+    local md=$1 s st exp pair path setup rate note
     if [ "$md" = 1 ]; then
-        echo "| scenario | expected | selected pair (send, recv: local<->remote) | setup ms (send/recv) | MB/s | result |"
-        echo "| --- | --- | --- | --- | --- | --- |"
+        echo "| scenario | expected | selected pair (send, recv: local<->remote) | data went (conntrack) | setup ms (send/recv) | MB/s | result |"
+        echo "| --- | --- | --- | --- | --- | --- | --- |"
     else
-        printf '%-11s | %-27s | %-44s | %-11s | %-6s | %s\n' scenario expected "local/remote pair (send, recv)" "setup ms" "MB/s" result
-        printf '%s\n' "------------+-----------------------------+----------------------------------------------+-------------+--------+-------"
+        printf '%-11s | %-27s | %-46s | %-18s | %-9s | %-5s | %s\n' scenario expected "local/remote pair (send, recv)" "data went" "setup ms" "MB/s" result
+        printf '%s\n' "------------+-----------------------------+------------------------------------------------+--------------------+-----------+-------+-------"
     fi
     for s in "${SELECTED[@]}"; do
-        IFS=$'\t' read -r st exp pair setup rate note <"$WORK/$s/result"
+        IFS=$'\t' read -r st exp pair path setup rate note <"$WORK/$s/result"
         if [ "$md" = 1 ]; then
-            echo "| $s | $exp | $pair | $setup | $rate | $st |"
+            echo "| $s | $exp | $pair | $path | $setup | $rate | $st |"
         else
-            printf '%-11s | %-27s | %-44s | %-11s | %-6s | %s\n' "$s" "$exp" "$pair" "$setup" "$rate" "$st"
+            printf '%-11s | %-27s | %-46s | %-18s | %-9s | %-5s | %s\n' "$s" "$exp" "$pair" "$path" "$setup" "$rate" "$st"
         fi
     done
 }
 notes() { # md=0|1
-    local s st exp pair setup rate note
+    local s st exp pair path setup rate note
     for s in "${SELECTED[@]}"; do
-        IFS=$'\t' read -r st exp pair setup rate note <"$WORK/$s/result"
+        IFS=$'\t' read -r st exp pair path setup rate note <"$WORK/$s/result"
         local extra=""
         [ -f "$WORK/$s/notes" ] && extra=$(tr '\n' ';' <"$WORK/$s/notes" | sed 's/;$//')
         [ -n "$note$extra" ] || continue

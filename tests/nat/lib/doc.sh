@@ -32,7 +32,12 @@ offer/answer to ICE connected and data channel open), sender/receiver. "MB/s"
 is 10^6 bytes per second over the receiver's `ms` in `file-received`. The pair
 is the first `connected` event's `pair.local.type<->pair.remote.type`, from
 the sender's and the receiver's side (`/tcp` marks a local relay reached
-over TURN/TCP).
+over TURN/TCP). "data went" is the lab's own record, independent of the
+CLI: the flow with the most bytes in the sender's NAT router's conntrack
+table (byte accounting on), classified as `direct <other NAT's address>`,
+`TURN/udp` or `TURN/tcp` (to serve), or `LAN` when less than half the file
+crossed the router. Each scenario also fails when this disagrees with the
+pair the sender reported.
 
 Notes from the run:
 
@@ -54,8 +59,8 @@ file whose SHA-256 equals the sent file's (and the \`file-sent\` /
 | sym-sym | p3 behind symmetric NAT r3 | p4 behind symmetric NAT r4 | the pair goes through TURN on both sides |
 | tcp-only | p5 behind firewall r5 (only TCP 3478 and the signaling port out, no UDP) | p2 behind EIM NAT r2 | sender's local candidate is relay with relay_protocol tcp; receiver's pair goes through TURN |
 | no-turn | p1a behind r1 | p2 behind r2, signaling on a \`serve --no-turn\` | both exit 4 within \`--timeout\` + 10 s with an error event, no connected event, no file; an outer \`timeout\` catches a hang |
-| browser | headless Chromium on \`/chat\` in p1a behind EIM NAT r1 (tests/nat/browser-chat.mjs, playwright-core) | \`switchboard recv\` in p2 behind EIM NAT r2 | the page gets a matching \`file-ack\`; recv's file has the right hash; recv's pair is direct (srflx/prflx remote). The pair column shows the page's selected pair (from getStats) and recv's |
-| net-change | p6 behind EIM NAT r6, uplink shaped with tc tbf | p2 behind r2 | once the receiver has a quarter of the file, r6 moves all UDP to a new public address and port range (SNAT 198.18.6.2:20000-29999) and \`conntrack -D -p udp\` drops every UDP mapping; TCP, so the signaling WebSocket, keeps its mapping. Passes when the file completes with the right hash, one file-sent and one file-received, progress never going back (it resumed, not restarted), and a second \`connected\` event (ICE restart) on either side |
+| browser | headless Chromium on \`/chat\` in p1a behind EIM NAT r1 (tests/nat/browser-chat.mjs, playwright-core) | \`switchboard recv\` in p2 behind EIM NAT r2 | the page gets a matching \`file-ack\`; recv's file has the right hash; the pairs and the data path are recorded, not required (Chromium, the controlling side, may nominate a relay pair first and move to a direct one later). The pair column shows the page's selected pair (getStats, right after connected) and recv's |
+| net-change | p6 behind EIM NAT r6, uplink shaped with tc tbf | p2 behind r2 | once the receiver has a quarter of the file, r6 moves all UDP to a new public address and port range (SNAT 198.18.6.2:20000-29999) and \`conntrack -D -p udp\` drops every UDP mapping; TCP, so the signaling WebSocket, keeps its mapping. Passes when the file completes with the right hash, one file-sent and one file-received, progress never going back (it resumed, not restarted), and a second \`connected\` event (ICE restart) on either side, and the last reported pairs must match where the data went after the change (conntrack): no side may still name the sender's old public address |
 
 Topology: an "internet" 198.18.0.0/15 (RFC 2544 benchmarking range) that is a
 bridge inside one namespace; \`serve\` at 198.18.0.10 (signaling :8080,

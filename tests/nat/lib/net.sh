@@ -93,6 +93,9 @@ make_router() {
     "${ipt[@]}" -A FORWARD -i wan -j DROP
     "${ipt[@]}" -A INPUT -i wan -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
     "${ipt[@]}" -A INPUT -i wan -j DROP
+    # Byte counters per flow: the lab's own record of where the data went.
+    in_ns "$r" sysctl -qw net.netfilter.nf_conntrack_acct=1 2>/dev/null \
+        || die "cannot enable net.netfilter.nf_conntrack_acct in $r"
     case $kind in
         eim)
             # Endpoint-independent mapping: MASQUERADE keeps the source port
@@ -193,4 +196,38 @@ teardown_lab() {
     done
     LAB_NS=()
     LAB_PIDS=()
+}
+
+# Flows router N has NATed for its LAN, biggest first, one per line:
+#   BYTES PROTO LAN_IP:PORT DST_IP:PORT   (bytes of both directions)
+router_flows() {
+    in_ns "r$1" conntrack -L 2>/dev/null | awk -v lan="10.0.$1." '
+        {
+            proto = $1; src = ""; dst = ""; sport = ""; dport = ""; bytes = 0
+            for (i = 2; i <= NF; i++) {
+                split($i, kv, "=")
+                if (kv[1] == "src" && src == "") src = kv[2]
+                else if (kv[1] == "dst" && dst == "") dst = kv[2]
+                else if (kv[1] == "sport" && sport == "") sport = kv[2]
+                else if (kv[1] == "dport" && dport == "") dport = kv[2]
+                else if (kv[1] == "bytes") bytes += kv[2]
+            }
+            if (index(src, lan) == 1) print bytes, proto, src ":" sport, dst ":" dport
+        }' | sort -rn
+}
+
+# Where the bulk of a transfer went, seen from router N's conntrack:
+# "direct IP" (another NAT's public address), "TURN/udp" or "TURN/tcp" (the
+# lab's serve), or "LAN" when less than MIN_BYTES crossed the router or the
+# biggest flow stayed inside the LAN.
+data_path() { # N MIN_BYTES
+    local top bytes proto dst
+    top=$(router_flows "$1" | head -1)
+    read -r bytes proto _ dst <<<"$top"
+    if [ -z "$top" ] || [ "${bytes:-0}" -lt "$2" ]; then echo "LAN"; return; fi
+    case ${dst%:*} in
+        "$SRV_IP") echo "TURN/$proto" ;;
+        10.*) echo "LAN" ;; # bridged inside the LAN (seen when br_netfilter is loaded)
+        *) echo "direct ${dst%:*}" ;;
+    esac
 }

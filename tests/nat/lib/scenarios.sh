@@ -3,7 +3,9 @@
 # host and `switchboard send` in another (docs/cli.md is the contract), then
 # checks exit codes, the SHA-256 of what arrived, and the selected candidate
 # pair from the `connected` events. Each writes one result line:
-#   STATUS<TAB>EXPECTED<TAB>PAIR<TAB>SETUP_MS<TAB>MB_PER_S<TAB>NOTE
+#   STATUS<TAB>EXPECTED<TAB>PAIR<TAB>DATA_PATH<TAB>SETUP_MS<TAB>MB_PER_S<TAB>NOTE
+# DATA_PATH is where the bytes really went, from the sender's router's
+# conntrack byte counters, independent of what the CLI reports.
 # to $SDIR/result. Scenarios run in a subshell: a failure ends the scenario,
 # never the lab.
 
@@ -23,7 +25,7 @@ scenario_expected() {
         no-turn)    echo "exit 4 within --timeout" ;;
         net-change) echo "ICE restart, same transfer" ;;
         renumber)   echo "ICE restart after WAN renumber" ;;
-        browser)    echo "Chromium /chat: srflx/prflx" ;;
+        browser)    echo "Chromium /chat: recorded" ;;
         *)          echo "?" ;;
     esac
 }
@@ -43,8 +45,35 @@ scenario_title() {
     esac
 }
 
-result() { # STATUS PAIR SETUP RATE NOTE
-    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$(scenario_expected "$SCEN")" "$2" "$3" "$4" "$5" >"$SDIR/result"
+result() { # STATUS PAIR SETUP RATE NOTE (DATA_PATH from the global)
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$(scenario_expected "$SCEN")" "$2" "${DATA_PATH:--}" "$3" "$4" "$5" >"$SDIR/result"
+}
+
+router_of() { local d=${1#p}; echo "${d%[ab]}"; }
+
+# Saves both routers' flow tables and sets DATA_PATH from the sender's.
+record_path() {
+    local ns=$(router_of "$SEND_NS") nr=$(router_of "$RECV_NS")
+    router_flows "$ns" >"$SDIR/flows-sender-r$ns.txt"
+    router_flows "$nr" >"$SDIR/flows-receiver-r$nr.txt"
+    DATA_PATH=$(data_path "$ns" $(( $(stat -c %s "$FILE") / 2 )))
+}
+
+# Whether DATA_PATH fits $1 (LAN | direct | TURN | TURN/tcp), and whether it
+# agrees with the sender's reported pair. Echoes a problem or nothing.
+path_problem() {
+    local want=$1 c
+    case $want:$DATA_PATH in
+        LAN:LAN|direct:direct*|TURN:TURN/*|TURN/tcp:TURN/tcp|any:*) ;;
+        *) echo "the data went $DATA_PATH (sender's router conntrack), want $want"; return ;;
+    esac
+    c=$(first_event "$SDIR/send.jsonl" connected)
+    [ -n "$c" ] || return 0
+    if via_turn "$c"; then
+        case $DATA_PATH in TURN/*) ;; *) echo "send reported $(pair_of "$c") (through TURN) but the data went $DATA_PATH" ;; esac
+    else
+        case $DATA_PATH in TURN/*) echo "send reported $(pair_of "$c") (direct) but the data went $DATA_PATH" ;; esac
+    fi
 }
 
 # --- JSON event helpers (one object per line on the CLI's stdout) ----------
@@ -81,7 +110,7 @@ start_cli() {
     local t0; t0=$(now_ms)
     printf -v "${role}_t0" '%s' "$t0"
     echo "[$where] switchboard $role $*" >>"$SDIR/commands"
-    in_ns "$where" timeout -k 5 "$LAB_OUTER_TIMEOUT" "$LAB_BIN" "$role" "$@" \
+    in_ns "$where" env RUST_LOG="${LAB_CLI_LOG:-info}" timeout -k 5 "$LAB_OUTER_TIMEOUT" "$LAB_BIN" "$role" "$@" \
         >"$SDIR/$role.jsonl" 2>"$SDIR/$role.err" &
     printf -v "${role}_pid" '%s' "$!"
 }
@@ -124,6 +153,7 @@ transfer() {
         --timeout "$CLI_TIMEOUT" "${SEND_ARGS[@]}" "$FILE"
     if [ -n "${DURING:-}" ]; then "$DURING"; fi
     wait_both
+    record_path
 }
 
 # Waits for send and recv. Once one has exited, the other gets
@@ -240,19 +270,20 @@ want_turn() {
     via_turn "$2" || echo "$1 selected $(pair_of "$2"), want a pair through TURN"
 }
 
-run_pair_scenario() { # SEND_NS RECV_NS CHECK_FUNC [URL]
+run_pair_scenario() { # SEND_NS RECV_NS CHECK_FUNC PATH
     SEND_NS=$1 RECV_NS=$2
     FILE="$WORK/data-${LAB_FILE_MB}M.bin"
     [ -f "$FILE" ] || make_file "$FILE" "$LAB_FILE_MB"
-    transfer "${4:-$SIGNAL_URL}"
+    transfer "$SIGNAL_URL"
     local p; p=$(transfer_problem)
     [ -z "$p" ] && p=$(both_sides "$3")
+    [ -z "$p" ] && p=$(path_problem "$4")
     finish "$p" "${NOTE:-}"
 }
 
-scen_same-lan()  { run_pair_scenario p1a p1b want_host_host; }
-scen_eim-eim()   { run_pair_scenario p1a p2 want_direct_reflexive; }
-scen_sym-sym()   { run_pair_scenario p3 p4 want_turn; }
+scen_same-lan()  { run_pair_scenario p1a p1b want_host_host LAN; }
+scen_eim-eim()   { run_pair_scenario p1a p2 want_direct_reflexive direct; }
+scen_sym-sym()   { run_pair_scenario p3 p4 want_turn TURN; }
 
 scen_sym-eim() {
     SEND_NS=p3 RECV_NS=p2
@@ -261,6 +292,7 @@ scen_sym-eim() {
     transfer "$SIGNAL_URL"
     local p c note=""; p=$(transfer_problem)
     [ -z "$p" ] && p=$(both_sides want_not_host_host)
+    [ -z "$p" ] && p=$(path_problem any)
     c=$(first_event "$SDIR/send.jsonl" connected)
     if [ -n "$c" ]; then
         if via_turn "$c"; then note="relayed: the EIM side's NAT filters by address and port, so checks from the symmetric NAT's fresh port are dropped"
@@ -282,6 +314,7 @@ scen_tcp-only() {
         fi
     fi
     [ -z "$p" ] && p=$(want_turn recv "$(first_event "$SDIR/recv.jsonl" connected)")
+    [ -z "$p" ] && p=$(path_problem TURN/tcp)
     finish "$p"
 }
 
@@ -303,6 +336,7 @@ scen_no-turn() {
         if [ -n "$(first_event "$SDIR/$role.jsonl" connected)" ]; then p="$role reported connected although no path exists"; break; fi
     done
     [ -z "$p" ] && [ "$(find "$SDIR/out" -type f | wc -l)" != 0 ] && p="recv wrote a file"
+    DATA_PATH=-
     result "$([ -z "$p" ] && echo PASS || echo FAIL)" "none (send exit $send_rc, recv exit $recv_rc)" "-" "-" \
         "${p:-gave up after ${send_ms} ms / ${recv_ms} ms: $(err_summary send)}"
 }
@@ -348,7 +382,7 @@ change_udp_mapping() {
 change_renumber() { renumber_router 6; }
 
 net_change_common() {
-    SEND_NS=p6 RECV_NS=p2
+    SEND_NS=p6 RECV_NS=p2 SEND_ROUTER=6
     FILE="$WORK/data-${LAB_CHANGE_FILE_MB}M.bin"
     [ -f "$FILE" ] || make_file "$FILE" "$LAB_CHANGE_FILE_MB"
     # A slower uplink on the sender's router so the transfer has a middle.
@@ -380,11 +414,26 @@ net_change_common() {
     if [ -z "$p" ] && [ "$sc" -lt 2 ] && [ "$rc" -lt 2 ]; then
         p="no ICE restart reported (connected events: send $sc, recv $rc) although the sender's mapping changed"
     fi
+    # The pair reported last must be the one the data took after the change
+    # (DATA_PATH is from conntrack, which the change flushed for UDP).
+    local ls lr old_ip="198.18.${SEND_ROUTER}.1"
+    ls=$(last_event "$SDIR/send.jsonl" connected); lr=$(last_event "$SDIR/recv.jsonl" connected)
+    if [ -z "$p" ] && [ -n "$lr" ] && [ "$CHANGE" = change_udp_mapping ] \
+        && [ "$(jq -r '.pair.remote.address | split(":")[0]' <<<"$lr")" = "$old_ip" ]; then
+        p="recv's last connected event names remote $(jq -r .pair.remote.address <<<"$lr"), the sender's pre-change mapping, which no longer exists (the data went $DATA_PATH)"
+    fi
+    if [ -z "$p" ] && [ -n "$ls" ]; then
+        if via_turn "$ls"; then
+            case $DATA_PATH in TURN/*) ;; *) p="send's last connected pair $(pair_of "$ls") is through TURN but after the change the data went $DATA_PATH" ;; esac
+        else
+            case $DATA_PATH in TURN/*) p="send's last connected pair $(pair_of "$ls") is direct but after the change the data went $DATA_PATH" ;; esac
+        fi
+    fi
     local s r
     s=$(last_event "$SDIR/send.jsonl" connected); r=$(last_event "$SDIR/recv.jsonl" connected)
     local after=""
     [ -n "$s" ] && after="; after: send $(pair_of "$s"), recv $(pair_of "$r" 2>/dev/null || echo -)"
-    finish "$p" "$change; connected events send $sc, recv $rc$after"
+    finish "$p" "$change; connected events send $sc, recv $rc$after; after the change the data went $DATA_PATH"
 }
 
 scen_net-change() { CHANGE=change_udp_mapping net_change_common; }
@@ -416,6 +465,7 @@ scen_browser() {
         "$SIGNAL_URL" "$ROOM" "$FILE" $((CLI_TIMEOUT * 3)) >"$SDIR/browser.json" 2>"$SDIR/browser.err" &
     send_pid=$!
     LAB_GRACE=$((CLI_TIMEOUT * 3 + 10)) wait_both
+    record_path
     local p="" b want got r
     b=$(tail -n 1 "$SDIR/browser.json")
     want=$(sha256sum "$FILE" | cut -d' ' -f1)
@@ -431,7 +481,7 @@ scen_browser() {
     fi
     r=$(first_event "$SDIR/recv.jsonl" connected)
     [ -z "$p" ] && [ -z "$r" ] && p="recv printed no connected event"
-    [ -z "$p" ] && p=$(want_direct_reflexive recv "$r")
+    [ -z "$p" ] && p=$(want_not_host_host recv "$r")
     local bpair="-"
     [ -n "$b" ] && bpair=$(jq -r 'if .pair then "\(.pair.local.candidateType)\(if .pair.local.relayProtocol then "/" + .pair.local.relayProtocol else "" end)<->\(.pair.remote.candidateType)" else "-" end' <<<"$b" 2>/dev/null)
     local setup="-"
