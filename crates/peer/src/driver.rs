@@ -505,10 +505,12 @@ impl Driver {
                 self.set_ice_state(IceConnectionState::Failed);
             }
         }
-        if self.rtc_timeout.is_some_and(|t| t <= now) {
-            if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
-                warn!("str0m timeout: {e}");
-            }
+        // Time is fed on every pass, not only when str0m's last deadline is
+        // due: after an API call (accept_offer) the ICE agent only leaves
+        // `New` inside handle_timeout, and str0m's previous deadline may lie
+        // far ahead, which left an answerer that never sent a check.
+        if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
+            warn!("str0m timeout: {e}");
         }
         self.drain_rtc(now);
         self.drain_turns(now);
@@ -584,9 +586,13 @@ impl Driver {
                 }
             }
             E::Failed { op, code, reason } => {
-                warn!("TURN {}: {op:?} failed ({code:?}): {reason}", self.turns[i].server);
                 if matches!(op, turn::client::Op::Allocate) {
+                    warn!("TURN {}: allocation failed ({code:?}): {reason}", self.turns[i].server);
                     self.turns[i].done = true;
+                } else {
+                    // E.g. 403 for a peer the server's policy refuses (private
+                    // addresses by default): that pair just never works.
+                    debug!("TURN {}: {op:?} failed ({code:?}): {reason}", self.turns[i].server);
                 }
             }
             E::Closed => self.turns[i].relayed = None,

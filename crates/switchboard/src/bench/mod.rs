@@ -3,6 +3,7 @@
 //! RFC 5766/8656 TURN server (see [`turn`]).
 
 mod client;
+mod peer;
 mod hist;
 mod procstat;
 mod pump;
@@ -23,6 +24,9 @@ enum BenchCommand {
     /// RFC-compliant one): N allocations pumping ChannelData to echo peers
     /// in this process; reports packets/s, loss and round-trip latency.
     Turn(turn::TurnArgs),
+    /// Native peer ↔ native peer on loopback: connection setup time (median,
+    /// p95 over --runs) and data-channel throughput in 64 KiB messages.
+    Peer(peer::PeerArgs),
 }
 
 /// Runs a bench; on failure prints the error chain on one line (no
@@ -30,6 +34,7 @@ enum BenchCommand {
 pub fn run(args: BenchArgs) -> Result<()> {
     let result = match args.command {
         BenchCommand::Turn(a) => turn::run(a),
+        BenchCommand::Peer(a) => peer::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -1,0 +1,223 @@
+//! The native peer against a real `switchboard serve`: in-process
+//! connections through its rooms and its TURN server, and the CLI
+//! (`send`/`recv`) moving 50 MB direct and relay-only.
+
+mod common;
+
+use common::Server;
+use peer::room::{self, RoomConfig, RoomEvent};
+use peer::{CandidateType, Config, HostCandidates, IceServer, Message, PeerConnection};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use tokio::time::timeout;
+
+fn loopback() -> HostCandidates {
+    HostCandidates::Only(vec![IpAddr::V4(Ipv4Addr::LOCALHOST)])
+}
+
+fn http(s: &Server) -> String {
+    format!("http://{}", s.addr)
+}
+
+/// Joins and returns the room plus the first open `chat` channel and its
+/// connection.
+async fn join_and_link(cfg: RoomConfig) -> (room::Room, peer::DataChannel, PeerConnection) {
+    let mut r = room::join(cfg).await.expect("join");
+    let mut pc = None;
+    let mut ch = None;
+    loop {
+        let ev = timeout(Duration::from_secs(20), r.events.recv()).await.expect("room event in time").expect("room open");
+        match ev {
+            RoomEvent::Connection { pc: p, .. } => pc = Some(p),
+            RoomEvent::Channel { channel, .. } if channel.label() == "chat" => ch = Some(channel),
+            _ => {}
+        }
+        if let (Some(p), Some(c)) = (&pc, &ch) {
+            timeout(Duration::from_secs(20), c.opened()).await.expect("channel opens in time").unwrap();
+            return (r, c.clone(), p.clone());
+        }
+    }
+}
+
+async fn room_pair(server: &Server, room_name: &str, relay_only: bool, ice: Vec<IceServer>) {
+    let mk = || {
+        let mut c = RoomConfig::new(http(server), room_name);
+        c.peer_config = Config { host_candidates: loopback(), relay_only, ice_servers: ice.clone(), ..Config::default() };
+        c.use_server_ice = ice.is_empty();
+        c
+    };
+    let first = tokio::spawn(join_and_link(mk()));
+    tokio::time::sleep(Duration::from_millis(200)).await; // `first` is the older peer
+    let (_r2, ch2, pc2) = join_and_link(mk()).await;
+    let (_r1, ch1, pc1) = first.await.unwrap();
+    ch2.send_text("from the newcomer").await.unwrap();
+    assert_eq!(timeout(Duration::from_secs(5), ch1.recv()).await.unwrap(), Some(Message::Text("from the newcomer".into())));
+    ch1.send_binary(&[7; 1000]).await.unwrap();
+    assert_eq!(timeout(Duration::from_secs(5), ch2.recv()).await.unwrap(), Some(Message::Binary(vec![7; 1000])));
+    for pc in [&pc1, &pc2] {
+        let pair = pc.stats().await.unwrap().selected_pair.expect("selected pair");
+        if relay_only {
+            assert_eq!(pair.local.kind, CandidateType::Relay, "{pair:?}");
+        } else {
+            assert_eq!(pair.local.kind, CandidateType::Host, "{pair:?}");
+        }
+    }
+    pc1.close().await;
+    pc2.close().await;
+}
+
+#[tokio::test]
+async fn native_peers_meet_in_a_room_direct() {
+    let server = Server::start(&[]);
+    room_pair(&server, "native-direct", false, vec![]).await;
+}
+
+#[tokio::test]
+async fn native_peers_relay_only_through_serve_turn_udp_and_tcp() {
+    let server = Server::start(&["--allow-peer", "127.0.0.0/8", "--turn-user", "alice:secret"]);
+    let turn = server.turn.unwrap();
+    // With the server's own iceServers (REST credentials minted per peer).
+    room_pair(&server, "native-relay", true, vec![]).await;
+    // TURN over TCP with static credentials, as a foreign server would be used.
+    let tcp = vec![IceServer {
+        urls: vec![format!("turn:{turn}?transport=tcp")],
+        username: Some("alice".into()),
+        credential: Some("secret".into()),
+    }];
+    room_pair(&server, "native-relay-tcp", true, tcp).await;
+    assert!(server.metric("switchboard_turn_relayed_packets_total{direction=\"to_peer\"}") > 0.0);
+}
+
+// ------------------------------------------------------------------ CLI
+
+fn sha256_file(p: &Path) -> String {
+    let data = std::fs::read(p).unwrap();
+    Sha256::digest(&data).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("sb-peer-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn cli(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+    c.args(args).env("RUST_LOG", "warn").stdout(Stdio::piped()).stderr(Stdio::inherit());
+    c
+}
+
+fn events(out: &[u8]) -> Vec<Value> {
+    BufReader::new(out).lines().map(|l| serde_json::from_str(&l.unwrap()).expect("every stdout line is JSON")).collect()
+}
+
+fn transfer_50mb(server: &Server, room_name: &str, extra: &[&str], want_local: &str) {
+    let dir = tmpdir(room_name);
+    let src = dir.join("big.bin");
+    let mut data = vec![0u8; 50_000_000];
+    let mut x: u64 = 0x9E3779B97F4A7C15;
+    for b in data.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    std::fs::write(&src, &data).unwrap();
+    let out = dir.join("out");
+    let url = http(server);
+    let mut common = vec!["--server", url.as_str(), "--room", room_name, "--json", "--loopback", "--timeout", "20"];
+    common.extend_from_slice(extra);
+    let recv = cli(&[&["recv"], &common[..], &["--out", out.to_str().unwrap(), "--count", "1"]].concat()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let send = cli(&[&["send"], &common[..], &[src.to_str().unwrap()]].concat()).output().unwrap();
+    let recv = recv.wait_with_output().unwrap();
+    assert!(send.status.success(), "send exit {:?}", send.status);
+    assert!(recv.status.success(), "recv exit {:?}", recv.status);
+    let sent = events(&send.stdout);
+    let got = events(&recv.stdout);
+    let fs = sent.iter().find(|e| e["event"] == "file-sent").expect("file-sent event");
+    let fr = got.iter().find(|e| e["event"] == "file-received").expect("file-received event");
+    let want = sha256_file(&src);
+    assert_eq!(fs["sha256"], want.as_str());
+    assert_eq!(fr["sha256"], want.as_str());
+    assert_eq!(fs["ok"], true);
+    assert_eq!(sha256_file(&out.join("big.bin")), want);
+    // Nothing but the finished file is left in the output directory.
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1);
+    for evs in [&sent, &got] {
+        let c = evs.iter().find(|e| e["event"] == "connected").expect("connected event");
+        assert_eq!(c["pair"]["local"]["type"], want_local, "{c}");
+        assert!(c["setup_ms"].as_u64().is_some());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn cli_sends_50mb_direct() {
+    let server = Server::start(&[]);
+    transfer_50mb(&server, "cli-direct", &[], "host");
+}
+
+#[test]
+fn cli_sends_50mb_relay_only() {
+    let server = Server::start(&["--allow-peer", "127.0.0.0/8"]);
+    transfer_50mb(&server, "cli-relay", &["--relay-only"], "relay");
+}
+
+#[test]
+fn cli_errors_have_clear_codes() {
+    let dir = tmpdir("errors");
+    let f = dir.join("f.txt");
+    std::fs::write(&f, b"x").unwrap();
+    let f = f.to_str().unwrap();
+    let code = |args: &[&str]| {
+        let o = cli(args).output().unwrap();
+        (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    // Bad URLs are usage errors.
+    assert_eq!(code(&["send", "--server", "localhost:1", "--room", "r", f]).0, Some(2));
+    assert_eq!(code(&["send", "--server", "http://127.0.0.1:1", "--room", "r", "--stun", "turn:x", f]).0, Some(2));
+    assert_eq!(code(&["recv", "--server", "http://127.0.0.1:1", "--room", "bad room!", "--out", "/tmp"]).0, Some(2));
+    // Missing file: checked before anything else.
+    assert_eq!(code(&["send", "--server", "http://127.0.0.1:1", "--room", "r", "/nonexistent/file"]).0, Some(1));
+    // Unreachable server.
+    let (c, out) = code(&["send", "--json", "--server", "http://127.0.0.1:1", "--room", "r", f]);
+    assert_eq!(c, Some(3), "{out}");
+    assert!(out.contains("\"event\":\"error\""), "{out}");
+    // Room full.
+    let server = Server::start(&["--max-room-peers", "1"]);
+    let url = http(&server);
+    let mut holder = cli(&["recv", "--server", &url, "--room", "full", "--out", dir.to_str().unwrap()]).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let (c, out) = code(&["send", "--json", "--server", &url, "--room", "full", f]);
+    holder.kill().unwrap();
+    let _ = holder.wait();
+    assert_eq!(c, Some(3), "{out}");
+    assert!(out.contains("room-full"), "{out}");
+}
+
+#[test]
+fn cli_reports_failure_when_no_path_exists() {
+    // Relay-only with a server that offers no TURN: nothing can connect.
+    let server = Server::start(&["--no-turn"]);
+    let url = http(&server);
+    let dir = tmpdir("nopath");
+    let f = dir.join("f.txt");
+    std::fs::write(&f, b"x").unwrap();
+    let common = ["--server", url.as_str(), "--room", "nopath", "--json", "--relay-only", "--timeout", "4"];
+    let mut recv = cli(&[&["recv"], &common[..], &["--out", dir.to_str().unwrap()]].concat()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let start = std::time::Instant::now();
+    let send = cli(&[&["send"], &common[..], &[f.to_str().unwrap()]].concat()).output().unwrap();
+    assert_eq!(send.status.code(), Some(4), "{}", String::from_utf8_lossy(&send.stdout));
+    assert!(start.elapsed() < Duration::from_secs(15), "fails within its timeout");
+    assert!(String::from_utf8_lossy(&send.stdout).contains("connection-failed"));
+    let _ = recv.kill();
+    let _ = recv.wait();
+}
