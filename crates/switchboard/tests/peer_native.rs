@@ -90,7 +90,16 @@ async fn native_peers_relay_only_through_serve_turn_udp_and_tcp() {
         credential: Some("secret".into()),
     }];
     room_pair(&server, "native-relay-tcp", true, tcp).await;
-    assert!(server.metric("switchboard_turn_relayed_packets_total{direction=\"to_peer\"}") > 0.0);
+    // TURN metrics are copied from the workers once a second.
+    let mut relayed = 0.0;
+    for _ in 0..30 {
+        relayed = server.metric("switchboard_turn_relayed_packets_total{direction=\"to_peer\"}");
+        if relayed > 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(relayed > 0.0, "the server relayed the traffic");
 }
 
 // ------------------------------------------------------------------ CLI
