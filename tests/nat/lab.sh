@@ -87,6 +87,10 @@ cleanup() {
     local rc=$?
     trap - EXIT INT TERM ERR
     set +e
+    if [ -n "${SCEN_PID:-}" ]; then
+        kill -TERM "$SCEN_PID" 2>/dev/null
+        wait "$SCEN_PID" 2>/dev/null
+    fi
     if [ ${#LAB_NS[@]} -gt 0 ]; then
         log "tearing down the lab (${#LAB_NS[@]} namespaces)"
         teardown_lab
@@ -146,7 +150,7 @@ if [ "$MODE" = hold ]; then
     # For debugging by hand: the lab stays up until this script is stopped.
     log "lab is up: namespaces $LAB_PREFIX-{inet,srv,r1..r6,p1a,p1b,p2..p6}; serve logs in $WORK; stop with Ctrl-C or kill -TERM $$"
     echo "$LAB_PREFIX" >"$WORK/prefix"
-    while :; do sleep 1; done
+    while :; do sleep 1 & wait $!; done
 fi
 
 "$LAB_BIN" send --help >/dev/null 2>&1 \
@@ -162,7 +166,12 @@ for SCEN in "${SELECTED[@]}"; do
     # Fresh NAT state per scenario: no mapping survives from the last one.
     for r in r1 r2 r3 r4 r5 r6; do in_ns "$r" conntrack -F >/dev/null 2>&1; done
     SEND_ARGS=() RECV_ARGS=() DURING=
-    ( set +e; "scen_$SCEN" ) >"$SDIR/scenario.log" 2>&1
+    # In the background and waited for, so that a signal to this script is
+    # handled at once (bash runs traps only between foreground commands).
+    ( set +e; "scen_$SCEN" ) >"$SDIR/scenario.log" 2>&1 &
+    SCEN_PID=$!
+    wait "$SCEN_PID"
+    SCEN_PID=
     if [ ! -s "$SDIR/result" ]; then
         printf 'FAIL\t%s\t-\t-\t-\t-\tscenario script error (see %s)\n' "$(scenario_expected "$SCEN")" "$SDIR/scenario.log" >"$SDIR/result"
     fi
