@@ -25,6 +25,7 @@
 #   LAB_OUTER_TIMEOUT   hard limit per CLI process, seconds (default 180)
 #   LAB_ARTIFACTS       where logs go (default target/nat-lab)
 #   LAB_CLI_LOG         RUST_LOG for the CLI processes (stderr is kept; default info)
+#   LAB_BIN_COMMIT      commit the binary was built from, for --write-doc (default: this tree's HEAD)
 set -Eeuo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

@@ -4,7 +4,9 @@
 write_doc() {
     local commit dirty version
     commit=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
-    dirty=$(git -C "$REPO" status --porcelain --untracked-files=no 2>/dev/null | head -1)
+    dirty=$(git -C "$REPO" status --porcelain --untracked-files=no -- crates Cargo.toml Cargo.lock 2>/dev/null | head -1)
+    # A binary built elsewhere (say a worktree) says which commit it is.
+    if [ -n "${LAB_BIN_COMMIT:-}" ]; then commit=$LAB_BIN_COMMIT; dirty=""; fi
     version=$("$LAB_BIN" --version 2>/dev/null || echo unknown)
     cat <<EOF
 # NAT traversal matrix
@@ -17,7 +19,7 @@ numbers by hand.
 
 - run: $(date -u '+%Y-%m-%d %H:%M UTC')
 - kernel: $(uname -sr), $(iptables --version 2>/dev/null)
-- commit: ${commit}${dirty:+ (work tree had uncommitted changes)}; binary: ${version}
+- commit: ${commit}${dirty:+ (the work tree had uncommitted changes under crates/)}; binary: ${version}
 - file: ${LAB_FILE_MB} MiB of random bytes per transfer (${LAB_CHANGE_FILE_MB} MiB with a ${LAB_CHANGE_RATE} uplink in the network-change scenario); CLI \`--timeout ${CLI_TIMEOUT}\` (\`${LAB_FAIL_TIMEOUT}\` in no-turn)
 - result: $(( ${#SELECTED[@]} - FAILED )) passed, $FAILED failed
 
