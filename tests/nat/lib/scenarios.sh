@@ -38,7 +38,7 @@ scenario_title() {
         sym-sym)    echo "both behind symmetric NATs" ;;
         tcp-only)   echo "UDP blocked, only TCP 3478 open (sender) + EIM NAT" ;;
         no-turn)    echo "both behind EIM NATs, serve --no-turn (no STUN/TURN)" ;;
-        net-change) echo "EIM NATs; sender's UDP mapping moves mid-transfer" ;;
+        net-change) echo "EIM NATs; sender's mappings (all but signaling) move mid-transfer" ;;
         renumber)   echo "EIM NATs; sender's router renumbered mid-transfer (TCP too)" ;;
         browser)    echo "headless Chromium /chat behind EIM NAT r1 -> recv behind EIM NAT r2" ;;
         *)          echo "$1" ;;
@@ -369,14 +369,24 @@ during_change() {
     fi
 }
 
-# The sender's router moves all UDP to a new public address and port range
-# and forgets every UDP mapping; TCP (the signaling WebSocket) keeps its
-# mapping, as when a carrier-grade NAT rebalances or a mapping times out.
-change_udp_mapping() {
+# The sender's router moves every mapping but one to a new public address
+# and port range: all UDP (direct paths, STUN, TURN/UDP) and the TURN/TCP
+# connection, whose conntrack entries are deleted so their next packets leave
+# from 198.18.6.2 (the TURN server answers a mid-stream TCP segment from an
+# unknown address with a reset). Only the signaling WebSocket (TCP to :8080)
+# keeps its mapping. So no candidate pair of the connection survives, and
+# only an ICE restart, negotiated through serve, can bring it back, as when a
+# carrier-grade NAT rebalances a subscriber. (`renumber` also breaks the
+# signaling connection.)
+change_mapping() {
     ip -n "$(ns r6)" addr add "198.18.6.2/$INET_LEN" dev wan
-    in_ns r6 iptables -w -t nat -I POSTROUTING 1 -o wan -p udp -j SNAT --to-source 198.18.6.2:20000-29999
+    local ipt=(in_ns r6 iptables -w -t nat)
+    "${ipt[@]}" -I POSTROUTING 1 -o wan -p tcp --dport 8080 -j MASQUERADE
+    "${ipt[@]}" -I POSTROUTING 2 -o wan -p udp -j SNAT --to-source 198.18.6.2:20000-29999
+    "${ipt[@]}" -I POSTROUTING 3 -o wan -p tcp -j SNAT --to-source 198.18.6.2:20000-29999
     in_ns r6 conntrack -D -p udp >/dev/null 2>&1 || true
-    in_ns r6 conntrack -L -p udp 2>/dev/null >"$SDIR/conntrack-after" || true
+    in_ns r6 conntrack -D -p tcp --orig-port-dst 3478 >/dev/null 2>&1 || true
+    in_ns r6 conntrack -L 2>/dev/null >"$SDIR/conntrack-after" || true
 }
 
 change_renumber() { renumber_router 6; }
@@ -418,7 +428,7 @@ net_change_common() {
     # (DATA_PATH is from conntrack, which the change flushed for UDP).
     local ls lr old_ip="198.18.${SEND_ROUTER}.1"
     ls=$(last_event "$SDIR/send.jsonl" connected); lr=$(last_event "$SDIR/recv.jsonl" connected)
-    if [ -z "$p" ] && [ -n "$lr" ] && [ "$CHANGE" = change_udp_mapping ] \
+    if [ -z "$p" ] && [ -n "$lr" ] && [ "$CHANGE" = change_mapping ] \
         && [ "$(jq -r '.pair.remote.address | split(":")[0]' <<<"$lr")" = "$old_ip" ]; then
         p="recv's last connected event names remote $(jq -r .pair.remote.address <<<"$lr"), the sender's pre-change mapping, which no longer exists (the data went $DATA_PATH)"
     fi
@@ -436,7 +446,7 @@ net_change_common() {
     finish "$p" "$change; connected events send $sc, recv $rc$after; after the change the data went $DATA_PATH"
 }
 
-scen_net-change() { CHANGE=change_udp_mapping net_change_common; }
+scen_net-change() { CHANGE=change_mapping net_change_common; }
 scen_renumber()   { CHANGE=change_renumber net_change_common; }
 
 # Headless Chromium on /chat (tests/nat/browser-chat.mjs) behind EIM NAT r1
