@@ -1373,8 +1373,14 @@ impl Driver {
                 self.learn_remote_sdp(&desc.sdp);
             }
             RemoteAction::ApplyAnswer => {
-                let (_, pending) = self.pending_offer.take().expect("have-local-offer has a pending offer");
-                let answer = parsed_answer.expect("parsed above");
+                // Both exist in have-local-offer; if str0m ever disagrees,
+                // fail the call rather than the process.
+                let (Some((_, pending)), Some(answer)) = (self.pending_offer.take(), parsed_answer) else {
+                    self.jsep.reset_to_stable();
+                    self.rollback_local();
+                    self.emit(Event::SignalingState(self.jsep.state()));
+                    return Err(Error::InvalidSdp("no pending offer for this answer".into()));
+                };
                 if let Err(e) = self.rtc.sdp_api().accept_answer(pending, answer) {
                     self.jsep.reset_to_stable();
                     self.rollback_local();

@@ -64,15 +64,18 @@ pub fn run(a: PeerArgs) -> Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let mut setups = Vec::with_capacity(a.runs);
-        for i in 0..a.runs {
+        // One warm-up run first, not counted, as the Chromium side does.
+        for i in 0..=a.runs {
             let (pa, _aev, pb, _bev) = pair().await?;
             let t0 = Instant::now();
             let dc = pa.create_data_channel("bench", DataChannelInit::default()).await?;
             tokio::time::timeout(Duration::from_secs(10), dc.opened()).await.context("setup timed out")??;
             let ms = t0.elapsed().as_secs_f64() * 1000.0;
-            setups.push(ms);
+            if i > 0 {
+                setups.push(ms);
+            }
             if !a.json {
-                eprint!("\rsetup {}/{}: {ms:.1} ms   ", i + 1, a.runs);
+                eprint!("\rsetup {i}/{}: {ms:.1} ms   ", a.runs);
             }
             pa.close().await;
             pb.close().await;
