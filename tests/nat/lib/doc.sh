@@ -62,7 +62,7 @@ file whose SHA-256 equals the sent file's (and the \`file-sent\` /
 | tcp-only | p5 behind firewall r5 (only TCP 3478 and the signaling port out, no UDP) | p2 behind EIM NAT r2 | sender's local candidate is relay with relay_protocol tcp; receiver's pair goes through TURN |
 | no-turn | p1a behind r1 | p2 behind r2, signaling on a \`serve --no-turn\` | both exit 4 within \`--timeout\` + 10 s with an error event, no connected event, no file; an outer \`timeout\` catches a hang |
 | browser | headless Chromium on \`/chat\` in p1a behind EIM NAT r1 (tests/nat/browser-chat.mjs, playwright-core) | \`switchboard recv\` in p2 behind EIM NAT r2 | the page gets a matching \`file-ack\`; recv's file has the right hash; the pairs and the data path are recorded, not required (Chromium, the controlling side, may nominate a relay pair first and move to a direct one later). The pair column shows the page's selected pair (getStats, right after connected) and recv's |
-| net-change | p6 behind EIM NAT r6, uplink shaped with tc tbf | p2 behind r2 | once the receiver has a quarter of the file, r6 moves all UDP to a new public address and port range (SNAT 198.18.6.2:20000-29999) and \`conntrack -D -p udp\` drops every UDP mapping; TCP, so the signaling WebSocket, keeps its mapping. Passes when the file completes with the right hash, one file-sent and one file-received, progress never going back (it resumed, not restarted), and a second \`connected\` event (ICE restart) on either side, and the last reported pairs must match where the data went after the change (conntrack): no side may still name the sender's old public address |
+| net-change | p6 behind EIM NAT r6, uplink shaped with tc tbf | p2 behind r2 | once the receiver has a quarter of the file, r6 moves every mapping but the signaling WebSocket's (TCP to :8080) to a new public address and port range (SNAT 198.18.6.2:20000-29999) and deletes the conntrack entries of all UDP flows and of the TURN/TCP connection, so no candidate pair survives (the direct path, TURN/UDP and TURN/TCP all break) and only an ICE restart negotiated through serve can recover. Passes when the file completes with the right hash, one file-sent and one file-received, progress never going back (it resumed, not restarted), and a second \`connected\` event (ICE restart) on either side, and the last reported pairs must match where the data went after the change (conntrack): no side may still name the sender's old public address. Its "data went" is the path after the change (the change deleted the earlier flows) |
 
 Topology: an "internet" 198.18.0.0/15 (RFC 2544 benchmarking range) that is a
 bridge inside one namespace; \`serve\` at 198.18.0.10 (signaling :8080,
@@ -83,6 +83,29 @@ at 198.18.0.12. Router N has WAN 198.18.N.1 and LAN 10.0.N.0/24. NAT kinds:
 No link reaches the root namespace (every veth is made with both ends inside
 lab namespaces), IPv6 is disabled in every lab namespace, and ip_forward is on
 only in the routers. The lab is torn down on exit, error or interrupt.
+
+### Why these pairs
+
+- **symmetric + EIM relays.** The symmetric NAT gives its peer a new public
+  port for every destination, so the port in its srflx candidate (learned
+  towards the STUN server) is not the port its checks to the other peer come
+  from. The EIM NAT filters by address *and* port (Linux conntrack admits only
+  replies to what was sent), so it drops those checks: the other side has
+  only sent to the srflx port. The other direction fails the same way, since
+  the symmetric NAT admits only replies to its own per-destination mapping.
+  So no direct pair can form in this lab; behind an EIM NAT with
+  address-restricted or open filtering, the symmetric side's checks would get
+  in and a peer-reflexive direct pair would be found.
+- **Relay pairs are relay<->prflx.** Only one side needs a relay: the peer
+  with the relay candidate sends through TURN, and the other peer answers the
+  relay address from its host socket (the TURN permission is per IP, so the
+  symmetric NAT's fresh port for that destination is let in), which the relay
+  side learns as a peer-reflexive remote.
+- **The local side is a base.** As docs/cli.md says, a pair's local candidate
+  is `host` or `relay` (srflx is replaced by its base), so behind a NAT the
+  reflexive type shows on the remote side.
+- **net-change MB/s** includes the outage, and the sender's uplink is shaped
+  to 16 Mbit/s so that the transfer has a middle.
 
 ### Self-test
 

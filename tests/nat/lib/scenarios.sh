@@ -239,7 +239,7 @@ rate_text() { # MB/s (10^6 bytes) of the received file, by the receiver's clock
 
 finish() { # PROBLEM (empty = pass) [NOTE]
     local status=PASS note=${2:-}
-    if [ -n "$1" ]; then status=FAIL; note=$1; fi
+    if [ -n "$1" ]; then status=FAIL; note="$1${note:+ [$note]}"; fi
     result "$status" "$(pairs_text)" "$(setup_ms_text)" "$(rate_text)" "$note"
 }
 
@@ -362,8 +362,16 @@ during_change() {
             echo "the file had already arrived when the change was due" >"$SDIR/change"
             return
         fi
+        local t0 n0 t1=""
+        n0=$(count_events "$SDIR/recv.jsonl" connected)
         "$CHANGE"
-        echo "changed at $bytes of $size bytes received, $(date +%T.%N | cut -c1-12)" >"$SDIR/change"
+        t0=$(now_ms)
+        # Until the receiver reports a new connection (or the sender ends).
+        while kill -0 "$send_pid" 2>/dev/null; do
+            if [ "$(count_events "$SDIR/recv.jsonl" connected)" -gt "$n0" ]; then t1=$(now_ms); break; fi
+            sleep 0.1
+        done
+        echo "changed at $bytes of $size bytes received${t1:+, recv connected again $((t1 - t0)) ms later}" >"$SDIR/change"
     else
         echo "no change made: the sender ended before the transfer was under way" >"$SDIR/change"
     fi
