@@ -1,0 +1,439 @@
+// Chromium <-> native peer: /chat and /call in headless Chromium against the
+// `switchboard send | recv | echo` CLI (docs/cli.md), through `switchboard
+// serve` on loopback: files both ways with SHA-256 checks, the fake camera
+// coming back from `echo`, the same relay-only through serve's TURN, and
+// Chromium's default mDNS (.local) host candidates.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { chromium } from 'playwright-core';
+import {
+  startServer, launchBrowser, newPage, screenshot, waitFor, roomName, randomFile,
+  serverBinary, repoRoot, CHROMIUM, CHROMIUM_ARGS,
+} from './helpers.mjs';
+
+const verbose = !!process.env.E2E_VERBOSE;
+const CANDIDATE_TYPES = ['host', 'srflx', 'prflx', 'relay'];
+
+let server;
+/** serve with loopback peers allowed on its TURN relay, for the relay-only tests. */
+let relayServer;
+let browser;
+
+before(async () => {
+  server = await startServer();
+  // Both sides are relay-only and the TURN server listens on 127.0.0.1, so
+  // every relayed peer address is a loopback one, which serve refuses unless
+  // allowed.
+  relayServer = await startServer(['--allow-peer', '127.0.0.0/8']);
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+  await relayServer?.stop();
+});
+
+/**
+ * Run `switchboard <args> --json` and parse its stdout, one JSON event a
+ * line (docs/cli.md). Lines that are not JSON objects with an `event` are
+ * kept in `badLines`.
+ * @param {string} name log label
+ * @param {string[]} args
+ */
+function runCli(name, args) {
+  const bin = serverBinary();
+  const proc = spawn(bin, args, { cwd: repoRoot, stdio: ['pipe', 'pipe', 'pipe'] });
+  /** @type {any[]} */
+  const events = [];
+  /** @type {string[]} */
+  const badLines = [];
+  let stdout = '';
+  let stderr = '';
+  let partial = '';
+  /** @type {Array<() => void>} */
+  let waiters = [];
+  const wake = () => { for (const w of waiters) w(); };
+  proc.stdout.on('data', (d) => {
+    stdout += d;
+    partial += d;
+    let nl;
+    while ((nl = partial.indexOf('\n')) >= 0) {
+      const line = partial.slice(0, nl).trim();
+      partial = partial.slice(nl + 1);
+      if (!line) continue;
+      if (verbose) process.stderr.write(`[${name}] ${line}\n`);
+      try {
+        const ev = JSON.parse(line);
+        if (ev && typeof ev === 'object' && typeof ev.event === 'string') events.push(ev);
+        else badLines.push(line);
+      } catch {
+        badLines.push(line);
+      }
+    }
+    wake();
+  });
+  proc.stderr.on('data', (d) => {
+    stderr += d;
+    if (verbose) process.stderr.write(`[${name} stderr] ${d}`);
+  });
+  /** @type {{code: number | null, signal: string | null} | null} */
+  let exited = null;
+  const exit = new Promise((resolve) => proc.on('exit', (code, signal) => {
+    exited = { code, signal };
+    wake();
+    resolve(exited);
+  }));
+  const command = `${path.relative(repoRoot, bin)} ${args.join(' ')}`;
+  const describe = () => `${command}\nexit: ${JSON.stringify(exited)}\nstdout:\n${stdout}\nstderr:\n${stderr.slice(-4000)}`;
+
+  return {
+    proc,
+    events,
+    badLines,
+    command,
+    describe,
+    get exited() { return exited; },
+    /**
+     * The first event matching `pred` (already seen or still to come).
+     * Fails when the process exits first or after `timeout` ms.
+     * @param {(ev: any) => boolean} pred
+     * @param {string} what
+     */
+    waitEvent(pred, what, timeout = 60_000) {
+      return new Promise((resolve, reject) => {
+        const check = () => {
+          const ev = events.find(pred);
+          if (ev) return done(() => resolve(ev));
+          if (exited) return done(() => reject(new Error(`${name} exited before ${what}:\n${describe()}`)));
+        };
+        const timer = setTimeout(() => done(() => reject(new Error(`${name}: no ${what} within ${timeout} ms:\n${describe()}`))), timeout);
+        const done = (fn) => {
+          clearTimeout(timer);
+          waiters = waiters.filter((w) => w !== check);
+          fn();
+        };
+        waiters.push(check);
+        check();
+      });
+    },
+    /** Wait for the exit; fails after `timeout` ms. */
+    async waitExit(timeout = 60_000) {
+      let timer;
+      const r = await Promise.race([
+        exit,
+        new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(`${name} did not exit within ${timeout} ms:\n${describe()}`)), timeout); }),
+      ]);
+      clearTimeout(timer);
+      return /** @type {{code: number | null, signal: string | null}} */ (r);
+    },
+    /** SIGTERM, then SIGKILL after 3 s; resolves once it is gone. */
+    async kill() {
+      if (exited) return exited;
+      proc.kill('SIGTERM');
+      const timer = setTimeout(() => proc.kill('SIGKILL'), 3_000);
+      const r = await exit;
+      clearTimeout(timer);
+      return r;
+    },
+  };
+}
+
+/**
+ * Add the CLI's command line and output to an error: a page-side timeout is
+ * usually explained there.
+ * @param {unknown} err
+ * @param {{describe: () => string}} cli
+ */
+function withCliOutput(err, cli) {
+  if (err instanceof Error) {
+    err.message += `\n--- CLI ---\n${cli.describe()}`;
+    return err;
+  }
+  return new Error(`${err}\n--- CLI ---\n${cli.describe()}`);
+}
+
+/** Common CLI arguments: the server, the room, JSON events, loopback candidates (unless `loopback` is false). */
+const cliArgs = (srv, room, extra = [], loopback = true) =>
+  ['--server', srv.origin, '--room', room, '--json', ...(loopback ? ['--loopback'] : []), ...extra];
+
+/** SHA-256 of a file on disk. */
+const sha256File = (file) => createHash('sha256').update(fs.readFileSync(file)).digest('hex');
+
+/**
+ * Check a `connected` event against docs/cli.md and return its pair.
+ * @param {any} ev
+ */
+function checkConnected(ev) {
+  assert.equal(typeof ev.peer, 'string');
+  assert.ok(Number.isFinite(ev.setup_ms) && ev.setup_ms >= 0, `setup_ms ${ev.setup_ms}`);
+  const { local, remote } = ev.pair ?? {};
+  assert.ok(local && remote, `connected has a pair: ${JSON.stringify(ev)}`);
+  for (const c of [local, remote]) {
+    assert.ok(CANDIDATE_TYPES.includes(c.type), `candidate type ${c.type}`);
+    assert.equal(c.protocol, 'udp');
+    assert.match(c.address, /:\d+$/, 'address is IP:PORT');
+  }
+  return ev.pair;
+}
+
+/**
+ * Make every RTCPeerConnection of the page relay-only. /chat has no
+ * `?relay=1` switch (only /call has), so the page's SDK config is forced
+ * from an init script instead.
+ */
+function forceRelayInPage() {
+  const Native = window.RTCPeerConnection;
+  window.RTCPeerConnection = class extends Native {
+    constructor(config = {}, ...rest) {
+      super({ ...config, iceTransportPolicy: 'relay' }, ...rest);
+    }
+  };
+}
+
+/** The page's (only) remote peer: ICE policy, local candidate types, selected pair. */
+const pagePeerInfo = (page) => page.evaluate(async () => {
+  const peer = [...window.switchboardRoom.peers.values()][0];
+  return {
+    name: peer.meta?.name,
+    policy: peer.pc.getConfiguration().iceTransportPolicy,
+    localTypes: [...new Set(peer.candidates.local.map((c) => c.type))],
+    hostAddresses: peer.candidates.local.filter((c) => c.type === 'host').map((c) => c.address),
+    pair: await peer.getSelectedCandidatePair(),
+  };
+});
+
+/**
+ * /chat sends a file to `switchboard recv --count 1`. recv joins first, so the
+ * page is the newcomer: it creates the `chat` channel and offers.
+ * @param {{srv: any, page: any, label: string, cliExtra?: string[], loopback?: boolean}} o
+ */
+async function chatToRecv({ srv, page, label, cliExtra = [], loopback = true }) {
+  const room = roomName(label);
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), 'switchboard-recv-'));
+  const file = randomFile(3 * 1024 * 1024, 'three-megabytes.bin');
+  const recv = runCli('recv', ['recv', ...cliArgs(srv, room, cliExtra, loopback), '--name', 'native-recv', '--out', out, '--count', '1']);
+  try {
+    const joined = await recv.waitEvent((e) => e.event === 'joined', 'joined', 20_000);
+    assert.equal(joined.room, room);
+    assert.deepEqual(joined.peers, []);
+
+    await page.goto(`${srv.origin}/chat?room=${room}&name=browser`);
+    await waitFor(page, () => document.body.dataset.chatReady === 'true', undefined, 45_000);
+    await waitFor(page, () => [...document.querySelectorAll('#peers li span')].some((s) => s.textContent === 'native-recv'));
+    const connected = await recv.waitEvent((e) => e.event === 'connected', 'connected', 30_000);
+    const pair = checkConnected(connected);
+    await waitFor(page, () => [...window.switchboardRoom.peers.values()][0]?.pc.connectionState === 'connected');
+    const pageInfo = await pagePeerInfo(page);
+
+    await page.setInputFiles('#file-input', file.path);
+    const got = await recv.waitEvent((e) => e.event === 'file-received', 'file-received', 120_000);
+    assert.equal(got.name, 'three-megabytes.bin');
+    assert.equal(got.size, file.size);
+    assert.equal(got.ok, true);
+    assert.equal(got.sha256, file.sha256);
+    assert.equal(path.resolve(got.path), path.join(fs.realpathSync(out), 'three-megabytes.bin'));
+    assert.equal(sha256File(got.path), file.sha256, 'the file on disk has the sender\'s SHA-256');
+
+    // The page shows recv's file-ack.
+    await waitFor(page, () => ['ok', 'mismatch'].includes(document.querySelector('.transfer[data-direction="out"]')?.dataset.status));
+    const card = page.locator('.transfer[data-direction="out"]').first();
+    assert.equal(await card.getAttribute('data-status'), 'ok');
+    assert.equal(await card.getAttribute('data-ack-sha256'), file.sha256);
+
+    const { code } = await recv.waitExit(30_000);
+    assert.equal(code, 0, `recv --count 1 exits 0:\n${recv.describe()}`);
+    // Nothing else (no partial or temporary file) is left in --out.
+    assert.deepEqual(fs.readdirSync(out), ['three-megabytes.bin']);
+    assert.deepEqual(recv.badLines, [], 'every stdout line is a JSON event');
+    return { pair, recv, page: pageInfo };
+  } catch (err) {
+    throw withCliOutput(err, recv);
+  } finally {
+    await recv.kill();
+    file.cleanup();
+    fs.rmSync(out, { recursive: true, force: true });
+  }
+}
+
+/**
+ * `switchboard send` sends a file to /chat. The page joins first, so the CLI
+ * is the newcomer: it creates the channel and offers.
+ * @param {{srv: any, page: any, label: string, cliExtra?: string[]}} o
+ */
+async function sendToChat({ srv, page, label, cliExtra = [] }) {
+  const room = roomName(label);
+  const file = randomFile(3 * 1024 * 1024 + 12345, 'from-native.bin');
+  await page.goto(`${srv.origin}/chat?room=${room}&name=browser`);
+  await waitFor(page, () => document.body.dataset.joined === 'true');
+  const send = runCli('send', ['send', ...cliArgs(srv, room, cliExtra), '--name', 'native-send', file.path]);
+  try {
+    const joined = await send.waitEvent((e) => e.event === 'joined', 'joined', 20_000);
+    assert.equal(joined.peers.length, 1, 'the page is already in the room');
+    const connected = await send.waitEvent((e) => e.event === 'connected', 'connected', 30_000);
+    const pair = checkConnected(connected);
+    await waitFor(page, () => [...window.switchboardRoom.peers.values()][0]?.pc.connectionState === 'connected');
+    const pageInfo = await pagePeerInfo(page);
+    assert.equal(pageInfo.name, 'native-send', 'the page got the CLI\'s --name as meta.name');
+
+    await waitFor(page, () => ['ok', 'mismatch'].includes(document.querySelector('.transfer[data-direction="in"]')?.dataset.status), undefined, 120_000);
+    const card = page.locator('.transfer[data-direction="in"]').first();
+    assert.equal(await card.getAttribute('data-status'), 'ok');
+    assert.equal(await card.getAttribute('data-sha256'), file.sha256, 'the page hashed the same bytes');
+    assert.equal(await card.getAttribute('data-size'), String(file.size));
+    assert.equal(await card.getAttribute('data-name'), 'from-native.bin');
+
+    // Download it like a user would and hash it here, independent of the page's own hash.
+    const [download] = await Promise.all([page.waitForEvent('download'), card.locator('a.download').click()]);
+    assert.equal(download.suggestedFilename(), 'from-native.bin');
+    assert.equal(sha256File(await download.path()), file.sha256);
+
+    const sent = await send.waitEvent((e) => e.event === 'file-sent', 'file-sent', 30_000);
+    assert.equal(sent.name, 'from-native.bin');
+    assert.equal(sent.size, file.size);
+    assert.equal(sent.sha256, file.sha256);
+    assert.equal(sent.ok, true, 'the page acknowledged a matching hash');
+    const { code } = await send.waitExit(30_000);
+    assert.equal(code, 0, `send exits 0 once every file is acknowledged:\n${send.describe()}`);
+    assert.deepEqual(send.badLines, [], 'every stdout line is a JSON event');
+    return { pair, send, page: pageInfo };
+  } catch (err) {
+    throw withCliOutput(err, send);
+  } finally {
+    await send.kill();
+    file.cleanup();
+  }
+}
+
+test('/chat sends a 3 MB file to `switchboard recv` with a matching SHA-256', { timeout: 180_000 }, async () => {
+  const page = await newPage(browser, 'native-chat-to-recv');
+  try {
+    await chatToRecv({ srv: server, page, label: 'n-recv' });
+    await screenshot(page, 'native-chat-to-recv');
+    assert.deepEqual(page.errors, []);
+  } finally {
+    await page.context().close();
+  }
+});
+
+test('`switchboard send` sends a file to /chat with a matching SHA-256', { timeout: 180_000 }, async () => {
+  const page = await newPage(browser, 'native-send-to-chat');
+  try {
+    await sendToChat({ srv: server, page, label: 'n-send' });
+    await screenshot(page, 'native-send-to-chat');
+    assert.deepEqual(page.errors, []);
+  } finally {
+    await page.context().close();
+  }
+});
+
+for (const echoFirst of [true, false]) {
+  const order = echoFirst ? 'echo joins first, the page offers' : 'the page joins first, echo offers';
+  test(`/call sees its own fake-camera video come back from \`switchboard echo\` (${order})`, { timeout: 180_000 }, async () => {
+    const room = roomName('n-echo');
+    const page = await newPage(browser, `native-echo-${echoFirst ? 'first' : 'second'}`);
+    /** @type {ReturnType<typeof runCli> | null} */
+    let echo = null;
+    const startEcho = async () => {
+      echo = runCli('echo', ['echo', ...cliArgs(server, room), '--name', 'native-echo']);
+      await echo.waitEvent((e) => e.event === 'joined', 'joined', 20_000);
+    };
+    try {
+      if (echoFirst) await startEcho();
+      await page.goto(`${server.origin}/call?room=${room}&name=browser`);
+      await waitFor(page, () => document.body.dataset.joined === 'true');
+      if (!echoFirst) await startEcho();
+      const cli = /** @type {ReturnType<typeof runCli>} */ (echo);
+      await cli.waitEvent((e) => e.event === 'state' && e.state === 'connected', 'ICE state connected', 30_000);
+
+      // The remote tile (the echo peer) plays decoded video: the page's own camera, sent back.
+      await waitFor(page, () => [...document.querySelectorAll('.tile.peer video')].some((v) => v.videoWidth > 0 && v.videoHeight > 0), undefined, 60_000);
+      assert.equal(await page.locator('.tile.peer .name').textContent(), 'native-echo');
+      const r = await page.evaluate(() => {
+        const peer = [...window.switchboardRoom.peers.values()][0];
+        const v = /** @type {HTMLVideoElement} */ (document.querySelector('.tile.peer video'));
+        return {
+          kinds: peer.pc.getReceivers().filter((x) => x.track?.readyState === 'live').map((x) => x.track.kind).sort(),
+          width: v.videoWidth,
+          time: v.currentTime,
+        };
+      });
+      assert.ok(r.width > 0, `remote video width ${r.width}`);
+      assert.deepEqual(r.kinds, ['audio', 'video'], 'live remote audio and video tracks');
+      // It keeps playing (frames keep arriving), not a single stray frame.
+      await waitFor(page, (t0) => document.querySelector('.tile.peer video').currentTime > t0 + 1, r.time, 30_000);
+
+      // RTP flows back on both tracks: the page receives audio and video bytes from the echo peer.
+      const inbound = await page.evaluate(async () => {
+        const peer = [...window.switchboardRoom.peers.values()][0];
+        /** @type {Record<string, number>} */
+        const bytes = { audio: 0, video: 0 };
+        (await peer.pc.getStats()).forEach((s) => { if (s.type === 'inbound-rtp') bytes[s.kind] += s.bytesReceived; });
+        return bytes;
+      });
+      assert.ok(inbound.video > 0, `inbound video bytes ${inbound.video}`);
+      assert.ok(inbound.audio > 0, `inbound audio bytes ${inbound.audio}`);
+      assert.equal(cli.exited, null, 'echo is still running');
+      await screenshot(page, `native-echo-${echoFirst ? 'first' : 'second'}`);
+      assert.deepEqual(page.errors, []);
+      assert.deepEqual(cli.badLines, [], 'every stdout line is a JSON event');
+    } catch (err) {
+      throw echo ? withCliOutput(err, echo) : err;
+    } finally {
+      await echo?.kill();
+      await page.context().close();
+    }
+  });
+}
+
+test('relay only: /chat -> `recv --relay-only` and `send --relay-only` -> /chat through serve\'s TURN', { timeout: 300_000 }, async () => {
+  for (const [label, run] of [['n-relay-recv', chatToRecv], ['n-relay-send', sendToChat]]) {
+    const page = await newPage(browser, label, { initScript: forceRelayInPage });
+    try {
+      const r = await run({ srv: relayServer, page, label, cliExtra: ['--relay-only'] });
+      assert.equal(r.pair.local.type, 'relay', `${label}: CLI's local candidate is a relay: ${JSON.stringify(r.pair)}`);
+      assert.ok(['udp', 'tcp'].includes(r.pair.local.relay_protocol), `relay_protocol ${r.pair.local.relay_protocol}`);
+      assert.ok(r.page, 'page peer info');
+      assert.equal(r.page.policy, 'relay');
+      assert.deepEqual(r.page.localTypes, ['relay'], `${label}: the page gathered only relay candidates`);
+      assert.equal(r.page.pair?.local?.candidateType, 'relay', `${label}: the page's selected pair is relayed: ${JSON.stringify(r.page.pair)}`);
+      await screenshot(page, label);
+      assert.deepEqual(page.errors, []);
+    } finally {
+      await page.context().close();
+    }
+  }
+  // The TURN server really relayed the data.
+  const metrics = await (await fetch(`${relayServer.origin}/metrics`)).text();
+  const relayed = [...metrics.matchAll(/^switchboard_turn_relayed_bytes_total\{[^}]*\} (\d+)/gm)].reduce((a, m) => a + Number(m[1]), 0);
+  assert.ok(relayed > 2 * 3 * 1024 * 1024, `TURN relayed ${relayed} bytes`);
+});
+
+test('mDNS: /chat with Chromium\'s default .local host candidates sends a file to `recv`', { timeout: 180_000 }, async (t) => {
+  // --use-fake-ui-for-media-stream makes the camera permission "granted" on
+  // the secure http://127.0.0.1 origin, and a page with that permission gets
+  // raw IPs. Without the flag the page holds no permission, and Chromium
+  // hides its host addresses behind <uuid>.local names (its default).
+  const mdnsBrowser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: CHROMIUM_ARGS.filter((a) => a !== '--use-fake-ui-for-media-stream'),
+  });
+  try {
+    const page = await newPage(mdnsBrowser, 'native-mdns');
+    // No --loopback: the CLI offers this host's real addresses, as on a LAN.
+    const r = await chatToRecv({ srv: server, page, label: 'n-mdns', loopback: false });
+    t.diagnostic(`recv's selected pair: ${JSON.stringify(r.pair)}`);
+    assert.ok(r.page && r.page.hostAddresses.length > 0, 'the page gathered host candidates');
+    assert.ok(r.page.hostAddresses.every((a) => /\.local$/.test(a)), `the page's host candidates are mDNS names: ${r.page.hostAddresses}`);
+    assert.equal(r.page.policy, 'all');
+    assert.deepEqual(page.errors, []);
+  } finally {
+    await mdnsBrowser.close();
+  }
+});
