@@ -96,7 +96,9 @@ cleanup() {
         log "tearing down the lab (${#LAB_NS[@]} namespaces)"
         teardown_lab
     fi
+    # Received files were checked by hash; keep the logs, not megabytes.
     rm -f "$LAB_BIN" "$WORK"/data-*.bin
+    find "$WORK" -path '*/out/*' -type f -delete 2>/dev/null
     exit "$rc"
 }
 trap cleanup EXIT
