@@ -137,7 +137,10 @@ pub struct Config {
     /// Time to wait for STUN/TURN answers before gathering is declared
     /// complete (end-of-candidates).
     pub gather_timeout: Duration,
-    /// Bound on bytes queued in a data channel before `send` waits.
+    /// Bound on bytes queued in str0m's SCTP send buffer before `send`
+    /// waits; also the largest message. Kept small on purpose: sctp-proto
+    /// walks every queued chunk on each transmit, so 1 MiB ran at 7 MB/s
+    /// on loopback, 128 KiB at 37 MB/s (docs/benchmarks.md).
     pub channel_buffer: usize,
     /// Fixed UDP port for the IPv4 socket (0 = any). Mostly for labs.
     pub udp_port: u16,
@@ -154,7 +157,7 @@ impl Default for Config {
             disconnected_after: Duration::from_secs(6),
             failed_after: Duration::from_secs(5),
             gather_timeout: Duration::from_secs(5),
-            channel_buffer: 1 << 20,
+            channel_buffer: 512 << 10,
             udp_port: 0,
             resolve_mdns: true,
         }

@@ -15,6 +15,7 @@ pub async fn run(a: EchoArgs, out: Out) -> Result<(), Failure> {
     cfg.channel = Some("chat".into());
     let mut room = join(cfg, &out).await?;
     let mut tracker = Tracker::new(out.clone(), a.common.timeout);
+    tracker.report_without_channel = true;
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     loop {

@@ -151,6 +151,10 @@ impl Out {
     pub fn event(&self, event: Value, human: impl FnOnce() -> String) {
         let _g = self.lock.lock();
         if self.json {
+            // Human-only notes pass Null: nothing to print in JSON mode.
+            if event.is_null() {
+                return;
+            }
             let mut stdout = std::io::stdout().lock();
             let _ = writeln!(stdout, "{event}");
             let _ = stdout.flush();
@@ -240,6 +244,9 @@ pub struct Link {
 /// Tracks every connection in the room: reports states and the selected
 /// pair, enforces `--timeout`, and yields `chat` channels once they open.
 pub struct Tracker {
+    /// Report `connected` at ICE connected even when no `chat` channel
+    /// exists (echo serving a media-only /call peer).
+    pub report_without_channel: bool,
     out: Out,
     timeout: Duration,
     conns: HashMap<String, ConnInfo>,
@@ -268,7 +275,7 @@ pub enum Happened {
 
 impl Tracker {
     pub fn new(out: Out, timeout_secs: u64) -> Self {
-        Tracker { out, timeout: Duration::from_secs(timeout_secs.max(1)), conns: HashMap::new() }
+        Tracker { report_without_channel: false, out, timeout: Duration::from_secs(timeout_secs.max(1)), conns: HashMap::new() }
     }
 
     /// Earliest time a connection that is still coming up runs out.
@@ -326,6 +333,9 @@ impl Tracker {
                                 if c.linked {
                                     // Back after a restart: say which path now.
                                     c.reported = false;
+                                    self.report(&peer).await;
+                                } else if c.channel.is_none() && self.report_without_channel {
+                                    c.linked = true;
                                     self.report(&peer).await;
                                 } else {
                                     return self.try_link(&peer).await;
