@@ -316,7 +316,7 @@ impl Tracker {
             }
             RoomEvent::Channel { peer, channel } => {
                 let Some(c) = self.conns.get_mut(&peer) else { return Ok(Happened::Nothing) };
-                if channel.label() == "chat" && c.channel.is_none() {
+                if channel.label() == "chat" && c.channel.is_none() && !c.linked {
                     c.channel = Some(channel);
                     return self.try_link(&peer).await;
                 }
