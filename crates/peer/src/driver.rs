@@ -709,7 +709,14 @@ impl Driver {
     fn transmit(&mut self, now: Instant, source: SocketAddr, destination: SocketAddr, data: &[u8]) {
         if !stun::is_stun(data) {
             // Non-STUN traffic only goes out on the selected pair.
-            self.path = Some((source, destination));
+            let path = Some((source, destination));
+            if self.path != path {
+                let had = self.path.is_some();
+                self.path = path;
+                if had {
+                    self.emit(Event::SelectedPairChanged);
+                }
+            }
         }
         if let Some(i) = self.turns.iter().position(|t| t.relayed == Some(source)) {
             let c = &mut self.turns[i].client;

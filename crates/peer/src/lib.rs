@@ -109,6 +109,9 @@ pub enum Event {
     DataChannel(DataChannel),
     /// The remote side asks for a keyframe on media we send.
     KeyframeRequest { mid: Mid },
+    /// Data now flows on a different candidate pair (after an ICE restart
+    /// or a nomination change); `stats()` has the new one.
+    SelectedPairChanged,
 }
 
 /// ICE candidate types.

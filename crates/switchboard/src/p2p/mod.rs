@@ -323,6 +323,14 @@ impl Tracker {
                 return Ok(Happened::OtherChannel { channel });
             }
             RoomEvent::Peer { peer, event } => {
+                if let Event::SelectedPairChanged = &event {
+                    if let Some(c) = self.conns.get_mut(&peer) {
+                        if c.linked && c.ice_connected {
+                            c.reported = false;
+                            self.report(&peer).await;
+                        }
+                    }
+                }
                 if let Event::IceConnectionState(s) = &event {
                     let s = *s;
                     self.out.event(json!({"event": "state", "peer": peer, "state": s}), String::new);
