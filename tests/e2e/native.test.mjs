@@ -332,24 +332,29 @@ test('`switchboard send` sends a file to /chat with a matching SHA-256', { timeo
   }
 });
 
-for (const echoFirst of [true, false]) {
-  const order = echoFirst ? 'echo joins first, the page offers' : 'the page joins first, echo offers';
+for (const [echoFirst, relay] of [[true, false], [false, false], [false, true]]) {
+  const order = (echoFirst ? 'echo joins first, the page offers' : 'the page joins first, echo offers') + (relay ? ', relay only through serve\'s TURN' : '');
   test(`/call sees its own fake-camera video come back from \`switchboard echo\` (${order})`, { timeout: 180_000 }, async () => {
+    const srv = relay ? relayServer : server;
     const room = roomName('n-echo');
-    const page = await newPage(browser, `native-echo-${echoFirst ? 'first' : 'second'}`);
+    const page = await newPage(browser, `native-echo-${echoFirst ? 'first' : 'second'}${relay ? '-relay' : ''}`);
     /** @type {ReturnType<typeof runCli> | null} */
     let echo = null;
     const startEcho = async () => {
-      echo = runCli('echo', ['echo', ...cliArgs(server, room), '--name', 'native-echo']);
+      echo = runCli('echo', ['echo', ...cliArgs(srv, room), '--name', 'native-echo', ...(relay ? ['--relay-only'] : [])]);
       await echo.waitEvent((e) => e.event === 'joined', 'joined', 20_000);
     };
     try {
       if (echoFirst) await startEcho();
-      await page.goto(`${server.origin}/call?room=${room}&name=browser`);
+      await page.goto(`${srv.origin}/call?room=${room}&name=browser${relay ? '&relay=1' : ''}`);
       await waitFor(page, () => document.body.dataset.joined === 'true');
       if (!echoFirst) await startEcho();
       const cli = /** @type {ReturnType<typeof runCli>} */ (echo);
       await cli.waitEvent((e) => e.event === 'state' && e.state === 'connected', 'ICE state connected', 30_000);
+      if (relay) {
+        const c = await cli.waitEvent((e) => e.event === 'connected', 'connected event', 30_000);
+        assert.equal(c.pair.local.type, 'relay', `echo's local candidate is a relay: ${JSON.stringify(c.pair)}`);
+      }
 
       // The remote tile (the echo peer) plays decoded video: the page's own camera, sent back.
       await waitFor(page, () => [...document.querySelectorAll('.tile.peer video')].some((v) => v.videoWidth > 0 && v.videoHeight > 0), undefined, 60_000);
@@ -379,7 +384,7 @@ for (const echoFirst of [true, false]) {
       assert.ok(inbound.video > 0, `inbound video bytes ${inbound.video}`);
       assert.ok(inbound.audio > 0, `inbound audio bytes ${inbound.audio}`);
       assert.equal(cli.exited, null, 'echo is still running');
-      await screenshot(page, `native-echo-${echoFirst ? 'first' : 'second'}`);
+      await screenshot(page, `native-echo-${echoFirst ? 'first' : 'second'}${relay ? '-relay' : ''}`);
       assert.deepEqual(page.errors, []);
       assert.deepEqual(cli.badLines, [], 'every stdout line is a JSON event');
     } catch (err) {
