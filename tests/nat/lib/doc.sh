@@ -37,8 +37,8 @@ the sender's and the receiver's side (`/tcp` marks a local relay reached
 over TURN/TCP). "data went" is the lab's own record, independent of the
 CLI: the flow with the most bytes in the sender's NAT router's conntrack
 table (byte accounting on), classified as `direct <other NAT's address>`,
-`TURN/udp` or `TURN/tcp` (to serve), or `LAN` when less than half the file
-crossed the router. Each scenario also fails when this disagrees with the
+`TURN/udp` or `TURN/tcp` (to serve), `LAN` (bridged inside the LAN), or
+`none` when no flow through the router carried half the file. Each scenario also fails when this disagrees with the
 pair the sender reported.
 
 Notes from the run:

@@ -218,13 +218,14 @@ router_flows() {
 
 # Where the bulk of a transfer went, seen from router N's conntrack:
 # "direct IP" (another NAT's public address), "TURN/udp" or "TURN/tcp" (the
-# lab's serve), or "LAN" when less than MIN_BYTES crossed the router or the
-# biggest flow stayed inside the LAN.
+# lab's serve), "LAN" when the biggest flow stayed inside the LAN (bridged
+# traffic shows in conntrack when br_netfilter is loaded), or "none" when no
+# flow carried MIN_BYTES through the router.
 data_path() { # N MIN_BYTES
     local top bytes proto dst
     top=$(router_flows "$1" | head -1)
     read -r bytes proto _ dst <<<"$top"
-    if [ -z "$top" ] || [ "${bytes:-0}" -lt "$2" ]; then echo "LAN"; return; fi
+    if [ -z "$top" ] || [ "${bytes:-0}" -lt "$2" ]; then echo "none"; return; fi
     case ${dst%:*} in
         "$SRV_IP") echo "TURN/$proto" ;;
         10.*) echo "LAN" ;; # bridged inside the LAN (seen when br_netfilter is loaded)
