@@ -32,14 +32,20 @@ EOF
 "setup ms" is the CLI's `setup_ms` from its first `connected` event (first
 offer/answer to ICE connected and data channel open), sender/receiver. "MB/s"
 is 10^6 bytes per second over the receiver's `ms` in `file-received`. The pair
-is the first `connected` event's `pair.local.type<->pair.remote.type`, from
-the sender's and the receiver's side (`/tcp` marks a local relay reached
-over TURN/TCP). "data went" is the lab's own record, independent of the
-CLI: the flow with the most bytes in the sender's NAT router's conntrack
-table (byte accounting on), classified as `direct <other NAT's address>`,
-`TURN/udp` or `TURN/tcp` (to serve), `LAN` (bridged inside the LAN), or
-`none` when no flow through the router carried half the file. Each scenario also fails when this disagrees with the
-pair the sender reported.
+is the last `connected` event's `pair.local.type<->pair.remote.type` (the
+pair the connection settled on; the CLI reports a new one whenever the
+selected pair changes, and the notes list "pairs over time" when it did),
+from the sender's and the receiver's side (`/tcp` marks a local relay
+reached over TURN/TCP). "data went" is the lab's own record, independent of the
+CLI: the byte counters of the sender's NAT router's conntrack table (flow
+accounting on), as each path's share of the file size (the sender's
+outgoing direction only, so packet headers put a whole transfer a few
+percent over 100; shares under 5% are left out): `direct` to the
+other NAT's public address, `TURN/udp` or `TURN/tcp` to serve, `none` when
+nothing crossed the router. A connection that starts on a relay pair and moves
+to a direct one shows both. Each scenario also fails when the sender's last
+reported pair is direct but no data went directly, or through TURN but none
+went through TURN.
 
 Notes from the run:
 
@@ -51,15 +57,16 @@ EOF
 
 Every scenario checks both exit codes, that the receiver wrote exactly one
 file whose SHA-256 equals the sent file's (and the \`file-sent\` /
-\`file-received\` events agree), and the selected pair on both sides.
+\`file-received\` events agree), the final selected pair on both sides, and
+where the bytes went by the routers' own counters.
 
 | scenario | sender | receiver | checked |
 | --- | --- | --- | --- |
-| same-lan | p1a, LAN 10.0.1.0/24 behind EIM NAT r1 | p1b, same LAN | host<->host on both sides |
-| eim-eim | p1a behind EIM NAT r1 | p2 behind EIM NAT r2 | no relay on either side; remote is srflx or prflx |
+| same-lan | p1a, LAN 10.0.1.0/24 behind EIM NAT r1 | p1b, same LAN | final pair host<->host on both sides; less than half the file crossed the router |
+| eim-eim | p1a behind EIM NAT r1 | p2 behind EIM NAT r2 | final pair direct on both sides (no relay; remote srflx or prflx) and data went directly between the NATs |
 | sym-eim | p3 behind symmetric NAT r3 | p2 behind EIM NAT r2 | connects; the pair is recorded (not host<->host) |
-| sym-sym | p3 behind symmetric NAT r3 | p4 behind symmetric NAT r4 | the pair goes through TURN on both sides |
-| tcp-only | p5 behind firewall r5 (only TCP 3478 and the signaling port out, no UDP) | p2 behind EIM NAT r2 | sender's local candidate is relay with relay_protocol tcp; receiver's pair goes through TURN |
+| sym-sym | p3 behind symmetric NAT r3 | p4 behind symmetric NAT r4 | final pair through TURN on both sides; at least half the file through TURN and nothing directly |
+| tcp-only | p5 behind firewall r5 (only TCP 3478 and the signaling port out, no UDP) | p2 behind EIM NAT r2 | sender's final local candidate is relay with relay_protocol tcp; receiver's pair goes through TURN; at least half the file over TURN/TCP |
 | no-turn | p1a behind r1 | p2 behind r2, signaling on a \`serve --no-turn\` | both exit 4 within \`--timeout\` + 10 s with an error event, no connected event, no file; an outer \`timeout\` catches a hang |
 | browser | headless Chromium on \`/chat\` in p1a behind EIM NAT r1 (tests/nat/browser-chat.mjs, playwright-core) | \`switchboard recv\` in p2 behind EIM NAT r2 | the page gets a matching \`file-ack\`; recv's file has the right hash; the pairs and the data path are recorded, not required (Chromium, the controlling side, may nominate a relay pair first and move to a direct one later). The pair column shows the page's selected pair (getStats, right after connected) and recv's |
 | net-change | p6 behind EIM NAT r6, uplink shaped with tc tbf | p2 behind r2 | once the receiver has a quarter of the file, r6 moves every mapping but the signaling WebSocket's (TCP to :8080) to a new public address and port range (SNAT 198.18.6.2:20000-29999) and deletes the conntrack entries of all UDP flows and of the TURN/TCP connection, so no candidate pair survives (the direct path, TURN/UDP and TURN/TCP all break) and only an ICE restart negotiated through serve can recover. Passes when the file completes with the right hash, one file-sent and one file-received, progress never going back (it resumed, not restarted), and a second \`connected\` event (ICE restart) on either side, and the last reported pairs must match where the data went after the change (conntrack): no side may still name the sender's old public address. Its "data went" is the path after the change (the change deleted the earlier flows) |
@@ -84,6 +91,8 @@ No link reaches the root namespace (every veth is made with both ends inside
 lab namespaces), IPv6 is disabled in every lab namespace, and ip_forward is on
 only in the routers. The lab is torn down on exit, error or interrupt.
 
+EOF
+    cat <<'EOF'
 ### Why these pairs
 
 - **symmetric + EIM relays.** The symmetric NAT gives its peer a new public
@@ -107,6 +116,8 @@ only in the routers. The lab is torn down on exit, error or interrupt.
 - **net-change MB/s** includes the outage, and the sender's uplink is shaped
   to 16 Mbit/s so that the transfer has a middle.
 
+EOF
+    cat <<EOF
 ### Self-test
 
 Before any scenario, the lab checks itself; a failure here is reported as a

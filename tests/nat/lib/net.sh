@@ -199,36 +199,32 @@ teardown_lab() {
 }
 
 # Flows router N has NATed for its LAN, biggest first, one per line:
-#   BYTES PROTO LAN_IP:PORT DST_IP:PORT   (bytes of both directions)
+#   BYTES PROTO LAN_IP:PORT DST_IP:PORT   (bytes the LAN host sent)
 router_flows() {
     in_ns "r$1" conntrack -L 2>/dev/null | awk -v lan="10.0.$1." '
         {
-            proto = $1; src = ""; dst = ""; sport = ""; dport = ""; bytes = 0
+            proto = $1; src = ""; dst = ""; sport = ""; dport = ""; bytes = 0; seen = 0
             for (i = 2; i <= NF; i++) {
                 split($i, kv, "=")
                 if (kv[1] == "src" && src == "") src = kv[2]
                 else if (kv[1] == "dst" && dst == "") dst = kv[2]
                 else if (kv[1] == "sport" && sport == "") sport = kv[2]
                 else if (kv[1] == "dport" && dport == "") dport = kv[2]
-                else if (kv[1] == "bytes") bytes += kv[2]
+                else if (kv[1] == "bytes" && !seen) { bytes = kv[2]; seen = 1 } # the original (outgoing) direction
             }
             if (index(src, lan) == 1) print bytes, proto, src ":" sport, dst ":" dport
         }' | sort -rn
 }
 
-# Where the bulk of a transfer went, seen from router N's conntrack:
-# "direct IP" (another NAT's public address), "TURN/udp" or "TURN/tcp" (the
-# lab's serve), "LAN" when the biggest flow stayed inside the LAN (bridged
-# traffic shows in conntrack when br_netfilter is loaded), or "none" when no
-# flow carried MIN_BYTES through the router.
-data_path() { # N MIN_BYTES
-    local top bytes proto dst
-    top=$(router_flows "$1" | head -1)
-    read -r bytes proto _ dst <<<"$top"
-    if [ -z "$top" ] || [ "${bytes:-0}" -lt "$2" ]; then echo "none"; return; fi
-    case ${dst%:*} in
-        "$SRV_IP") echo "TURN/$proto" ;;
-        10.*) echo "LAN" ;; # bridged inside the LAN (seen when br_netfilter is loaded)
-        *) echo "direct ${dst%:*}" ;;
-    esac
+# Bytes router N carried for its LAN, by where they went:
+#   "DIRECT TURN_UDP TURN_TCP LAN" (what the LAN hosts sent, per flow;
+#   DIRECT is to another NAT's public address, TURN_* to the lab's serve,
+#   LAN stays inside the LAN and only shows when br_netfilter is loaded).
+path_bytes() {
+    router_flows "$1" | awk -v srv="$SRV_IP" '
+        { split($4, d, ":"); ip = d[1]
+          if (ip == srv) { if ($2 == "tcp") tt += $1; else tu += $1 }
+          else if (ip ~ /^10\./) lan += $1
+          else direct += $1 }
+        END { printf "%d %d %d %d\n", direct, tu, tt, lan }'
 }

@@ -5,7 +5,8 @@
 # pair from the `connected` events. Each writes one result line:
 #   STATUS<TAB>EXPECTED<TAB>PAIR<TAB>DATA_PATH<TAB>SETUP_MS<TAB>MB_PER_S<TAB>NOTE
 # DATA_PATH is where the bytes really went, from the sender's router's
-# conntrack byte counters, independent of what the CLI reports.
+# conntrack byte counters, independent of what the CLI reports: each path's
+# share of the file size (what the sender's LAN host sent, headers included).
 # to $SDIR/result. Scenarios run in a subshell: a failure ends the scenario,
 # never the lab.
 
@@ -51,28 +52,50 @@ result() { # STATUS PAIR SETUP RATE NOTE (DATA_PATH from the global)
 
 router_of() { local d=${1#p}; echo "${d%[ab]}"; }
 
-# Saves both routers' flow tables and sets DATA_PATH from the sender's.
+# Saves both routers' flow tables; sets P_DIRECT, P_TURN_UDP, P_TURN_TCP
+# (bytes through the sender's router) and DATA_PATH (their shares).
 record_path() {
-    local ns=$(router_of "$SEND_NS") nr=$(router_of "$RECV_NS")
+    local ns nr size
+    ns=$(router_of "$SEND_NS"); nr=$(router_of "$RECV_NS")
     router_flows "$ns" >"$SDIR/flows-sender-r$ns.txt"
     router_flows "$nr" >"$SDIR/flows-receiver-r$nr.txt"
-    DATA_PATH=$(data_path "$ns" $(( $(stat -c %s "$FILE") / 2 )))
+    read -r P_DIRECT P_TURN_UDP P_TURN_TCP _ < <(path_bytes "$ns")
+    size=$(stat -c %s "$FILE")
+    local parts=() name b
+    for name in direct TURN/udp TURN/tcp; do
+        case $name in direct) b=$P_DIRECT ;; TURN/udp) b=$P_TURN_UDP ;; TURN/tcp) b=$P_TURN_TCP ;; esac
+        [ "$b" -ge $((size / 20)) ] && parts+=("$name $((b * 100 / size))%")
+    done
+    if [ ${#parts[@]} -eq 0 ]; then DATA_PATH="none"
+    else DATA_PATH=$(IFS=,; echo "${parts[*]}" | sed 's/,/, /g'); fi
 }
 
-# Whether DATA_PATH fits $1 (LAN | direct | TURN | TURN/tcp), and whether it
-# agrees with the sender's reported pair. Echoes a problem or nothing.
+# Enough bytes to say data (not just ICE checks) took a path.
+DATA_MIN=65536
+
+# Whether the measured path fits $1, and whether it agrees with the pair the
+# sender reported last. Echoes a problem or nothing.
+#   LAN: less than half the file crossed the sender's router
+#   direct: data went directly between the NATs
+#   TURN: most of the file went through serve, nothing directly
+#   TURN/tcp: most of the file went over TURN/TCP
+#   any: no requirement beyond consistency
 path_problem() {
-    local want=$1 c
-    case $want:$DATA_PATH in
-        LAN:LAN|LAN:none|direct:direct*|TURN:TURN/*|TURN/tcp:TURN/tcp|any:*) ;;
-        *) echo "the data went $DATA_PATH (sender's router conntrack), want $want"; return ;;
+    local want=$1 size turn c
+    size=$(stat -c %s "$FILE")
+    turn=$((P_TURN_UDP + P_TURN_TCP))
+    case $want in
+        LAN) [ $((P_DIRECT + turn)) -lt $((size / 2)) ] || { echo "the data crossed the sender's router ($DATA_PATH), want it to stay in the LAN"; return; } ;;
+        direct) [ "$P_DIRECT" -ge "$DATA_MIN" ] || { echo "no data went directly between the NATs ($DATA_PATH)"; return; } ;;
+        TURN) { [ "$turn" -ge $((size / 2)) ] && [ "$P_DIRECT" -lt "$DATA_MIN" ]; } || { echo "the data went $DATA_PATH, want it all through TURN"; return; } ;;
+        TURN/tcp) [ "$P_TURN_TCP" -ge $((size / 2)) ] || { echo "the data went $DATA_PATH, want it over TURN/TCP"; return; } ;;
     esac
-    c=$(first_event "$SDIR/send.jsonl" connected)
+    c=$(last_event "$SDIR/send.jsonl" connected)
     [ -n "$c" ] || return 0
     if via_turn "$c"; then
-        case $DATA_PATH in TURN/*) ;; *) echo "send reported $(pair_of "$c") (through TURN) but the data went $DATA_PATH" ;; esac
-    else
-        case $DATA_PATH in TURN/*) echo "send reported $(pair_of "$c") (direct) but the data went $DATA_PATH" ;; esac
+        [ "$turn" -ge "$DATA_MIN" ] || echo "send's last pair $(pair_of "$c") is through TURN, but no data went through TURN ($DATA_PATH)"
+    elif [ "$want" != LAN ]; then
+        [ "$P_DIRECT" -ge "$DATA_MIN" ] || echo "send's last pair $(pair_of "$c") is direct, but no data went directly ($DATA_PATH)"
     fi
 }
 
@@ -218,9 +241,10 @@ err_summary() { # ROLE: the error event's message, else the last stderr line
 }
 
 # "send-pair | recv-pair" of the first connected events.
+# The last pair each side reported (the one the connection settled on).
 pairs_text() {
     local s r
-    s=$(first_event "$SDIR/send.jsonl" connected); r=$(first_event "$SDIR/recv.jsonl" connected)
+    s=$(last_event "$SDIR/send.jsonl" connected); r=$(last_event "$SDIR/recv.jsonl" connected)
     printf 'send %s, recv %s' "$( [ -n "$s" ] && pair_of "$s" || echo -)" "$( [ -n "$r" ] && pair_of "$r" || echo -)"
 }
 
@@ -237,8 +261,25 @@ rate_text() { # MB/s (10^6 bytes) of the received file, by the receiver's clock
     jq -r 'if .ms > 0 then (.size / 1000000 / (.ms / 1000) * 100 | round / 100 | tostring) else "-" end' <<<"$fr"
 }
 
+# "send first X, recv first Y" when a side reported more than one pair.
+pair_history() {
+    local side n out=()
+    for side in send recv; do
+        n=$(count_events "$SDIR/$side.jsonl" connected)
+        if [ "$n" -gt 1 ]; then
+            local list=() c
+            while read -r c; do list+=("$(pair_of "$c")"); done < <(events "$SDIR/$side.jsonl" connected)
+            local joined; joined=$(printf '%s then ' "${list[@]}"); joined=${joined% then }
+            out+=("$side: $joined")
+        fi
+    done
+    [ ${#out[@]} -gt 0 ] && (IFS=';'; echo "pairs over time: ${out[*]}" | sed 's/;/; /g')
+}
+
 finish() { # PROBLEM (empty = pass) [NOTE]
-    local status=PASS note=${2:-}
+    local status=PASS note=${2:-} hist
+    hist=$(pair_history)
+    [ -n "$hist" ] && note="${note:+$note; }$hist"
     if [ -n "$1" ]; then status=FAIL; note="$1${note:+ [$note]}"; fi
     result "$status" "$(pairs_text)" "$(setup_ms_text)" "$(rate_text)" "$note"
 }
@@ -246,10 +287,10 @@ finish() { # PROBLEM (empty = pass) [NOTE]
 # --- the scenarios --------------------------------------------------------
 
 # Pair check helpers; each echoes a problem or nothing.
-both_sides() { # FUNC: applies FUNC SIDE CONNECTED_JSON to send and recv
+both_sides() { # FUNC: applies FUNC SIDE CONNECTED_JSON (the last one) to send and recv
     local side c p
     for side in send recv; do
-        c=$(first_event "$SDIR/$side.jsonl" connected)
+        c=$(last_event "$SDIR/$side.jsonl" connected)
         p=$("$1" "$side" "$c")
         [ -n "$p" ] && { echo "$p"; return; }
     done
@@ -293,7 +334,7 @@ scen_sym-eim() {
     local p c note=""; p=$(transfer_problem)
     [ -z "$p" ] && p=$(both_sides want_not_host_host)
     [ -z "$p" ] && p=$(path_problem any)
-    c=$(first_event "$SDIR/send.jsonl" connected)
+    c=$(last_event "$SDIR/send.jsonl" connected)
     if [ -n "$c" ]; then
         if via_turn "$c"; then note="relayed: the EIM side's NAT filters by address and port, so checks from the symmetric NAT's fresh port are dropped"
         else note="direct: a peer-reflexive pair through the symmetric NAT's per-destination port"; fi
@@ -308,12 +349,12 @@ scen_tcp-only() {
     transfer "$SIGNAL_URL"
     local p c; p=$(transfer_problem)
     if [ -z "$p" ]; then
-        c=$(first_event "$SDIR/send.jsonl" connected)
+        c=$(last_event "$SDIR/send.jsonl" connected)
         if [ "$(local_type "$c")" != relay ] || [ "$(local_relay_protocol "$c")" != tcp ]; then
             p="send (firewalled) selected $(pair_of "$c"), want a local relay reached over TCP"
         fi
     fi
-    [ -z "$p" ] && p=$(want_turn recv "$(first_event "$SDIR/recv.jsonl" connected)")
+    [ -z "$p" ] && p=$(want_turn recv "$(last_event "$SDIR/recv.jsonl" connected)")
     [ -z "$p" ] && p=$(path_problem TURN/tcp)
     finish "$p"
 }
@@ -440,18 +481,8 @@ net_change_common() {
         && [ "$(jq -r '.pair.remote.address | split(":")[0]' <<<"$lr")" = "$old_ip" ]; then
         p="recv's last connected event names remote $(jq -r .pair.remote.address <<<"$lr"), the sender's pre-change mapping, which no longer exists (the data went $DATA_PATH)"
     fi
-    if [ -z "$p" ] && [ -n "$ls" ]; then
-        if via_turn "$ls"; then
-            case $DATA_PATH in TURN/*) ;; *) p="send's last connected pair $(pair_of "$ls") is through TURN but after the change the data went $DATA_PATH" ;; esac
-        else
-            case $DATA_PATH in TURN/*) p="send's last connected pair $(pair_of "$ls") is direct but after the change the data went $DATA_PATH" ;; esac
-        fi
-    fi
-    local s r
-    s=$(last_event "$SDIR/send.jsonl" connected); r=$(last_event "$SDIR/recv.jsonl" connected)
-    local after=""
-    [ -n "$s" ] && after="; after: send $(pair_of "$s"), recv $(pair_of "$r" 2>/dev/null || echo -)"
-    finish "$p" "$change; connected events send $sc, recv $rc$after; after the change the data went $DATA_PATH"
+    [ -z "$p" ] && p=$(path_problem any)
+    finish "$p" "$change; connected events: send $sc, recv $rc; the data went $DATA_PATH after the change"
 }
 
 scen_net-change() { CHANGE=change_mapping net_change_common; }
@@ -497,7 +528,7 @@ scen_browser() {
         got=$(sha256sum "$(find "$SDIR/out" -type f)" | cut -d' ' -f1)
         [ "$got" = "$want" ] || p="sha256 of the received file $got != sent $want"
     fi
-    r=$(first_event "$SDIR/recv.jsonl" connected)
+    r=$(last_event "$SDIR/recv.jsonl" connected)
     [ -z "$p" ] && [ -z "$r" ] && p="recv printed no connected event"
     [ -z "$p" ] && p=$(want_not_host_host recv "$r")
     local bpair="-"
