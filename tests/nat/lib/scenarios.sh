@@ -2,13 +2,13 @@
 # The scenarios of the NAT matrix. Each runs `switchboard recv` in one lab
 # host and `switchboard send` in another (docs/cli.md is the contract), then
 # checks exit codes, the SHA-256 of what arrived, and the selected candidate
-# pair from the `connected` events. Each writes one result line:
+# pair from the `connected` events. Each writes one result line to
+# $SDIR/result:
 #   STATUS<TAB>EXPECTED<TAB>PAIR<TAB>DATA_PATH<TAB>SETUP_MS<TAB>MB_PER_S<TAB>NOTE
 # DATA_PATH is where the bytes really went, from the sender's router's
 # conntrack byte counters, independent of what the CLI reports: each path's
 # share of the file size (what the sender's LAN host sent, headers included).
-# to $SDIR/result. Scenarios run in a subshell: a failure ends the scenario,
-# never the lab.
+# Scenarios run in a subshell: a failure ends the scenario, never the lab.
 
 SCENARIOS_DEFAULT="same-lan eim-eim sym-eim sym-sym tcp-only no-turn net-change browser"
 SCENARIOS_EXTRA="renumber"
