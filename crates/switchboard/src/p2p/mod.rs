@@ -250,6 +250,10 @@ pub struct Tracker {
     out: Out,
     timeout: Duration,
     conns: HashMap<String, ConnInfo>,
+    /// When the first connection attempt began, until one succeeds: a peer
+    /// that gives up and leaves must not leave us waiting forever.
+    first_attempt: Option<Instant>,
+    any_linked: bool,
 }
 
 struct ConnInfo {
@@ -275,17 +279,34 @@ pub enum Happened {
 
 impl Tracker {
     pub fn new(out: Out, timeout_secs: u64) -> Self {
-        Tracker { report_without_channel: false, out, timeout: Duration::from_secs(timeout_secs.max(1)), conns: HashMap::new() }
+        Tracker {
+            report_without_channel: false,
+            out,
+            timeout: Duration::from_secs(timeout_secs.max(1)),
+            conns: HashMap::new(),
+            first_attempt: None,
+            any_linked: false,
+        }
     }
 
     /// Earliest time a connection that is still coming up runs out.
     pub fn deadline(&self) -> Option<Instant> {
-        self.conns.values().filter(|c| !c.linked).map(|c| c.started + self.timeout).min()
+        let first = self.first_attempt.filter(|_| !self.any_linked).map(|t| t + self.timeout);
+        self.conns.values().filter(|c| !c.linked).map(|c| c.started + self.timeout).chain(first).min()
     }
 
     /// Err if a connection did not come up in time.
     pub fn check_timeouts(&self) -> Result<(), Failure> {
         let now = Instant::now();
+        if let Some(t) = self.first_attempt.filter(|_| !self.any_linked) {
+            if now >= t + self.timeout && self.conns.values().all(|c| !c.linked) {
+                return Err(Failure::new(
+                    EXIT_CONNECTION,
+                    "connection-failed",
+                    format!("no peer connection came up within {} s", self.timeout.as_secs()),
+                ));
+            }
+        }
         for (peer, c) in &self.conns {
             if !c.linked && now >= c.started + self.timeout {
                 return Err(Failure::new(
@@ -309,6 +330,7 @@ impl Tracker {
                 return Ok(Happened::PeerLeft(peer));
             }
             RoomEvent::Connection { peer, pc, .. } => {
+                self.first_attempt.get_or_insert_with(Instant::now);
                 self.conns.insert(
                     peer,
                     ConnInfo { pc, started: Instant::now(), ice_connected: false, reported: false, channel: None, linked: false },
@@ -344,6 +366,7 @@ impl Tracker {
                                     self.report(&peer).await;
                                 } else if c.channel.is_none() && self.report_without_channel {
                                     c.linked = true;
+                                    self.any_linked = true;
                                     self.report(&peer).await;
                                 } else {
                                     return self.try_link(&peer).await;
@@ -381,6 +404,7 @@ impl Tracker {
             Err(_) => return Ok(Happened::Nothing),
         }
         c.linked = true;
+        self.any_linked = true;
         let pc = c.pc.clone();
         self.report(peer).await;
         Ok(Happened::Linked(Link { peer: peer.to_string(), pc, channel }))
