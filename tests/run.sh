@@ -38,4 +38,11 @@ cargo test --workspace --locked
 
 log "browser end-to-end tests (headless Chromium)"
 export SWITCHBOARD_BIN="$PWD/target/debug/switchboard"
+export SWITCHBOARD_MDNS_BIN="$PWD/target/debug/examples/mdns-resolve"
 node --test --test-concurrency=1 tests/e2e/*.test.mjs
+
+# Network namespaces need root; CI runs as root. The lab installs iproute2,
+# iptables and conntrack when missing and fails loudly if the kernel lacks
+# what it needs.
+log "NAT lab (network namespaces)"
+as_root env SWITCHBOARD_BIN="$SWITCHBOARD_BIN" tests/nat/lab.sh
