@@ -542,17 +542,20 @@ impl Driver {
             while let Some(ev) = self.turns[i].client.poll_event() {
                 self.turn_event(now, i, ev);
             }
-            loop {
-                let t = &mut self.turns[i];
-                if t.transport == TurnTransport::Tcp && t.tcp.is_none() {
-                    break; // Wait for the connection; the client keeps its queue.
-                }
-                let Some(tx) = t.client.poll_transmit() else { break };
-                let (dst, data) = (tx.destination, tx.data.to_vec());
-                if let Some(tcp) = &self.turns[i].tcp {
-                    let _ = tcp.send(data);
-                } else {
-                    self.send_udp(None, dst, &data);
+            // Disjoint borrows: the transmit is sent straight from the TURN
+            // client's queue, no copy on the UDP path.
+            let Driver { turns, udp4, udp6, backlog, .. } = self;
+            let t = &mut turns[i];
+            if t.transport == TurnTransport::Tcp && t.tcp.is_none() {
+                continue; // Wait for the connection; the client keeps its queue.
+            }
+            while let Some(tx) = t.client.poll_transmit() {
+                match &t.tcp {
+                    // The writer task owns its buffers: one copy per TCP frame.
+                    Some(tcp) => {
+                        let _ = tcp.send(tx.data.to_vec());
+                    }
+                    None => send_via(udp4, udp6, backlog, None, tx.destination, tx.data),
                 }
             }
         }
@@ -735,18 +738,7 @@ impl Driver {
     }
 
     fn send_udp(&mut self, src: Option<IpAddr>, dst: SocketAddr, data: &[u8]) {
-        if !self.backlog.is_empty() {
-            if self.backlog.len() < 4096 {
-                self.backlog.push_back((src, dst, data.to_vec()));
-            }
-            return;
-        }
-        let Some(sock) = self.sock_for(dst) else { return };
-        match sock.try_send(src, dst, data) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => self.backlog.push_back((src, dst, data.to_vec())),
-            Err(e) => debug!("UDP send to {dst}: {e}"),
-        }
+        send_via(&self.udp4, &self.udp6, &mut self.backlog, src, dst, data);
     }
 
     fn flush_backlog(&mut self) {
@@ -1247,20 +1239,9 @@ impl Driver {
                 return Err(Error::InvalidSdp(e.to_string()));
             }
         };
-        // Our own unconfirmed channels were part of a rolled-back offer; their
-        // str0m ids are void now.
-        for c in self.chans.values_mut() {
-            if !c.confirmed {
-                if let Some(cid) = c.cid.take() {
-                    self.by_cid.remove(&cid);
-                }
-            }
-        }
-        for t in self.tracks.values_mut() {
-            if !t.confirmed {
-                t.mid = None;
-            }
-        }
+        // accept_offer voided any pending offer of ours: forget its str0m
+        // ids exactly as a rollback does.
+        self.rollback_local();
         if had_app {
             self.app_negotiated = true;
         }
@@ -1548,6 +1529,31 @@ impl Driver {
         self.set_ice_state(IceConnectionState::Closed);
         self.emit(Event::SignalingState(SignalingState::Closed));
         self.closed = true;
+    }
+}
+
+/// Sends one datagram from the socket of `dst`'s family; a full socket
+/// buffer queues it (copied only then) for `flush_backlog`.
+fn send_via(
+    udp4: &Option<UdpSock>,
+    udp6: &Option<UdpSock>,
+    backlog: &mut VecDeque<(Option<IpAddr>, SocketAddr, Vec<u8>)>,
+    src: Option<IpAddr>,
+    dst: SocketAddr,
+    data: &[u8],
+) {
+    if !backlog.is_empty() {
+        if backlog.len() < 4096 {
+            backlog.push_back((src, dst, data.to_vec()));
+        }
+        return;
+    }
+    let sock = if dst.is_ipv4() { udp4 } else { udp6 };
+    let Some(sock) = sock else { return };
+    match sock.try_send(src, dst, data) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => backlog.push_back((src, dst, data.to_vec())),
+        Err(e) => debug!("UDP send to {dst}: {e}"),
     }
 }
 
