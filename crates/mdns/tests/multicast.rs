@@ -53,7 +53,8 @@ async fn multicast_loops_back(sock: &UdpSocket) -> bool {
 async fn resolves_from_a_multicast_only_responder() {
     // No silent skip: a host where this cannot work cannot resolve
     // Chromium's names either, and that must show up as a failure.
-    let sock = socket_5353().unwrap_or_else(|e| panic!("cannot bind 0.0.0.0:5353 in the mDNS group: {e}"));
+    let sock =
+        socket_5353().unwrap_or_else(|e| panic!("cannot bind 0.0.0.0:5353 in the mDNS group: {e}"));
     assert!(
         multicast_loops_back(&sock).await,
         "multicast to 224.0.0.251 does not loop back on this host (no multicast-capable interface up?)"

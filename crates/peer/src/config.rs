@@ -41,14 +41,23 @@ pub enum TurnTransport {
 /// A parsed ICE server URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IceUrl {
-    Stun { host: String, port: u16 },
-    Turn { host: String, port: u16, transport: TurnTransport },
+    Stun {
+        host: String,
+        port: u16,
+    },
+    Turn {
+        host: String,
+        port: u16,
+        transport: TurnTransport,
+    },
 }
 
 /// Why an ICE server URL was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UrlError {
-    #[error("ICE server URL {0:?}: scheme must be stun: or turn: (stuns:/turns: are not supported)")]
+    #[error(
+        "ICE server URL {0:?}: scheme must be stun: or turn: (stuns:/turns: are not supported)"
+    )]
     Scheme(String),
     #[error("ICE server URL {0:?}: missing host")]
     Host(String),
@@ -68,7 +77,8 @@ impl IceUrl {
             Some((h, q)) => (h, Some(q)),
             None => (rest, None),
         };
-        let (host, port) = split_host_port(hostport).ok_or_else(|| UrlError::Port(url.to_string()))?;
+        let (host, port) =
+            split_host_port(hostport).ok_or_else(|| UrlError::Port(url.to_string()))?;
         if host.is_empty() {
             return Err(UrlError::Host(url.to_string()));
         }
@@ -88,7 +98,11 @@ impl IceUrl {
                         }
                     }
                 }
-                Ok(IceUrl::Turn { host, port, transport })
+                Ok(IceUrl::Turn {
+                    host,
+                    port,
+                    transport,
+                })
             }
             _ => Err(err_scheme()),
         }
@@ -168,7 +182,12 @@ impl Default for Config {
 #[derive(Debug, Clone)]
 pub(crate) enum Resolved {
     Stun(SocketAddr),
-    Turn { addr: SocketAddr, transport: TurnTransport, username: String, password: String },
+    Turn {
+        addr: SocketAddr,
+        transport: TurnTransport,
+        username: String,
+        password: String,
+    },
 }
 
 /// Parses and resolves every URL (DNS via the system resolver). A bad URL is
@@ -180,7 +199,9 @@ pub(crate) async fn resolve(servers: &[IceServer]) -> Result<Vec<Resolved>, crat
         for url in &s.urls {
             let parsed = IceUrl::parse(url)?;
             let (host, port) = match &parsed {
-                IceUrl::Stun { host, port } | IceUrl::Turn { host, port, .. } => (host.clone(), *port),
+                IceUrl::Stun { host, port } | IceUrl::Turn { host, port, .. } => {
+                    (host.clone(), *port)
+                }
             };
             let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
                 .await
@@ -190,7 +211,11 @@ pub(crate) async fn resolve(servers: &[IceServer]) -> Result<Vec<Resolved>, crat
             let mut seen4 = false;
             let mut seen6 = false;
             for addr in addrs {
-                let seen = if addr.is_ipv4() { &mut seen4 } else { &mut seen6 };
+                let seen = if addr.is_ipv4() {
+                    &mut seen4
+                } else {
+                    &mut seen6
+                };
                 if std::mem::replace(seen, true) {
                     continue;
                 }
@@ -222,30 +247,60 @@ mod tests {
     fn parses_urls() {
         assert_eq!(
             IceUrl::parse("stun:example.org").unwrap(),
-            IceUrl::Stun { host: "example.org".into(), port: 3478 }
+            IceUrl::Stun {
+                host: "example.org".into(),
+                port: 3478
+            }
         );
         assert_eq!(
             IceUrl::parse("turn:127.0.0.1:3479?transport=tcp").unwrap(),
-            IceUrl::Turn { host: "127.0.0.1".into(), port: 3479, transport: TurnTransport::Tcp }
+            IceUrl::Turn {
+                host: "127.0.0.1".into(),
+                port: 3479,
+                transport: TurnTransport::Tcp
+            }
         );
         assert_eq!(
             IceUrl::parse("stun:[::1]:19302").unwrap(),
-            IceUrl::Stun { host: "::1".into(), port: 19302 }
+            IceUrl::Stun {
+                host: "::1".into(),
+                port: 19302
+            }
         );
-        assert!(matches!(IceUrl::parse("turns:x:5349"), Err(UrlError::Scheme(_))));
-        assert!(matches!(IceUrl::parse("http://x"), Err(UrlError::Scheme(_)) | Err(UrlError::Port(_))));
-        assert!(matches!(IceUrl::parse("stun:x:99999"), Err(UrlError::Port(_))));
-        assert!(matches!(IceUrl::parse("stun::3478"), Err(UrlError::Host(_))));
-        assert!(matches!(IceUrl::parse("turn:x?transport=sctp"), Err(UrlError::Transport(_))));
-        assert!(matches!(IceUrl::parse("nonsense"), Err(UrlError::Scheme(_))));
+        assert!(matches!(
+            IceUrl::parse("turns:x:5349"),
+            Err(UrlError::Scheme(_))
+        ));
+        assert!(matches!(
+            IceUrl::parse("http://x"),
+            Err(UrlError::Scheme(_)) | Err(UrlError::Port(_))
+        ));
+        assert!(matches!(
+            IceUrl::parse("stun:x:99999"),
+            Err(UrlError::Port(_))
+        ));
+        assert!(matches!(
+            IceUrl::parse("stun::3478"),
+            Err(UrlError::Host(_))
+        ));
+        assert!(matches!(
+            IceUrl::parse("turn:x?transport=sctp"),
+            Err(UrlError::Transport(_))
+        ));
+        assert!(matches!(
+            IceUrl::parse("nonsense"),
+            Err(UrlError::Scheme(_))
+        ));
     }
 
     #[test]
     fn ice_server_json_like_browsers() {
         let s: IceServer = serde_json::from_str(r#"{"urls":"stun:a:1"}"#).unwrap();
         assert_eq!(s.urls, vec!["stun:a:1"]);
-        let s: IceServer =
-            serde_json::from_str(r#"{"urls":["turn:a:1?transport=udp"],"username":"u","credential":"p"}"#).unwrap();
+        let s: IceServer = serde_json::from_str(
+            r#"{"urls":["turn:a:1?transport=udp"],"username":"u","credential":"p"}"#,
+        )
+        .unwrap();
         assert_eq!(s.username.as_deref(), Some("u"));
     }
 }

@@ -13,11 +13,14 @@
 //! (ICE checks, DTLS, SRTP) goes to `Rtc`.
 
 use crate::config::{Config, HostCandidates, Resolved, TurnTransport};
-use crate::jsep::{IceCandidateInit, Jsep, LocalAction, RemoteAction, SdpType, SessionDescription, SignalingState};
+use crate::jsep::{
+    IceCandidateInit, Jsep, LocalAction, RemoteAction, SdpType, SessionDescription, SignalingState,
+};
 use crate::net::{Datagram, UdpSock, BATCH, SLOT};
 use crate::{
-    CandidateInfo, CandidatePair, CandidateType, ChannelShared, ChannelState, DataChannel, DataChannelInit, Error, Event,
-    IceConnectionState, MediaFrame, Message, PeerConnectionState, RemoteTrack, Stats, TrackSender,
+    CandidateInfo, CandidatePair, CandidateType, ChannelShared, ChannelState, DataChannel,
+    DataChannelInit, Error, Event, IceConnectionState, MediaFrame, Message, PeerConnectionState,
+    RemoteTrack, Stats, TrackSender,
 };
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -34,27 +37,84 @@ use tracing::{debug, trace, warn};
 type Reply<T> = oneshot::Sender<Result<T, Error>>;
 
 pub(crate) enum Cmd {
-    CreateOffer { reply: Reply<SessionDescription> },
-    CreateAnswer { reply: Reply<SessionDescription> },
-    SetLocal { desc: Option<SessionDescription>, reply: Reply<Option<SessionDescription>> },
-    SetRemote { desc: SessionDescription, reply: Reply<()> },
-    AddCandidate { candidate: Option<IceCandidateInit>, reply: Reply<()> },
-    RestartIce { reply: Reply<()> },
-    CreateChannel { label: String, init: DataChannelInit, reply: Reply<DataChannel> },
-    AddTrack { kind: MediaKind, reply: Reply<TrackSender> },
-    GetSignalingState { reply: Reply<SignalingState> },
-    GetStats { reply: Reply<Stats> },
-    Close { reply: oneshot::Sender<()> },
-    ChannelSend { id: u64, binary: bool, data: Vec<u8>, reply: Reply<()> },
-    ChannelFlush { id: u64, reply: Reply<()> },
-    ChannelClose { id: u64 },
-    WriteMedia { track: u64, mid: Option<Mid>, frame: MediaFrame },
-    RequestKeyframe { mid: Mid },
+    CreateOffer {
+        reply: Reply<SessionDescription>,
+    },
+    CreateAnswer {
+        reply: Reply<SessionDescription>,
+    },
+    SetLocal {
+        desc: Option<SessionDescription>,
+        reply: Reply<Option<SessionDescription>>,
+    },
+    SetRemote {
+        desc: SessionDescription,
+        reply: Reply<()>,
+    },
+    AddCandidate {
+        candidate: Option<IceCandidateInit>,
+        reply: Reply<()>,
+    },
+    RestartIce {
+        reply: Reply<()>,
+    },
+    CreateChannel {
+        label: String,
+        init: DataChannelInit,
+        reply: Reply<DataChannel>,
+    },
+    AddTrack {
+        kind: MediaKind,
+        reply: Reply<TrackSender>,
+    },
+    GetSignalingState {
+        reply: Reply<SignalingState>,
+    },
+    GetStats {
+        reply: Reply<Stats>,
+    },
+    Close {
+        reply: oneshot::Sender<()>,
+    },
+    ChannelSend {
+        id: u64,
+        binary: bool,
+        data: Vec<u8>,
+        reply: Reply<()>,
+    },
+    ChannelFlush {
+        id: u64,
+        reply: Reply<()>,
+    },
+    ChannelClose {
+        id: u64,
+    },
+    WriteMedia {
+        track: u64,
+        mid: Option<Mid>,
+        frame: MediaFrame,
+    },
+    RequestKeyframe {
+        mid: Mid,
+    },
     // From helper tasks.
-    TcpConnected { turn: usize, tx: mpsc::UnboundedSender<Vec<u8>> },
-    TcpFrame { turn: usize, data: Vec<u8> },
-    TcpClosed { turn: usize, why: String },
-    MdnsResolved { line: String, name: String, ip: Option<IpAddr> },
+    TcpConnected {
+        turn: usize,
+        tx: mpsc::UnboundedSender<Vec<u8>>,
+    },
+    TcpFrame {
+        turn: usize,
+        data: Vec<u8>,
+    },
+    TcpClosed {
+        turn: usize,
+        why: String,
+    },
+    MdnsResolved {
+        line: String,
+        name: String,
+        ip: Option<IpAddr>,
+    },
 }
 
 /// A STUN Binding request to learn a server-reflexive address.
@@ -194,9 +254,13 @@ impl Driver {
                 None
             }
         };
-        let udp6 = UdpSock::bind(true, 0).map_err(|e| debug!("no IPv6 UDP socket: {e}")).ok();
+        let udp6 = UdpSock::bind(true, 0)
+            .map_err(|e| debug!("no IPv6 UDP socket: {e}"))
+            .ok();
         if udp4.is_none() && udp6.is_none() {
-            return Err(Error::Io(std::io::Error::other("cannot bind any UDP socket")));
+            return Err(Error::Io(std::io::Error::other(
+                "cannot bind any UDP socket",
+            )));
         }
         let mdns = cfg.resolve_mdns;
         let mut d = Driver {
@@ -280,24 +344,49 @@ impl Driver {
             for s in &servers {
                 let addr = match s {
                     Resolved::Stun(a) => *a,
-                    Resolved::Turn { addr, transport: TurnTransport::Udp, .. } => *addr,
+                    Resolved::Turn {
+                        addr,
+                        transport: TurnTransport::Udp,
+                        ..
+                    } => *addr,
                     Resolved::Turn { .. } => continue,
                 };
                 if self.sock_for(addr).is_none() {
                     continue;
                 }
-                self.stun.push(StunQuery { server: addr, tid: rand::random(), next_send: now, tries: 0, done: false });
+                self.stun.push(StunQuery {
+                    server: addr,
+                    tid: rand::random(),
+                    next_send: now,
+                    tries: 0,
+                    done: false,
+                });
             }
         }
         for s in servers {
-            let Resolved::Turn { addr, transport, username, password } = s else { continue };
+            let Resolved::Turn {
+                addr,
+                transport,
+                username,
+                password,
+            } = s
+            else {
+                continue;
+            };
             if transport == TurnTransport::Udp && self.sock_for(addr).is_none() {
                 continue;
             }
             // Keep a live allocation across an ICE restart; replace dead ones.
-            if let Some(i) = self.turns.iter().position(|t| t.server == addr && t.transport == transport) {
+            if let Some(i) = self
+                .turns
+                .iter()
+                .position(|t| t.server == addr && t.transport == transport)
+            {
                 let st = self.turns[i].client.state();
-                if matches!(st, turn::client::State::Allocated | turn::client::State::Allocating) {
+                if matches!(
+                    st,
+                    turn::client::State::Allocated | turn::client::State::Allocating
+                ) {
                     continue;
                 }
                 self.turns.remove(i);
@@ -319,7 +408,14 @@ impl Driver {
                 continue;
             }
             let idx = self.turns.len();
-            self.turns.push(TurnRelay { server: addr, transport, client, tcp: None, relayed: None, done: false });
+            self.turns.push(TurnRelay {
+                server: addr,
+                transport,
+                client,
+                tcp: None,
+                relayed: None,
+                done: false,
+            });
             if transport == TurnTransport::Tcp {
                 tokio::spawn(tcp_turn(idx, addr, self.strong_tx()));
             }
@@ -358,7 +454,11 @@ impl Driver {
     }
 
     fn add_local(&mut self, c: Candidate, kind: CandidateType, relay: Option<TurnTransport>) {
-        if self.locals.iter().any(|l| l.cand.addr() == c.addr() && l.kind == kind) {
+        if self
+            .locals
+            .iter()
+            .any(|l| l.cand.addr() == c.addr() && l.kind == kind)
+        {
             return;
         }
         let added = self.rtc.add_local_candidate(c.clone()).is_some();
@@ -367,7 +467,11 @@ impl Driver {
             return;
         }
         trace!("local candidate {c:?}");
-        self.locals.push(LocalCand { cand: c, kind, relay });
+        self.locals.push(LocalCand {
+            cand: c,
+            kind,
+            relay,
+        });
         let idx = self.locals.len() - 1;
         if self.local_set {
             self.emit_candidate(idx);
@@ -403,7 +507,9 @@ impl Driver {
     /// A sender for helper tasks and handles. With no handle left it is a
     /// dead end, which is what those tasks should see.
     fn strong_tx(&self) -> mpsc::UnboundedSender<Cmd> {
-        self.cmd_tx.upgrade().unwrap_or_else(|| mpsc::unbounded_channel().0)
+        self.cmd_tx
+            .upgrade()
+            .unwrap_or_else(|| mpsc::unbounded_channel().0)
     }
 
     fn emit(&self, e: Event) {
@@ -458,7 +564,10 @@ impl Driver {
             d = d.min(s + self.cfg.failed_after);
         }
         if let Some(t) = self.last_rx {
-            if matches!(self.ice_state, IceConnectionState::Connected | IceConnectionState::Completed) {
+            if matches!(
+                self.ice_state,
+                IceConnectionState::Connected | IceConnectionState::Completed
+            ) {
                 d = d.min(t + self.cfg.disconnected_after);
             }
         }
@@ -484,23 +593,41 @@ impl Driver {
         }
         for (server, tid) in to_send {
             let mut buf = Vec::with_capacity(20);
-            stun::MessageWriter::new(&mut buf, stun::MessageType::BINDING_REQUEST, stun::TransactionId(tid)).finish();
+            stun::MessageWriter::new(
+                &mut buf,
+                stun::MessageType::BINDING_REQUEST,
+                stun::TransactionId(tid),
+            )
+            .finish();
             self.send_udp(None, server, &buf);
         }
         for i in 0..self.turns.len() {
-            if self.turns[i].client.poll_timeout().is_some_and(|t| t <= now) {
+            if self.turns[i]
+                .client
+                .poll_timeout()
+                .is_some_and(|t| t <= now)
+            {
                 self.turns[i].client.handle_timeout(now);
             }
         }
-        if matches!(self.ice_state, IceConnectionState::Connected | IceConnectionState::Completed)
-            && self.last_rx.is_some_and(|t| now >= t + self.cfg.disconnected_after)
+        if matches!(
+            self.ice_state,
+            IceConnectionState::Connected | IceConnectionState::Completed
+        ) && self
+            .last_rx
+            .is_some_and(|t| now >= t + self.cfg.disconnected_after)
         {
-            debug!("nothing from the peer for {:?}: disconnected", self.cfg.disconnected_after);
+            debug!(
+                "nothing from the peer for {:?}: disconnected",
+                self.cfg.disconnected_after
+            );
             self.disconnected_since = Some(now);
             self.set_ice_state(IceConnectionState::Disconnected);
         }
         if let Some(since) = self.disconnected_since {
-            if now >= since + self.cfg.failed_after && self.ice_state == IceConnectionState::Disconnected {
+            if now >= since + self.cfg.failed_after
+                && self.ice_state == IceConnectionState::Disconnected
+            {
                 self.disconnected_since = None;
                 self.set_ice_state(IceConnectionState::Failed);
             }
@@ -544,7 +671,13 @@ impl Driver {
             }
             // Disjoint borrows: the transmit is sent straight from the TURN
             // client's queue, no copy on the UDP path.
-            let Driver { turns, udp4, udp6, backlog, .. } = self;
+            let Driver {
+                turns,
+                udp4,
+                udp6,
+                backlog,
+                ..
+            } = self;
             let t = &mut turns[i];
             if t.transport == TurnTransport::Tcp && t.tcp.is_none() {
                 continue; // Wait for the connection; the client keeps its queue.
@@ -564,14 +697,20 @@ impl Driver {
     fn turn_event(&mut self, _now: Instant, i: usize, ev: turn::client::Event) {
         use turn::client::Event as E;
         match ev {
-            E::Allocated { relayed, mapped, .. } => {
+            E::Allocated {
+                relayed, mapped, ..
+            } => {
                 let port = self.sock_for(relayed).map(|s| s.port).unwrap_or(0);
                 let t = &mut self.turns[i];
                 t.relayed = Some(relayed);
                 t.done = true;
                 let transport = t.transport;
                 let base = SocketAddr::new(
-                    if relayed.is_ipv4() { IpAddr::from([0u8; 4]) } else { IpAddr::from([0u16; 8]) },
+                    if relayed.is_ipv4() {
+                        IpAddr::from([0u8; 4])
+                    } else {
+                        IpAddr::from([0u16; 8])
+                    },
                     port,
                 );
                 debug!("TURN {} allocated {relayed} over {transport:?}", t.server);
@@ -579,8 +718,12 @@ impl Driver {
                     Ok(c) => self.add_local(c, CandidateType::Relay, Some(transport)),
                     Err(e) => warn!("relay candidate {relayed}: {e}"),
                 }
-                if let (Some(m), false, TurnTransport::Udp) = (mapped, self.cfg.relay_only, transport) {
-                    if let Some(host) = self.locals.iter().find(|l| l.kind == CandidateType::Host && l.cand.addr().is_ipv4() == m.is_ipv4()) {
+                if let (Some(m), false, TurnTransport::Udp) =
+                    (mapped, self.cfg.relay_only, transport)
+                {
+                    if let Some(host) = self.locals.iter().find(|l| {
+                        l.kind == CandidateType::Host && l.cand.addr().is_ipv4() == m.is_ipv4()
+                    }) {
                         let base = host.cand.addr();
                         if let Ok(c) = Candidate::server_reflexive(m, base, "udp") {
                             self.add_local(c, CandidateType::Srflx, None);
@@ -590,12 +733,18 @@ impl Driver {
             }
             E::Failed { op, code, reason } => {
                 if matches!(op, turn::client::Op::Allocate) {
-                    warn!("TURN {}: allocation failed ({code:?}): {reason}", self.turns[i].server);
+                    warn!(
+                        "TURN {}: allocation failed ({code:?}): {reason}",
+                        self.turns[i].server
+                    );
                     self.turns[i].done = true;
                 } else {
                     // E.g. 403 for a peer the server's policy refuses (private
                     // addresses by default): that pair just never works.
-                    debug!("TURN {}: {op:?} failed ({code:?}): {reason}", self.turns[i].server);
+                    debug!(
+                        "TURN {}: {op:?} failed ({code:?}): {reason}",
+                        self.turns[i].server
+                    );
                 }
             }
             E::Closed => self.turns[i].relayed = None,
@@ -633,7 +782,11 @@ impl Driver {
     }
 
     fn datagram(&mut self, now: Instant, source: SocketAddr, destination: SocketAddr, data: &[u8]) {
-        if let Some(i) = self.turns.iter().position(|t| t.transport == TurnTransport::Udp && t.server == source) {
+        if let Some(i) = self
+            .turns
+            .iter()
+            .position(|t| t.transport == TurnTransport::Udp && t.server == source)
+        {
             // A TURN server also answers our srflx Binding requests.
             if self.stun_response(now, source, destination, data) {
                 return;
@@ -657,7 +810,13 @@ impl Driver {
         }
     }
 
-    fn rtc_receive(&mut self, now: Instant, source: SocketAddr, destination: SocketAddr, data: &[u8]) {
+    fn rtc_receive(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+    ) {
         let Ok(r) = Receive::new(Protocol::Udp, source, destination, data) else {
             trace!("ignoring unparseable datagram from {source}");
             return;
@@ -667,7 +826,10 @@ impl Driver {
                 self.last_rx = Some(now);
                 // Traffic is back (e.g. a NAT rebinding healed by itself).
                 if self.ice_state == IceConnectionState::Disconnected
-                    && matches!(self.agent_state, IceConnectionState::Connected | IceConnectionState::Completed)
+                    && matches!(
+                        self.agent_state,
+                        IceConnectionState::Connected | IceConnectionState::Completed
+                    )
                 {
                     self.disconnected_since = None;
                     self.set_ice_state(self.agent_state);
@@ -678,23 +840,39 @@ impl Driver {
     }
 
     /// Completes a srflx query if `data` answers one. True if consumed.
-    fn stun_response(&mut self, _now: Instant, source: SocketAddr, destination: SocketAddr, data: &[u8]) -> bool {
+    fn stun_response(
+        &mut self,
+        _now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+    ) -> bool {
         if !stun::is_stun(data) || data.len() < 20 {
             return false;
         }
-        let Some(qi) = self.stun.iter().position(|q| !q.done && q.server == source && data[8..20] == q.tid) else {
+        let Some(qi) = self
+            .stun
+            .iter()
+            .position(|q| !q.done && q.server == source && data[8..20] == q.tid)
+        else {
             return false;
         };
-        let Ok(msg) = stun::Message::parse(data) else { return true };
+        let Ok(msg) = stun::Message::parse(data) else {
+            return true;
+        };
         self.stun[qi].done = true;
         if msg.class() != stun::Class::SuccessResponse {
             debug!("STUN {source} refused Binding");
             return true;
         }
-        let Ok(Some(mapped)) = msg.get::<stun::attr::XorMappedAddress>() else { return true };
+        let Ok(Some(mapped)) = msg.get::<stun::attr::XorMappedAddress>() else {
+            return true;
+        };
         // The base is the local address the answer arrived on.
         let base = if destination.ip().is_unspecified() {
-            match self.locals.iter().find(|l| l.kind == CandidateType::Host && l.cand.addr().is_ipv4() == mapped.is_ipv4()) {
+            match self.locals.iter().find(|l| {
+                l.kind == CandidateType::Host && l.cand.addr().is_ipv4() == mapped.is_ipv4()
+            }) {
                 Some(h) => h.cand.addr(),
                 None => return true,
             }
@@ -789,7 +967,15 @@ impl Driver {
                         let _ = c.state.send_replace(ChannelState::Open);
                     }
                 } else {
-                    let id = self.new_chan(label.clone(), ChannelConfig { label, ..Default::default() }, Some(cid), true);
+                    let id = self.new_chan(
+                        label.clone(),
+                        ChannelConfig {
+                            label,
+                            ..Default::default()
+                        },
+                        Some(cid),
+                        true,
+                    );
                     let _ = self.chans[&id].state.send_replace(ChannelState::Open);
                     let dc = self.handle_for(id);
                     self.emit(Event::DataChannel(dc));
@@ -818,12 +1004,22 @@ impl Driver {
                 if receiving && !self.remote_tracks.contains_key(&m.mid) {
                     let (tx, rx) = mpsc::unbounded_channel();
                     self.remote_tracks.insert(m.mid, tx);
-                    self.emit(Event::Track(RemoteTrack { mid: m.mid, kind: m.kind, can_send: can_send || ours, frames: rx }));
+                    self.emit(Event::Track(RemoteTrack {
+                        mid: m.mid,
+                        kind: m.kind,
+                        can_send: can_send || ours,
+                        frames: rx,
+                    }));
                 }
             }
             E::MediaData(m) => {
                 if let Some(tx) = self.remote_tracks.get(&m.mid) {
-                    let _ = tx.send(MediaFrame { params: m.params, time: m.time, network_time: m.network_time, data: m.data });
+                    let _ = tx.send(MediaFrame {
+                        params: m.params,
+                        time: m.time,
+                        network_time: m.network_time,
+                        data: m.data,
+                    });
                 }
             }
             E::KeyframeRequest(k) => self.emit(Event::KeyframeRequest { mid: k.mid }),
@@ -869,14 +1065,29 @@ impl Driver {
 
     // ---------------------------------------------------------------- channels
 
-    fn new_chan(&mut self, label: String, config: ChannelConfig, cid: Option<ChannelId>, confirmed: bool) -> u64 {
+    fn new_chan(
+        &mut self,
+        label: String,
+        config: ChannelConfig,
+        cid: Option<ChannelId>,
+        confirmed: bool,
+    ) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
         let (state, _) = watch::channel(ChannelState::Connecting);
         let (msgs, rx) = mpsc::unbounded_channel();
         self.chans.insert(
             id,
-            Chan { label, config, cid, confirmed, state, msgs, pending: VecDeque::new(), flush: Vec::new() },
+            Chan {
+                label,
+                config,
+                cid,
+                confirmed,
+                state,
+                msgs,
+                pending: VecDeque::new(),
+                flush: Vec::new(),
+            },
         );
         self.chan_rx.insert(id, rx);
         if let Some(cid) = cid {
@@ -919,7 +1130,9 @@ impl Driver {
         for c in self.chans.values_mut() {
             let Some(cid) = c.cid else { continue };
             if !c.pending.is_empty() {
-                let Some(mut ch) = self.rtc.channel(cid) else { continue };
+                let Some(mut ch) = self.rtc.channel(cid) else {
+                    continue;
+                };
                 while let Some((binary, data, _)) = c.pending.front() {
                     match ch.write(*binary, data) {
                         Ok(true) => {
@@ -936,7 +1149,9 @@ impl Driver {
                 }
             }
             if !c.flush.is_empty() {
-                let Some(mut ch) = self.rtc.channel(cid) else { continue };
+                let Some(mut ch) = self.rtc.channel(cid) else {
+                    continue;
+                };
                 if ch.buffered_amount() == 0 && c.pending.is_empty() {
                     for r in c.flush.drain(..) {
                         let _ = r.send(Ok(()));
@@ -993,7 +1208,14 @@ impl Driver {
                 } else {
                     let id = self.next_id;
                     self.next_id += 1;
-                    self.tracks.insert(id, LocalTrack { kind, mid: None, confirmed: false });
+                    self.tracks.insert(
+                        id,
+                        LocalTrack {
+                            kind,
+                            mid: None,
+                            confirmed: false,
+                        },
+                    );
                     self.negotiation_needed_sent = false;
                     self.maybe_negotiation_needed();
                     Ok(crate::new_track_sender(kind, id, self.strong_tx()))
@@ -1011,7 +1233,12 @@ impl Driver {
                 self.shutdown();
                 let _ = reply.send(());
             }
-            Cmd::ChannelSend { id, binary, data, reply } => {
+            Cmd::ChannelSend {
+                id,
+                binary,
+                data,
+                reply,
+            } => {
                 let Some(c) = self.chans.get_mut(&id) else {
                     let _ = reply.send(Err(Error::ChannelState("closed")));
                     return;
@@ -1046,8 +1273,12 @@ impl Driver {
             Cmd::WriteMedia { track, mid, frame } => {
                 let mid = mid.or_else(|| self.tracks.get(&track).and_then(|t| t.mid));
                 let Some(mid) = mid else { return };
-                let Some(w) = self.rtc.writer(mid) else { return };
-                let Some(pt) = w.match_params(frame.params) else { return };
+                let Some(w) = self.rtc.writer(mid) else {
+                    return;
+                };
+                let Some(pt) = w.match_params(frame.params) else {
+                    return;
+                };
                 if let Err(e) = w.write(pt, frame.network_time, frame.time, frame.data) {
                     debug!("media write on {mid}: {e}");
                 }
@@ -1085,7 +1316,9 @@ impl Driver {
                         Err(e) => debug!("resolved mDNS candidate does not parse: {e}"),
                     }
                 }
-                None => debug!("mDNS name {name} did not resolve; relying on peer-reflexive discovery"),
+                None => {
+                    debug!("mDNS name {name} did not resolve; relying on peer-reflexive discovery")
+                }
             },
         }
     }
@@ -1095,7 +1328,11 @@ impl Driver {
         s.local_candidates = self.locals.len();
         s.remote_candidates = self.remote_count;
         s.selected_pair = self.path.map(|(src, dst)| {
-            let local = match self.locals.iter().find(|l| l.cand.addr() == src && l.kind == CandidateType::Relay) {
+            let local = match self
+                .locals
+                .iter()
+                .find(|l| l.cand.addr() == src && l.kind == CandidateType::Relay)
+            {
                 Some(l) => CandidateInfo {
                     kind: CandidateType::Relay,
                     protocol: "udp",
@@ -1105,18 +1342,42 @@ impl Driver {
                         TurnTransport::Tcp => "tcp",
                     }),
                 },
-                None => CandidateInfo { kind: CandidateType::Host, protocol: "udp", address: src, relay_protocol: None },
+                None => CandidateInfo {
+                    kind: CandidateType::Host,
+                    protocol: "udp",
+                    address: src,
+                    relay_protocol: None,
+                },
             };
-            let kind = self.remote_kinds.get(&dst).copied().unwrap_or(CandidateType::Prflx);
-            CandidatePair { local, remote: CandidateInfo { kind, protocol: "udp", address: dst, relay_protocol: None } }
+            let kind = self
+                .remote_kinds
+                .get(&dst)
+                .copied()
+                .unwrap_or(CandidateType::Prflx);
+            CandidatePair {
+                local,
+                remote: CandidateInfo {
+                    kind,
+                    protocol: "udp",
+                    address: dst,
+                    relay_protocol: None,
+                },
+            }
         });
-        if !matches!(self.ice_state, IceConnectionState::Connected | IceConnectionState::Completed) {
+        if !matches!(
+            self.ice_state,
+            IceConnectionState::Connected | IceConnectionState::Completed
+        ) {
             s.selected_pair = None;
         }
         s
     }
 
-    fn create_channel(&mut self, label: String, init: DataChannelInit) -> Result<DataChannel, Error> {
+    fn create_channel(
+        &mut self,
+        label: String,
+        init: DataChannelInit,
+    ) -> Result<DataChannel, Error> {
         if self.jsep.state() == SignalingState::Closed {
             return Err(Error::Closed);
         }
@@ -1157,11 +1418,16 @@ impl Driver {
     }
 
     fn has_wanted_changes(&self) -> bool {
-        self.restart_wanted || self.chans.values().any(|c| !c.confirmed) || self.tracks.values().any(|t| !t.confirmed)
+        self.restart_wanted
+            || self.chans.values().any(|c| !c.confirmed)
+            || self.tracks.values().any(|t| !t.confirmed)
     }
 
     fn maybe_negotiation_needed(&mut self) {
-        if self.jsep.state() == SignalingState::Stable && !self.negotiation_needed_sent && self.has_wanted_changes() {
+        if self.jsep.state() == SignalingState::Stable
+            && !self.negotiation_needed_sent
+            && self.has_wanted_changes()
+        {
             self.negotiation_needed_sent = true;
             self.emit(Event::NegotiationNeeded);
         }
@@ -1182,7 +1448,10 @@ impl Driver {
         let mut mids = Vec::new();
         for (id, t) in &self.tracks {
             if !t.confirmed {
-                mids.push((*id, api.add_media(t.kind, Direction::SendRecv, None, None, None)));
+                mids.push((
+                    *id,
+                    api.add_media(t.kind, Direction::SendRecv, None, None, None),
+                ));
             }
         }
         let restart = self.restart_wanted;
@@ -1228,7 +1497,12 @@ impl Driver {
         if let Some(a) = &self.last_answer {
             return Ok(SessionDescription::answer(a.clone()));
         }
-        let offer = self.remote_offer.take().ok_or(Error::Jsep(crate::JsepError::InvalidModification("no remote offer")))?;
+        let offer =
+            self.remote_offer
+                .take()
+                .ok_or(Error::Jsep(crate::JsepError::InvalidModification(
+                    "no remote offer",
+                )))?;
         let had_app = offer.to_sdp_string().contains("m=application");
         let answer: SdpAnswer = match self.rtc.sdp_api().accept_offer(offer) {
             Ok(a) => a,
@@ -1254,19 +1528,28 @@ impl Driver {
         Ok(SessionDescription::answer(sdp))
     }
 
-    fn set_local(&mut self, now: Instant, desc: Option<SessionDescription>) -> Result<Option<SessionDescription>, Error> {
+    fn set_local(
+        &mut self,
+        now: Instant,
+        desc: Option<SessionDescription>,
+    ) -> Result<Option<SessionDescription>, Error> {
         let desc = match desc {
             Some(d) => d,
             None => match self.jsep.state() {
                 SignalingState::HaveRemoteOffer => self.create_answer()?,
-                SignalingState::Stable | SignalingState::HaveLocalOffer => self.create_offer(now)?,
+                SignalingState::Stable | SignalingState::HaveLocalOffer => {
+                    self.create_offer(now)?
+                }
                 SignalingState::Closed => return Err(Error::Closed),
             },
         };
         // Check the description is ours before moving the state.
         match desc.kind {
             SdpType::Offer => {
-                let ok = self.pending_offer.as_ref().is_some_and(|(s, _)| *s == desc.sdp);
+                let ok = self
+                    .pending_offer
+                    .as_ref()
+                    .is_some_and(|(s, _)| *s == desc.sdp);
                 if !ok && self.jsep.state() != SignalingState::Closed {
                     return Err(Error::ModifiedSdp);
                 }
@@ -1309,7 +1592,12 @@ impl Driver {
         if !self.app_negotiated {
             return;
         }
-        let ids: Vec<u64> = self.chans.iter().filter(|(_, c)| !c.confirmed && c.cid.is_none()).map(|(i, _)| *i).collect();
+        let ids: Vec<u64> = self
+            .chans
+            .iter()
+            .filter(|(_, c)| !c.confirmed && c.cid.is_none())
+            .map(|(i, _)| *i)
+            .collect();
         for id in ids {
             let cfg = self.chans[&id].config.clone();
             let mut api = self.rtc.sdp_api();
@@ -1340,13 +1628,17 @@ impl Driver {
     fn set_remote(&mut self, desc: SessionDescription) -> Result<(), Error> {
         // Parse before touching the state, so bad SDP changes nothing.
         let parsed_offer = match desc.kind {
-            SdpType::Offer => Some(SdpOffer::from_sdp_string(&desc.sdp).map_err(|e| Error::InvalidSdp(e.to_string()))?),
+            SdpType::Offer => Some(
+                SdpOffer::from_sdp_string(&desc.sdp)
+                    .map_err(|e| Error::InvalidSdp(e.to_string()))?,
+            ),
             _ => None,
         };
         let parsed_answer = match desc.kind {
-            SdpType::Answer if self.jsep.state() == SignalingState::HaveLocalOffer => {
-                Some(SdpAnswer::from_sdp_string(&desc.sdp).map_err(|e| Error::InvalidSdp(e.to_string()))?)
-            }
+            SdpType::Answer if self.jsep.state() == SignalingState::HaveLocalOffer => Some(
+                SdpAnswer::from_sdp_string(&desc.sdp)
+                    .map_err(|e| Error::InvalidSdp(e.to_string()))?,
+            ),
             _ => None,
         };
         let action = self.jsep.set_remote(desc.kind)?;
@@ -1363,7 +1655,8 @@ impl Driver {
             RemoteAction::ApplyAnswer => {
                 // Both exist in have-local-offer; if str0m ever disagrees,
                 // fail the call rather than the process.
-                let (Some((_, pending)), Some(answer)) = (self.pending_offer.take(), parsed_answer) else {
+                let (Some((_, pending)), Some(answer)) = (self.pending_offer.take(), parsed_answer)
+                else {
                     self.jsep.reset_to_stable();
                     self.rollback_local();
                     self.emit(Event::SignalingState(self.jsep.state()));
@@ -1454,7 +1747,9 @@ impl Driver {
         // Chromium hides host addresses behind random `.local` names.
         let fields: Vec<&str> = line.split_whitespace().collect();
         if fields.len() < 8 || !fields[0].starts_with("candidate:") || fields[6] != "typ" {
-            return Err(Error::InvalidCandidate(format!("not an ICE candidate line: {line:?}")));
+            return Err(Error::InvalidCandidate(format!(
+                "not an ICE candidate line: {line:?}"
+            )));
         }
         if !fields[2].eq_ignore_ascii_case("udp") {
             debug!("ignoring non-UDP candidate {line}");
@@ -1465,7 +1760,8 @@ impl Driver {
             self.resolve_mdns(line.to_string(), host.to_string());
             return Ok(());
         }
-        let c = Candidate::from_sdp_string(line).map_err(|e| Error::InvalidCandidate(e.to_string()))?;
+        let c =
+            Candidate::from_sdp_string(line).map_err(|e| Error::InvalidCandidate(e.to_string()))?;
         if self.jsep.state() == SignalingState::HaveRemoteOffer && self.remote_offer.is_some() {
             self.queued_remote.push(c);
         } else {
@@ -1494,7 +1790,11 @@ impl Driver {
         let tx = self.strong_tx();
         tokio::spawn(async move {
             let ip = match r.resolve(&name, Duration::from_secs(3)).await {
-                Ok(ips) => ips.iter().copied().find(|ip| ip.is_ipv4()).or_else(|| ips.first().copied()),
+                Ok(ips) => ips
+                    .iter()
+                    .copied()
+                    .find(|ip| ip.is_ipv4())
+                    .or_else(|| ips.first().copied()),
                 Err(e) => {
                     debug!("mDNS {name}: {e}");
                     None
@@ -1552,7 +1852,9 @@ fn send_via(
     let Some(sock) = sock else { return };
     match sock.try_send(src, dst, data) {
         Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => backlog.push_back((src, dst, data.to_vec())),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            backlog.push_back((src, dst, data.to_vec()))
+        }
         Err(e) => debug!("UDP send to {dst}: {e}"),
     }
 }
@@ -1569,7 +1871,9 @@ fn kind_of(c: &Candidate) -> CandidateType {
 
 /// The first `a=NAME:VALUE` in an SDP.
 fn sdp_attr<'a>(sdp: &'a str, name: &str) -> Option<&'a str> {
-    sdp.lines().find_map(|l| l.strip_prefix("a=")?.strip_prefix(name)?.strip_prefix(':')).map(str::trim)
+    sdp.lines()
+        .find_map(|l| l.strip_prefix("a=")?.strip_prefix(name)?.strip_prefix(':'))
+        .map(str::trim)
 }
 
 async fn readable(s: &Option<UdpSock>) -> std::io::Result<()> {
@@ -1598,17 +1902,26 @@ async fn writable(a: &Option<UdpSock>, b: &Option<UdpSock>) {
 /// Connects to a TURN server over TCP and shuttles frames both ways.
 async fn tcp_turn(idx: usize, addr: SocketAddr, cmd: mpsc::UnboundedSender<Cmd>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let stream = match tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            let _ = cmd.send(Cmd::TcpClosed { turn: idx, why: format!("connect: {e}") });
-            return;
-        }
-        Err(_) => {
-            let _ = cmd.send(Cmd::TcpClosed { turn: idx, why: "connect timed out".into() });
-            return;
-        }
-    };
+    let stream =
+        match tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+            .await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                let _ = cmd.send(Cmd::TcpClosed {
+                    turn: idx,
+                    why: format!("connect: {e}"),
+                });
+                return;
+            }
+            Err(_) => {
+                let _ = cmd.send(Cmd::TcpClosed {
+                    turn: idx,
+                    why: "connect timed out".into(),
+                });
+                return;
+            }
+        };
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();

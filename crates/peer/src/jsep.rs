@@ -64,13 +64,22 @@ pub struct SessionDescription {
 
 impl SessionDescription {
     pub fn offer(sdp: impl Into<String>) -> Self {
-        SessionDescription { kind: SdpType::Offer, sdp: sdp.into() }
+        SessionDescription {
+            kind: SdpType::Offer,
+            sdp: sdp.into(),
+        }
     }
     pub fn answer(sdp: impl Into<String>) -> Self {
-        SessionDescription { kind: SdpType::Answer, sdp: sdp.into() }
+        SessionDescription {
+            kind: SdpType::Answer,
+            sdp: sdp.into(),
+        }
     }
     pub fn rollback() -> Self {
-        SessionDescription { kind: SdpType::Rollback, sdp: String::new() }
+        SessionDescription {
+            kind: SdpType::Rollback,
+            sdp: String::new(),
+        }
     }
 }
 
@@ -92,7 +101,10 @@ pub struct IceCandidateInit {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JsepError {
     #[error("InvalidStateError: cannot {op} in signaling state {state}")]
-    InvalidState { op: &'static str, state: SignalingState },
+    InvalidState {
+        op: &'static str,
+        state: SignalingState,
+    },
     #[error("InvalidModificationError: {0}")]
     InvalidModification(&'static str),
     #[error("NotSupportedError: {0}")]
@@ -133,7 +145,9 @@ pub struct Jsep {
 
 impl Default for Jsep {
     fn default() -> Self {
-        Jsep { state: SignalingState::Stable }
+        Jsep {
+            state: SignalingState::Stable,
+        }
     }
 }
 
@@ -143,7 +157,10 @@ impl Jsep {
     }
 
     fn invalid(&self, op: &'static str) -> JsepError {
-        JsepError::InvalidState { op, state: self.state }
+        JsepError::InvalidState {
+            op,
+            state: self.state,
+        }
     }
 
     /// `createOffer` is legal in stable and have-local-offer (re-offer).
@@ -186,8 +203,12 @@ impl Jsep {
         let (next, action) = match (self.state, kind) {
             (Closed, _) => return Err(self.invalid("setRemoteDescription")),
             (_, SdpType::Pranswer) => return Err(JsepError::NotSupported("pranswer")),
-            (Stable | HaveRemoteOffer, SdpType::Offer) => (HaveRemoteOffer, RemoteAction::StoreOffer),
-            (HaveLocalOffer, SdpType::Offer) => (HaveRemoteOffer, RemoteAction::RollbackThenStoreOffer),
+            (Stable | HaveRemoteOffer, SdpType::Offer) => {
+                (HaveRemoteOffer, RemoteAction::StoreOffer)
+            }
+            (HaveLocalOffer, SdpType::Offer) => {
+                (HaveRemoteOffer, RemoteAction::RollbackThenStoreOffer)
+            }
             (HaveLocalOffer, SdpType::Answer) => (Stable, RemoteAction::ApplyAnswer),
             (HaveRemoteOffer, SdpType::Rollback) => (Stable, RemoteAction::DropRemoteOffer),
             (_, SdpType::Rollback) => return Err(self.invalid("roll back a remote offer")),
@@ -222,18 +243,27 @@ mod tests {
         assert_eq!(j.set_local(SdpType::Offer).unwrap(), LocalAction::UseOffer);
         assert_eq!(j.state(), HaveLocalOffer);
         assert!(j.check_create_answer().is_err());
-        assert_eq!(j.set_remote(SdpType::Answer).unwrap(), RemoteAction::ApplyAnswer);
+        assert_eq!(
+            j.set_remote(SdpType::Answer).unwrap(),
+            RemoteAction::ApplyAnswer
+        );
         assert_eq!(j.state(), Stable);
     }
 
     #[test]
     fn callee_path() {
         let mut j = Jsep::default();
-        assert_eq!(j.set_remote(SdpType::Offer).unwrap(), RemoteAction::StoreOffer);
+        assert_eq!(
+            j.set_remote(SdpType::Offer).unwrap(),
+            RemoteAction::StoreOffer
+        );
         assert_eq!(j.state(), HaveRemoteOffer);
         j.check_create_answer().unwrap();
         assert!(j.check_create_offer().is_err());
-        assert_eq!(j.set_local(SdpType::Answer).unwrap(), LocalAction::UseAnswer);
+        assert_eq!(
+            j.set_local(SdpType::Answer).unwrap(),
+            LocalAction::UseAnswer
+        );
         assert_eq!(j.state(), Stable);
     }
 
@@ -241,23 +271,33 @@ mod tests {
     fn rollbacks() {
         let mut j = Jsep::default();
         j.set_local(SdpType::Offer).unwrap();
-        assert_eq!(j.set_local(SdpType::Rollback).unwrap(), LocalAction::DropLocalOffer);
+        assert_eq!(
+            j.set_local(SdpType::Rollback).unwrap(),
+            LocalAction::DropLocalOffer
+        );
         assert_eq!(j.state(), Stable);
         j.set_remote(SdpType::Offer).unwrap();
-        assert_eq!(j.set_remote(SdpType::Rollback).unwrap(), RemoteAction::DropRemoteOffer);
+        assert_eq!(
+            j.set_remote(SdpType::Rollback).unwrap(),
+            RemoteAction::DropRemoteOffer
+        );
         assert_eq!(j.state(), Stable);
         // Glare: a remote offer while ours is pending rolls ours back.
         j.set_local(SdpType::Offer).unwrap();
-        assert_eq!(j.set_remote(SdpType::Offer).unwrap(), RemoteAction::RollbackThenStoreOffer);
+        assert_eq!(
+            j.set_remote(SdpType::Offer).unwrap(),
+            RemoteAction::RollbackThenStoreOffer
+        );
         assert_eq!(j.state(), HaveRemoteOffer);
     }
 
     #[test]
     fn wrong_state_calls_fail_and_change_nothing() {
         let mut j = Jsep::default();
-        for (f, name) in [
-            (Jsep::set_remote as fn(&mut Jsep, SdpType) -> Result<RemoteAction, JsepError>, "answer in stable"),
-        ] {
+        for (f, name) in [(
+            Jsep::set_remote as fn(&mut Jsep, SdpType) -> Result<RemoteAction, JsepError>,
+            "answer in stable",
+        )] {
             let err = f(&mut j, SdpType::Answer).unwrap_err();
             assert!(matches!(err, JsepError::InvalidState { .. }), "{name}");
             assert_eq!(j.state(), Stable);
@@ -265,7 +305,10 @@ mod tests {
         assert!(j.set_local(SdpType::Answer).is_err());
         assert!(j.set_local(SdpType::Rollback).is_err());
         assert!(j.set_remote(SdpType::Rollback).is_err());
-        assert!(matches!(j.set_local(SdpType::Pranswer), Err(JsepError::NotSupported(_))));
+        assert!(matches!(
+            j.set_local(SdpType::Pranswer),
+            Err(JsepError::NotSupported(_))
+        ));
         assert_eq!(j.state(), Stable);
         assert!(j.check_create_answer().is_err());
 
@@ -287,11 +330,14 @@ mod tests {
 
     #[test]
     fn wire_shapes_match_browsers() {
-        let d: SessionDescription = serde_json::from_str(r#"{"type":"offer","sdp":"v=0\r\n"}"#).unwrap();
+        let d: SessionDescription =
+            serde_json::from_str(r#"{"type":"offer","sdp":"v=0\r\n"}"#).unwrap();
         assert_eq!(d.kind, SdpType::Offer);
         let r: SessionDescription = serde_json::from_str(r#"{"type":"rollback"}"#).unwrap();
         assert_eq!(r, SessionDescription::rollback());
-        assert!(serde_json::from_str::<SessionDescription>(r#"{"type":"bogus","sdp":""}"#).is_err());
+        assert!(
+            serde_json::from_str::<SessionDescription>(r#"{"type":"bogus","sdp":""}"#).is_err()
+        );
         let c: IceCandidateInit = serde_json::from_str(
             r#"{"candidate":"candidate:1 1 udp 1 192.0.2.1 5000 typ host","sdpMid":"0","sdpMLineIndex":0,"usernameFragment":"ab"}"#,
         )

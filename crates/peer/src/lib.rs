@@ -21,8 +21,8 @@ pub mod config;
 mod driver;
 pub mod jsep;
 pub mod negotiate;
-pub mod room;
 mod net;
+pub mod room;
 
 pub use config::{Config, HostCandidates, IceServer, IceUrl, TurnTransport, UrlError};
 pub use jsep::{IceCandidateInit, JsepError, SdpType, SessionDescription, SignalingState};
@@ -108,7 +108,9 @@ pub enum Event {
     /// The remote side opened a data channel.
     DataChannel(DataChannel),
     /// The remote side asks for a keyframe on media we send.
-    KeyframeRequest { mid: Mid },
+    KeyframeRequest {
+        mid: Mid,
+    },
     /// Data now flows on a different candidate pair (after an ICE restart
     /// or a nomination change); `stats()` has the new one.
     SelectedPairChanged,
@@ -165,7 +167,11 @@ pub struct DataChannelInit {
 
 impl Default for DataChannelInit {
     fn default() -> Self {
-        DataChannelInit { ordered: true, max_retransmits: None, protocol: String::new() }
+        DataChannelInit {
+            ordered: true,
+            max_retransmits: None,
+            protocol: String::new(),
+        }
     }
 }
 
@@ -249,7 +255,12 @@ impl DataChannel {
         let (tx, rx) = oneshot::channel();
         self.0
             .cmd
-            .send(driver::Cmd::ChannelSend { id: self.0.id, binary, data, reply: tx })
+            .send(driver::Cmd::ChannelSend {
+                id: self.0.id,
+                binary,
+                data,
+                reply: tx,
+            })
             .map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)?
     }
@@ -262,7 +273,13 @@ impl DataChannel {
     /// Waits until everything sent so far has left the SCTP send buffer.
     pub async fn flush(&self) -> Result<(), Error> {
         let (tx, rx) = oneshot::channel();
-        self.0.cmd.send(driver::Cmd::ChannelFlush { id: self.0.id, reply: tx }).map_err(|_| Error::Closed)?;
+        self.0
+            .cmd
+            .send(driver::Cmd::ChannelFlush {
+                id: self.0.id,
+                reply: tx,
+            })
+            .map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)?
     }
 
@@ -303,7 +320,13 @@ impl TrackSender {
     /// Writes one frame; the payload type is matched to what was negotiated
     /// for `frame.params`' codec.
     pub fn write(&self, frame: MediaFrame) -> Result<(), Error> {
-        self.cmd.send(driver::Cmd::WriteMedia { track: self.id, mid: self.mid, frame }).map_err(|_| Error::Closed)
+        self.cmd
+            .send(driver::Cmd::WriteMedia {
+                track: self.id,
+                mid: self.mid,
+                frame,
+            })
+            .map_err(|_| Error::Closed)
     }
 }
 
@@ -371,8 +394,16 @@ impl PeerConnection {
 
     /// Adds a trickled remote candidate; `None` (or an empty candidate
     /// string) is end-of-candidates.
-    pub async fn add_ice_candidate(&self, candidate: Option<IceCandidateInit>) -> Result<(), Error> {
-        call!(self, AddCandidate { candidate: candidate })
+    pub async fn add_ice_candidate(
+        &self,
+        candidate: Option<IceCandidateInit>,
+    ) -> Result<(), Error> {
+        call!(
+            self,
+            AddCandidate {
+                candidate: candidate
+            }
+        )
     }
 
     /// Marks the connection for an ICE restart; the next offer carries new
@@ -381,8 +412,18 @@ impl PeerConnection {
         call!(self, RestartIce {})
     }
 
-    pub async fn create_data_channel(&self, label: &str, init: DataChannelInit) -> Result<DataChannel, Error> {
-        call!(self, CreateChannel { label: label.to_string(), init: init })
+    pub async fn create_data_channel(
+        &self,
+        label: &str,
+        init: DataChannelInit,
+    ) -> Result<DataChannel, Error> {
+        call!(
+            self,
+            CreateChannel {
+                label: label.to_string(),
+                init: init
+            }
+        )
     }
 
     /// Adds a send-receive media line of `kind`. Fires `NegotiationNeeded`;
@@ -396,7 +437,12 @@ impl PeerConnection {
         if !track.can_send {
             return Err(Error::NoSender(track.mid.to_string()));
         }
-        Ok(TrackSender { mid: Some(track.mid), kind: track.kind, id: 0, cmd: self.cmd.clone() })
+        Ok(TrackSender {
+            mid: Some(track.mid),
+            kind: track.kind,
+            id: 0,
+            cmd: self.cmd.clone(),
+        })
     }
 
     /// Asks the remote sender on `mid` for a keyframe (PLI).
@@ -421,6 +467,15 @@ impl PeerConnection {
     }
 }
 
-pub(crate) fn new_track_sender(kind: MediaKind, id: u64, cmd: mpsc::UnboundedSender<driver::Cmd>) -> TrackSender {
-    TrackSender { mid: None, kind, id, cmd }
+pub(crate) fn new_track_sender(
+    kind: MediaKind,
+    id: u64,
+    cmd: mpsc::UnboundedSender<driver::Cmd>,
+) -> TrackSender {
+    TrackSender {
+        mid: None,
+        kind,
+        id,
+        cmd,
+    }
 }

@@ -5,7 +5,9 @@
 //! `{"description":{"type":..,"sdp":..}}`, `{"candidate":{..}}` and
 //! `{"candidate":null}` for end-of-candidates.
 
-use crate::{Event, Events, IceCandidateInit, PeerConnection, SdpType, SessionDescription, SignalingState};
+use crate::{
+    Event, Events, IceCandidateInit, PeerConnection, SdpType, SessionDescription, SignalingState,
+};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
@@ -83,8 +85,8 @@ async fn handle(
     send: &impl Fn(Value),
 ) -> Result<(), crate::Error> {
     if let Some(d) = msg.get("description").filter(|d| !d.is_null()) {
-        let desc: SessionDescription =
-            serde_json::from_value(d.clone()).map_err(|e| crate::Error::InvalidSdp(e.to_string()))?;
+        let desc: SessionDescription = serde_json::from_value(d.clone())
+            .map_err(|e| crate::Error::InvalidSdp(e.to_string()))?;
         let state = pc.signaling_state().await?;
         let collision = desc.kind == SdpType::Offer && state != SignalingState::Stable;
         *ignore_offer = !polite && collision;
@@ -112,7 +114,10 @@ async fn handle(
         let cand: Option<IceCandidateInit> = if c.is_null() {
             None
         } else {
-            Some(serde_json::from_value(c.clone()).map_err(|e| crate::Error::InvalidCandidate(e.to_string()))?)
+            Some(
+                serde_json::from_value(c.clone())
+                    .map_err(|e| crate::Error::InvalidCandidate(e.to_string()))?,
+            )
         };
         match pc.add_ice_candidate(cand).await {
             Ok(()) => {}
@@ -121,5 +126,7 @@ async fn handle(
         }
         return Ok(());
     }
-    Err(crate::Error::InvalidSdp(format!("signal is neither description nor candidate: {msg}")))
+    Err(crate::Error::InvalidSdp(format!(
+        "signal is neither description nor candidate: {msg}"
+    )))
 }

@@ -46,7 +46,11 @@ impl UdpSock {
         let _ = s.set_recv_buffer_size(4 << 20);
         let _ = s.set_send_buffer_size(4 << 20);
         s.set_nonblocking(true)?;
-        let ip: IpAddr = if v6 { Ipv6Addr::UNSPECIFIED.into() } else { Ipv4Addr::UNSPECIFIED.into() };
+        let ip: IpAddr = if v6 {
+            Ipv6Addr::UNSPECIFIED.into()
+        } else {
+            Ipv4Addr::UNSPECIFIED.into()
+        };
         s.bind(&SocketAddr::new(ip, port).into())?;
         let std: std::net::UdpSocket = s.into();
         let state = UdpSocketState::new((&std).into())?;
@@ -60,19 +64,35 @@ impl UdpSock {
     /// was waiting.
     pub fn recv_batch(&self, buf: &mut [u8], out: &mut Vec<Datagram>) -> io::Result<bool> {
         let mut chunks = buf.chunks_exact_mut(SLOT);
-        let mut iovs: [IoSliceMut<'_>; BATCH] =
-            std::array::from_fn(|_| IoSliceMut::new(chunks.next().expect("buffer holds BATCH slots")));
+        let mut iovs: [IoSliceMut<'_>; BATCH] = std::array::from_fn(|_| {
+            IoSliceMut::new(chunks.next().expect("buffer holds BATCH slots"))
+        });
         let mut metas = [RecvMeta::default(); BATCH];
-        let n = match self.sock.try_io(Interest::READABLE, || self.state.recv((&self.sock).into(), &mut iovs, &mut metas)) {
+        let n = match self.sock.try_io(Interest::READABLE, || {
+            self.state.recv((&self.sock).into(), &mut iovs, &mut metas)
+        }) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
             // ICMP errors from earlier sends surface here; they say nothing
             // about the socket itself.
-            Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionRefused | io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable) => return Ok(true),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionRefused
+                        | io::ErrorKind::HostUnreachable
+                        | io::ErrorKind::NetworkUnreachable
+                ) =>
+            {
+                return Ok(true)
+            }
             Err(e) => return Err(e),
         };
         for (i, meta) in metas.iter().enumerate().take(n) {
-            let stride = if meta.stride == 0 { meta.len.max(1) } else { meta.stride };
+            let stride = if meta.stride == 0 {
+                meta.len.max(1)
+            } else {
+                meta.stride
+            };
             let dst_ip = meta.dst_ip.unwrap_or(match meta.addr {
                 SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
                 SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
@@ -82,7 +102,12 @@ impl UdpSock {
             let mut off = 0;
             while off < meta.len {
                 let len = stride.min(meta.len - off);
-                out.push(Datagram { source: unmap_sa(meta.addr), destination, start: base + off, len });
+                out.push(Datagram {
+                    source: unmap_sa(meta.addr),
+                    destination,
+                    start: base + off,
+                    len,
+                });
                 off += len;
             }
         }
@@ -93,8 +118,16 @@ impl UdpSock {
     /// A full socket buffer is reported as WouldBlock for the caller to queue.
     pub fn try_send(&self, src_ip: Option<IpAddr>, dst: SocketAddr, data: &[u8]) -> io::Result<()> {
         let src_ip = src_ip.filter(|ip| !ip.is_unspecified());
-        let t = Transmit { destination: dst, ecn: None, contents: data, segment_size: None, src_ip };
-        self.sock.try_io(Interest::WRITABLE, || self.state.try_send((&self.sock).into(), &t))
+        let t = Transmit {
+            destination: dst,
+            ecn: None,
+            contents: data,
+            segment_size: None,
+            src_ip,
+        };
+        self.sock.try_io(Interest::WRITABLE, || {
+            self.state.try_send((&self.sock).into(), &t)
+        })
     }
 }
 

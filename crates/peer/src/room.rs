@@ -7,7 +7,10 @@
 //! Connections that fail are ICE-restarted (a NAT rebinding or a network
 //! change heals without the application noticing), up to a limit.
 
-use crate::{negotiate, Config, DataChannel, DataChannelInit, Event, IceConnectionState, IceServer, PeerConnection};
+use crate::{
+    negotiate, Config, DataChannel, DataChannelInit, Event, IceConnectionState, IceServer,
+    PeerConnection,
+};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -68,19 +71,39 @@ pub enum RoomError {
 /// What happens in the room.
 #[derive(Debug)]
 pub enum RoomEvent {
-    PeerJoined { peer: String, meta: Value },
-    PeerLeft { peer: String },
+    PeerJoined {
+        peer: String,
+        meta: Value,
+    },
+    PeerLeft {
+        peer: String,
+    },
     /// A connection to `peer` exists now; `offerer` is true when we are the
     /// newcomer that makes the first offer.
-    Connection { peer: String, pc: PeerConnection, offerer: bool },
+    Connection {
+        peer: String,
+        pc: PeerConnection,
+        offerer: bool,
+    },
     /// A data channel to `peer`: ours (the room channel) or theirs.
-    Channel { peer: String, channel: DataChannel },
+    Channel {
+        peer: String,
+        channel: DataChannel,
+    },
     /// Any other connection event (states, tracks, keyframe requests).
-    Peer { peer: String, event: Event },
+    Peer {
+        peer: String,
+        event: Event,
+    },
     /// The server reported an error for something we sent.
-    ServerError { code: String, message: String },
+    ServerError {
+        code: String,
+        message: String,
+    },
     /// The signaling connection ended; existing connections keep running.
-    Closed { reason: String },
+    Closed {
+        reason: String,
+    },
 }
 
 /// A joined room.
@@ -103,7 +126,9 @@ impl Room {
 /// Normalizes `--server` to the WebSocket URL.
 pub fn ws_url(server: &str) -> Result<String, RoomError> {
     let bad = |why| RoomError::BadUrl(server.to_string(), why);
-    let (scheme, rest) = server.split_once("://").ok_or_else(|| bad("expected http://, https://, ws:// or wss://"))?;
+    let (scheme, rest) = server
+        .split_once("://")
+        .ok_or_else(|| bad("expected http://, https://, ws:// or wss://"))?;
     let ws_scheme = match scheme.to_ascii_lowercase().as_str() {
         "http" | "ws" => "ws",
         "https" | "wss" => return Err(bad("TLS (https/wss) is not built into this client; put the server on http or use a local proxy")),
@@ -116,27 +141,39 @@ pub fn ws_url(server: &str) -> Result<String, RoomError> {
     if hostport.is_empty() {
         return Err(bad("missing host"));
     }
-    if let Some((_, port)) = hostport.rsplit_once(':').filter(|_| !hostport.ends_with(']')) {
+    if let Some((_, port)) = hostport
+        .rsplit_once(':')
+        .filter(|_| !hostport.ends_with(']'))
+    {
         if port.parse::<u16>().is_err() {
             return Err(bad("bad port"));
         }
     }
-    let path = if path.is_empty() || path == "/" { "/v1/ws" } else { path };
+    let path = if path.is_empty() || path == "/" {
+        "/v1/ws"
+    } else {
+        path
+    };
     Ok(format!("{ws_scheme}://{hostport}{path}"))
 }
 
 /// Connects, joins and starts the room task.
 pub async fn join(cfg: RoomConfig) -> Result<Room, RoomError> {
     let url = ws_url(&cfg.server)?;
-    let (mut ws, _) = tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(url.as_str()))
-        .await
-        .map_err(|_| RoomError::Connect(url.clone(), "timed out".into()))?
-        .map_err(|e| RoomError::Connect(url.clone(), e.to_string()))?;
+    let (mut ws, _) = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::connect_async(url.as_str()),
+    )
+    .await
+    .map_err(|_| RoomError::Connect(url.clone(), "timed out".into()))?
+    .map_err(|e| RoomError::Connect(url.clone(), e.to_string()))?;
     let mut join = json!({"type": "join", "room": cfg.room, "meta": cfg.meta});
     if let Some(p) = &cfg.peer {
         join["peer"] = json!(p);
     }
-    ws.send(Ws::text(join.to_string())).await.map_err(|e| RoomError::Lost(e.to_string()))?;
+    ws.send(Ws::text(join.to_string()))
+        .await
+        .map_err(|e| RoomError::Lost(e.to_string()))?;
     // The first answer is either welcome or an error.
     let welcome = loop {
         let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
@@ -144,7 +181,8 @@ pub async fn join(cfg: RoomConfig) -> Result<Room, RoomError> {
             .map_err(|_| RoomError::Lost("no welcome within 10 s".into()))?;
         match msg {
             Some(Ok(Ws::Text(t))) => {
-                let v: Value = serde_json::from_str(&t).map_err(|e| RoomError::Protocol(e.to_string()))?;
+                let v: Value =
+                    serde_json::from_str(&t).map_err(|e| RoomError::Protocol(e.to_string()))?;
                 match v["type"].as_str() {
                     Some("welcome") => break v,
                     Some("error") => {
@@ -157,7 +195,10 @@ pub async fn join(cfg: RoomConfig) -> Result<Room, RoomError> {
                 }
             }
             Some(Ok(Ws::Close(f))) => {
-                return Err(RoomError::Lost(f.map(|f| f.reason.to_string()).unwrap_or_else(|| "closed".into())))
+                return Err(RoomError::Lost(
+                    f.map(|f| f.reason.to_string())
+                        .unwrap_or_else(|| "closed".into()),
+                ))
             }
             Some(Ok(_)) => continue,
             Some(Err(e)) => return Err(RoomError::Lost(e.to_string())),
@@ -165,10 +206,19 @@ pub async fn join(cfg: RoomConfig) -> Result<Room, RoomError> {
         }
     };
     let me = welcome["peer"].as_str().unwrap_or_default().to_string();
-    let peers: Vec<String> =
-        welcome["peers"].as_array().into_iter().flatten().filter_map(|p| p["peer"].as_str().map(str::to_string)).collect();
-    let ice_servers: Vec<IceServer> = serde_json::from_value(welcome["iceServers"].clone()).unwrap_or_default();
-    info!("joined room {} as {me} with {} peer(s)", cfg.room, peers.len());
+    let peers: Vec<String> = welcome["peers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["peer"].as_str().map(str::to_string))
+        .collect();
+    let ice_servers: Vec<IceServer> =
+        serde_json::from_value(welcome["iceServers"].clone()).unwrap_or_default();
+    info!(
+        "joined room {} as {me} with {} peer(s)",
+        cfg.room,
+        peers.len()
+    );
 
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
     let (out_tx, out_rx) = mpsc::unbounded_channel();
@@ -185,7 +235,13 @@ pub async fn join(cfg: RoomConfig) -> Result<Room, RoomError> {
         internal: mpsc::unbounded_channel(),
     };
     tokio::spawn(task.run(ws, out_rx, peers.clone()));
-    Ok(Room { me, peers, ice_servers, events: ev_rx, out: out_tx })
+    Ok(Room {
+        me,
+        peers,
+        ice_servers,
+        events: ev_rx,
+        out: out_tx,
+    })
 }
 
 struct Conn {
@@ -194,9 +250,20 @@ struct Conn {
 }
 
 enum Internal {
-    App { peer: String, event: Event },
-    Ready { peer: String, pc: PeerConnection, signals: mpsc::UnboundedSender<Value>, offerer: bool },
-    Failed { peer: String, error: String },
+    App {
+        peer: String,
+        event: Event,
+    },
+    Ready {
+        peer: String,
+        pc: PeerConnection,
+        signals: mpsc::UnboundedSender<Value>,
+        offerer: bool,
+    },
+    Failed {
+        peer: String,
+        error: String,
+    },
 }
 
 struct RoomTask {
@@ -205,13 +272,22 @@ struct RoomTask {
     conns: HashMap<String, Option<Conn>>,
     events: mpsc::UnboundedSender<RoomEvent>,
     out: mpsc::UnboundedSender<Value>,
-    internal: (mpsc::UnboundedSender<Internal>, mpsc::UnboundedReceiver<Internal>),
+    internal: (
+        mpsc::UnboundedSender<Internal>,
+        mpsc::UnboundedReceiver<Internal>,
+    ),
 }
 
-type WsStream = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type WsStream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 impl RoomTask {
-    async fn run(mut self, ws: WsStream, mut out_rx: mpsc::UnboundedReceiver<Value>, initial: Vec<String>) {
+    async fn run(
+        mut self,
+        ws: WsStream,
+        mut out_rx: mpsc::UnboundedReceiver<Value>,
+        initial: Vec<String>,
+    ) {
         let (mut sink, mut stream) = ws.split();
         // Signals that arrive while a connection is still being created.
         let mut early: HashMap<String, Vec<Value>> = HashMap::new();
@@ -274,7 +350,10 @@ impl RoomTask {
         match v["type"].as_str() {
             Some("peer-joined") => {
                 let peer = v["peer"].as_str().unwrap_or_default().to_string();
-                let _ = self.events.send(RoomEvent::PeerJoined { peer: peer.clone(), meta: v["meta"].clone() });
+                let _ = self.events.send(RoomEvent::PeerJoined {
+                    peer: peer.clone(),
+                    meta: v["meta"].clone(),
+                });
                 // We are the older side: prepare, wait for the offer.
                 self.open(peer, false);
             }
@@ -321,13 +400,20 @@ impl RoomTask {
         let cfg = self.peer_cfg.clone();
         let out = self.out.clone();
         let internal = self.internal.0.clone();
-        let channel = if offerer { self.cfg.channel.clone() } else { None };
+        let channel = if offerer {
+            self.cfg.channel.clone()
+        } else {
+            None
+        };
         let max_restarts = self.cfg.max_restarts;
         tokio::spawn(async move {
             let (pc, events) = match PeerConnection::new(cfg).await {
                 Ok(x) => x,
                 Err(e) => {
-                    let _ = internal.send(Internal::Failed { peer, error: e.to_string() });
+                    let _ = internal.send(Internal::Failed {
+                        peer,
+                        error: e.to_string(),
+                    });
                     return;
                 }
             };
@@ -336,11 +422,22 @@ impl RoomTask {
             let mut app = negotiate::spawn(pc.clone(), events, offerer, sig_rx, move |data| {
                 let _ = out.send(json!({"type": "signal", "to": to, "data": data}));
             });
-            let _ = internal.send(Internal::Ready { peer: peer.clone(), pc: pc.clone(), signals: sig_tx, offerer });
+            let _ = internal.send(Internal::Ready {
+                peer: peer.clone(),
+                pc: pc.clone(),
+                signals: sig_tx,
+                offerer,
+            });
             if let Some(label) = channel {
-                match pc.create_data_channel(&label, DataChannelInit::default()).await {
+                match pc
+                    .create_data_channel(&label, DataChannelInit::default())
+                    .await
+                {
                     Ok(dc) => {
-                        let _ = internal.send(Internal::App { peer: peer.clone(), event: Event::DataChannel(dc) });
+                        let _ = internal.send(Internal::App {
+                            peer: peer.clone(),
+                            event: Event::DataChannel(dc),
+                        });
                     }
                     Err(e) => warn!("cannot create channel {label}: {e}"),
                 }
@@ -400,10 +497,19 @@ mod tests {
 
     #[test]
     fn server_urls() {
-        assert_eq!(ws_url("http://127.0.0.1:8080").unwrap(), "ws://127.0.0.1:8080/v1/ws");
-        assert_eq!(ws_url("http://example.org/").unwrap(), "ws://example.org/v1/ws");
+        assert_eq!(
+            ws_url("http://127.0.0.1:8080").unwrap(),
+            "ws://127.0.0.1:8080/v1/ws"
+        );
+        assert_eq!(
+            ws_url("http://example.org/").unwrap(),
+            "ws://example.org/v1/ws"
+        );
         assert_eq!(ws_url("ws://h:1/v1/ws").unwrap(), "ws://h:1/v1/ws");
-        assert_eq!(ws_url("http://[::1]:8080").unwrap(), "ws://[::1]:8080/v1/ws");
+        assert_eq!(
+            ws_url("http://[::1]:8080").unwrap(),
+            "ws://[::1]:8080/v1/ws"
+        );
         assert!(ws_url("127.0.0.1:8080").is_err());
         assert!(ws_url("ftp://x").is_err());
         assert!(ws_url("http://x:notaport").is_err());

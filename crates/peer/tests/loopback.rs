@@ -8,7 +8,10 @@ use tokio::sync::mpsc;
 use tokio::time::timeout;
 
 fn cfg() -> Config {
-    Config { host_candidates: HostCandidates::Only(vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]), ..Config::default() }
+    Config {
+        host_candidates: HostCandidates::Only(vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]),
+        ..Config::default()
+    }
 }
 
 struct Side {
@@ -33,7 +36,10 @@ async fn pair(a_cfg: Config, b_cfg: Config) -> (Side, Side) {
 
 async fn next_channel(app: &mut negotiate::AppEvents) -> peer::DataChannel {
     loop {
-        match timeout(Duration::from_secs(10), app.recv()).await.expect("timed out waiting for a channel") {
+        match timeout(Duration::from_secs(10), app.recv())
+            .await
+            .expect("timed out waiting for a channel")
+        {
             Some(Event::DataChannel(dc)) => return dc,
             Some(_) => {}
             None => panic!("events ended"),
@@ -44,14 +50,28 @@ async fn next_channel(app: &mut negotiate::AppEvents) -> peer::DataChannel {
 #[tokio::test]
 async fn data_channel_both_ways_on_loopback() {
     let (a, mut b) = pair(cfg(), cfg()).await;
-    let dc = a.pc.create_data_channel("chat", DataChannelInit::default()).await.unwrap();
-    timeout(Duration::from_secs(10), dc.opened()).await.expect("open in time").unwrap();
+    let dc =
+        a.pc.create_data_channel("chat", DataChannelInit::default())
+            .await
+            .unwrap();
+    timeout(Duration::from_secs(10), dc.opened())
+        .await
+        .expect("open in time")
+        .unwrap();
     let remote = next_channel(&mut b.app).await;
     assert_eq!(remote.label(), "chat");
     dc.send_text("hello").await.unwrap();
-    assert_eq!(timeout(Duration::from_secs(5), remote.recv()).await.unwrap(), Some(Message::Text("hello".into())));
+    assert_eq!(
+        timeout(Duration::from_secs(5), remote.recv())
+            .await
+            .unwrap(),
+        Some(Message::Text("hello".into()))
+    );
     remote.send_binary(&[1, 2, 3]).await.unwrap();
-    assert_eq!(timeout(Duration::from_secs(5), dc.recv()).await.unwrap(), Some(Message::Binary(vec![1, 2, 3])));
+    assert_eq!(
+        timeout(Duration::from_secs(5), dc.recv()).await.unwrap(),
+        Some(Message::Binary(vec![1, 2, 3]))
+    );
 
     let stats = a.pc.stats().await.unwrap();
     let pair = stats.selected_pair.expect("a selected pair once connected");
@@ -61,9 +81,16 @@ async fn data_channel_both_ways_on_loopback() {
     b.pc.close().await;
 }
 
-async fn wait_event(app: &mut negotiate::AppEvents, what: &str, mut f: impl FnMut(&Event) -> bool) -> Event {
+async fn wait_event(
+    app: &mut negotiate::AppEvents,
+    what: &str,
+    mut f: impl FnMut(&Event) -> bool,
+) -> Event {
     loop {
-        match timeout(Duration::from_secs(10), app.recv()).await.unwrap_or_else(|_| panic!("timed out waiting for {what}")) {
+        match timeout(Duration::from_secs(10), app.recv())
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+        {
             Some(e) if f(&e) => return e,
             Some(e) => eprintln!("while waiting for {what}: {e:?}"),
             None => panic!("events ended waiting for {what}"),
@@ -74,25 +101,51 @@ async fn wait_event(app: &mut negotiate::AppEvents, what: &str, mut f: impl FnMu
 #[tokio::test]
 async fn renegotiation_adds_a_channel_and_a_track_after_connect() {
     let (a, mut b) = pair(cfg(), cfg()).await;
-    let dc = a.pc.create_data_channel("chat", DataChannelInit::default()).await.unwrap();
-    timeout(Duration::from_secs(10), dc.opened()).await.unwrap().unwrap();
+    let dc =
+        a.pc.create_data_channel("chat", DataChannelInit::default())
+            .await
+            .unwrap();
+    timeout(Duration::from_secs(10), dc.opened())
+        .await
+        .unwrap()
+        .unwrap();
     let _ = next_channel(&mut b.app).await;
 
     // A second channel rides the existing SCTP association.
-    let dc2 = a.pc.create_data_channel("second", DataChannelInit::default()).await.unwrap();
-    timeout(Duration::from_secs(10), dc2.opened()).await.unwrap().unwrap();
+    let dc2 =
+        a.pc.create_data_channel("second", DataChannelInit::default())
+            .await
+            .unwrap();
+    timeout(Duration::from_secs(10), dc2.opened())
+        .await
+        .unwrap()
+        .unwrap();
     let remote2 = next_channel(&mut b.app).await;
     assert_eq!(remote2.label(), "second");
     remote2.send_text("on the second").await.unwrap();
-    assert_eq!(timeout(Duration::from_secs(5), dc2.recv()).await.unwrap(), Some(Message::Text("on the second".into())));
+    assert_eq!(
+        timeout(Duration::from_secs(5), dc2.recv()).await.unwrap(),
+        Some(Message::Text("on the second".into()))
+    );
 
     // A track needs a new offer/answer round.
     let _sender = a.pc.add_track(peer::MediaKind::Video).await.unwrap();
-    let ev = wait_event(&mut b.app, "a remote video track", |e| matches!(e, Event::Track(t) if t.kind == peer::MediaKind::Video)).await;
+    let ev = wait_event(
+        &mut b.app,
+        "a remote video track",
+        |e| matches!(e, Event::Track(t) if t.kind == peer::MediaKind::Video),
+    )
+    .await;
     let Event::Track(t) = ev else { unreachable!() };
     assert!(t.can_send, "answerer may send back on a sendrecv line");
-    assert_eq!(a.pc.signaling_state().await.unwrap(), peer::SignalingState::Stable);
-    assert_eq!(b.pc.signaling_state().await.unwrap(), peer::SignalingState::Stable);
+    assert_eq!(
+        a.pc.signaling_state().await.unwrap(),
+        peer::SignalingState::Stable
+    );
+    assert_eq!(
+        b.pc.signaling_state().await.unwrap(),
+        peer::SignalingState::Stable
+    );
     // The first channel still works after renegotiation.
     dc.send_text("still here").await.unwrap();
     a.pc.close().await;
@@ -102,15 +155,34 @@ async fn renegotiation_adds_a_channel_and_a_track_after_connect() {
 #[tokio::test]
 async fn glare_is_resolved_by_perfect_negotiation() {
     let (mut a, mut b) = pair(cfg(), cfg()).await;
-    let dc = a.pc.create_data_channel("chat", DataChannelInit::default()).await.unwrap();
-    timeout(Duration::from_secs(10), dc.opened()).await.unwrap().unwrap();
+    let dc =
+        a.pc.create_data_channel("chat", DataChannelInit::default())
+            .await
+            .unwrap();
+    timeout(Duration::from_secs(10), dc.opened())
+        .await
+        .unwrap()
+        .unwrap();
     let _ = next_channel(&mut b.app).await;
     // Both sides want a new media line at the same moment: both offer.
-    let (ra, rb) = tokio::join!(a.pc.add_track(peer::MediaKind::Audio), b.pc.add_track(peer::MediaKind::Video));
+    let (ra, rb) = tokio::join!(
+        a.pc.add_track(peer::MediaKind::Audio),
+        b.pc.add_track(peer::MediaKind::Video)
+    );
     ra.unwrap();
     rb.unwrap();
-    wait_event(&mut a.app, "B's video at A", |e| matches!(e, Event::Track(t) if t.kind == peer::MediaKind::Video)).await;
-    wait_event(&mut b.app, "A's audio at B", |e| matches!(e, Event::Track(t) if t.kind == peer::MediaKind::Audio)).await;
+    wait_event(
+        &mut a.app,
+        "B's video at A",
+        |e| matches!(e, Event::Track(t) if t.kind == peer::MediaKind::Video),
+    )
+    .await;
+    wait_event(
+        &mut b.app,
+        "A's audio at B",
+        |e| matches!(e, Event::Track(t) if t.kind == peer::MediaKind::Audio),
+    )
+    .await;
     for pc in [&a.pc, &b.pc] {
         let mut stable = false;
         for _ in 0..50 {
@@ -130,40 +202,97 @@ async fn bad_input_gives_errors_not_panics() {
     use peer::{Error, IceCandidateInit, SessionDescription};
     let (pc, _ev) = PeerConnection::new(cfg()).await.unwrap();
     // Wrong state: no remote offer to answer, no answer to an offer we never made.
-    assert!(matches!(pc.create_answer().await, Err(Error::Jsep(peer::JsepError::InvalidState { .. }))));
-    let err = pc.set_remote_description(SessionDescription::answer("v=0\r\n")).await.unwrap_err();
+    assert!(matches!(
+        pc.create_answer().await,
+        Err(Error::Jsep(peer::JsepError::InvalidState { .. }))
+    ));
+    let err = pc
+        .set_remote_description(SessionDescription::answer("v=0\r\n"))
+        .await
+        .unwrap_err();
     assert!(err.to_string().starts_with("InvalidStateError"), "{err}");
     // Candidates before any remote description.
-    let c = IceCandidateInit { candidate: "candidate:1 1 udp 1 127.0.0.1 9 typ host".into(), ..Default::default() };
-    assert!(matches!(pc.add_ice_candidate(Some(c)).await, Err(Error::Jsep(_))));
+    let c = IceCandidateInit {
+        candidate: "candidate:1 1 udp 1 127.0.0.1 9 typ host".into(),
+        ..Default::default()
+    };
+    assert!(matches!(
+        pc.add_ice_candidate(Some(c)).await,
+        Err(Error::Jsep(_))
+    ));
     // Garbage SDP leaves the state alone.
-    for sdp in ["", "hello", "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n", "\u{0}\u{ff}\r\n\r\n"] {
-        let r = pc.set_remote_description(SessionDescription::offer(sdp)).await;
+    for sdp in [
+        "",
+        "hello",
+        "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n",
+        "\u{0}\u{ff}\r\n\r\n",
+    ] {
+        let r = pc
+            .set_remote_description(SessionDescription::offer(sdp))
+            .await;
         assert!(matches!(r, Err(Error::InvalidSdp(_))), "{sdp:?}: {r:?}");
-        assert_eq!(pc.signaling_state().await.unwrap(), peer::SignalingState::Stable);
+        assert_eq!(
+            pc.signaling_state().await.unwrap(),
+            peer::SignalingState::Stable
+        );
     }
     // A description that is not the one we created.
-    pc.create_data_channel("x", DataChannelInit::default()).await.unwrap();
+    pc.create_data_channel("x", DataChannelInit::default())
+        .await
+        .unwrap();
     let offer = pc.create_offer().await.unwrap();
     let mut tampered = offer.clone();
     tampered.sdp.push_str("a=tampered\r\n");
-    assert!(matches!(pc.set_local_description(tampered).await, Err(Error::ModifiedSdp)));
+    assert!(matches!(
+        pc.set_local_description(tampered).await,
+        Err(Error::ModifiedSdp)
+    ));
     pc.set_local_description(offer.clone()).await.unwrap();
-    assert_eq!(pc.signaling_state().await.unwrap(), peer::SignalingState::HaveLocalOffer);
+    assert_eq!(
+        pc.signaling_state().await.unwrap(),
+        peer::SignalingState::HaveLocalOffer
+    );
     // Bad candidates once a remote description exists: B answers A.
     let (b, _bev) = PeerConnection::new(cfg()).await.unwrap();
     b.set_remote_description(offer).await.unwrap();
-    for bad in ["candidate:garbage", "candidate:1 1 udp x 1.2.3.4 5 typ host", "not a candidate at all", "candidate:1 1 udp 1 999.1.1.1 5 typ host"] {
-        let c = IceCandidateInit { candidate: bad.into(), ..Default::default() };
-        assert!(matches!(b.add_ice_candidate(Some(c)).await, Err(Error::InvalidCandidate(_))), "{bad}");
+    for bad in [
+        "candidate:garbage",
+        "candidate:1 1 udp x 1.2.3.4 5 typ host",
+        "not a candidate at all",
+        "candidate:1 1 udp 1 999.1.1.1 5 typ host",
+    ] {
+        let c = IceCandidateInit {
+            candidate: bad.into(),
+            ..Default::default()
+        };
+        assert!(
+            matches!(
+                b.add_ice_candidate(Some(c)).await,
+                Err(Error::InvalidCandidate(_))
+            ),
+            "{bad}"
+        );
     }
     // Rollback of a remote offer, then wrong-state rollback.
-    b.set_remote_description(SessionDescription::rollback()).await.unwrap();
-    assert_eq!(b.signaling_state().await.unwrap(), peer::SignalingState::Stable);
-    assert!(b.set_remote_description(SessionDescription::rollback()).await.is_err());
+    b.set_remote_description(SessionDescription::rollback())
+        .await
+        .unwrap();
+    assert_eq!(
+        b.signaling_state().await.unwrap(),
+        peer::SignalingState::Stable
+    );
+    assert!(b
+        .set_remote_description(SessionDescription::rollback())
+        .await
+        .is_err());
     // Local rollback of our offer.
-    pc.set_local_description(SessionDescription::rollback()).await.unwrap();
-    assert_eq!(pc.signaling_state().await.unwrap(), peer::SignalingState::Stable);
+    pc.set_local_description(SessionDescription::rollback())
+        .await
+        .unwrap();
+    assert_eq!(
+        pc.signaling_state().await.unwrap(),
+        peer::SignalingState::Stable
+    );
     // After close everything is InvalidState/Closed, nothing panics.
     pc.close().await;
     assert!(pc.create_offer().await.is_err());
@@ -173,30 +302,59 @@ async fn bad_input_gives_errors_not_panics() {
 #[tokio::test]
 async fn ice_restart_keeps_the_channel() {
     let (a, mut b) = pair(cfg(), cfg()).await;
-    let dc = a.pc.create_data_channel("chat", DataChannelInit::default()).await.unwrap();
-    timeout(Duration::from_secs(10), dc.opened()).await.unwrap().unwrap();
+    let dc =
+        a.pc.create_data_channel("chat", DataChannelInit::default())
+            .await
+            .unwrap();
+    timeout(Duration::from_secs(10), dc.opened())
+        .await
+        .unwrap()
+        .unwrap();
     let remote = next_channel(&mut b.app).await;
     let before = a.pc.create_offer().await;
-    assert!(matches!(before, Err(peer::Error::NothingToNegotiate)), "{before:?}");
+    assert!(
+        matches!(before, Err(peer::Error::NothingToNegotiate)),
+        "{before:?}"
+    );
     a.pc.restart_ice().await.unwrap();
     // The restart completes when both sides are stable with new credentials.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(a.pc.signaling_state().await.unwrap(), peer::SignalingState::Stable);
+    assert_eq!(
+        a.pc.signaling_state().await.unwrap(),
+        peer::SignalingState::Stable
+    );
     dc.send_text("after restart").await.unwrap();
-    assert_eq!(timeout(Duration::from_secs(5), remote.recv()).await.unwrap(), Some(Message::Text("after restart".into())));
+    assert_eq!(
+        timeout(Duration::from_secs(5), remote.recv())
+            .await
+            .unwrap(),
+        Some(Message::Text("after restart".into()))
+    );
 }
 
 #[tokio::test]
 async fn a_vanished_peer_becomes_disconnected_then_failed() {
     let (a, mut b) = pair(cfg(), cfg()).await;
-    let dc = a.pc.create_data_channel("chat", DataChannelInit::default()).await.unwrap();
-    timeout(Duration::from_secs(10), dc.opened()).await.unwrap().unwrap();
+    let dc =
+        a.pc.create_data_channel("chat", DataChannelInit::default())
+            .await
+            .unwrap();
+    timeout(Duration::from_secs(10), dc.opened())
+        .await
+        .unwrap()
+        .unwrap();
     let _ = next_channel(&mut b.app).await;
     // Kill A without a goodbye: B must notice through consent freshness.
     drop(dc);
     a.pc.close().await;
     let start = std::time::Instant::now();
-    wait_event(&mut b.app, "disconnected", |e| matches!(e, Event::IceConnectionState(peer::IceConnectionState::Disconnected))).await;
+    wait_event(&mut b.app, "disconnected", |e| {
+        matches!(
+            e,
+            Event::IceConnectionState(peer::IceConnectionState::Disconnected)
+        )
+    })
+    .await;
     let mut failed = false;
     while start.elapsed() < Duration::from_secs(20) {
         match timeout(Duration::from_secs(20), b.app.recv()).await {

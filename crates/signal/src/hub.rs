@@ -10,9 +10,9 @@ use crate::protocol::{
     valid_id, ClientMessage, ErrorCode, FrameKind, PeerEntry, ProtocolError, RelayKind,
     ServerMessage,
 };
-use rate::TokenBucket;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use rate::TokenBucket;
 use serde_json::value::RawValue;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -193,11 +193,7 @@ impl Hub {
             id,
             Conn {
                 joined: None,
-                bucket: TokenBucket::new(
-                    self.cfg.message_burst,
-                    self.cfg.max_message_rate,
-                    now,
-                ),
+                bucket: TokenBucket::new(self.cfg.message_burst, self.cfg.max_message_rate, now),
                 strikes: 0,
                 last_seen: now,
                 last_rate_error: None,
@@ -221,7 +217,10 @@ impl Hub {
         }
         self.error(
             conn,
-            ProtocolError::new(ErrorCode::BadMessage, "binary frames are not part of protocol v1"),
+            ProtocolError::new(
+                ErrorCode::BadMessage,
+                "binary frames are not part of protocol v1",
+            ),
         );
     }
 
@@ -342,9 +341,14 @@ impl Hub {
                 self.send(conn, ServerMessage::Pong.to_json().into(), FrameKind::Pong);
                 Ok(())
             }
-            ClientMessage::Join { room, peer, meta } => self.join(conn, &room, peer.as_deref(), meta),
+            ClientMessage::Join { room, peer, meta } => {
+                self.join(conn, &room, peer.as_deref(), meta)
+            }
             ClientMessage::Leave => {
-                let c = self.conns.get_mut(&conn).expect("admitted connection exists");
+                let c = self
+                    .conns
+                    .get_mut(&conn)
+                    .expect("admitted connection exists");
                 let m = c
                     .joined
                     .take()
@@ -367,7 +371,10 @@ impl Hub {
         if let Some(m) = &c.joined {
             return Err(ProtocolError::new(
                 ErrorCode::AlreadyJoined,
-                format!("already in room {:?} as {:?}; send leave first", m.room, m.peer),
+                format!(
+                    "already in room {:?} as {:?}; send leave first",
+                    m.room, m.peer
+                ),
             ));
         }
         let max = self.cfg.max_room_peers;
@@ -552,7 +559,10 @@ mod tests {
             s
         }
         fn join(&mut self, c: ConnId, room: &str, peer: &str) -> Value {
-            self.text(c, &format!(r#"{{"type":"join","room":"{room}","peer":"{peer}"}}"#));
+            self.text(
+                c,
+                &format!(r#"{{"type":"join","room":"{room}","peer":"{peer}"}}"#),
+            );
             let s = self.sends();
             s.into_iter().find(|(to, _)| *to == c).unwrap().1
         }
@@ -581,8 +591,17 @@ mod tests {
         let s = h.sends();
         assert_eq!(s.len(), 2);
         assert_eq!(s[0].0, b);
-        assert_eq!(s[0].1["peers"], serde_json::json!([{"peer": a_id, "meta": {"name":"A"}}]));
-        assert_eq!(s[1], (a, serde_json::json!({"type":"peer-joined","peer":"bob","meta":{}})));
+        assert_eq!(
+            s[0].1["peers"],
+            serde_json::json!([{"peer": a_id, "meta": {"name":"A"}}])
+        );
+        assert_eq!(
+            s[1],
+            (
+                a,
+                serde_json::json!({"type":"peer-joined","peer":"bob","meta":{}})
+            )
+        );
         assert_eq!((h.hub.rooms(), h.hub.peers()), (1, 2));
     }
 
@@ -596,7 +615,10 @@ mod tests {
         let s = h.sends();
         assert_eq!(
             s,
-            vec![(a, serde_json::json!({"type":"signal","from":"bob","data":{"description":{"type":"offer","sdp":"v=0"}}}))]
+            vec![(
+                a,
+                serde_json::json!({"type":"signal","from":"bob","data":{"description":{"type":"offer","sdp":"v=0"}}})
+            )]
         );
     }
 
@@ -668,12 +690,18 @@ mod tests {
             assert_eq!(*v, serde_json::json!({"type":"peer-left","peer":"bob"}));
         }
         h.text(c, r#"{"type":"leave"}"#);
-        assert_eq!(h.sends(), vec![(a, serde_json::json!({"type":"peer-left","peer":"carol"}))]);
+        assert_eq!(
+            h.sends(),
+            vec![(a, serde_json::json!({"type":"peer-left","peer":"carol"}))]
+        );
         // Disconnecting twice, or an unknown connection, is harmless.
         h.hub.disconnect(b);
         h.hub.disconnect(ConnId(999));
         assert!(h.sends().is_empty());
-        assert_eq!((h.hub.connections(), h.hub.peers(), h.hub.rooms()), (2, 1, 1));
+        assert_eq!(
+            (h.hub.connections(), h.hub.peers(), h.hub.rooms()),
+            (2, 1, 1)
+        );
     }
 
     #[test]
@@ -706,7 +734,10 @@ mod tests {
         h.sends();
         // 4 tokens left after the join: 4 relayed, then dropped.
         for _ in 0..10 {
-            h.text(a, r#"{"type":"signal","to":"bob","data":{"candidate":null}}"#);
+            h.text(
+                a,
+                r#"{"type":"signal","to":"bob","data":{"candidate":null}}"#,
+            );
         }
         let s = h.sends();
         let to_bob = s.iter().filter(|(c, _)| *c == b).count();
@@ -723,7 +754,10 @@ mod tests {
             h.text(a, r#"{"type":"ping"}"#);
         }
         let (s, closes) = h.drain();
-        assert_eq!(closes, vec![(a, close::POLICY_VIOLATION, "rate limit exceeded")]);
+        assert_eq!(
+            closes,
+            vec![(a, close::POLICY_VIOLATION, "rate limit exceeded")]
+        );
         assert!(s.contains(&(b, serde_json::json!({"type":"peer-left","peer":"alice"}))));
         assert_eq!(h.hub.connections(), 1);
     }
@@ -744,7 +778,10 @@ mod tests {
         h.hub.handle_timeout(h.now);
         let (s, closes) = h.drain();
         assert_eq!(closes, vec![(b, close::POLICY_VIOLATION, "idle timeout")]);
-        assert_eq!(s, vec![(a, serde_json::json!({"type":"peer-left","peer":"bob"}))]);
+        assert_eq!(
+            s,
+            vec![(a, serde_json::json!({"type":"peer-left","peer":"bob"}))]
+        );
         h.now += Duration::from_secs(11);
         h.hub.handle_timeout(h.now);
         let (_, closes) = h.drain();
@@ -778,7 +815,10 @@ mod tests {
         h.join(a, "r", "alice");
         h.join(b, "r", "bob");
         h.sends();
-        h.text(a, r#"{"type":"signal","to":"bob","data":{"candidate":{"candidate":"x"}}}"#);
+        h.text(
+            a,
+            r#"{"type":"signal","to":"bob","data":{"candidate":{"candidate":"x"}}}"#,
+        );
         h.text(a, r#"{"type":"signal","to":"zed","data":{}}"#);
         let kinds: Vec<FrameKind> = std::iter::from_fn(|| h.hub.poll_output())
             .map(|o| match o {
@@ -788,7 +828,10 @@ mod tests {
             .collect();
         assert_eq!(
             kinds,
-            vec![FrameKind::Signal(RelayKind::Candidate), FrameKind::Error(ErrorCode::UnknownPeer)]
+            vec![
+                FrameKind::Signal(RelayKind::Candidate),
+                FrameKind::Error(ErrorCode::UnknownPeer)
+            ]
         );
     }
 }

@@ -364,10 +364,19 @@ mod tests {
             (r#"{"type":"join","room":""}"#, ErrorCode::InvalidRoom),
             (r#"{"type":"join","room":"a b"}"#, ErrorCode::InvalidRoom),
             (r#"{"type":"join","room":"é"}"#, ErrorCode::InvalidRoom),
-            (r#"{"type":"join","room":"r","peer":"x/y"}"#, ErrorCode::InvalidPeer),
-            (r#"{"type":"join","room":"r","meta":[1]}"#, ErrorCode::BadMessage),
+            (
+                r#"{"type":"join","room":"r","peer":"x/y"}"#,
+                ErrorCode::InvalidPeer,
+            ),
+            (
+                r#"{"type":"join","room":"r","meta":[1]}"#,
+                ErrorCode::BadMessage,
+            ),
             (r#"{"type":"signal","to":"p"}"#, ErrorCode::BadMessage),
-            (r#"{"type":"signal","to":"p","data":"x"}"#, ErrorCode::BadMessage),
+            (
+                r#"{"type":"signal","to":"p","data":"x"}"#,
+                ErrorCode::BadMessage,
+            ),
             (r#"{"type":"signal","data":{}}"#, ErrorCode::BadMessage),
         ];
         for (text, code) in cases {
@@ -376,7 +385,10 @@ mod tests {
             assert!(!err.message.is_empty());
         }
         let long = format!(r#"{{"type":"join","room":"{}"}}"#, "a".repeat(65));
-        assert_eq!(ClientMessage::parse(&long).unwrap_err().code, ErrorCode::InvalidRoom);
+        assert_eq!(
+            ClientMessage::parse(&long).unwrap_err().code,
+            ErrorCode::InvalidRoom
+        );
         let max = format!(r#"{{"type":"join","room":"{}"}}"#, "a".repeat(64));
         assert!(ClientMessage::parse(&max).is_ok());
     }
@@ -394,7 +406,10 @@ mod tests {
         match ClientMessage::parse(text).unwrap() {
             ClientMessage::Signal { to, data } => {
                 assert_eq!(to, "p");
-                assert_eq!(data.get(), r#"{"candidate":{"candidate":"c","sdpMid":"0"}}"#);
+                assert_eq!(
+                    data.get(),
+                    r#"{"candidate":{"candidate":"c","sdpMid":"0"}}"#
+                );
             }
             m => panic!("unexpected {m:?}"),
         }
@@ -403,10 +418,22 @@ mod tests {
     #[test]
     fn relay_kinds() {
         let kind = |s: &str| RelayKind::of(&RawValue::from_string(s.to_string()).unwrap());
-        assert_eq!(kind(r#"{"description":{"type":"offer","sdp":"v=0"}}"#), RelayKind::Offer);
-        assert_eq!(kind(r#"{"description":{"type":"answer","sdp":""}}"#), RelayKind::Answer);
-        assert_eq!(kind(r#"{"description":{"type":"rollback"}}"#), RelayKind::Rollback);
-        assert_eq!(kind(r#"{"candidate":{"candidate":"x"}}"#), RelayKind::Candidate);
+        assert_eq!(
+            kind(r#"{"description":{"type":"offer","sdp":"v=0"}}"#),
+            RelayKind::Offer
+        );
+        assert_eq!(
+            kind(r#"{"description":{"type":"answer","sdp":""}}"#),
+            RelayKind::Answer
+        );
+        assert_eq!(
+            kind(r#"{"description":{"type":"rollback"}}"#),
+            RelayKind::Rollback
+        );
+        assert_eq!(
+            kind(r#"{"candidate":{"candidate":"x"}}"#),
+            RelayKind::Candidate
+        );
         assert_eq!(kind(r#"{"candidate":null}"#), RelayKind::EndOfCandidates);
         assert_eq!(kind(r#"{"hello":1}"#), RelayKind::Other);
         assert_eq!(kind(r#"{"description":"weird"}"#), RelayKind::Other);
@@ -419,7 +446,10 @@ mod tests {
         let w = ServerMessage::Welcome {
             room: "r",
             peer: "me",
-            peers: vec![PeerEntry { peer: "o", meta: &meta }],
+            peers: vec![PeerEntry {
+                peer: "o",
+                meta: &meta,
+            }],
             ice_servers: &raw,
         };
         assert_eq!(
@@ -431,9 +461,15 @@ mod tests {
             code: ErrorCode::PeerIdTaken,
             message: "m",
         };
-        assert_eq!(e.to_json(), r#"{"type":"error","code":"peer-id-taken","message":"m"}"#);
+        assert_eq!(
+            e.to_json(),
+            r#"{"type":"error","code":"peer-id-taken","message":"m"}"#
+        );
         for c in ErrorCode::ALL {
-            assert_eq!(serde_json::to_string(&c).unwrap(), format!("\"{}\"", c.as_str()));
+            assert_eq!(
+                serde_json::to_string(&c).unwrap(),
+                format!("\"{}\"", c.as_str())
+            );
         }
     }
 }

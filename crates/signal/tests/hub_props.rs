@@ -16,13 +16,21 @@ enum Op {
 }
 
 fn frame() -> impl Strategy<Value = String> {
-    let id = prop_oneof![Just("a".to_string()), Just("b".to_string()), "[a-c]{1,2}", ".{0,70}"];
+    let id = prop_oneof![
+        Just("a".to_string()),
+        Just("b".to_string()),
+        "[a-c]{1,2}",
+        ".{0,70}"
+    ];
     prop_oneof![
-        (id.clone(), proptest::option::of(id.clone()))
-            .prop_map(|(r, p)| match p {
-                Some(p) => format!(r#"{{"type":"join","room":{},"peer":{}}}"#, json(&r), json(&p)),
-                None => format!(r#"{{"type":"join","room":{}}}"#, json(&r)),
-            }),
+        (id.clone(), proptest::option::of(id.clone())).prop_map(|(r, p)| match p {
+            Some(p) => format!(
+                r#"{{"type":"join","room":{},"peer":{}}}"#,
+                json(&r),
+                json(&p)
+            ),
+            None => format!(r#"{{"type":"join","room":{}}}"#, json(&r)),
+        }),
         id.clone().prop_map(|to| format!(
             r#"{{"type":"signal","to":{},"data":{{"candidate":null}}}}"#,
             json(&to)

@@ -11,10 +11,10 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use signal::{HubConfig, StaticIceServers};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
-use turn::policy::Cidr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+use turn::policy::Cidr;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -40,7 +40,12 @@ pub struct ServeArgs {
 
     /// ICE server URL handed to clients in `welcome` (stun:, stuns:, turn:,
     /// turns:). Repeatable; comma-separated in the environment.
-    #[arg(long = "ice-server", env = "SWITCHBOARD_ICE_SERVER", value_name = "URL", value_delimiter = ',')]
+    #[arg(
+        long = "ice-server",
+        env = "SWITCHBOARD_ICE_SERVER",
+        value_name = "URL",
+        value_delimiter = ','
+    )]
     pub ice_server: Vec<String>,
 
     /// Peers per room [default: 8]
@@ -98,7 +103,12 @@ pub struct ServeArgs {
 
     /// Static TURN user, NAME:PASSWORD. Repeatable; comma-separated in the
     /// environment.
-    #[arg(long = "turn-user", env = "SWITCHBOARD_TURN_USER", value_name = "NAME:PASSWORD", value_delimiter = ',')]
+    #[arg(
+        long = "turn-user",
+        env = "SWITCHBOARD_TURN_USER",
+        value_name = "NAME:PASSWORD",
+        value_delimiter = ','
+    )]
     pub turn_user: Vec<String>,
 
     /// File of static TURN users, one NAME:PASSWORD per line (# comments).
@@ -116,7 +126,12 @@ pub struct ServeArgs {
 
     /// Peer range the relay may send to although it is private or reserved
     /// (CIDR). Repeatable; comma-separated in the environment.
-    #[arg(long = "allow-peer", env = "SWITCHBOARD_ALLOW_PEER", value_name = "CIDR", value_delimiter = ',')]
+    #[arg(
+        long = "allow-peer",
+        env = "SWITCHBOARD_ALLOW_PEER",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
     pub allow_peer: Vec<String>,
 
     /// Allocations on the whole server [default: 10000]
@@ -129,7 +144,11 @@ pub struct ServeArgs {
 
     /// Relayed bytes per second per allocation and direction, 0 for no
     /// limit [default: 4194304]
-    #[arg(long, env = "SWITCHBOARD_RELAY_BANDWIDTH", value_name = "BYTES_PER_SEC")]
+    #[arg(
+        long,
+        env = "SWITCHBOARD_RELAY_BANDWIDTH",
+        value_name = "BYTES_PER_SEC"
+    )]
     pub relay_bandwidth: Option<u32>,
 
     /// Unauthenticated STUN/TURN requests per second per source IP [default: 20]
@@ -224,7 +243,10 @@ impl ServeArgs {
         };
         let ice_json = ice_servers_json(&ice_servers)?;
         let hub = HubConfig {
-            max_room_peers: self.max_room_peers.or(file.max_room_peers).unwrap_or(d.max_room_peers),
+            max_room_peers: self
+                .max_room_peers
+                .or(file.max_room_peers)
+                .unwrap_or(d.max_room_peers),
             max_message_bytes: self
                 .max_message_bytes
                 .or(file.max_message_bytes)
@@ -233,7 +255,10 @@ impl ServeArgs {
                 .max_message_rate
                 .or(file.max_message_rate)
                 .unwrap_or(d.max_message_rate),
-            message_burst: self.message_burst.or(file.message_burst).unwrap_or(d.message_burst),
+            message_burst: self
+                .message_burst
+                .or(file.message_burst)
+                .unwrap_or(d.message_burst),
             rate_limit_strikes: self
                 .rate_limit_strikes
                 .or(file.rate_limit_strikes)
@@ -275,13 +300,23 @@ impl ServeArgs {
                 external_ip: self.external_ip.or(file.external_ip),
                 relay_ports: self.relay_ports.or(file.relay_ports),
                 realm: self.realm.or(file.realm),
-                users: if self.turn_user.is_empty() { file.turn_user.unwrap_or_default() } else { self.turn_user },
+                users: if self.turn_user.is_empty() {
+                    file.turn_user.unwrap_or_default()
+                } else {
+                    self.turn_user
+                },
                 users_file: self.turn_users_file.or(file.turn_users_file),
                 secret: self.turn_secret.or(file.turn_secret),
                 ttl: self.turn_ttl.or(file.turn_ttl),
-                allow_peer: if self.allow_peer.is_empty() { file.allow_peer.unwrap_or_default() } else { self.allow_peer },
+                allow_peer: if self.allow_peer.is_empty() {
+                    file.allow_peer.unwrap_or_default()
+                } else {
+                    self.allow_peer
+                },
                 max_allocations: self.max_allocations.or(file.max_allocations),
-                max_allocations_per_user: self.max_allocations_per_user.or(file.max_allocations_per_user),
+                max_allocations_per_user: self
+                    .max_allocations_per_user
+                    .or(file.max_allocations_per_user),
                 relay_bandwidth: self.relay_bandwidth.or(file.relay_bandwidth),
                 unauth_rate: self.turn_unauth_rate.or(file.turn_unauth_rate),
                 workers: self.turn_workers.or(file.turn_workers),
@@ -292,7 +327,10 @@ impl ServeArgs {
                 .listen
                 .or(file.listen)
                 .unwrap_or_else(|| "0.0.0.0:8080".parse().expect("valid address")),
-            log_format: self.log_format.or(file.log_format).unwrap_or(LogFormat::Pretty),
+            log_format: self
+                .log_format
+                .or(file.log_format)
+                .unwrap_or(LogFormat::Pretty),
             ice_servers,
             hub,
             send_queue,
@@ -330,9 +368,12 @@ fn resolve_turn(a: TurnArgs) -> Result<TurnConfig> {
     let relay_ports = match a.relay_ports.as_deref() {
         None => (49152, 65535),
         Some(s) => {
-            let parsed = s
-                .split_once('-')
-                .and_then(|(lo, hi)| Some((lo.trim().parse::<u16>().ok()?, hi.trim().parse::<u16>().ok()?)));
+            let parsed = s.split_once('-').and_then(|(lo, hi)| {
+                Some((
+                    lo.trim().parse::<u16>().ok()?,
+                    hi.trim().parse::<u16>().ok()?,
+                ))
+            });
             match parsed {
                 Some((lo, hi)) if lo > 0 && lo <= hi => (lo, hi),
                 _ => bail!("--relay-ports {s:?} must be LO-HI with 1 <= LO <= HI <= 65535"),
@@ -356,15 +397,20 @@ fn resolve_turn(a: TurnArgs) -> Result<TurnConfig> {
     }
     let mut allow_peer = Vec::new();
     for c in &a.allow_peer {
-        allow_peer.push(c.parse::<Cidr>().map_err(|e| anyhow::anyhow!("--allow-peer: {e}"))?);
+        allow_peer.push(
+            c.parse::<Cidr>()
+                .map_err(|e| anyhow::anyhow!("--allow-peer: {e}"))?,
+        );
     }
     let unauth_rate = a.unauth_rate.unwrap_or(20.0);
     if !(unauth_rate.is_finite() && unauth_rate > 0.0) {
         bail!("--turn-unauth-rate must be a positive number");
     }
-    let workers = a
-        .workers
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let workers = a.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
     if workers == 0 {
         bail!("--turn-workers must be at least 1");
     }
@@ -372,7 +418,9 @@ fn resolve_turn(a: TurnArgs) -> Result<TurnConfig> {
         bail!("--turn-secret must not be empty");
     }
     Ok(TurnConfig {
-        listen: a.listen.unwrap_or_else(|| "0.0.0.0:3478".parse().expect("valid address")),
+        listen: a
+            .listen
+            .unwrap_or_else(|| "0.0.0.0:3478".parse().expect("valid address")),
         external_ip: a.external_ip,
         relay_ports,
         realm: a.realm.unwrap_or_else(|| "switchboard".to_string()),
@@ -451,7 +499,10 @@ mod tests {
         assert_eq!(c.hub.max_room_peers, 5);
         assert_eq!(c.hub.idle_timeout, Duration::from_millis(2500));
         assert_eq!(c.log_format, LogFormat::Json);
-        assert_eq!(c.hub.ice_servers.for_peer("r", "p").get(), r#"[{"urls":["stun:a.example:3478"]}]"#);
+        assert_eq!(
+            c.hub.ice_servers.for_peer("r", "p").get(),
+            r#"[{"urls":["stun:a.example:3478"]}]"#
+        );
 
         std::fs::write(&path, "max_room_peer = 3\n").unwrap();
         let err = ServeArgs {
@@ -479,11 +530,23 @@ mod tests {
         .unwrap()
         .turn
         .unwrap();
-        let users: Vec<(&str, &str)> = t.users.iter().map(|(u, p)| (u.as_str(), p.as_str())).collect();
-        assert_eq!(users, [("alice", "pw"), ("bob", "b0b"), ("carol", "c:with:colons")]);
+        let users: Vec<(&str, &str)> = t
+            .users
+            .iter()
+            .map(|(u, p)| (u.as_str(), p.as_str()))
+            .collect();
+        assert_eq!(
+            users,
+            [("alice", "pw"), ("bob", "b0b"), ("carol", "c:with:colons")]
+        );
         assert_eq!(t.relay_ports, (40000, 40100));
         std::fs::write(&path, "nocolon\n").unwrap();
-        let e = ServeArgs { turn_users_file: Some(path), ..Default::default() }.resolve().unwrap_err();
+        let e = ServeArgs {
+            turn_users_file: Some(path),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err();
         assert!(e.to_string().contains(":1"), "names the line: {e}");
     }
 
@@ -511,13 +574,38 @@ mod tests {
         .unwrap_err();
         assert!(e.to_string().contains("--idle-timeout"));
         for (args, flag) in [
-            (ServeArgs { relay_ports: Some("9-3".into()), ..Default::default() }, "--relay-ports"),
-            (ServeArgs { turn_user: vec!["nopass".into()], ..Default::default() }, "--turn-user"),
-            (ServeArgs { allow_peer: vec!["10.0.0.0/99".into()], ..Default::default() }, "--allow-peer"),
+            (
+                ServeArgs {
+                    relay_ports: Some("9-3".into()),
+                    ..Default::default()
+                },
+                "--relay-ports",
+            ),
+            (
+                ServeArgs {
+                    turn_user: vec!["nopass".into()],
+                    ..Default::default()
+                },
+                "--turn-user",
+            ),
+            (
+                ServeArgs {
+                    allow_peer: vec!["10.0.0.0/99".into()],
+                    ..Default::default()
+                },
+                "--allow-peer",
+            ),
         ] {
             let e = args.resolve().unwrap_err();
             assert!(e.to_string().contains(flag), "{e}");
         }
-        assert!(ServeArgs { no_turn: true, ..Default::default() }.resolve().unwrap().turn.is_none());
+        assert!(ServeArgs {
+            no_turn: true,
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap()
+        .turn
+        .is_none());
     }
 }

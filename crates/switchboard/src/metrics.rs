@@ -70,7 +70,11 @@ impl Metrics {
             registry: Registry::default(),
             turn: TurnMetrics::default(),
         };
-        registry.register("connections", "Open WebSocket connections", m.connections.clone());
+        registry.register(
+            "connections",
+            "Open WebSocket connections",
+            m.connections.clone(),
+        );
         registry.register("rooms", "Rooms with at least one peer", m.rooms.clone());
         registry.register("peers", "Peers joined to a room", m.peers.clone());
         registry.register(
@@ -78,25 +82,53 @@ impl Metrics {
             "Signal messages relayed between peers, by what their data holds",
             m.relayed.clone(),
         );
-        registry.register("messages_sent", "Messages sent to clients, by type", m.sent.clone());
-        registry.register("errors", "Error replies sent to clients, by code", m.errors.clone());
+        registry.register(
+            "messages_sent",
+            "Messages sent to clients, by type",
+            m.sent.clone(),
+        );
+        registry.register(
+            "errors",
+            "Error replies sent to clients, by code",
+            m.errors.clone(),
+        );
         let t = &m.turn;
-        registry.register("turn_allocations", "TURN allocations", t.allocations.clone());
-        registry.register("turn_permissions", "TURN permissions", t.permissions.clone());
+        registry.register(
+            "turn_allocations",
+            "TURN allocations",
+            t.allocations.clone(),
+        );
+        registry.register(
+            "turn_permissions",
+            "TURN permissions",
+            t.permissions.clone(),
+        );
         registry.register("turn_channels", "TURN channel bindings", t.channels.clone());
         registry.register(
             "turn_relayed_packets",
             "Packets relayed, by direction (to_peer, to_client)",
             t.packets.clone(),
         );
-        registry.register("turn_relayed_bytes", "Payload bytes relayed, by direction", t.bytes.clone());
-        registry.register("turn_auth_failures", "TURN requests with bad credentials", t.auth_failures.clone());
+        registry.register(
+            "turn_relayed_bytes",
+            "Payload bytes relayed, by direction",
+            t.bytes.clone(),
+        );
+        registry.register(
+            "turn_auth_failures",
+            "TURN requests with bad credentials",
+            t.auth_failures.clone(),
+        );
         registry.register(
             "turn_denied_peers",
             "Permissions or channels refused by the peer address policy",
             t.denied_peers.clone(),
         );
-        registry.register("turn_dropped_packets", "Packets not relayed, by reason", t.dropped.clone());
+        registry.register(
+            "turn_dropped_packets",
+            "Packets not relayed, by reason",
+            t.dropped.clone(),
+        );
         // Touch every label value so dashboards see zeros rather than gaps.
         for k in RelayKind::ALL {
             let _ = m.relayed.get_or_create(&KindLabel { kind: k.as_str() });
@@ -109,13 +141,21 @@ impl Metrics {
 
     /// Counts one frame handed to a client.
     pub fn count(&self, kind: FrameKind) {
-        self.sent.get_or_create(&TypeLabel { r#type: kind.type_str() }).inc();
+        self.sent
+            .get_or_create(&TypeLabel {
+                r#type: kind.type_str(),
+            })
+            .inc();
         match kind {
             FrameKind::Signal(k) => {
-                self.relayed.get_or_create(&KindLabel { kind: k.as_str() }).inc();
+                self.relayed
+                    .get_or_create(&KindLabel { kind: k.as_str() })
+                    .inc();
             }
             FrameKind::Error(c) => {
-                self.errors.get_or_create(&CodeLabel { code: c.as_str() }).inc();
+                self.errors
+                    .get_or_create(&CodeLabel { code: c.as_str() })
+                    .inc();
             }
             _ => {}
         }
@@ -131,19 +171,36 @@ impl Metrics {
         let ((new, new_drops), (old, old_drops)) = ((s.stats, s.send_drops), *last);
         let dir = |d| DirLabel { direction: d };
         let why = |r| ReasonLabel { reason: r };
-        t.packets.get_or_create(&dir("to_peer")).inc_by(new.packets_to_peer - old.packets_to_peer);
-        t.packets.get_or_create(&dir("to_client")).inc_by(new.packets_to_client - old.packets_to_client);
-        t.bytes.get_or_create(&dir("to_peer")).inc_by(new.bytes_to_peer - old.bytes_to_peer);
-        t.bytes.get_or_create(&dir("to_client")).inc_by(new.bytes_to_client - old.bytes_to_client);
-        t.auth_failures.inc_by(new.auth_failures - old.auth_failures);
+        t.packets
+            .get_or_create(&dir("to_peer"))
+            .inc_by(new.packets_to_peer - old.packets_to_peer);
+        t.packets
+            .get_or_create(&dir("to_client"))
+            .inc_by(new.packets_to_client - old.packets_to_client);
+        t.bytes
+            .get_or_create(&dir("to_peer"))
+            .inc_by(new.bytes_to_peer - old.bytes_to_peer);
+        t.bytes
+            .get_or_create(&dir("to_client"))
+            .inc_by(new.bytes_to_client - old.bytes_to_client);
+        t.auth_failures
+            .inc_by(new.auth_failures - old.auth_failures);
         t.denied_peers.inc_by(new.denied_peers - old.denied_peers);
-        t.dropped.get_or_create(&why("bandwidth")).inc_by(new.dropped_bandwidth - old.dropped_bandwidth);
+        t.dropped
+            .get_or_create(&why("bandwidth"))
+            .inc_by(new.dropped_bandwidth - old.dropped_bandwidth);
         t.dropped
             .get_or_create(&why("no_permission"))
             .inc_by(new.dropped_no_permission - old.dropped_no_permission);
-        t.dropped.get_or_create(&why("throttled")).inc_by(new.throttled - old.throttled);
-        t.dropped.get_or_create(&why("malformed")).inc_by(new.malformed - old.malformed);
-        t.dropped.get_or_create(&why("send_buffer_full")).inc_by(new_drops - old_drops);
+        t.dropped
+            .get_or_create(&why("throttled"))
+            .inc_by(new.throttled - old.throttled);
+        t.dropped
+            .get_or_create(&why("malformed"))
+            .inc_by(new.malformed - old.malformed);
+        t.dropped
+            .get_or_create(&why("send_buffer_full"))
+            .inc_by(new_drops - old_drops);
         *last = (new, new_drops);
     }
 

@@ -9,9 +9,11 @@
 //! the data path; only the quota counters are.
 
 use anyhow::{Context, Result};
+use quinn_udp::{RecvMeta, UdpSocketState};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::io::IoSliceMut;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -19,17 +21,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use stun::attr::AddressFamily;
 use stun::demux::frame_len;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use quinn_udp::{RecvMeta, UdpSocketState};
-use std::io::IoSliceMut;
 use tokio::io::Interest;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use turn::auth::Credentials;
 use turn::policy::PeerPolicy;
-use turn::server::{Action, BindError, Bound, Config, FiveTuple, Quota, RelayId, Relays, Server, Stats, Transport};
+use turn::server::{
+    Action, BindError, Bound, Config, FiveTuple, Quota, RelayId, Relays, Server, Stats, Transport,
+};
 
 /// Everything the TURN server needs, resolved from flags.
 #[derive(Debug, Clone)]
@@ -100,7 +102,10 @@ impl TurnHandle {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn reuseport_udp(addr: SocketAddr) -> Result<std::net::UdpSocket> {
@@ -148,7 +153,12 @@ impl PortPool {
 
     /// Binds a relay socket on some free port of the range; with `pair`,
     /// an even port and the odd one after it.
-    fn bind(&self, ip: IpAddr, even: bool, pair: bool) -> Option<(std::net::UdpSocket, Option<std::net::UdpSocket>)> {
+    fn bind(
+        &self,
+        ip: IpAddr,
+        even: bool,
+        pair: bool,
+    ) -> Option<(std::net::UdpSocket, Option<std::net::UdpSocket>)> {
         let span = u32::from(self.hi - self.lo) + 1;
         for _ in 0..span {
             let off = self.cursor.fetch_add(1, Ordering::Relaxed) % span;
@@ -156,7 +166,9 @@ impl PortPool {
             if (even || pair) && port % 2 == 1 {
                 continue;
             }
-            let Some(first) = bind_port(ip, port) else { continue };
+            let Some(first) = bind_port(ip, port) else {
+                continue;
+            };
             if !pair {
                 return Some((first, None));
             }
@@ -285,7 +297,11 @@ pub fn start(settings: TurnSettings, shutdown: CancellationToken) -> Result<Turn
 
     info!(%udp_addr, %tcp_addr, workers = settings.workers, external_ip = %settings.external_ip,
         relay_ports = ?settings.relay_ports, "STUN/TURN listening");
-    Ok(TurnHandle { udp_addr, snapshots, threads })
+    Ok(TurnHandle {
+        udp_addr,
+        snapshots,
+        threads,
+    })
 }
 
 struct WorkerInit {
@@ -325,7 +341,10 @@ struct RelayTable {
 
 impl RelayTable {
     fn adopt(&mut self, std_sock: std::net::UdpSocket) -> Result<Bound, BindError> {
-        let port = std_sock.local_addr().map_err(|_| BindError::Exhausted)?.port();
+        let port = std_sock
+            .local_addr()
+            .map_err(|_| BindError::Exhausted)?
+            .port();
         let socket = Rc::new(UdpSocket::from_std(std_sock).map_err(|_| BindError::Exhausted)?);
         self.next_id = self.next_id.wrapping_add(1);
         let id = RelayId(self.next_id);
@@ -350,7 +369,10 @@ impl Relays for RelayTable {
             IpAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
             IpAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
         };
-        let (first, second) = self.ports.bind(bind_ip, even_port, reserve_next).ok_or(BindError::Exhausted)?;
+        let (first, second) = self
+            .ports
+            .bind(bind_ip, even_port, reserve_next)
+            .ok_or(BindError::Exhausted)?;
         let first = self.adopt(first)?;
         Ok((first, second.map(|s| self.ports.reserve(s))))
     }
@@ -368,7 +390,9 @@ impl Relays for RelayTable {
 }
 
 fn run_worker(init: WorkerInit) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
         let udp = Rc::new(UdpSocket::from_std(init.sock)?);
@@ -508,7 +532,9 @@ fn recv_batch(
     let mut iovs: [IoSliceMut<'_>; BATCH] =
         std::array::from_fn(|_| IoSliceMut::new(chunks.next().expect("BATCH chunks")));
     let mut metas = [RecvMeta::default(); BATCH];
-    let n = match sock.try_io(Interest::READABLE, || state.recv(sock.into(), &mut iovs, &mut metas)) {
+    let n = match sock.try_io(Interest::READABLE, || {
+        state.recv(sock.into(), &mut iovs, &mut metas)
+    }) {
         Ok(n) => n,
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
         Err(e) => {
@@ -520,7 +546,11 @@ fn recv_batch(
     for (iov, meta) in iovs.iter().zip(&metas).take(n) {
         let data = &iov[..meta.len];
         // With GRO one buffer may hold several datagrams of `stride` bytes.
-        let stride = if meta.stride == 0 { meta.len.max(1) } else { meta.stride };
+        let stride = if meta.stride == 0 {
+            meta.len.max(1)
+        } else {
+            meta.stride
+        };
         for datagram in data.chunks(stride) {
             each(w, meta.addr, datagram, out);
         }
@@ -545,7 +575,11 @@ async fn udp_loop(w: Rc<Worker>) {
         }
         for _ in 0..DRAIN_BUDGET {
             let got = recv_batch(&w, &w.udp, &state, |w, from, datagram, out| {
-                let tuple = FiveTuple { client: from, server: server_addr, transport: Transport::Udp };
+                let tuple = FiveTuple {
+                    client: from,
+                    server: server_addr,
+                    transport: Transport::Udp,
+                };
                 client_packet(w, tuple, datagram, out);
             });
             if !got {
@@ -560,7 +594,9 @@ async fn udp_loop(w: Rc<Worker>) {
 /// worker's batch buffers serve every socket), which keeps an allocation's
 /// memory small.
 async fn relay_loop(me: Weak<Worker>, id: RelayId, socket: Rc<UdpSocket>) {
-    let Ok(state) = UdpSocketState::new((&*socket).into()) else { return };
+    let Ok(state) = UdpSocketState::new((&*socket).into()) else {
+        return;
+    };
     loop {
         if socket.readable().await.is_err() {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -569,7 +605,10 @@ async fn relay_loop(me: Weak<Worker>, id: RelayId, socket: Rc<UdpSocket>) {
         let Some(w) = me.upgrade() else { return };
         for _ in 0..DRAIN_BUDGET {
             let got = recv_batch(&w, &socket, &state, |w, from, datagram, out| {
-                let action = w.server.borrow_mut().handle_peer(Instant::now(), id, from, datagram, out);
+                let action =
+                    w.server
+                        .borrow_mut()
+                        .handle_peer(Instant::now(), id, from, datagram, out);
                 if let Action::ToClient { tuple, data } = action {
                     to_client(w, tuple, data);
                 }
@@ -586,9 +625,17 @@ async fn relay_loop(me: Weak<Worker>, id: RelayId, socket: Rc<UdpSocket>) {
 /// Reads STUN and ChannelData frames from one TCP client (RFC 8656 §5: the
 /// frames sit back to back, ChannelData padded to 4 bytes).
 async fn tcp_client(w: Rc<Worker>, stream: TcpStream) {
-    let Ok(client) = stream.peer_addr() else { return };
-    let Ok(server_addr) = stream.local_addr() else { return };
-    let tuple = FiveTuple { client, server: server_addr, transport: Transport::Tcp };
+    let Ok(client) = stream.peer_addr() else {
+        return;
+    };
+    let Ok(server_addr) = stream.local_addr() else {
+        return;
+    };
+    let tuple = FiveTuple {
+        client,
+        server: server_addr,
+        transport: Transport::Tcp,
+    };
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(TCP_QUEUE);
     w.tcp_clients.borrow_mut().insert(client, tx);

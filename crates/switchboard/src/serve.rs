@@ -22,13 +22,13 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use turn::auth::Credentials;
-use turn::policy::PeerPolicy;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
+use turn::auth::Credentials;
+use turn::policy::PeerPolicy;
 
 /// A connection's way out: queued frames, and a one-shot close order that
 /// bypasses the queue so a stuck client can still be closed.
@@ -65,7 +65,9 @@ impl Shared {
         while let Some(out) = self.hub.poll_output() {
             match out {
                 Output::Send { conn, frame, kind } => {
-                    let Some(ob) = self.outboxes.get(&conn) else { continue };
+                    let Some(ob) = self.outboxes.get(&conn) else {
+                        continue;
+                    };
                     match ob.frames.try_send(frame) {
                         Ok(()) => {
                             metrics.count(kind);
@@ -126,7 +128,8 @@ pub async fn run(mut cfg: ServeConfig, shutdown: CancellationToken) -> anyhow::R
         let app = app.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            let period = (app.cfg.hub.idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+            let period = (app.cfg.hub.idle_timeout / 4)
+                .clamp(Duration::from_millis(100), Duration::from_secs(1));
             let mut tick = tokio::time::interval(period);
             loop {
                 tokio::select! {
@@ -177,7 +180,10 @@ pub async fn run(mut cfg: ServeConfig, shutdown: CancellationToken) -> anyhow::R
     .await?;
 
     app.tasks.close();
-    if tokio::time::timeout(Duration::from_secs(5), app.tasks.wait()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), app.tasks.wait())
+        .await
+        .is_err()
+    {
         warn!("some WebSocket connections did not finish closing within 5 s");
     }
     sweeper.abort();
@@ -216,7 +222,8 @@ fn start_turn(
             // restart stop working, which is the point of short-lived ones.
             let mut b = [0u8; 24];
             rand::fill(&mut b);
-            base64::Engine::encode(&base64::engine::general_purpose::STANDARD_NO_PAD, b).into_bytes()
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD_NO_PAD, b)
+                .into_bytes()
         }
     };
     creds.set_secret(secret.clone());
@@ -261,7 +268,10 @@ fn start_turn(
 fn detect_primary_ip() -> Option<IpAddr> {
     let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
     s.connect("192.0.2.1:9").ok()?;
-    s.local_addr().ok().map(|a| a.ip()).filter(|ip| !ip.is_unspecified())
+    s.local_addr()
+        .ok()
+        .map(|a| a.ip())
+        .filter(|ip| !ip.is_unspecified())
 }
 
 /// `iceServers` for clients: the configured URLs, then this server's STUN
@@ -276,8 +286,12 @@ struct IceProvider {
 
 impl IceServers for IceProvider {
     fn for_peer(&self, _room: &str, peer: &str) -> Box<RawValue> {
-        let unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        let (username, credential) = turn::auth::rest_credential(&self.secret, peer, self.ttl, unix);
+        let unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let (username, credential) =
+            turn::auth::rest_credential(&self.secret, peer, self.ttl, unix);
         let h = &self.turn_host;
         let mut list: Vec<serde_json::Value> = self
             .static_urls
@@ -311,7 +325,10 @@ async fn metrics_handler(State(app): State<Arc<App>>) -> Response {
         app.metrics.update_turn(&turn.snapshot());
     }
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         app.metrics.encode(),
     )
         .into_response()

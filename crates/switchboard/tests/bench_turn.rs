@@ -47,13 +47,22 @@ fn relay_run(server: SocketAddr, creds: &[&str], extra: &[&str]) -> serde_json::
     assert!(out.status.success(), "bench failed:\n{all}");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let last = stdout.lines().last().unwrap_or_default();
-    let v: serde_json::Value =
-        serde_json::from_str(last).unwrap_or_else(|e| panic!("last line is not JSON ({e}):\n{all}"));
-    let num = |k: &str| v[k].as_f64().unwrap_or_else(|| panic!("no number {k} in {v}"));
+    let v: serde_json::Value = serde_json::from_str(last)
+        .unwrap_or_else(|e| panic!("last line is not JSON ({e}):\n{all}"));
+    let num = |k: &str| {
+        v[k].as_f64()
+            .unwrap_or_else(|| panic!("no number {k} in {v}"))
+    };
     assert!(num("pps") > 0.0, "{all}");
-    assert!(num("received") > 0.0 && num("sent") >= num("received"), "{all}");
+    assert!(
+        num("received") > 0.0 && num("sent") >= num("received"),
+        "{all}"
+    );
     assert!(num("loss") <= 0.01, "loss too high:\n{all}");
-    assert!(num("p50_us") > 0.0 && num("p99_us") >= num("p50_us"), "{all}");
+    assert!(
+        num("p50_us") > 0.0 && num("p99_us") >= num("p50_us"),
+        "{all}"
+    );
     assert_eq!(v["allocations"], 2, "{all}");
     assert_eq!(v["size"], 200, "{all}");
     v
@@ -78,10 +87,17 @@ fn switchboard() -> (Server, SocketAddr) {
 fn bench_against_switchboard_udp_and_tcp() {
     let (server, turn) = switchboard();
     let pid = server.child.id().to_string();
-    let v = relay_run(turn, &["--user", "bench", "--password", "pw"], &["--server-pid", &pid]);
+    let v = relay_run(
+        turn,
+        &["--user", "bench", "--password", "pw"],
+        &["--server-pid", &pid],
+    );
     assert_eq!(v["transport"], "udp");
     // The server's cost, read from /proc by the bench.
-    assert!(v["server_cpu_pct"].as_f64().is_some_and(|c| c >= 0.0), "{v}");
+    assert!(
+        v["server_cpu_pct"].as_f64().is_some_and(|c| c >= 0.0),
+        "{v}"
+    );
     assert!(v["server_cpu_us_per_rt"].as_f64().is_some(), "{v}");
     assert!(v["server_rss_kib"].as_u64().is_some_and(|r| r > 0), "{v}");
     assert!(v["bench_cpu_pct"].as_f64().is_some(), "{v}");
@@ -115,7 +131,8 @@ fn bench_hold_mode_creates_and_releases_allocations() {
     assert!(out.status.success(), "{all}");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("holding 5 allocations"), "{all}");
-    let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap();
     assert_eq!(v["mode"], "hold");
     assert!(v["server_rss_kib"].as_u64().is_some_and(|r| r > 0), "{all}");
     // The bench deleted them (Refresh LIFETIME 0); metrics copy once a second.
@@ -133,7 +150,10 @@ fn bench_reports_errors() {
     };
     let base = ["--allocations", "1", "--size", "100", "--duration", "1"];
     let err = run(&[&base[..], &["--user", "bench", "--password", "wrong"]].concat());
-    assert!(err.contains("401") && err.contains("authentication failed"), "{err}");
+    assert!(
+        err.contains("401") && err.contains("authentication failed"),
+        "{err}"
+    );
     let err = run(&[&base[..], &["--secret", "not-the-secret"]].concat());
     assert!(err.contains("401"), "{err}");
     // Bad flags: size below the 16-byte header, missing credentials.
@@ -153,7 +173,11 @@ fn bench_reports_errors() {
     let err = run(&base);
     assert!(err.contains("--user") || err.contains("--secret"), "{err}");
     // Nothing listening: a free UDP port and a free TCP port.
-    let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let out = bench(
         SocketAddr::from(([127, 0, 0, 1], port)),
         &[&base[..], &["--user", "u", "--password", "p"]].concat(),
@@ -191,7 +215,10 @@ fn start_coturn() -> Coturn {
             t.local_addr().unwrap().port()
         };
         let relay_lo = 42000 + (port % 20) * 1000 + attempt * 100;
-        let db = std::env::temp_dir().join(format!("switchboard-bench-turndb-{}-{port}", std::process::id()));
+        let db = std::env::temp_dir().join(format!(
+            "switchboard-bench-turndb-{}-{port}",
+            std::process::id()
+        ));
         let child = Command::new(bin)
             .args(["-n", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1"])
             .arg(format!("--listening-port={port}"))
@@ -203,7 +230,13 @@ fn start_coturn() -> Coturn {
                 "--realm=bench",
                 "--allow-loopback-peers",
             ])
-            .args(["--no-cli", "--no-tls", "--no-dtls", "--log-file=stdout", "--simple-log"])
+            .args([
+                "--no-cli",
+                "--no-tls",
+                "--no-dtls",
+                "--log-file=stdout",
+                "--simple-log",
+            ])
             .arg(format!("--pidfile={}.pid", db.display()))
             .arg(format!("--userdb={}", db.display()))
             .stdout(Stdio::null())

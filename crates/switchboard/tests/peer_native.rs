@@ -31,14 +31,20 @@ async fn join_and_link(cfg: RoomConfig) -> (room::Room, peer::DataChannel, PeerC
     let mut pc = None;
     let mut ch = None;
     loop {
-        let ev = timeout(Duration::from_secs(20), r.events.recv()).await.expect("room event in time").expect("room open");
+        let ev = timeout(Duration::from_secs(20), r.events.recv())
+            .await
+            .expect("room event in time")
+            .expect("room open");
         match ev {
             RoomEvent::Connection { pc: p, .. } => pc = Some(p),
             RoomEvent::Channel { channel, .. } if channel.label() == "chat" => ch = Some(channel),
             _ => {}
         }
         if let (Some(p), Some(c)) = (&pc, &ch) {
-            timeout(Duration::from_secs(20), c.opened()).await.expect("channel opens in time").unwrap();
+            timeout(Duration::from_secs(20), c.opened())
+                .await
+                .expect("channel opens in time")
+                .unwrap();
             return (r, c.clone(), p.clone());
         }
     }
@@ -47,7 +53,12 @@ async fn join_and_link(cfg: RoomConfig) -> (room::Room, peer::DataChannel, PeerC
 async fn room_pair(server: &Server, room_name: &str, relay_only: bool, ice: Vec<IceServer>) {
     let mk = || {
         let mut c = RoomConfig::new(http(server), room_name);
-        c.peer_config = Config { host_candidates: loopback(), relay_only, ice_servers: ice.clone(), ..Config::default() };
+        c.peer_config = Config {
+            host_candidates: loopback(),
+            relay_only,
+            ice_servers: ice.clone(),
+            ..Config::default()
+        };
         c.use_server_ice = ice.is_empty();
         c
     };
@@ -56,11 +67,22 @@ async fn room_pair(server: &Server, room_name: &str, relay_only: bool, ice: Vec<
     let (_r2, ch2, pc2) = join_and_link(mk()).await;
     let (_r1, ch1, pc1) = first.await.unwrap();
     ch2.send_text("from the newcomer").await.unwrap();
-    assert_eq!(timeout(Duration::from_secs(5), ch1.recv()).await.unwrap(), Some(Message::Text("from the newcomer".into())));
+    assert_eq!(
+        timeout(Duration::from_secs(5), ch1.recv()).await.unwrap(),
+        Some(Message::Text("from the newcomer".into()))
+    );
     ch1.send_binary(&[7; 1000]).await.unwrap();
-    assert_eq!(timeout(Duration::from_secs(5), ch2.recv()).await.unwrap(), Some(Message::Binary(vec![7; 1000])));
+    assert_eq!(
+        timeout(Duration::from_secs(5), ch2.recv()).await.unwrap(),
+        Some(Message::Binary(vec![7; 1000]))
+    );
     for pc in [&pc1, &pc2] {
-        let pair = pc.stats().await.unwrap().selected_pair.expect("selected pair");
+        let pair = pc
+            .stats()
+            .await
+            .unwrap()
+            .selected_pair
+            .expect("selected pair");
         if relay_only {
             assert_eq!(pair.local.kind, CandidateType::Relay, "{pair:?}");
         } else {
@@ -106,7 +128,10 @@ async fn native_peers_relay_only_through_serve_turn_udp_and_tcp() {
 
 fn sha256_file(p: &Path) -> String {
     let data = std::fs::read(p).unwrap();
-    Sha256::digest(&data).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(&data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn tmpdir(name: &str) -> PathBuf {
@@ -118,12 +143,18 @@ fn tmpdir(name: &str) -> PathBuf {
 
 fn cli(args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_switchboard"));
-    c.args(args).env("RUST_LOG", "warn").stdout(Stdio::piped()).stderr(Stdio::inherit());
+    c.args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
     c
 }
 
 fn events(out: &[u8]) -> Vec<Value> {
-    BufReader::new(out).lines().map(|l| serde_json::from_str(&l.unwrap()).expect("every stdout line is JSON")).collect()
+    BufReader::new(out)
+        .lines()
+        .map(|l| serde_json::from_str(&l.unwrap()).expect("every stdout line is JSON"))
+        .collect()
 }
 
 fn transfer_50mb(server: &Server, room_name: &str, extra: &[&str], want_local: &str) {
@@ -140,18 +171,42 @@ fn transfer_50mb(server: &Server, room_name: &str, extra: &[&str], want_local: &
     std::fs::write(&src, &data).unwrap();
     let out = dir.join("out");
     let url = http(server);
-    let mut common = vec!["--server", url.as_str(), "--room", room_name, "--json", "--loopback", "--timeout", "20"];
+    let mut common = vec![
+        "--server",
+        url.as_str(),
+        "--room",
+        room_name,
+        "--json",
+        "--loopback",
+        "--timeout",
+        "20",
+    ];
     common.extend_from_slice(extra);
-    let recv = cli(&[&["recv"], &common[..], &["--out", out.to_str().unwrap(), "--count", "1"]].concat()).spawn().unwrap();
+    let recv = cli(&[
+        &["recv"],
+        &common[..],
+        &["--out", out.to_str().unwrap(), "--count", "1"],
+    ]
+    .concat())
+    .spawn()
+    .unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    let send = cli(&[&["send"], &common[..], &[src.to_str().unwrap()]].concat()).output().unwrap();
+    let send = cli(&[&["send"], &common[..], &[src.to_str().unwrap()]].concat())
+        .output()
+        .unwrap();
     let recv = recv.wait_with_output().unwrap();
     assert!(send.status.success(), "send exit {:?}", send.status);
     assert!(recv.status.success(), "recv exit {:?}", recv.status);
     let sent = events(&send.stdout);
     let got = events(&recv.stdout);
-    let fs = sent.iter().find(|e| e["event"] == "file-sent").expect("file-sent event");
-    let fr = got.iter().find(|e| e["event"] == "file-received").expect("file-received event");
+    let fs = sent
+        .iter()
+        .find(|e| e["event"] == "file-sent")
+        .expect("file-sent event");
+    let fr = got
+        .iter()
+        .find(|e| e["event"] == "file-received")
+        .expect("file-received event");
     let want = sha256_file(&src);
     assert_eq!(fs["sha256"], want.as_str());
     assert_eq!(fr["sha256"], want.as_str());
@@ -160,7 +215,10 @@ fn transfer_50mb(server: &Server, room_name: &str, extra: &[&str], want_local: &
     // Nothing but the finished file is left in the output directory.
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1);
     for evs in [&sent, &got] {
-        let c = evs.iter().find(|e| e["event"] == "connected").expect("connected event");
+        let c = evs
+            .iter()
+            .find(|e| e["event"] == "connected")
+            .expect("connected event");
         assert_eq!(c["pair"]["local"]["type"], want_local, "{c}");
         assert!(c["setup_ms"].as_u64().is_some());
     }
@@ -187,22 +245,82 @@ fn cli_errors_have_clear_codes() {
     let f = f.to_str().unwrap();
     let code = |args: &[&str]| {
         let o = cli(args).output().unwrap();
-        (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned())
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
     };
     // Bad URLs are usage errors.
-    assert_eq!(code(&["send", "--server", "localhost:1", "--room", "r", f]).0, Some(2));
-    assert_eq!(code(&["send", "--server", "http://127.0.0.1:1", "--room", "r", "--stun", "turn:x", f]).0, Some(2));
-    assert_eq!(code(&["recv", "--server", "http://127.0.0.1:1", "--room", "bad room!", "--out", "/tmp"]).0, Some(2));
+    assert_eq!(
+        code(&["send", "--server", "localhost:1", "--room", "r", f]).0,
+        Some(2)
+    );
+    assert_eq!(
+        code(&[
+            "send",
+            "--server",
+            "http://127.0.0.1:1",
+            "--room",
+            "r",
+            "--stun",
+            "turn:x",
+            f
+        ])
+        .0,
+        Some(2)
+    );
+    assert_eq!(
+        code(&[
+            "recv",
+            "--server",
+            "http://127.0.0.1:1",
+            "--room",
+            "bad room!",
+            "--out",
+            "/tmp"
+        ])
+        .0,
+        Some(2)
+    );
     // Missing file: checked before anything else.
-    assert_eq!(code(&["send", "--server", "http://127.0.0.1:1", "--room", "r", "/nonexistent/file"]).0, Some(1));
+    assert_eq!(
+        code(&[
+            "send",
+            "--server",
+            "http://127.0.0.1:1",
+            "--room",
+            "r",
+            "/nonexistent/file"
+        ])
+        .0,
+        Some(1)
+    );
     // Unreachable server.
-    let (c, out) = code(&["send", "--json", "--server", "http://127.0.0.1:1", "--room", "r", f]);
+    let (c, out) = code(&[
+        "send",
+        "--json",
+        "--server",
+        "http://127.0.0.1:1",
+        "--room",
+        "r",
+        f,
+    ]);
     assert_eq!(c, Some(3), "{out}");
     assert!(out.contains("\"event\":\"error\""), "{out}");
     // Room full.
     let server = Server::start(&["--max-room-peers", "1"]);
     let url = http(&server);
-    let mut holder = cli(&["recv", "--server", &url, "--room", "full", "--out", dir.to_str().unwrap()]).spawn().unwrap();
+    let mut holder = cli(&[
+        "recv",
+        "--server",
+        &url,
+        "--room",
+        "full",
+        "--out",
+        dir.to_str().unwrap(),
+    ])
+    .spawn()
+    .unwrap();
     std::thread::sleep(Duration::from_millis(500));
     let (c, out) = code(&["send", "--json", "--server", &url, "--room", "full", f]);
     holder.kill().unwrap();
@@ -219,13 +337,34 @@ fn cli_reports_failure_when_no_path_exists() {
     let dir = tmpdir("nopath");
     let f = dir.join("f.txt");
     std::fs::write(&f, b"x").unwrap();
-    let common = ["--server", url.as_str(), "--room", "nopath", "--json", "--relay-only", "--timeout", "4"];
-    let mut recv = cli(&[&["recv"], &common[..], &["--out", dir.to_str().unwrap()]].concat()).spawn().unwrap();
+    let common = [
+        "--server",
+        url.as_str(),
+        "--room",
+        "nopath",
+        "--json",
+        "--relay-only",
+        "--timeout",
+        "4",
+    ];
+    let mut recv = cli(&[&["recv"], &common[..], &["--out", dir.to_str().unwrap()]].concat())
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let start = std::time::Instant::now();
-    let send = cli(&[&["send"], &common[..], &[f.to_str().unwrap()]].concat()).output().unwrap();
-    assert_eq!(send.status.code(), Some(4), "{}", String::from_utf8_lossy(&send.stdout));
-    assert!(start.elapsed() < Duration::from_secs(15), "fails within its timeout");
+    let send = cli(&[&["send"], &common[..], &[f.to_str().unwrap()]].concat())
+        .output()
+        .unwrap();
+    assert_eq!(
+        send.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&send.stdout)
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "fails within its timeout"
+    );
     assert!(String::from_utf8_lossy(&send.stdout).contains("connection-failed"));
     let _ = recv.kill();
     let _ = recv.wait();

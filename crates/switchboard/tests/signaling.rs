@@ -18,7 +18,9 @@ struct Client {
 
 impl Client {
     async fn connect(server: &Server) -> Client {
-        let (ws, _) = tokio_tungstenite::connect_async(server.url()).await.unwrap();
+        let (ws, _) = tokio_tungstenite::connect_async(server.url())
+            .await
+            .unwrap();
         Client { ws }
     }
 
@@ -71,7 +73,8 @@ impl Client {
     }
 
     async fn join(&mut self, room: &str, peer: &str) -> Value {
-        self.send(json!({"type":"join","room":room,"peer":peer})).await;
+        self.send(json!({"type":"join","room":room,"peer":peer}))
+            .await;
         let w = self.recv().await;
         assert_eq!(w["type"], "welcome", "{w}");
         w
@@ -88,27 +91,48 @@ async fn join_relay_and_spoofed_from() {
     let server = Server::start(&["--ice-server", "stun:stun.example.net:3478", "--no-turn"]);
     let mut a = Client::connect(&server).await;
     let mut b = Client::connect(&server).await;
-    a.send(json!({"type":"join","room":"demo","meta":{"name":"A"}})).await;
+    a.send(json!({"type":"join","room":"demo","meta":{"name":"A"}}))
+        .await;
     let wa = a.recv().await;
     assert_eq!(wa["type"], "welcome");
     assert_eq!(wa["room"], "demo");
     assert_eq!(wa["peers"], json!([]));
-    assert_eq!(wa["iceServers"], json!([{"urls":["stun:stun.example.net:3478"]}]));
+    assert_eq!(
+        wa["iceServers"],
+        json!([{"urls":["stun:stun.example.net:3478"]}])
+    );
     let a_id = wa["peer"].as_str().unwrap().to_string();
     assert!(!a_id.is_empty());
 
     let wb = b.join("demo", "bob").await;
     assert_eq!(wb["peers"], json!([{"peer": a_id, "meta": {"name":"A"}}]));
-    assert_eq!(a.recv().await, json!({"type":"peer-joined","peer":"bob","meta":{}}));
+    assert_eq!(
+        a.recv().await,
+        json!({"type":"peer-joined","peer":"bob","meta":{}})
+    );
 
     let offer = json!({"description":{"type":"offer","sdp":"v=0\r\n"}});
-    b.send(json!({"type":"signal","to":a_id,"from":"mallory","data":offer})).await;
-    assert_eq!(a.recv().await, json!({"type":"signal","from":"bob","data":offer}));
-    a.send(json!({"type":"signal","to":"bob","data":{"candidate":null}})).await;
-    assert_eq!(b.recv().await, json!({"type":"signal","from":a_id,"data":{"candidate":null}}));
+    b.send(json!({"type":"signal","to":a_id,"from":"mallory","data":offer}))
+        .await;
+    assert_eq!(
+        a.recv().await,
+        json!({"type":"signal","from":"bob","data":offer})
+    );
+    a.send(json!({"type":"signal","to":"bob","data":{"candidate":null}}))
+        .await;
+    assert_eq!(
+        b.recv().await,
+        json!({"type":"signal","from":a_id,"data":{"candidate":null}})
+    );
 
-    assert_eq!(server.metric("switchboard_messages_relayed_total{kind=\"offer\"}"), 1.0);
-    assert_eq!(server.metric("switchboard_messages_relayed_total{kind=\"end-of-candidates\"}"), 1.0);
+    assert_eq!(
+        server.metric("switchboard_messages_relayed_total{kind=\"offer\"}"),
+        1.0
+    );
+    assert_eq!(
+        server.metric("switchboard_messages_relayed_total{kind=\"end-of-candidates\"}"),
+        1.0
+    );
     assert_eq!(server.metric("switchboard_rooms"), 1.0);
     assert_eq!(server.metric("switchboard_peers"), 2.0);
     assert_eq!(server.metric("switchboard_connections"), 2.0);
@@ -126,17 +150,23 @@ async fn bad_json_and_bad_fields_keep_the_connection() {
     a.expect_error("invalid-room").await;
     a.send(json!({"type":"join","room":"r","peer":"ü"})).await;
     a.expect_error("invalid-peer").await;
-    a.ws.send(Message::Binary(vec![1, 2, 3].into())).await.unwrap();
+    a.ws.send(Message::Binary(vec![1, 2, 3].into()))
+        .await
+        .unwrap();
     a.expect_error("bad-message").await;
     a.send(json!({"type":"signal","to":"x","data":{}})).await;
     a.expect_error("not-joined").await;
     a.join("r", "alice").await;
     a.send(json!({"type":"join","room":"r"})).await;
     a.expect_error("already-joined").await;
-    a.send(json!({"type":"signal","to":"alice2","data":"string"})).await;
+    a.send(json!({"type":"signal","to":"alice2","data":"string"}))
+        .await;
     a.expect_error("bad-message").await;
     a.ping_pong().await;
-    assert_eq!(server.metric("switchboard_errors_total{code=\"bad-message\"}"), 4.0);
+    assert_eq!(
+        server.metric("switchboard_errors_total{code=\"bad-message\"}"),
+        4.0
+    );
 }
 
 #[tokio::test]
@@ -162,13 +192,15 @@ async fn unknown_peer_room_full_duplicate_id_and_leave() {
     let mut b = Client::connect(&server).await;
     let mut c = Client::connect(&server).await;
     a.join("r", "alice").await;
-    b.send(json!({"type":"join","room":"r","peer":"alice"})).await;
+    b.send(json!({"type":"join","room":"r","peer":"alice"}))
+        .await;
     b.expect_error("peer-id-taken").await;
     b.join("r", "bob").await;
     assert_eq!(a.recv().await["type"], "peer-joined");
     c.send(json!({"type":"join","room":"r"})).await;
     c.expect_error("room-full").await;
-    a.send(json!({"type":"signal","to":"nobody","data":{}})).await;
+    a.send(json!({"type":"signal","to":"nobody","data":{}}))
+        .await;
     a.expect_error("unknown-peer").await;
 
     b.send(json!({"type":"leave"})).await;
@@ -209,7 +241,10 @@ async fn silent_peer_times_out() {
     let started = Instant::now();
     assert_eq!(a.recv().await, json!({"type":"peer-left","peer":"bob"}));
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(900), "dropped too early: {took:?}");
+    assert!(
+        took >= Duration::from_millis(900),
+        "dropped too early: {took:?}"
+    );
     // a itself stayed alive while answering pings.
     a.ping_pong().await;
     // b's connection is gone. When b reads again, tungstenite first tries to
@@ -235,9 +270,12 @@ async fn silent_peer_times_out() {
 #[tokio::test]
 async fn rate_limiting_drops_then_closes() {
     let server = Server::start(&[
-        "--max-message-rate", "1",
-        "--message-burst", "5",
-        "--rate-limit-strikes", "10",
+        "--max-message-rate",
+        "1",
+        "--message-burst",
+        "5",
+        "--rate-limit-strikes",
+        "10",
     ]);
     let mut a = Client::connect(&server).await;
     for _ in 0..7 {
@@ -249,19 +287,28 @@ async fn rate_limiting_drops_then_closes() {
     a.expect_error("rate-limited").await;
     for _ in 0..20 {
         // The server may already have closed; later sends can fail.
-        if a.ws.send(Message::Text(r#"{"type":"ping"}"#.into())).await.is_err() {
+        if a.ws
+            .send(Message::Text(r#"{"type":"ping"}"#.into()))
+            .await
+            .is_err()
+        {
             break;
         }
     }
     let (code, reason) = a.expect_close().await;
-    assert_eq!((code, reason.as_str()), (CloseCode::Policy, "rate limit exceeded"));
+    assert_eq!(
+        (code, reason.as_str()),
+        (CloseCode::Policy, "rate limit exceeded")
+    );
 }
 
 #[tokio::test]
 async fn connection_cap_refuses_upgrade() {
     let server = Server::start(&["--max-connections", "1"]);
     let mut a = Client::connect(&server).await;
-    let err = tokio_tungstenite::connect_async(server.url()).await.unwrap_err();
+    let err = tokio_tungstenite::connect_async(server.url())
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("503"), "{err}");
     a.ping_pong().await;
     drop(a);
@@ -288,14 +335,20 @@ async fn graceful_shutdown_sends_going_away() {
     server.terminate();
     for c in [&mut a, &mut b] {
         let (code, reason) = c.expect_close().await;
-        assert_eq!((code, reason.as_str()), (CloseCode::Away, "server shutting down"));
+        assert_eq!(
+            (code, reason.as_str()),
+            (CloseCode::Away, "server shutting down")
+        );
     }
     let deadline = Instant::now() + WAIT;
     let status = loop {
         if let Some(s) = server.child.try_wait().unwrap() {
             break s;
         }
-        assert!(Instant::now() < deadline, "server did not exit after SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "server did not exit after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "{status}");
@@ -303,7 +356,12 @@ async fn graceful_shutdown_sends_going_away() {
 
 #[tokio::test]
 async fn welcome_carries_working_turn_credentials() {
-    let server = Server::start(&["--ice-server", "stun:stun.example.net:3478", "--turn-ttl", "600"]);
+    let server = Server::start(&[
+        "--ice-server",
+        "stun:stun.example.net:3478",
+        "--turn-ttl",
+        "600",
+    ]);
     let turn = server.turn.expect("TURN runs by default");
     let mut a = Client::connect(&server).await;
     let w = a.join("r", "alice").await;
@@ -312,15 +370,24 @@ async fn welcome_carries_working_turn_credentials() {
     assert_eq!(ice[1], json!({"urls":[format!("stun:{turn}")]}));
     assert_eq!(
         ice[2]["urls"],
-        json!([format!("turn:{turn}?transport=udp"), format!("turn:{turn}?transport=tcp")])
+        json!([
+            format!("turn:{turn}?transport=udp"),
+            format!("turn:{turn}?transport=tcp")
+        ])
     );
     // REST-style username: expiry then the peer id.
     let user = ice[2]["username"].as_str().unwrap();
     let (expiry, id) = user.split_once(':').unwrap();
     assert_eq!(id, "alice");
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let expiry: u64 = expiry.parse().unwrap();
-    assert!((now + 590..=now + 610).contains(&expiry), "{expiry} vs {now}");
+    assert!(
+        (now + 590..=now + 610).contains(&expiry),
+        "{expiry} vs {now}"
+    );
     assert!(!ice[2]["credential"].as_str().unwrap().is_empty());
 
     let (status, body) = server.get("/v1/ice-servers");

@@ -20,7 +20,11 @@ fn binding_over_tcp_reports_the_mapped_address() {
     // Two requests back to back in one write: the server must frame them.
     let mut req = Vec::new();
     for tid in [1u8, 2] {
-        let mut w = MessageWriter::new(&mut req, MessageType::BINDING_REQUEST, TransactionId([tid; 12]));
+        let mut w = MessageWriter::new(
+            &mut req,
+            MessageType::BINDING_REQUEST,
+            TransactionId([tid; 12]),
+        );
         w.add_fingerprint().unwrap();
         w.finish();
     }
@@ -44,5 +48,8 @@ fn binding_over_tcp_reports_the_mapped_address() {
     // Garbage on the stream closes it rather than confusing the framing.
     s.write_all(&[0xff; 8]).unwrap();
     let mut rest = [0u8; 16];
-    assert!(matches!(s.read(&mut rest), Ok(0) | Err(_)), "server should drop a non-TURN stream");
+    assert!(
+        matches!(s.read(&mut rest), Ok(0) | Err(_)),
+        "server should drop a non-TURN stream"
+    );
 }

@@ -23,9 +23,12 @@ fn tool(name: &str) -> Command {
 
 fn turn_server(extra: &[&str]) -> Server {
     let mut args = vec![
-        "--turn-user", "alice:wonderland",
-        "--turn-secret", "s3cret",
-        "--relay-ports", "42000-42999",
+        "--turn-user",
+        "alice:wonderland",
+        "--turn-secret",
+        "s3cret",
+        "--relay-ports",
+        "42000-42999",
     ];
     args.extend_from_slice(extra);
     Server::start(&args)
@@ -35,13 +38,28 @@ fn turn_server(extra: &[&str]) -> Server {
 fn uclient(server: &Server, args: &[&str]) -> (bool, u64, u64, Option<u64>, String) {
     let turn = server.turn.unwrap();
     let out: Output = tool("turnutils_uclient")
-        .args(["-p", &turn.port().to_string(), "-n", "60", "-m", "4", "-l", "700", "-z", "5"])
+        .args([
+            "-p",
+            &turn.port().to_string(),
+            "-n",
+            "60",
+            "-m",
+            "4",
+            "-l",
+            "700",
+            "-z",
+            "5",
+        ])
         .args(args)
         .arg(turn.ip().to_string())
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut sent = 0;
     let mut recv = 0;
     let mut lost = None;
@@ -81,7 +99,10 @@ impl Drop for Peer {
 fn stun_binding_returns_the_mapped_address() {
     let server = turn_server(&["--allow-peer", "127.0.0.0/8"]);
     let turn = server.turn.unwrap();
-    let out = tool("turnutils_stunclient").args(["-p", &turn.port().to_string(), "127.0.0.1"]).output().unwrap();
+    let out = tool("turnutils_stunclient")
+        .args(["-p", &turn.port().to_string(), "127.0.0.1"])
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("UDP reflexive addr: 127.0.0.1:"), "{text}");
@@ -91,11 +112,18 @@ fn stun_binding_returns_the_mapped_address() {
 fn relay_udp_and_tcp_with_static_user() {
     let server = turn_server(&["--allow-peer", "127.0.0.0/8"]);
     assert_clean_relay(&server, &["-s", "-y", "-u", "alice", "-w", "wonderland"]);
-    assert_clean_relay(&server, &["-s", "-y", "-t", "-u", "alice", "-w", "wonderland"]);
+    assert_clean_relay(
+        &server,
+        &["-s", "-y", "-t", "-u", "alice", "-w", "wonderland"],
+    );
     // Metrics are copied from the workers once a second.
     std::thread::sleep(std::time::Duration::from_millis(1200));
-    assert!(server.metric("switchboard_turn_relayed_packets_total{direction=\"to_peer\"}") >= 480.0);
-    assert!(server.metric("switchboard_turn_relayed_packets_total{direction=\"to_client\"}") >= 480.0);
+    assert!(
+        server.metric("switchboard_turn_relayed_packets_total{direction=\"to_peer\"}") >= 480.0
+    );
+    assert!(
+        server.metric("switchboard_turn_relayed_packets_total{direction=\"to_client\"}") >= 480.0
+    );
 }
 
 #[test]
@@ -108,7 +136,11 @@ fn relay_udp_and_tcp_with_rest_secret() {
 #[test]
 fn relay_to_coturn_peer_and_with_handed_out_credentials() {
     let server = turn_server(&["--allow-peer", "127.0.0.0/8"]);
-    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let _peer = Peer(
         tool("turnutils_peer")
             .args(["-L", "127.0.0.1", "-p", &port.to_string()])
@@ -119,14 +151,50 @@ fn relay_to_coturn_peer_and_with_handed_out_credentials() {
     );
     std::thread::sleep(std::time::Duration::from_millis(300));
     let p = port.to_string();
-    assert_clean_relay(&server, &["-s", "-e", "127.0.0.1", "-r", &p, "-u", "alice", "-w", "wonderland"]);
+    assert_clean_relay(
+        &server,
+        &[
+            "-s",
+            "-e",
+            "127.0.0.1",
+            "-r",
+            &p,
+            "-u",
+            "alice",
+            "-w",
+            "wonderland",
+        ],
+    );
     // The time-limited credential that signaling hands to browsers works
     // for an independent client too.
     let (_, body) = server.get("/v1/ice-servers");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let turn = v["iceServers"].as_array().unwrap().iter().find(|s| s["username"].is_string()).unwrap().clone();
-    let (user, cred) = (turn["username"].as_str().unwrap(), turn["credential"].as_str().unwrap());
-    assert_clean_relay(&server, &["-s", "-t", "-e", "127.0.0.1", "-r", &p, "-u", user, "-w", cred]);
+    let turn = v["iceServers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["username"].is_string())
+        .unwrap()
+        .clone();
+    let (user, cred) = (
+        turn["username"].as_str().unwrap(),
+        turn["credential"].as_str().unwrap(),
+    );
+    assert_clean_relay(
+        &server,
+        &[
+            "-s",
+            "-t",
+            "-e",
+            "127.0.0.1",
+            "-r",
+            &p,
+            "-u",
+            user,
+            "-w",
+            cred,
+        ],
+    );
 }
 
 #[test]
@@ -139,7 +207,10 @@ fn refusals_seen_by_coturn_client() {
 
     // Wrong password: 401, and the server counts it.
     let server = turn_server(&["--allow-peer", "127.0.0.0/8"]);
-    let (ok, _, recv, _, text) = uclient(&server, &["-s", "-y", "-u", "alice", "-w", "queen-of-hearts"]);
+    let (ok, _, recv, _, text) = uclient(
+        &server,
+        &["-s", "-y", "-u", "alice", "-w", "queen-of-hearts"],
+    );
     assert!(!ok && recv == 0, "wrong password must fail:\n{text}");
     std::thread::sleep(std::time::Duration::from_millis(1200));
     assert!(server.metric("switchboard_turn_auth_failures_total") >= 1.0);

@@ -92,12 +92,21 @@ pub enum Frame<'a> {
     /// `{"type":"text","text":...}`: a chat line.
     Text { text: String },
     /// `{"type":"file-start","id":...,"name":...,"size":...,"mime":...?}`.
-    FileStart { id: String, name: String, size: u64, mime: Option<String> },
+    FileStart {
+        id: String,
+        name: String,
+        size: u64,
+        mime: Option<String>,
+    },
     /// `{"type":"file-end","id":...,"sha256":...}`: all chunks were sent.
     FileEnd { id: String, sha256: Digest },
     /// `{"type":"file-ack","id":...,"ok":...,"sha256":...}`: the receiver's
     /// verdict; `sha256` is what the *receiver* computed.
-    FileAck { id: String, ok: bool, sha256: Digest },
+    FileAck {
+        id: String,
+        ok: bool,
+        sha256: Digest,
+    },
     /// `{"type":"file-resume","id":...,"offset":...}`: switchboard extension
     /// (not sent or understood by the browser page), receiver to sender after
     /// a reconnect: "I hold the first `offset` bytes of `id`; continue from
@@ -144,11 +153,21 @@ pub enum ProtocolError {
     #[error("unknown frame type {0:?}")]
     UnknownType(String),
     #[error("{frame} frame has no \"{field}\" field")]
-    MissingField { frame: &'static str, field: &'static str },
+    MissingField {
+        frame: &'static str,
+        field: &'static str,
+    },
     #[error("{frame} frame field \"{field}\" must be {expected}")]
-    WrongType { frame: &'static str, field: &'static str, expected: &'static str },
+    WrongType {
+        frame: &'static str,
+        field: &'static str,
+        expected: &'static str,
+    },
     #[error("{frame} frame field \"{field}\" is not 64 hex digits")]
-    BadHex { frame: &'static str, field: &'static str },
+    BadHex {
+        frame: &'static str,
+        field: &'static str,
+    },
 }
 
 /// Parses one data-channel message. `binary` is the channel's binary flag
@@ -163,14 +182,30 @@ pub fn parse(binary: bool, data: &[u8]) -> Result<Frame<'_>, ProtocolError> {
     };
     let ty = match obj.remove("type") {
         Some(Value::String(s)) => s,
-        Some(_) => return Err(ProtocolError::WrongType { frame: "chat", field: "type", expected: "a string" }),
-        None => return Err(ProtocolError::MissingField { frame: "chat", field: "type" }),
+        Some(_) => {
+            return Err(ProtocolError::WrongType {
+                frame: "chat",
+                field: "type",
+                expected: "a string",
+            })
+        }
+        None => {
+            return Err(ProtocolError::MissingField {
+                frame: "chat",
+                field: "type",
+            })
+        }
     };
-    let mut f = Fields { obj: &mut obj, frame: "" };
+    let mut f = Fields {
+        obj: &mut obj,
+        frame: "",
+    };
     Ok(match ty.as_str() {
         "text" => {
             f.frame = "text";
-            Frame::Text { text: f.string("text")? }
+            Frame::Text {
+                text: f.string("text")?,
+            }
         }
         "file-start" => {
             f.frame = "file-start";
@@ -183,15 +218,25 @@ pub fn parse(binary: bool, data: &[u8]) -> Result<Frame<'_>, ProtocolError> {
         }
         "file-end" => {
             f.frame = "file-end";
-            Frame::FileEnd { id: f.string("id")?, sha256: f.digest("sha256")? }
+            Frame::FileEnd {
+                id: f.string("id")?,
+                sha256: f.digest("sha256")?,
+            }
         }
         "file-ack" => {
             f.frame = "file-ack";
-            Frame::FileAck { id: f.string("id")?, ok: f.bool("ok")?, sha256: f.digest("sha256")? }
+            Frame::FileAck {
+                id: f.string("id")?,
+                ok: f.bool("ok")?,
+                sha256: f.digest("sha256")?,
+            }
         }
         "file-resume" => {
             f.frame = "file-resume";
-            Frame::FileResume { id: f.string("id")?, offset: f.u64("offset")? }
+            Frame::FileResume {
+                id: f.string("id")?,
+                offset: f.u64("offset")?,
+            }
         }
         _ => return Err(ProtocolError::UnknownType(ty)),
     })
@@ -205,11 +250,18 @@ struct Fields<'m> {
 
 impl Fields<'_> {
     fn take(&mut self, field: &'static str) -> Result<Value, ProtocolError> {
-        self.obj.remove(field).ok_or(ProtocolError::MissingField { frame: self.frame, field })
+        self.obj.remove(field).ok_or(ProtocolError::MissingField {
+            frame: self.frame,
+            field,
+        })
     }
 
     fn wrong(&self, field: &'static str, expected: &'static str) -> ProtocolError {
-        ProtocolError::WrongType { frame: self.frame, field, expected }
+        ProtocolError::WrongType {
+            frame: self.frame,
+            field,
+            expected,
+        }
     }
 
     fn string(&mut self, field: &'static str) -> Result<String, ProtocolError> {
@@ -231,16 +283,23 @@ impl Fields<'_> {
     }
 
     fn u64(&mut self, field: &'static str) -> Result<u64, ProtocolError> {
-        self.take(field)?.as_u64().ok_or_else(|| self.wrong(field, "a non-negative integer"))
+        self.take(field)?
+            .as_u64()
+            .ok_or_else(|| self.wrong(field, "a non-negative integer"))
     }
 
     fn bool(&mut self, field: &'static str) -> Result<bool, ProtocolError> {
-        self.take(field)?.as_bool().ok_or_else(|| self.wrong(field, "true or false"))
+        self.take(field)?
+            .as_bool()
+            .ok_or_else(|| self.wrong(field, "true or false"))
     }
 
     fn digest(&mut self, field: &'static str) -> Result<Digest, ProtocolError> {
         let s = self.string(field)?;
-        Digest::from_hex(&s).ok_or(ProtocolError::BadHex { frame: self.frame, field })
+        Digest::from_hex(&s).ok_or(ProtocolError::BadHex {
+            frame: self.frame,
+            field,
+        })
     }
 }
 
@@ -292,12 +351,27 @@ impl<'a> Frame<'a> {
     pub fn to_json(&self) -> Option<String> {
         let wire = match self {
             Frame::Text { text } => Wire::Text { text },
-            Frame::FileStart { id, name, size, mime } => {
-                Wire::FileStart { id, name, size: *size, mime: mime.as_deref() }
-            }
+            Frame::FileStart {
+                id,
+                name,
+                size,
+                mime,
+            } => Wire::FileStart {
+                id,
+                name,
+                size: *size,
+                mime: mime.as_deref(),
+            },
             Frame::FileEnd { id, sha256 } => Wire::FileEnd { id, sha256 },
-            Frame::FileAck { id, ok, sha256 } => Wire::FileAck { id, ok: *ok, sha256 },
-            Frame::FileResume { id, offset } => Wire::FileResume { id, offset: *offset },
+            Frame::FileAck { id, ok, sha256 } => Wire::FileAck {
+                id,
+                ok: *ok,
+                sha256,
+            },
+            Frame::FileResume { id, offset } => Wire::FileResume {
+                id,
+                offset: *offset,
+            },
             Frame::Chunk(_) => return None,
         };
         Some(wire.to_json())
@@ -327,7 +401,10 @@ mod tests {
     fn digest_hex_round_trip_and_case() {
         let d = Digest::of(b"abc");
         let hex = d.to_hex();
-        assert_eq!(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            hex,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
         assert_eq!(Digest::from_hex(&hex), Some(d));
         assert_eq!(Digest::from_hex(&hex.to_uppercase()), Some(d));
         assert_eq!(Digest::from_hex(&hex[..63]), None);

@@ -70,7 +70,11 @@ pub enum TransferError {
     /// been deleted; the rest of the file's chunks are swallowed and its
     /// `file-end` yields a failed [`Finished`] (so the peer still gets an ack).
     #[error("file {id:?}: {received} bytes received but file-start declared {declared}")]
-    ChunkOverflow { id: String, declared: u64, received: u64 },
+    ChunkOverflow {
+        id: String,
+        declared: u64,
+        received: u64,
+    },
     /// `file-end` named a file that is not the one in progress.
     #[error("file-end for {id:?}, which is not the file in progress")]
     UnknownFileEnd { id: String },

@@ -26,12 +26,22 @@ const FALLBACK: &str = "file";
 /// - The result is at most [`MAX_NAME_BYTES`] bytes, keeping a short extension.
 /// - Whatever ends up empty becomes `file`.
 pub fn sanitize_name(raw: &str) -> String {
-    let last = raw.rsplit(['/', '\\']).find(|s| !s.trim().is_empty()).unwrap_or("");
-    let mapped: String = last.chars().map(|c| if is_unsafe(c) { '_' } else { c }).collect();
+    let last = raw
+        .rsplit(['/', '\\'])
+        .find(|s| !s.trim().is_empty())
+        .unwrap_or("");
+    let mapped: String = last
+        .chars()
+        .map(|c| if is_unsafe(c) { '_' } else { c })
+        .collect();
     let trimmed = mapped
         .trim_start_matches(|c: char| c == '.' || c.is_whitespace())
         .trim_end_matches(|c: char| c == '.' || c.is_whitespace());
-    let mut name = if trimmed.is_empty() { FALLBACK.to_owned() } else { trimmed.to_owned() };
+    let mut name = if trimmed.is_empty() {
+        FALLBACK.to_owned()
+    } else {
+        trimmed.to_owned()
+    };
     if is_windows_device(&name) {
         name.insert(0, '_');
     }

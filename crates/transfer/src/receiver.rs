@@ -28,7 +28,13 @@ pub enum Received {
     /// A file began. `name` is the sanitized name it will be saved under
     /// (before collision numbering). `replaced` is the id of a file that was
     /// still in progress and has been aborted because this one started.
-    Started { id: String, name: String, size: u64, mime: Option<String>, replaced: Option<String> },
+    Started {
+        id: String,
+        name: String,
+        size: u64,
+        mime: Option<String>,
+        replaced: Option<String>,
+    },
     /// Bytes of the current file arrived.
     Progress { received: u64, size: u64 },
     /// `file-end` arrived and the file was checked; send
@@ -66,7 +72,11 @@ impl Finished {
     /// The `file-ack` to send back: `ok` plus the hash *we* computed, exactly
     /// as the browser acks.
     pub fn ack(&self) -> Frame<'static> {
-        Frame::FileAck { id: self.id.clone(), ok: self.ok(), sha256: self.actual }
+        Frame::FileAck {
+            id: self.id.clone(),
+            ok: self.ok(),
+            sha256: self.actual,
+        }
     }
 }
 
@@ -129,7 +139,10 @@ impl Receiver {
     /// Receives into `dir`, which must exist (checked at the first
     /// `file-start`, not here).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Receiver { dir: dir.into(), current: None }
+        Receiver {
+            dir: dir.into(),
+            current: None,
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -139,14 +152,27 @@ impl Receiver {
     /// Applies one parsed frame.
     pub fn handle(&mut self, frame: &Frame<'_>) -> Result<Received, TransferError> {
         match frame {
-            Frame::FileStart { id, name, size, mime } => self.start(id, name, *size, mime.as_deref()),
+            Frame::FileStart {
+                id,
+                name,
+                size,
+                mime,
+            } => self.start(id, name, *size, mime.as_deref()),
             Frame::Chunk(data) => self.chunk(data),
             Frame::FileEnd { id, sha256 } => self.end(id, sha256),
-            Frame::Text { .. } | Frame::FileAck { .. } | Frame::FileResume { .. } => Ok(Received::Ignored),
+            Frame::Text { .. } | Frame::FileAck { .. } | Frame::FileResume { .. } => {
+                Ok(Received::Ignored)
+            }
         }
     }
 
-    fn start(&mut self, id: &str, raw_name: &str, size: u64, mime: Option<&str>) -> Result<Received, TransferError> {
+    fn start(
+        &mut self,
+        id: &str,
+        raw_name: &str,
+        size: u64,
+        mime: Option<&str>,
+    ) -> Result<Received, TransferError> {
         // One file at a time: a new file-start means the sender gave up on
         // the old one (the browser does the same).
         let replaced = self.abort();
@@ -163,7 +189,13 @@ impl Receiver {
             hasher: Sha256::new(),
             received: 0,
         });
-        Ok(Received::Started { id: id.to_owned(), name, size, mime: mime.map(str::to_owned), replaced })
+        Ok(Received::Started {
+            id: id.to_owned(),
+            name,
+            size,
+            mime: mime.map(str::to_owned),
+            replaced,
+        })
     }
 
     fn chunk(&mut self, data: &[u8]) -> Result<Received, TransferError> {
@@ -173,7 +205,10 @@ impl Receiver {
         // Hash before any check: the ack reports what really arrived.
         inc.hasher.update(data);
         inc.received = inc.received.saturating_add(data.len() as u64);
-        let progress = Received::Progress { received: inc.received, size: inc.size };
+        let progress = Received::Progress {
+            received: inc.received,
+            size: inc.size,
+        };
         let Some(file) = inc.file.as_mut() else {
             return Ok(progress);
         };
@@ -253,7 +288,10 @@ impl Receiver {
     /// Bytes received so far of file `id`, if it is the one in progress.
     /// This is the offset a resuming sender continues from.
     pub fn bytes_received(&self, id: &str) -> Option<u64> {
-        self.current.as_ref().filter(|inc| inc.id == id).map(|inc| inc.received)
+        self.current
+            .as_ref()
+            .filter(|inc| inc.id == id)
+            .map(|inc| inc.received)
     }
 
     /// After a reconnect: the `file-resume` frame asking the sender to
@@ -264,7 +302,10 @@ impl Receiver {
         if inc.failure.is_some() {
             return None;
         }
-        Some(Frame::FileResume { id: inc.id.clone(), offset: inc.received })
+        Some(Frame::FileResume {
+            id: inc.id.clone(),
+            offset: inc.received,
+        })
     }
 
     /// Abandons the file in progress (peer left, channel closed for good)
@@ -292,7 +333,11 @@ fn create_part(dir: &Path, name: &str, id: &str) -> io::Result<(PathBuf, File)> 
     let tag = Digest::of(id.as_bytes()).to_hex();
     let tag = &tag[..12];
     for n in 0u32.. {
-        let file_name = if n == 0 { format!(".{name}.{tag}.part") } else { format!(".{name}.{tag}-{n}.part") };
+        let file_name = if n == 0 {
+            format!(".{name}.{tag}.part")
+        } else {
+            format!(".{name}.{tag}-{n}.part")
+        };
         let path = dir.join(file_name);
         match OpenOptions::new().write(true).create_new(true).open(&path) {
             Ok(f) => return Ok((path, f)),
@@ -326,7 +371,10 @@ fn place_final(dir: &Path, name: &str, part: &Path) -> io::Result<PathBuf> {
             Err(e) => return Err(e),
         }
     }
-    Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("no free name for {name:?} in {}", dir.display())))
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        format!("no free name for {name:?} in {}", dir.display()),
+    ))
 }
 
 fn remove_quietly(path: &Path) {

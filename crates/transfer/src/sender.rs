@@ -117,14 +117,21 @@ impl<R: Read> Sender<R> {
                     mime: self.info.mime.as_deref(),
                 }
                 .to_json();
-                self.state = if self.info.size == 0 { State::End } else { State::Chunks };
+                self.state = if self.info.size == 0 {
+                    State::End
+                } else {
+                    State::Chunks
+                };
                 Ok(Some(Outbound::Text(json)))
             }
             State::Chunks => {
                 let want = (self.info.size - self.sent).min(self.buf.len() as u64) as usize;
                 let got = read_full(&mut self.source, &mut self.buf[..want])?;
                 if got < want {
-                    return Err(TransferError::SourceEnded { expected: self.info.size, got: self.sent + got as u64 });
+                    return Err(TransferError::SourceEnded {
+                        expected: self.info.size,
+                        got: self.sent + got as u64,
+                    });
                 }
                 self.hasher.update(&self.buf[..got]);
                 self.sent += got as u64;
@@ -136,7 +143,13 @@ impl<R: Read> Sender<R> {
             State::End => {
                 let digest = Digest(std::mem::take(&mut self.hasher).finalize().into());
                 self.state = State::AwaitAck(digest);
-                Ok(Some(Outbound::Text(Wire::FileEnd { id: &self.info.id, sha256: &digest }.to_json())))
+                Ok(Some(Outbound::Text(
+                    Wire::FileEnd {
+                        id: &self.info.id,
+                        sha256: &digest,
+                    }
+                    .to_json(),
+                )))
             }
             State::AwaitAck(_) | State::Done(..) => Ok(None),
         }
@@ -146,7 +159,12 @@ impl<R: Read> Sender<R> {
 impl<R> Sender<R> {
     /// Feeds a received `file-ack`. Returns `Ok(None)` if the ack is for some
     /// other id (not ours: ignore it, as the browser does).
-    pub fn handle_ack(&mut self, id: &str, ok: bool, sha256: &Digest) -> Result<Option<AckOutcome>, TransferError> {
+    pub fn handle_ack(
+        &mut self,
+        id: &str,
+        ok: bool,
+        sha256: &Digest,
+    ) -> Result<Option<AckOutcome>, TransferError> {
         if id != self.info.id {
             return Ok(None);
         }
@@ -158,7 +176,11 @@ impl<R> Sender<R> {
         let outcome = if ok && *sha256 == ours {
             AckOutcome::Verified
         } else {
-            AckOutcome::Mismatch { ours, theirs: *sha256, peer_ok: ok }
+            AckOutcome::Mismatch {
+                ours,
+                theirs: *sha256,
+                peer_ok: ok,
+            }
         };
         self.state = State::Done(ours, outcome.clone());
         Ok(Some(outcome))
@@ -234,13 +256,20 @@ impl<R: Read + Seek> Sender<R> {
             let want = left.min(self.buf.len() as u64) as usize;
             let got = read_full(&mut self.source, &mut self.buf[..want])?;
             if got < want {
-                return Err(TransferError::SourceEnded { expected: self.info.size, got: offset - left + got as u64 });
+                return Err(TransferError::SourceEnded {
+                    expected: self.info.size,
+                    got: offset - left + got as u64,
+                });
             }
             self.hasher.update(&self.buf[..got]);
             left -= got as u64;
         }
         self.sent = offset;
-        self.state = if offset == self.info.size { State::End } else { State::Chunks };
+        self.state = if offset == self.info.size {
+            State::End
+        } else {
+            State::Chunks
+        };
         Ok(())
     }
 }
@@ -258,8 +287,19 @@ impl Sender<File> {
                 format!("{} is not a regular file", path.display()),
             ));
         }
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "file".to_owned());
-        Ok(Sender::new(file, FileInfo { id, name, size: meta.len(), mime: None }))
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "file".to_owned());
+        Ok(Sender::new(
+            file,
+            FileInfo {
+                id,
+                name,
+                size: meta.len(),
+                mime: None,
+            },
+        ))
     }
 }
 
@@ -283,7 +323,9 @@ fn read_full(source: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 /// pulling in a random-number crate.
 pub fn new_file_id() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     let mut h = Sha256::new();
     h.update(now.as_nanos().to_le_bytes());
     h.update(std::process::id().to_le_bytes());

@@ -42,8 +42,15 @@ fn counted<T>(f: impl FnOnce() -> T) -> (T, usize) {
 fn chunks_do_not_allocate() {
     let dir = tempfile::tempdir().unwrap();
     let data: Vec<u8> = (0..1_000_000u32).map(|i| (i * 31 % 251) as u8).collect();
-    let info = FileInfo { id: "na".into(), name: "na.bin".into(), size: data.len() as u64, mime: None };
-    let mut tx = Sender::new(&data[..], info).with_chunk_size(16 * 1024).unwrap();
+    let info = FileInfo {
+        id: "na".into(),
+        name: "na.bin".into(),
+        size: data.len() as u64,
+        mime: None,
+    };
+    let mut tx = Sender::new(&data[..], info)
+        .with_chunk_size(16 * 1024)
+        .unwrap();
     let mut rx = Receiver::new(dir.path());
 
     let start = match tx.next_message().unwrap().unwrap() {
@@ -59,7 +66,10 @@ fn chunks_do_not_allocate() {
             match msg {
                 Outbound::Binary(b) => {
                     let frame = parse(true, b).unwrap();
-                    assert!(matches!(rx.handle(&frame).unwrap(), Received::Progress { .. }));
+                    assert!(matches!(
+                        rx.handle(&frame).unwrap(),
+                        Received::Progress { .. }
+                    ));
                     None
                 }
                 Outbound::Text(end) => Some(end),
@@ -71,7 +81,9 @@ fn chunks_do_not_allocate() {
                 assert_eq!(allocs, 0, "chunk {chunks} allocated {allocs} times");
             }
             Some(end) => {
-                let Received::Finished(f) = rx.handle(&parse(false, end.as_bytes()).unwrap()).unwrap() else {
+                let Received::Finished(f) =
+                    rx.handle(&parse(false, end.as_bytes()).unwrap()).unwrap()
+                else {
                     panic!()
                 };
                 assert!(f.ok());

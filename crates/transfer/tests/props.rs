@@ -135,6 +135,8 @@ proptest! {
 #[test]
 fn chunk_frames_borrow_the_message() {
     let data = vec![1u8, 2, 3];
-    let Frame::Chunk(b) = parse(true, &data).unwrap() else { panic!() };
+    let Frame::Chunk(b) = parse(true, &data).unwrap() else {
+        panic!()
+    };
     assert_eq!(b.as_ptr(), data.as_ptr());
 }

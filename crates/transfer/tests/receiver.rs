@@ -3,14 +3,24 @@
 mod common;
 
 use common::{bytes, list, run};
-use transfer::{parse, sanitize_name, Digest, Failure, Frame, Received, Receiver, TransferError, DEFAULT_CHUNK};
+use transfer::{
+    parse, sanitize_name, Digest, Failure, Frame, Received, Receiver, TransferError, DEFAULT_CHUNK,
+};
 
 fn start(id: &str, name: &str, size: u64) -> Frame<'static> {
-    Frame::FileStart { id: id.into(), name: name.into(), size, mime: None }
+    Frame::FileStart {
+        id: id.into(),
+        name: name.into(),
+        size,
+        mime: None,
+    }
 }
 
 fn end(id: &str, data: &[u8]) -> Frame<'static> {
-    Frame::FileEnd { id: id.into(), sha256: Digest::of(data) }
+    Frame::FileEnd {
+        id: id.into(),
+        sha256: Digest::of(data),
+    }
 }
 
 fn finished(r: Received) -> transfer::Finished {
@@ -28,8 +38,14 @@ fn temp_file_is_hidden_and_named_apart() {
     let names = list(dir.path());
     assert_eq!(names.len(), 1);
     let part = &names[0];
-    assert!(part.starts_with(".notes.txt.") && part.ends_with(".part"), "{part}");
-    assert!(!part.contains("x1"), "the peer's id must not reach the path: {part}");
+    assert!(
+        part.starts_with(".notes.txt.") && part.ends_with(".part"),
+        "{part}"
+    );
+    assert!(
+        !part.contains("x1"),
+        "the peer's id must not reach the path: {part}"
+    );
     // Two bytes in: still only the temp file.
     let _ = rx.handle(&Frame::Chunk(b"ab")).unwrap();
     assert_eq!(&list(dir.path()), std::slice::from_ref(part));
@@ -48,7 +64,11 @@ fn hash_mismatch_leaves_nothing() {
     let mut wrong = data.clone();
     wrong[500] ^= 1;
     let f = finished(rx.handle(&end("m", &wrong)).unwrap());
-    assert!(matches!(f.result, Err(Failure::HashMismatch)), "{:?}", f.result);
+    assert!(
+        matches!(f.result, Err(Failure::HashMismatch)),
+        "{:?}",
+        f.result
+    );
     assert_eq!(f.actual, Digest::of(&data));
     assert_eq!(f.expected, Digest::of(&wrong));
     assert_eq!(list(dir.path()), Vec::<String>::new());
@@ -56,7 +76,10 @@ fn hash_mismatch_leaves_nothing() {
     let ack = f.ack().encode();
     assert_eq!(
         std::str::from_utf8(ack.as_bytes()).unwrap(),
-        format!(r#"{{"type":"file-ack","id":"m","ok":false,"sha256":"{}"}}"#, Digest::of(&data))
+        format!(
+            r#"{{"type":"file-ack","id":"m","ok":false,"sha256":"{}"}}"#,
+            Digest::of(&data)
+        )
     );
 }
 
@@ -65,7 +88,9 @@ fn corrupted_chunk_in_transit_is_caught() {
     let dir = tempfile::tempdir().unwrap();
     let mut rx = Receiver::new(dir.path());
     let data = bytes(2, 5000);
-    let mut tx = transfer::Sender::new(&data[..], common::info("c", "c", 5000)).with_chunk_size(1000).unwrap();
+    let mut tx = transfer::Sender::new(&data[..], common::info("c", "c", 5000))
+        .with_chunk_size(1000)
+        .unwrap();
     let mut n = 0;
     let mut fin = None;
     while let Some(m) = tx.next_message().unwrap() {
@@ -82,8 +107,14 @@ fn corrupted_chunk_in_transit_is_caught() {
     }
     let f = fin.unwrap();
     assert!(!f.ok());
-    let Frame::FileAck { ok, sha256, .. } = f.ack() else { panic!() };
-    assert!(!tx.handle_ack("c", ok, &sha256).unwrap().unwrap().is_verified());
+    let Frame::FileAck { ok, sha256, .. } = f.ack() else {
+        panic!()
+    };
+    assert!(!tx
+        .handle_ack("c", ok, &sha256)
+        .unwrap()
+        .unwrap()
+        .is_verified());
     assert!(list(dir.path()).is_empty());
 }
 
@@ -110,10 +141,27 @@ fn existing_files_are_never_overwritten() {
     assert_eq!(f.result.unwrap(), dir.path().join("report (2).pdf"));
     let (f, _, _) = run(b"newer", "report.pdf", DEFAULT_CHUNK, &mut rx);
     assert_eq!(f.result.unwrap(), dir.path().join("report (3).pdf"));
-    assert_eq!(std::fs::read(dir.path().join("report.pdf")).unwrap(), b"original");
-    assert_eq!(std::fs::read(dir.path().join("report (1).pdf")).unwrap(), b"original 1");
-    assert_eq!(std::fs::read(dir.path().join("report (2).pdf")).unwrap(), b"new one");
-    assert_eq!(list(dir.path()), ["report (1).pdf", "report (2).pdf", "report (3).pdf", "report.pdf"]);
+    assert_eq!(
+        std::fs::read(dir.path().join("report.pdf")).unwrap(),
+        b"original"
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("report (1).pdf")).unwrap(),
+        b"original 1"
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("report (2).pdf")).unwrap(),
+        b"new one"
+    );
+    assert_eq!(
+        list(dir.path()),
+        [
+            "report (1).pdf",
+            "report (2).pdf",
+            "report (3).pdf",
+            "report.pdf"
+        ]
+    );
 }
 
 #[cfg(unix)]
@@ -187,20 +235,32 @@ fn traversal_names_stay_in_the_output_dir() {
     let out = dir.path().join("out");
     std::fs::create_dir(&out).unwrap();
     let mut rx = Receiver::new(&out);
-    for name in ["../escape.txt", "..\\escape2.txt", "/abs/path.txt", "..", ""] {
+    for name in [
+        "../escape.txt",
+        "..\\escape2.txt",
+        "/abs/path.txt",
+        "..",
+        "",
+    ] {
         let (f, outcome, _) = run(b"z", name, DEFAULT_CHUNK, &mut rx);
         assert!(outcome.is_verified());
         assert_eq!(f.result.unwrap().parent().unwrap(), out);
     }
     assert_eq!(list(dir.path()), ["out"]);
-    assert_eq!(list(&out), ["escape.txt", "escape2.txt", "file", "file (1)", "path.txt"]);
+    assert_eq!(
+        list(&out),
+        ["escape.txt", "escape2.txt", "file", "file (1)", "path.txt"]
+    );
 }
 
 #[test]
 fn chunk_without_file_start() {
     let dir = tempfile::tempdir().unwrap();
     let mut rx = Receiver::new(dir.path());
-    assert!(matches!(rx.handle(&Frame::Chunk(b"abc")), Err(TransferError::UnexpectedChunk { len: 3 })));
+    assert!(matches!(
+        rx.handle(&Frame::Chunk(b"abc")),
+        Err(TransferError::UnexpectedChunk { len: 3 })
+    ));
     assert!(list(dir.path()).is_empty());
 }
 
@@ -211,12 +271,22 @@ fn chunk_beyond_declared_size() {
     let _ = rx.handle(&start("o", "o", 4)).unwrap();
     let _ = rx.handle(&Frame::Chunk(b"abc")).unwrap();
     match rx.handle(&Frame::Chunk(b"de")) {
-        Err(TransferError::ChunkOverflow { id, declared: 4, received: 5 }) => assert_eq!(id, "o"),
+        Err(TransferError::ChunkOverflow {
+            id,
+            declared: 4,
+            received: 5,
+        }) => assert_eq!(id, "o"),
         other => panic!("{other:?}"),
     }
     // The partial file is gone at once; later chunks are swallowed quietly.
     assert!(list(dir.path()).is_empty());
-    assert!(matches!(rx.handle(&Frame::Chunk(b"f")).unwrap(), Received::Progress { received: 6, size: 4 }));
+    assert!(matches!(
+        rx.handle(&Frame::Chunk(b"f")).unwrap(),
+        Received::Progress {
+            received: 6,
+            size: 4
+        }
+    ));
     assert!(rx.resume_frame().is_none());
     // file-end still gets an honest negative ack.
     let f = finished(rx.handle(&end("o", b"abcdef")).unwrap());
@@ -232,8 +302,17 @@ fn second_file_start_aborts_the_first() {
     let _ = rx.handle(&start("one", "one.bin", 10)).unwrap();
     let _ = rx.handle(&Frame::Chunk(b"12345")).unwrap();
     match rx.handle(&start("two", "two.bin", 3)).unwrap() {
-        Received::Started { id, name, size: 3, replaced: Some(old), .. } => {
-            assert_eq!((id.as_str(), name.as_str(), old.as_str()), ("two", "two.bin", "one"));
+        Received::Started {
+            id,
+            name,
+            size: 3,
+            replaced: Some(old),
+            ..
+        } => {
+            assert_eq!(
+                (id.as_str(), name.as_str(), old.as_str()),
+                ("two", "two.bin", "one")
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -241,7 +320,10 @@ fn second_file_start_aborts_the_first() {
     assert_eq!(names.len(), 1);
     assert!(names[0].starts_with(".two.bin."), "{names:?}");
     // The old id is no longer known.
-    assert!(matches!(rx.handle(&end("one", b"")), Err(TransferError::UnknownFileEnd { .. })));
+    assert!(matches!(
+        rx.handle(&end("one", b"")),
+        Err(TransferError::UnknownFileEnd { .. })
+    ));
     let _ = rx.handle(&Frame::Chunk(b"xyz")).unwrap();
     let f = finished(rx.handle(&end("two", b"xyz")).unwrap());
     assert!(f.ok());
@@ -252,7 +334,10 @@ fn second_file_start_aborts_the_first() {
 fn file_end_with_unknown_id_keeps_the_current_file() {
     let dir = tempfile::tempdir().unwrap();
     let mut rx = Receiver::new(dir.path());
-    assert!(matches!(rx.handle(&end("ghost", b"")), Err(TransferError::UnknownFileEnd { .. })));
+    assert!(matches!(
+        rx.handle(&end("ghost", b"")),
+        Err(TransferError::UnknownFileEnd { .. })
+    ));
     let _ = rx.handle(&start("real", "r", 2)).unwrap();
     let _ = rx.handle(&Frame::Chunk(b"ok")).unwrap();
     match rx.handle(&end("ghost", b"ok")) {
@@ -274,7 +359,10 @@ fn abort_and_drop_remove_the_temp_file() {
     assert_eq!(rx.abort().as_deref(), Some("a"));
     assert!(list(dir.path()).is_empty());
     assert!(rx.in_progress().is_none());
-    assert!(matches!(rx.handle(&Frame::Chunk(b"x")), Err(TransferError::UnexpectedChunk { .. })));
+    assert!(matches!(
+        rx.handle(&Frame::Chunk(b"x")),
+        Err(TransferError::UnexpectedChunk { .. })
+    ));
 
     let _ = rx.handle(&start("b", "b", 100)).unwrap();
     assert_eq!(list(dir.path()).len(), 1);
@@ -304,7 +392,10 @@ fn same_name_in_parallel_receivers_does_not_clash() {
 fn missing_output_dir_is_an_io_error() {
     let dir = tempfile::tempdir().unwrap();
     let mut rx = Receiver::new(dir.path().join("nope"));
-    assert!(matches!(rx.handle(&start("a", "a", 1)), Err(TransferError::Io(_))));
+    assert!(matches!(
+        rx.handle(&start("a", "a", 1)),
+        Err(TransferError::Io(_))
+    ));
     assert!(rx.in_progress().is_none());
 }
 
@@ -315,8 +406,15 @@ fn text_and_acks_are_not_the_receivers_business() {
     let _ = rx.handle(&start("t", "t", 2)).unwrap();
     for f in [
         Frame::Text { text: "hi".into() },
-        Frame::FileAck { id: "t".into(), ok: true, sha256: Digest::empty() },
-        Frame::FileResume { id: "t".into(), offset: 0 },
+        Frame::FileAck {
+            id: "t".into(),
+            ok: true,
+            sha256: Digest::empty(),
+        },
+        Frame::FileResume {
+            id: "t".into(),
+            offset: 0,
+        },
     ] {
         assert!(matches!(rx.handle(&f).unwrap(), Received::Ignored));
     }

@@ -8,7 +8,8 @@ use std::io::Cursor;
 
 use common::{bytes, info, list, run, Msg};
 use transfer::{
-    parse, AckOutcome, Digest, Frame, Outbound, Received, Receiver, Sender, TransferError, DEFAULT_CHUNK, MAX_CHUNK,
+    parse, AckOutcome, Digest, Frame, Outbound, Received, Receiver, Sender, TransferError,
+    DEFAULT_CHUNK, MAX_CHUNK,
 };
 
 fn check_round_trip(len: usize, chunk: usize, expect_chunks: usize) {
@@ -35,7 +36,10 @@ fn empty_file() {
     let dir = tempfile::tempdir().unwrap();
     let mut rx = Receiver::new(dir.path());
     let (fin, _, _) = run(&[], "e", DEFAULT_CHUNK, &mut rx);
-    assert_eq!(fin.actual.to_hex(), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    assert_eq!(
+        fin.actual.to_hex(),
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    );
 }
 
 #[test]
@@ -62,9 +66,16 @@ fn five_megabytes_random() {
 fn odd_chunk_sizes_and_limits() {
     check_round_trip(1000, 7, 143);
     check_round_trip(3, 1, 3);
-    assert!(matches!(Sender::new(&[][..], info("i", "n", 0)).with_chunk_size(0), Err(TransferError::BadChunkSize(0))));
-    assert!(Sender::new(&[][..], info("i", "n", 0)).with_chunk_size(MAX_CHUNK + 1).is_err());
-    assert!(Sender::new(&[][..], info("i", "n", 0)).with_chunk_size(MAX_CHUNK).is_ok());
+    assert!(matches!(
+        Sender::new(&[][..], info("i", "n", 0)).with_chunk_size(0),
+        Err(TransferError::BadChunkSize(0))
+    ));
+    assert!(Sender::new(&[][..], info("i", "n", 0))
+        .with_chunk_size(MAX_CHUNK + 1)
+        .is_err());
+    assert!(Sender::new(&[][..], info("i", "n", 0))
+        .with_chunk_size(MAX_CHUNK)
+        .is_ok());
 }
 
 /// A reader that hands out a few bytes at a time, like a pipe.
@@ -81,7 +92,9 @@ impl std::io::Read for Trickle<'_> {
 #[test]
 fn short_reads_still_fill_whole_chunks() {
     let data = bytes(9, 100);
-    let mut tx = Sender::new(Trickle(&data), info("t", "t", 100)).with_chunk_size(40).unwrap();
+    let mut tx = Sender::new(Trickle(&data), info("t", "t", 100))
+        .with_chunk_size(40)
+        .unwrap();
     let mut lens = vec![];
     while let Some(m) = tx.next_message().unwrap() {
         if let Outbound::Binary(b) = m {
@@ -98,7 +111,10 @@ fn source_shorter_than_announced_is_an_error() {
     let mut tx = Sender::new(&data[..], info("s", "s", 20));
     assert!(tx.next_message().unwrap().is_some()); // file-start
     match tx.next_message() {
-        Err(TransferError::SourceEnded { expected: 20, got: 10 }) => {}
+        Err(TransferError::SourceEnded {
+            expected: 20,
+            got: 10,
+        }) => {}
         other => panic!("{other:?}"),
     }
 }
@@ -107,25 +123,56 @@ fn source_shorter_than_announced_is_an_error() {
 fn sender_messages_in_order_and_ack_handling() {
     let data = bytes(1, 10);
     let mut tx = Sender::new(&data[..], info("abc", "x.txt", 10));
-    let Some(Outbound::Text(start)) = tx.next_message().unwrap() else { panic!() };
-    assert_eq!(start, r#"{"type":"file-start","id":"abc","name":"x.txt","size":10}"#);
+    let Some(Outbound::Text(start)) = tx.next_message().unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        start,
+        r#"{"type":"file-start","id":"abc","name":"x.txt","size":10}"#
+    );
     // An ack before file-end is a protocol error, not a verdict.
-    assert!(matches!(tx.handle_ack("abc", true, &Digest::of(&data)), Err(TransferError::UnexpectedAck { .. })));
-    let Some(Outbound::Binary(b)) = tx.next_message().unwrap() else { panic!() };
+    assert!(matches!(
+        tx.handle_ack("abc", true, &Digest::of(&data)),
+        Err(TransferError::UnexpectedAck { .. })
+    ));
+    let Some(Outbound::Binary(b)) = tx.next_message().unwrap() else {
+        panic!()
+    };
     assert_eq!(b, &data[..]);
-    let Some(Outbound::Text(end)) = tx.next_message().unwrap() else { panic!() };
-    assert_eq!(end, format!(r#"{{"type":"file-end","id":"abc","sha256":"{}"}}"#, Digest::of(&data)));
+    let Some(Outbound::Text(end)) = tx.next_message().unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        end,
+        format!(
+            r#"{{"type":"file-end","id":"abc","sha256":"{}"}}"#,
+            Digest::of(&data)
+        )
+    );
     assert!(tx.next_message().unwrap().is_none());
     assert!(tx.is_awaiting_ack());
     // Acks for other files are not ours.
-    assert_eq!(tx.handle_ack("other", true, &Digest::of(&data)).unwrap(), None);
+    assert_eq!(
+        tx.handle_ack("other", true, &Digest::of(&data)).unwrap(),
+        None
+    );
     assert!(tx.is_awaiting_ack());
     // A peer that says ok with a different hash does not get to verify.
     let wrong = Digest::of(b"nope");
     let out = tx.handle_ack("abc", true, &wrong).unwrap().unwrap();
-    assert_eq!(out, AckOutcome::Mismatch { ours: Digest::of(&data), theirs: wrong, peer_ok: true });
+    assert_eq!(
+        out,
+        AckOutcome::Mismatch {
+            ours: Digest::of(&data),
+            theirs: wrong,
+            peer_ok: true
+        }
+    );
     assert_eq!(tx.outcome(), Some(&out));
-    assert!(matches!(tx.handle_ack("abc", true, &wrong), Err(TransferError::UnexpectedAck { .. })));
+    assert!(matches!(
+        tx.handle_ack("abc", true, &wrong),
+        Err(TransferError::UnexpectedAck { .. })
+    ));
 }
 
 #[test]
@@ -133,7 +180,10 @@ fn negative_ack_is_mismatch() {
     let data = bytes(2, 10);
     let mut tx = Sender::new(&data[..], info("n", "n", 10));
     while tx.next_message().unwrap().is_some() {}
-    let out = tx.handle_ack("n", false, &Digest::of(&data)).unwrap().unwrap();
+    let out = tx
+        .handle_ack("n", false, &Digest::of(&data))
+        .unwrap()
+        .unwrap();
     assert!(!out.is_verified());
 }
 
@@ -153,7 +203,8 @@ impl Side {
     fn deliver(&mut self, (binary, data): Msg, reply: &mut VecDeque<Msg>) {
         match parse(binary, &data).unwrap() {
             Frame::Text { text } => {
-                self.texts_mid_file += usize::from(self.rx.in_progress().is_some_and(|p| p.received > 0));
+                self.texts_mid_file +=
+                    usize::from(self.rx.in_progress().is_some_and(|p| p.received > 0));
                 self.texts.push(text);
             }
             Frame::FileAck { id, ok, sha256 } => {
@@ -177,9 +228,12 @@ fn interleaved_text_both_directions() {
     let file_a = bytes(10, 300_000);
     let file_b = bytes(11, 123_457);
     let mk = |data: &Vec<u8>, id: &str, dir: &std::path::Path| Side {
-        tx: Sender::new(Cursor::new(data.clone()), info(id, &format!("{id}.bin"), data.len() as u64))
-            .with_chunk_size(16 * 1024)
-            .unwrap(),
+        tx: Sender::new(
+            Cursor::new(data.clone()),
+            info(id, &format!("{id}.bin"), data.len() as u64),
+        )
+        .with_chunk_size(16 * 1024)
+        .unwrap(),
         rx: Receiver::new(dir),
         texts: vec![],
         texts_mid_file: 0,
@@ -229,7 +283,12 @@ fn interleaved_text_both_directions() {
     assert_eq!(std::fs::read(a.saved.unwrap()).unwrap(), file_b);
     let want_a: Vec<String> = (0..60).step_by(3).map(|r| format!("a{r}")).collect();
     let want_b: Vec<String> = (0..60).step_by(2).map(|r| format!("b{r}")).collect();
-    assert!(a.texts_mid_file > 3 && b.texts_mid_file > 3, "{} {}", a.texts_mid_file, b.texts_mid_file);
+    assert!(
+        a.texts_mid_file > 3 && b.texts_mid_file > 3,
+        "{} {}",
+        a.texts_mid_file,
+        b.texts_mid_file
+    );
     assert_eq!(b.texts, want_a);
     assert_eq!(a.texts, want_b);
 }
@@ -238,9 +297,12 @@ fn interleaved_text_both_directions() {
 fn resume_after_lost_messages() {
     let dir = tempfile::tempdir().unwrap();
     let data = bytes(12, 200_000);
-    let mut tx = Sender::new(Cursor::new(data.clone()), info("r1", "big.bin", data.len() as u64))
-        .with_chunk_size(16 * 1024)
-        .unwrap();
+    let mut tx = Sender::new(
+        Cursor::new(data.clone()),
+        info("r1", "big.bin", data.len() as u64),
+    )
+    .with_chunk_size(16 * 1024)
+    .unwrap();
     let mut rx = Receiver::new(dir.path());
 
     // file-start and 5 chunks arrive; 3 more chunks are "in flight" when the
@@ -256,28 +318,50 @@ fn resume_after_lost_messages() {
     assert_eq!(rx.bytes_received("r1"), Some(5 * 16 * 1024));
     assert_eq!(rx.bytes_received("other"), None);
     let p = rx.in_progress().unwrap();
-    assert_eq!((p.id, p.name, p.received, p.size), ("r1", "big.bin", 5 * 16 * 1024, data.len() as u64));
+    assert_eq!(
+        (p.id, p.name, p.received, p.size),
+        ("r1", "big.bin", 5 * 16 * 1024, data.len() as u64)
+    );
 
     // New connection: receiver asks to resume; the frame survives the codec.
     let resume = rx.resume_frame().unwrap().encode().as_bytes().to_vec();
-    assert_eq!(String::from_utf8(resume.clone()).unwrap(), r#"{"type":"file-resume","id":"r1","offset":81920}"#);
-    let Frame::FileResume { id, offset } = parse(false, &resume).unwrap() else { panic!() };
+    assert_eq!(
+        String::from_utf8(resume.clone()).unwrap(),
+        r#"{"type":"file-resume","id":"r1","offset":81920}"#
+    );
+    let Frame::FileResume { id, offset } = parse(false, &resume).unwrap() else {
+        panic!()
+    };
     assert_eq!(id, "r1");
-    assert!(matches!(tx.resume(tx.bytes_sent() + 1), Err(TransferError::BadResume { .. })));
+    assert!(matches!(
+        tx.resume(tx.bytes_sent() + 1),
+        Err(TransferError::BadResume { .. })
+    ));
     tx.resume(offset).unwrap();
     assert_eq!(tx.bytes_sent(), offset);
 
     let mut fin = None;
     while let Some(m) = tx.next_message().unwrap() {
-        assert!(!matches!(parse(m.is_binary(), m.as_bytes()).unwrap(), Frame::FileStart { .. }));
-        if let Received::Finished(f) = rx.handle(&parse(m.is_binary(), m.as_bytes()).unwrap()).unwrap() {
+        assert!(!matches!(
+            parse(m.is_binary(), m.as_bytes()).unwrap(),
+            Frame::FileStart { .. }
+        ));
+        if let Received::Finished(f) = rx
+            .handle(&parse(m.is_binary(), m.as_bytes()).unwrap())
+            .unwrap()
+        {
             fin = Some(f);
         }
     }
     let fin = fin.unwrap();
     assert!(fin.ok(), "{:?}", fin.result);
-    let Frame::FileAck { ok, sha256, .. } = fin.ack() else { panic!() };
-    assert_eq!(tx.handle_ack("r1", ok, &sha256).unwrap(), Some(AckOutcome::Verified));
+    let Frame::FileAck { ok, sha256, .. } = fin.ack() else {
+        panic!()
+    };
+    assert_eq!(
+        tx.handle_ack("r1", ok, &sha256).unwrap(),
+        Some(AckOutcome::Verified)
+    );
     assert_eq!(std::fs::read(dir.path().join("big.bin")).unwrap(), data);
 }
 
@@ -295,12 +379,16 @@ fn resume_when_only_file_end_was_lost() {
     for (b, d) in &msgs[..msgs.len() - 1] {
         let _ = rx.handle(&parse(*b, d).unwrap()).unwrap();
     }
-    let Some(Frame::FileResume { offset, .. }) = rx.resume_frame() else { panic!() };
+    let Some(Frame::FileResume { offset, .. }) = rx.resume_frame() else {
+        panic!()
+    };
     assert_eq!(offset, 1000);
     tx.resume(offset).unwrap();
     let m = tx.next_message().unwrap().unwrap();
     assert_eq!((m.is_binary(), m.as_bytes().to_vec()), msgs[msgs.len() - 1]);
-    let Received::Finished(f) = rx.handle(&parse(false, m.as_bytes()).unwrap()).unwrap() else { panic!() };
+    let Received::Finished(f) = rx.handle(&parse(false, m.as_bytes()).unwrap()).unwrap() else {
+        panic!()
+    };
     assert!(f.ok());
 }
 
@@ -331,7 +419,14 @@ fn file_ids_look_like_the_browsers() {
     let b = transfer::new_file_id();
     assert_ne!(a, b);
     let (ms, hex) = a.split_once('-').unwrap();
-    assert!(!ms.is_empty() && ms.bytes().all(|c| c.is_ascii_digit() || c.is_ascii_lowercase()));
+    assert!(
+        !ms.is_empty()
+            && ms
+                .bytes()
+                .all(|c| c.is_ascii_digit() || c.is_ascii_lowercase())
+    );
     assert_eq!(hex.len(), 12);
-    assert!(hex.bytes().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+    assert!(hex
+        .bytes()
+        .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
 }

@@ -13,8 +13,8 @@ use base64::Engine;
 use hmac::{Hmac, KeyInit, Mac};
 use sha1::Sha1;
 use std::collections::HashMap;
-use stun::integrity::Key;
 pub use stun::integrity::long_term_key;
+use stun::integrity::Key;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
@@ -26,7 +26,8 @@ pub enum AuthError {
 
 /// The REST-API password for `username`.
 pub fn rest_password(secret: &[u8], username: &str) -> String {
-    let mut mac = <Hmac<Sha1> as KeyInit>::new_from_slice(secret).expect("HMAC takes any key length");
+    let mut mac =
+        <Hmac<Sha1> as KeyInit>::new_from_slice(secret).expect("HMAC takes any key length");
     mac.update(username.as_bytes());
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
@@ -94,7 +95,10 @@ impl Credentials {
         let expiry_text = username.split_once(':').map_or(username, |(e, _)| e);
         let expiry: u64 = expiry_text.parse().map_err(|_| AuthError::UnknownUser)?;
         if expiry <= now_unix {
-            return Err(AuthError::Expired { expiry, now: now_unix });
+            return Err(AuthError::Expired {
+                expiry,
+                now: now_unix,
+            });
         }
         let password = rest_password(secret, username);
         Ok(long_term_key(username, &self.realm, &password))
@@ -108,14 +112,20 @@ mod tests {
     #[test]
     fn rest_password_matches_a_known_value() {
         // Computed independently: printf '1700000000:alice' | openssl dgst -sha1 -hmac s3cret -binary | base64
-        assert_eq!(rest_password(b"s3cret", "1700000000:alice"), "TtElzSjT0GdnTQ9xdcRNxx96yQs=");
+        assert_eq!(
+            rest_password(b"s3cret", "1700000000:alice"),
+            "TtElzSjT0GdnTQ9xdcRNxx96yQs="
+        );
     }
 
     #[test]
     fn static_users() {
         let mut c = Credentials::new("example.org");
         c.add_user("alice", "pw");
-        assert_eq!(c.key("alice", 0), Ok(long_term_key("alice", "example.org", "pw")));
+        assert_eq!(
+            c.key("alice", 0),
+            Ok(long_term_key("alice", "example.org", "pw"))
+        );
         assert_eq!(c.key("bob", 0), Err(AuthError::UnknownUser));
         // Without a secret, timestamp-shaped names are just unknown users.
         assert_eq!(c.key("9999999999:x", 0), Err(AuthError::UnknownUser));
@@ -127,13 +137,25 @@ mod tests {
         c.set_secret("s3cret");
         let (user, pass) = rest_credential(b"s3cret", "peer1", 3600, 1_000_000);
         assert_eq!(user, "1003600:peer1");
-        assert_eq!(c.key(&user, 1_000_000), Ok(long_term_key(&user, "r", &pass)));
-        assert_eq!(c.key(&user, 1_003_600), Err(AuthError::Expired { expiry: 1_003_600, now: 1_003_600 }));
+        assert_eq!(
+            c.key(&user, 1_000_000),
+            Ok(long_term_key(&user, "r", &pass))
+        );
+        assert_eq!(
+            c.key(&user, 1_003_600),
+            Err(AuthError::Expired {
+                expiry: 1_003_600,
+                now: 1_003_600
+            })
+        );
         // coturn also accepts a bare expiry.
         assert!(c.key("1003600", 1_000_000).is_ok());
         assert_eq!(c.key("soon:x", 0), Err(AuthError::UnknownUser));
         // A key derived from the wrong secret does not match.
         let (_, other) = rest_credential(b"other", "peer1", 3600, 1_000_000);
-        assert_ne!(c.key(&user, 1_000_000), Ok(long_term_key(&user, "r", &other)));
+        assert_ne!(
+            c.key(&user, 1_000_000),
+            Ok(long_term_key(&user, "r", &other))
+        );
     }
 }

@@ -45,7 +45,10 @@ use stun::attr::{
     XorMappedAddress, XorPeerAddress, XorRelayedAddress, PROTOCOL_UDP,
 };
 use stun::channel_data::{MAX_CHANNEL, MIN_CHANNEL};
-use stun::{long_term_key, ChannelData, Class, Key, Message, MessageType, MessageWriter, Method, TransactionId};
+use stun::{
+    long_term_key, ChannelData, Class, Key, Message, MessageType, MessageWriter, Method,
+    TransactionId,
+};
 
 /// Initial retransmission timeout (RFC 8489 §6.2.1).
 pub const INITIAL_RTO: Duration = Duration::from_millis(500);
@@ -96,7 +99,12 @@ pub struct Config {
 impl Config {
     /// A config with the defaults: server lifetime, no SOFTWARE, seed 0,
     /// RTO 500 ms.
-    pub fn new(server: SocketAddr, transport: Transport, username: impl Into<String>, password: impl Into<String>) -> Self {
+    pub fn new(
+        server: SocketAddr,
+        transport: Transport,
+        username: impl Into<String>,
+        password: impl Into<String>,
+    ) -> Self {
         Config {
             server,
             transport,
@@ -164,9 +172,14 @@ pub enum Op {
     /// A refresh of the allocation (also: the allocation expired).
     Refresh,
     /// Creating or refreshing the permission for `peer`.
-    CreatePermission { peer: IpAddr },
+    CreatePermission {
+        peer: IpAddr,
+    },
     /// Binding or refreshing `channel` to `peer`.
-    ChannelBind { peer: SocketAddr, channel: u16 },
+    ChannelBind {
+        peer: SocketAddr,
+        channel: u16,
+    },
     /// Refresh with LIFETIME 0.
     Close,
 }
@@ -187,7 +200,11 @@ impl Op {
 pub enum Event {
     /// The allocation exists. `mapped` is our address as the server sees it
     /// (a server-reflexive candidate), when the server said.
-    Allocated { relayed: SocketAddr, mapped: Option<SocketAddr>, lifetime: Duration },
+    Allocated {
+        relayed: SocketAddr,
+        mapped: Option<SocketAddr>,
+        lifetime: Duration,
+    },
     /// A new permission is installed. Refreshes are silent.
     PermissionCreated { peer: IpAddr },
     /// A new channel is bound; [`Client::send_to`] now uses ChannelData for
@@ -199,7 +216,11 @@ pub enum Event {
     /// `None` for a timeout or a malformed answer. A failed Allocate or
     /// Refresh leaves the client in [`State::Failed`]; a failed permission
     /// or channel is forgotten.
-    Failed { op: Op, code: Option<u16>, reason: String },
+    Failed {
+        op: Op,
+        code: Option<u16>,
+        reason: String,
+    },
     /// The allocation is released (after [`Client::close`]).
     Closed,
 }
@@ -340,7 +361,9 @@ impl TxQueue {
     }
 
     fn queued(&self) -> usize {
-        self.frames.front().map_or(0, |&(head, _)| self.buf.len() - head)
+        self.frames
+            .front()
+            .map_or(0, |&(head, _)| self.buf.len() - head)
     }
 
     fn pop(&mut self) -> Option<&[u8]> {
@@ -427,17 +450,26 @@ impl Client {
 
     /// The relayed transport address, once allocated.
     pub fn relayed(&self) -> Option<SocketAddr> {
-        self.alloc.as_ref().filter(|_| self.state == State::Allocated).map(|a| a.relayed)
+        self.alloc
+            .as_ref()
+            .filter(|_| self.state == State::Allocated)
+            .map(|a| a.relayed)
     }
 
     /// Our address as the TURN server sees it, once allocated.
     pub fn mapped(&self) -> Option<SocketAddr> {
-        self.alloc.as_ref().filter(|_| self.state == State::Allocated).and_then(|a| a.mapped)
+        self.alloc
+            .as_ref()
+            .filter(|_| self.state == State::Allocated)
+            .and_then(|a| a.mapped)
     }
 
     /// The channel bound to `peer`, once the server confirmed it.
     pub fn channel(&self, peer: SocketAddr) -> Option<u16> {
-        self.channels.iter().find(|c| c.bound && c.peer == peer).map(|c| c.number)
+        self.channels
+            .iter()
+            .find(|c| c.bound && c.peer == peer)
+            .map(|c| c.number)
     }
 
     /// Whether the server confirmed a permission for `ip`.
@@ -449,7 +481,9 @@ impl Client {
     /// [`Event::Allocated`] or [`Event::Failed`].
     pub fn allocate(&mut self, now: Instant) -> Result<(), Error> {
         match self.state {
-            State::Allocating | State::Allocated | State::Closing => return Err(Error::AlreadyAllocated),
+            State::Allocating | State::Allocated | State::Closing => {
+                return Err(Error::AlreadyAllocated)
+            }
             State::Idle | State::Closed | State::Failed => {}
         }
         self.state = State::Allocating;
@@ -467,7 +501,11 @@ impl Client {
         if self.permissions.iter().any(|p| p.ip == peer) {
             return Ok(());
         }
-        self.permissions.push(Permission { ip: peer, installed: false, refresh_at: None });
+        self.permissions.push(Permission {
+            ip: peer,
+            installed: false,
+            refresh_at: None,
+        });
         self.start(now, Op::CreatePermission { peer }, 0);
         Ok(())
     }
@@ -483,8 +521,20 @@ impl Client {
             return Ok(c.number);
         }
         let number = self.free_channel().ok_or(Error::NoChannel)?;
-        self.channels.push(Channel { number, peer, bound: false, refresh_at: None });
-        self.start(now, Op::ChannelBind { peer, channel: number }, 0);
+        self.channels.push(Channel {
+            number,
+            peer,
+            bound: false,
+            refresh_at: None,
+        });
+        self.start(
+            now,
+            Op::ChannelBind {
+                peer,
+                channel: number,
+            },
+            0,
+        );
         Ok(number)
     }
 
@@ -500,7 +550,8 @@ impl Client {
             return Err(Error::QueueFull);
         }
         if let Some(number) = self.channel(peer) {
-            let cd = ChannelData::new(number, payload).map_err(|_| Error::TooLarge(payload.len()))?;
+            let cd =
+                ChannelData::new(number, payload).map_err(|_| Error::TooLarge(payload.len()))?;
             let start = self.tx.begin();
             // TCP receivers find the next frame by the padding (RFC 8656 §12.5).
             cd.encode(&mut self.tx.buf, self.cfg.transport == Transport::Tcp);
@@ -509,12 +560,15 @@ impl Client {
             return Ok(());
         }
         let ip = peer.ip();
-        if !self.permissions.iter().any(|p| p.ip == ip) && !self.channels.iter().any(|c| c.peer.ip() == ip) {
+        if !self.permissions.iter().any(|p| p.ip == ip)
+            && !self.channels.iter().any(|c| c.peer.ip() == ip)
+        {
             return Err(Error::NoPermission(ip));
         }
         let tid = self.next_tid();
         let start = self.tx.begin();
-        let mut w = MessageWriter::new(&mut self.tx.buf, MessageType::indication(Method::SEND), tid);
+        let mut w =
+            MessageWriter::new(&mut self.tx.buf, MessageType::indication(Method::SEND), tid);
         let ok = w.add::<XorPeerAddress>(peer).is_ok() && w.add::<Data>(payload).is_ok();
         if !ok {
             self.tx.buf.truncate(start);
@@ -585,7 +639,11 @@ impl Client {
     pub fn poll_transmit(&mut self) -> Option<Transmit<'_>> {
         let destination = self.cfg.server;
         let transport = self.cfg.transport;
-        self.tx.pop().map(|data| Transmit { destination, transport, data })
+        self.tx.pop().map(|data| Transmit {
+            destination,
+            transport,
+            data,
+        })
     }
 
     pub fn poll_event(&mut self) -> Option<Event> {
@@ -622,7 +680,12 @@ impl Client {
             if t.sends < max_sends {
                 t.sends += 1;
                 t.rto = t.rto.saturating_mul(2);
-                t.next_at = now + if t.sends < max_sends { t.rto } else { self.cfg.initial_rto * RM };
+                t.next_at = now
+                    + if t.sends < max_sends {
+                        t.rto
+                    } else {
+                        self.cfg.initial_rto * RM
+                    };
                 self.tx.push(&t.request);
                 self.stats.retransmits += 1;
                 i += 1;
@@ -638,7 +701,11 @@ impl Client {
         if self.state == State::Allocated {
             if let Some(a) = &mut self.alloc {
                 if a.expires <= now {
-                    self.lose_allocation(Op::Refresh, None, "allocation expired before a refresh succeeded".into());
+                    self.lose_allocation(
+                        Op::Refresh,
+                        None,
+                        "allocation expired before a refresh succeeded".into(),
+                    );
                     return;
                 }
                 if a.refresh_at.is_some_and(|r| r <= now) {
@@ -744,9 +811,18 @@ impl Client {
         });
     }
 
-    fn encode_request(&self, out: &mut Vec<u8>, tid: TransactionId, op: Op, key: Option<Key>) -> Result<(), stun::Error> {
+    fn encode_request(
+        &self,
+        out: &mut Vec<u8>,
+        tid: TransactionId,
+        op: Op,
+        key: Option<Key>,
+    ) -> Result<(), stun::Error> {
         let mut w = MessageWriter::new(out, MessageType::request(op.method()), tid);
-        let lifetime = self.cfg.lifetime.map(|l| u32::try_from(l.as_secs()).unwrap_or(u32::MAX));
+        let lifetime = self
+            .cfg
+            .lifetime
+            .map(|l| u32::try_from(l.as_secs()).unwrap_or(u32::MAX));
         match op {
             Op::Allocate => {
                 w.add::<RequestedTransport>(PROTOCOL_UDP)?;
@@ -796,28 +872,43 @@ impl Client {
             return None;
         };
         self.stats.data_received += 1;
-        Some(PeerData { peer: c.peer, channel: Some(c.number), payload: cd.data() })
+        Some(PeerData {
+            peer: c.peer,
+            channel: Some(c.number),
+            payload: cd.data(),
+        })
     }
 
     fn data_indication<'a>(&mut self, msg: &Message<'a>) -> Option<PeerData<'a>> {
-        let (Ok(Some(peer)), Ok(Some(payload))) = (msg.get::<XorPeerAddress>(), msg.get::<Data>()) else {
+        let (Ok(Some(peer)), Ok(Some(payload))) = (msg.get::<XorPeerAddress>(), msg.get::<Data>())
+        else {
             self.stats.malformed += 1;
             return None;
         };
         // Indications are unauthenticated: only take data from peers we
         // opened the relay to, as the server should have enforced.
         let ip = peer.ip();
-        if !self.permissions.iter().any(|p| p.ip == ip) && !self.channels.iter().any(|c| c.peer.ip() == ip) {
+        if !self.permissions.iter().any(|p| p.ip == ip)
+            && !self.channels.iter().any(|c| c.peer.ip() == ip)
+        {
             self.stats.unknown_peer += 1;
             return None;
         }
         self.stats.data_received += 1;
-        Some(PeerData { peer, channel: None, payload })
+        Some(PeerData {
+            peer,
+            channel: None,
+            payload,
+        })
     }
 
     fn response(&mut self, now: Instant, msg: &Message<'_>) {
         let tid = msg.transaction_id();
-        let Some(i) = self.txns.iter().position(|t| t.tid == tid && t.op.method() == msg.method()) else {
+        let Some(i) = self
+            .txns
+            .iter()
+            .position(|t| t.tid == tid && t.op.method() == msg.method())
+        else {
             self.stats.unmatched += 1;
             return;
         };
@@ -900,7 +991,12 @@ impl Client {
         match t.op {
             Op::Allocate => {
                 let Ok(Some(relayed)) = msg.get::<XorRelayedAddress>() else {
-                    self.fail(now, t, None, "Allocate success without XOR-RELAYED-ADDRESS".into());
+                    self.fail(
+                        now,
+                        t,
+                        None,
+                        "Allocate success without XOR-RELAYED-ADDRESS".into(),
+                    );
                     return;
                 };
                 let mapped = msg.get::<XorMappedAddress>().ok().flatten();
@@ -911,11 +1007,19 @@ impl Client {
                     refresh_at: Some(sent + refresh_delay(lifetime)),
                 });
                 self.state = State::Allocated;
-                self.events.push_back(Event::Allocated { relayed, mapped, lifetime });
+                self.events.push_back(Event::Allocated {
+                    relayed,
+                    mapped,
+                    lifetime,
+                });
             }
             Op::Refresh => {
                 if lifetime.is_zero() {
-                    self.lose_allocation(Op::Refresh, None, "server refreshed the allocation to 0 s".into());
+                    self.lose_allocation(
+                        Op::Refresh,
+                        None,
+                        "server refreshed the allocation to 0 s".into(),
+                    );
                     return;
                 }
                 if let Some(a) = &mut self.alloc {
@@ -934,7 +1038,9 @@ impl Client {
                 }
             }
             Op::ChannelBind { peer, channel } => {
-                let Some(c) = self.channels.iter_mut().find(|c| c.number == channel) else { return };
+                let Some(c) = self.channels.iter_mut().find(|c| c.number == channel) else {
+                    return;
+                };
                 c.refresh_at = Some(sent + CHANNEL_REFRESH);
                 let new = !c.bound;
                 c.bound = true;
@@ -968,7 +1074,11 @@ impl Client {
             Op::Allocate => {
                 self.state = State::Failed;
                 self.alloc = None;
-                self.events.push_back(Event::Failed { op: t.op, code, reason });
+                self.events.push_back(Event::Failed {
+                    op: t.op,
+                    code,
+                    reason,
+                });
             }
             Op::Refresh => {
                 let time_left = self.alloc.as_ref().is_some_and(|a| now < a.expires);
@@ -982,14 +1092,26 @@ impl Client {
             }
             Op::CreatePermission { peer } => {
                 self.permissions.retain(|p| p.ip != peer);
-                self.events.push_back(Event::Failed { op: t.op, code, reason });
+                self.events.push_back(Event::Failed {
+                    op: t.op,
+                    code,
+                    reason,
+                });
             }
             Op::ChannelBind { channel, .. } => {
                 self.channels.retain(|c| c.number != channel);
-                self.events.push_back(Event::Failed { op: t.op, code, reason });
+                self.events.push_back(Event::Failed {
+                    op: t.op,
+                    code,
+                    reason,
+                });
             }
             Op::Close => {
-                self.events.push_back(Event::Failed { op: t.op, code, reason });
+                self.events.push_back(Event::Failed {
+                    op: t.op,
+                    code,
+                    reason,
+                });
                 self.finish_close();
             }
         }

@@ -42,11 +42,15 @@ impl Cidr {
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             _ => false,
@@ -106,14 +110,29 @@ const DENIED_V6: &[(Cidr, &str)] = &[
     (Cidr::v6([0, 0, 0, 0, 0, 0, 0, 0], 128), "unspecified"),
     (Cidr::v6([0, 0, 0, 0, 0, 0, 0, 1], 128), "loopback"),
     (Cidr::v6([0, 0, 0, 0, 0, 0, 0, 0], 96), "IPv4-compatible"),
-    (Cidr::v6([0x64, 0xff9b, 1, 0, 0, 0, 0, 0], 48), "local-use NAT64"),
+    (
+        Cidr::v6([0x64, 0xff9b, 1, 0, 0, 0, 0, 0], 48),
+        "local-use NAT64",
+    ),
     (Cidr::v6([0x100, 0, 0, 0, 0, 0, 0, 0], 64), "discard-only"),
-    (Cidr::v6([0x2001, 0, 0, 0, 0, 0, 0, 0], 23), "IETF protocol assignments (incl. Teredo)"),
-    (Cidr::v6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32), "documentation"),
+    (
+        Cidr::v6([0x2001, 0, 0, 0, 0, 0, 0, 0], 23),
+        "IETF protocol assignments (incl. Teredo)",
+    ),
+    (
+        Cidr::v6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32),
+        "documentation",
+    ),
     (Cidr::v6([0x3fff, 0, 0, 0, 0, 0, 0, 0], 20), "documentation"),
-    (Cidr::v6([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7), "unique local (ULA)"),
+    (
+        Cidr::v6([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7),
+        "unique local (ULA)",
+    ),
     (Cidr::v6([0xfe80, 0, 0, 0, 0, 0, 0, 0], 10), "link-local"),
-    (Cidr::v6([0xfec0, 0, 0, 0, 0, 0, 0, 0], 10), "site-local (deprecated)"),
+    (
+        Cidr::v6([0xfec0, 0, 0, 0, 0, 0, 0, 0], 10),
+        "site-local (deprecated)",
+    ),
     (Cidr::v6([0xff00, 0, 0, 0, 0, 0, 0, 0], 8), "multicast"),
 ];
 
@@ -129,7 +148,12 @@ pub fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
         [0, 0, 0, 0, 0, 0, 0, 0] | [0, 0, 0, 0, 0, 0, 0, 1] => None,
         [0, 0, 0, 0, 0, 0, _, _] => Some(tail),
         [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Some(tail),
-        [0x2002, hi, lo, ..] => Some(Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8)),
+        [0x2002, hi, lo, ..] => Some(Ipv4Addr::new(
+            (hi >> 8) as u8,
+            hi as u8,
+            (lo >> 8) as u8,
+            lo as u8,
+        )),
         _ => None,
     }
 }
@@ -170,13 +194,21 @@ impl PeerPolicy {
     /// Whether the relay may send to `ip`.
     pub fn check(&self, ip: IpAddr) -> Result<(), Denied> {
         let canon = canonical(ip);
-        if self.allow.iter().any(|c| c.contains(ip) || c.contains(canon)) {
+        if self
+            .allow
+            .iter()
+            .any(|c| c.contains(ip) || c.contains(canon))
+        {
             return Ok(());
         }
         if self.own.iter().any(|o| canonical(*o) == canon) {
             return Err(Denied::OwnAddress(ip));
         }
-        let list = if canon.is_ipv4() { DENIED_V4 } else { DENIED_V6 };
+        let list = if canon.is_ipv4() {
+            DENIED_V4
+        } else {
+            DENIED_V6
+        };
         match list.iter().find(|(c, _)| c.contains(canon)) {
             Some((range, what)) => Err(Denied::Reserved {
                 addr: ip,
@@ -208,12 +240,37 @@ mod tests {
     fn refuses_non_global_ranges() {
         let p = PeerPolicy::default();
         for s in [
-            "127.0.0.1", "127.255.0.9", "0.0.0.0", "10.0.0.1", "172.16.0.1", "172.31.255.255",
-            "192.168.1.1", "100.64.0.1", "100.127.255.254", "169.254.169.254", "192.0.2.1",
-            "198.51.100.7", "203.0.113.9", "198.18.0.1", "198.19.255.1", "224.0.0.1",
-            "239.255.255.250", "240.0.0.1", "255.255.255.255", "192.0.0.8",
-            "::", "::1", "fe80::1", "fc00::1", "fd12:3456::1", "ff02::1", "2001:db8::1",
-            "fec0::1", "100::1", "64:ff9b:1::1", "2001::1",
+            "127.0.0.1",
+            "127.255.0.9",
+            "0.0.0.0",
+            "10.0.0.1",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "100.64.0.1",
+            "100.127.255.254",
+            "169.254.169.254",
+            "192.0.2.1",
+            "198.51.100.7",
+            "203.0.113.9",
+            "198.18.0.1",
+            "198.19.255.1",
+            "224.0.0.1",
+            "239.255.255.250",
+            "240.0.0.1",
+            "255.255.255.255",
+            "192.0.0.8",
+            "::",
+            "::1",
+            "fe80::1",
+            "fc00::1",
+            "fd12:3456::1",
+            "ff02::1",
+            "2001:db8::1",
+            "fec0::1",
+            "100::1",
+            "64:ff9b:1::1",
+            "2001::1",
         ] {
             assert!(p.check(ip(s)).is_err(), "{s} should be refused");
         }
@@ -223,8 +280,13 @@ mod tests {
     fn unwraps_embedded_ipv4() {
         let p = PeerPolicy::default();
         for s in [
-            "::ffff:127.0.0.1", "::ffff:10.0.0.1", "::127.0.0.1", "64:ff9b::a9fe:a9fe",
-            "2002:7f00:1::1", "2002:c0a8:101::", "::ffff:169.254.169.254",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "::127.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "2002:7f00:1::1",
+            "2002:c0a8:101::",
+            "::ffff:169.254.169.254",
         ] {
             let err = p.check(ip(s)).unwrap_err();
             assert!(matches!(err, Denied::Reserved { .. }), "{s}: {err}");
@@ -236,7 +298,15 @@ mod tests {
     #[test]
     fn allows_global_unicast() {
         let p = PeerPolicy::default();
-        for s in ["8.8.8.8", "1.1.1.1", "100.63.255.255", "100.128.0.0", "172.32.0.1", "2606:4700::1111", "2a00:1450::1"] {
+        for s in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "100.63.255.255",
+            "100.128.0.0",
+            "172.32.0.1",
+            "2606:4700::1111",
+            "2a00:1450::1",
+        ] {
             assert!(p.check(ip(s)).is_ok(), "{s} should be allowed");
         }
     }
@@ -245,22 +315,41 @@ mod tests {
     fn own_addresses_are_refused_and_allow_list_wins() {
         let mut p = PeerPolicy::new(vec!["127.0.0.1/32".parse().unwrap()], vec![]);
         p.add_own(ip("203.0.114.5"));
-        assert_eq!(p.check(ip("203.0.114.5")), Err(Denied::OwnAddress(ip("203.0.114.5"))));
+        assert_eq!(
+            p.check(ip("203.0.114.5")),
+            Err(Denied::OwnAddress(ip("203.0.114.5")))
+        );
         assert!(p.check(ip("::ffff:203.0.114.5")).is_err());
         assert!(p.check(ip("127.0.0.1")).is_ok());
         assert!(p.check(ip("::ffff:127.0.0.1")).is_ok());
         assert!(p.check(ip("127.0.0.2")).is_err());
-        let open = PeerPolicy::new(vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()], vec![]);
+        let open = PeerPolicy::new(
+            vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()],
+            vec![],
+        );
         assert!(open.check(ip("10.1.2.3")).is_ok());
         assert!(open.check(ip("fe80::1")).is_ok());
     }
 
     #[test]
     fn cidr_parsing() {
-        assert_eq!("10.0.0.0/8".parse::<Cidr>().unwrap().to_string(), "10.0.0.0/8");
-        assert_eq!("192.0.2.1".parse::<Cidr>().unwrap().to_string(), "192.0.2.1/32");
+        assert_eq!(
+            "10.0.0.0/8".parse::<Cidr>().unwrap().to_string(),
+            "10.0.0.0/8"
+        );
+        assert_eq!(
+            "192.0.2.1".parse::<Cidr>().unwrap().to_string(),
+            "192.0.2.1/32"
+        );
         assert_eq!("::1".parse::<Cidr>().unwrap().to_string(), "::1/128");
-        for bad in ["", "10.0.0.0/33", "::/129", "nope/8", "10.0.0.0/x", "10.0.0/8"] {
+        for bad in [
+            "",
+            "10.0.0.0/33",
+            "::/129",
+            "nope/8",
+            "10.0.0.0/x",
+            "10.0.0/8",
+        ] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad}");
         }
         let c: Cidr = "0.0.0.0/0".parse().unwrap();

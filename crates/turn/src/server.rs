@@ -23,12 +23,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use stun::attr::{
-    AddressFamily, AttrTypeList, ChannelNumber, Data, ErrorCodeValue, EvenPort, Lifetime, Nonce, Realm,
-    RequestedAddressFamily, RequestedTransport, ReservationToken, Software, UnknownAttributes,
-    Username, XorMappedAddress, XorPeerAddress, XorRelayedAddress, PROTOCOL_UDP,
+    AddressFamily, AttrTypeList, ChannelNumber, Data, ErrorCodeValue, EvenPort, Lifetime, Nonce,
+    Realm, RequestedAddressFamily, RequestedTransport, ReservationToken, Software,
+    UnknownAttributes, Username, XorMappedAddress, XorPeerAddress, XorRelayedAddress, PROTOCOL_UDP,
 };
 use stun::integrity::{IntegrityAlg, Key};
-use stun::{AttrType, ChannelData, Class, Message, MessageType, MessageWriter, Method, TransactionId};
+use stun::{
+    AttrType, ChannelData, Class, Message, MessageType, MessageWriter, Method, TransactionId,
+};
 
 /// Settings of the TURN core. Each maps to a `serve` flag.
 #[derive(Debug, Clone)]
@@ -102,7 +104,9 @@ impl Quota {
         }
         if self
             .total
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| (t < self.max_total).then_some(t + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
+                (t < self.max_total).then_some(t + 1)
+            })
             .is_err()
         {
             return Err(508);
@@ -183,7 +187,11 @@ pub enum Action<'a> {
     /// Send `data` to the client over its 5-tuple.
     ToClient { tuple: FiveTuple, data: &'a [u8] },
     /// Send `data` from relay socket `relay` to `peer`.
-    ToPeer { relay: RelayId, peer: SocketAddr, data: &'a [u8] },
+    ToPeer {
+        relay: RelayId,
+        peer: SocketAddr,
+        data: &'a [u8],
+    },
 }
 
 /// Counters for `/metrics`.
@@ -233,21 +241,34 @@ struct Allocation {
 
 impl Allocation {
     fn permitted(&self, ip: IpAddr, now: Instant) -> bool {
-        self.permissions.iter().any(|(p, exp)| *p == ip && *exp > now)
+        self.permissions
+            .iter()
+            .any(|(p, exp)| *p == ip && *exp > now)
     }
 
     fn channel_by_number(&self, n: u16, now: Instant) -> Option<&Channel> {
-        self.channels.iter().find(|c| c.number == n && c.expires > now)
+        self.channels
+            .iter()
+            .find(|c| c.number == n && c.expires > now)
     }
 
     fn channel_by_peer(&self, peer: SocketAddr, now: Instant) -> Option<&Channel> {
-        self.channels.iter().find(|c| c.peer == peer && c.expires > now)
+        self.channels
+            .iter()
+            .find(|c| c.peer == peer && c.expires > now)
     }
 
     /// The checks every relayed packet passes, either way: the allocation
     /// is alive, the peer has a permission, and the direction's bandwidth
     /// budget covers it. Counts the reason when it does not.
-    fn admit(&mut self, peer: IpAddr, len: usize, dir: Direction, now: Instant, stats: &mut Stats) -> bool {
+    fn admit(
+        &mut self,
+        peer: IpAddr,
+        len: usize,
+        dir: Direction,
+        now: Instant,
+        stats: &mut Stats,
+    ) -> bool {
         if self.expires <= now || !self.permitted(peer, now) {
             stats.dropped_no_permission += 1;
             return false;
@@ -299,7 +320,10 @@ impl Refusal {
         Refusal { code, key: None }
     }
     fn signed(code: u16, key: Key) -> Self {
-        Refusal { code, key: Some(key) }
+        Refusal {
+            code,
+            key: Some(key),
+        }
     }
 }
 
@@ -392,7 +416,9 @@ impl Server {
                     Action::None
                 }
             }
-            Class::Indication if msg.method() == Method::SEND => self.send_indication(now, tuple, &msg),
+            Class::Indication if msg.method() == Method::SEND => {
+                self.send_indication(now, tuple, &msg)
+            }
             // Responses and other indications are not for a server.
             _ => Action::None,
         }
@@ -414,7 +440,13 @@ impl Server {
         let Some(alloc) = self.allocations.get_mut(&tuple) else {
             return Action::None;
         };
-        if !alloc.admit(from.ip(), payload.len(), Direction::ToClient, now, &mut self.stats) {
+        if !alloc.admit(
+            from.ip(),
+            payload.len(),
+            Direction::ToClient,
+            now,
+            &mut self.stats,
+        ) {
             return Action::None;
         }
         if let Some(ch) = alloc.channel_by_peer(from, now) {
@@ -485,7 +517,12 @@ impl Server {
         }
     }
 
-    fn client_channel_data<'a>(&mut self, now: Instant, tuple: FiveTuple, packet: &'a [u8]) -> Action<'a> {
+    fn client_channel_data<'a>(
+        &mut self,
+        now: Instant,
+        tuple: FiveTuple,
+        packet: &'a [u8],
+    ) -> Action<'a> {
         let cd = match ChannelData::parse(packet) {
             Ok(cd) => cd,
             Err(_) => {
@@ -504,8 +541,14 @@ impl Server {
         self.forward_to_peer(now, tuple, peer, cd.data())
     }
 
-    fn send_indication<'a>(&mut self, now: Instant, tuple: FiveTuple, msg: &Message<'a>) -> Action<'a> {
-        let (Ok(Some(peer)), Ok(Some(data))) = (msg.get::<XorPeerAddress>(), msg.get::<Data>()) else {
+    fn send_indication<'a>(
+        &mut self,
+        now: Instant,
+        tuple: FiveTuple,
+        msg: &Message<'a>,
+    ) -> Action<'a> {
+        let (Ok(Some(peer)), Ok(Some(data))) = (msg.get::<XorPeerAddress>(), msg.get::<Data>())
+        else {
             self.stats.malformed += 1;
             return Action::None;
         };
@@ -513,17 +556,33 @@ impl Server {
     }
 
     /// Client→peer, for ChannelData and Send indications alike.
-    fn forward_to_peer<'a>(&mut self, now: Instant, tuple: FiveTuple, peer: SocketAddr, data: &'a [u8]) -> Action<'a> {
+    fn forward_to_peer<'a>(
+        &mut self,
+        now: Instant,
+        tuple: FiveTuple,
+        peer: SocketAddr,
+        data: &'a [u8],
+    ) -> Action<'a> {
         let Some(alloc) = self.allocations.get_mut(&tuple) else {
             self.stats.dropped_no_permission += 1;
             return Action::None;
         };
-        if !alloc.admit(peer.ip(), data.len(), Direction::ToPeer, now, &mut self.stats) {
+        if !alloc.admit(
+            peer.ip(),
+            data.len(),
+            Direction::ToPeer,
+            now,
+            &mut self.stats,
+        ) {
             return Action::None;
         }
         self.stats.packets_to_peer += 1;
         self.stats.bytes_to_peer += data.len() as u64;
-        Action::ToPeer { relay: alloc.relay, peer, data }
+        Action::ToPeer {
+            relay: alloc.relay,
+            peer,
+            data,
+        }
     }
 
     /// Admits one unauthenticated request from `ip` under the per-source rate.
@@ -564,7 +623,12 @@ impl Server {
             let ok = w.add::<XorMappedAddress>(tuple.client).is_ok() && self.finish(w, msg, None);
             return ok;
         }
-        let known = [Method::ALLOCATE, Method::REFRESH, Method::CREATE_PERMISSION, Method::CHANNEL_BIND];
+        let known = [
+            Method::ALLOCATE,
+            Method::REFRESH,
+            Method::CREATE_PERMISSION,
+            Method::CHANNEL_BIND,
+        ];
         if !known.contains(&method) {
             return self.refuse(out, msg, Refusal::plain(400), unix, tuple);
         }
@@ -578,11 +642,14 @@ impl Server {
             }
         }
         if n_unknown > 0 {
-            let mut w = match MessageWriter::error_response(out, msg, ErrorCodeValue::standard(420)) {
+            let mut w = match MessageWriter::error_response(out, msg, ErrorCodeValue::standard(420))
+            {
                 Ok(w) => w,
                 Err(_) => return false,
             };
-            if w.add::<UnknownAttributes>(AttrTypeList::new(&unknown[..n_unknown])).is_err() {
+            if w.add::<UnknownAttributes>(AttrTypeList::new(&unknown[..n_unknown]))
+                .is_err()
+            {
                 return false;
             }
             return self.finish(w, msg, None);
@@ -593,9 +660,11 @@ impl Server {
             }
             return self.refuse(out, msg, Refusal::plain(401), unix, tuple);
         }
-        let (Ok(Some(user)), Ok(Some(_realm)), Ok(Some(nonce))) =
-            (msg.get::<Username>(), msg.get::<Realm>(), msg.get::<Nonce>())
-        else {
+        let (Ok(Some(user)), Ok(Some(_realm)), Ok(Some(nonce))) = (
+            msg.get::<Username>(),
+            msg.get::<Realm>(),
+            msg.get::<Nonce>(),
+        ) else {
             return self.refuse(out, msg, Refusal::plain(400), unix, tuple);
         };
         if !self.nonce_valid(nonce, unix, tuple.client.ip()) {
@@ -722,9 +791,16 @@ impl Server {
             },
         );
         self.by_relay.insert(relay, tuple);
-        Ok(self.allocate_success(msg, key, relay_addr, lifetime.as_secs() as u32, tuple, new_token, out))
+        Ok(self.allocate_success(
+            msg,
+            key,
+            relay_addr,
+            lifetime.as_secs() as u32,
+            tuple,
+            new_token,
+            out,
+        ))
     }
-
 
     #[allow(clippy::too_many_arguments)]
     fn allocate_success(
@@ -761,7 +837,10 @@ impl Server {
             Err(_) => return Err(Refusal::signed(400, key)),
         };
         if let Ok(Some(f)) = msg.get::<RequestedAddressFamily>() {
-            let alloc = self.allocations.get(&tuple).ok_or(Refusal::signed(437, key))?;
+            let alloc = self
+                .allocations
+                .get(&tuple)
+                .ok_or(Refusal::signed(437, key))?;
             if AddressFamily::of(&alloc.relay_addr.ip()) != f {
                 return Err(Refusal::signed(443, key));
             }
@@ -772,7 +851,8 @@ impl Server {
                 Duration::ZERO
             }
             // RFC 8656 §7.3: min(requested, max), but never below the default.
-            Some(secs) => Duration::from_secs(u64::from(secs)).clamp(self.cfg.default_lifetime, self.cfg.max_lifetime),
+            Some(secs) => Duration::from_secs(u64::from(secs))
+                .clamp(self.cfg.default_lifetime, self.cfg.max_lifetime),
             None => self.cfg.default_lifetime,
         };
         if let Some(a) = self.allocations.get_mut(&tuple) {
@@ -788,7 +868,12 @@ impl Server {
     /// The policy goes first, so a forbidden address is a 403 however it is
     /// spelled (`::ffff:127.0.0.1` on an IPv4 relay is refused, not merely
     /// a family mismatch).
-    fn vet_peer(&mut self, alloc_family: AddressFamily, peer: SocketAddr, key: Key) -> Result<(), Refusal> {
+    fn vet_peer(
+        &mut self,
+        alloc_family: AddressFamily,
+        peer: SocketAddr,
+        key: Key,
+    ) -> Result<(), Refusal> {
         if self.policy.check(peer.ip()).is_err() {
             self.stats.denied_peers += 1;
             return Err(Refusal::signed(403, key));
@@ -808,15 +893,23 @@ impl Server {
         out: &mut Vec<u8>,
     ) -> Result<bool, Refusal> {
         let family = {
-            let a = self.allocations.get(&tuple).ok_or(Refusal::signed(437, key))?;
+            let a = self
+                .allocations
+                .get(&tuple)
+                .ok_or(Refusal::signed(437, key))?;
             AddressFamily::of(&a.relay_addr.ip())
         };
         // All peers are vetted before any permission is installed, so a
         // refused request changes nothing.
         let tid = msg.transaction_id();
         let mut peers = 0usize;
-        for attr in msg.attributes().filter(|a| a.attr_type == AttrType::XOR_PEER_ADDRESS) {
-            let peer = attr.decode::<XorPeerAddress>(&tid).map_err(|_| Refusal::signed(400, key))?;
+        for attr in msg
+            .attributes()
+            .filter(|a| a.attr_type == AttrType::XOR_PEER_ADDRESS)
+        {
+            let peer = attr
+                .decode::<XorPeerAddress>(&tid)
+                .map_err(|_| Refusal::signed(400, key))?;
             self.vet_peer(family, peer, key)?;
             peers += 1;
         }
@@ -825,8 +918,14 @@ impl Server {
         }
         let until = now + self.cfg.permission_lifetime;
         let max = self.cfg.max_permissions;
-        let alloc = self.allocations.get_mut(&tuple).ok_or(Refusal::signed(437, key))?;
-        for attr in msg.attributes().filter(|a| a.attr_type == AttrType::XOR_PEER_ADDRESS) {
+        let alloc = self
+            .allocations
+            .get_mut(&tuple)
+            .ok_or(Refusal::signed(437, key))?;
+        for attr in msg
+            .attributes()
+            .filter(|a| a.attr_type == AttrType::XOR_PEER_ADDRESS)
+        {
             if let Ok(peer) = attr.decode::<XorPeerAddress>(&tid) {
                 if !alloc.grant(peer.ip(), until, max) {
                     return Err(Refusal::signed(508, key));
@@ -846,18 +945,26 @@ impl Server {
         out: &mut Vec<u8>,
     ) -> Result<bool, Refusal> {
         // Out-of-range channel numbers fail to decode: 400.
-        let (Ok(Some(number)), Ok(Some(peer))) = (msg.get::<ChannelNumber>(), msg.get::<XorPeerAddress>()) else {
+        let (Ok(Some(number)), Ok(Some(peer))) =
+            (msg.get::<ChannelNumber>(), msg.get::<XorPeerAddress>())
+        else {
             return Err(Refusal::signed(400, key));
         };
         let family = {
-            let a = self.allocations.get(&tuple).ok_or(Refusal::signed(437, key))?;
+            let a = self
+                .allocations
+                .get(&tuple)
+                .ok_or(Refusal::signed(437, key))?;
             AddressFamily::of(&a.relay_addr.ip())
         };
         self.vet_peer(family, peer, key)?;
         let until_channel = now + self.cfg.channel_lifetime;
         let until_perm = now + self.cfg.permission_lifetime;
         let max = self.cfg.max_permissions;
-        let alloc = self.allocations.get_mut(&tuple).ok_or(Refusal::signed(437, key))?;
+        let alloc = self
+            .allocations
+            .get_mut(&tuple)
+            .ok_or(Refusal::signed(437, key))?;
         let clash = alloc
             .channels
             .iter()
@@ -881,15 +988,25 @@ impl Server {
     }
 
     /// Writes an error response. 401 and 438 carry REALM and a fresh NONCE.
-    fn refuse(&mut self, out: &mut Vec<u8>, msg: &Message<'_>, r: Refusal, unix: u64, tuple: FiveTuple) -> bool {
+    fn refuse(
+        &mut self,
+        out: &mut Vec<u8>,
+        msg: &Message<'_>,
+        r: Refusal,
+        unix: u64,
+        tuple: FiveTuple,
+    ) -> bool {
         out.clear();
-        let mut w = match MessageWriter::error_response(out, msg, ErrorCodeValue::standard(r.code)) {
+        let mut w = match MessageWriter::error_response(out, msg, ErrorCodeValue::standard(r.code))
+        {
             Ok(w) => w,
             Err(_) => return false,
         };
         if r.code == 401 || r.code == 438 {
             let nonce = self.make_nonce(unix, tuple.client.ip());
-            let Ok(nonce) = std::str::from_utf8(&nonce) else { return false };
+            let Ok(nonce) = std::str::from_utf8(&nonce) else {
+                return false;
+            };
             if w.add::<Realm>(self.creds.realm()).is_err() || w.add::<Nonce>(nonce).is_err() {
                 return false;
             }
@@ -938,7 +1055,10 @@ impl Server {
         if b.len() != NONCE_LEN {
             return false;
         }
-        let Some(expiry) = std::str::from_utf8(&b[..16]).ok().and_then(|s| u64::from_str_radix(s, 16).ok()) else {
+        let Some(expiry) = std::str::from_utf8(&b[..16])
+            .ok()
+            .and_then(|s| u64::from_str_radix(s, 16).ok())
+        else {
             return false;
         };
         if expiry <= unix {
@@ -947,11 +1067,16 @@ impl Server {
         let mut expect = [0u8; 16];
         hex_into(&self.nonce_mac(expiry, ip), &mut expect);
         // Constant-time comparison.
-        expect.iter().zip(&b[16..]).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        expect
+            .iter()
+            .zip(&b[16..])
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
     }
 
     fn nonce_mac(&self, expiry: u64, ip: IpAddr) -> [u8; 8] {
-        let mut mac = <Hmac<Sha1> as KeyInit>::new_from_slice(&self.nonce_secret).expect("any key length");
+        let mut mac =
+            <Hmac<Sha1> as KeyInit>::new_from_slice(&self.nonce_secret).expect("any key length");
         mac.update(&expiry.to_be_bytes());
         match ip {
             IpAddr::V4(v4) => mac.update(&v4.octets()),

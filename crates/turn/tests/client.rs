@@ -39,13 +39,24 @@ struct Ports {
 }
 
 impl Relays for Ports {
-    fn bind(&mut self, family: AddressFamily, _even: bool, _reserve: bool) -> Result<(Bound, Option<[u8; 8]>), BindError> {
+    fn bind(
+        &mut self,
+        family: AddressFamily,
+        _even: bool,
+        _reserve: bool,
+    ) -> Result<(Bound, Option<[u8; 8]>), BindError> {
         if family != AddressFamily::V4 {
             return Err(BindError::Family);
         }
         self.next += 1;
         self.live.insert(self.next);
-        Ok(((RelayId(self.next), SocketAddr::new([198, 51, 100, 1].into(), 50000 + self.next as u16)), None))
+        Ok((
+            (
+                RelayId(self.next),
+                SocketAddr::new([198, 51, 100, 1].into(), 50000 + self.next as u16),
+            ),
+            None,
+        ))
     }
     fn claim(&mut self, _token: [u8; 8]) -> Option<Bound> {
         None
@@ -85,7 +96,13 @@ fn server_with(cfg: server::Config) -> Server {
     creds.set_secret(SECRET);
     let mut policy = PeerPolicy::new(vec![], vec![]);
     policy.add_own(addr(SERVER).ip());
-    Server::new(cfg, Arc::new(creds), Arc::new(policy), Quota::new(100, 10), [7; 32])
+    Server::new(
+        cfg,
+        Arc::new(creds),
+        Arc::new(policy),
+        Quota::new(100, 10),
+        [7; 32],
+    )
 }
 
 fn config(transport: Transport, password: &str) -> Config {
@@ -106,7 +123,11 @@ impl Net {
             server: server_with(server_cfg),
             relays: Ports::default(),
             client: Client::new(cfg),
-            tuple: FiveTuple { client: addr(CLIENT), server: addr(SERVER), transport },
+            tuple: FiveTuple {
+                client: addr(CLIENT),
+                server: addr(SERVER),
+                transport,
+            },
             start: now,
             now,
             events: vec![],
@@ -139,7 +160,14 @@ impl Net {
                 continue;
             }
             let unix = self.unix();
-            match self.server.handle_client(self.now, unix, self.tuple, &pkt, &mut out, &mut self.relays) {
+            match self.server.handle_client(
+                self.now,
+                unix,
+                self.tuple,
+                &pkt,
+                &mut out,
+                &mut self.relays,
+            ) {
                 Action::ToClient { data, .. } => {
                     let data = data.to_vec();
                     if self.drop_down > 0 {
@@ -187,7 +215,10 @@ impl Net {
     /// A datagram from `peer` to relay socket 1.
     fn peer_sends(&mut self, peer: &str, payload: &[u8]) {
         let mut out = Vec::new();
-        if let Action::ToClient { data, .. } = self.server.handle_peer(self.now, RelayId(1), addr(peer), payload, &mut out) {
+        if let Action::ToClient { data, .. } =
+            self.server
+                .handle_peer(self.now, RelayId(1), addr(peer), payload, &mut out)
+        {
             let data = data.to_vec();
             self.deliver(&data);
         }
@@ -201,7 +232,9 @@ impl Net {
     fn allocate(&mut self) -> SocketAddr {
         self.client.allocate(self.now).unwrap();
         let ev = self.take_events();
-        let [Event::Allocated { relayed, .. }] = ev[..] else { panic!("expected Allocated, got {ev:?}") };
+        let [Event::Allocated { relayed, .. }] = ev[..] else {
+            panic!("expected Allocated, got {ev:?}")
+        };
         relayed
     }
 
@@ -213,7 +246,13 @@ impl Net {
 
     fn bind(&mut self, peer: &str) -> u16 {
         let n = self.client.bind_channel(self.now, addr(peer)).unwrap();
-        assert_eq!(self.take_events(), [Event::ChannelBound { peer: addr(peer), channel: n }]);
+        assert_eq!(
+            self.take_events(),
+            [Event::ChannelBound {
+                peer: addr(peer),
+                channel: n
+            }]
+        );
         n
     }
 
@@ -230,7 +269,11 @@ impl Net {
     }
 
     fn failures(&self) -> Vec<&Event> {
-        self.events.iter().map(|(_, e)| e).filter(|e| matches!(e, Event::Failed { .. })).collect()
+        self.events
+            .iter()
+            .map(|(_, e)| e)
+            .filter(|e| matches!(e, Event::Failed { .. }))
+            .collect()
     }
 }
 
@@ -269,7 +312,10 @@ fn permission_channel_and_data_both_ways() {
     let mut n = Net::new(Transport::Udp);
     n.allocate();
     let peer = addr(PEER);
-    assert_eq!(n.client.send_to(peer, b"x"), Err(Error::NoPermission(peer.ip())));
+    assert_eq!(
+        n.client.send_to(peer, b"x"),
+        Err(Error::NoPermission(peer.ip()))
+    );
     n.permit(PEER);
     assert!(n.client.has_permission(peer.ip()));
     assert_eq!(n.server.permissions(), 1);
@@ -279,7 +325,10 @@ fn permission_channel_and_data_both_ways() {
 
     // Send indication out, Data indication in.
     let sent_before = n.sent.len();
-    assert_eq!(n.send(PEER, b"hello peer").as_deref(), Some(&b"hello peer"[..]));
+    assert_eq!(
+        n.send(PEER, b"hello peer").as_deref(),
+        Some(&b"hello peer"[..])
+    );
     let ind = Message::parse(&n.sent[sent_before].1).unwrap();
     assert_eq!(ind.message_type(), MessageType::indication(Method::SEND));
     n.peer_sends(PEER, b"hello client");
@@ -292,7 +341,10 @@ fn permission_channel_and_data_both_ways() {
     assert_eq!(n.client.bind_channel(n.now, peer), Ok(ch), "idempotent");
     assert_eq!(n.server.channels(), 1);
     let before = n.sent.len();
-    assert_eq!(n.send(PEER, b"via channel").as_deref(), Some(&b"via channel"[..]));
+    assert_eq!(
+        n.send(PEER, b"via channel").as_deref(),
+        Some(&b"via channel"[..])
+    );
     let frame = &n.sent[before].1;
     assert_eq!(frame.len(), 4 + 11, "UDP ChannelData is not padded");
     assert_eq!(ChannelData::parse(frame).unwrap().channel(), ch);
@@ -328,13 +380,20 @@ fn channel_bind_alone_covers_the_permission_and_refreshes_it() {
 
 #[test]
 fn refreshes_keep_everything_alive() {
-    let cfg = server::Config { nonce_lifetime: Duration::from_secs(86_400), ..Default::default() };
+    let cfg = server::Config {
+        nonce_lifetime: Duration::from_secs(86_400),
+        ..Default::default()
+    };
     let mut n = Net::with(cfg, config(Transport::Udp, "alice-pw"));
     n.allocate();
     n.permit(PEER);
     let ch = n.bind(PEER2);
     let first_refresh = n.client.poll_timeout().unwrap() - n.now;
-    assert_eq!(first_refresh, Duration::from_secs(240), "permission refresh comes first");
+    assert_eq!(
+        first_refresh,
+        Duration::from_secs(240),
+        "permission refresh comes first"
+    );
 
     n.advance(secs(2000.0));
     let refreshed: Vec<Duration> = n
@@ -344,9 +403,19 @@ fn refreshes_keep_everything_alive() {
         .map(|(t, _)| *t)
         .collect();
     // 80% of 600 s, again and again.
-    assert_eq!(refreshed, [secs(480.0), secs(960.0), secs(1440.0), secs(1920.0)]);
+    assert_eq!(
+        refreshed,
+        [secs(480.0), secs(960.0), secs(1440.0), secs(1920.0)]
+    );
     assert!(n.failures().is_empty(), "{:?}", n.events);
-    assert_eq!((n.server.allocations(), n.server.permissions(), n.server.channels()), (1, 2, 1));
+    assert_eq!(
+        (
+            n.server.allocations(),
+            n.server.permissions(),
+            n.server.channels()
+        ),
+        (1, 2, 1)
+    );
 
     // Count the refresh requests by method.
     let count = |m: Method| {
@@ -375,7 +444,9 @@ fn requested_lifetime_sets_the_refresh_interval() {
     let mut n = Net::with(server::Config::default(), cfg);
     n.client.allocate(n.now).unwrap();
     let ev = n.take_events();
-    assert!(matches!(ev[..], [Event::Allocated { lifetime, .. }] if lifetime == Duration::from_secs(1800)));
+    assert!(
+        matches!(ev[..], [Event::Allocated { lifetime, .. }] if lifetime == Duration::from_secs(1800))
+    );
     n.advance(secs(1500.0));
     let refreshed: Vec<Duration> = n
         .events
@@ -384,13 +455,21 @@ fn requested_lifetime_sets_the_refresh_interval() {
         .map(|(t, _)| *t)
         .collect();
     assert_eq!(refreshed, [secs(1440.0)]);
-    let refresh = n.sent.iter().rev().filter_map(|(_, p)| Message::parse(p).ok()).find(|m| m.method() == Method::REFRESH);
+    let refresh = n
+        .sent
+        .iter()
+        .rev()
+        .filter_map(|(_, p)| Message::parse(p).ok())
+        .find(|m| m.method() == Method::REFRESH);
     assert_eq!(refresh.unwrap().get::<Lifetime>(), Ok(Some(1800)));
 }
 
 #[test]
 fn stale_nonce_is_replaced_and_the_request_retried() {
-    let cfg = server::Config { nonce_lifetime: Duration::from_secs(100), ..Default::default() };
+    let cfg = server::Config {
+        nonce_lifetime: Duration::from_secs(100),
+        ..Default::default()
+    };
     let mut n = Net::with(cfg, config(Transport::Udp, "alice-pw"));
     n.allocate();
     n.permit(PEER);
@@ -406,7 +485,10 @@ fn stale_nonce_is_replaced_and_the_request_retried() {
         .map(|(_, p)| Message::parse(p).unwrap())
         .collect();
     assert_eq!(around_240.len(), 2, "the refresh and its retry");
-    assert_ne!(around_240[0].get::<Nonce>().unwrap(), around_240[1].get::<Nonce>().unwrap());
+    assert_ne!(
+        around_240[0].get::<Nonce>().unwrap(),
+        around_240[1].get::<Nonce>().unwrap()
+    );
     // A new operation after another expiry recovers the same way.
     n.advance(secs(150.0));
     n.permit(PEER2);
@@ -424,7 +506,10 @@ fn lost_request_is_retransmitted() {
     assert_eq!(n.client.poll_timeout(), Some(n.now + secs(0.5)));
     n.advance(secs(0.5));
     assert_eq!(n.client.stats().retransmits, 1);
-    assert_eq!(n.sent[0].1, n.sent[1].1, "a retransmission is byte-identical");
+    assert_eq!(
+        n.sent[0].1, n.sent[1].1,
+        "a retransmission is byte-identical"
+    );
     assert!(matches!(n.events[..], [(t, Event::Allocated { .. })] if t == secs(0.5)));
 }
 
@@ -434,7 +519,10 @@ fn lost_response_is_recovered_by_retransmission() {
     n.client.allocate(n.now).unwrap();
     let first = n.client.poll_transmit().unwrap().data.to_vec();
     let mut out = Vec::new();
-    let Action::ToClient { data, .. } = n.server.handle_client(n.now, UNIX0, n.tuple, &first, &mut out, &mut n.relays) else {
+    let Action::ToClient { data, .. } =
+        n.server
+            .handle_client(n.now, UNIX0, n.tuple, &first, &mut out, &mut n.relays)
+    else {
         panic!()
     };
     let data = data.to_vec();
@@ -445,7 +533,11 @@ fn lost_response_is_recovered_by_retransmission() {
     assert!(n.events.is_empty(), "but the client does not know");
     n.advance(secs(0.5));
     // The server recognises the retransmitted Allocate and answers again.
-    assert!(matches!(n.events[..], [(_, Event::Allocated { .. })]), "{:?}", n.events);
+    assert!(
+        matches!(n.events[..], [(_, Event::Allocated { .. })]),
+        "{:?}",
+        n.events
+    );
     assert_eq!(n.server.allocations(), 1);
 }
 
@@ -459,7 +551,9 @@ fn gives_up_after_rc_sends() {
     let times: Vec<Duration> = n.sent.iter().map(|(t, _)| *t).collect();
     assert_eq!(times, [0.0, 0.5, 1.5, 3.5, 7.5, 15.5, 31.5].map(secs));
     assert_eq!(n.events.len(), 1);
-    let (t, Event::Failed { op, code, .. }) = &n.events[0] else { panic!("{:?}", n.events) };
+    let (t, Event::Failed { op, code, .. }) = &n.events[0] else {
+        panic!("{:?}", n.events)
+    };
     assert_eq!((*t, *op, *code), (secs(39.5), Op::Allocate, None));
     assert_eq!(n.client.state(), State::Failed);
     assert_eq!(n.client.poll_timeout(), None);
@@ -478,7 +572,9 @@ fn tcp_sends_once_and_waits_ti() {
     n.pump();
     n.advance(secs(60.0));
     assert_eq!(n.sent.len(), 1);
-    assert!(matches!(n.events[..], [(t, Event::Failed { op: Op::Allocate, code: None, .. })] if t == secs(39.5)));
+    assert!(
+        matches!(n.events[..], [(t, Event::Failed { op: Op::Allocate, code: None, .. })] if t == secs(39.5))
+    );
 }
 
 #[test]
@@ -496,10 +592,23 @@ fn tcp_channel_data_is_padded() {
 
 #[test]
 fn wrong_password_fails_with_401() {
-    let mut n = Net::with(server::Config::default(), config(Transport::Udp, "not-the-password"));
+    let mut n = Net::with(
+        server::Config::default(),
+        config(Transport::Udp, "not-the-password"),
+    );
     n.client.allocate(n.now).unwrap();
     let ev = n.take_events();
-    assert!(matches!(ev[..], [Event::Failed { op: Op::Allocate, code: Some(401), .. }]), "{ev:?}");
+    assert!(
+        matches!(
+            ev[..],
+            [Event::Failed {
+                op: Op::Allocate,
+                code: Some(401),
+                ..
+            }]
+        ),
+        "{ev:?}"
+    );
     assert_eq!(n.sent.len(), 2, "one retry with credentials, then give up");
     assert_eq!(n.client.state(), State::Failed);
     assert_eq!(n.client.poll_timeout(), None);
@@ -507,15 +616,35 @@ fn wrong_password_fails_with_401() {
 
 #[test]
 fn rest_credentials_from_the_shared_secret() {
-    let mut cfg = Config::with_secret(addr(SERVER), Transport::Udp, SECRET, "native-peer", 3600, UNIX0);
+    let mut cfg = Config::with_secret(
+        addr(SERVER),
+        Transport::Udp,
+        SECRET,
+        "native-peer",
+        3600,
+        UNIX0,
+    );
     cfg.seed = 1;
     let mut n = Net::with(server::Config::default(), cfg);
     n.allocate();
     // A credential from the wrong secret is refused.
-    let cfg = Config::with_secret(addr(SERVER), Transport::Udp, b"wrong", "native-peer", 3600, UNIX0);
+    let cfg = Config::with_secret(
+        addr(SERVER),
+        Transport::Udp,
+        b"wrong",
+        "native-peer",
+        3600,
+        UNIX0,
+    );
     let mut n = Net::with(server::Config::default(), cfg);
     n.client.allocate(n.now).unwrap();
-    assert!(matches!(n.take_events()[..], [Event::Failed { code: Some(401), .. }]));
+    assert!(matches!(
+        n.take_events()[..],
+        [Event::Failed {
+            code: Some(401),
+            ..
+        }]
+    ));
 }
 
 #[test]
@@ -525,10 +654,18 @@ fn server_refusals_become_failed_events() {
     let lo: IpAddr = "127.0.0.1".parse().unwrap();
     n.client.create_permission(n.now, lo).unwrap();
     let ev = n.take_events();
-    let [Event::Failed { op, code, reason }] = &ev[..] else { panic!("{ev:?}") };
-    assert_eq!((*op, *code, reason.as_str()), (Op::CreatePermission { peer: lo }, Some(403), "Forbidden"));
+    let [Event::Failed { op, code, reason }] = &ev[..] else {
+        panic!("{ev:?}")
+    };
+    assert_eq!(
+        (*op, *code, reason.as_str()),
+        (Op::CreatePermission { peer: lo }, Some(403), "Forbidden")
+    );
     assert!(!n.client.has_permission(lo));
-    assert_eq!(n.client.send_to(SocketAddr::new(lo, 1), b"x"), Err(Error::NoPermission(lo)));
+    assert_eq!(
+        n.client.send_to(SocketAddr::new(lo, 1), b"x"),
+        Err(Error::NoPermission(lo))
+    );
     // Loopback channel: 403 as well, and the channel is forgotten.
     let ch = n.client.bind_channel(n.now, addr("127.0.0.1:9")).unwrap();
     let ev = n.take_events();
@@ -548,7 +685,17 @@ fn allocation_lost_on_the_server_is_reported_at_the_next_refresh() {
     n.server.close_all(&mut n.relays);
     n.advance(secs(500.0));
     let f = n.failures();
-    assert!(matches!(f[..], [Event::Failed { op: Op::Refresh, code: Some(437), .. }]), "{f:?}");
+    assert!(
+        matches!(
+            f[..],
+            [Event::Failed {
+                op: Op::Refresh,
+                code: Some(437),
+                ..
+            }]
+        ),
+        "{f:?}"
+    );
     assert_eq!(n.client.state(), State::Failed);
     assert_eq!(n.client.send_to(addr(PEER), b"x"), Err(Error::NotAllocated));
 }
@@ -569,7 +716,11 @@ fn unanswered_refreshes_retry_until_the_allocation_expires() {
     // New transactions at 480, 519.5, 559 and 598.5 s, each given up after
     // 39.5 s, until the allocation expires at 600 s.
     assert_eq!(refreshes.len(), 4);
-    let f: Vec<_> = n.events.iter().filter(|(_, e)| matches!(e, Event::Failed { .. })).collect();
+    let f: Vec<_> = n
+        .events
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::Failed { .. }))
+        .collect();
     assert!(
         matches!(f[..], [(t, Event::Failed { op: Op::Refresh, code: None, .. })] if *t == secs(600.0)),
         "{f:?}"
@@ -587,7 +738,10 @@ fn close_releases_the_allocation() {
     assert_eq!(n.client.state(), State::Closing);
     assert_eq!(n.take_events(), [Event::Closed]);
     let close = Message::parse(&n.sent.last().unwrap().1).unwrap();
-    assert_eq!((close.method(), close.get::<Lifetime>()), (Method::REFRESH, Ok(Some(0))));
+    assert_eq!(
+        (close.method(), close.get::<Lifetime>()),
+        (Method::REFRESH, Ok(Some(0)))
+    );
     assert_eq!(n.server.allocations(), 0);
     assert!(n.relays.live.is_empty());
     assert_eq!(n.client.state(), State::Closed);
@@ -606,7 +760,20 @@ fn close_without_an_answer_still_ends_closed() {
     n.client.close(n.now).unwrap();
     n.advance(secs(60.0));
     let ev: Vec<_> = n.events.iter().map(|(_, e)| e.clone()).collect();
-    assert!(matches!(ev[..], [Event::Failed { op: Op::Close, code: None, .. }, Event::Closed]), "{ev:?}");
+    assert!(
+        matches!(
+            ev[..],
+            [
+                Event::Failed {
+                    op: Op::Close,
+                    code: None,
+                    ..
+                },
+                Event::Closed
+            ]
+        ),
+        "{ev:?}"
+    );
     assert_eq!(n.client.state(), State::Closed);
 }
 
@@ -629,7 +796,10 @@ fn forged_and_stray_responses_are_ignored() {
     // Let the 401 round happen but intercept the signed Allocate.
     let first = n.client.poll_transmit().unwrap().data.to_vec();
     let mut out = Vec::new();
-    let Action::ToClient { data, .. } = n.server.handle_client(n.now, UNIX0, n.tuple, &first, &mut out, &mut n.relays) else {
+    let Action::ToClient { data, .. } =
+        n.server
+            .handle_client(n.now, UNIX0, n.tuple, &first, &mut out, &mut n.relays)
+    else {
         panic!()
     };
     let challenge = data.to_vec();
@@ -652,20 +822,35 @@ fn forged_and_stray_responses_are_ignored() {
     n.deliver(&unsigned);
     // An error signed with the wrong key.
     let mut bad_err = Vec::new();
-    let mut w = MessageWriter::error_response(&mut bad_err, &req, stun::attr::ErrorCodeValue::standard(403)).unwrap();
+    let mut w = MessageWriter::error_response(
+        &mut bad_err,
+        &req,
+        stun::attr::ErrorCodeValue::standard(403),
+    )
+    .unwrap();
     w.add_message_integrity(b"not our key").unwrap();
     w.finish();
     n.deliver(&bad_err);
     assert_eq!(n.client.stats().bad_integrity, 3);
     // A response to a transaction we never started, and a replay of the 401.
     let mut stray = Vec::new();
-    MessageWriter::new(&mut stray, MessageType::success(Method::ALLOCATE), TransactionId([1; 12])).finish();
+    MessageWriter::new(
+        &mut stray,
+        MessageType::success(Method::ALLOCATE),
+        TransactionId([1; 12]),
+    )
+    .finish();
     n.deliver(&stray);
     n.deliver(&challenge);
     assert_eq!(n.client.stats().unmatched, 2);
     // An error response without ERROR-CODE.
     let mut no_code = Vec::new();
-    MessageWriter::new(&mut no_code, MessageType::error(Method::ALLOCATE), req.transaction_id()).finish();
+    MessageWriter::new(
+        &mut no_code,
+        MessageType::error(Method::ALLOCATE),
+        req.transaction_id(),
+    )
+    .finish();
     n.deliver(&no_code);
     // Requests and stray indications.
     n.deliver(&signed);
@@ -674,22 +859,33 @@ fn forged_and_stray_responses_are_ignored() {
     assert_eq!(n.client.state(), State::Allocating);
 
     // The genuine answer still works.
-    let Action::ToClient { data, .. } = n.server.handle_client(n.now, UNIX0, n.tuple, &signed, &mut out, &mut n.relays) else {
+    let Action::ToClient { data, .. } =
+        n.server
+            .handle_client(n.now, UNIX0, n.tuple, &signed, &mut out, &mut n.relays)
+    else {
         panic!()
     };
     let data = data.to_vec();
     n.deliver(&data);
-    assert!(matches!(n.client.poll_event(), Some(Event::Allocated { relayed, .. }) if relayed.ip() == IpAddr::from([198, 51, 100, 1])));
+    assert!(
+        matches!(n.client.poll_event(), Some(Event::Allocated { relayed, .. }) if relayed.ip() == IpAddr::from([198, 51, 100, 1]))
+    );
 
     // Data from peers and channels we never set up is dropped.
     let mut ind = Vec::new();
-    let mut w = MessageWriter::new(&mut ind, MessageType::indication(Method::DATA), TransactionId([2; 12]));
+    let mut w = MessageWriter::new(
+        &mut ind,
+        MessageType::indication(Method::DATA),
+        TransactionId([2; 12]),
+    );
     w.add::<stun::attr::XorPeerAddress>(addr(PEER)).unwrap();
     w.add::<stun::attr::Data>(b"spoof").unwrap();
     w.finish();
     n.deliver(&ind);
     let mut cd = Vec::new();
-    ChannelData::new(0x4123, b"spoof").unwrap().encode(&mut cd, false);
+    ChannelData::new(0x4123, b"spoof")
+        .unwrap()
+        .encode(&mut cd, false);
     n.deliver(&cd);
     assert_eq!(n.client.stats().unknown_peer, 2);
     assert!(n.received.is_empty());
@@ -713,13 +909,19 @@ fn garbage_and_mutated_responses_never_panic() {
     let mut samples: Vec<Vec<u8>> = vec![];
     let mut out = Vec::new();
     for payload in [&b"abc"[..], b"", &[0u8; 300]] {
-        if let Action::ToClient { data, .. } = n.server.handle_peer(n.now, RelayId(1), addr(PEER), payload, &mut out) {
+        if let Action::ToClient { data, .. } =
+            n.server
+                .handle_peer(n.now, RelayId(1), addr(PEER), payload, &mut out)
+        {
             samples.push(data.to_vec());
         }
     }
     n.client.create_permission(n.now, addr(PEER2).ip()).unwrap();
     let req = n.client.poll_transmit().unwrap().data.to_vec();
-    let Action::ToClient { data, .. } = n.server.handle_client(n.now, UNIX0, n.tuple, &req, &mut out, &mut n.relays) else {
+    let Action::ToClient { data, .. } =
+        n.server
+            .handle_client(n.now, UNIX0, n.tuple, &req, &mut out, &mut n.relays)
+    else {
         panic!()
     };
     samples.push(data.to_vec());
@@ -735,7 +937,11 @@ fn garbage_and_mutated_responses_never_panic() {
             }
             1 => pkt.truncate((xorshift(&mut seed) as usize) % (pkt.len() + 1)),
             2 => pkt.extend((0..xorshift(&mut seed) % 9).map(|_| xorshift(&mut seed) as u8)),
-            _ => pkt = (0..xorshift(&mut seed) % 64).map(|_| xorshift(&mut seed) as u8).collect(),
+            _ => {
+                pkt = (0..xorshift(&mut seed) % 64)
+                    .map(|_| xorshift(&mut seed) as u8)
+                    .collect()
+            }
         }
         let _ = n.client.handle_input(n.now, &pkt);
     }
@@ -775,11 +981,17 @@ fn queue_is_bounded_and_reused() {
             }
         }
     }
-    assert!((MAX_QUEUED_BYTES / 1300..=MAX_QUEUED_BYTES / 1200 + 1).contains(&queued), "{queued}");
+    assert!(
+        (MAX_QUEUED_BYTES / 1300..=MAX_QUEUED_BYTES / 1200 + 1).contains(&queued),
+        "{queued}"
+    );
     let mut drained = 0;
     while let Some(t) = n.client.poll_transmit() {
         let m = Message::parse(t.data).unwrap();
-        assert_eq!(m.get::<stun::attr::Data>().unwrap().map(<[u8]>::len), Some(1200));
+        assert_eq!(
+            m.get::<stun::attr::Data>().unwrap().map(<[u8]>::len),
+            Some(1200)
+        );
         drained += 1;
     }
     assert_eq!(drained, queued);
@@ -789,7 +1001,10 @@ fn queue_is_bounded_and_reused() {
         assert!(n.client.poll_transmit().is_some());
     }
     // Oversized payloads are refused up front.
-    assert_eq!(n.client.send_to(addr(PEER), &vec![0; 70_000]), Err(Error::TooLarge(70_000)));
+    assert_eq!(
+        n.client.send_to(addr(PEER), &vec![0; 70_000]),
+        Err(Error::TooLarge(70_000))
+    );
 }
 
 #[test]
@@ -813,12 +1028,18 @@ fn error_codes_carry_the_servers_reason() {
         let mut cfg = config(Transport::Udp, "alice-pw");
         cfg.seed = i as u64;
         let mut c = Client::new(cfg);
-        let tuple = FiveTuple { client: addr(client), server: addr(SERVER), transport: Transport::Udp };
+        let tuple = FiveTuple {
+            client: addr(client),
+            server: addr(SERVER),
+            transport: Transport::Udp,
+        };
         c.allocate(now).unwrap();
         let mut out = Vec::new();
         while let Some(t) = c.poll_transmit() {
             let pkt = t.data.to_vec();
-            if let Action::ToClient { data, .. } = server.handle_client(now, UNIX0, tuple, &pkt, &mut out, &mut relays) {
+            if let Action::ToClient { data, .. } =
+                server.handle_client(now, UNIX0, tuple, &pkt, &mut out, &mut relays)
+            {
                 let data = data.to_vec();
                 if let Ok(m) = Message::parse(&data) {
                     if let Ok(Some(e)) = m.get::<ErrorCode>() {
@@ -831,8 +1052,13 @@ fn error_codes_carry_the_servers_reason() {
         outcomes.push(c.poll_event().unwrap());
     }
     assert!(matches!(outcomes[0], Event::Allocated { .. }));
-    let Event::Failed { op, code, reason } = &outcomes[1] else { panic!("{outcomes:?}") };
-    assert_eq!((*op, *code, reason.as_str()), (Op::Allocate, Some(486), "Allocation Quota Reached"));
+    let Event::Failed { op, code, reason } = &outcomes[1] else {
+        panic!("{outcomes:?}")
+    };
+    assert_eq!(
+        (*op, *code, reason.as_str()),
+        (Op::Allocate, Some(486), "Allocation Quota Reached")
+    );
 }
 
 #[test]
@@ -842,7 +1068,10 @@ fn software_is_sent_and_unencodable_requests_fail_cleanly() {
     let mut n = Net::with(server::Config::default(), cfg);
     n.allocate();
     let m = Message::parse(&n.sent[1].1).unwrap();
-    assert_eq!(m.get::<stun::attr::Software>(), Ok(Some("switchboard-test")));
+    assert_eq!(
+        m.get::<stun::attr::Software>(),
+        Ok(Some("switchboard-test"))
+    );
 
     // A username over the STUN limit cannot be signed: the Allocate fails
     // locally after the 401 instead of sending garbage.

@@ -41,16 +41,32 @@ impl Coturn {
         let mut last_log = String::new();
         for _ in 0..3 {
             let port = free_port();
-            let dir = std::env::temp_dir().join(format!("switchboard-coturn-{}-{port}", std::process::id()));
+            let dir = std::env::temp_dir()
+                .join(format!("switchboard-coturn-{}-{port}", std::process::id()));
             std::fs::create_dir_all(&dir).unwrap();
             let log = std::fs::File::create(dir.join("turnserver.log")).unwrap();
             let child = Command::new(TURNSERVER)
-                .args(["-n", "--lt-cred-mech", "--user=u:p", "--realm=test", "--allow-loopback-peers"])
-                .args(["--no-cli", "--no-tls", "--no-dtls", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1"])
+                .args([
+                    "-n",
+                    "--lt-cred-mech",
+                    "--user=u:p",
+                    "--realm=test",
+                    "--allow-loopback-peers",
+                ])
+                .args([
+                    "--no-cli",
+                    "--no-tls",
+                    "--no-dtls",
+                    "--listening-ip=127.0.0.1",
+                    "--relay-ip=127.0.0.1",
+                ])
                 .arg(format!("--listening-port={port}"))
                 .arg(format!("--min-port={}", ports.0))
                 .arg(format!("--max-port={}", ports.1))
-                .arg(format!("--pidfile={}", dir.join("turnserver.pid").display()))
+                .arg(format!(
+                    "--pidfile={}",
+                    dir.join("turnserver.pid").display()
+                ))
                 // Keep coturn's SQLite user database out of /var/lib/turn.
                 .arg(format!("--userdb={}", dir.join("turndb").display()))
                 .arg("--log-file=stdout")
@@ -60,7 +76,11 @@ impl Coturn {
                 .stderr(log)
                 .spawn()
                 .expect("spawn turnserver");
-            let mut server = Coturn { child, addr: SocketAddr::new(LOCALHOST, port), dir };
+            let mut server = Coturn {
+                child,
+                addr: SocketAddr::new(LOCALHOST, port),
+                dir,
+            };
             if server.wait_ready() {
                 return server;
             }
@@ -73,9 +93,15 @@ impl Coturn {
     /// accepts a TCP connection.
     fn wait_ready(&mut self) -> bool {
         let sock = UdpSocket::bind((LOCALHOST, 0)).unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
         let mut req = Vec::new();
-        MessageWriter::new(&mut req, MessageType::BINDING_REQUEST, TransactionId([9; 12])).finish();
+        MessageWriter::new(
+            &mut req,
+            MessageType::BINDING_REQUEST,
+            TransactionId([9; 12]),
+        )
+        .finish();
         let deadline = Instant::now() + WAIT;
         let mut buf = [0u8; 1500];
         while Instant::now() < deadline {
@@ -125,7 +151,8 @@ struct Echo {
 impl Echo {
     fn start() -> Echo {
         let sock = UdpSocket::bind((LOCALHOST, 0)).unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
         let addr = sock.local_addr().unwrap();
         let sources = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
@@ -141,7 +168,12 @@ impl Echo {
                 }
             }
         });
-        Echo { addr, sources, stop, thread: Some(thread) }
+        Echo {
+            addr,
+            sources,
+            stop,
+            thread: Some(thread),
+        }
     }
 }
 
@@ -172,7 +204,10 @@ impl Wire {
             Transport::Tcp => {
                 let stream = TcpStream::connect_timeout(&server, WAIT).unwrap();
                 stream.set_nodelay(true).unwrap();
-                Wire::Tcp { stream, buf: Vec::new() }
+                Wire::Tcp {
+                    stream,
+                    buf: Vec::new(),
+                }
             }
         }
     }
@@ -203,7 +238,9 @@ impl Wire {
                     return Some(buf.drain(..n).collect());
                 }
             }
-            let wait = until.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())?;
+            let wait = until
+                .checked_duration_since(Instant::now())
+                .filter(|d| !d.is_zero())?;
             let got = match self {
                 Wire::Udp(s) => {
                     s.set_read_timeout(Some(wait)).unwrap();
@@ -218,7 +255,9 @@ impl Wire {
                 (Ok(0), Wire::Tcp { .. }) => panic!("coturn closed the TCP connection"),
                 (Ok(n), Wire::Udp(_)) => return Some(chunk[..n].to_vec()),
                 (Ok(n), Wire::Tcp { buf, .. }) => buf.extend_from_slice(&chunk[..n]),
-                (Err(e), _) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => return None,
+                (Err(e), _) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    return None
+                }
                 (Err(e), _) => panic!("recv: {e}"),
             }
         }
@@ -241,7 +280,12 @@ impl Session {
     fn with(server: &Coturn, mut cfg: Config) -> Session {
         let wire = Wire::connect(cfg.transport, server.addr);
         cfg.seed = u64::from(wire.local_addr().port());
-        Session { client: Client::new(cfg), wire, events: vec![], data: vec![] }
+        Session {
+            client: Client::new(cfg),
+            wire,
+            events: vec![],
+            data: vec![],
+        }
     }
 
     /// Runs the client for at most `limit` or until `done` holds.
@@ -262,9 +306,18 @@ impl Session {
             if now >= deadline {
                 return false;
             }
-            let wake = self.client.poll_timeout().map_or(deadline, |t| t.min(deadline)).max(now);
+            let wake = self
+                .client
+                .poll_timeout()
+                .map_or(deadline, |t| t.min(deadline))
+                .max(now);
             if let Some(pkt) = self.wire.recv(wake) {
-                if let Some(PeerData { peer, channel, payload }) = self.client.handle_input(Instant::now(), &pkt) {
+                if let Some(PeerData {
+                    peer,
+                    channel,
+                    payload,
+                }) = self.client.handle_input(Instant::now(), &pkt)
+                {
                     self.data.push((peer, channel, payload.to_vec()));
                 }
             }
@@ -276,9 +329,20 @@ impl Session {
     /// after [`WAIT`].
     fn expect<T>(&mut self, what: &str, mut pick: impl FnMut(&Event) -> Option<T>) -> T {
         let start = self.events.len();
-        let found = self.run(WAIT, |s| s.events[start..].iter().any(|e| pick(e).is_some() || matches!(e, Event::Failed { .. })));
-        assert!(found, "timed out waiting for {what}; events {:?}", self.events);
-        let e = self.events[start..].iter().find(|e| pick(e).is_some() || matches!(e, Event::Failed { .. })).unwrap();
+        let found = self.run(WAIT, |s| {
+            s.events[start..]
+                .iter()
+                .any(|e| pick(e).is_some() || matches!(e, Event::Failed { .. }))
+        });
+        assert!(
+            found,
+            "timed out waiting for {what}; events {:?}",
+            self.events
+        );
+        let e = self.events[start..]
+            .iter()
+            .find(|e| pick(e).is_some() || matches!(e, Event::Failed { .. }))
+            .unwrap();
         pick(e).unwrap_or_else(|| panic!("waiting for {what}, got {e:?}"))
     }
 
@@ -295,7 +359,10 @@ impl Session {
             }
             self.client.send_to(peer, payload).unwrap();
         }
-        panic!("no echo of {payload:?} through the relay; events {:?}", self.events);
+        panic!(
+            "no echo of {payload:?} through the relay; events {:?}",
+            self.events
+        );
     }
 }
 
@@ -306,15 +373,24 @@ fn relay_round_trip(transport: Transport, ports: (u16, u16)) {
     let mut s = Session::new(&server, transport, "p");
     s.client.allocate(Instant::now()).unwrap();
     let (relayed, mapped) = s.expect("Allocated", |e| match e {
-        Event::Allocated { relayed, mapped, .. } => Some((*relayed, *mapped)),
+        Event::Allocated {
+            relayed, mapped, ..
+        } => Some((*relayed, *mapped)),
         _ => None,
     });
     assert_eq!(relayed.ip(), LOCALHOST);
-    assert!((ports.0..=ports.1).contains(&relayed.port()), "relayed {relayed} outside {ports:?}");
+    assert!(
+        (ports.0..=ports.1).contains(&relayed.port()),
+        "relayed {relayed} outside {ports:?}"
+    );
     assert_eq!(mapped, Some(s.wire.local_addr()));
 
-    s.client.create_permission(Instant::now(), LOCALHOST).unwrap();
-    s.expect("PermissionCreated", |e| matches!(e, Event::PermissionCreated { .. }).then_some(()));
+    s.client
+        .create_permission(Instant::now(), LOCALHOST)
+        .unwrap();
+    s.expect("PermissionCreated", |e| {
+        matches!(e, Event::PermissionCreated { .. }).then_some(())
+    });
     assert_eq!(s.echo(echo.addr, b"through a Send indication"), None);
 
     let channel = s.client.bind_channel(Instant::now(), echo.addr).unwrap();
@@ -325,12 +401,20 @@ fn relay_round_trip(transport: Transport, ports: (u16, u16)) {
     assert_eq!(bound, (channel, echo.addr));
     // Odd length: over TCP the frame needs padding both ways.
     assert_eq!(s.echo(echo.addr, b"through ChannelData"), Some(channel));
-    assert!(echo.sources.lock().unwrap().iter().all(|a| *a == relayed), "peer saw only the relayed address");
+    assert!(
+        echo.sources.lock().unwrap().iter().all(|a| *a == relayed),
+        "peer saw only the relayed address"
+    );
 
     s.client.close(Instant::now()).unwrap();
     s.expect("Closed", |e| matches!(e, Event::Closed).then_some(()));
     assert_eq!(s.client.state(), State::Closed);
-    assert_eq!(s.client.stats().bad_integrity + s.client.stats().malformed, 0, "{:?}", s.client.stats());
+    assert_eq!(
+        s.client.stats().bad_integrity + s.client.stats().malformed,
+        0,
+        "{:?}",
+        s.client.stats()
+    );
 }
 
 #[test]
@@ -349,7 +433,10 @@ fn coturn_refreshes_and_stale_nonces() {
     // meet 438 within seconds of real time. (coturn 4.6 grants 4 s to the
     // Allocate but answers the Refresh with 600 s whatever LIFETIME we ask
     // for; the client simply follows what the server grants.)
-    let server = Coturn::start((46200, 46249), &["--max-allocate-lifetime=4", "--stale-nonce=3"]);
+    let server = Coturn::start(
+        (46200, 46249),
+        &["--max-allocate-lifetime=4", "--stale-nonce=3"],
+    );
     let echo = Echo::start();
     let echo2 = Echo::start();
     let mut cfg = Config::new(server.addr, Transport::Udp, "u", "p");
@@ -361,16 +448,31 @@ fn coturn_refreshes_and_stale_nonces() {
         Event::Allocated { lifetime, .. } => Some(*lifetime),
         _ => None,
     });
-    assert_eq!(lifetime, Duration::from_secs(4), "coturn log:\n{}", server.log());
+    assert_eq!(
+        lifetime,
+        Duration::from_secs(4),
+        "coturn log:\n{}",
+        server.log()
+    );
     let ch = s.client.bind_channel(Instant::now(), echo.addr).unwrap();
-    s.expect("ChannelBound", |e| matches!(e, Event::ChannelBound { .. }).then_some(()));
+    s.expect("ChannelBound", |e| {
+        matches!(e, Event::ChannelBound { .. }).then_some(())
+    });
 
     // The refresh is due at 80% of 4 s.
-    s.expect("Refreshed", |e| matches!(e, Event::Refreshed { .. }).then_some(()));
+    s.expect("Refreshed", |e| {
+        matches!(e, Event::Refreshed { .. }).then_some(())
+    });
     let at = t0.elapsed();
-    assert!(at >= Duration::from_millis(3200) && at < Duration::from_secs(8), "refreshed after {at:?}");
+    assert!(
+        at >= Duration::from_millis(3200) && at < Duration::from_secs(8),
+        "refreshed after {at:?}"
+    );
     // Let the nonce go stale for sure, then start something new.
-    assert!(!s.run(Duration::from_secs(4), |s| s.events.iter().any(|e| matches!(e, Event::Failed { .. }))));
+    assert!(!s.run(Duration::from_secs(4), |s| s
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::Failed { .. }))));
     let ch2 = s.client.bind_channel(Instant::now(), echo2.addr).unwrap();
     s.expect("ChannelBound", |e| match e {
         Event::ChannelBound { channel, .. } if *channel == ch2 => Some(()),
@@ -379,7 +481,11 @@ fn coturn_refreshes_and_stale_nonces() {
     assert!(s.client.stats().stale_nonces >= 1, "{:?}", s.client.stats());
     assert_eq!(s.echo(echo.addr, b"still relayed"), Some(ch));
     assert_eq!(s.echo(echo2.addr, b"and the new one"), Some(ch2));
-    assert!(!s.events.iter().any(|e| matches!(e, Event::Failed { .. })), "{:?}", s.events);
+    assert!(
+        !s.events.iter().any(|e| matches!(e, Event::Failed { .. })),
+        "{:?}",
+        s.events
+    );
 }
 
 #[test]
@@ -389,7 +495,14 @@ fn coturn_wrong_password_fails_with_401() {
     s.client.allocate(Instant::now()).unwrap();
     assert!(s.run(WAIT, |s| !s.events.is_empty()));
     assert!(
-        matches!(s.events[..], [Event::Failed { op: Op::Allocate, code: Some(401), .. }]),
+        matches!(
+            s.events[..],
+            [Event::Failed {
+                op: Op::Allocate,
+                code: Some(401),
+                ..
+            }]
+        ),
         "{:?}",
         s.events
     );

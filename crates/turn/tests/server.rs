@@ -8,13 +8,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use stun::attr::{
     AddressFamily, Data, ErrorCode, Lifetime, Nonce, Realm, RequestedAddressFamily,
-    RequestedTransport, Username, XorMappedAddress, XorPeerAddress, XorRelayedAddress, PROTOCOL_TCP,
-    PROTOCOL_UDP,
+    RequestedTransport, Username, XorMappedAddress, XorPeerAddress, XorRelayedAddress,
+    PROTOCOL_TCP, PROTOCOL_UDP,
 };
-use stun::{long_term_key, AttrType, ChannelData, Class, Message, MessageType, MessageWriter, Method, TransactionId};
+use stun::{
+    long_term_key, AttrType, ChannelData, Class, Message, MessageType, MessageWriter, Method,
+    TransactionId,
+};
 use turn::auth::{rest_credential, Credentials};
 use turn::policy::PeerPolicy;
-use turn::server::{Action, BindError, Config, FiveTuple, Quota, RelayId, Relays, Server, Transport};
+use turn::server::{
+    Action, BindError, Config, FiveTuple, Quota, RelayId, Relays, Server, Transport,
+};
 
 const REALM: &str = "switchboard.test";
 const UNIX0: u64 = 1_800_000_000;
@@ -29,7 +34,12 @@ struct FakeRelays {
 
 impl FakeRelays {
     fn new(limit: usize) -> Self {
-        FakeRelays { next: 0, limit, bound: HashSet::new(), reserved: vec![] }
+        FakeRelays {
+            next: 0,
+            limit,
+            bound: HashSet::new(),
+            reserved: vec![],
+        }
     }
 }
 
@@ -50,7 +60,10 @@ impl Relays for FakeRelays {
         let mut one = || {
             self.next += 1;
             self.bound.insert(self.next);
-            (RelayId(self.next), SocketAddr::new("198.51.100.1".parse().unwrap(), 50000 + self.next as u16))
+            (
+                RelayId(self.next),
+                SocketAddr::new("198.51.100.1".parse().unwrap(), 50000 + self.next as u16),
+            )
         };
         let first = one();
         let token = reserve_next.then(|| {
@@ -91,7 +104,13 @@ fn world_with(cfg: Config, max_total: usize, max_per_user: usize, relay_limit: u
     // addresses that the default policy lets through.
     let quota = Quota::new(max_total, max_per_user);
     World {
-        server: Server::new(cfg, Arc::new(creds), Arc::new(policy), quota.clone(), [9; 32]),
+        server: Server::new(
+            cfg,
+            Arc::new(creds),
+            Arc::new(policy),
+            quota.clone(),
+            [9; 32],
+        ),
         relays: FakeRelays::new(relay_limit),
         now: Instant::now(),
         unix: UNIX0,
@@ -112,7 +131,11 @@ fn addr(s: &str) -> SocketAddr {
 }
 
 fn tuple(client: &str) -> FiveTuple {
-    FiveTuple { client: addr(client), server: addr("203.0.113.200:3478"), transport: Transport::Udp }
+    FiveTuple {
+        client: addr(client),
+        server: addr("203.0.113.200:3478"),
+        transport: Transport::Udp,
+    }
 }
 
 /// A TURN client's view: its 5-tuple, credentials and the nonce it holds.
@@ -137,14 +160,25 @@ impl Reply {
         Message::parse(&self.bytes).unwrap()
     }
     fn ok(&self) -> &Self {
-        assert_eq!(self.class, Class::SuccessResponse, "expected success, got {:?}", self.code);
+        assert_eq!(
+            self.class,
+            Class::SuccessResponse,
+            "expected success, got {:?}",
+            self.code
+        );
         self
     }
 }
 
 impl Client {
     fn new(tuple: FiveTuple, user: &str, password: &str) -> Self {
-        Client { tuple, user: user.into(), password: password.into(), nonce: None, tid: 0 }
+        Client {
+            tuple,
+            user: user.into(),
+            password: password.into(),
+            nonce: None,
+            tid: 0,
+        }
     }
 
     fn key(&self) -> stun::integrity::Key {
@@ -152,10 +186,19 @@ impl Client {
     }
 
     /// Sends a request built by `attrs`; signs it when a nonce is held.
-    fn request(&mut self, w: &mut World, method: Method, attrs: impl Fn(&mut MessageWriter<'_>)) -> Reply {
+    fn request(
+        &mut self,
+        w: &mut World,
+        method: Method,
+        attrs: impl Fn(&mut MessageWriter<'_>),
+    ) -> Reply {
         self.tid += 1;
         let mut buf = Vec::new();
-        let mut mw = MessageWriter::new(&mut buf, MessageType::request(method), TransactionId([self.tid; 12]));
+        let mut mw = MessageWriter::new(
+            &mut buf,
+            MessageType::request(method),
+            TransactionId([self.tid; 12]),
+        );
         attrs(&mut mw);
         if let Some(n) = &self.nonce {
             mw.add::<Username>(&self.user).unwrap();
@@ -170,16 +213,27 @@ impl Client {
 
     fn send(&mut self, w: &mut World, packet: &[u8]) -> Reply {
         let mut out = Vec::new();
-        match w.server.handle_client(w.now, w.unix, self.tuple, packet, &mut out, &mut w.relays) {
+        match w
+            .server
+            .handle_client(w.now, w.unix, self.tuple, packet, &mut out, &mut w.relays)
+        {
             Action::ToClient { tuple, data } => {
                 assert_eq!(tuple, self.tuple);
                 let m = Message::parse(data).expect("server sends valid STUN");
-                assert!(m.verify_fingerprint().is_ok(), "fingerprint echoes the request's");
+                assert!(
+                    m.verify_fingerprint().is_ok(),
+                    "fingerprint echoes the request's"
+                );
                 let code = m.get::<ErrorCode>().unwrap().map(|e| e.code);
                 if m.class() == Class::SuccessResponse && self.nonce.is_some() {
-                    m.verify_message_integrity(&self.key()).expect("success is signed");
+                    m.verify_message_integrity(&self.key())
+                        .expect("success is signed");
                 }
-                Reply { class: m.class(), code, bytes: data.to_vec() }
+                Reply {
+                    class: m.class(),
+                    code,
+                    bytes: data.to_vec(),
+                }
             }
             other => panic!("expected a response, got {other:?}"),
         }
@@ -216,7 +270,11 @@ impl Client {
     fn bind_channel(&mut self, w: &mut World, number: u16, peer: &str) -> Reply {
         let p = addr(peer);
         self.request(w, Method::CHANNEL_BIND, move |m| {
-            m.add_raw(AttrType::CHANNEL_NUMBER, &[(number >> 8) as u8, number as u8, 0, 0]).unwrap();
+            m.add_raw(
+                AttrType::CHANNEL_NUMBER,
+                &[(number >> 8) as u8, number as u8, 0, 0],
+            )
+            .unwrap();
             m.add::<XorPeerAddress>(p).unwrap();
         })
     }
@@ -229,11 +287,21 @@ impl Client {
         })
     }
 
-    fn channel_data(&self, w: &mut World, number: u16, payload: &[u8]) -> Option<(RelayId, SocketAddr, Vec<u8>)> {
+    fn channel_data(
+        &self,
+        w: &mut World,
+        number: u16,
+        payload: &[u8],
+    ) -> Option<(RelayId, SocketAddr, Vec<u8>)> {
         let mut pkt = Vec::new();
-        ChannelData::new(number, payload).unwrap().encode(&mut pkt, false);
+        ChannelData::new(number, payload)
+            .unwrap()
+            .encode(&mut pkt, false);
         let mut out = Vec::new();
-        match w.server.handle_client(w.now, w.unix, self.tuple, &pkt, &mut out, &mut w.relays) {
+        match w
+            .server
+            .handle_client(w.now, w.unix, self.tuple, &pkt, &mut out, &mut w.relays)
+        {
             Action::ToPeer { relay, peer, data } => Some((relay, peer, data.to_vec())),
             Action::None => None,
             other => panic!("unexpected {other:?}"),
@@ -243,7 +311,10 @@ impl Client {
 
 fn from_peer(w: &mut World, relay: RelayId, peer: &str, payload: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
-    match w.server.handle_peer(w.now, relay, addr(peer), payload, &mut out) {
+    match w
+        .server
+        .handle_peer(w.now, relay, addr(peer), payload, &mut out)
+    {
         Action::ToClient { data, .. } => Some(data.to_vec()),
         Action::None => None,
         other => panic!("unexpected {other:?}"),
@@ -255,7 +326,10 @@ fn binding_reports_the_mapped_address() {
     let mut w = world();
     let mut c = Client::new(tuple("192.0.2.10:40000"), "", "");
     let r = c.request(&mut w, Method::BINDING, |_| {});
-    assert_eq!(r.ok().msg().require::<XorMappedAddress>().unwrap(), addr("192.0.2.10:40000"));
+    assert_eq!(
+        r.ok().msg().require::<XorMappedAddress>().unwrap(),
+        addr("192.0.2.10:40000")
+    );
     // Quiet by default: no SOFTWARE attribute.
     assert!(r.msg().get_raw(AttrType::SOFTWARE).is_none());
 }
@@ -292,35 +366,72 @@ fn full_relay_lifecycle() {
 
     // Send indication towards the peer.
     let mut send = Vec::new();
-    let mut sw = MessageWriter::new(&mut send, MessageType::indication(Method::SEND), TransactionId([77; 12]));
+    let mut sw = MessageWriter::new(
+        &mut send,
+        MessageType::indication(Method::SEND),
+        TransactionId([77; 12]),
+    );
     sw.add::<XorPeerAddress>(addr(PEER)).unwrap();
     sw.add::<Data>(b"hello peer").unwrap();
     sw.finish();
     let mut out = Vec::new();
     assert_eq!(
-        w.server.handle_client(w.now, w.unix, c.tuple, &send, &mut out, &mut w.relays),
-        Action::ToPeer { relay, peer: addr(PEER), data: b"hello peer" }
+        w.server
+            .handle_client(w.now, w.unix, c.tuple, &send, &mut out, &mut w.relays),
+        Action::ToPeer {
+            relay,
+            peer: addr(PEER),
+            data: b"hello peer"
+        }
     );
 
     // Channel bind, then ChannelData both ways.
     c.bind_channel(&mut w, 0x4001, PEER).ok();
-    assert_eq!(c.channel_data(&mut w, 0x4001, b"via channel"), Some((relay, addr(PEER), b"via channel".to_vec())));
+    assert_eq!(
+        c.channel_data(&mut w, 0x4001, b"via channel"),
+        Some((relay, addr(PEER), b"via channel".to_vec()))
+    );
     let back = from_peer(&mut w, relay, PEER, b"back").unwrap();
     let cd = ChannelData::parse(&back).unwrap();
     assert_eq!((cd.channel(), cd.data()), (0x4001, &b"back"[..]));
     // Unbound channel numbers go nowhere.
     assert_eq!(c.channel_data(&mut w, 0x4002, b"x"), None);
-    assert_eq!((w.server.allocations(), w.server.permissions(), w.server.channels()), (1, 1, 1));
+    assert_eq!(
+        (
+            w.server.allocations(),
+            w.server.permissions(),
+            w.server.channels()
+        ),
+        (1, 1, 1)
+    );
 
     // Permissions last 300 s; refresh the allocation past that and the
     // permission lapses while the allocation lives on.
     w.now += Duration::from_secs(301);
     w.unix += 301;
-    assert_eq!(c.channel_data(&mut w, 0x4001, b"late"), None, "permission expired");
+    assert_eq!(
+        c.channel_data(&mut w, 0x4001, b"late"),
+        None,
+        "permission expired"
+    );
     // A short request is raised to the default lifetime (RFC 8656 §7.3).
-    assert_eq!(c.refresh(&mut w, Some(30)).ok().msg().require::<Lifetime>().unwrap(), 600);
+    assert_eq!(
+        c.refresh(&mut w, Some(30))
+            .ok()
+            .msg()
+            .require::<Lifetime>()
+            .unwrap(),
+        600
+    );
     c.refresh(&mut w, Some(1200)).ok();
-    assert_eq!(c.refresh(&mut w, Some(99_999)).ok().msg().require::<Lifetime>().unwrap(), 3600);
+    assert_eq!(
+        c.refresh(&mut w, Some(99_999))
+            .ok()
+            .msg()
+            .require::<Lifetime>()
+            .unwrap(),
+        3600
+    );
     w.server.handle_timeout(w.now, &mut w.relays);
     assert_eq!((w.server.allocations(), w.server.permissions()), (1, 0));
 
@@ -349,7 +460,14 @@ fn refresh_zero_deletes_and_then_437() {
     let mut w = world();
     let mut c = Client::new(tuple("192.0.2.10:40000"), "alice", "alice-pw");
     c.allocate(&mut w);
-    assert_eq!(c.refresh(&mut w, Some(0)).ok().msg().require::<Lifetime>().unwrap(), 0);
+    assert_eq!(
+        c.refresh(&mut w, Some(0))
+            .ok()
+            .msg()
+            .require::<Lifetime>()
+            .unwrap(),
+        0
+    );
     assert_eq!(w.server.allocations(), 0);
     assert!(w.relays.bound.is_empty());
     assert_eq!(c.refresh(&mut w, None).code, Some(437));
@@ -460,7 +578,13 @@ fn authentication_errors() {
     assert_eq!(r.code, Some(401));
     // Unknown user: 401.
     c.user = "mallory".into();
-    assert_eq!(c.request(&mut w, Method::ALLOCATE, |m| { m.add::<RequestedTransport>(PROTOCOL_UDP).unwrap(); }).code, Some(401));
+    assert_eq!(
+        c.request(&mut w, Method::ALLOCATE, |m| {
+            m.add::<RequestedTransport>(PROTOCOL_UDP).unwrap();
+        })
+        .code,
+        Some(401)
+    );
     assert_eq!(w.server.stats().auth_failures, 2);
 
     // Time-limited credentials work until they expire.
@@ -516,8 +640,14 @@ fn peer_policy_and_channel_rules() {
     // The server's own address (203.0.113.200) is refused like the
     // reserved ranges, and so are IPv6 spellings of them.
     for peer in [
-        "127.0.0.1:80", "[::ffff:127.0.0.1]:80", "[::ffff:7f00:1]:80", "[64:ff9b::a00:1]:80",
-        "10.0.0.1:80", "169.254.169.254:80", "203.0.113.200:3478", "[::ffff:203.0.113.200]:1",
+        "127.0.0.1:80",
+        "[::ffff:127.0.0.1]:80",
+        "[::ffff:7f00:1]:80",
+        "[64:ff9b::a00:1]:80",
+        "10.0.0.1:80",
+        "169.254.169.254:80",
+        "203.0.113.200:3478",
+        "[::ffff:203.0.113.200]:1",
     ] {
         assert_eq!(c.permit(&mut w, peer).code, Some(403), "{peer}");
     }
@@ -532,7 +662,10 @@ fn peer_policy_and_channel_rules() {
     assert_eq!(r.code, Some(403));
     assert_eq!(w.server.permissions(), 0);
     // No peer at all: 400.
-    assert_eq!(c.request(&mut w, Method::CREATE_PERMISSION, |_| {}).code, Some(400));
+    assert_eq!(
+        c.request(&mut w, Method::CREATE_PERMISSION, |_| {}).code,
+        Some(400)
+    );
 
     // Channel numbers outside 0x4000-0x4FFF: 400.
     assert_eq!(c.bind_channel(&mut w, 0x3FFF, PEER).code, Some(400));
@@ -542,7 +675,10 @@ fn peer_policy_and_channel_rules() {
     c.bind_channel(&mut w, 0x4000, PEER).ok();
     assert_eq!(c.bind_channel(&mut w, 0x4000, PEER2).code, Some(400));
     assert_eq!(c.bind_channel(&mut w, 0x4001, PEER).code, Some(400));
-    assert_eq!(c.bind_channel(&mut w, 0x4001, "127.0.0.1:5").code, Some(403));
+    assert_eq!(
+        c.bind_channel(&mut w, 0x4001, "127.0.0.1:5").code,
+        Some(403)
+    );
 }
 
 #[test]
@@ -551,7 +687,13 @@ fn allow_list_opens_loopback() {
     let mut creds = Credentials::new(REALM);
     creds.add_user("alice", "alice-pw");
     let policy = PeerPolicy::new(vec!["127.0.0.0/8".parse().unwrap()], vec![]);
-    w.server = Server::new(Config::default(), Arc::new(creds), Arc::new(policy), w.quota.clone(), [1; 32]);
+    w.server = Server::new(
+        Config::default(),
+        Arc::new(creds),
+        Arc::new(policy),
+        w.quota.clone(),
+        [1; 32],
+    );
     let mut c = Client::new(tuple("127.0.0.1:40000"), "alice", "alice-pw");
     c.allocate(&mut w);
     c.permit(&mut w, "127.0.0.1:9").ok();
@@ -563,7 +705,11 @@ fn quotas() {
     let mut w = world_with(Config::default(), 3, 2, 100);
     let mut nonce = None;
     for i in 0..2 {
-        let mut c = Client::new(tuple(&format!("192.0.2.10:{}", 40000 + i)), "alice", "alice-pw");
+        let mut c = Client::new(
+            tuple(&format!("192.0.2.10:{}", 40000 + i)),
+            "alice",
+            "alice-pw",
+        );
         c.nonce = nonce.clone();
         c.allocate(&mut w);
         nonce = c.nonce.clone();
@@ -599,13 +745,18 @@ fn quotas() {
 
 #[test]
 fn bandwidth_limit_drops_excess() {
-    let cfg = Config { bandwidth: 1000, ..Config::default() };
+    let cfg = Config {
+        bandwidth: 1000,
+        ..Config::default()
+    };
     let mut w = world_with(cfg, 10, 10, 10);
     let mut c = Client::new(tuple("192.0.2.10:40000"), "alice", "alice-pw");
     c.allocate(&mut w);
     c.bind_channel(&mut w, 0x4000, PEER).ok();
     let payload = [0u8; 400];
-    let sent = (0..5).filter(|_| c.channel_data(&mut w, 0x4000, &payload).is_some()).count();
+    let sent = (0..5)
+        .filter(|_| c.channel_data(&mut w, 0x4000, &payload).is_some())
+        .count();
     assert_eq!(sent, 2);
     w.now += Duration::from_secs(1);
     assert!(c.channel_data(&mut w, 0x4000, &payload).is_some());
@@ -614,17 +765,28 @@ fn bandwidth_limit_drops_excess() {
 
 #[test]
 fn unauthenticated_requests_are_throttled_per_source() {
-    let cfg = Config { unauth_rate: 1.0, unauth_burst: 3, ..Config::default() };
+    let cfg = Config {
+        unauth_rate: 1.0,
+        unauth_burst: 3,
+        ..Config::default()
+    };
     let mut w = world_with(cfg, 10, 10, 10);
     let mut c = Client::new(tuple("192.0.2.10:40000"), "", "");
     let mut buf = Vec::new();
-    let mut mw = MessageWriter::new(&mut buf, MessageType::BINDING_REQUEST, TransactionId([1; 12]));
+    let mut mw = MessageWriter::new(
+        &mut buf,
+        MessageType::BINDING_REQUEST,
+        TransactionId([1; 12]),
+    );
     mw.add_fingerprint().unwrap();
     mw.finish();
     let mut answered = 0;
     for _ in 0..10 {
         let mut out = Vec::new();
-        if let Action::ToClient { .. } = w.server.handle_client(w.now, w.unix, c.tuple, &buf, &mut out, &mut w.relays) {
+        if let Action::ToClient { .. } =
+            w.server
+                .handle_client(w.now, w.unix, c.tuple, &buf, &mut out, &mut w.relays)
+        {
             answered += 1;
         }
     }
@@ -640,8 +802,18 @@ fn garbage_never_panics_and_is_counted() {
     let mut w = world();
     let t = tuple("192.0.2.10:1");
     let mut out = Vec::new();
-    for pkt in [&b""[..], &[0x00], &[0x40, 0x00, 0x00, 0x10, 1], &[0xff; 30], &[0x01, 0x01, 0, 4, 0x21, 0x12]] {
-        assert_eq!(w.server.handle_client(w.now, w.unix, t, pkt, &mut out, &mut w.relays), Action::None);
+    for pkt in [
+        &b""[..],
+        &[0x00],
+        &[0x40, 0x00, 0x00, 0x10, 1],
+        &[0xff; 30],
+        &[0x01, 0x01, 0, 4, 0x21, 0x12],
+    ] {
+        assert_eq!(
+            w.server
+                .handle_client(w.now, w.unix, t, pkt, &mut out, &mut w.relays),
+            Action::None
+        );
     }
     assert_eq!(w.server.stats().malformed, 5);
     assert_eq!(from_peer(&mut w, RelayId(12345), PEER, b"x"), None);

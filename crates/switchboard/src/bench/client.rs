@@ -53,7 +53,9 @@ pub fn io_context(e: io::Error, server: SocketAddr, tcp: bool) -> anyhow::Error 
     let proto = if tcp { "TCP" } else { "UDP" };
     match e.kind() {
         io::ErrorKind::ConnectionRefused => {
-            anyhow!("{server} ({proto}): connection refused, no STUN/TURN server is listening there")
+            anyhow!(
+                "{server} ({proto}): connection refused, no STUN/TURN server is listening there"
+            )
         }
         _ => anyhow::Error::new(e).context(format!("talking to {server} over {proto}")),
     }
@@ -70,11 +72,18 @@ impl Conn {
             let (r, w) = s.into_split();
             Io::Tcp(r, w)
         } else {
-            let bind: SocketAddr = if server.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse()?;
+            let bind: SocketAddr = if server.is_ipv4() {
+                "0.0.0.0:0"
+            } else {
+                "[::]:0"
+            }
+            .parse()?;
             let s = UdpSocket::bind(bind)
                 .await
                 .context("creating a UDP socket (raise `ulimit -n`?)")?;
-            s.connect(server).await.map_err(|e| io_context(e, server, false))?;
+            s.connect(server)
+                .await
+                .map_err(|e| io_context(e, server, false))?;
             Io::Udp(s)
         };
         let local = match &io {
@@ -221,7 +230,9 @@ impl Session {
         let conn = Conn::connect(server, tcp).await?;
         let transport = if tcp { Transport::Tcp } else { Transport::Udp };
         let mut cfg = match creds {
-            Credentials::User { user, password } => Config::new(server, transport, user.as_str(), password.as_str()),
+            Credentials::User { user, password } => {
+                Config::new(server, transport, user.as_str(), password.as_str())
+            }
             Credentials::Secret(s) => {
                 let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
                 Config::with_secret(server, transport, s.as_bytes(), "bench", SECRET_TTL, now)
@@ -239,7 +250,10 @@ impl Session {
     pub async fn flush(&mut self) -> Result<()> {
         let (server, tcp) = (self.conn.server(), self.conn.is_tcp());
         while let Some(t) = self.client.poll_transmit() {
-            self.conn.send(t.data).await.map_err(|e| io_context(e, server, tcp))?;
+            self.conn
+                .send(t.data)
+                .await
+                .map_err(|e| io_context(e, server, tcp))?;
         }
         Ok(())
     }
@@ -299,7 +313,8 @@ impl Session {
     }
 
     pub async fn create_permission(&mut self, peer: IpAddr) -> Result<()> {
-        self.client.create_permission(std::time::Instant::now(), peer)?;
+        self.client
+            .create_permission(std::time::Instant::now(), peer)?;
         self.drive(|e| matches!(e, Event::PermissionCreated { peer: p } if *p == peer))
             .await
     }

@@ -3,8 +3,8 @@
 //! RFC 5766/8656 TURN server (see [`turn`]).
 
 mod client;
-mod peer;
 mod hist;
+mod peer;
 mod procstat;
 mod pump;
 mod turn;

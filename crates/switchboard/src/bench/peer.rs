@@ -33,12 +33,20 @@ pub struct PeerArgs {
 }
 
 fn cfg() -> Config {
-    Config { host_candidates: HostCandidates::Only(vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]), ..Config::default() }
+    Config {
+        host_candidates: HostCandidates::Only(vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]),
+        ..Config::default()
+    }
 }
 
 /// Two connections wired through perfect negotiation in memory. Returns
 /// the offerer, its app events, the answerer and its app events.
-async fn pair() -> Result<(PeerConnection, negotiate::AppEvents, PeerConnection, negotiate::AppEvents)> {
+async fn pair() -> Result<(
+    PeerConnection,
+    negotiate::AppEvents,
+    PeerConnection,
+    negotiate::AppEvents,
+)> {
     let (a, a_ev) = PeerConnection::new(cfg()).await?;
     let (b, b_ev) = PeerConnection::new(cfg()).await?;
     let (to_a, a_in) = mpsc::unbounded_channel();
@@ -68,8 +76,12 @@ pub fn run(a: PeerArgs) -> Result<()> {
         for i in 0..=a.runs {
             let (pa, _aev, pb, _bev) = pair().await?;
             let t0 = Instant::now();
-            let dc = pa.create_data_channel("bench", DataChannelInit::default()).await?;
-            tokio::time::timeout(Duration::from_secs(10), dc.opened()).await.context("setup timed out")??;
+            let dc = pa
+                .create_data_channel("bench", DataChannelInit::default())
+                .await?;
+            tokio::time::timeout(Duration::from_secs(10), dc.opened())
+                .await
+                .context("setup timed out")??;
             let ms = t0.elapsed().as_secs_f64() * 1000.0;
             if i > 0 {
                 setups.push(ms);
@@ -90,10 +102,17 @@ pub fn run(a: PeerArgs) -> Result<()> {
 
         // Throughput over one reliable, ordered channel.
         let (pa, _aev, pb, mut bev) = pair().await?;
-        let dc = pa.create_data_channel("bulk", DataChannelInit::default()).await?;
-        tokio::time::timeout(Duration::from_secs(10), dc.opened()).await.context("setup timed out")??;
+        let dc = pa
+            .create_data_channel("bulk", DataChannelInit::default())
+            .await?;
+        tokio::time::timeout(Duration::from_secs(10), dc.opened())
+            .await
+            .context("setup timed out")??;
         let remote = loop {
-            match tokio::time::timeout(Duration::from_secs(10), bev.recv()).await.context("no remote channel")? {
+            match tokio::time::timeout(Duration::from_secs(10), bev.recv())
+                .await
+                .context("no remote channel")?
+            {
                 Some(Event::DataChannel(d)) => break d,
                 Some(_) => {}
                 None => bail!("answerer events ended"),
@@ -124,7 +143,9 @@ pub fn run(a: PeerArgs) -> Result<()> {
                 eprint!("\rthroughput: {} / {} MiB", sent >> 20, total >> 20);
             }
         }
-        let (got, t_end) = tokio::time::timeout(Duration::from_secs(600), counter).await.context("receiver stalled")??;
+        let (got, t_end) = tokio::time::timeout(Duration::from_secs(600), counter)
+            .await
+            .context("receiver stalled")??;
         if got != total {
             bail!("receiver got {got} of {total} bytes");
         }
@@ -146,8 +167,14 @@ pub fn run(a: PeerArgs) -> Result<()> {
             );
         } else {
             eprintln!();
-            println!("setup time over {} runs: median {median:.1} ms, p95 {p95:.1} ms", a.runs);
-            println!("throughput: {} bytes in {secs:.2} s = {mb_s:.1} MB/s ({} B messages)", total, a.message);
+            println!(
+                "setup time over {} runs: median {median:.1} ms, p95 {p95:.1} ms",
+                a.runs
+            );
+            println!(
+                "throughput: {} bytes in {secs:.2} s = {mb_s:.1} MB/s ({} B messages)",
+                total, a.message
+            );
         }
         Ok(())
     })

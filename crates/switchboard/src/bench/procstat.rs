@@ -103,7 +103,8 @@ impl Usage {
             server_cpu,
             server_rss_kib: server_pid.and_then(|p| rss_kib(&p.to_string()).ok()),
             bench_cpu: b.bench_cpu - a.bench_cpu,
-            steal_pct: (total > 0).then(|| 100.0 * b.steal.0.saturating_sub(a.steal.0) as f64 / total as f64),
+            steal_pct: (total > 0)
+                .then(|| 100.0 * b.steal.0.saturating_sub(a.steal.0) as f64 / total as f64),
         }
     }
 }

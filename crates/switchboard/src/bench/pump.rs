@@ -64,7 +64,13 @@ fn ns_since(base: Instant, t: Instant) -> u64 {
 /// the drain). With a rate, the first packet leaves at `phase` (0..1) of
 /// the interval, so that allocations do not all send in the same instant.
 /// `progress` counts every echo received, for the progress line.
-pub async fn pump(s: &mut Session, peer: SocketAddr, plan: &Plan, phase: f64, progress: &AtomicU64) -> Result<Stats> {
+pub async fn pump(
+    s: &mut Session,
+    peer: SocketAddr,
+    plan: &Plan,
+    phase: f64,
+    progress: &AtomicU64,
+) -> Result<Stats> {
     let mut payload = vec![0u8; plan.size];
     for (i, b) in payload.iter_mut().enumerate().skip(MIN_PAYLOAD) {
         *b = i as u8;
@@ -86,7 +92,8 @@ pub async fn pump(s: &mut Session, peer: SocketAddr, plan: &Plan, phase: f64, pr
     let mut next_seq: u64 = 0;
     let mut oldest: u64 = 0;
     let mut inflight: usize = 0;
-    let mut next_send = plan.start + interval.map_or(Duration::ZERO, |iv| iv.mul_f64(phase.clamp(0.0, 1.0)));
+    let mut next_send =
+        plan.start + interval.map_or(Duration::ZERO, |iv| iv.mul_f64(phase.clamp(0.0, 1.0)));
     let mut next_tick = plan.start + TICK;
     let mut deadline = plan.start;
     let sleep = tokio::time::sleep_until(deadline);
@@ -99,7 +106,10 @@ pub async fn pump(s: &mut Session, peer: SocketAddr, plan: &Plan, phase: f64, pr
         if now >= next_tick {
             next_tick = now + TICK;
             // The TURN client's own timers: retransmissions and refreshes.
-            if s.client.poll_timeout().is_some_and(|t| Instant::from_std(t) <= now) {
+            if s.client
+                .poll_timeout()
+                .is_some_and(|t| Instant::from_std(t) <= now)
+            {
                 s.client.handle_timeout(now.into_std());
                 s.flush().await?;
             }

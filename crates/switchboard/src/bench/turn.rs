@@ -121,7 +121,8 @@ fn check(args: &TurnArgs) -> Result<()> {
         bail!("--threads must be at least 1");
     }
     if let Some(pid) = args.server_pid {
-        procstat::cpu_seconds(&pid.to_string()).with_context(|| format!("--server-pid {pid}: no such process?"))?;
+        procstat::cpu_seconds(&pid.to_string())
+            .with_context(|| format!("--server-pid {pid}: no such process?"))?;
     }
     Ok(())
 }
@@ -329,7 +330,9 @@ async fn run_async(args: TurnArgs) -> Result<()> {
         // Let the server settle, then read its RSS while all are held.
         let settle = hold.min(1.0);
         tokio::time::sleep(Duration::from_secs_f64(settle)).await;
-        let rss = args.server_pid.and_then(|p| procstat::rss_kib(&p.to_string()).ok());
+        let rss = args
+            .server_pid
+            .and_then(|p| procstat::rss_kib(&p.to_string()).ok());
         if let Some(kib) = rss {
             println!("  server RSS while holding: {kib} KiB");
         }
@@ -394,14 +397,19 @@ async fn run_async(args: TurnArgs) -> Result<()> {
         let (progress, end) = (progress.clone(), end);
         tokio::spawn(async move {
             let mut last = 0;
-            let mut iv = tokio::time::interval_at(start + Duration::from_secs(1), Duration::from_secs(1));
+            let mut iv =
+                tokio::time::interval_at(start + Duration::from_secs(1), Duration::from_secs(1));
             loop {
                 let t = iv.tick().await;
                 if t > end {
                     break;
                 }
                 let now = progress.load(Ordering::Relaxed);
-                let phase = if t <= warm_end { "warm-up" } else { "measuring" };
+                let phase = if t <= warm_end {
+                    "warm-up"
+                } else {
+                    "measuring"
+                };
                 eprint!(
                     "\r{phase:>9} {:5.1} s  {:>9} pkts/s   ",
                     (t - start).as_secs_f64(),
@@ -466,7 +474,12 @@ async fn run_async(args: TurnArgs) -> Result<()> {
     };
     let pps = total.received as f64 / duration;
     let us = |q: f64| (hist.quantile(q) as f64 / 100.0).round() / 10.0;
-    let (p50, p99, p999, max) = (us(0.5), us(0.99), us(0.999), (hist.max() as f64 / 100.0).round() / 10.0);
+    let (p50, p99, p999, max) = (
+        us(0.5),
+        us(0.99),
+        us(0.999),
+        (hist.max() as f64 / 100.0).round() / 10.0,
+    );
     let mbit = pps * size as f64 * 8.0 / 1e6;
 
     println!("TURN relay benchmark: {server} over {transport}");
@@ -477,7 +490,10 @@ async fn run_async(args: TurnArgs) -> Result<()> {
             .map_or("closed loop".to_string(), |r| format!("{r} pkts/s each")),
         args.window
     );
-    println!("  interval  {duration} s measured after {} s warm-up", args.warmup);
+    println!(
+        "  interval  {duration} s measured after {} s warm-up",
+        args.warmup
+    );
     println!("  relayed   {pps:.0} round trips/s ({mbit:.1} Mbit/s of payload each way)");
     println!(
         "  packets   {} sent, {} echoed back, loss {:.4} %",
@@ -554,7 +570,10 @@ async fn run_async(args: TurnArgs) -> Result<()> {
     });
     println!("{json}");
     if total.received == 0 {
-        bail!("no packets came back through the relay (sent {})", total.sent);
+        bail!(
+            "no packets came back through the relay (sent {})",
+            total.sent
+        );
     }
     Ok(())
 }

@@ -27,21 +27,37 @@ pub async fn run(a: EchoArgs, out: Out) -> Result<(), Failure> {
         match tracker.handle(ev).await? {
             Happened::Linked(l) => spawn_channel_echo(l.channel),
             Happened::OtherChannel { channel, .. } => spawn_channel_echo(channel),
-            Happened::Event { peer, event: Event::Track(track) } => {
-                let Some(pc) = tracker.connections().find(|(p, _)| **p == peer).map(|(_, pc)| pc.clone()) else { continue };
+            Happened::Event {
+                peer,
+                event: Event::Track(track),
+            } => {
+                let Some(pc) = tracker
+                    .connections()
+                    .find(|(p, _)| **p == peer)
+                    .map(|(_, pc)| pc.clone())
+                else {
+                    continue;
+                };
                 out.event(json!({"event": "track", "peer": peer, "kind": format!("{:?}", track.kind).to_lowercase(), "mid": track.mid.to_string()}), || {
                     format!("echoing {:?} from {peer}", track.kind).to_lowercase()
                 });
                 spawn_track_echo(pc, track);
             }
-            Happened::Event { peer, event: Event::KeyframeRequest { mid } } => {
+            Happened::Event {
+                peer,
+                event: Event::KeyframeRequest { mid },
+            } => {
                 // Our outgoing video on `mid` is their video: ask them.
                 if let Some((_, pc)) = tracker.connections().find(|(p, _)| **p == peer) {
                     pc.request_keyframe(mid);
                 }
             }
             Happened::SignalingClosed(r) => {
-                return Err(Failure::new(super::EXIT_SIGNALING, "signaling", format!("signaling connection lost: {r}")));
+                return Err(Failure::new(
+                    super::EXIT_SIGNALING,
+                    "signaling",
+                    format!("signaling connection lost: {r}"),
+                ));
             }
             _ => {}
         }

@@ -3,7 +3,10 @@
 //! no partial file ever left under its final name (the receiver writes to
 //! a temporary name and renames only after the hash matches).
 
-use super::{first_link, join, room_config, Failure, Happened, Out, PeerArgs, Tracker, EXIT_OTHER, EXIT_TRANSFER};
+use super::{
+    first_link, join, room_config, Failure, Happened, Out, PeerArgs, Tracker, EXIT_OTHER,
+    EXIT_TRANSFER,
+};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use peer::{DataChannel, Message};
@@ -42,9 +45,11 @@ fn bar(out: &Out, name: &str, size: u64) -> ProgressBar {
     }
     let pb = ProgressBar::new(size);
     pb.set_style(
-        ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
     );
     pb.set_message(name.to_string());
     pb
@@ -70,14 +75,23 @@ pub async fn send(a: SendArgs, out: Out) -> Result<(), Failure> {
     // Check every file before joining: a typo should not cost a connection.
     let mut files = Vec::new();
     for path in &a.files {
-        let meta = std::fs::metadata(path).map_err(|e| Failure::new(EXIT_OTHER, "file", format!("{}: {e}", path.display())))?;
+        let meta = std::fs::metadata(path)
+            .map_err(|e| Failure::new(EXIT_OTHER, "file", format!("{}: {e}", path.display())))?;
         if !meta.is_file() {
-            return Err(Failure::new(EXIT_OTHER, "file", format!("{}: not a regular file", path.display())));
+            return Err(Failure::new(
+                EXIT_OTHER,
+                "file",
+                format!("{}: not a regular file", path.display()),
+            ));
         }
         files.push((path.clone(), meta.len()));
     }
     if a.chunk == 0 || a.chunk > transfer::MAX_CHUNK {
-        return Err(Failure::new(super::EXIT_USAGE, "usage", format!("--chunk must be 1..={}", transfer::MAX_CHUNK)));
+        return Err(Failure::new(
+            super::EXIT_USAGE,
+            "usage",
+            format!("--chunk must be 1..={}", transfer::MAX_CHUNK),
+        ));
     }
     let cfg = room_config(&a.common, "send")?;
     let mut room = join(cfg, &out).await?;
@@ -86,20 +100,33 @@ pub async fn send(a: SendArgs, out: Out) -> Result<(), Failure> {
     let peer = link.peer.clone();
 
     for (path, size) in files {
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "file".into());
-        let file = std::fs::File::open(&path).map_err(|e| Failure::new(EXIT_OTHER, "file", format!("{}: {e}", path.display())))?;
-        let info = FileInfo { id: transfer::new_file_id(), name: name.clone(), size, mime: None };
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "file".into());
+        let file = std::fs::File::open(&path)
+            .map_err(|e| Failure::new(EXIT_OTHER, "file", format!("{}: {e}", path.display())))?;
+        let info = FileInfo {
+            id: transfer::new_file_id(),
+            name: name.clone(),
+            size,
+            mime: None,
+        };
         let mut tx = Sender::new(std::io::BufReader::with_capacity(256 * 1024, file), info)
             .with_chunk_size(a.chunk)
             .map_err(|e| Failure::new(EXIT_OTHER, "file", e.to_string()))?;
         let started = Instant::now();
         let pb = bar(&out, &name, size);
-        let mut tick = Ticker { last: Instant::now() };
+        let mut tick = Ticker {
+            last: Instant::now(),
+        };
         let mut sent: u64 = 0;
         // Produce and send every message; room events are checked between
         // messages so a vanished peer ends the transfer promptly.
         loop {
-            let msg = tx.next_message().map_err(|e| Failure::new(EXIT_OTHER, "file", e.to_string()))?;
+            let msg = tx
+                .next_message()
+                .map_err(|e| Failure::new(EXIT_OTHER, "file", e.to_string()))?;
             let Some(msg) = msg else { break };
             let (binary, len) = (msg.is_binary(), msg.as_bytes().len());
             let r = match msg {
@@ -118,7 +145,11 @@ pub async fn send(a: SendArgs, out: Out) -> Result<(), Failure> {
                 if let Happened::PeerLeft(p) = tracker.handle(ev).await? {
                     if p == peer {
                         pb.abandon();
-                        return Err(Failure::new(EXIT_TRANSFER, "peer-left", format!("{peer} left while {name} was being sent")));
+                        return Err(Failure::new(
+                            EXIT_TRANSFER,
+                            "peer-left",
+                            format!("{peer} left while {name} was being sent"),
+                        ));
                     }
                 }
             }
@@ -165,7 +196,11 @@ pub async fn send(a: SendArgs, out: Out) -> Result<(), Failure> {
             || format!("{} {name}: {size} bytes in {:.1} s ({mbps:.1} MB/s), sha256 {sha}", if ok { "sent" } else { "FAILED" }, ms as f64 / 1000.0),
         );
         if !ok {
-            return Err(Failure::new(EXIT_TRANSFER, "hash-mismatch", format!("{peer} received {name} with a different SHA-256")));
+            return Err(Failure::new(
+                EXIT_TRANSFER,
+                "hash-mismatch",
+                format!("{peer} received {name} with a different SHA-256"),
+            ));
         }
     }
     room.leave();
@@ -178,7 +213,8 @@ fn tx_digest_hex<R>(tx: &Sender<R>) -> String {
 }
 
 pub async fn recv(a: RecvArgs, out: Out) -> Result<(), Failure> {
-    std::fs::create_dir_all(&a.out).map_err(|e| Failure::new(EXIT_OTHER, "file", format!("{}: {e}", a.out.display())))?;
+    std::fs::create_dir_all(&a.out)
+        .map_err(|e| Failure::new(EXIT_OTHER, "file", format!("{}: {e}", a.out.display())))?;
     let cfg = room_config(&a.common, "recv")?;
     let mut room = join(cfg, &out).await?;
     let mut tracker = Tracker::new(out.clone(), a.common.timeout);
@@ -187,7 +223,9 @@ pub async fn recv(a: RecvArgs, out: Out) -> Result<(), Failure> {
     let mut rx = Receiver::new(&a.out);
     let mut done: u64 = 0;
     let mut current: Option<(String, u64, Instant, ProgressBar)> = None;
-    let mut tick = Ticker { last: Instant::now() };
+    let mut tick = Ticker {
+        last: Instant::now(),
+    };
     loop {
         if a.count.is_some_and(|n| done >= n) {
             break;

@@ -9,7 +9,10 @@ mod files;
 
 use clap::{Args, Subcommand};
 use peer::room::{self, RoomConfig, RoomEvent};
-use peer::{CandidatePair, Config, DataChannel, Event, HostCandidates, IceConnectionState, IceServer, IceUrl, PeerConnection};
+use peer::{
+    CandidatePair, Config, DataChannel, Event, HostCandidates, IceConnectionState, IceServer,
+    IceUrl, PeerConnection,
+};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::io::Write;
@@ -92,7 +95,11 @@ pub struct Failure {
 
 impl Failure {
     pub fn new(code: i32, kind: &'static str, message: impl Into<String>) -> Self {
-        Failure { code, kind, message: message.into() }
+        Failure {
+            code,
+            kind,
+            message: message.into(),
+        }
     }
 }
 
@@ -140,7 +147,10 @@ pub struct Out {
 
 impl Out {
     fn new(json: bool) -> Self {
-        Out { json, lock: Arc::default() }
+        Out {
+            json,
+            lock: Arc::default(),
+        }
     }
 
     pub fn is_json(&self) -> bool {
@@ -167,9 +177,10 @@ impl Out {
     }
 
     fn fail(&self, f: Failure) -> ! {
-        self.event(json!({"event": "error", "code": f.kind, "message": f.message}), || {
-            format!("error: {}", f.message)
-        });
+        self.event(
+            json!({"event": "error", "code": f.kind, "message": f.message}),
+            || format!("error: {}", f.message),
+        );
         std::process::exit(f.code)
     }
 }
@@ -179,25 +190,45 @@ impl Out {
 pub fn room_config(a: &PeerArgs, default_name: &str) -> Result<RoomConfig, Failure> {
     let usage = |m: String| Failure::new(EXIT_USAGE, "usage", m);
     room::ws_url(&a.server).map_err(|e| usage(e.to_string()))?;
-    if a.room.is_empty() || a.room.len() > 64 || !a.room.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-        return Err(usage(format!("bad room name {:?}: 1-64 characters of A-Z a-z 0-9 _ -", a.room)));
+    if a.room.is_empty()
+        || a.room.len() > 64
+        || !a
+            .room
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(usage(format!(
+            "bad room name {:?}: 1-64 characters of A-Z a-z 0-9 _ -",
+            a.room
+        )));
     }
     let mut servers = Vec::new();
     for u in &a.stun {
         match IceUrl::parse(u).map_err(|e| usage(e.to_string()))? {
-            IceUrl::Stun { .. } => servers.push(IceServer { urls: vec![u.clone()], ..Default::default() }),
-            IceUrl::Turn { .. } => return Err(usage(format!("--stun {u}: this is a TURN URL; use --turn"))),
+            IceUrl::Stun { .. } => servers.push(IceServer {
+                urls: vec![u.clone()],
+                ..Default::default()
+            }),
+            IceUrl::Turn { .. } => {
+                return Err(usage(format!("--stun {u}: this is a TURN URL; use --turn")))
+            }
         }
     }
     for u in &a.turn {
         match IceUrl::parse(u).map_err(|e| usage(e.to_string()))? {
             IceUrl::Turn { .. } => {}
-            IceUrl::Stun { .. } => return Err(usage(format!("--turn {u}: this is a STUN URL; use --stun"))),
+            IceUrl::Stun { .. } => {
+                return Err(usage(format!("--turn {u}: this is a STUN URL; use --stun")))
+            }
         }
         let (Some(user), Some(pass)) = (&a.user, &a.password) else {
             return Err(usage(format!("--turn {u} needs --user and --password")));
         };
-        servers.push(IceServer { urls: vec![u.clone()], username: Some(user.clone()), credential: Some(pass.clone()) });
+        servers.push(IceServer {
+            urls: vec![u.clone()],
+            username: Some(user.clone()),
+            credential: Some(pass.clone()),
+        });
     }
     let mut cfg = RoomConfig::new(a.server.clone(), a.room.clone());
     cfg.meta = json!({ "name": a.name.clone().unwrap_or_else(|| default_name.to_string()), "agent": "switchboard-cli" });
@@ -205,7 +236,11 @@ pub fn room_config(a: &PeerArgs, default_name: &str) -> Result<RoomConfig, Failu
     cfg.peer_config = Config {
         ice_servers: servers,
         relay_only: a.relay_only,
-        host_candidates: if a.loopback { HostCandidates::InterfacesAndLoopback } else { HostCandidates::Interfaces },
+        host_candidates: if a.loopback {
+            HostCandidates::InterfacesAndLoopback
+        } else {
+            HostCandidates::Interfaces
+        },
         ..Config::default()
     };
     Ok(cfg)
@@ -224,13 +259,19 @@ pub async fn join(cfg: RoomConfig, out: &Out) -> Result<room::Room, Failure> {
         Failure::new(EXIT_SIGNALING, kind, e.to_string())
     })?;
     let (me, peers) = (r.me.clone(), r.peers.clone());
-    out.event(json!({"event": "joined", "room": room_name, "peer": me, "peers": peers}), || {
-        if peers.is_empty() {
-            format!("joined room {room_name} as {me}; waiting for a peer")
-        } else {
-            format!("joined room {room_name} as {me}; {} peer(s) here", peers.len())
-        }
-    });
+    out.event(
+        json!({"event": "joined", "room": room_name, "peer": me, "peers": peers}),
+        || {
+            if peers.is_empty() {
+                format!("joined room {room_name} as {me}; waiting for a peer")
+            } else {
+                format!(
+                    "joined room {room_name} as {me}; {} peer(s) here",
+                    peers.len()
+                )
+            }
+        },
+    );
     Ok(r)
 }
 
@@ -271,9 +312,14 @@ pub enum Happened {
     /// The `chat` channel to this peer is open and ICE is connected.
     Linked(Link),
     /// A channel other than the first `chat` one (echo serves them all).
-    OtherChannel { channel: DataChannel },
+    OtherChannel {
+        channel: DataChannel,
+    },
     PeerLeft(String),
-    Event { peer: String, event: Event },
+    Event {
+        peer: String,
+        event: Event,
+    },
     SignalingClosed(String),
 }
 
@@ -291,8 +337,16 @@ impl Tracker {
 
     /// Earliest time a connection that is still coming up runs out.
     pub fn deadline(&self) -> Option<Instant> {
-        let first = self.first_attempt.filter(|_| !self.any_linked).map(|t| t + self.timeout);
-        self.conns.values().filter(|c| !c.linked).map(|c| c.started + self.timeout).chain(first).min()
+        let first = self
+            .first_attempt
+            .filter(|_| !self.any_linked)
+            .map(|t| t + self.timeout);
+        self.conns
+            .values()
+            .filter(|c| !c.linked)
+            .map(|c| c.started + self.timeout)
+            .chain(first)
+            .min()
     }
 
     /// Err if a connection did not come up in time.
@@ -303,7 +357,10 @@ impl Tracker {
                 return Err(Failure::new(
                     EXIT_CONNECTION,
                     "connection-failed",
-                    format!("no peer connection came up within {} s", self.timeout.as_secs()),
+                    format!(
+                        "no peer connection came up within {} s",
+                        self.timeout.as_secs()
+                    ),
                 ));
             }
         }
@@ -312,7 +369,10 @@ impl Tracker {
                 return Err(Failure::new(
                     EXIT_CONNECTION,
                     "connection-failed",
-                    format!("no connection to {peer} after {} s (ICE found no working path)", self.timeout.as_secs()),
+                    format!(
+                        "no connection to {peer} after {} s (ICE found no working path)",
+                        self.timeout.as_secs()
+                    ),
                 ));
             }
         }
@@ -322,22 +382,37 @@ impl Tracker {
     pub async fn handle(&mut self, ev: RoomEvent) -> Result<Happened, Failure> {
         match ev {
             RoomEvent::PeerJoined { peer, .. } => {
-                self.out.event(json!({"event": "peer-joined", "peer": peer}), || format!("{peer} joined"));
+                self.out
+                    .event(json!({"event": "peer-joined", "peer": peer}), || {
+                        format!("{peer} joined")
+                    });
             }
             RoomEvent::PeerLeft { peer } => {
                 self.conns.remove(&peer);
-                self.out.event(json!({"event": "peer-left", "peer": peer}), || format!("{peer} left"));
+                self.out
+                    .event(json!({"event": "peer-left", "peer": peer}), || {
+                        format!("{peer} left")
+                    });
                 return Ok(Happened::PeerLeft(peer));
             }
             RoomEvent::Connection { peer, pc, .. } => {
                 self.first_attempt.get_or_insert_with(Instant::now);
                 self.conns.insert(
                     peer,
-                    ConnInfo { pc, started: Instant::now(), ice_connected: false, reported: false, channel: None, linked: false },
+                    ConnInfo {
+                        pc,
+                        started: Instant::now(),
+                        ice_connected: false,
+                        reported: false,
+                        channel: None,
+                        linked: false,
+                    },
                 );
             }
             RoomEvent::Channel { peer, channel } => {
-                let Some(c) = self.conns.get_mut(&peer) else { return Ok(Happened::Nothing) };
+                let Some(c) = self.conns.get_mut(&peer) else {
+                    return Ok(Happened::Nothing);
+                };
                 if channel.label() == "chat" && c.channel.is_none() && !c.linked {
                     c.channel = Some(channel);
                     return self.try_link(&peer).await;
@@ -355,7 +430,10 @@ impl Tracker {
                 }
                 if let Event::IceConnectionState(s) = &event {
                     let s = *s;
-                    self.out.event(json!({"event": "state", "peer": peer, "state": s}), String::new);
+                    self.out.event(
+                        json!({"event": "state", "peer": peer, "state": s}),
+                        String::new,
+                    );
                     if let Some(c) = self.conns.get_mut(&peer) {
                         match s {
                             IceConnectionState::Connected | IceConnectionState::Completed => {
@@ -374,7 +452,9 @@ impl Tracker {
                             }
                             IceConnectionState::Disconnected | IceConnectionState::Failed => {
                                 c.ice_connected = false;
-                                self.out.event(Value::Null, || format!("connection to {peer} is {s:?}; trying an ICE restart"));
+                                self.out.event(Value::Null, || {
+                                    format!("connection to {peer} is {s:?}; trying an ICE restart")
+                                });
                             }
                             _ => {}
                         }
@@ -383,7 +463,8 @@ impl Tracker {
                 return Ok(Happened::Event { peer, event });
             }
             RoomEvent::ServerError { code, message } => {
-                self.out.event(Value::Null, || format!("server: {code}: {message}"));
+                self.out
+                    .event(Value::Null, || format!("server: {code}: {message}"));
             }
             RoomEvent::Closed { reason } => return Ok(Happened::SignalingClosed(reason)),
         }
@@ -391,8 +472,12 @@ impl Tracker {
     }
 
     async fn try_link(&mut self, peer: &str) -> Result<Happened, Failure> {
-        let Some(c) = self.conns.get_mut(peer) else { return Ok(Happened::Nothing) };
-        let Some(channel) = c.channel.clone() else { return Ok(Happened::Nothing) };
+        let Some(c) = self.conns.get_mut(peer) else {
+            return Ok(Happened::Nothing);
+        };
+        let Some(channel) = c.channel.clone() else {
+            return Ok(Happened::Nothing);
+        };
         if c.linked || !c.ice_connected {
             return Ok(Happened::Nothing);
         }
@@ -400,19 +485,31 @@ impl Tracker {
         let left = (c.started + self.timeout).saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, channel.opened()).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(Failure::new(EXIT_CONNECTION, "connection-failed", format!("channel to {peer}: {e}"))),
+            Ok(Err(e)) => {
+                return Err(Failure::new(
+                    EXIT_CONNECTION,
+                    "connection-failed",
+                    format!("channel to {peer}: {e}"),
+                ))
+            }
             Err(_) => return Ok(Happened::Nothing),
         }
         c.linked = true;
         self.any_linked = true;
         let pc = c.pc.clone();
         self.report(peer).await;
-        Ok(Happened::Linked(Link { peer: peer.to_string(), pc, channel }))
+        Ok(Happened::Linked(Link {
+            peer: peer.to_string(),
+            pc,
+            channel,
+        }))
     }
 
     /// Prints the `connected` event with the selected pair.
     async fn report(&mut self, peer: &str) {
-        let Some(c) = self.conns.get_mut(peer) else { return };
+        let Some(c) = self.conns.get_mut(peer) else {
+            return;
+        };
         if c.reported {
             return;
         }
@@ -420,9 +517,15 @@ impl Tracker {
         let setup_ms = c.started.elapsed().as_millis() as u64;
         let stats = c.pc.stats().await.unwrap_or_default();
         let pair = stats.selected_pair;
-        self.out.event(json!({"event": "connected", "peer": peer, "setup_ms": setup_ms, "pair": pair}), || {
-            format!("connected to {peer} via {} (setup {setup_ms} ms)", describe(pair.as_ref()))
-        });
+        self.out.event(
+            json!({"event": "connected", "peer": peer, "setup_ms": setup_ms, "pair": pair}),
+            || {
+                format!(
+                    "connected to {peer} via {} (setup {setup_ms} ms)",
+                    describe(pair.as_ref())
+                )
+            },
+        );
     }
 
     /// An open `chat` channel to any peer whose connection is up, if one
@@ -436,8 +539,16 @@ fn describe(p: Option<&CandidatePair>) -> String {
     match p {
         None => "an unknown pair".into(),
         Some(p) => {
-            let relay = p.local.relay_protocol.map(|t| format!(" over TURN/{t}")).unwrap_or_default();
-            format!("{:?} {} <-> {:?} {}{relay}", p.local.kind, p.local.address, p.remote.kind, p.remote.address).to_lowercase()
+            let relay = p
+                .local
+                .relay_protocol
+                .map(|t| format!(" over TURN/{t}"))
+                .unwrap_or_default();
+            format!(
+                "{:?} {} <-> {:?} {}{relay}",
+                p.local.kind, p.local.address, p.remote.kind, p.remote.address
+            )
+            .to_lowercase()
         }
     }
 }
@@ -462,7 +573,11 @@ pub async fn first_link(room: &mut room::Room, tracker: &mut Tracker) -> Result<
         match tracker.handle(ev).await? {
             Happened::Linked(l) => return Ok(l),
             Happened::SignalingClosed(r) => {
-                return Err(Failure::new(EXIT_SIGNALING, "signaling", format!("signaling connection lost before a peer connected: {r}")))
+                return Err(Failure::new(
+                    EXIT_SIGNALING,
+                    "signaling",
+                    format!("signaling connection lost before a peer connected: {r}"),
+                ))
             }
             _ => tracker.check_timeouts()?,
         }

@@ -31,7 +31,10 @@ impl Server {
         let mut turn = None;
         let addr = loop {
             let mut line = String::new();
-            assert!(out.read_line(&mut line).unwrap() > 0, "serve exited before listening");
+            assert!(
+                out.read_line(&mut line).unwrap() > 0,
+                "serve exited before listening"
+            );
             if let Some(a) = line.trim().strip_prefix("switchboard TURN on udp+tcp ") {
                 turn = Some(a.parse().unwrap());
             }
@@ -58,11 +61,19 @@ impl Server {
     pub fn get(&self, path: &str) -> (u16, String) {
         let mut s = TcpStream::connect(self.addr).unwrap();
         s.set_read_timeout(Some(WAIT)).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
         let status = out[9..12].parse().unwrap();
-        let body = out.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("").to_string();
+        let body = out
+            .split_once("\r\n\r\n")
+            .map(|x| x.1)
+            .unwrap_or("")
+            .to_string();
         (status, body)
     }
 
@@ -80,4 +91,3 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
-

@@ -22,13 +22,20 @@ pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
 }
 
 pub fn info(id: &str, name: &str, size: u64) -> FileInfo {
-    FileInfo { id: id.into(), name: name.into(), size, mime: None }
+    FileInfo {
+        id: id.into(),
+        name: name.into(),
+        size,
+        mime: None,
+    }
 }
 
 /// Sorted names in `dir`, hidden ones included.
 pub fn list(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> =
-        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     v.sort();
     v
 }
@@ -40,8 +47,15 @@ pub type Msg = (bool, Vec<u8>);
 /// is serialized, "sent", parsed and fed to the receiver; the receiver's ack
 /// goes back the same way. Returns the receiver's verdict, the sender's
 /// verdict and the number of binary messages.
-pub fn run(data: &[u8], name: &str, chunk: usize, rx: &mut Receiver) -> (Finished, AckOutcome, usize) {
-    let mut tx = Sender::new(data, info("id-1", name, data.len() as u64)).with_chunk_size(chunk).unwrap();
+pub fn run(
+    data: &[u8],
+    name: &str,
+    chunk: usize,
+    rx: &mut Receiver,
+) -> (Finished, AckOutcome, usize) {
+    let mut tx = Sender::new(data, info("id-1", name, data.len() as u64))
+        .with_chunk_size(chunk)
+        .unwrap();
     let mut finished = None;
     let mut chunks = 0;
     while let Some(out) = tx.next_message().unwrap() {
@@ -60,7 +74,12 @@ pub fn run(data: &[u8], name: &str, chunk: usize, rx: &mut Receiver) -> (Finishe
     let finished = finished.expect("file-end produced a Finished");
     let ack = finished.ack().encode();
     assert!(!ack.is_binary());
-    let Frame::FileAck { id, ok, sha256 } = parse(false, ack.as_bytes()).unwrap() else { panic!("not an ack") };
-    let outcome = tx.handle_ack(&id, ok, &sha256).unwrap().expect("ack is for our id");
+    let Frame::FileAck { id, ok, sha256 } = parse(false, ack.as_bytes()).unwrap() else {
+        panic!("not an ack")
+    };
+    let outcome = tx
+        .handle_ack(&id, ok, &sha256)
+        .unwrap()
+        .expect("ack is for our id");
     (finished, outcome, chunks)
 }
