@@ -17,55 +17,29 @@ pub(crate) struct Iface {
 /// a real interface is looped back to local listeners anyway.
 #[cfg(unix)]
 pub(crate) fn multicast_interfaces() -> std::io::Result<Vec<Iface>> {
-    use std::ffi::CStr;
+    use nix::net::if_::InterfaceFlags;
 
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `head` with a list we free below.
-    if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
     let mut out: Vec<Iface> = Vec::new();
-    let mut cur = head;
-    while !cur.is_null() {
-        // SAFETY: `cur` is a node of the list getifaddrs returned, not yet freed.
-        let ifa = unsafe { &*cur };
-        cur = ifa.ifa_next;
-        let flags = ifa.ifa_flags as libc::c_int;
-        if flags & libc::IFF_UP == 0 || flags & libc::IFF_MULTICAST == 0 || ifa.ifa_addr.is_null() {
+    for ifa in nix::ifaddrs::getifaddrs()? {
+        if !ifa.flags.contains(InterfaceFlags::IFF_UP | InterfaceFlags::IFF_MULTICAST) {
             continue;
         }
-        // SAFETY: ifa_name is a NUL-terminated string owned by the list.
-        let name = unsafe { CStr::from_ptr(ifa.ifa_name) }
-            .to_string_lossy()
-            .into_owned();
-        // SAFETY: ifa_addr is non-null and points at a sockaddr of the family it names.
-        let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
-        let v4 = if family == libc::AF_INET {
-            // SAFETY: family AF_INET means the sockaddr is a sockaddr_in.
-            let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-            Some(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)))
-        } else if family == libc::AF_INET6 {
+        let Some(addr) = ifa.address else { continue };
+        let v4 = if let Some(sin) = addr.as_sockaddr_in() {
+            Some(sin.ip())
+        } else if addr.as_sockaddr_in6().is_some() {
             None
         } else {
+            // AF_PACKET and friends: not an address mDNS can use.
             continue;
         };
-        let entry = match out.iter_mut().find(|i| i.name == name) {
-            Some(e) => e,
+        let entry = match out.iter().position(|i| i.name == ifa.interface_name) {
+            Some(at) => &mut out[at],
             None => {
-                let Ok(cname) = std::ffi::CString::new(name.clone()) else {
+                let Ok(index) = nix::net::if_::if_nametoindex(ifa.interface_name.as_str()) else {
                     continue;
                 };
-                // SAFETY: cname is a valid C string.
-                let index = unsafe { libc::if_nametoindex(cname.as_ptr()) };
-                if index == 0 {
-                    continue;
-                }
-                out.push(Iface {
-                    name,
-                    index,
-                    v4: None,
-                    v6: false,
-                });
+                out.push(Iface { name: ifa.interface_name, index, v4: None, v6: false });
                 out.last_mut().expect("just pushed")
             }
         };
@@ -77,8 +51,6 @@ pub(crate) fn multicast_interfaces() -> std::io::Result<Vec<Iface>> {
             None => entry.v6 = true,
         }
     }
-    // SAFETY: `head` came from getifaddrs and is freed exactly once.
-    unsafe { libc::freeifaddrs(head) };
     Ok(out)
 }
 
