@@ -21,7 +21,10 @@ pub(crate) fn multicast_interfaces() -> std::io::Result<Vec<Iface>> {
 
     let mut out: Vec<Iface> = Vec::new();
     for ifa in nix::ifaddrs::getifaddrs()? {
-        if !ifa.flags.contains(InterfaceFlags::IFF_UP | InterfaceFlags::IFF_MULTICAST) {
+        if !ifa
+            .flags
+            .contains(InterfaceFlags::IFF_UP | InterfaceFlags::IFF_MULTICAST)
+        {
             continue;
         }
         let Some(addr) = ifa.address else { continue };
@@ -39,7 +42,12 @@ pub(crate) fn multicast_interfaces() -> std::io::Result<Vec<Iface>> {
                 let Ok(index) = nix::net::if_::if_nametoindex(ifa.interface_name.as_str()) else {
                     continue;
                 };
-                out.push(Iface { name: ifa.interface_name, index, v4: None, v6: false });
+                out.push(Iface {
+                    name: ifa.interface_name,
+                    index,
+                    v4: None,
+                    v6: false,
+                });
                 out.last_mut().expect("just pushed")
             }
         };

@@ -15,14 +15,21 @@ thread_local! {
     static ALLOCS: Cell<usize> = const { Cell::new(0) };
 }
 
+// A global allocator can only be written with `unsafe`; this one adds a
+// counter and forwards every call unchanged to the system allocator.
+#[allow(unsafe_code)]
+// SAFETY: every method forwards to `System` with the caller's own arguments,
+// so `System`'s guarantees are passed through as they are.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if COUNTING.with(Cell::get) {
             ALLOCS.with(|a| a.set(a.get() + 1));
         }
+        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract for `layout`.
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `System.alloc` with this `layout` (see above).
         unsafe { System.dealloc(ptr, layout) }
     }
 }
