@@ -5,7 +5,7 @@
 //! metrics on a listener the caller has already bound, and hands back a
 //! [`serve::Running`] with a clean shutdown. [`config`] turns flags, the
 //! environment and a TOML file into the [`config::ServeConfig`] it takes.
-//! The peer commands ([`p2p`]) and load generators ([`bench`]) are here too;
+//! The peer commands ([`p2p`]) and load generators ([`bench`](mod@bench)) are here too;
 //! `main.rs` only parses the command line and sets up the process.
 
 pub mod bench;
