@@ -189,6 +189,7 @@ impl Default for Settings {
             rate_limit_strikes: hub.rate_limit_strikes,
             idle_timeout: hub.idle_timeout.as_secs_f64(),
             max_connections: hub.max_connections,
+            // The serve driver's own queue; no core has a say in it.
             send_queue: 1024,
             no_turn: false,
             turn_listen: SocketAddr::from(([0, 0, 0, 0], 3478)),
@@ -311,6 +312,7 @@ impl ServeArgs {
 /// Fully resolved settings.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
+    /// Where the binary binds; [`crate::serve::start`] takes a bound listener.
     pub listen: SocketAddr,
     pub log_format: LogFormat,
     pub ice_servers: Vec<String>,
