@@ -1,42 +1,55 @@
 //! Settings of `switchboard serve`, from flags, `SWITCHBOARD_*` environment
 //! variables and an optional TOML file.
 //!
+//! [`Settings`] is the one list of them: clap reads it from flags and the
+//! environment, serde from the file, and its `Default`, built from the cores'
+//! own defaults, fills the rest and is what `--help` shows.
+//!
 //! Precedence, highest first: command-line flag, environment variable, TOML
 //! file, built-in default. Every flag has a TOML key of the same name with `_`
-//! for `-` (`--max-room-peers` → `max_room_peers`).
+//! for `-` (`--max-room-peers` → `max_room_peers`); an unknown key is an
+//! error that names it. [`ServeArgs::resolve`] merges the layers and checks
+//! the result into a [`ServeConfig`].
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, ValueEnum};
-use serde::Deserialize;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, Command, FromArgMatches, ValueEnum};
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use signal::{HubConfig, StaticIceServers};
+use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use turn::policy::Cidr;
+use turn::server::Quota;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
+    #[default]
     Pretty,
     Json,
 }
 
-/// Flags of `serve`. All optional here so the TOML file can fill the gaps.
-#[derive(Debug, Args, Default)]
-pub struct ServeArgs {
-    /// TOML file with any of the settings below (keys use `_` for `-`).
-    #[arg(long, env = "SWITCHBOARD_CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
-
-    /// Address for HTTP and WebSocket [default: 0.0.0.0:8080]
+/// Every setting of `serve` except `--config`. The field names are the TOML
+/// keys. Defaults are not written here but in the `Default` impl below, which
+/// serde uses for keys the file leaves out and `--help` shows.
+///
+/// Values that need more than a type check (`--relay-ports`, `--turn-user`,
+/// `--allow-peer`, ranges) stay plain here and are checked in
+/// [`ServeArgs::resolve`], so a bad value names its flag wherever it came from.
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Address for HTTP and WebSocket
     #[arg(long, env = "SWITCHBOARD_LISTEN", value_name = "ADDR")]
-    pub listen: Option<SocketAddr>,
+    pub listen: SocketAddr,
 
-    /// Log line format [default: pretty]
+    /// Log line format
     #[arg(long, env = "SWITCHBOARD_LOG_FORMAT", value_enum)]
-    pub log_format: Option<LogFormat>,
+    pub log_format: LogFormat,
 
     /// ICE server URL handed to clients in `welcome` (stun:, stuns:, turn:,
     /// turns:). Repeatable; comma-separated in the environment.
@@ -48,58 +61,58 @@ pub struct ServeArgs {
     )]
     pub ice_server: Vec<String>,
 
-    /// Peers per room [default: 8]
+    /// Peers per room
     #[arg(long, env = "SWITCHBOARD_MAX_ROOM_PEERS", value_name = "N")]
-    pub max_room_peers: Option<usize>,
+    pub max_room_peers: usize,
 
-    /// Largest accepted WebSocket message in bytes [default: 65536]
+    /// Largest accepted WebSocket message in bytes
     #[arg(long, env = "SWITCHBOARD_MAX_MESSAGE_BYTES", value_name = "BYTES")]
-    pub max_message_bytes: Option<usize>,
+    pub max_message_bytes: usize,
 
-    /// Sustained messages per second per connection [default: 50]
+    /// Sustained messages per second per connection
     #[arg(long, env = "SWITCHBOARD_MAX_MESSAGE_RATE", value_name = "PER_SEC")]
-    pub max_message_rate: Option<f64>,
+    pub max_message_rate: f64,
 
-    /// Messages a connection may send at once before the rate applies [default: 200]
+    /// Messages a connection may send at once before the rate applies
     #[arg(long, env = "SWITCHBOARD_MESSAGE_BURST", value_name = "N")]
-    pub message_burst: Option<u32>,
+    pub message_burst: u32,
 
-    /// Rate-dropped messages in a row before the connection is closed [default: 200]
+    /// Rate-dropped messages in a row before the connection is closed
     #[arg(long, env = "SWITCHBOARD_RATE_LIMIT_STRIKES", value_name = "N")]
-    pub rate_limit_strikes: Option<u32>,
+    pub rate_limit_strikes: u32,
 
-    /// Seconds of silence before a connection is dropped [default: 30]
+    /// Seconds of silence before a connection is dropped
     #[arg(long, env = "SWITCHBOARD_IDLE_TIMEOUT", value_name = "SECS")]
-    pub idle_timeout: Option<f64>,
+    pub idle_timeout: f64,
 
-    /// Open WebSocket connections at most [default: 10000]
+    /// Open WebSocket connections at most
     #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS", value_name = "N")]
-    pub max_connections: Option<usize>,
+    pub max_connections: usize,
 
-    /// Messages queued for one slow client before it is dropped [default: 1024]
+    /// Messages queued for one slow client before it is dropped
     #[arg(long, env = "SWITCHBOARD_SEND_QUEUE", value_name = "N")]
-    pub send_queue: Option<usize>,
+    pub send_queue: usize,
 
     /// Run without the built-in STUN/TURN server.
     #[arg(long, env = "SWITCHBOARD_NO_TURN")]
     pub no_turn: bool,
 
-    /// STUN/TURN address, UDP and TCP [default: 0.0.0.0:3478]
+    /// STUN/TURN address, UDP and TCP
     #[arg(long, env = "SWITCHBOARD_TURN_LISTEN", value_name = "ADDR")]
-    pub turn_listen: Option<SocketAddr>,
+    pub turn_listen: SocketAddr,
 
-    /// Relay address to advertise [default: the TURN listen address if it is
+    /// Relay address to advertise [default: the --turn-listen IP if it is
     /// specific, else the primary interface's address]
     #[arg(long, env = "SWITCHBOARD_EXTERNAL_IP", value_name = "IP")]
     pub external_ip: Option<IpAddr>,
 
-    /// Relay ports, LO-HI [default: 49152-65535]
+    /// Relay ports, LO-HI
     #[arg(long, env = "SWITCHBOARD_RELAY_PORTS", value_name = "LO-HI")]
-    pub relay_ports: Option<String>,
+    pub relay_ports: String,
 
-    /// TURN realm [default: switchboard]
+    /// TURN realm
     #[arg(long, env = "SWITCHBOARD_REALM", value_name = "REALM")]
-    pub realm: Option<String>,
+    pub realm: String,
 
     /// Static TURN user, NAME:PASSWORD. Repeatable; comma-separated in the
     /// environment.
@@ -116,13 +129,13 @@ pub struct ServeArgs {
     pub turn_users_file: Option<PathBuf>,
 
     /// Shared secret for time-limited TURN credentials (TURN REST API)
-    /// [default: a random one made at start-up]
+    /// [default: random per start]
     #[arg(long, env = "SWITCHBOARD_TURN_SECRET", value_name = "SECRET")]
     pub turn_secret: Option<String>,
 
-    /// Lifetime of the TURN credentials handed to clients, seconds [default: 86400]
+    /// Lifetime of the TURN credentials handed to clients, seconds
     #[arg(long, env = "SWITCHBOARD_TURN_TTL", value_name = "SECS")]
-    pub turn_ttl: Option<u64>,
+    pub turn_ttl: u64,
 
     /// Peer range the relay may send to although it is private or reserved
     /// (CIDR). Repeatable; comma-separated in the environment.
@@ -134,62 +147,179 @@ pub struct ServeArgs {
     )]
     pub allow_peer: Vec<String>,
 
-    /// Allocations on the whole server [default: 10000]
+    /// Allocations on the whole server
     #[arg(long, env = "SWITCHBOARD_MAX_ALLOCATIONS", value_name = "N")]
-    pub max_allocations: Option<usize>,
+    pub max_allocations: usize,
 
-    /// Allocations per TURN username [default: 64]
+    /// Allocations per TURN username
     #[arg(long, env = "SWITCHBOARD_MAX_ALLOCATIONS_PER_USER", value_name = "N")]
-    pub max_allocations_per_user: Option<usize>,
+    pub max_allocations_per_user: usize,
 
-    /// Relayed bytes per second per allocation and direction, 0 for no
-    /// limit [default: 4194304]
+    /// Relayed bytes per second per allocation and direction, 0 for no limit
     #[arg(
         long,
         env = "SWITCHBOARD_RELAY_BANDWIDTH",
         value_name = "BYTES_PER_SEC"
     )]
-    pub relay_bandwidth: Option<u32>,
+    pub relay_bandwidth: u32,
 
-    /// Unauthenticated STUN/TURN requests per second per source IP [default: 20]
+    /// Unauthenticated STUN/TURN requests per second per source IP
     #[arg(long, env = "SWITCHBOARD_TURN_UNAUTH_RATE", value_name = "PER_SEC")]
-    pub turn_unauth_rate: Option<f64>,
+    pub turn_unauth_rate: f64,
 
-    /// TURN worker threads [default: number of CPUs]
+    /// TURN worker threads [default: CPU count]
     #[arg(long, env = "SWITCHBOARD_TURN_WORKERS", value_name = "N")]
     pub turn_workers: Option<usize>,
 }
 
-/// The TOML file's shape: the same settings, by the same names.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    listen: Option<SocketAddr>,
-    log_format: Option<LogFormat>,
-    ice_server: Option<Vec<String>>,
-    max_room_peers: Option<usize>,
-    max_message_bytes: Option<usize>,
-    max_message_rate: Option<f64>,
-    message_burst: Option<u32>,
-    rate_limit_strikes: Option<u32>,
-    idle_timeout: Option<f64>,
-    max_connections: Option<usize>,
-    send_queue: Option<usize>,
-    no_turn: Option<bool>,
-    turn_listen: Option<SocketAddr>,
-    external_ip: Option<IpAddr>,
-    relay_ports: Option<String>,
-    realm: Option<String>,
-    turn_user: Option<Vec<String>>,
-    turn_users_file: Option<PathBuf>,
-    turn_secret: Option<String>,
-    turn_ttl: Option<u64>,
-    allow_peer: Option<Vec<String>>,
-    max_allocations: Option<usize>,
-    max_allocations_per_user: Option<usize>,
-    relay_bandwidth: Option<u32>,
-    turn_unauth_rate: Option<f64>,
-    turn_workers: Option<usize>,
+impl Default for Settings {
+    /// The cores' defaults where a core owns the setting; the rest belong to
+    /// this binary alone.
+    fn default() -> Self {
+        let hub = HubConfig::default();
+        let turn = turn::server::Config::default();
+        Settings {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            log_format: LogFormat::default(),
+            ice_server: Vec::new(),
+            max_room_peers: hub.max_room_peers,
+            max_message_bytes: hub.max_message_bytes,
+            max_message_rate: hub.max_message_rate,
+            message_burst: hub.message_burst,
+            rate_limit_strikes: hub.rate_limit_strikes,
+            idle_timeout: hub.idle_timeout.as_secs_f64(),
+            max_connections: hub.max_connections,
+            // The serve driver's own queue; no core has a say in it.
+            send_queue: 1024,
+            no_turn: false,
+            turn_listen: SocketAddr::from(([0, 0, 0, 0], 3478)),
+            external_ip: None,
+            // The dynamic range RFC 8656 recommends for relayed addresses.
+            relay_ports: "49152-65535".to_string(),
+            realm: "switchboard".to_string(),
+            turn_user: Vec::new(),
+            turn_users_file: None,
+            turn_secret: None,
+            turn_ttl: 86_400,
+            allow_peer: Vec::new(),
+            max_allocations: Quota::DEFAULT_MAX_TOTAL,
+            max_allocations_per_user: Quota::DEFAULT_MAX_PER_USER,
+            relay_bandwidth: turn.bandwidth,
+            turn_unauth_rate: turn.unauth_rate,
+            turn_workers: None,
+        }
+    }
+}
+
+/// `--config`, kept out of [`Settings`] because a file cannot name a file.
+#[derive(Debug, Args)]
+struct ConfigFile {
+    /// TOML file with any of the settings below (keys use `_` for `-`).
+    #[arg(long, env = "SWITCHBOARD_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+/// The command line of `serve`: the config file, and the settings given as
+/// flags or environment variables.
+#[derive(Debug, Clone)]
+pub struct ServeArgs {
+    config: Option<PathBuf>,
+    /// Only values from a flag or the environment: the defaults clap filled
+    /// in are dropped, so the file still gets its say on those settings.
+    given: ArgMatches,
+}
+
+impl Args for ServeArgs {
+    fn augment_args(cmd: Command) -> Command {
+        show_defaults(Settings::augment_args(ConfigFile::augment_args(cmd)))
+    }
+
+    fn augment_args_for_update(cmd: Command) -> Command {
+        Self::augment_args(cmd)
+    }
+}
+
+impl FromArgMatches for ServeArgs {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let config = ConfigFile::from_arg_matches(matches)?.config;
+        let mut given = matches.clone();
+        let defaulted: Vec<String> = given
+            .ids()
+            .filter(|id| given.value_source(id.as_str()) == Some(ValueSource::DefaultValue))
+            .map(|id| id.to_string())
+            .collect();
+        for id in defaulted {
+            let _ = given.try_clear_id(&id);
+        }
+        Ok(ServeArgs { config, given })
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+/// Gives every setting with a default in [`Settings::default`] that default
+/// in clap, so `--help` shows it and the flag is optional. Flags (off), empty
+/// lists and unset options show none.
+fn show_defaults(cmd: Command) -> Command {
+    let defaults = serde_json::to_value(Settings::default()).expect("settings serialize");
+    cmd.mut_args(|arg| {
+        let shown = match defaults.get(arg.get_id().as_str()) {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            // f64's Display prints 50.0 as "50", as the flag would be typed.
+            Some(serde_json::Value::Number(n)) => match n.as_f64() {
+                Some(f) if n.is_f64() => f.to_string(),
+                _ => n.to_string(),
+            },
+            _ => return arg,
+        };
+        arg.default_value(shown).required(false)
+    })
+}
+
+impl ServeArgs {
+    /// Parses `serve`'s arguments (without the program and subcommand names)
+    /// as the binary does, environment included.
+    pub fn try_parse_from<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString>,
+    {
+        let cmd = Self::augment_args(Command::new("serve"));
+        let argv = std::iter::once(OsString::from("serve")).chain(args.into_iter().map(Into::into));
+        Self::from_arg_matches(&cmd.try_get_matches_from(argv)?)
+    }
+
+    /// Reads the TOML file, if any, lays the flags and environment over it,
+    /// and checks the result.
+    pub fn resolve(self) -> Result<ServeConfig> {
+        let mut settings = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?;
+                toml::from_str::<Settings>(&text)
+                    .with_context(|| format!("parsing config file {}", path.display()))?
+            }
+            None => Settings::default(),
+        };
+        settings.update_from_arg_matches(&self.given)?;
+        settings.check()
+    }
+}
+
+/// Fully resolved settings.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Where the binary binds; [`crate::serve::start`] takes a bound listener.
+    pub listen: SocketAddr,
+    pub log_format: LogFormat,
+    pub ice_servers: Vec<String>,
+    pub hub: HubConfig,
+    pub send_queue: usize,
+    /// `None` when started with `--no-turn`.
+    pub turn: Option<TurnConfig>,
 }
 
 /// Resolved settings of the STUN/TURN server.
@@ -206,71 +336,23 @@ pub struct TurnConfig {
     pub allow_peer: Vec<Cidr>,
     pub max_allocations: usize,
     pub max_allocations_per_user: usize,
-    pub relay_bandwidth: u32,
-    pub unauth_rate: f64,
+    /// The sans-IO server's settings (bandwidth, unauthenticated rate).
+    pub core: turn::server::Config,
     pub workers: usize,
 }
 
-/// Fully resolved settings.
-#[derive(Debug, Clone)]
-pub struct ServeConfig {
-    pub listen: SocketAddr,
-    pub log_format: LogFormat,
-    pub ice_servers: Vec<String>,
-    pub hub: HubConfig,
-    pub send_queue: usize,
-    /// `None` when started with `--no-turn`.
-    pub turn: Option<TurnConfig>,
-}
-
-impl ServeArgs {
-    /// Reads the TOML file, if any, and resolves every setting.
-    pub fn resolve(self) -> Result<ServeConfig> {
-        let file = match &self.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading config file {}", path.display()))?;
-                toml::from_str::<FileConfig>(&text)
-                    .with_context(|| format!("parsing config file {}", path.display()))?
-            }
-            None => FileConfig::default(),
-        };
-        let d = HubConfig::default();
-        let ice_servers = if self.ice_server.is_empty() {
-            file.ice_server.unwrap_or_default()
-        } else {
-            self.ice_server
-        };
-        let ice_json = ice_servers_json(&ice_servers)?;
+impl Settings {
+    /// Checks every value and builds what the drivers take.
+    fn check(self) -> Result<ServeConfig> {
+        let ice_json = ice_servers_json(&self.ice_server)?;
         let hub = HubConfig {
-            max_room_peers: self
-                .max_room_peers
-                .or(file.max_room_peers)
-                .unwrap_or(d.max_room_peers),
-            max_message_bytes: self
-                .max_message_bytes
-                .or(file.max_message_bytes)
-                .unwrap_or(d.max_message_bytes),
-            max_message_rate: self
-                .max_message_rate
-                .or(file.max_message_rate)
-                .unwrap_or(d.max_message_rate),
-            message_burst: self
-                .message_burst
-                .or(file.message_burst)
-                .unwrap_or(d.message_burst),
-            rate_limit_strikes: self
-                .rate_limit_strikes
-                .or(file.rate_limit_strikes)
-                .unwrap_or(d.rate_limit_strikes),
-            idle_timeout: match self.idle_timeout.or(file.idle_timeout) {
-                Some(s) => secs(s, "idle-timeout")?,
-                None => d.idle_timeout,
-            },
-            max_connections: self
-                .max_connections
-                .or(file.max_connections)
-                .unwrap_or(d.max_connections),
+            max_room_peers: self.max_room_peers,
+            max_message_bytes: self.max_message_bytes,
+            max_message_rate: self.max_message_rate,
+            message_burst: self.message_burst,
+            rate_limit_strikes: self.rate_limit_strikes,
+            idle_timeout: secs(self.idle_timeout, "idle-timeout")?,
+            max_connections: self.max_connections,
             ice_servers: Arc::new(StaticIceServers(ice_json)),
         };
         if hub.max_room_peers == 0 {
@@ -288,73 +370,94 @@ impl ServeArgs {
         if hub.max_connections == 0 {
             bail!("--max-connections must be at least 1");
         }
-        let send_queue = self.send_queue.or(file.send_queue).unwrap_or(1024);
-        if send_queue == 0 {
+        if self.send_queue == 0 {
             bail!("--send-queue must be at least 1");
         }
-        let turn = if self.no_turn || file.no_turn.unwrap_or(false) {
+        let turn = if self.no_turn {
             None
         } else {
-            Some(resolve_turn(TurnArgs {
-                listen: self.turn_listen.or(file.turn_listen),
-                external_ip: self.external_ip.or(file.external_ip),
-                relay_ports: self.relay_ports.or(file.relay_ports),
-                realm: self.realm.or(file.realm),
-                users: if self.turn_user.is_empty() {
-                    file.turn_user.unwrap_or_default()
-                } else {
-                    self.turn_user
-                },
-                users_file: self.turn_users_file.or(file.turn_users_file),
-                secret: self.turn_secret.or(file.turn_secret),
-                ttl: self.turn_ttl.or(file.turn_ttl),
-                allow_peer: if self.allow_peer.is_empty() {
-                    file.allow_peer.unwrap_or_default()
-                } else {
-                    self.allow_peer
-                },
-                max_allocations: self.max_allocations.or(file.max_allocations),
-                max_allocations_per_user: self
-                    .max_allocations_per_user
-                    .or(file.max_allocations_per_user),
-                relay_bandwidth: self.relay_bandwidth.or(file.relay_bandwidth),
-                unauth_rate: self.turn_unauth_rate.or(file.turn_unauth_rate),
-                workers: self.turn_workers.or(file.turn_workers),
-            })?)
+            Some(self.check_turn()?)
         };
         Ok(ServeConfig {
-            listen: self
-                .listen
-                .or(file.listen)
-                .unwrap_or_else(|| "0.0.0.0:8080".parse().expect("valid address")),
-            log_format: self
-                .log_format
-                .or(file.log_format)
-                .unwrap_or(LogFormat::Pretty),
-            ice_servers,
+            listen: self.listen,
+            log_format: self.log_format,
+            ice_servers: self.ice_server,
             hub,
-            send_queue,
+            send_queue: self.send_queue,
             turn,
         })
     }
-}
 
-/// TURN settings after flag/env/file precedence, before validation.
-struct TurnArgs {
-    listen: Option<SocketAddr>,
-    external_ip: Option<IpAddr>,
-    relay_ports: Option<String>,
-    realm: Option<String>,
-    users: Vec<String>,
-    users_file: Option<PathBuf>,
-    secret: Option<String>,
-    ttl: Option<u64>,
-    allow_peer: Vec<String>,
-    max_allocations: Option<usize>,
-    max_allocations_per_user: Option<usize>,
-    relay_bandwidth: Option<u32>,
-    unauth_rate: Option<f64>,
-    workers: Option<usize>,
+    fn check_turn(&self) -> Result<TurnConfig> {
+        let s = &self.relay_ports;
+        let parsed = s.split_once('-').and_then(|(lo, hi)| {
+            Some((
+                lo.trim().parse::<u16>().ok()?,
+                hi.trim().parse::<u16>().ok()?,
+            ))
+        });
+        let relay_ports = match parsed {
+            Some((lo, hi)) if lo > 0 && lo <= hi => (lo, hi),
+            _ => bail!("--relay-ports {s:?} must be LO-HI with 1 <= LO <= HI <= 65535"),
+        };
+        let mut users = Vec::new();
+        for u in &self.turn_user {
+            users.push(user_pair(u, "--turn-user")?);
+        }
+        if let Some(path) = &self.turn_users_file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading --turn-users-file {}", path.display()))?;
+            for (i, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                users.push(user_pair(line, &format!("{}:{}", path.display(), i + 1))?);
+            }
+        }
+        let mut allow_peer = Vec::new();
+        for c in &self.allow_peer {
+            allow_peer.push(
+                c.parse::<Cidr>()
+                    .map_err(|e| anyhow::anyhow!("--allow-peer: {e}"))?,
+            );
+        }
+        let unauth_rate = self.turn_unauth_rate;
+        if !(unauth_rate.is_finite() && unauth_rate > 0.0) {
+            bail!("--turn-unauth-rate must be a positive number");
+        }
+        let workers = self.turn_workers.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        });
+        if workers == 0 {
+            bail!("--turn-workers must be at least 1");
+        }
+        if self.turn_secret.as_deref() == Some("") {
+            bail!("--turn-secret must not be empty");
+        }
+        Ok(TurnConfig {
+            listen: self.turn_listen,
+            external_ip: self.external_ip,
+            relay_ports,
+            realm: self.realm.clone(),
+            users,
+            secret: self.turn_secret.clone(),
+            ttl: self.turn_ttl.max(1),
+            allow_peer,
+            max_allocations: self.max_allocations,
+            max_allocations_per_user: self.max_allocations_per_user,
+            core: turn::server::Config {
+                bandwidth: self.relay_bandwidth,
+                unauth_rate,
+                // Two seconds of requests, as in the core's own defaults.
+                unauth_burst: (unauth_rate * 2.0).ceil() as u32,
+                ..turn::server::Config::default()
+            },
+            workers,
+        })
+    }
 }
 
 fn user_pair(s: &str, origin: &str) -> Result<(String, String)> {
@@ -362,78 +465,6 @@ fn user_pair(s: &str, origin: &str) -> Result<(String, String)> {
         Some((n, p)) if !n.is_empty() && !p.is_empty() => Ok((n.to_string(), p.to_string())),
         _ => bail!("{origin}: {s:?} is not NAME:PASSWORD"),
     }
-}
-
-fn resolve_turn(a: TurnArgs) -> Result<TurnConfig> {
-    let relay_ports = match a.relay_ports.as_deref() {
-        None => (49152, 65535),
-        Some(s) => {
-            let parsed = s.split_once('-').and_then(|(lo, hi)| {
-                Some((
-                    lo.trim().parse::<u16>().ok()?,
-                    hi.trim().parse::<u16>().ok()?,
-                ))
-            });
-            match parsed {
-                Some((lo, hi)) if lo > 0 && lo <= hi => (lo, hi),
-                _ => bail!("--relay-ports {s:?} must be LO-HI with 1 <= LO <= HI <= 65535"),
-            }
-        }
-    };
-    let mut users = Vec::new();
-    for u in &a.users {
-        users.push(user_pair(u, "--turn-user")?);
-    }
-    if let Some(path) = &a.users_file {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading --turn-users-file {}", path.display()))?;
-        for (i, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            users.push(user_pair(line, &format!("{}:{}", path.display(), i + 1))?);
-        }
-    }
-    let mut allow_peer = Vec::new();
-    for c in &a.allow_peer {
-        allow_peer.push(
-            c.parse::<Cidr>()
-                .map_err(|e| anyhow::anyhow!("--allow-peer: {e}"))?,
-        );
-    }
-    let unauth_rate = a.unauth_rate.unwrap_or(20.0);
-    if !(unauth_rate.is_finite() && unauth_rate > 0.0) {
-        bail!("--turn-unauth-rate must be a positive number");
-    }
-    let workers = a.workers.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
-    if workers == 0 {
-        bail!("--turn-workers must be at least 1");
-    }
-    if a.secret.as_deref() == Some("") {
-        bail!("--turn-secret must not be empty");
-    }
-    Ok(TurnConfig {
-        listen: a
-            .listen
-            .unwrap_or_else(|| "0.0.0.0:3478".parse().expect("valid address")),
-        external_ip: a.external_ip,
-        relay_ports,
-        realm: a.realm.unwrap_or_else(|| "switchboard".to_string()),
-        users,
-        secret: a.secret,
-        ttl: a.ttl.unwrap_or(86_400).max(1),
-        allow_peer,
-        max_allocations: a.max_allocations.unwrap_or(10_000),
-        max_allocations_per_user: a.max_allocations_per_user.unwrap_or(64),
-        relay_bandwidth: a.relay_bandwidth.unwrap_or(4 * 1024 * 1024),
-        unauth_rate,
-        workers,
-    })
 }
 
 fn secs(s: f64, flag: &str) -> Result<Duration> {
@@ -464,37 +495,48 @@ fn ice_servers_json(urls: &[String]) -> Result<Box<RawValue>> {
 mod tests {
     use super::*;
 
+    /// `switchboard serve ARGS`, resolved as the binary does it.
+    fn resolve(args: &[&str]) -> Result<ServeConfig> {
+        ServeArgs::try_parse_from(args)?.resolve()
+    }
+
+    fn temp_file(name: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("sb-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
     #[test]
     fn defaults() {
-        let c = ServeArgs::default().resolve().unwrap();
+        let c = resolve(&[]).unwrap();
         assert_eq!(c.listen.to_string(), "0.0.0.0:8080");
         assert_eq!(c.hub.max_room_peers, 8);
         assert_eq!(c.hub.max_message_bytes, 65536);
         assert_eq!(c.hub.ice_servers.for_peer("r", "p").get(), "[]");
+        assert_eq!(c.send_queue, 1024);
         let t = c.turn.unwrap();
         assert_eq!(t.listen.to_string(), "0.0.0.0:3478");
         assert_eq!(t.relay_ports, (49152, 65535));
         assert_eq!(t.ttl, 86_400);
+        assert_eq!(t.core.bandwidth, 4 * 1024 * 1024);
+        assert_eq!((t.core.unauth_rate, t.core.unauth_burst), (20.0, 40));
+        assert_eq!(
+            (t.max_allocations, t.max_allocations_per_user),
+            (10_000, 64)
+        );
         assert_eq!(c.log_format, LogFormat::Pretty);
     }
 
     #[test]
     fn file_fills_gaps_and_flags_win() {
-        let dir = std::env::temp_dir().join(format!("sb-cfg-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("c.toml");
-        std::fs::write(
-            &path,
-            "listen = \"127.0.0.1:9000\"\nmax_room_peers = 3\nidle_timeout = 2.5\nice_server = [\"stun:a.example:3478\"]\nlog_format = \"json\"\n",
-        )
-        .unwrap();
-        let c = ServeArgs {
-            config: Some(path.clone()),
-            max_room_peers: Some(5),
-            ..Default::default()
-        }
-        .resolve()
-        .unwrap();
+        let path = temp_file(
+            "c.toml",
+            "listen = \"127.0.0.1:9000\"\nmax_room_peers = 3\nidle_timeout = 2.5\nice_server = [\"stun:a.example:3478\"]\nlog_format = \"json\"\nno_turn = true\n",
+        );
+        let p = path.to_str().unwrap();
+        let c = resolve(&["--config", p, "--max-room-peers", "5"]).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:9000");
         assert_eq!(c.hub.max_room_peers, 5);
         assert_eq!(c.hub.idle_timeout, Duration::from_millis(2500));
@@ -503,30 +545,81 @@ mod tests {
             c.hub.ice_servers.for_peer("r", "p").get(),
             r#"[{"urls":["stun:a.example:3478"]}]"#
         );
+        assert!(c.turn.is_none());
+        // A repeatable flag replaces the file's list rather than adding to it.
+        let c = resolve(&["--config", p, "--ice-server", "turn:b.example"]).unwrap();
+        assert_eq!(c.ice_servers, ["turn:b.example"]);
 
         std::fs::write(&path, "max_room_peer = 3\n").unwrap();
-        let err = ServeArgs {
-            config: Some(path),
-            ..Default::default()
-        }
-        .resolve()
-        .unwrap_err();
+        let err = resolve(&["--config", p]).unwrap_err();
         assert!(format!("{err:#}").contains("unknown field"), "{err:#}");
+        assert!(format!("{err:#}").contains("`max_room_peer`"), "{err:#}");
+        std::fs::write(&path, "config = \"other.toml\"\n").unwrap();
+        let err = resolve(&["--config", p]).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("unknown field `config`"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn environment_sits_between_flags_and_file() {
+        // Only this test reads the realm, so setting the variable cannot
+        // disturb the others running beside it.
+        let path = temp_file("realm.toml", "realm = \"from-file\"\n");
+        let p = path.to_str().unwrap();
+        let realm = |args: &[&str]| resolve(args).unwrap().turn.unwrap().realm;
+        assert_eq!(realm(&["--config", p]), "from-file");
+        std::env::set_var("SWITCHBOARD_REALM", "from-env");
+        let (env, flag) = (
+            realm(&["--config", p]),
+            realm(&["--config", p, "--realm", "from-flag"]),
+        );
+        std::env::remove_var("SWITCHBOARD_REALM");
+        assert_eq!(env, "from-env");
+        assert_eq!(flag, "from-flag");
+    }
+
+    #[test]
+    fn every_flag_is_a_toml_key() {
+        let cmd = ServeArgs::augment_args(Command::new("serve"));
+        let defaults = serde_json::to_value(Settings::default()).unwrap();
+        let keys: Vec<&String> = defaults.as_object().unwrap().keys().collect();
+        let mut flags: Vec<String> = cmd
+            .get_arguments()
+            .filter_map(|a| a.get_long())
+            .filter(|l| *l != "config")
+            .map(|l| l.replace('-', "_"))
+            .collect();
+        flags.sort();
+        let mut keys: Vec<String> = keys.into_iter().cloned().collect();
+        keys.sort();
+        assert_eq!(flags, keys);
+        // And the file takes all of them at once.
+        let all = Settings {
+            turn_secret: Some("s".into()),
+            turn_workers: Some(2),
+            external_ip: Some(IpAddr::from([192, 0, 2, 1])),
+            turn_users_file: Some(temp_file("none", "")),
+            ..Settings::default()
+        };
+        let path = temp_file("all.toml", &toml::to_string(&all).unwrap());
+        let c = resolve(&["--config", path.to_str().unwrap()]).unwrap();
+        assert_eq!(c.turn.unwrap().workers, 2);
     }
 
     #[test]
     fn turn_users_from_flags_and_file() {
-        let dir = std::env::temp_dir().join(format!("sb-users-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("users");
-        std::fs::write(&path, "# comment\n\nbob:b0b\n  carol:c:with:colons  \n").unwrap();
-        let t = ServeArgs {
-            turn_user: vec!["alice:pw".into()],
-            turn_users_file: Some(path.clone()),
-            relay_ports: Some("40000-40100".into()),
-            ..Default::default()
-        }
-        .resolve()
+        let path = temp_file("users", "# comment\n\nbob:b0b\n  carol:c:with:colons  \n");
+        let p = path.to_str().unwrap();
+        let t = resolve(&[
+            "--turn-user",
+            "alice:pw",
+            "--turn-users-file",
+            p,
+            "--relay-ports",
+            "40000-40100",
+        ])
         .unwrap()
         .turn
         .unwrap();
@@ -541,71 +634,30 @@ mod tests {
         );
         assert_eq!(t.relay_ports, (40000, 40100));
         std::fs::write(&path, "nocolon\n").unwrap();
-        let e = ServeArgs {
-            turn_users_file: Some(path),
-            ..Default::default()
-        }
-        .resolve()
-        .unwrap_err();
+        let e = resolve(&["--turn-users-file", p]).unwrap_err();
         assert!(e.to_string().contains(":1"), "names the line: {e}");
     }
 
     #[test]
     fn bad_values_are_refused_with_the_flag_name() {
-        let e = ServeArgs {
-            ice_server: vec!["http://x".into()],
-            ..Default::default()
-        }
-        .resolve()
-        .unwrap_err();
+        let e = resolve(&["--ice-server", "http://x"]).unwrap_err();
         assert!(e.to_string().contains("--ice-server"));
-        let e = ServeArgs {
-            max_room_peers: Some(0),
-            ..Default::default()
-        }
-        .resolve()
-        .unwrap_err();
+        let e = resolve(&["--max-room-peers", "0"]).unwrap_err();
         assert!(e.to_string().contains("--max-room-peers"));
-        let e = ServeArgs {
-            idle_timeout: Some(-1.0),
-            ..Default::default()
-        }
-        .resolve()
-        .unwrap_err();
+        let e = resolve(&["--idle-timeout=-1"]).unwrap_err();
         assert!(e.to_string().contains("--idle-timeout"));
         for (args, flag) in [
-            (
-                ServeArgs {
-                    relay_ports: Some("9-3".into()),
-                    ..Default::default()
-                },
-                "--relay-ports",
-            ),
-            (
-                ServeArgs {
-                    turn_user: vec!["nopass".into()],
-                    ..Default::default()
-                },
-                "--turn-user",
-            ),
-            (
-                ServeArgs {
-                    allow_peer: vec!["10.0.0.0/99".into()],
-                    ..Default::default()
-                },
-                "--allow-peer",
-            ),
+            (["--relay-ports", "9-3"], "--relay-ports"),
+            (["--turn-user", "nopass"], "--turn-user"),
+            (["--allow-peer", "10.0.0.0/99"], "--allow-peer"),
         ] {
-            let e = args.resolve().unwrap_err();
+            let e = resolve(&args).unwrap_err();
             assert!(e.to_string().contains(flag), "{e}");
         }
-        assert!(ServeArgs {
-            no_turn: true,
-            ..Default::default()
-        }
-        .resolve()
-        .unwrap()
-        .turn
-        .is_none());
+        // From the file too, the error names the flag.
+        let path = temp_file("bad.toml", "relay_ports = \"9-3\"\n");
+        let e = resolve(&["--config", path.to_str().unwrap()]).unwrap_err();
+        assert!(e.to_string().contains("--relay-ports"), "{e}");
+        assert!(resolve(&["--no-turn"]).unwrap().turn.is_none());
     }
 }

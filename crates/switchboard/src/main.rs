@@ -1,18 +1,10 @@
-//! The `switchboard` binary: command-line parsing and process setup. The
-//! work happens in the library crates and in [`serve`].
-
-mod bench;
-mod config;
-mod metrics;
-mod p2p;
-mod relay;
-mod serve;
-mod web;
+//! The `switchboard` binary: command-line parsing and process setup (logging,
+//! runtime, signals). The work happens in the library.
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use config::{LogFormat, ServeArgs};
-use tokio_util::sync::CancellationToken;
+use switchboard::config::{LogFormat, ServeArgs};
+use switchboard::{bench, p2p, serve};
 
 /// Self-hosted WebRTC connection service: signaling server, demo pages and
 /// browser SDK in one binary.
@@ -24,12 +16,12 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-#[allow(clippy::large_enum_variant)] // parsed once per process
 enum Command {
     /// Run the signaling server (WebSocket /v1/ws), STUN/TURN, demo pages
     /// and metrics.
     Serve(ServeArgs),
-    /// Load generators: `bench turn` relays traffic through a TURN server.
+    /// Load generators: `bench turn` relays traffic through a TURN server,
+    /// `bench peer` measures native peers on loopback.
     Bench(bench::BenchArgs),
     #[command(flatten)]
     Peer(p2p::PeerCommand),
@@ -86,13 +78,19 @@ fn main() -> Result<()> {
             init_logging(cfg.log_format);
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async {
-                let shutdown = CancellationToken::new();
-                let trigger = shutdown.clone();
+                let listener = serve::bind(cfg.listen).await?;
+                let server = serve::start(cfg, listener).await?;
+                // Plain stdout lines so scripts and tests can learn the ports.
+                if let Some(turn) = server.turn_addr() {
+                    println!("switchboard TURN on udp+tcp {turn}");
+                }
+                println!("switchboard listening on http://{}", server.local_addr());
+                let stop = server.shutdown_token();
                 tokio::spawn(async move {
                     shutdown_signal().await;
-                    trigger.cancel();
+                    stop.cancel();
                 });
-                serve::run(cfg, shutdown).await
+                server.wait().await
             })
         }
     }

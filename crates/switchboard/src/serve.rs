@@ -4,6 +4,9 @@
 //! This module owns sockets, timers and tasks. Every decision about rooms,
 //! peers and limits is the hub's; the driver feeds it frames with the current
 //! time and carries out the [`Output`]s it returns.
+//!
+//! [`start`] serves on a listener the caller bound and returns a [`Running`]
+//! server; the binary and the in-process tests both start it that way.
 
 use crate::config::{ServeConfig, TurnConfig};
 use crate::metrics::Metrics;
@@ -96,12 +99,61 @@ impl Shared {
     }
 }
 
-/// Binds the listeners and serves until `shutdown` is cancelled.
-pub async fn run(mut cfg: ServeConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(cfg.listen)
+/// Binds the HTTP and WebSocket listener, with an error that names the
+/// address.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.listen))?;
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
+}
+
+/// A server started by [`start`]. Dropping it does not stop the server; call
+/// [`Running::shutdown`] or cancel [`Running::shutdown_token`].
+pub struct Running {
+    addr: SocketAddr,
+    turn_addr: Option<SocketAddr>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// The HTTP and WebSocket address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The STUN/TURN address (UDP and TCP), unless TURN is off.
+    pub fn turn_addr(&self) -> Option<SocketAddr> {
+        self.turn_addr
+    }
+
+    /// Cancelling it starts the graceful shutdown: every WebSocket is closed
+    /// with 1001 going away, then TURN stops.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Waits until the server has stopped, after a shutdown or an error.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        match self.task.await {
+            Ok(result) => result,
+            Err(e) => Err(anyhow::anyhow!("server task failed: {e}")),
+        }
+    }
+
+    /// Shuts down gracefully and waits until everything has stopped.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+}
+
+/// Starts serving on `listener`, which the caller has bound (port 0 is fine),
+/// plus STUN/TURN unless the config turns it off. Returns once every socket
+/// is bound; the server runs on the current tokio runtime.
+pub async fn start(mut cfg: ServeConfig, listener: TcpListener) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
     let (turn, ice) = match &cfg.turn {
         Some(t) => {
             let (handle, ice) = start_turn(t, &cfg.ice_servers, shutdown.clone())?;
@@ -109,6 +161,7 @@ pub async fn run(mut cfg: ServeConfig, shutdown: CancellationToken) -> anyhow::R
         }
         None => (None, cfg.hub.ice_servers.clone()),
     };
+    let turn_addr = turn.as_ref().map(|t| t.udp_addr);
     cfg.hub.ice_servers = ice.clone();
     let app = Arc::new(App {
         shared: Mutex::new(Shared {
@@ -121,7 +174,23 @@ pub async fn run(mut cfg: ServeConfig, shutdown: CancellationToken) -> anyhow::R
         turn,
         ice,
     });
+    info!(%addr, ?turn_addr, ice_servers = ?app.cfg.ice_servers, "listening");
+    let task = tokio::spawn(serve(app, listener, shutdown.clone()));
+    Ok(Running {
+        addr,
+        turn_addr,
+        shutdown,
+        task,
+    })
+}
 
+/// Serves until `shutdown` is cancelled or the listener fails, then closes
+/// every connection and stops TURN.
+async fn serve(
+    app: Arc<App>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     // The hub reads no clock; this task tells it the time so idle
     // connections get dropped.
     let sweeper = {
@@ -157,10 +226,6 @@ pub async fn run(mut cfg: ServeConfig, shutdown: CancellationToken) -> anyhow::R
         .route("/assets/{*file}", get(web::assets))
         .with_state(app.clone());
 
-    info!(%addr, ice_servers = ?app.cfg.ice_servers, "listening");
-    // A plain stdout line so scripts and tests can learn the bound port.
-    println!("switchboard listening on http://{addr}");
-
     let graceful = {
         let app = app.clone();
         let shutdown = shutdown.clone();
@@ -172,12 +237,14 @@ pub async fn run(mut cfg: ServeConfig, shutdown: CancellationToken) -> anyhow::R
             s.pump(&app.metrics);
         }
     };
-    axum::serve(
+    let served = axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(graceful)
-    .await?;
+    .await;
+    // After a listener error too, so TURN and the sweeper stop with it.
+    shutdown.cancel();
 
     app.tasks.close();
     if tokio::time::timeout(Duration::from_secs(5), app.tasks.wait())
@@ -187,13 +254,15 @@ pub async fn run(mut cfg: ServeConfig, shutdown: CancellationToken) -> anyhow::R
         warn!("some WebSocket connections did not finish closing within 5 s");
     }
     sweeper.abort();
+    let _ = sweeper.await;
     if let Some(app) = Arc::into_inner(app) {
         if let Some(turn) = app.turn {
-            turn.join();
+            // Joining threads blocks; keep it off the runtime's workers.
+            let _ = tokio::task::spawn_blocking(move || turn.join()).await;
         }
     }
     info!("stopped");
-    Ok(())
+    served.map_err(Into::into)
 }
 
 /// Starts STUN/TURN and builds the `iceServers` source that points at it.
@@ -240,19 +309,13 @@ fn start_turn(
         external_ip,
         relay_ports: t.relay_ports,
         workers: t.workers,
-        core: turn::server::Config {
-            bandwidth: t.relay_bandwidth,
-            unauth_rate: t.unauth_rate,
-            unauth_burst: (t.unauth_rate * 2.0).ceil() as u32,
-            ..turn::server::Config::default()
-        },
+        core: t.core.clone(),
         creds: Arc::new(creds),
         policy: Arc::new(policy),
         max_allocations: t.max_allocations,
         max_allocations_per_user: t.max_allocations_per_user,
     };
     let handle = relay::start(settings, shutdown)?;
-    println!("switchboard TURN on udp+tcp {}", handle.udp_addr);
     let host = SocketAddr::new(external_ip, handle.udp_addr.port());
     let ice = IceProvider {
         static_urls: static_urls.to_vec(),

@@ -1,11 +1,12 @@
-//! Protocol v1 over real WebSocket connections to a real `switchboard serve`
-//! process on loopback.
+//! Protocol v1 over real WebSocket connections to `switchboard serve` on
+//! loopback: in this process through the library, and as the real binary
+//! for the SIGTERM shutdown.
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 mod common;
 
-use common::{Server, WAIT};
+use common::{InProcess, Server, WAIT};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream as TokioTcp;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -17,10 +18,8 @@ struct Client {
 }
 
 impl Client {
-    async fn connect(server: &Server) -> Client {
-        let (ws, _) = tokio_tungstenite::connect_async(server.url())
-            .await
-            .unwrap();
+    async fn connect(url: &str) -> Client {
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
         Client { ws }
     }
 
@@ -88,9 +87,9 @@ impl Client {
 
 #[tokio::test]
 async fn join_relay_and_spoofed_from() {
-    let server = Server::start(&["--ice-server", "stun:stun.example.net:3478", "--no-turn"]);
-    let mut a = Client::connect(&server).await;
-    let mut b = Client::connect(&server).await;
+    let server = InProcess::start(&["--ice-server", "stun:stun.example.net:3478", "--no-turn"]);
+    let mut a = Client::connect(&server.url()).await;
+    let mut b = Client::connect(&server.url()).await;
     a.send(json!({"type":"join","room":"demo","meta":{"name":"A"}}))
         .await;
     let wa = a.recv().await;
@@ -140,8 +139,8 @@ async fn join_relay_and_spoofed_from() {
 
 #[tokio::test]
 async fn bad_json_and_bad_fields_keep_the_connection() {
-    let server = Server::start(&[]);
-    let mut a = Client::connect(&server).await;
+    let server = InProcess::start(&[]);
+    let mut a = Client::connect(&server.url()).await;
     a.send_text("{not json").await;
     a.expect_error("bad-message").await;
     a.send(json!({"type":"teleport"})).await;
@@ -171,8 +170,8 @@ async fn bad_json_and_bad_fields_keep_the_connection() {
 
 #[tokio::test]
 async fn oversize_messages() {
-    let server = Server::start(&["--max-message-bytes", "1024"]);
-    let mut a = Client::connect(&server).await;
+    let server = InProcess::start(&["--max-message-bytes", "1024"]);
+    let mut a = Client::connect(&server.url()).await;
     a.join("r", "alice").await;
     let pad = "x".repeat(2000);
     a.send(json!({"type":"ping","pad":pad})).await;
@@ -187,10 +186,10 @@ async fn oversize_messages() {
 
 #[tokio::test]
 async fn unknown_peer_room_full_duplicate_id_and_leave() {
-    let server = Server::start(&["--max-room-peers", "2"]);
-    let mut a = Client::connect(&server).await;
-    let mut b = Client::connect(&server).await;
-    let mut c = Client::connect(&server).await;
+    let server = InProcess::start(&["--max-room-peers", "2"]);
+    let mut a = Client::connect(&server.url()).await;
+    let mut b = Client::connect(&server.url()).await;
+    let mut c = Client::connect(&server.url()).await;
     a.join("r", "alice").await;
     b.send(json!({"type":"join","room":"r","peer":"alice"}))
         .await;
@@ -216,9 +215,9 @@ async fn unknown_peer_room_full_duplicate_id_and_leave() {
 
 #[tokio::test]
 async fn abrupt_disconnect_gives_peer_left() {
-    let server = Server::start(&[]);
-    let mut a = Client::connect(&server).await;
-    let mut b = Client::connect(&server).await;
+    let server = InProcess::start(&[]);
+    let mut a = Client::connect(&server.url()).await;
+    let mut b = Client::connect(&server.url()).await;
     a.join("r", "alice").await;
     b.join("r", "bob").await;
     a.recv().await;
@@ -230,9 +229,9 @@ async fn abrupt_disconnect_gives_peer_left() {
 
 #[tokio::test]
 async fn silent_peer_times_out() {
-    let server = Server::start(&["--idle-timeout", "1"]);
-    let mut a = Client::connect(&server).await;
-    let mut b = Client::connect(&server).await;
+    let server = InProcess::start(&["--idle-timeout", "1"]);
+    let mut a = Client::connect(&server.url()).await;
+    let mut b = Client::connect(&server.url()).await;
     a.join("r", "alice").await;
     b.join("r", "bob").await;
     a.recv().await;
@@ -269,7 +268,7 @@ async fn silent_peer_times_out() {
 
 #[tokio::test]
 async fn rate_limiting_drops_then_closes() {
-    let server = Server::start(&[
+    let server = InProcess::start(&[
         "--max-message-rate",
         "1",
         "--message-burst",
@@ -277,7 +276,7 @@ async fn rate_limiting_drops_then_closes() {
         "--rate-limit-strikes",
         "10",
     ]);
-    let mut a = Client::connect(&server).await;
+    let mut a = Client::connect(&server.url()).await;
     for _ in 0..7 {
         a.send(json!({"type":"ping"})).await;
     }
@@ -304,8 +303,8 @@ async fn rate_limiting_drops_then_closes() {
 
 #[tokio::test]
 async fn connection_cap_refuses_upgrade() {
-    let server = Server::start(&["--max-connections", "1"]);
-    let mut a = Client::connect(&server).await;
+    let server = InProcess::start(&["--max-connections", "1"]);
+    let mut a = Client::connect(&server.url()).await;
     let err = tokio_tungstenite::connect_async(server.url())
         .await
         .unwrap_err();
@@ -329,8 +328,8 @@ async fn connection_cap_refuses_upgrade() {
 #[tokio::test]
 async fn graceful_shutdown_sends_going_away() {
     let mut server = Server::start(&[]);
-    let mut a = Client::connect(&server).await;
-    let mut b = Client::connect(&server).await;
+    let mut a = Client::connect(&server.url()).await;
+    let mut b = Client::connect(&server.url()).await;
     a.join("r", "alice").await;
     server.terminate();
     for c in [&mut a, &mut b] {
@@ -355,15 +354,41 @@ async fn graceful_shutdown_sends_going_away() {
 }
 
 #[tokio::test]
+async fn in_process_shutdown_closes_clients_and_frees_the_ports() {
+    let server = InProcess::start(&[]);
+    let (http, turn) = (server.addr, server.turn.expect("TURN runs by default"));
+    let mut a = Client::connect(&server.url()).await;
+    let mut b = Client::connect(&server.url()).await;
+    a.join("r", "alice").await;
+    b.ping_pong().await;
+    let stopped = tokio::task::spawn_blocking(move || server.shutdown());
+    for c in [&mut a, &mut b] {
+        let (code, reason) = c.expect_close().await;
+        assert_eq!(
+            (code, reason.as_str()),
+            (CloseCode::Away, "server shutting down")
+        );
+    }
+    stopped
+        .await
+        .unwrap()
+        .expect("serve ends cleanly after a shutdown");
+    // Nothing is left bound: not the HTTP listener, not any TURN worker's
+    // UDP socket.
+    std::net::TcpListener::bind(http).expect("HTTP port released");
+    std::net::UdpSocket::bind(turn).expect("TURN UDP port released");
+}
+
+#[tokio::test]
 async fn welcome_carries_working_turn_credentials() {
-    let server = Server::start(&[
+    let server = InProcess::start(&[
         "--ice-server",
         "stun:stun.example.net:3478",
         "--turn-ttl",
         "600",
     ]);
     let turn = server.turn.expect("TURN runs by default");
-    let mut a = Client::connect(&server).await;
+    let mut a = Client::connect(&server.url()).await;
     let w = a.join("r", "alice").await;
     let ice = w["iceServers"].as_array().unwrap();
     assert_eq!(ice[0], json!({"urls":["stun:stun.example.net:3478"]}));
@@ -400,7 +425,7 @@ async fn welcome_carries_working_turn_credentials() {
 
 #[tokio::test]
 async fn http_endpoints() {
-    let server = Server::start(&[]);
+    let server = InProcess::start(&[]);
     assert_eq!(server.get("/healthz"), (200, "ok\n".to_string()));
     let (status, body) = server.get("/metrics");
     assert_eq!(status, 200);

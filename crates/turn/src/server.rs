@@ -83,6 +83,11 @@ pub struct Quota {
 }
 
 impl Quota {
+    /// Allocations on the whole server unless configured otherwise.
+    pub const DEFAULT_MAX_TOTAL: usize = 10_000;
+    /// Allocations per username unless configured otherwise.
+    pub const DEFAULT_MAX_PER_USER: usize = 64;
+
     pub fn new(max_total: usize, max_per_user: usize) -> Arc<Self> {
         Arc::new(Quota {
             max_total,

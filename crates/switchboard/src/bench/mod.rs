@@ -1,6 +1,6 @@
 //! `switchboard bench`: load generators for the servers in this binary.
-//! Today only `bench turn`, which measures relayed round trips through any
-//! RFC 5766/8656 TURN server (see [`turn`]).
+//! `bench turn` measures relayed round trips through any RFC 5766/8656 TURN
+//! server; `bench peer` measures native peers on loopback.
 
 mod client;
 mod hist;

@@ -1,11 +1,14 @@
-//! Shared by the integration tests: a real `switchboard serve` process on
-//! loopback.
+//! Shared by the integration tests: `switchboard serve` on loopback, either
+//! as a real process ([`Server`]) or in this test process ([`InProcess`]).
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+use switchboard::config::ServeArgs;
+use switchboard::serve;
+use tokio_util::sync::CancellationToken;
 
 pub const WAIT: Duration = Duration::from_secs(5);
 
@@ -59,35 +62,134 @@ impl Server {
 
     /// GET over plain HTTP/1.1; returns (status, body).
     pub fn get(&self, path: &str) -> (u16, String) {
-        let mut s = TcpStream::connect(self.addr).unwrap();
-        s.set_read_timeout(Some(WAIT)).unwrap();
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        let status = out[9..12].parse().unwrap();
-        let body = out
-            .split_once("\r\n\r\n")
-            .map(|x| x.1)
-            .unwrap_or("")
-            .to_string();
-        (status, body)
+        http_get(self.addr, path)
     }
 
     pub fn metric(&self, needle: &str) -> f64 {
-        let (_, body) = self.get("/metrics");
-        body.lines()
-            .find_map(|l| l.strip_prefix(needle).map(|v| v.trim().parse().unwrap()))
-            .unwrap_or_else(|| panic!("no metric {needle} in\n{body}"))
+        metric(self.addr, needle)
     }
+}
+
+/// GET over plain HTTP/1.1; returns (status, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out[9..12].parse().unwrap();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|x| x.1)
+        .unwrap_or("")
+        .to_string();
+    (status, body)
+}
+
+/// One value from `/metrics`, by the text before it on its line.
+pub fn metric(addr: SocketAddr, needle: &str) -> f64 {
+    let (_, body) = http_get(addr, "/metrics");
+    body.lines()
+        .find_map(|l| l.strip_prefix(needle).map(|v| v.trim().parse().unwrap()))
+        .unwrap_or_else(|| panic!("no metric {needle} in\n{body}"))
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// `switchboard serve` in this test process, through the library, on a
+/// listener bound before it starts. It runs on a runtime of its own thread,
+/// like the real process on its own, so the test's runtime and blocking
+/// helpers such as [`InProcess::get`] cannot stall it.
+pub struct InProcess {
+    pub addr: SocketAddr,
+    /// STUN/TURN address (UDP and TCP), unless started with --no-turn.
+    pub turn: Option<SocketAddr>,
+    stop: CancellationToken,
+    thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl InProcess {
+    /// Starts with the same arguments as [`Server::start`] (TURN on loopback
+    /// port 0 unless `--no-turn`).
+    pub fn start(args: &[&str]) -> InProcess {
+        let base = ["--turn-listen", "127.0.0.1:0", "--external-ip", "127.0.0.1"];
+        let cfg = ServeArgs::try_parse_from(base.iter().chain(args))
+            .expect("serve arguments")
+            .resolve()
+            .expect("serve settings");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let (started_tx, started) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("serve".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()?;
+                rt.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener)?;
+                    let running = match serve::start(cfg, listener).await {
+                        Ok(r) => r,
+                        Err(e) => {
+                            let _ = started_tx.send(Err(format!("{e:#}")));
+                            return Err(e);
+                        }
+                    };
+                    let _ = started_tx.send(Ok((running.turn_addr(), running.shutdown_token())));
+                    running.wait().await
+                })
+            })
+            .unwrap();
+        let (turn, stop) = started
+            .recv_timeout(WAIT)
+            .expect("serve did not start")
+            .unwrap_or_else(|e| panic!("serve failed to start: {e}"));
+        InProcess {
+            addr,
+            turn,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}/v1/ws", self.addr)
+    }
+
+    /// GET over plain HTTP/1.1; returns (status, body).
+    pub fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.addr, path)
+    }
+
+    pub fn metric(&self, needle: &str) -> f64 {
+        metric(self.addr, needle)
+    }
+
+    /// Shuts down gracefully and waits until everything has stopped;
+    /// returns what the server returned.
+    pub fn shutdown(mut self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        let thread = self.thread.take().expect("running");
+        thread.join().expect("serve thread panicked")
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
