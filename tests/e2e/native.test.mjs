@@ -453,10 +453,10 @@ test('relay only: /chat -> `recv --relay-only` and `send --relay-only` -> /chat 
  * candidates whose names arrive later ("Discarding candidate because port is
  * already done gathering", in its --enable-logging output), so no host
  * candidate is ever signaled and the CLI sees the page as prflx.
- * The CLI then needs up to a second to resolve a name (Chromium multicasts a
- * record at most once a second, and it announced the name just before), so
- * even a signaled `.local` candidate usually loses the race against the
- * page's first check.
+ * A `.local` candidate that is signaled can still lose: it reaches the CLI
+ * through the signaling server and then needs an mDNS query (about a
+ * millisecond here), while the page's first check needs neither; the CLI
+ * reports the address as prflx when the check wins.
  */
 function holdAnswerUntilReleased() {
   /** @type {() => void} */
