@@ -100,3 +100,118 @@ test('two browsers on /chat exchange text and a 5 MB file with matching SHA-256'
     await bob.context().close();
   }
 });
+
+test('/sdk/transfer.js: frames exactly as docs/protocol.md, strict parsing, Sender -> Receiver', { timeout: 60_000 }, async () => {
+  const page = await newPage(browser, 'transfer-module');
+  try {
+    await page.goto(`${server.origin}/`);
+    const r = await page.evaluate(async () => {
+      const t = await import('/sdk/transfer.js');
+      const hex = 'ab'.repeat(32);
+      const out = {};
+      // Byte-exact JSON: the key order crates/transfer writes and parses.
+      out.frames = [
+        t.textFrame('hi "you"'),
+        t.fileStart({ id: 'i1', name: 'a.bin', size: 5 }),
+        t.fileStart({ id: 'i1', name: 'a.txt', size: 5, mime: 'text/plain' }),
+        t.fileEnd('i1', hex),
+        t.fileAck('i1', true, hex),
+      ];
+      out.parsed = [
+        t.parse('{"type":"file-start","id":"x","name":"n","size":3,"mime":"","extra":1}'),
+        t.parse(`{"type":"file-end","id":"x","sha256":"${hex.toUpperCase()}"}`),
+        t.parse('{"type":"file-resume","id":"x","offset":7}'),
+        t.parse(new ArrayBuffer(4)).type,
+      ];
+      const bad = (s) => { try { t.parse(s); return null; } catch (e) { return `${e.name}: ${e.message}`; } };
+      out.bad = [
+        bad('not json'), bad('[1]'), bad('{"text":"no type"}'), bad('{"type":"nope"}'),
+        bad('{"type":"file-start","id":"x","name":"n"}'), bad('{"type":"file-start","id":"x","name":"n","size":-1}'),
+        bad('{"type":"file-end","id":"x","sha256":"xyz"}'), bad('{"type":"file-ack","id":"x","ok":"yes","sha256":"' + hex + '"}'),
+      ];
+
+      // A file over two read blocks, with a tail chunk, through both state machines.
+      const size = t.READ_BLOCK + 3 * t.CHUNK + 123;
+      const bytes = new Uint8Array(size);
+      for (let i = 0; i < size; i++) bytes[i] = (i * 7 + 3) & 0xff;
+      const file = new File([bytes], 'two-blocks.bin', { type: 'application/x-test' });
+      const tx = new t.Sender(file, { id: 'f1' });
+      const rx = new t.Receiver();
+      const kinds = [];
+      const chunkSizes = [];
+      let finished = null;
+      for (let m = await tx.next(); m !== null; m = await tx.next()) {
+        if (typeof m !== 'string') chunkSizes.push(m.byteLength);
+        const res = rx.handle(t.parse(m));
+        if (!kinds.includes(res.kind)) kinds.push(res.kind);
+        if (res.kind === 'finished') finished = await res.done;
+      }
+      out.kinds = kinds;
+      out.chunks = { count: chunkSizes.length, max: Math.max(...chunkSizes), last: chunkSizes[chunkSizes.length - 1] };
+      out.finished = { ok: finished.ok, size: finished.size, received: finished.received, name: finished.name, mime: finished.mime, blobType: finished.blob.type };
+      out.hashMatches = finished.actual === await t.sha256Hex(bytes) && finished.actual === tx.digest;
+      out.outcome = tx.handleAck(t.parse(finished.ack));
+      out.ackTwice = (() => { try { tx.handleAck(t.parse(finished.ack)); return null; } catch (e) { return e.name; } })();
+      out.otherAck = tx.handleAck({ id: 'other', ok: true, sha256: hex });
+
+      // An empty file is file-start then file-end.
+      const empty = new t.Sender(new File([], 'empty'), { id: 'e' });
+      out.empty = [await empty.next(), await empty.next(), await empty.next()];
+
+      // Wrong bytes: the ack says not ok and carries the receiver's hash; a new
+      // file-start replaces a file in progress; stray chunks and file-ends throw.
+      const rx2 = new t.Receiver();
+      rx2.handle(t.parse(t.fileStart({ id: 'a', name: 'a', size: 2 })));
+      const replaced = rx2.handle(t.parse(t.fileStart({ id: 'b', name: 'b', size: 2 })));
+      out.replaced = replaced.kind === 'started' && replaced.replaced;
+      rx2.handle({ type: 'chunk', data: new Uint8Array([1, 2]).buffer });
+      const end = rx2.handle(t.parse(t.fileEnd('b', hex)));
+      const done = end.kind === 'finished' && await end.done;
+      out.mismatch = done && { ok: done.ok, ack: JSON.parse(done.ack) };
+      out.stray = [
+        (() => { try { rx2.handle({ type: 'chunk', data: new ArrayBuffer(1) }); return null; } catch (e) { return e.name; } })(),
+        (() => { try { rx2.handle(t.parse(t.fileEnd('zzz', hex))); return null; } catch (e) { return e.name; } })(),
+      ];
+      out.badChunkSize = (() => { try { new t.Sender(file, { chunkSize: t.MAX_CHUNK + 1 }); return null; } catch (e) { return e.name; } })();
+      return out;
+    });
+
+    const hex = 'ab'.repeat(32);
+    assert.deepEqual(r.frames, [
+      '{"type":"text","text":"hi \\"you\\""}',
+      '{"type":"file-start","id":"i1","name":"a.bin","size":5}',
+      '{"type":"file-start","id":"i1","name":"a.txt","size":5,"mime":"text/plain"}',
+      `{"type":"file-end","id":"i1","sha256":"${hex}"}`,
+      `{"type":"file-ack","id":"i1","ok":true,"sha256":"${hex}"}`,
+    ]);
+    assert.deepEqual(r.parsed, [
+      { type: 'file-start', id: 'x', name: 'n', size: 3 },
+      { type: 'file-end', id: 'x', sha256: hex },
+      { type: 'file-resume', id: 'x', offset: 7 },
+      'chunk',
+    ]);
+    assert.ok(r.bad.every((e) => typeof e === 'string' && e.startsWith('ProtocolError: ')), JSON.stringify(r.bad));
+    assert.match(r.bad[4], /file-start frame has no "size" field/);
+
+    const size = 1024 * 1024 + 3 * 16384 + 123;
+    assert.deepEqual(r.kinds, ['started', 'progress', 'finished']);
+    assert.deepEqual(r.chunks, { count: Math.ceil(size / 16384), max: 16384, last: size % 16384 });
+    assert.deepEqual(r.finished, { ok: true, size, received: size, name: 'two-blocks.bin', mime: 'application/x-test', blobType: 'application/x-test' });
+    assert.ok(r.hashMatches, 'the receiver hashed what the sender hashed');
+    assert.equal(r.outcome.verified, true);
+    assert.equal(r.ackTwice, 'TransferError');
+    assert.equal(r.otherAck, null);
+    assert.equal(r.empty[0], '{"type":"file-start","id":"e","name":"empty","size":0}');
+    assert.equal(r.empty[1], '{"type":"file-end","id":"e","sha256":"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}');
+    assert.equal(r.empty[2], null);
+    assert.deepEqual(r.replaced, { id: 'a', name: 'a' });
+    assert.equal(r.mismatch.ok, false);
+    assert.equal(r.mismatch.ack.ok, false);
+    assert.equal(r.mismatch.ack.sha256, 'a12871fee210fb8619291eaea194581cbd2531e4b23759d225f6806923f63222', 'the ack carries the receiver\'s own hash');
+    assert.deepEqual(r.stray, ['TransferError', 'TransferError']);
+    assert.equal(r.badChunkSize, 'TransferError');
+    assert.deepEqual(page.errors, []);
+  } finally {
+    await page.context().close();
+  }
+});

@@ -82,3 +82,43 @@ test('a page whose signaling server goes away says so', { timeout: 60_000 }, asy
     await other.stop();
   }
 });
+
+test('a bad room name gets the server\'s explanation on /call and /chat', { timeout: 60_000 }, async () => {
+  // The pages do not check names themselves: the rule lives in the server,
+  // and its refusal must reach the user as a clear message.
+  const bad = 'no spaces allowed';
+  for (const path of ['call', 'chat']) {
+    const page = await newPage(browser, `invalid-room-${path}`);
+    await page.goto(`${server.origin}/${path}?room=${encodeURIComponent(bad)}&name=x`);
+    const status = page.locator('#status[data-code="invalid-room"]');
+    await status.waitFor({ timeout: 20_000 });
+    assert.equal(await status.getAttribute('data-kind'), 'error');
+    const text = await status.textContent();
+    assert.match(text, /Invalid room name/);
+    assert.ok(text.includes(`"${bad}"`), `names the room: ${text}`);
+    // The server's own message, as the SDK reports it, is what the page shows.
+    const message = await page.evaluate(async ({ url, room }) => {
+      const { SignalingChannel } = await import('/sdk/switchboard.js');
+      const s = new SignalingChannel(url);
+      try {
+        await s.join(room);
+        return 'joined';
+      } catch (e) {
+        return e.message;
+      } finally {
+        s.close();
+      }
+    }, { url: server.wsUrl, room: bad });
+    assert.ok(message.length > 0 && message !== 'invalid-room', `the server explains the refusal: ${message}`);
+    assert.match(message, /64/, 'the explanation states the rule');
+    assert.ok(text.includes(message), `the page shows the server's message ${JSON.stringify(message)}: ${text}`);
+    assert.equal(await page.evaluate(() => document.body.dataset.joinError), 'invalid-room');
+    assert.equal(await page.evaluate(() => document.body.dataset.joined), undefined, 'not joined');
+    // The room picker comes back with the refused name, ready to be fixed.
+    assert.equal(await page.locator('#pick-room').isVisible(), true, 'the room picker is shown');
+    assert.equal(await page.inputValue('#room-input'), bad);
+    await screenshot(page, `errors-invalid-room-${path}`);
+    assert.deepEqual(page.errors, []);
+    await page.context().close();
+  }
+});

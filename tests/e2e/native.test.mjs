@@ -39,16 +39,20 @@ after(async () => {
   await relayServer?.stop();
 });
 
+/** Drop terminal colour codes, which tracing writes even to a pipe. @param {string} s */
+const stripAnsi = (s) => s.replace(/\x1b\[[0-9;]*m/g, '');
+
 /**
  * Run `switchboard <args> --json` and parse its stdout, one JSON event a
  * line (docs/cli.md). Lines that are not JSON objects with an `event` are
  * kept in `badLines`.
  * @param {string} name log label
  * @param {string[]} args
+ * @param {Record<string, string>} [env] extra environment (RUST_LOG, say)
  */
-function runCli(name, args) {
+function runCli(name, args, env = {}) {
   const bin = serverBinary();
-  const proc = spawn(bin, args, { cwd: repoRoot, stdio: ['pipe', 'pipe', 'pipe'] });
+  const proc = spawn(bin, args, { cwd: repoRoot, stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   /** @type {any[]} */
   const events = [];
   /** @type {string[]} */
@@ -81,6 +85,7 @@ function runCli(name, args) {
   proc.stderr.on('data', (d) => {
     stderr += d;
     if (verbose) process.stderr.write(`[${name} stderr] ${d}`);
+    wake();
   });
   /** @type {{code: number | null, signal: string | null} | null} */
   let exited = null;
@@ -90,7 +95,7 @@ function runCli(name, args) {
     resolve(exited);
   }));
   const command = `${path.relative(repoRoot, bin)} ${args.join(' ')}`;
-  const describe = () => `${command}\nexit: ${JSON.stringify(exited)}\nstdout:\n${stdout}\nstderr:\n${stderr.slice(-4000)}`;
+  const describe = () => `${command}\nexit: ${JSON.stringify(exited)}\nstdout:\n${stdout}\nstderr:\n${stripAnsi(stderr).slice(-4000)}`;
 
   return {
     proc,
@@ -99,6 +104,8 @@ function runCli(name, args) {
     command,
     describe,
     get exited() { return exited; },
+    /** Everything on stderr so far, without colour codes. */
+    get stderr() { return stripAnsi(stderr); },
     /**
      * The first event matching `pred` (already seen or still to come).
      * Fails when the process exits first or after `timeout` ms.
@@ -106,9 +113,20 @@ function runCli(name, args) {
      * @param {string} what
      */
     waitEvent(pred, what, timeout = 60_000) {
+      return this.waitFor(() => events.find(pred), what, timeout);
+    },
+    /**
+     * The first truthy value of `probe()`, re-checked whenever the process
+     * writes or exits. Fails when the process exits first or after `timeout` ms.
+     * @template T
+     * @param {() => T | undefined | null | false} probe
+     * @param {string} what
+     * @returns {Promise<T>}
+     */
+    waitFor(probe, what, timeout = 60_000) {
       return new Promise((resolve, reject) => {
         const check = () => {
-          const ev = events.find(pred);
+          const ev = probe();
           if (ev) return done(() => resolve(ev));
           if (exited) return done(() => reject(new Error(`${name} exited before ${what}:\n${describe()}`)));
         };
@@ -211,19 +229,22 @@ const pagePeerInfo = (page) => page.evaluate(async () => {
 /**
  * /chat sends a file to `switchboard recv --count 1`. recv joins first, so the
  * page is the newcomer: it creates the `chat` channel and offers.
- * @param {{srv: any, page: any, label: string, cliExtra?: string[], loopback?: boolean}} o
+ * `beforeConnect(recv)` runs once the page is loaded, before waiting for the
+ * channel to open; its result is returned as `before`.
+ * @param {{srv: any, page: any, label: string, cliExtra?: string[], loopback?: boolean, cliEnv?: Record<string, string>, beforeConnect?: (recv: ReturnType<typeof runCli>) => Promise<any>}} o
  */
-async function chatToRecv({ srv, page, label, cliExtra = [], loopback = true }) {
+async function chatToRecv({ srv, page, label, cliExtra = [], loopback = true, cliEnv = {}, beforeConnect }) {
   const room = roomName(label);
   const out = fs.mkdtempSync(path.join(os.tmpdir(), 'switchboard-recv-'));
   const file = randomFile(3 * 1024 * 1024, 'three-megabytes.bin');
-  const recv = runCli('recv', ['recv', ...cliArgs(srv, room, cliExtra, loopback), '--name', 'native-recv', '--out', out, '--count', '1']);
+  const recv = runCli('recv', ['recv', ...cliArgs(srv, room, cliExtra, loopback), '--name', 'native-recv', '--out', out, '--count', '1'], cliEnv);
   try {
     const joined = await recv.waitEvent((e) => e.event === 'joined', 'joined', 20_000);
     assert.equal(joined.room, room);
     assert.deepEqual(joined.peers, []);
 
     await page.goto(`${srv.origin}/chat?room=${room}&name=browser`);
+    const before = await beforeConnect?.(recv);
     await waitFor(page, () => document.body.dataset.chatReady === 'true', undefined, 45_000);
     await waitFor(page, () => [...document.querySelectorAll('#peers li span')].some((s) => s.textContent === 'native-recv'));
     const connected = await recv.waitEvent((e) => e.event === 'connected', 'connected', 30_000);
@@ -251,7 +272,7 @@ async function chatToRecv({ srv, page, label, cliExtra = [], loopback = true }) 
     // Nothing else (no partial or temporary file) is left in --out.
     assert.deepEqual(fs.readdirSync(out), ['three-megabytes.bin']);
     assert.deepEqual(recv.badLines, [], 'every stdout line is a JSON event');
-    return { pair, recv, page: pageInfo };
+    return { pair, recv, page: pageInfo, before };
   } catch (err) {
     throw withCliOutput(err, recv);
   } finally {
@@ -419,6 +440,39 @@ test('relay only: /chat -> `recv --relay-only` and `send --relay-only` -> /chat 
   assert.ok(relayed > 2 * 3 * 1024 * 1024, `TURN relayed ${relayed} bytes`);
 });
 
+/**
+ * Init script: hold every remote *answer* until the test calls
+ * `window.releaseAnswer()`. Until the answer is applied the page cannot
+ * send a connectivity check, so ICE cannot connect.
+ *
+ * Why the mDNS test needs this: Chromium emits a `.local` host candidate only
+ * after its mDNS responder has registered the name, which takes a few tens of
+ * milliseconds. On one machine ICE connects faster than that (the CLI's
+ * answer already carries its candidates), and once a pair is writable
+ * Chromium ends gathering ("All candidates gathered") and drops the host
+ * candidates whose names arrive later ("Discarding candidate because port is
+ * already done gathering", in its --enable-logging output), so no host
+ * candidate is ever signaled and the CLI sees the page as prflx.
+ * A `.local` candidate that is signaled can still lose: it reaches the CLI
+ * through the signaling server and then needs an mDNS query (about a
+ * millisecond here), while the page's first check needs neither; the CLI
+ * reports the address as prflx when the check wins.
+ */
+function holdAnswerUntilReleased() {
+  /** @type {() => void} */
+  let release = () => {};
+  const released = new Promise((resolve) => { release = () => resolve(undefined); });
+  Object.assign(window, { releaseAnswer: () => release() });
+  const setRemote = RTCPeerConnection.prototype.setRemoteDescription;
+  RTCPeerConnection.prototype.setRemoteDescription = async function (desc, ...rest) {
+    if (desc && desc.type === 'answer') await released;
+    return setRemote.call(this, desc, ...rest);
+  };
+}
+
+/** This host's addresses. */
+const localAddresses = () => new Set(Object.values(os.networkInterfaces()).flat().map((i) => /** @type {any} */ (i).address.replace(/%.*$/, '')));
+
 test('mDNS: /chat with Chromium\'s default .local host candidates sends a file to `recv`', { timeout: 180_000 }, async (t) => {
   // --use-fake-ui-for-media-stream makes the camera permission "granted" on
   // the secure http://127.0.0.1 origin, and a page with that permission gets
@@ -430,13 +484,48 @@ test('mDNS: /chat with Chromium\'s default .local host candidates sends a file t
     args: CHROMIUM_ARGS.filter((a) => a !== '--use-fake-ui-for-media-stream'),
   });
   try {
-    const page = await newPage(mdnsBrowser, 'native-mdns');
+    const page = await newPage(mdnsBrowser, 'native-mdns', { initScript: holdAnswerUntilReleased });
+    /**
+     * With the answer held: let the page finish gathering, then wait until
+     * recv (which gets the candidates as they come) has resolved every
+     * `.local` name, and only then let ICE connect.
+     * @param {ReturnType<typeof runCli>} recv
+     */
+    const beforeConnect = async (recv) => {
+      await waitFor(page, () => [...(window.switchboardRoom?.peers.values() ?? [])][0]?.pc.iceGatheringState === 'complete', undefined, 30_000);
+      const gathered = await page.evaluate(() => [...window.switchboardRoom.peers.values()][0].candidates.local.map((c) => ({ type: c.type, address: c.address })));
+      const names = [...new Set(gathered.filter((c) => c.type === 'host').map((c) => c.address))];
+      assert.ok(names.length > 0, `the page gathered host candidates: ${JSON.stringify(gathered)}`);
+      assert.ok(names.every((n) => /^[0-9a-f-]{36}\.local$/.test(n)), `the page's host candidates are mDNS names: ${names}`);
+      // crates/mdns logs each name it resolved (RUST_LOG=mdns=debug below).
+      /** @type {Map<string, string[]>} */
+      const resolved = await recv.waitFor(() => {
+        const found = new Map();
+        for (const m of recv.stderr.matchAll(/mdns: resolved name="?([^"\s]+)"? addrs=\[([^\]]*)\]/g)) {
+          found.set(m[1], m[2].split(',').map((a) => a.trim()).filter(Boolean));
+        }
+        return names.every((n) => found.has(n)) && found;
+      }, `mDNS resolution of ${names.join(', ')}`, 15_000);
+      await page.evaluate(() => /** @type {any} */ (window).releaseAnswer());
+      return { names, resolved };
+    };
     // No --loopback: the CLI offers this host's real addresses, as on a LAN.
-    const r = await chatToRecv({ srv: server, page, label: 'n-mdns', loopback: false });
-    t.diagnostic(`recv's selected pair: ${JSON.stringify(r.pair)}`);
+    const r = await chatToRecv({
+      srv: server, page, label: 'n-mdns', loopback: false, beforeConnect,
+      cliEnv: { RUST_LOG: 'warn,mdns=debug' },
+    });
+    t.diagnostic(`recv's selected pair: ${JSON.stringify(r.pair)}; resolved: ${JSON.stringify([...r.before.resolved])}`);
     assert.ok(r.page && r.page.hostAddresses.length > 0, 'the page gathered host candidates');
     assert.ok(r.page.hostAddresses.every((a) => /\.local$/.test(a)), `the page's host candidates are mDNS names: ${r.page.hostAddresses}`);
     assert.equal(r.page.policy, 'all');
+    // The page never revealed a raw host address, so a host-typed remote
+    // candidate at recv is one it resolved from a .local name.
+    const ours = localAddresses();
+    const addrs = [...r.before.resolved.values()].flat();
+    assert.ok(addrs.length > 0 && addrs.every((a) => ours.has(a)), `the names resolve to this host's addresses: ${addrs}`);
+    assert.equal(r.pair.remote.type, 'host', `recv reached the page at a resolved host candidate: ${JSON.stringify(r.pair)}`);
+    const remoteIp = r.pair.remote.address.replace(/:\d+$/, '').replace(/^\[|\]$/g, '');
+    assert.ok(addrs.includes(remoteIp), `recv's remote ${remoteIp} is a resolved address (${addrs})`);
     assert.deepEqual(page.errors, []);
   } finally {
     await mdnsBrowser.close();

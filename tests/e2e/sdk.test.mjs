@@ -20,7 +20,8 @@ after(async () => {
 
 test('server serves the SDK, its types and the pages', async () => {
   for (const [path, type] of [
-    ['/sdk/switchboard.js', 'javascript'], ['/sdk/switchboard.d.ts', ''], ['/assets/style.css', 'css'],
+    ['/sdk/switchboard.js', 'javascript'], ['/sdk/switchboard.d.ts', ''],
+    ['/sdk/transfer.js', 'javascript'], ['/sdk/transfer.d.ts', ''], ['/assets/style.css', 'css'],
     ['/assets/ui.js', 'javascript'], ['/', 'html'], ['/local', 'html'], ['/call', 'html'], ['/chat', 'html'],
   ]) {
     const res = await fetch(server.origin + path);
@@ -31,6 +32,10 @@ test('server serves the SDK, its types and the pages', async () => {
   const dts = await (await fetch(`${server.origin}/sdk/switchboard.d.ts`)).text();
   for (const name of ['joinRoom', 'SignalingChannel', 'RemotePeer', 'Room', 'TimelineEntry', 'getSelectedCandidatePair']) {
     assert.ok(dts.includes(name), `d.ts declares ${name}`);
+  }
+  const transferDts = await (await fetch(`${server.origin}/sdk/transfer.d.ts`)).text();
+  for (const name of ['parse', 'Sender', 'Receiver', 'sendFile', 'FileStartFrame', 'AckOutcome']) {
+    assert.ok(transferDts.includes(name), `transfer.d.ts declares ${name}`);
   }
 });
 

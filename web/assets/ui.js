@@ -37,13 +37,6 @@ export function signalingUrl() {
   return defaultSignalingUrl(location);
 }
 
-const ROOM_RE = /^[A-Za-z0-9_-]{1,64}$/;
-
-/** @param {string} s */
-export function isValidRoom(s) {
-  return ROOM_RE.test(s);
-}
-
 /** A short random room or peer name. */
 export function randomName(prefix = '') {
   const a = new Uint8Array(4);
@@ -107,10 +100,11 @@ export function explainError(err, ctx = {}) {
       return { code, title: 'Signaling server did not answer.', text: `Connected to ${ctx.url ?? 'the server'} but no welcome came back in time.` };
     case 'signaling-closed':
       return { code, title: 'Signaling connection lost.', text: `${err.message ?? ''} New peers cannot reach you until you reload.` };
+    // The rule for names lives in the server; its message states it.
     case 'invalid-room':
-      return { code, title: 'Invalid room name.', text: 'Use 1–64 letters, digits, "-" or "_".' };
+      return { code, title: 'Invalid room name.', text: `The server refused ${room}: ${serverSays(err)}` };
     case 'invalid-peer':
-      return { code, title: 'Invalid peer id.', text: 'Use 1–64 letters, digits, "-" or "_".' };
+      return { code, title: 'Invalid peer id.', text: `The server refused it: ${serverSays(err)}` };
     case 'peer-id-taken':
       return { code, title: 'Peer id already in use.', text: 'Another peer in this room already uses that id.' };
     case 'rate-limited':
@@ -118,6 +112,33 @@ export function explainError(err, ctx = {}) {
     default:
       return { code, title: 'Error:', text: `${err && err.message ? err.message : String(err)}${code !== 'error' ? ` (${code})` : ''}` };
   }
+}
+
+/** The server's explanation of an error, or its code. @param {any} err */
+const serverSays = (err) => String((err && err.message) || (err && err.code) || err);
+
+/**
+ * Show why joining a room failed in the page's status banner and set
+ * `data-join-error` on <body> to the error code. A refused room name brings
+ * back the page's room picker (`#pick-room`, `#room-input`) to fix it; any
+ * other failure gets a retry button.
+ * @param {HTMLElement} box
+ * @param {any} err
+ * @param {{room?: string, url?: string}} [ctx]
+ */
+export function showJoinError(box, err, ctx = {}) {
+  const e = explainError(err, ctx);
+  setStatus(box, 'error', e.title, ` ${e.text} `, e.code);
+  const picker = document.querySelector('#pick-room');
+  const input = /** @type {HTMLInputElement | null} */ (document.querySelector('#room-input'));
+  if (e.code === 'invalid-room' && picker && input) {
+    input.value = ctx.room ?? '';
+    picker.classList.remove('hidden');
+  } else {
+    box.append(el('button', { type: 'button', onclick: () => location.reload() }, 'Try again'));
+  }
+  document.body.dataset.joinError = e.code;
+  return e;
 }
 
 /**

@@ -398,7 +398,7 @@ impl Hub {
             }
             None => loop {
                 let id = random_id(&mut self.rng);
-                if !room.is_some_and(|r| r.find(&id).is_some()) {
+                if room.is_none_or(|r| r.find(&id).is_none()) {
                     break id;
                 }
             },

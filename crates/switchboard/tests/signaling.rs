@@ -431,6 +431,14 @@ async fn http_endpoints() {
     assert_eq!(status, 200);
     assert!(body.contains("switchboard_connections"));
     assert!(body.ends_with("# EOF\n"));
+    // The embedded web/ folder: the SDK and its chat/file module.
+    for path in [
+        "/sdk/switchboard.js",
+        "/sdk/transfer.js",
+        "/sdk/transfer.d.ts",
+    ] {
+        assert_eq!(server.get(path).0, 200, "{path}");
+    }
     assert_eq!(server.get("/sdk/nope.js").0, 404);
     assert_eq!(server.get("/sdk/../../Cargo.toml").0, 404);
     // A plain GET on the WebSocket path is refused without upsetting anything.

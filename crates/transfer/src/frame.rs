@@ -3,7 +3,7 @@
 //! Text messages are JSON objects tagged by `"type"`; binary messages are file
 //! chunks. Parsing is strict about the fields a frame needs (so a broken peer
 //! is reported, not guessed at) and ignores fields it does not know (so the
-//! format can grow). Serializing produces byte-for-byte what `chat.html`'s
+//! format can grow). Serializing produces byte-for-byte what `web/sdk/transfer.js`'s
 //! `JSON.stringify` produces for the same frame: same key order, `mime`
 //! omitted when there is none, lowercase hex.
 
@@ -334,7 +334,7 @@ pub(crate) enum Wire<'a> {
     },
 }
 
-// chat.html: `if (file.type) start.mime = file.type;`
+// web/sdk/transfer.js: `if (mime) frame.mime = mime;`
 fn no_mime(m: &Option<&str>) -> bool {
     m.is_none_or(str::is_empty)
 }

@@ -1,8 +1,8 @@
-//! The codec against what chat.html actually puts on the wire.
+//! The codec against what /chat (web/sdk/transfer.js) actually puts on the wire.
 //!
 //! The expected strings below were produced by running the same object
-//! literals through `JSON.stringify` in Node (what chat.html does): key order
-//! type first, then fields in the order chat.html writes them; `mime` left out
+//! literals through `JSON.stringify` in Node (what web/sdk/transfer.js does): key order
+//! type first, then fields in the order web/sdk/transfer.js writes them; `mime` left out
 //! when `file.type` is empty; no escaping of `/`, non-ASCII, DEL or U+2028;
 //! control characters as `\n`, `\t`, `\u0001`.
 
