@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite: Rust unit and integration tests, then the browser
-# end-to-end tests in headless Chromium. Installs what the tests need when it
-# is missing (Debian packages via apt-get, npm packages via npm ci), so it
-# works on a fresh machine.
+# The whole test suite: the format/lint/doc gate, Rust unit and integration
+# tests, the browser end-to-end tests in headless Chromium, then the NAT lab.
+# Installs what the tests need when it is missing (Debian packages via
+# apt-get, npm packages via npm ci), so it works on a fresh machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +29,19 @@ if [ ! -d tests/e2e/node_modules/playwright-core ]; then
     log "installing npm packages for tests/e2e"
     (cd tests/e2e && npm ci --no-audit --no-fund)
 fi
+
+# The hygiene gate runs first: drift in formatting, lints or docs fails the
+# run before any test does.
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+    log "installing rustfmt and clippy"
+    rustup component add rustfmt clippy
+fi
+log "cargo fmt --check"
+cargo fmt --all --check
+log "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+log "cargo doc"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 
 log "building"
 cargo build --workspace --all-targets --locked
