@@ -1,16 +1,60 @@
 //! Perfect negotiation (W3C WebRTC §10.7) over any message transport: the
 //! same pattern the browser SDK runs, so native and browser peers mix.
 //!
-//! Messages are the JSON shapes browsers make with `toJSON()`:
-//! `{"description":{"type":..,"sdp":..}}`, `{"candidate":{..}}` and
-//! `{"candidate":null}` for end-of-candidates.
+//! Messages are [`Signal`]s, in the JSON shapes browsers make with
+//! `toJSON()`: `{"description":{"type":..,"sdp":..}}`, `{"candidate":{..}}`
+//! and `{"candidate":null}` for end-of-candidates.
 
 use crate::{
     Event, Events, IceCandidateInit, PeerConnection, SdpType, SessionDescription, SignalingState,
 };
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
+
+/// One negotiation message between two peers: what a switchboard `signal`
+/// carries in `data`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", try_from = "SignalWire")]
+pub enum Signal {
+    /// `{"description":{"type":"offer"|"answer"|"rollback","sdp":..}}`
+    Description(SessionDescription),
+    /// `{"candidate":{..}}`; `None` (`{"candidate":null}`) is
+    /// end-of-candidates.
+    Candidate(Option<IceCandidateInit>),
+}
+
+/// How a [`Signal`] is read: other keys are ignored (the object comes from
+/// another implementation), a `null` description counts as absent, and a
+/// description wins over a candidate.
+#[derive(Deserialize)]
+struct SignalWire {
+    #[serde(default)]
+    description: Option<SessionDescription>,
+    // Outer None: no key; Some(None): `"candidate": null`.
+    #[serde(default, deserialize_with = "present")]
+    candidate: Option<Option<IceCandidateInit>>,
+}
+
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
+impl TryFrom<SignalWire> for Signal {
+    type Error = &'static str;
+
+    fn try_from(w: SignalWire) -> Result<Self, Self::Error> {
+        match (w.description, w.candidate) {
+            (Some(d), _) => Ok(Signal::Description(d)),
+            (None, Some(c)) => Ok(Signal::Candidate(c)),
+            (None, None) => Err("signal is neither description nor candidate"),
+        }
+    }
+}
 
 /// What the negotiation loop hands on to the application: every event
 /// that is not part of negotiation itself.
@@ -28,8 +72,8 @@ pub fn spawn(
     pc: PeerConnection,
     mut events: Events,
     polite: bool,
-    mut incoming: mpsc::UnboundedReceiver<Value>,
-    send: impl Fn(Value) + Send + Sync + 'static,
+    mut incoming: mpsc::UnboundedReceiver<Signal>,
+    send: impl Fn(Signal) + Send + Sync + 'static,
 ) -> AppEvents {
     let (app_tx, app_rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
@@ -49,12 +93,12 @@ pub fn spawn(
                                 continue;
                             }
                             match pc.set_local_description_auto().await {
-                                Ok(d) => send(json!({ "description": d })),
+                                Ok(d) => send(Signal::Description(d)),
                                 Err(crate::Error::NothingToNegotiate) => {}
                                 Err(e) => debug!("negotiation-needed: {e}"),
                             }
                         }
-                        Event::IceCandidate(c) => send(json!({ "candidate": c })),
+                        Event::IceCandidate(c) => send(Signal::Candidate(c)),
                         other => {
                             if app_tx.send(other).is_err() {
                                 break;
@@ -81,52 +125,106 @@ async fn handle(
     pc: &PeerConnection,
     polite: bool,
     ignore_offer: &mut bool,
-    msg: Value,
-    send: &impl Fn(Value),
+    msg: Signal,
+    send: &impl Fn(Signal),
 ) -> Result<(), crate::Error> {
-    if let Some(d) = msg.get("description").filter(|d| !d.is_null()) {
-        let desc: SessionDescription = serde_json::from_value(d.clone())
-            .map_err(|e| crate::Error::InvalidSdp(e.to_string()))?;
-        let state = pc.signaling_state().await?;
-        let collision = desc.kind == SdpType::Offer && state != SignalingState::Stable;
-        *ignore_offer = !polite && collision;
-        if *ignore_offer {
-            debug!("offer collision: we are impolite, ignoring theirs");
-            return Ok(());
-        }
-        if desc.kind == SdpType::Rollback {
-            // A browser peer never sends this through switchboard, but the
-            // protocol allows it.
-            if state == SignalingState::HaveRemoteOffer {
-                pc.set_remote_description(desc).await?;
+    match msg {
+        Signal::Description(desc) => {
+            let state = pc.signaling_state().await?;
+            let collision = desc.kind == SdpType::Offer && state != SignalingState::Stable;
+            *ignore_offer = !polite && collision;
+            if *ignore_offer {
+                debug!("offer collision: we are impolite, ignoring theirs");
+                return Ok(());
             }
-            return Ok(());
+            if desc.kind == SdpType::Rollback {
+                // A browser peer never sends this through switchboard, but the
+                // protocol allows it.
+                if state == SignalingState::HaveRemoteOffer {
+                    pc.set_remote_description(desc).await?;
+                }
+                return Ok(());
+            }
+            let is_offer = desc.kind == SdpType::Offer;
+            pc.set_remote_description(desc).await?;
+            if is_offer {
+                let answer = pc.set_local_description_auto().await?;
+                send(Signal::Description(answer));
+            }
+            Ok(())
         }
-        let is_offer = desc.kind == SdpType::Offer;
-        pc.set_remote_description(desc).await?;
-        if is_offer {
-            let answer = pc.set_local_description_auto().await?;
-            send(json!({ "description": answer }));
-        }
-        return Ok(());
+        Signal::Candidate(cand) => match pc.add_ice_candidate(cand).await {
+            Ok(()) => Ok(()),
+            Err(e) if *ignore_offer => {
+                debug!("candidate for an ignored offer: {e}");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        },
     }
-    if let Some(c) = msg.get("candidate") {
-        let cand: Option<IceCandidateInit> = if c.is_null() {
-            None
-        } else {
-            Some(
-                serde_json::from_value(c.clone())
-                    .map_err(|e| crate::Error::InvalidCandidate(e.to_string()))?,
-            )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(s: &str) -> Result<Signal, serde_json::Error> {
+        serde_json::from_str(s)
+    }
+
+    #[test]
+    fn signals_have_the_browser_shapes() {
+        let offer = Signal::Description(SessionDescription::offer("v=0"));
+        assert_eq!(
+            serde_json::to_string(&offer).unwrap(),
+            r#"{"description":{"type":"offer","sdp":"v=0"}}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Signal::Candidate(None)).unwrap(),
+            r#"{"candidate":null}"#
+        );
+        let c = IceCandidateInit {
+            candidate: "candidate:1 1 udp 1 127.0.0.1 9 typ host".into(),
+            sdp_mid: Some("0".into()),
+            sdp_m_line_index: Some(0),
+            username_fragment: None,
         };
-        match pc.add_ice_candidate(cand).await {
-            Ok(()) => {}
-            Err(e) if *ignore_offer => debug!("candidate for an ignored offer: {e}"),
-            Err(e) => return Err(e),
-        }
-        return Ok(());
+        let text = serde_json::to_string(&Signal::Candidate(Some(c.clone()))).unwrap();
+        assert_eq!(
+            text,
+            r#"{"candidate":{"candidate":"candidate:1 1 udp 1 127.0.0.1 9 typ host","sdpMid":"0","sdpMLineIndex":0,"usernameFragment":null}}"#
+        );
+        assert_eq!(read(&text).unwrap(), Signal::Candidate(Some(c)));
+        assert_eq!(
+            read(&serde_json::to_string(&offer).unwrap()).unwrap(),
+            offer
+        );
     }
-    Err(crate::Error::InvalidSdp(format!(
-        "signal is neither description nor candidate: {msg}"
-    )))
+
+    #[test]
+    fn signals_are_read_leniently_but_not_blindly() {
+        // A browser's rollback has no sdp; extra keys are ignored.
+        assert_eq!(
+            read(r#"{"description":{"type":"rollback"},"x":1}"#).unwrap(),
+            Signal::Description(SessionDescription::rollback())
+        );
+        assert_eq!(
+            read(r#"{"candidate":null}"#).unwrap(),
+            Signal::Candidate(None)
+        );
+        assert_eq!(
+            read(r#"{"description":null,"candidate":null}"#).unwrap(),
+            Signal::Candidate(None)
+        );
+        for bad in [
+            r#"{}"#,
+            r#"{"hello":1}"#,
+            r#"{"description":"weird"}"#,
+            r#"{"description":{"type":"bogus","sdp":""}}"#,
+            r#"{"candidate":{"sdpMid":"0"}}"#,
+            r#"[1]"#,
+        ] {
+            assert!(read(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -7,12 +7,14 @@
 //! Connections that fail are ICE-restarted (a NAT rebinding or a network
 //! change heals without the application noticing), up to a limit.
 
+use crate::negotiate::{self, Signal};
 use crate::{
-    negotiate, Config, DataChannel, DataChannelInit, Event, IceConnectionState, IceServer,
-    PeerConnection,
+    Config, DataChannel, DataChannelInit, Event, IceConnectionState, IceServer, PeerConnection,
 };
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use signal::protocol::{ClientMessage, ServerFrame};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -113,13 +115,14 @@ pub struct Room {
     pub peers: Vec<String>,
     pub ice_servers: Vec<IceServer>,
     pub events: mpsc::UnboundedReceiver<RoomEvent>,
-    out: mpsc::UnboundedSender<Value>,
+    /// Client frames, serialized, for the room task to send.
+    out: mpsc::UnboundedSender<String>,
 }
 
 impl Room {
     /// Leaves the room (the connections are closed by their owners).
     pub fn leave(&self) {
-        let _ = self.out.send(json!({"type": "leave"}));
+        let _ = self.out.send(ClientMessage::Leave.to_json());
     }
 }
 
@@ -167,11 +170,14 @@ pub async fn join(cfg: RoomConfig) -> Result<Room, RoomError> {
     .await
     .map_err(|_| RoomError::Connect(url.clone(), "timed out".into()))?
     .map_err(|e| RoomError::Connect(url.clone(), e.to_string()))?;
-    let mut join = json!({"type": "join", "room": cfg.room, "meta": cfg.meta});
-    if let Some(p) = &cfg.peer {
-        join["peer"] = json!(p);
-    }
-    ws.send(Ws::text(join.to_string()))
+    let meta = serde_json::value::to_raw_value(&cfg.meta)
+        .map_err(|e| RoomError::Protocol(format!("meta: {e}")))?;
+    let join = ClientMessage::Join {
+        room: Cow::Borrowed(&cfg.room),
+        peer: cfg.peer.as_deref().map(Cow::Borrowed),
+        meta: Some(&meta),
+    };
+    ws.send(Ws::text(join.to_json()))
         .await
         .map_err(|e| RoomError::Lost(e.to_string()))?;
     // The first answer is either welcome or an error.
@@ -180,20 +186,25 @@ pub async fn join(cfg: RoomConfig) -> Result<Room, RoomError> {
             .await
             .map_err(|_| RoomError::Lost("no welcome within 10 s".into()))?;
         match msg {
-            Some(Ok(Ws::Text(t))) => {
-                let v: Value =
-                    serde_json::from_str(&t).map_err(|e| RoomError::Protocol(e.to_string()))?;
-                match v["type"].as_str() {
-                    Some("welcome") => break v,
-                    Some("error") => {
-                        return Err(RoomError::Refused {
-                            code: v["code"].as_str().unwrap_or("?").to_string(),
-                            message: v["message"].as_str().unwrap_or("").to_string(),
-                        })
-                    }
-                    _ => continue,
+            Some(Ok(Ws::Text(t))) => match ServerFrame::<Signal>::parse(&t) {
+                Ok(ServerFrame::Welcome {
+                    peer,
+                    peers,
+                    ice_servers,
+                    ..
+                }) => break (peer, peers, ice_servers),
+                Ok(ServerFrame::Error { code, message }) => {
+                    return Err(RoomError::Refused { code, message })
                 }
-            }
+                // Anything else (a newer server's frame types too) is not
+                // the answer yet.
+                Ok(_) => continue,
+                Err(e) => {
+                    return Err(RoomError::Protocol(format!(
+                        "bad frame from the server: {e}"
+                    )))
+                }
+            },
             Some(Ok(Ws::Close(f))) => {
                 return Err(RoomError::Lost(
                     f.map(|f| f.reason.to_string())
@@ -205,15 +216,10 @@ pub async fn join(cfg: RoomConfig) -> Result<Room, RoomError> {
             None => return Err(RoomError::Lost("closed before welcome".into())),
         }
     };
-    let me = welcome["peer"].as_str().unwrap_or_default().to_string();
-    let peers: Vec<String> = welcome["peers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|p| p["peer"].as_str().map(str::to_string))
-        .collect();
-    let ice_servers: Vec<IceServer> =
-        serde_json::from_value(welcome["iceServers"].clone()).unwrap_or_default();
+    let (me, peers, ice_servers) = welcome;
+    let peers: Vec<String> = peers.into_iter().map(|p| p.peer).collect();
+    // Servers we cannot read are left out rather than failing the join.
+    let ice_servers: Vec<IceServer> = serde_json::from_value(ice_servers).unwrap_or_default();
     info!(
         "joined room {} as {me} with {} peer(s)",
         cfg.room,
@@ -246,7 +252,7 @@ pub async fn join(cfg: RoomConfig) -> Result<Room, RoomError> {
 
 struct Conn {
     pc: PeerConnection,
-    signals: mpsc::UnboundedSender<Value>,
+    signals: mpsc::UnboundedSender<Signal>,
 }
 
 enum Internal {
@@ -257,7 +263,7 @@ enum Internal {
     Ready {
         peer: String,
         pc: PeerConnection,
-        signals: mpsc::UnboundedSender<Value>,
+        signals: mpsc::UnboundedSender<Signal>,
         offerer: bool,
     },
     Failed {
@@ -271,7 +277,7 @@ struct RoomTask {
     peer_cfg: Config,
     conns: HashMap<String, Option<Conn>>,
     events: mpsc::UnboundedSender<RoomEvent>,
-    out: mpsc::UnboundedSender<Value>,
+    out: mpsc::UnboundedSender<String>,
     internal: (
         mpsc::UnboundedSender<Internal>,
         mpsc::UnboundedReceiver<Internal>,
@@ -285,30 +291,32 @@ impl RoomTask {
     async fn run(
         mut self,
         ws: WsStream,
-        mut out_rx: mpsc::UnboundedReceiver<Value>,
+        mut out_rx: mpsc::UnboundedReceiver<String>,
         initial: Vec<String>,
     ) {
         let (mut sink, mut stream) = ws.split();
         // Signals that arrive while a connection is still being created.
-        let mut early: HashMap<String, Vec<Value>> = HashMap::new();
+        let mut early: HashMap<String, Vec<Signal>> = HashMap::new();
         for p in initial {
             self.open(p, true);
         }
         let reason = loop {
             tokio::select! {
                 msg = stream.next() => match msg {
-                    Some(Ok(Ws::Text(t))) => {
-                        let Ok(v) = serde_json::from_str::<Value>(&t) else { continue };
-                        self.server_message(v, &mut early);
-                    }
+                    Some(Ok(Ws::Text(t))) => match ServerFrame::parse(&t) {
+                        Ok(frame) => self.server_message(frame, &mut early),
+                        // One bad frame (a peer's garbled signal, say) is
+                        // dropped; the room carries on.
+                        Err(e) => warn!("ignoring a bad frame from the server: {e}"),
+                    },
                     Some(Ok(Ws::Close(f))) => break f.map(|f| f.reason.to_string()).unwrap_or_else(|| "closed".into()),
                     Some(Ok(_)) => {}
                     Some(Err(e)) => break e.to_string(),
                     None => break "closed".to_string(),
                 },
                 out = out_rx.recv() => {
-                    let Some(v) = out else { break "room dropped".to_string() };
-                    if let Err(e) = sink.send(Ws::text(v.to_string())).await {
+                    let Some(frame) = out else { break "room dropped".to_string() };
+                    if let Err(e) = sink.send(Ws::text(frame)).await {
                         break e.to_string();
                     }
                 }
@@ -346,48 +354,44 @@ impl RoomTask {
         }
     }
 
-    fn server_message(&mut self, v: Value, early: &mut HashMap<String, Vec<Value>>) {
-        match v["type"].as_str() {
-            Some("peer-joined") => {
-                let peer = v["peer"].as_str().unwrap_or_default().to_string();
+    fn server_message(
+        &mut self,
+        frame: ServerFrame<Signal>,
+        early: &mut HashMap<String, Vec<Signal>>,
+    ) {
+        match frame {
+            ServerFrame::PeerJoined { peer, meta } => {
                 let _ = self.events.send(RoomEvent::PeerJoined {
                     peer: peer.clone(),
-                    meta: v["meta"].clone(),
+                    meta,
                 });
                 // We are the older side: prepare, wait for the offer.
                 self.open(peer, false);
             }
-            Some("peer-left") => {
-                let peer = v["peer"].as_str().unwrap_or_default().to_string();
+            ServerFrame::PeerLeft { peer } => {
                 early.remove(&peer);
                 if let Some(Some(c)) = self.conns.remove(&peer) {
                     tokio::spawn(async move { c.pc.close().await });
                 }
                 let _ = self.events.send(RoomEvent::PeerLeft { peer });
             }
-            Some("signal") => {
-                let from = v["from"].as_str().unwrap_or_default().to_string();
-                let data = v["data"].clone();
-                match self.conns.get(&from) {
-                    Some(Some(c)) => {
-                        let _ = c.signals.send(data);
-                    }
-                    Some(None) => early.entry(from).or_default().push(data),
-                    None => {
-                        // A peer we have not heard join (it joined before us
-                        // and was in `welcome`, or the join raced): take it.
-                        early.entry(from.clone()).or_default().push(data);
-                        self.open(from, false);
-                    }
+            ServerFrame::Signal { from, data } => match self.conns.get(&from) {
+                Some(Some(c)) => {
+                    let _ = c.signals.send(data);
                 }
+                Some(None) => early.entry(from).or_default().push(data),
+                None => {
+                    // A peer we have not heard join (it joined before us
+                    // and was in `welcome`, or the join raced): take it.
+                    early.entry(from.clone()).or_default().push(data);
+                    self.open(from, false);
+                }
+            },
+            ServerFrame::Error { code, message } => {
+                let _ = self.events.send(RoomEvent::ServerError { code, message });
             }
-            Some("error") => {
-                let _ = self.events.send(RoomEvent::ServerError {
-                    code: v["code"].as_str().unwrap_or("?").to_string(),
-                    message: v["message"].as_str().unwrap_or("").to_string(),
-                });
-            }
-            _ => {}
+            // Frame types of a newer server are not for us.
+            ServerFrame::Welcome { .. } | ServerFrame::Pong | ServerFrame::Unknown => {}
         }
     }
 
@@ -419,8 +423,17 @@ impl RoomTask {
             };
             let (sig_tx, sig_rx) = mpsc::unbounded_channel();
             let to = peer.clone();
-            let mut app = negotiate::spawn(pc.clone(), events, offerer, sig_rx, move |data| {
-                let _ = out.send(json!({"type": "signal", "to": to, "data": data}));
+            let mut app = negotiate::spawn(pc.clone(), events, offerer, sig_rx, move |sig| {
+                match serde_json::value::to_raw_value(&sig) {
+                    Ok(data) => {
+                        let frame = ClientMessage::Signal {
+                            to: Cow::Borrowed(&to),
+                            data: &data,
+                        };
+                        let _ = out.send(frame.to_json());
+                    }
+                    Err(e) => warn!("cannot encode a signal for {to}: {e}"),
+                }
             });
             let _ = internal.send(Internal::Ready {
                 peer: peer.clone(),
