@@ -190,16 +190,12 @@ impl Out {
 pub fn room_config(a: &PeerArgs, default_name: &str) -> Result<RoomConfig, Failure> {
     let usage = |m: String| Failure::new(EXIT_USAGE, "usage", m);
     room::ws_url(&a.server).map_err(|e| usage(e.to_string()))?;
-    if a.room.is_empty()
-        || a.room.len() > 64
-        || !a
-            .room
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
+    // The server's own rule, checked here so a typo is a usage error.
+    if !signal::protocol::valid_id(&a.room) {
         return Err(usage(format!(
-            "bad room name {:?}: 1-64 characters of A-Z a-z 0-9 _ -",
-            a.room
+            "bad room name {:?}: {}",
+            a.room,
+            signal::protocol::ID_RULE
         )));
     }
     let mut servers = Vec::new();
