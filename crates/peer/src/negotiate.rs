@@ -6,7 +6,8 @@
 //! and `{"candidate":null}` for end-of-candidates.
 
 use crate::{
-    Event, Events, IceCandidateInit, PeerConnection, SdpType, SessionDescription, SignalingState,
+    Config, Event, Events, IceCandidateInit, PeerConnection, SdpType, SessionDescription,
+    SignalingState,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -119,6 +120,31 @@ pub fn spawn(
         }
     });
     app_rx
+}
+
+/// One end of a [`pair`].
+pub struct Side {
+    /// The connection.
+    pub pc: PeerConnection,
+    /// The events negotiation leaves for the application.
+    pub app: AppEvents,
+}
+
+/// Two connections in one process whose negotiation messages go straight
+/// to each other in memory, no signaling server between them: for tests
+/// and benchmarks. The first side is polite (a switchboard newcomer's role).
+pub async fn pair(first: Config, second: Config) -> Result<(Side, Side), crate::Error> {
+    let (a, a_ev) = PeerConnection::new(first).await?;
+    let (b, b_ev) = PeerConnection::new(second).await?;
+    let (to_a, a_in) = mpsc::unbounded_channel();
+    let (to_b, b_in) = mpsc::unbounded_channel();
+    let a_app = spawn(a.clone(), a_ev, true, a_in, move |m| {
+        let _ = to_b.send(m);
+    });
+    let b_app = spawn(b.clone(), b_ev, false, b_in, move |m| {
+        let _ = to_a.send(m);
+    });
+    Ok((Side { pc: a, app: a_app }, Side { pc: b, app: b_app }))
 }
 
 async fn handle(
