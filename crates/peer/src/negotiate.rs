@@ -59,7 +59,17 @@ impl TryFrom<SignalWire> for Signal {
 
 /// What the negotiation loop hands on to the application: every event
 /// that is not part of negotiation itself.
-pub type AppEvents = mpsc::UnboundedReceiver<Event>;
+///
+/// Bounded ([`APP_EVENTS`]): when that many events wait unread, the loop
+/// waits for the application, and so does negotiation (no offer, answer or
+/// candidate moves meanwhile; the connection's events queue in its task).
+/// Nothing is dropped. Read it continuously; dropping it ends negotiation
+/// at the next event.
+pub type AppEvents = mpsc::Receiver<Event>;
+
+/// How many events [`AppEvents`] holds. A connection makes a handful per
+/// offer/answer round, so only an application that stopped reading fills it.
+pub const APP_EVENTS: usize = 64;
 
 /// Drives one connection until its events end.
 ///
@@ -68,7 +78,10 @@ pub type AppEvents = mpsc::UnboundedReceiver<Event>;
 /// - `incoming`: signaling messages from the remote peer.
 /// - `send`: delivers a message to the remote peer.
 ///
-/// Returns the events the application should see.
+/// Returns the events the application should see. `incoming` is unbounded
+/// on purpose: the task that feeds it (the room) also waits for the events
+/// this returns, so bounding it could stall both in a cycle. What arrives
+/// there is limited by the server's per-peer rate limit instead.
 pub fn spawn(
     pc: PeerConnection,
     mut events: Events,
@@ -76,7 +89,7 @@ pub fn spawn(
     mut incoming: mpsc::UnboundedReceiver<Signal>,
     send: impl Fn(Signal) + Send + Sync + 'static,
 ) -> AppEvents {
-    let (app_tx, app_rx) = mpsc::unbounded_channel();
+    let (app_tx, app_rx) = mpsc::channel(APP_EVENTS);
     tokio::spawn(async move {
         let mut ignore_offer = false;
         // Signaling may end before the connection does (the server went
@@ -101,7 +114,8 @@ pub fn spawn(
                         }
                         Event::IceCandidate(c) => send(Signal::Candidate(c)),
                         other => {
-                            if app_tx.send(other).is_err() {
+                            // Waiting here is the backpressure.
+                            if app_tx.send(other).await.is_err() {
                                 break;
                             }
                         }
@@ -196,6 +210,38 @@ mod tests {
 
     fn read(s: &str) -> Result<Signal, serde_json::Error> {
         serde_json::from_str(s)
+    }
+
+    #[tokio::test]
+    async fn a_slow_app_holds_events_back_without_losing_any() {
+        let cfg = Config {
+            host_candidates: crate::HostCandidates::Only(
+                vec![std::net::Ipv4Addr::LOCALHOST.into()],
+            ),
+            ..Config::default()
+        };
+        let (pc, _real_events) = PeerConnection::new(cfg).await.unwrap();
+        let (feed, events) = mpsc::unbounded_channel();
+        let (_signals, incoming) = mpsc::unbounded_channel();
+        let mut app = spawn(pc.clone(), events, true, incoming, |_| {});
+        let n = APP_EVENTS * 3;
+        for _ in 0..n {
+            feed.send(Event::SelectedPairChanged).unwrap();
+        }
+        // Nobody reads: the app channel fills to its bound and stays there.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert_eq!(app.len(), APP_EVENTS);
+        // Reading lets the rest through, all of them.
+        let mut got = 0;
+        while got < n {
+            let ev = tokio::time::timeout(std::time::Duration::from_secs(5), app.recv())
+                .await
+                .expect("events keep coming");
+            assert!(matches!(ev, Some(Event::SelectedPairChanged)), "{ev:?}");
+            got += 1;
+        }
+        assert!(app.try_recv().is_err());
+        pc.close().await;
     }
 
     #[test]

@@ -108,13 +108,31 @@ pub enum RoomEvent {
     },
 }
 
+/// How many [`RoomEvent`]s [`Room::events`] holds before the room waits.
+pub const ROOM_EVENTS: usize = 256;
+
+/// How many connection events the per-peer tasks queue for the room task;
+/// small, because the room task drains them as fast as the app reads.
+const INTERNAL_EVENTS: usize = 64;
+
 /// A joined room.
 pub struct Room {
     pub me: String,
     /// Peers present when we joined (we offer to these).
     pub peers: Vec<String>,
     pub ice_servers: Vec<IceServer>,
-    pub events: mpsc::UnboundedReceiver<RoomEvent>,
+    /// Everything that happens in the room, in order. Read it continuously.
+    ///
+    /// It holds [`ROOM_EVENTS`]; nothing is ever dropped. When the app reads
+    /// slowly and it is full, the room task waits for the app: it stops
+    /// reading the signaling connection, so signals (offers, answers,
+    /// candidates, ICE restarts) wait too and the connections' own events
+    /// queue behind them. If that lasts, the server drops the signaling
+    /// connection (it hears no pong within `--idle-timeout`, or its
+    /// `--send-queue` for us fills) and `Closed` follows once the app reads
+    /// again. Data channels and media do not pass through here and keep
+    /// flowing.
+    pub events: mpsc::Receiver<RoomEvent>,
     /// Client frames, serialized, for the room task to send.
     out: mpsc::UnboundedSender<String>,
 }
@@ -226,7 +244,7 @@ pub async fn join(cfg: RoomConfig) -> Result<Room, RoomError> {
         peers.len()
     );
 
-    let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+    let (ev_tx, ev_rx) = mpsc::channel(ROOM_EVENTS);
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     let mut peer_cfg = cfg.peer_config.clone();
     if cfg.use_server_ice {
@@ -238,7 +256,7 @@ pub async fn join(cfg: RoomConfig) -> Result<Room, RoomError> {
         conns: HashMap::new(),
         events: ev_tx,
         out: out_tx.clone(),
-        internal: mpsc::unbounded_channel(),
+        internal: mpsc::channel(INTERNAL_EVENTS),
     };
     tokio::spawn(task.run(ws, out_rx, peers.clone()));
     Ok(Room {
@@ -276,12 +294,12 @@ struct RoomTask {
     cfg: RoomConfig,
     peer_cfg: Config,
     conns: HashMap<String, Option<Conn>>,
-    events: mpsc::UnboundedSender<RoomEvent>,
+    events: mpsc::Sender<RoomEvent>,
+    /// Client frames to send. Unbounded: negotiation writes to it from a
+    /// synchronous callback, and what it carries is what the server's rate
+    /// limit lets through anyway.
     out: mpsc::UnboundedSender<String>,
-    internal: (
-        mpsc::UnboundedSender<Internal>,
-        mpsc::UnboundedReceiver<Internal>,
-    ),
+    internal: (mpsc::Sender<Internal>, mpsc::Receiver<Internal>),
 }
 
 type WsStream =
@@ -304,7 +322,7 @@ impl RoomTask {
             tokio::select! {
                 msg = stream.next() => match msg {
                     Some(Ok(Ws::Text(t))) => match ServerFrame::parse(&t) {
-                        Ok(frame) => self.server_message(frame, &mut early),
+                        Ok(frame) => self.server_message(frame, &mut early).await,
                         // One bad frame (a peer's garbled signal, say) is
                         // dropped; the room carries on.
                         Err(e) => warn!("ignoring a bad frame from the server: {e}"),
@@ -329,7 +347,7 @@ impl RoomTask {
                             }
                             if self.conns.contains_key(&peer) {
                                 self.conns.insert(peer.clone(), Some(Conn { pc: pc.clone(), signals }));
-                                let _ = self.events.send(RoomEvent::Connection { peer, pc, offerer });
+                                let _ = self.events.send(RoomEvent::Connection { peer, pc, offerer }).await;
                             } else {
                                 pc.close().await; // left while we were setting up
                             }
@@ -337,34 +355,37 @@ impl RoomTask {
                         Internal::Failed { peer, error } => {
                             warn!("cannot create a connection to {peer}: {error}");
                             self.conns.remove(&peer);
-                            let _ = self.events.send(RoomEvent::ServerError { code: "peer-connection".into(), message: error });
+                            let _ = self.events.send(RoomEvent::ServerError { code: "peer-connection".into(), message: error }).await;
                         }
-                        Internal::App { peer, event } => self.app_event(peer, event),
+                        Internal::App { peer, event } => self.app_event(peer, event).await,
                     }
                 }
             }
         };
         debug!("signaling ended: {reason}");
-        let _ = self.events.send(RoomEvent::Closed { reason });
+        let _ = self.events.send(RoomEvent::Closed { reason }).await;
         // Keep serving the connections' events so the app still sees them.
         while let Some(int) = self.internal.1.recv().await {
             if let Internal::App { peer, event } = int {
-                self.app_event(peer, event);
+                self.app_event(peer, event).await;
             }
         }
     }
 
-    fn server_message(
+    async fn server_message(
         &mut self,
         frame: ServerFrame<Signal>,
         early: &mut HashMap<String, Vec<Signal>>,
     ) {
         match frame {
             ServerFrame::PeerJoined { peer, meta } => {
-                let _ = self.events.send(RoomEvent::PeerJoined {
-                    peer: peer.clone(),
-                    meta,
-                });
+                let _ = self
+                    .events
+                    .send(RoomEvent::PeerJoined {
+                        peer: peer.clone(),
+                        meta,
+                    })
+                    .await;
                 // We are the older side: prepare, wait for the offer.
                 self.open(peer, false);
             }
@@ -373,7 +394,7 @@ impl RoomTask {
                 if let Some(Some(c)) = self.conns.remove(&peer) {
                     tokio::spawn(async move { c.pc.close().await });
                 }
-                let _ = self.events.send(RoomEvent::PeerLeft { peer });
+                let _ = self.events.send(RoomEvent::PeerLeft { peer }).await;
             }
             ServerFrame::Signal { from, data } => match self.conns.get(&from) {
                 Some(Some(c)) => {
@@ -388,7 +409,10 @@ impl RoomTask {
                 }
             },
             ServerFrame::Error { code, message } => {
-                let _ = self.events.send(RoomEvent::ServerError { code, message });
+                let _ = self
+                    .events
+                    .send(RoomEvent::ServerError { code, message })
+                    .await;
             }
             // Frame types of a newer server are not for us.
             ServerFrame::Welcome { .. } | ServerFrame::Pong | ServerFrame::Unknown => {}
@@ -414,10 +438,12 @@ impl RoomTask {
             let (pc, events) = match PeerConnection::new(cfg).await {
                 Ok(x) => x,
                 Err(e) => {
-                    let _ = internal.send(Internal::Failed {
-                        peer,
-                        error: e.to_string(),
-                    });
+                    let _ = internal
+                        .send(Internal::Failed {
+                            peer,
+                            error: e.to_string(),
+                        })
+                        .await;
                     return;
                 }
             };
@@ -435,22 +461,26 @@ impl RoomTask {
                     Err(e) => warn!("cannot encode a signal for {to}: {e}"),
                 }
             });
-            let _ = internal.send(Internal::Ready {
-                peer: peer.clone(),
-                pc: pc.clone(),
-                signals: sig_tx,
-                offerer,
-            });
+            let _ = internal
+                .send(Internal::Ready {
+                    peer: peer.clone(),
+                    pc: pc.clone(),
+                    signals: sig_tx,
+                    offerer,
+                })
+                .await;
             if let Some(label) = channel {
                 match pc
                     .create_data_channel(&label, DataChannelInit::default())
                     .await
                 {
                     Ok(dc) => {
-                        let _ = internal.send(Internal::App {
-                            peer: peer.clone(),
-                            event: Event::DataChannel(dc),
-                        });
+                        let _ = internal
+                            .send(Internal::App {
+                                peer: peer.clone(),
+                                event: Event::DataChannel(dc),
+                            })
+                            .await;
                     }
                     Err(e) => warn!("cannot create channel {label}: {e}"),
                 }
@@ -478,7 +508,7 @@ impl RoomTask {
                                 _ => disconnected_at = None,
                             }
                         }
-                        if internal.send(Internal::App { peer: peer.clone(), event: ev }).is_err() {
+                        if internal.send(Internal::App { peer: peer.clone(), event: ev }).await.is_err() {
                             break;
                         }
                     }
@@ -495,12 +525,12 @@ impl RoomTask {
         });
     }
 
-    fn app_event(&mut self, peer: String, event: Event) {
+    async fn app_event(&mut self, peer: String, event: Event) {
         let ev = match event {
             Event::DataChannel(channel) => RoomEvent::Channel { peer, channel },
             event => RoomEvent::Peer { peer, event },
         };
-        let _ = self.events.send(ev);
+        let _ = self.events.send(ev).await;
     }
 }
 
