@@ -354,7 +354,8 @@ impl ServerMessage<'_> {
 /// leaves opaque; `serde_json::Value` reads any object. A frame whose `type`
 /// this version does not know is [`ServerFrame::Unknown`], not an error, so
 /// a newer server does not break an older client. Fields a client can do
-/// without default when absent.
+/// without default when absent. The fields are docs/protocol.md's.
+#[allow(missing_docs)]
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum ServerFrame<D = serde_json::Value> {

@@ -145,7 +145,9 @@ pub fn run(cmd: PeerCommand) -> ! {
 /// The `--json` events, one object per line on stdout. This enum is the
 /// contract of docs/cli.md: names and fields must stay as documented there
 /// (tests/e2e and tests/nat parse them). Optional values that are `null`
-/// when unknown (`pair`, `path`) are documented that way.
+/// when unknown (`pair`, `path`) are documented that way. The fields are
+/// described there.
+#[allow(missing_docs)]
 #[derive(Debug, Serialize)]
 #[serde(tag = "event", rename_all = "kebab-case")]
 pub enum CliEvent<'a> {
