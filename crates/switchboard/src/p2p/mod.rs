@@ -773,6 +773,107 @@ mod tests {
     use super::*;
     use peer::{CandidateInfo, CandidateType};
 
+    fn loopback() -> Config {
+        Config {
+            host_candidates: HostCandidates::Only(vec![std::net::Ipv4Addr::LOCALHOST.into()]),
+            ..Config::default()
+        }
+    }
+
+    async fn feed(t: &mut Tracker, ev: RoomEvent) -> Happened {
+        t.handle(Update(Input::Room(ev))).await.unwrap()
+    }
+
+    fn ice_connected(peer: &str) -> RoomEvent {
+        RoomEvent::Peer {
+            peer: peer.into(),
+            event: Event::IceConnectionState(IceConnectionState::Connected),
+        }
+    }
+
+    /// A `chat` channel that is slow to open must not hold up the room's
+    /// other events, nor another peer's link.
+    #[tokio::test]
+    async fn waiting_for_a_channel_does_not_hold_other_events() {
+        let mut t = Tracker::new(Out::new(false), 30);
+        // A connection with no remote side: its channel never opens.
+        let (lonely, _lonely_events) = PeerConnection::new(loopback()).await.unwrap();
+        let stuck = lonely
+            .create_data_channel("chat", peer::DataChannelInit::default())
+            .await
+            .unwrap();
+        let started = Instant::now();
+        feed(
+            &mut t,
+            RoomEvent::Connection {
+                peer: "stuck".into(),
+                pc: lonely.clone(),
+                offerer: true,
+            },
+        )
+        .await;
+        feed(
+            &mut t,
+            RoomEvent::Channel {
+                peer: "stuck".into(),
+                channel: stuck,
+            },
+        )
+        .await;
+        let h = feed(&mut t, ice_connected("stuck")).await;
+        assert!(matches!(h, Happened::Event { .. }));
+        let h = feed(
+            &mut t,
+            RoomEvent::PeerJoined {
+                peer: "next".into(),
+                meta: json!({}),
+            },
+        )
+        .await;
+        assert!(matches!(h, Happened::Nothing));
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "events were held for {:?}",
+            started.elapsed()
+        );
+
+        // Meanwhile a real connection comes up and links.
+        let (a, _b) = peer::negotiate::pair(loopback(), loopback()).await.unwrap();
+        let chat =
+            a.pc.create_data_channel("chat", peer::DataChannelInit::default())
+                .await
+                .unwrap();
+        feed(
+            &mut t,
+            RoomEvent::Connection {
+                peer: "real".into(),
+                pc: a.pc.clone(),
+                offerer: true,
+            },
+        )
+        .await;
+        feed(
+            &mut t,
+            RoomEvent::Channel {
+                peer: "real".into(),
+                channel: chat,
+            },
+        )
+        .await;
+        feed(&mut t, ice_connected("real")).await;
+        let opened = tokio::time::timeout(Duration::from_secs(10), t.opening.next())
+            .await
+            .expect("the real channel opens")
+            .unwrap();
+        let h = t.handle(Update(Input::Opened(opened))).await.unwrap();
+        assert!(matches!(h, Happened::Linked(l) if l.peer == "real"));
+        assert!(t.conns["stuck"].opening && !t.conns["stuck"].linked);
+        // The stuck one is still waiting, not reported.
+        assert!(t.opening.next().now_or_never().is_none());
+        a.pc.close().await;
+        lonely.close().await;
+    }
+
     fn json_of(e: CliEvent<'_>) -> serde_json::Value {
         serde_json::from_str(&serde_json::to_string(&e).unwrap()).unwrap()
     }
