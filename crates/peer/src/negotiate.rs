@@ -4,6 +4,8 @@
 //! Messages are [`Signal`]s, in the JSON shapes browsers make with
 //! `toJSON()`: `{"description":{"type":..,"sdp":..}}`, `{"candidate":{..}}`
 //! and `{"candidate":null}` for end-of-candidates.
+//!
+//! [`pair`] wires two connections through it in memory (tests, benchmarks).
 
 use crate::{
     Config, Event, Events, IceCandidateInit, PeerConnection, SdpType, SessionDescription,
