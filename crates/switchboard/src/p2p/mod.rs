@@ -521,6 +521,8 @@ impl Tracker {
         Ok(())
     }
 
+    /// Acts on one update: prints what it means and says what happened.
+    /// Err when a connection failed for good.
     pub async fn handle(&mut self, update: Update) -> Result<Happened, Failure> {
         match update.0 {
             Input::Room(ev) => self.room_event(ev).await,
