@@ -7,9 +7,9 @@
 //!   InvalidState errors) over str0m's `SdpApi` ([`jsep`]);
 //! - candidate gathering: host candidates on the machine's interfaces,
 //!   server-reflexive ones from STUN Binding, relayed ones from our own
-//!   TURN client (`turn::client`) over UDP or TCP ([`driver`]);
+//!   TURN client (`turn::client`) over UDP or TCP (`driver`);
 //! - one UDP socket per address family that carries STUN, TURN, DTLS and
-//!   RTP, demultiplexed by source and first byte ([`net`]);
+//!   RTP, demultiplexed by source and first byte (`net`);
 //! - trickle ICE events, consent-based `disconnected`/`failed`, ICE restart;
 //! - data channels and media tracks as async handles.
 //!
@@ -266,6 +266,11 @@ impl DataChannel {
     }
 
     /// The next message, or `None` once the channel is closed and drained.
+    ///
+    /// A slow reader does not slow the sender down: the connection's task
+    /// takes every message str0m delivers and queues it here until read,
+    /// so memory grows with what is unread (str0m's SCTP receive window
+    /// does not close). Read continuously.
     pub async fn recv(&self) -> Option<Message> {
         self.0.rx.lock().await.recv().await
     }
@@ -304,6 +309,9 @@ pub struct RemoteTrack {
     pub kind: MediaKind,
     /// Whether we may send back on the same media line (sendrecv).
     pub can_send: bool,
+    /// The frames, in order. Like [`DataChannel::recv`], unread frames
+    /// queue without limit; media has no backpressure to offer (the remote
+    /// side sends in real time), so read continuously or drop this.
     pub frames: mpsc::UnboundedReceiver<MediaFrame>,
 }
 
@@ -343,7 +351,9 @@ impl std::fmt::Debug for PeerConnection {
     }
 }
 
-/// The events of one connection, in order.
+/// The events of one connection, in order. Unbounded: the connection's task
+/// must never wait for the application. [`negotiate::spawn`] drains it at
+/// once and hands the application a bounded [`negotiate::AppEvents`].
 pub type Events = mpsc::UnboundedReceiver<Event>;
 
 macro_rules! call {

@@ -7,12 +7,14 @@
 //! Connections that fail are ICE-restarted (a NAT rebinding or a network
 //! change heals without the application noticing), up to a limit.
 
+use crate::negotiate::{self, Signal};
 use crate::{
-    negotiate, Config, DataChannel, DataChannelInit, Event, IceConnectionState, IceServer,
-    PeerConnection,
+    Config, DataChannel, DataChannelInit, Event, IceConnectionState, IceServer, PeerConnection,
 };
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use signal::protocol::{ClientMessage, ServerFrame};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -106,20 +108,39 @@ pub enum RoomEvent {
     },
 }
 
+/// How many [`RoomEvent`]s [`Room::events`] holds before the room waits.
+pub const ROOM_EVENTS: usize = 256;
+
+/// How many connection events the per-peer tasks queue for the room task;
+/// small, because the room task drains them as fast as the app reads.
+const INTERNAL_EVENTS: usize = 64;
+
 /// A joined room.
 pub struct Room {
     pub me: String,
     /// Peers present when we joined (we offer to these).
     pub peers: Vec<String>,
     pub ice_servers: Vec<IceServer>,
-    pub events: mpsc::UnboundedReceiver<RoomEvent>,
-    out: mpsc::UnboundedSender<Value>,
+    /// Everything that happens in the room, in order. Read it continuously.
+    ///
+    /// It holds [`ROOM_EVENTS`]; nothing is ever dropped. When the app reads
+    /// slowly and it is full, the room task waits for the app: it stops
+    /// reading the signaling connection, so signals (offers, answers,
+    /// candidates, ICE restarts) wait too and the connections' own events
+    /// queue behind them. If that lasts, the server drops the signaling
+    /// connection (it hears no pong within `--idle-timeout`, or its
+    /// `--send-queue` for us fills) and `Closed` follows once the app reads
+    /// again. Data channels and media do not pass through here and keep
+    /// flowing.
+    pub events: mpsc::Receiver<RoomEvent>,
+    /// Client frames, serialized, for the room task to send.
+    out: mpsc::UnboundedSender<String>,
 }
 
 impl Room {
     /// Leaves the room (the connections are closed by their owners).
     pub fn leave(&self) {
-        let _ = self.out.send(json!({"type": "leave"}));
+        let _ = self.out.send(ClientMessage::Leave.to_json());
     }
 }
 
@@ -167,11 +188,14 @@ pub async fn join(cfg: RoomConfig) -> Result<Room, RoomError> {
     .await
     .map_err(|_| RoomError::Connect(url.clone(), "timed out".into()))?
     .map_err(|e| RoomError::Connect(url.clone(), e.to_string()))?;
-    let mut join = json!({"type": "join", "room": cfg.room, "meta": cfg.meta});
-    if let Some(p) = &cfg.peer {
-        join["peer"] = json!(p);
-    }
-    ws.send(Ws::text(join.to_string()))
+    let meta = serde_json::value::to_raw_value(&cfg.meta)
+        .map_err(|e| RoomError::Protocol(format!("meta: {e}")))?;
+    let join = ClientMessage::Join {
+        room: Cow::Borrowed(&cfg.room),
+        peer: cfg.peer.as_deref().map(Cow::Borrowed),
+        meta: Some(&meta),
+    };
+    ws.send(Ws::text(join.to_json()))
         .await
         .map_err(|e| RoomError::Lost(e.to_string()))?;
     // The first answer is either welcome or an error.
@@ -180,20 +204,25 @@ pub async fn join(cfg: RoomConfig) -> Result<Room, RoomError> {
             .await
             .map_err(|_| RoomError::Lost("no welcome within 10 s".into()))?;
         match msg {
-            Some(Ok(Ws::Text(t))) => {
-                let v: Value =
-                    serde_json::from_str(&t).map_err(|e| RoomError::Protocol(e.to_string()))?;
-                match v["type"].as_str() {
-                    Some("welcome") => break v,
-                    Some("error") => {
-                        return Err(RoomError::Refused {
-                            code: v["code"].as_str().unwrap_or("?").to_string(),
-                            message: v["message"].as_str().unwrap_or("").to_string(),
-                        })
-                    }
-                    _ => continue,
+            Some(Ok(Ws::Text(t))) => match ServerFrame::<Signal>::parse(&t) {
+                Ok(ServerFrame::Welcome {
+                    peer,
+                    peers,
+                    ice_servers,
+                    ..
+                }) => break (peer, peers, ice_servers),
+                Ok(ServerFrame::Error { code, message }) => {
+                    return Err(RoomError::Refused { code, message })
                 }
-            }
+                // Anything else (a newer server's frame types too) is not
+                // the answer yet.
+                Ok(_) => continue,
+                Err(e) => {
+                    return Err(RoomError::Protocol(format!(
+                        "bad frame from the server: {e}"
+                    )))
+                }
+            },
             Some(Ok(Ws::Close(f))) => {
                 return Err(RoomError::Lost(
                     f.map(|f| f.reason.to_string())
@@ -205,22 +234,17 @@ pub async fn join(cfg: RoomConfig) -> Result<Room, RoomError> {
             None => return Err(RoomError::Lost("closed before welcome".into())),
         }
     };
-    let me = welcome["peer"].as_str().unwrap_or_default().to_string();
-    let peers: Vec<String> = welcome["peers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|p| p["peer"].as_str().map(str::to_string))
-        .collect();
-    let ice_servers: Vec<IceServer> =
-        serde_json::from_value(welcome["iceServers"].clone()).unwrap_or_default();
+    let (me, peers, ice_servers) = welcome;
+    let peers: Vec<String> = peers.into_iter().map(|p| p.peer).collect();
+    // Servers we cannot read are left out rather than failing the join.
+    let ice_servers: Vec<IceServer> = serde_json::from_value(ice_servers).unwrap_or_default();
     info!(
         "joined room {} as {me} with {} peer(s)",
         cfg.room,
         peers.len()
     );
 
-    let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+    let (ev_tx, ev_rx) = mpsc::channel(ROOM_EVENTS);
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     let mut peer_cfg = cfg.peer_config.clone();
     if cfg.use_server_ice {
@@ -232,7 +256,7 @@ pub async fn join(cfg: RoomConfig) -> Result<Room, RoomError> {
         conns: HashMap::new(),
         events: ev_tx,
         out: out_tx.clone(),
-        internal: mpsc::unbounded_channel(),
+        internal: mpsc::channel(INTERNAL_EVENTS),
     };
     tokio::spawn(task.run(ws, out_rx, peers.clone()));
     Ok(Room {
@@ -246,7 +270,7 @@ pub async fn join(cfg: RoomConfig) -> Result<Room, RoomError> {
 
 struct Conn {
     pc: PeerConnection,
-    signals: mpsc::UnboundedSender<Value>,
+    signals: mpsc::UnboundedSender<Signal>,
 }
 
 enum Internal {
@@ -257,7 +281,7 @@ enum Internal {
     Ready {
         peer: String,
         pc: PeerConnection,
-        signals: mpsc::UnboundedSender<Value>,
+        signals: mpsc::UnboundedSender<Signal>,
         offerer: bool,
     },
     Failed {
@@ -270,12 +294,12 @@ struct RoomTask {
     cfg: RoomConfig,
     peer_cfg: Config,
     conns: HashMap<String, Option<Conn>>,
-    events: mpsc::UnboundedSender<RoomEvent>,
-    out: mpsc::UnboundedSender<Value>,
-    internal: (
-        mpsc::UnboundedSender<Internal>,
-        mpsc::UnboundedReceiver<Internal>,
-    ),
+    events: mpsc::Sender<RoomEvent>,
+    /// Client frames to send. Unbounded: negotiation writes to it from a
+    /// synchronous callback, and what it carries is what the server's rate
+    /// limit lets through anyway.
+    out: mpsc::UnboundedSender<String>,
+    internal: (mpsc::Sender<Internal>, mpsc::Receiver<Internal>),
 }
 
 type WsStream =
@@ -285,30 +309,32 @@ impl RoomTask {
     async fn run(
         mut self,
         ws: WsStream,
-        mut out_rx: mpsc::UnboundedReceiver<Value>,
+        mut out_rx: mpsc::UnboundedReceiver<String>,
         initial: Vec<String>,
     ) {
         let (mut sink, mut stream) = ws.split();
         // Signals that arrive while a connection is still being created.
-        let mut early: HashMap<String, Vec<Value>> = HashMap::new();
+        let mut early: HashMap<String, Vec<Signal>> = HashMap::new();
         for p in initial {
             self.open(p, true);
         }
         let reason = loop {
             tokio::select! {
                 msg = stream.next() => match msg {
-                    Some(Ok(Ws::Text(t))) => {
-                        let Ok(v) = serde_json::from_str::<Value>(&t) else { continue };
-                        self.server_message(v, &mut early);
-                    }
+                    Some(Ok(Ws::Text(t))) => match ServerFrame::parse(&t) {
+                        Ok(frame) => self.server_message(frame, &mut early).await,
+                        // One bad frame (a peer's garbled signal, say) is
+                        // dropped; the room carries on.
+                        Err(e) => warn!("ignoring a bad frame from the server: {e}"),
+                    },
                     Some(Ok(Ws::Close(f))) => break f.map(|f| f.reason.to_string()).unwrap_or_else(|| "closed".into()),
                     Some(Ok(_)) => {}
                     Some(Err(e)) => break e.to_string(),
                     None => break "closed".to_string(),
                 },
                 out = out_rx.recv() => {
-                    let Some(v) = out else { break "room dropped".to_string() };
-                    if let Err(e) = sink.send(Ws::text(v.to_string())).await {
+                    let Some(frame) = out else { break "room dropped".to_string() };
+                    if let Err(e) = sink.send(Ws::text(frame)).await {
                         break e.to_string();
                     }
                 }
@@ -321,7 +347,7 @@ impl RoomTask {
                             }
                             if self.conns.contains_key(&peer) {
                                 self.conns.insert(peer.clone(), Some(Conn { pc: pc.clone(), signals }));
-                                let _ = self.events.send(RoomEvent::Connection { peer, pc, offerer });
+                                let _ = self.events.send(RoomEvent::Connection { peer, pc, offerer }).await;
                             } else {
                                 pc.close().await; // left while we were setting up
                             }
@@ -329,65 +355,67 @@ impl RoomTask {
                         Internal::Failed { peer, error } => {
                             warn!("cannot create a connection to {peer}: {error}");
                             self.conns.remove(&peer);
-                            let _ = self.events.send(RoomEvent::ServerError { code: "peer-connection".into(), message: error });
+                            let _ = self.events.send(RoomEvent::ServerError { code: "peer-connection".into(), message: error }).await;
                         }
-                        Internal::App { peer, event } => self.app_event(peer, event),
+                        Internal::App { peer, event } => self.app_event(peer, event).await,
                     }
                 }
             }
         };
         debug!("signaling ended: {reason}");
-        let _ = self.events.send(RoomEvent::Closed { reason });
+        let _ = self.events.send(RoomEvent::Closed { reason }).await;
         // Keep serving the connections' events so the app still sees them.
         while let Some(int) = self.internal.1.recv().await {
             if let Internal::App { peer, event } = int {
-                self.app_event(peer, event);
+                self.app_event(peer, event).await;
             }
         }
     }
 
-    fn server_message(&mut self, v: Value, early: &mut HashMap<String, Vec<Value>>) {
-        match v["type"].as_str() {
-            Some("peer-joined") => {
-                let peer = v["peer"].as_str().unwrap_or_default().to_string();
-                let _ = self.events.send(RoomEvent::PeerJoined {
-                    peer: peer.clone(),
-                    meta: v["meta"].clone(),
-                });
+    async fn server_message(
+        &mut self,
+        frame: ServerFrame<Signal>,
+        early: &mut HashMap<String, Vec<Signal>>,
+    ) {
+        match frame {
+            ServerFrame::PeerJoined { peer, meta } => {
+                let _ = self
+                    .events
+                    .send(RoomEvent::PeerJoined {
+                        peer: peer.clone(),
+                        meta,
+                    })
+                    .await;
                 // We are the older side: prepare, wait for the offer.
                 self.open(peer, false);
             }
-            Some("peer-left") => {
-                let peer = v["peer"].as_str().unwrap_or_default().to_string();
+            ServerFrame::PeerLeft { peer } => {
                 early.remove(&peer);
                 if let Some(Some(c)) = self.conns.remove(&peer) {
                     tokio::spawn(async move { c.pc.close().await });
                 }
-                let _ = self.events.send(RoomEvent::PeerLeft { peer });
+                let _ = self.events.send(RoomEvent::PeerLeft { peer }).await;
             }
-            Some("signal") => {
-                let from = v["from"].as_str().unwrap_or_default().to_string();
-                let data = v["data"].clone();
-                match self.conns.get(&from) {
-                    Some(Some(c)) => {
-                        let _ = c.signals.send(data);
-                    }
-                    Some(None) => early.entry(from).or_default().push(data),
-                    None => {
-                        // A peer we have not heard join (it joined before us
-                        // and was in `welcome`, or the join raced): take it.
-                        early.entry(from.clone()).or_default().push(data);
-                        self.open(from, false);
-                    }
+            ServerFrame::Signal { from, data } => match self.conns.get(&from) {
+                Some(Some(c)) => {
+                    let _ = c.signals.send(data);
                 }
+                Some(None) => early.entry(from).or_default().push(data),
+                None => {
+                    // A peer we have not heard join (it joined before us
+                    // and was in `welcome`, or the join raced): take it.
+                    early.entry(from.clone()).or_default().push(data);
+                    self.open(from, false);
+                }
+            },
+            ServerFrame::Error { code, message } => {
+                let _ = self
+                    .events
+                    .send(RoomEvent::ServerError { code, message })
+                    .await;
             }
-            Some("error") => {
-                let _ = self.events.send(RoomEvent::ServerError {
-                    code: v["code"].as_str().unwrap_or("?").to_string(),
-                    message: v["message"].as_str().unwrap_or("").to_string(),
-                });
-            }
-            _ => {}
+            // Frame types of a newer server are not for us.
+            ServerFrame::Welcome { .. } | ServerFrame::Pong | ServerFrame::Unknown => {}
         }
     }
 
@@ -410,34 +438,49 @@ impl RoomTask {
             let (pc, events) = match PeerConnection::new(cfg).await {
                 Ok(x) => x,
                 Err(e) => {
-                    let _ = internal.send(Internal::Failed {
-                        peer,
-                        error: e.to_string(),
-                    });
+                    let _ = internal
+                        .send(Internal::Failed {
+                            peer,
+                            error: e.to_string(),
+                        })
+                        .await;
                     return;
                 }
             };
             let (sig_tx, sig_rx) = mpsc::unbounded_channel();
             let to = peer.clone();
-            let mut app = negotiate::spawn(pc.clone(), events, offerer, sig_rx, move |data| {
-                let _ = out.send(json!({"type": "signal", "to": to, "data": data}));
+            let mut app = negotiate::spawn(pc.clone(), events, offerer, sig_rx, move |sig| {
+                match serde_json::value::to_raw_value(&sig) {
+                    Ok(data) => {
+                        let frame = ClientMessage::Signal {
+                            to: Cow::Borrowed(&to),
+                            data: &data,
+                        };
+                        let _ = out.send(frame.to_json());
+                    }
+                    Err(e) => warn!("cannot encode a signal for {to}: {e}"),
+                }
             });
-            let _ = internal.send(Internal::Ready {
-                peer: peer.clone(),
-                pc: pc.clone(),
-                signals: sig_tx,
-                offerer,
-            });
+            let _ = internal
+                .send(Internal::Ready {
+                    peer: peer.clone(),
+                    pc: pc.clone(),
+                    signals: sig_tx,
+                    offerer,
+                })
+                .await;
             if let Some(label) = channel {
                 match pc
                     .create_data_channel(&label, DataChannelInit::default())
                     .await
                 {
                     Ok(dc) => {
-                        let _ = internal.send(Internal::App {
-                            peer: peer.clone(),
-                            event: Event::DataChannel(dc),
-                        });
+                        let _ = internal
+                            .send(Internal::App {
+                                peer: peer.clone(),
+                                event: Event::DataChannel(dc),
+                            })
+                            .await;
                     }
                     Err(e) => warn!("cannot create channel {label}: {e}"),
                 }
@@ -465,7 +508,7 @@ impl RoomTask {
                                 _ => disconnected_at = None,
                             }
                         }
-                        if internal.send(Internal::App { peer: peer.clone(), event: ev }).is_err() {
+                        if internal.send(Internal::App { peer: peer.clone(), event: ev }).await.is_err() {
                             break;
                         }
                     }
@@ -482,12 +525,12 @@ impl RoomTask {
         });
     }
 
-    fn app_event(&mut self, peer: String, event: Event) {
+    async fn app_event(&mut self, peer: String, event: Event) {
         let ev = match event {
             Event::DataChannel(channel) => RoomEvent::Channel { peer, channel },
             event => RoomEvent::Peer { peer, event },
         };
-        let _ = self.events.send(ev);
+        let _ = self.events.send(ev).await;
     }
 }
 

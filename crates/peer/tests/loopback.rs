@@ -4,7 +4,6 @@
 use peer::{negotiate, Config, DataChannelInit, Event, HostCandidates, Message, PeerConnection};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio::time::timeout;
 
 fn cfg() -> Config {
@@ -14,24 +13,9 @@ fn cfg() -> Config {
     }
 }
 
-struct Side {
-    pc: PeerConnection,
-    app: negotiate::AppEvents,
-}
-
 /// Two connections whose signaling messages go straight to each other.
-async fn pair(a_cfg: Config, b_cfg: Config) -> (Side, Side) {
-    let (a, a_ev) = PeerConnection::new(a_cfg).await.unwrap();
-    let (b, b_ev) = PeerConnection::new(b_cfg).await.unwrap();
-    let (to_a, a_in) = mpsc::unbounded_channel();
-    let (to_b, b_in) = mpsc::unbounded_channel();
-    let a_app = negotiate::spawn(a.clone(), a_ev, true, a_in, move |m| {
-        let _ = to_b.send(m);
-    });
-    let b_app = negotiate::spawn(b.clone(), b_ev, false, b_in, move |m| {
-        let _ = to_a.send(m);
-    });
-    (Side { pc: a, app: a_app }, Side { pc: b, app: b_app })
+async fn pair(a_cfg: Config, b_cfg: Config) -> (negotiate::Side, negotiate::Side) {
+    negotiate::pair(a_cfg, b_cfg).await.unwrap()
 }
 
 async fn next_channel(app: &mut negotiate::AppEvents) -> peer::DataChannel {

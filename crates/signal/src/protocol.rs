@@ -1,8 +1,14 @@
 //! Wire format of signaling protocol v1 (see `docs/protocol.md`).
 //!
-//! This module owns parsing of client frames and serialization of server
-//! frames. Parsing borrows from the frame: `data` and `meta` stay as raw JSON
-//! slices so the server relays them byte for byte without interpreting them.
+//! This module owns both directions of the wire format:
+//!
+//! - server side: parsing of client frames ([`ClientMessage::parse`]) and
+//!   serialization of server frames ([`ServerMessage`]). Parsing borrows from
+//!   the frame: `data` and `meta` stay as raw JSON slices so the server relays
+//!   them byte for byte without interpreting them.
+//! - client side: the same [`ClientMessage`] serializes what a client sends,
+//!   and [`ServerFrame`] reads what the server sends, tolerating frame types
+//!   a newer server may add.
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -80,12 +86,16 @@ impl ProtocolError {
     }
 }
 
-/// A parsed client frame, borrowing from the text it was parsed from.
-#[derive(Debug)]
+/// A client frame: parsed by the server (borrowing from the text it was
+/// parsed from), serialized by a client with [`ClientMessage::to_json`].
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
 pub enum ClientMessage<'a> {
     Join {
         room: Cow<'a, str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
         peer: Option<Cow<'a, str>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
         meta: Option<&'a RawValue>,
     },
     Signal {
@@ -118,7 +128,11 @@ fn is_object(raw: &RawValue) -> bool {
     raw.get().starts_with('{')
 }
 
+/// The rule [`valid_id`] checks, worded for error messages.
+pub const ID_RULE: &str = "1-64 characters of A-Z a-z 0-9 _ -";
+
 /// True when `s` is a valid room name or peer id: 1–64 of `[A-Za-z0-9_-]`.
+/// The one copy of the rule in Rust: clients check names with it too.
 pub fn valid_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_ID_LEN
@@ -147,14 +161,14 @@ impl<'a> ClientMessage<'a> {
                 if !valid_id(&room) {
                     return Err(ProtocolError::new(
                         ErrorCode::InvalidRoom,
-                        "room must be 1-64 characters of A-Z a-z 0-9 _ -",
+                        format!("room must be {ID_RULE}"),
                     ));
                 }
                 if let Some(peer) = &frame.peer {
                     if !valid_id(peer) {
                         return Err(ProtocolError::new(
                             ErrorCode::InvalidPeer,
-                            "peer id must be 1-64 characters of A-Z a-z 0-9 _ -",
+                            format!("peer id must be {ID_RULE}"),
                         ));
                     }
                 }
@@ -183,6 +197,12 @@ impl<'a> ClientMessage<'a> {
             "ping" => Ok(ClientMessage::Ping),
             other => Err(bad(format!("unknown message type {other:?}"))),
         }
+    }
+
+    /// The frame as a client sends it.
+    pub fn to_json(&self) -> String {
+        // Cannot fail: every field is a string or already-valid raw JSON.
+        serde_json::to_string(self).expect("client message serializes")
     }
 }
 
@@ -327,6 +347,73 @@ impl ServerMessage<'_> {
     }
 }
 
+/// A server frame as a client reads it (the owned counterpart of
+/// [`ServerMessage`]).
+///
+/// `D` is what the client expects in `signal.data`, which the protocol
+/// leaves opaque; `serde_json::Value` reads any object. A frame whose `type`
+/// this version does not know is [`ServerFrame::Unknown`], not an error, so
+/// a newer server does not break an older client. Fields a client can do
+/// without default when absent. The fields are docs/protocol.md's.
+#[allow(missing_docs)]
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum ServerFrame<D = serde_json::Value> {
+    /// The answer to `join`: our id, who is here, the ICE servers.
+    #[serde(rename_all = "camelCase")]
+    Welcome {
+        #[serde(default)]
+        room: String,
+        peer: String,
+        #[serde(default)]
+        peers: Vec<PeerInfo>,
+        /// `RTCIceServer` objects, left as JSON for the client to read in
+        /// its own (lenient) way.
+        #[serde(default)]
+        ice_servers: serde_json::Value,
+    },
+    /// Another peer joined the room.
+    PeerJoined {
+        peer: String,
+        #[serde(default)]
+        meta: serde_json::Value,
+    },
+    /// A peer left the room.
+    PeerLeft { peer: String },
+    /// A peer relayed `data` to us.
+    Signal { from: String, data: D },
+    /// The answer to `ping`.
+    Pong,
+    /// Something we sent was refused.
+    Error {
+        /// A string, not [`ErrorCode`]: a newer server may send codes this
+        /// version does not know.
+        code: String,
+        #[serde(default)]
+        message: String,
+    },
+    /// A frame type this version does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+/// One entry of `welcome.peers`, as a client reads it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PeerInfo {
+    /// Its id.
+    pub peer: String,
+    /// What it sent as `meta` when it joined.
+    #[serde(default)]
+    pub meta: serde_json::Value,
+}
+
+impl<D: serde::de::DeserializeOwned> ServerFrame<D> {
+    /// Reads one text frame from the server.
+    pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -412,6 +499,149 @@ mod tests {
                 );
             }
             m => panic!("unexpected {m:?}"),
+        }
+    }
+
+    #[test]
+    fn client_messages_serialize_to_what_the_server_parses() {
+        let meta = RawValue::from_string(r#"{"name":"n"}"#.into()).unwrap();
+        let join = ClientMessage::Join {
+            room: "r".into(),
+            peer: None,
+            meta: Some(&meta),
+        };
+        assert_eq!(
+            join.to_json(),
+            r#"{"type":"join","room":"r","meta":{"name":"n"}}"#
+        );
+        let text = join.to_json();
+        match ClientMessage::parse(&text).unwrap() {
+            ClientMessage::Join { room, peer, meta } => {
+                assert_eq!(room, "r");
+                assert!(peer.is_none());
+                assert_eq!(meta.unwrap().get(), r#"{"name":"n"}"#);
+            }
+            m => panic!("unexpected {m:?}"),
+        }
+        let join = ClientMessage::Join {
+            room: "r".into(),
+            peer: Some("p\"q".into()),
+            meta: None,
+        };
+        assert_eq!(
+            join.to_json(),
+            r#"{"type":"join","room":"r","peer":"p\"q"}"#
+        );
+        let data = RawValue::from_string(r#"{"candidate":null}"#.into()).unwrap();
+        let sig = ClientMessage::Signal {
+            to: "o".into(),
+            data: &data,
+        };
+        let text = sig.to_json();
+        assert_eq!(
+            text,
+            r#"{"type":"signal","to":"o","data":{"candidate":null}}"#
+        );
+        assert!(matches!(
+            ClientMessage::parse(&text).unwrap(),
+            ClientMessage::Signal { to, data } if to == "o" && data.get() == r#"{"candidate":null}"#
+        ));
+        assert_eq!(ClientMessage::Leave.to_json(), r#"{"type":"leave"}"#);
+        assert_eq!(ClientMessage::Ping.to_json(), r#"{"type":"ping"}"#);
+    }
+
+    #[test]
+    fn server_frames_read_back_what_the_server_serializes() {
+        let ice = RawValue::from_string(r#"[{"urls":["stun:h:1"]}]"#.into()).unwrap();
+        let meta = RawValue::from_string(r#"{"name":"A"}"#.into()).unwrap();
+        let data = RawValue::from_string(r#"{"description":{"type":"offer","sdp":"v=0"}}"#.into())
+            .unwrap();
+        let frames = [
+            ServerMessage::Welcome {
+                room: "r",
+                peer: "me",
+                peers: vec![PeerEntry {
+                    peer: "o",
+                    meta: &meta,
+                }],
+                ice_servers: &ice,
+            },
+            ServerMessage::PeerJoined {
+                peer: "o\"x",
+                meta: &meta,
+            },
+            ServerMessage::PeerLeft { peer: "o" },
+            ServerMessage::Signal {
+                from: "o",
+                data: &data,
+            },
+            ServerMessage::Pong,
+            ServerMessage::Error {
+                code: ErrorCode::RoomFull,
+                message: "full",
+            },
+        ];
+        let read: Vec<ServerFrame> = frames
+            .iter()
+            .map(|f| ServerFrame::parse(&f.to_json()).unwrap())
+            .collect();
+        match &read[0] {
+            ServerFrame::Welcome {
+                room,
+                peer,
+                peers,
+                ice_servers,
+            } => {
+                assert_eq!((room.as_str(), peer.as_str()), ("r", "me"));
+                assert_eq!(peers.len(), 1);
+                assert_eq!(peers[0].peer, "o");
+                assert_eq!(peers[0].meta["name"], "A");
+                assert_eq!(ice_servers[0]["urls"][0], "stun:h:1");
+            }
+            f => panic!("unexpected {f:?}"),
+        }
+        assert!(
+            matches!(&read[1], ServerFrame::PeerJoined { peer, meta } if peer == "o\"x" && meta["name"] == "A")
+        );
+        assert!(matches!(&read[2], ServerFrame::PeerLeft { peer } if peer == "o"));
+        assert!(
+            matches!(&read[3], ServerFrame::Signal { from, data } if from == "o" && data["description"]["sdp"] == "v=0")
+        );
+        assert!(matches!(&read[4], ServerFrame::Pong));
+        assert!(
+            matches!(&read[5], ServerFrame::Error { code, message } if code == "room-full" && message == "full")
+        );
+    }
+
+    #[test]
+    fn server_frames_from_a_newer_server_are_tolerated() {
+        // A type this version does not know, with fields of its own.
+        let f: ServerFrame =
+            ServerFrame::parse(r#"{"type":"room-renamed","to":"x","n":[1]}"#).unwrap();
+        assert!(matches!(f, ServerFrame::Unknown));
+        // Unknown fields and error codes on known frames.
+        let f: ServerFrame =
+            ServerFrame::parse(r#"{"type":"error","code":"new-code","message":"m","extra":1}"#)
+                .unwrap();
+        assert!(matches!(f, ServerFrame::Error { code, .. } if code == "new-code"));
+        let f: ServerFrame =
+            ServerFrame::parse(r#"{"type":"welcome","peer":"me","version":2}"#).unwrap();
+        assert!(
+            matches!(f, ServerFrame::Welcome { peer, peers, .. } if peer == "me" && peers.is_empty())
+        );
+        // Broken frames are errors, not panics.
+        for bad in [
+            "",
+            "[]",
+            "{}",
+            r#"{"type":7}"#,
+            r#"{"type":"peer-left"}"#,
+            r#"{"type":"signal","from":"o"}"#,
+        ] {
+            assert!(
+                ServerFrame::<serde_json::Value>::parse(bad).is_err(),
+                "{bad}"
+            );
         }
     }
 

@@ -14,7 +14,6 @@ use peer::{negotiate, Config, DataChannelInit, Event, HostCandidates, Message, P
 use serde_json::json;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
 
 #[derive(Args)]
 pub struct PeerArgs {
@@ -47,17 +46,8 @@ async fn pair() -> Result<(
     PeerConnection,
     negotiate::AppEvents,
 )> {
-    let (a, a_ev) = PeerConnection::new(cfg()).await?;
-    let (b, b_ev) = PeerConnection::new(cfg()).await?;
-    let (to_a, a_in) = mpsc::unbounded_channel();
-    let (to_b, b_in) = mpsc::unbounded_channel();
-    let a_app = negotiate::spawn(a.clone(), a_ev, true, a_in, move |m| {
-        let _ = to_b.send(m);
-    });
-    let b_app = negotiate::spawn(b.clone(), b_ev, false, b_in, move |m| {
-        let _ = to_a.send(m);
-    });
-    Ok((a, a_app, b, b_app))
+    let (a, b) = negotiate::pair(cfg(), cfg()).await?;
+    Ok((a.pc, a.app, b.pc, b.app))
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {

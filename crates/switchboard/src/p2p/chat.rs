@@ -2,9 +2,8 @@
 //! lines come out on stdout (or as `text` JSON events). Ends at end of
 //! input or when the peer leaves.
 
-use super::{first_link, join, room_config, ChatArgs, Failure, Happened, Out, Tracker};
+use super::{first_link, join, room_config, ChatArgs, CliEvent, Failure, Happened, Out, Tracker};
 use peer::Message;
-use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use transfer::Frame;
 
@@ -34,7 +33,7 @@ pub async fn run(a: ChatArgs, out: Out) -> Result<(), Failure> {
                     match transfer::parse(false, t.as_bytes()) {
                         Ok(Frame::Text { text }) => {
                             if out.is_json() {
-                                out.event(json!({"event": "text", "peer": peer, "text": text}), String::new);
+                                out.event(CliEvent::Text { peer: &peer, text: &text }, String::new);
                             } else {
                                 println!("{text}");
                             }
@@ -44,7 +43,7 @@ pub async fn run(a: ChatArgs, out: Out) -> Result<(), Failure> {
                     }
                 }
             }
-            ev = room.events.recv() => {
+            ev = tracker.next(&mut room) => {
                 let Some(ev) = ev else { continue };
                 if let Happened::PeerLeft(p) = tracker.handle(ev).await? {
                     if p == peer { break; }

@@ -4,9 +4,8 @@
 //! sees its own camera), and keyframe requests are passed upstream so the
 //! returned video recovers from loss.
 
-use super::{join, room_config, EchoArgs, Failure, Happened, Out, Tracker};
+use super::{join, room_config, CliEvent, EchoArgs, Failure, Happened, Out, Tracker};
 use peer::{DataChannel, Event, PeerConnection};
-use serde_json::json;
 
 pub async fn run(a: EchoArgs, out: Out) -> Result<(), Failure> {
     let mut cfg = room_config(&a.common, "echo")?;
@@ -20,7 +19,7 @@ pub async fn run(a: EchoArgs, out: Out) -> Result<(), Failure> {
     tokio::pin!(ctrl_c);
     loop {
         let ev = tokio::select! {
-            ev = room.events.recv() => ev,
+            ev = tracker.next(&mut room) => ev,
             _ = &mut ctrl_c => break,
         };
         let Some(ev) = ev else { break };
@@ -38,9 +37,16 @@ pub async fn run(a: EchoArgs, out: Out) -> Result<(), Failure> {
                 else {
                     continue;
                 };
-                out.event(json!({"event": "track", "peer": peer, "kind": format!("{:?}", track.kind).to_lowercase(), "mid": track.mid.to_string()}), || {
-                    format!("echoing {:?} from {peer}", track.kind).to_lowercase()
-                });
+                let kind = format!("{:?}", track.kind).to_lowercase();
+                let mid = track.mid.to_string();
+                out.event(
+                    CliEvent::Track {
+                        peer: &peer,
+                        kind: &kind,
+                        mid: &mid,
+                    },
+                    || format!("echoing {:?} from {peer}", track.kind).to_lowercase(),
+                );
                 spawn_track_echo(pc, track);
             }
             Happened::Event {

@@ -4,13 +4,12 @@
 //! a temporary name and renames only after the hash matches).
 
 use super::{
-    first_link, join, room_config, Failure, Happened, Out, PeerArgs, Tracker, EXIT_OTHER,
+    first_link, join, room_config, CliEvent, Failure, Happened, Out, PeerArgs, Tracker, EXIT_OTHER,
     EXIT_TRANSFER,
 };
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use peer::{DataChannel, Message};
-use serde_json::json;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use transfer::{AckOutcome, FileInfo, Frame, Outbound, Received, Receiver, Sender};
@@ -138,10 +137,18 @@ pub async fn send(a: SendArgs, out: Out) -> Result<(), Failure> {
                 sent += len as u64;
                 pb.set_position(sent);
                 if tick.due() {
-                    out.event(json!({"event": "progress", "peer": peer, "name": name, "bytes": sent, "size": size}), String::new);
+                    out.event(
+                        CliEvent::Progress {
+                            peer: &peer,
+                            name: &name,
+                            bytes: sent,
+                            size,
+                        },
+                        String::new,
+                    );
                 }
             }
-            while let Ok(ev) = room.events.try_recv() {
+            while let Some(ev) = tracker.try_next(&mut room) {
                 if let Happened::PeerLeft(p) = tracker.handle(ev).await? {
                     if p == peer {
                         pb.abandon();
@@ -169,12 +176,12 @@ pub async fn send(a: SendArgs, out: Out) -> Result<(), Failure> {
                                 break o;
                             }
                         }
-                        Ok(Frame::Text { text }) => out.event(json!({"event": "text", "peer": peer, "text": text}), || format!("{peer}: {text}")),
+                        Ok(Frame::Text { text }) => out.event(CliEvent::Text { peer: &peer, text: &text }, || format!("{peer}: {text}")),
                         Ok(_) => {}
                         Err(e) => tracing::debug!("ignoring a bad frame: {e}"),
                     }
                 }
-                ev = room.events.recv() => {
+                ev = tracker.next(&mut room) => {
                     let Some(ev) = ev else { continue };
                     if let Happened::PeerLeft(p) = tracker.handle(ev).await? {
                         if p == peer {
@@ -192,8 +199,21 @@ pub async fn send(a: SendArgs, out: Out) -> Result<(), Failure> {
         };
         let mbps = size as f64 / 1e6 / (ms.max(1) as f64 / 1000.0);
         out.event(
-            json!({"event": "file-sent", "peer": peer, "name": name, "size": size, "sha256": sha, "ok": ok, "ms": ms}),
-            || format!("{} {name}: {size} bytes in {:.1} s ({mbps:.1} MB/s), sha256 {sha}", if ok { "sent" } else { "FAILED" }, ms as f64 / 1000.0),
+            CliEvent::FileSent {
+                peer: &peer,
+                name: &name,
+                size,
+                sha256: &sha,
+                ok,
+                ms,
+            },
+            || {
+                format!(
+                    "{} {name}: {size} bytes in {:.1} s ({mbps:.1} MB/s), sha256 {sha}",
+                    if ok { "sent" } else { "FAILED" },
+                    ms as f64 / 1000.0
+                )
+            },
         );
         if !ok {
             return Err(Failure::new(
@@ -244,7 +264,7 @@ pub async fn recv(a: RecvArgs, out: Out) -> Result<(), Failure> {
                     Err(e) => { tracing::debug!("ignoring a bad frame: {e}"); continue; }
                 };
                 if let Frame::Text { text } = &frame {
-                    out.event(json!({"event": "text", "peer": peer, "text": text}), || format!("{peer}: {text}"));
+                    out.event(CliEvent::Text { peer: &peer, text }, || format!("{peer}: {text}"));
                     continue;
                 }
                 match rx.handle(&frame) {
@@ -256,7 +276,7 @@ pub async fn recv(a: RecvArgs, out: Out) -> Result<(), Failure> {
                         if let Some((name, _, _, pb)) = &current {
                             pb.set_position(received);
                             if tick.due() {
-                                out.event(json!({"event": "progress", "peer": peer, "name": name, "bytes": received, "size": size}), String::new);
+                                out.event(CliEvent::Progress { peer: &peer, name, bytes: received, size }, String::new);
                             }
                         }
                     }
@@ -270,7 +290,7 @@ pub async fn recv(a: RecvArgs, out: Out) -> Result<(), Failure> {
                         let why = f.result.as_ref().err().map(|e| format!("{e:?}"));
                         let sha = f.actual.to_hex();
                         out.event(
-                            json!({"event": "file-received", "peer": peer, "name": f.name, "path": path, "size": f.received, "sha256": sha, "ok": ok, "ms": ms}),
+                            CliEvent::FileReceived { peer: &peer, name: &f.name, path: path.as_deref(), size: f.received, sha256: &sha, ok, ms },
                             || match &path {
                                 Some(p) => format!("received {} ({} bytes, sha256 {sha}) -> {p}", f.name, f.received),
                                 None => format!("FAILED {}: {}", f.name, why.clone().unwrap_or_default()),
@@ -285,7 +305,7 @@ pub async fn recv(a: RecvArgs, out: Out) -> Result<(), Failure> {
                     Err(e) => tracing::warn!("bad transfer frame from {peer}: {e}"),
                 }
             }
-            ev = room.events.recv() => {
+            ev = tracker.next(&mut room) => {
                 let Some(ev) = ev else { continue };
                 match tracker.handle(ev).await? {
                     Happened::PeerLeft(p) if p == peer => {

@@ -8,12 +8,16 @@ mod echo;
 mod files;
 
 use clap::{Args, Subcommand};
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
 use peer::room::{self, RoomConfig, RoomEvent};
 use peer::{
     CandidatePair, Config, DataChannel, Event, HostCandidates, IceConnectionState, IceServer,
     IceUrl, PeerConnection,
 };
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::json;
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Arc;
@@ -138,7 +142,79 @@ pub fn run(cmd: PeerCommand) -> ! {
     }
 }
 
+/// The `--json` events, one object per line on stdout. This enum is the
+/// contract of docs/cli.md: names and fields must stay as documented there
+/// (tests/e2e and tests/nat parse them). Optional values that are `null`
+/// when unknown (`pair`, `path`) are documented that way. The fields are
+/// described there.
+#[allow(missing_docs)]
+#[derive(Debug, Serialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum CliEvent<'a> {
+    /// We are in the room; `peers` were there before us.
+    Joined {
+        room: &'a str,
+        peer: &'a str,
+        peers: &'a [String],
+    },
+    /// A peer joined after us.
+    PeerJoined { peer: &'a str },
+    /// A peer left.
+    PeerLeft { peer: &'a str },
+    /// ICE connection state.
+    State {
+        peer: &'a str,
+        state: IceConnectionState,
+    },
+    /// A connection is up, or moved to another candidate pair; `pair` is
+    /// `null` when the stats have none.
+    Connected {
+        peer: &'a str,
+        setup_ms: u64,
+        pair: Option<&'a CandidatePair>,
+    },
+    /// `echo`: a track it now sends back.
+    Track {
+        peer: &'a str,
+        kind: &'a str,
+        mid: &'a str,
+    },
+    /// Bytes of a file sent or received so far.
+    Progress {
+        peer: &'a str,
+        name: &'a str,
+        bytes: u64,
+        size: u64,
+    },
+    /// A file was sent and acknowledged.
+    FileSent {
+        peer: &'a str,
+        name: &'a str,
+        size: u64,
+        sha256: &'a str,
+        ok: bool,
+        ms: u64,
+    },
+    /// A file arrived; `path` is `null` when it failed its check.
+    FileReceived {
+        peer: &'a str,
+        name: &'a str,
+        path: Option<&'a str>,
+        size: u64,
+        sha256: &'a str,
+        ok: bool,
+        ms: u64,
+    },
+    /// A chat line from a peer.
+    Text { peer: &'a str, text: &'a str },
+    /// Before a non-zero exit.
+    Error { code: &'a str, message: &'a str },
+}
+
 /// Where events go: JSON lines on stdout, or short human lines on stderr.
+///
+/// Lines are written and flushed as they happen; a consumer that stops
+/// reading stdout makes the command wait (no event is dropped).
 #[derive(Clone)]
 pub struct Out {
     json: bool,
@@ -157,28 +233,42 @@ impl Out {
         self.json
     }
 
-    /// Emits `event` as JSON, or `human` on stderr.
-    pub fn event(&self, event: Value, human: impl FnOnce() -> String) {
+    /// Emits `event` as JSON, or `human` on stderr (nothing if empty).
+    pub fn event(&self, event: CliEvent<'_>, human: impl FnOnce() -> String) {
         let _g = self.lock.lock();
         if self.json {
-            // Human-only notes pass Null: nothing to print in JSON mode.
-            if event.is_null() {
+            let Ok(line) = serde_json::to_string(&event) else {
                 return;
-            }
+            };
             let mut stdout = std::io::stdout().lock();
-            let _ = writeln!(stdout, "{event}");
+            let _ = writeln!(stdout, "{line}");
             let _ = stdout.flush();
         } else {
-            let line = human();
-            if !line.is_empty() {
-                eprintln!("{line}");
-            }
+            self.human(human);
+        }
+    }
+
+    /// A note for humans only; nothing in JSON mode.
+    pub fn note(&self, human: impl FnOnce() -> String) {
+        let _g = self.lock.lock();
+        if !self.json {
+            self.human(human);
+        }
+    }
+
+    fn human(&self, human: impl FnOnce() -> String) {
+        let line = human();
+        if !line.is_empty() {
+            eprintln!("{line}");
         }
     }
 
     fn fail(&self, f: Failure) -> ! {
         self.event(
-            json!({"event": "error", "code": f.kind, "message": f.message}),
+            CliEvent::Error {
+                code: f.kind,
+                message: &f.message,
+            },
             || format!("error: {}", f.message),
         );
         std::process::exit(f.code)
@@ -190,16 +280,12 @@ impl Out {
 pub fn room_config(a: &PeerArgs, default_name: &str) -> Result<RoomConfig, Failure> {
     let usage = |m: String| Failure::new(EXIT_USAGE, "usage", m);
     room::ws_url(&a.server).map_err(|e| usage(e.to_string()))?;
-    if a.room.is_empty()
-        || a.room.len() > 64
-        || !a
-            .room
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
+    // The server's own rule, checked here so a typo is a usage error.
+    if !signal::protocol::valid_id(&a.room) {
         return Err(usage(format!(
-            "bad room name {:?}: 1-64 characters of A-Z a-z 0-9 _ -",
-            a.room
+            "bad room name {:?}: {}",
+            a.room,
+            signal::protocol::ID_RULE
         )));
     }
     let mut servers = Vec::new();
@@ -260,7 +346,11 @@ pub async fn join(cfg: RoomConfig, out: &Out) -> Result<room::Room, Failure> {
     })?;
     let (me, peers) = (r.me.clone(), r.peers.clone());
     out.event(
-        json!({"event": "joined", "room": room_name, "peer": me, "peers": peers}),
+        CliEvent::Joined {
+            room: &room_name,
+            peer: &me,
+            peers: &peers,
+        },
         || {
             if peers.is_empty() {
                 format!("joined room {room_name} as {me}; waiting for a peer")
@@ -284,6 +374,11 @@ pub struct Link {
 
 /// Tracks every connection in the room: reports states and the selected
 /// pair, enforces `--timeout`, and yields `chat` channels once they open.
+///
+/// Feed it with [`Tracker::next`] (or [`Tracker::try_next`]) and
+/// [`Tracker::handle`]: besides room events it has its own inputs, the
+/// `chat` channels it waits on to open, so that waiting never holds up the
+/// other events of the room.
 pub struct Tracker {
     /// Report `connected` at ICE connected even when no `chat` channel
     /// exists (echo serving a media-only /call peer).
@@ -295,16 +390,39 @@ pub struct Tracker {
     /// that gives up and leaves must not leave us waiting forever.
     first_attempt: Option<Instant>,
     any_linked: bool,
+    /// `chat` channels waiting to open.
+    opening: FuturesUnordered<BoxFuture<'static, Opened>>,
+    /// Tells a connection from an earlier one to a peer of the same id.
+    next_attempt: u64,
 }
 
 struct ConnInfo {
     pc: PeerConnection,
+    attempt: u64,
     started: Instant,
     ice_connected: bool,
     reported: bool,
     channel: Option<DataChannel>,
+    /// A wait for `channel` to open is in `Tracker::opening`.
+    opening: bool,
     linked: bool,
 }
+
+/// A `chat` channel that opened, failed, or ran out of time.
+struct Opened {
+    peer: String,
+    attempt: u64,
+    /// `None`: not open within the connection's `--timeout`.
+    result: Option<Result<(), peer::Error>>,
+}
+
+enum Input {
+    Room(RoomEvent),
+    Opened(Opened),
+}
+
+/// Something for [`Tracker::handle`], from [`Tracker::next`].
+pub struct Update(Input);
 
 /// What a room event meant for the command.
 pub enum Happened {
@@ -332,7 +450,31 @@ impl Tracker {
             conns: HashMap::new(),
             first_attempt: None,
             any_linked: false,
+            opening: FuturesUnordered::new(),
+            next_attempt: 0,
         }
+    }
+
+    /// The next room event or channel opening; `None` once the room's
+    /// events have ended and nothing is opening. Cancel-safe, so it can be
+    /// a `select!` branch.
+    pub async fn next(&mut self, room: &mut room::Room) -> Option<Update> {
+        tokio::select! {
+            Some(o) = self.opening.next(), if !self.opening.is_empty() => Some(Update(Input::Opened(o))),
+            Some(ev) = room.events.recv() => Some(Update(Input::Room(ev))),
+            else => None,
+        }
+    }
+
+    /// Like [`Tracker::next`], without waiting.
+    pub fn try_next(&mut self, room: &mut room::Room) -> Option<Update> {
+        if let Some(Some(o)) = self.opening.next().now_or_never() {
+            return Some(Update(Input::Opened(o)));
+        }
+        room.events
+            .try_recv()
+            .ok()
+            .map(|ev| Update(Input::Room(ev)))
     }
 
     /// Earliest time a connection that is still coming up runs out.
@@ -379,32 +521,42 @@ impl Tracker {
         Ok(())
     }
 
-    pub async fn handle(&mut self, ev: RoomEvent) -> Result<Happened, Failure> {
+    /// Acts on one update: prints what it means and says what happened.
+    /// Err when a connection failed for good.
+    pub async fn handle(&mut self, update: Update) -> Result<Happened, Failure> {
+        match update.0 {
+            Input::Room(ev) => self.room_event(ev).await,
+            Input::Opened(o) => self.opened(o).await,
+        }
+    }
+
+    async fn room_event(&mut self, ev: RoomEvent) -> Result<Happened, Failure> {
         match ev {
             RoomEvent::PeerJoined { peer, .. } => {
-                self.out
-                    .event(json!({"event": "peer-joined", "peer": peer}), || {
-                        format!("{peer} joined")
-                    });
+                self.out.event(CliEvent::PeerJoined { peer: &peer }, || {
+                    format!("{peer} joined")
+                });
             }
             RoomEvent::PeerLeft { peer } => {
                 self.conns.remove(&peer);
-                self.out
-                    .event(json!({"event": "peer-left", "peer": peer}), || {
-                        format!("{peer} left")
-                    });
+                self.out.event(CliEvent::PeerLeft { peer: &peer }, || {
+                    format!("{peer} left")
+                });
                 return Ok(Happened::PeerLeft(peer));
             }
             RoomEvent::Connection { peer, pc, .. } => {
                 self.first_attempt.get_or_insert_with(Instant::now);
+                self.next_attempt += 1;
                 self.conns.insert(
                     peer,
                     ConnInfo {
                         pc,
+                        attempt: self.next_attempt,
                         started: Instant::now(),
                         ice_connected: false,
                         reported: false,
                         channel: None,
+                        opening: false,
                         linked: false,
                     },
                 );
@@ -415,7 +567,8 @@ impl Tracker {
                 };
                 if channel.label() == "chat" && c.channel.is_none() && !c.linked {
                     c.channel = Some(channel);
-                    return self.try_link(&peer).await;
+                    self.try_link(&peer);
+                    return Ok(Happened::Nothing);
                 }
                 return Ok(Happened::OtherChannel { channel });
             }
@@ -431,7 +584,10 @@ impl Tracker {
                 if let Event::IceConnectionState(s) = &event {
                     let s = *s;
                     self.out.event(
-                        json!({"event": "state", "peer": peer, "state": s}),
+                        CliEvent::State {
+                            peer: &peer,
+                            state: s,
+                        },
                         String::new,
                     );
                     if let Some(c) = self.conns.get_mut(&peer) {
@@ -447,12 +603,12 @@ impl Tracker {
                                     self.any_linked = true;
                                     self.report(&peer).await;
                                 } else {
-                                    return self.try_link(&peer).await;
+                                    self.try_link(&peer);
                                 }
                             }
                             IceConnectionState::Disconnected | IceConnectionState::Failed => {
                                 c.ice_connected = false;
-                                self.out.event(Value::Null, || {
+                                self.out.note(|| {
                                     format!("connection to {peer} is {s:?}; trying an ICE restart")
                                 });
                             }
@@ -463,46 +619,73 @@ impl Tracker {
                 return Ok(Happened::Event { peer, event });
             }
             RoomEvent::ServerError { code, message } => {
-                self.out
-                    .event(Value::Null, || format!("server: {code}: {message}"));
+                self.out.note(|| format!("server: {code}: {message}"));
             }
             RoomEvent::Closed { reason } => return Ok(Happened::SignalingClosed(reason)),
         }
         Ok(Happened::Nothing)
     }
 
-    async fn try_link(&mut self, peer: &str) -> Result<Happened, Failure> {
+    /// Once ICE is connected and the `chat` channel exists, starts waiting
+    /// for it to open, beside the room's other events.
+    fn try_link(&mut self, peer: &str) {
         let Some(c) = self.conns.get_mut(peer) else {
-            return Ok(Happened::Nothing);
+            return;
         };
         let Some(channel) = c.channel.clone() else {
-            return Ok(Happened::Nothing);
+            return;
         };
-        if c.linked || !c.ice_connected {
-            return Ok(Happened::Nothing);
+        if c.linked || c.opening || !c.ice_connected {
+            return;
         }
+        c.opening = true;
         // The channel opens right after DTLS; give it the rest of the budget.
         let left = (c.started + self.timeout).saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, channel.opened()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
+        let (peer, attempt) = (peer.to_string(), c.attempt);
+        self.opening.push(
+            async move {
+                let result = tokio::time::timeout(left, channel.opened()).await.ok();
+                Opened {
+                    peer,
+                    attempt,
+                    result,
+                }
+            }
+            .boxed(),
+        );
+    }
+
+    async fn opened(&mut self, o: Opened) -> Result<Happened, Failure> {
+        let peer = o.peer;
+        // The peer may have left, or come back with a new connection.
+        let Some(c) = self
+            .conns
+            .get_mut(&peer)
+            .filter(|c| c.attempt == o.attempt && !c.linked)
+        else {
+            return Ok(Happened::Nothing);
+        };
+        c.opening = false;
+        match o.result {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
                 return Err(Failure::new(
                     EXIT_CONNECTION,
                     "connection-failed",
                     format!("channel to {peer}: {e}"),
                 ))
             }
-            Err(_) => return Ok(Happened::Nothing),
+            // `check_timeouts` reports it.
+            None => return Ok(Happened::Nothing),
         }
+        let Some(channel) = c.channel.clone() else {
+            return Ok(Happened::Nothing);
+        };
         c.linked = true;
         self.any_linked = true;
         let pc = c.pc.clone();
-        self.report(peer).await;
-        Ok(Happened::Linked(Link {
-            peer: peer.to_string(),
-            pc,
-            channel,
-        }))
+        self.report(&peer).await;
+        Ok(Happened::Linked(Link { peer, pc, channel }))
     }
 
     /// Prints the `connected` event with the selected pair.
@@ -518,7 +701,11 @@ impl Tracker {
         let stats = c.pc.stats().await.unwrap_or_default();
         let pair = stats.selected_pair;
         self.out.event(
-            json!({"event": "connected", "peer": peer, "setup_ms": setup_ms, "pair": pair}),
+            CliEvent::Connected {
+                peer,
+                setup_ms,
+                pair: pair.as_ref(),
+            },
             || {
                 format!(
                     "connected to {peer} via {} (setup {setup_ms} ms)",
@@ -528,8 +715,7 @@ impl Tracker {
         );
     }
 
-    /// An open `chat` channel to any peer whose connection is up, if one
-    /// linked earlier.
+    /// Every connection in the room, by peer.
     pub fn connections(&self) -> impl Iterator<Item = (&String, &PeerConnection)> {
         self.conns.iter().map(|(p, c)| (p, &c.pc))
     }
@@ -558,14 +744,14 @@ pub async fn first_link(room: &mut room::Room, tracker: &mut Tracker) -> Result<
     loop {
         let wait = tracker.deadline();
         let ev = match wait {
-            Some(d) => match tokio::time::timeout_at(d.into(), room.events.recv()).await {
+            Some(d) => match tokio::time::timeout_at(d.into(), tracker.next(room)).await {
                 Ok(ev) => ev,
                 Err(_) => {
                     tracker.check_timeouts()?;
                     continue;
                 }
             },
-            None => room.events.recv().await,
+            None => tracker.next(room).await,
         };
         let Some(ev) = ev else {
             return Err(Failure::new(EXIT_SIGNALING, "signaling", "room task ended"));
@@ -580,6 +766,250 @@ pub async fn first_link(room: &mut room::Room, tracker: &mut Tracker) -> Result<
                 ))
             }
             _ => tracker.check_timeouts()?,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use peer::{CandidateInfo, CandidateType};
+
+    fn loopback() -> Config {
+        Config {
+            host_candidates: HostCandidates::Only(vec![std::net::Ipv4Addr::LOCALHOST.into()]),
+            ..Config::default()
+        }
+    }
+
+    async fn feed(t: &mut Tracker, ev: RoomEvent) -> Happened {
+        t.handle(Update(Input::Room(ev))).await.unwrap()
+    }
+
+    fn ice_connected(peer: &str) -> RoomEvent {
+        RoomEvent::Peer {
+            peer: peer.into(),
+            event: Event::IceConnectionState(IceConnectionState::Connected),
+        }
+    }
+
+    /// A `chat` channel that is slow to open must not hold up the room's
+    /// other events, nor another peer's link.
+    #[tokio::test]
+    async fn waiting_for_a_channel_does_not_hold_other_events() {
+        let mut t = Tracker::new(Out::new(false), 30);
+        // A connection with no remote side: its channel never opens.
+        let (lonely, _lonely_events) = PeerConnection::new(loopback()).await.unwrap();
+        let stuck = lonely
+            .create_data_channel("chat", peer::DataChannelInit::default())
+            .await
+            .unwrap();
+        let started = Instant::now();
+        feed(
+            &mut t,
+            RoomEvent::Connection {
+                peer: "stuck".into(),
+                pc: lonely.clone(),
+                offerer: true,
+            },
+        )
+        .await;
+        feed(
+            &mut t,
+            RoomEvent::Channel {
+                peer: "stuck".into(),
+                channel: stuck,
+            },
+        )
+        .await;
+        let h = feed(&mut t, ice_connected("stuck")).await;
+        assert!(matches!(h, Happened::Event { .. }));
+        let h = feed(
+            &mut t,
+            RoomEvent::PeerJoined {
+                peer: "next".into(),
+                meta: json!({}),
+            },
+        )
+        .await;
+        assert!(matches!(h, Happened::Nothing));
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "events were held for {:?}",
+            started.elapsed()
+        );
+
+        // Meanwhile a real connection comes up and links.
+        let (a, _b) = peer::negotiate::pair(loopback(), loopback()).await.unwrap();
+        let chat =
+            a.pc.create_data_channel("chat", peer::DataChannelInit::default())
+                .await
+                .unwrap();
+        feed(
+            &mut t,
+            RoomEvent::Connection {
+                peer: "real".into(),
+                pc: a.pc.clone(),
+                offerer: true,
+            },
+        )
+        .await;
+        feed(
+            &mut t,
+            RoomEvent::Channel {
+                peer: "real".into(),
+                channel: chat,
+            },
+        )
+        .await;
+        feed(&mut t, ice_connected("real")).await;
+        let opened = tokio::time::timeout(Duration::from_secs(10), t.opening.next())
+            .await
+            .expect("the real channel opens")
+            .unwrap();
+        let h = t.handle(Update(Input::Opened(opened))).await.unwrap();
+        assert!(matches!(h, Happened::Linked(l) if l.peer == "real"));
+        assert!(t.conns["stuck"].opening && !t.conns["stuck"].linked);
+        // The stuck one is still waiting, not reported.
+        assert!(t.opening.next().now_or_never().is_none());
+        a.pc.close().await;
+        lonely.close().await;
+    }
+
+    fn json_of(e: CliEvent<'_>) -> serde_json::Value {
+        serde_json::from_str(&serde_json::to_string(&e).unwrap()).unwrap()
+    }
+
+    /// Every event has exactly the fields docs/cli.md lists, no more.
+    #[test]
+    fn json_events_match_docs_cli() {
+        let peers = vec!["a".to_string(), "b".to_string()];
+        let pair = CandidatePair {
+            local: CandidateInfo {
+                kind: CandidateType::Relay,
+                protocol: "udp",
+                address: "127.0.0.1:5".parse().unwrap(),
+                relay_protocol: Some("tcp"),
+            },
+            remote: CandidateInfo {
+                kind: CandidateType::Srflx,
+                protocol: "udp",
+                address: "127.0.0.2:6".parse().unwrap(),
+                relay_protocol: None,
+            },
+        };
+        let cases = [
+            (
+                CliEvent::Joined {
+                    room: "r",
+                    peer: "me",
+                    peers: &peers,
+                },
+                json!({"event": "joined", "room": "r", "peer": "me", "peers": ["a", "b"]}),
+            ),
+            (
+                CliEvent::PeerJoined { peer: "p" },
+                json!({"event": "peer-joined", "peer": "p"}),
+            ),
+            (
+                CliEvent::PeerLeft { peer: "p" },
+                json!({"event": "peer-left", "peer": "p"}),
+            ),
+            (
+                CliEvent::State {
+                    peer: "p",
+                    state: IceConnectionState::Disconnected,
+                },
+                json!({"event": "state", "peer": "p", "state": "disconnected"}),
+            ),
+            (
+                CliEvent::Connected {
+                    peer: "p",
+                    setup_ms: 12,
+                    pair: Some(&pair),
+                },
+                json!({"event": "connected", "peer": "p", "setup_ms": 12, "pair": {
+                    "local": {"type": "relay", "protocol": "udp", "address": "127.0.0.1:5", "relay_protocol": "tcp"},
+                    "remote": {"type": "srflx", "protocol": "udp", "address": "127.0.0.2:6"},
+                }}),
+            ),
+            (
+                CliEvent::Connected {
+                    peer: "p",
+                    setup_ms: 0,
+                    pair: None,
+                },
+                json!({"event": "connected", "peer": "p", "setup_ms": 0, "pair": null}),
+            ),
+            (
+                CliEvent::Track {
+                    peer: "p",
+                    kind: "video",
+                    mid: "1",
+                },
+                json!({"event": "track", "peer": "p", "kind": "video", "mid": "1"}),
+            ),
+            (
+                CliEvent::Progress {
+                    peer: "p",
+                    name: "f",
+                    bytes: 3,
+                    size: 9,
+                },
+                json!({"event": "progress", "peer": "p", "name": "f", "bytes": 3, "size": 9}),
+            ),
+            (
+                CliEvent::FileSent {
+                    peer: "p",
+                    name: "f",
+                    size: 9,
+                    sha256: "ab",
+                    ok: true,
+                    ms: 4,
+                },
+                json!({"event": "file-sent", "peer": "p", "name": "f", "size": 9, "sha256": "ab", "ok": true, "ms": 4}),
+            ),
+            (
+                CliEvent::FileReceived {
+                    peer: "p",
+                    name: "f",
+                    path: Some("/d/f"),
+                    size: 9,
+                    sha256: "ab",
+                    ok: true,
+                    ms: 4,
+                },
+                json!({"event": "file-received", "peer": "p", "name": "f", "path": "/d/f", "size": 9, "sha256": "ab", "ok": true, "ms": 4}),
+            ),
+            (
+                CliEvent::FileReceived {
+                    peer: "p",
+                    name: "f",
+                    path: None,
+                    size: 9,
+                    sha256: "ab",
+                    ok: false,
+                    ms: 4,
+                },
+                json!({"event": "file-received", "peer": "p", "name": "f", "path": null, "size": 9, "sha256": "ab", "ok": false, "ms": 4}),
+            ),
+            (
+                CliEvent::Text {
+                    peer: "p",
+                    text: "hi \"x\"",
+                },
+                json!({"event": "text", "peer": "p", "text": "hi \"x\""}),
+            ),
+            (
+                CliEvent::Error {
+                    code: "usage",
+                    message: "m",
+                },
+                json!({"event": "error", "code": "usage", "message": "m"}),
+            ),
+        ];
+        for (event, want) in cases {
+            assert_eq!(json_of(event), want);
         }
     }
 }
