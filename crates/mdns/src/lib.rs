@@ -34,21 +34,47 @@ use std::time::Duration;
 pub use resolver::{resolve, Config, Resolver};
 pub use wire::{encode_query, parse_response, validate_name, QueryType};
 
+/// Why a lookup, or parsing one packet, failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The name given to look up is not a `.local` name that fits in a DNS
+    /// message ([`validate_name`]); nothing was sent.
     #[error("invalid mDNS name {name:?}: {reason}")]
-    InvalidName { name: String, reason: &'static str },
+    InvalidName {
+        /// The name as the caller passed it.
+        name: String,
+        /// Which rule it breaks, for the message.
+        reason: &'static str,
+    },
+    /// A packet that is not valid DNS (truncated, bad label or compression
+    /// pointer, wrong rdata length); the text says what. Only the [`wire`]
+    /// parsers return this; the resolver drops such packets and keeps
+    /// listening.
     #[error("malformed mDNS packet: {0}")]
     Malformed(&'static str),
     /// A query, or a response with a nonzero opcode or rcode (RFC 6762 §18
     /// says to ignore those).
     #[error("not a usable mDNS response")]
     NotResponse,
+    /// No address for the name arrived before the lookup's timeout. The
+    /// name may not exist, its host may be on another link, or multicast may
+    /// be filtered.
     #[error("no mDNS answer for {name} within {timeout:?}")]
-    Timeout { name: String, timeout: Duration },
+    Timeout {
+        /// The name looked up, without a trailing dot.
+        name: String,
+        /// The timeout the caller gave.
+        timeout: Duration,
+    },
     /// A responder said the name exists but has neither A nor AAAA records.
     #[error("{name} has no address records")]
-    NoAddress { name: String },
+    NoAddress {
+        /// The name looked up, without a trailing dot.
+        name: String,
+    },
+    /// Building a [`Resolver`] could not open a single socket to send
+    /// queries from. (Failing to listen on port 5353 is not an error: it is
+    /// logged, and only multicast answers such as Chromium's are missed.)
     #[error("mDNS socket setup failed: {0}")]
     Io(#[from] std::io::Error),
 }

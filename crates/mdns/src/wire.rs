@@ -51,19 +51,26 @@ pub struct Record {
     pub name: String,
     /// TTL in seconds; 0 is a "goodbye" (RFC 6762 §10.1): the record is gone.
     pub ttl: u32,
+    /// What the record says about the name.
     pub data: RecordData,
 }
 
+/// The rdata of the record types address lookup uses; other types are
+/// skipped by [`parse_records`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RecordData {
+    /// An A record: one IPv4 address of the name.
     A(Ipv4Addr),
+    /// An AAAA record: one IPv6 address of the name.
     Aaaa(Ipv6Addr),
     /// An mDNS NSEC record (RFC 6762 §6.1): the complete list of types that
     /// exist for the name, restricted here to the two we care about. Chromium
     /// sends one with every answer, so a resolver learns at once that a name
     /// has, say, an A record and no AAAA record instead of waiting for one.
     Nsec {
+        /// The name has A records.
         a: bool,
+        /// The name has AAAA records.
         aaaa: bool,
     },
 }

@@ -10,10 +10,14 @@ use std::time::Duration;
 /// One `RTCIceServer` as the signaling server sends it.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 pub struct IceServer {
+    /// `stun:`/`turn:` URLs ([`IceUrl::parse`]); the JSON may give one
+    /// string or an array, as browsers accept.
     #[serde(deserialize_with = "one_or_many")]
     pub urls: Vec<String>,
+    /// TURN username; required by every `turn:` URL here, unused by `stun:`.
     #[serde(default)]
     pub username: Option<String>,
+    /// TURN password (the long-term credential), paired with `username`.
     #[serde(default)]
     pub credential: Option<String>,
 }
@@ -34,20 +38,31 @@ fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D:
 /// Transport to a TURN server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TurnTransport {
+    /// `?transport=udp`, the default: TURN over UDP.
     Udp,
+    /// `?transport=tcp`: we reach the server over TCP; the relayed address
+    /// it allocates toward peers is still UDP.
     Tcp,
 }
 
 /// A parsed ICE server URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IceUrl {
+    /// `stun:host[:port]`: a STUN server for server-reflexive candidates.
     Stun {
+        /// Host name or IP address, without brackets.
         host: String,
+        /// UDP port; 3478 when the URL has none.
         port: u16,
     },
+    /// `turn:host[:port][?transport=udp|tcp]`: a TURN server for relay
+    /// candidates.
     Turn {
+        /// Host name or IP address, without brackets.
         host: String,
+        /// Port; 3478 when the URL has none.
         port: u16,
+        /// How we reach the server; UDP unless `?transport=tcp`.
         transport: TurnTransport,
     },
 }
@@ -55,14 +70,20 @@ pub enum IceUrl {
 /// Why an ICE server URL was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UrlError {
+    /// Not `stun:` or `turn:` (case-insensitive): no scheme, another one, or
+    /// the TLS forms `stuns:`/`turns:`, which are not implemented.
     #[error(
         "ICE server URL {0:?}: scheme must be stun: or turn: (stuns:/turns: are not supported)"
     )]
     Scheme(String),
+    /// Nothing between the scheme and the port.
     #[error("ICE server URL {0:?}: missing host")]
     Host(String),
+    /// The port is not a number in 0..=65535, or a bracketed IPv6 host is
+    /// followed by something other than `:port`.
     #[error("ICE server URL {0:?}: bad port")]
     Port(String),
+    /// A `transport=` other than `udp` or `tcp`.
     #[error("ICE server URL {0:?}: transport must be udp or tcp")]
     Transport(String),
 }
@@ -139,9 +160,15 @@ pub enum HostCandidates {
 /// Everything a [`crate::PeerConnection`] is created with.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// STUN/TURN servers to gather server-reflexive and relay candidates
+    /// from, e.g. the `iceServers` of `welcome`. Resolved by
+    /// [`crate::PeerConnection::new`]: a bad URL, a name that does not
+    /// resolve, or a `turn:` URL without username and credential fails it.
     pub ice_servers: Vec<IceServer>,
     /// Gather and pair relay candidates only (`iceTransportPolicy: "relay"`).
     pub relay_only: bool,
+    /// Which local addresses become host candidates (ignored with
+    /// `relay_only`).
     pub host_candidates: HostCandidates,
     /// Silence from the peer (no datagram at all; ICE consent checks flow
     /// at least every 3 s) before the connection is `disconnected`.

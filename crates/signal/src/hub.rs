@@ -38,7 +38,12 @@ impl IceServers for StaticIceServers {
 /// Limits and settings of the hub. Every field maps to a `serve` flag.
 #[derive(Debug, Clone)]
 pub struct HubConfig {
+    /// Peers one room holds (`--max-room-peers`); a `join` beyond it gets
+    /// `room-full`.
     pub max_room_peers: usize,
+    /// Largest accepted frame, in bytes (`--max-message-bytes`); a longer one
+    /// is dropped with a `too-large` error. The 4× hard cap with close code
+    /// 1009 is the WebSocket driver's, not the hub's.
     pub max_message_bytes: usize,
     /// Sustained messages per second per connection.
     pub max_message_rate: f64,
@@ -46,7 +51,12 @@ pub struct HubConfig {
     pub message_burst: u32,
     /// Rate-dropped messages in a row before the connection is closed.
     pub rate_limit_strikes: u32,
+    /// Silence after which [`Hub::handle_timeout`] closes a connection with
+    /// 1008 `idle timeout` (`--idle-timeout`). Any frame counts as life,
+    /// including WebSocket ping/pong reported via [`Hub::handle_activity`].
     pub idle_timeout: Duration,
+    /// Open connections at once (`--max-connections`); [`Hub::connect`]
+    /// refuses more.
     pub max_connections: usize,
     /// The `iceServers` handed out in `welcome`.
     pub ice_servers: Arc<dyn IceServers>,
@@ -75,7 +85,9 @@ pub struct ConnId(pub u64);
 
 /// WebSocket close codes the hub asks for (RFC 6455 §7.4.1).
 pub mod close {
+    /// 1001, sent to everyone by [`Hub::shutdown`](super::Hub::shutdown).
     pub const GOING_AWAY: u16 = 1001;
+    /// 1008, for abuse: rate limit exceeded, idle timeout, send queue full.
     pub const POLICY_VIOLATION: u16 = 1008;
 }
 
@@ -84,15 +96,24 @@ pub mod close {
 pub enum Output {
     /// Send one text frame. Broadcasts share one serialized `frame`.
     Send {
+        /// The connection to send on.
         conn: ConnId,
+        /// The JSON text, ready to go out as is.
         frame: Arc<str>,
+        /// What the frame is, for the `switchboard_messages_sent_total`,
+        /// `_messages_relayed_total` and `_errors_total` metrics, so the
+        /// driver need not re-parse it.
         kind: FrameKind,
     },
     /// Send a close frame and drop the connection. The hub has already
     /// forgotten the connection and told its room.
     Close {
+        /// The connection to close; the hub no longer knows it.
         conn: ConnId,
+        /// WebSocket close code, one of [`close`].
         code: u16,
+        /// Close reason text, e.g. `"idle timeout"` (docs/protocol.md lists
+        /// them).
         reason: &'static str,
     },
 }
@@ -100,6 +121,8 @@ pub enum Output {
 /// Why a new connection was turned away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refused {
+    /// [`HubConfig::max_connections`] are already open; `serve` answers the
+    /// upgrade with HTTP 503.
     TooManyConnections,
 }
 
@@ -149,6 +172,7 @@ const ID_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxy
 const GENERATED_ID_LEN: usize = 12;
 
 impl Hub {
+    /// An empty hub; generated peer ids come from a randomly seeded RNG.
     pub fn new(cfg: HubConfig) -> Self {
         Self::with_seed(cfg, rand::rng().random())
     }
@@ -166,18 +190,22 @@ impl Hub {
         }
     }
 
+    /// The settings the hub was built with.
     pub fn config(&self) -> &HubConfig {
         &self.cfg
     }
 
+    /// Open connections, joined or not (the `switchboard_connections` gauge).
     pub fn connections(&self) -> usize {
         self.conns.len()
     }
 
+    /// Rooms with at least one peer; a room disappears with its last peer.
     pub fn rooms(&self) -> usize {
         self.rooms.len()
     }
 
+    /// Peers joined to some room, over all rooms.
     pub fn peers(&self) -> usize {
         self.peers
     }
@@ -541,7 +569,7 @@ mod tests {
             self.hub.handle_text(c, s, self.now);
         }
         /// Drains outputs as (conn, parsed JSON) and closes as (conn, code).
-        fn drain(&mut self) -> (Vec<(ConnId, Value)>, Vec<(ConnId, u16, &'static str)>) {
+        fn drain(&mut self) -> (Vec<Sent>, Vec<Closed>) {
             let (mut sends, mut closes) = (vec![], vec![]);
             while let Some(o) = self.hub.poll_output() {
                 match o {
@@ -553,7 +581,7 @@ mod tests {
             }
             (sends, closes)
         }
-        fn sends(&mut self) -> Vec<(ConnId, Value)> {
+        fn sends(&mut self) -> Vec<Sent> {
             let (s, c) = self.drain();
             assert!(c.is_empty(), "unexpected close {c:?}");
             s
@@ -567,6 +595,11 @@ mod tests {
             s.into_iter().find(|(to, _)| *to == c).unwrap().1
         }
     }
+
+    /// A drained `Output::Send`: (conn, parsed JSON).
+    type Sent = (ConnId, Value);
+    /// A drained `Output::Close`: (conn, code, reason).
+    type Closed = (ConnId, u16, &'static str);
 
     fn error_code(v: &Value) -> &str {
         assert_eq!(v["type"], "error", "{v}");

@@ -25,11 +25,20 @@ use std::time::Duration;
 use turn::policy::Cidr;
 use turn::server::Quota;
 
+/// How `serve` writes its log lines to stderr (`--log-format`); `RUST_LOG`
+/// sets the level either way.
+///
+/// clap would turn a variant's doc comment into `serve --help` text; the
+/// `help = None` keeps `--help` listing the bare value names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
+    /// `pretty`: human-readable lines, for a terminal.
     #[default]
+    #[value(help = None::<&str>)]
     Pretty,
+    /// `json`: one JSON object per line, for a log collector.
+    #[value(help = None::<&str>)]
     Json,
 }
 
@@ -314,9 +323,17 @@ impl ServeArgs {
 pub struct ServeConfig {
     /// Where the binary binds; [`crate::serve::start`] takes a bound listener.
     pub listen: SocketAddr,
+    /// How log lines look (`--log-format`).
     pub log_format: LogFormat,
+    /// The `--ice-server` URLs, checked to start with `stun:`, `stuns:`,
+    /// `turn:` or `turns:`. Every `iceServers` list starts with them.
     pub ice_servers: Vec<String>,
+    /// Signaling limits. Its `ice_servers` hands out [`Self::ice_servers`]
+    /// alone; [`crate::serve::start`] replaces it with a source that adds
+    /// this server's STUN/TURN URLs and fresh credentials when TURN is on.
     pub hub: HubConfig,
+    /// Server-to-client messages queued for one connection before `serve`
+    /// closes it with 1008 `send queue full` (`--send-queue`, at least 1).
     pub send_queue: usize,
     /// `None` when started with `--no-turn`.
     pub turn: Option<TurnConfig>,
@@ -325,19 +342,36 @@ pub struct ServeConfig {
 /// Resolved settings of the STUN/TURN server.
 #[derive(Debug, Clone)]
 pub struct TurnConfig {
+    /// Where STUN/TURN listens, on UDP and TCP alike (`--turn-listen`).
     pub listen: SocketAddr,
+    /// The address put into relayed addresses and into the `stun:`/`turn:`
+    /// URLs clients get (`--external-ip`). `None`: the `listen` IP if it is
+    /// specific, else the primary interface's address (else 127.0.0.1, with
+    /// a warning).
     pub external_ip: Option<IpAddr>,
+    /// Relay port range, inclusive, with `1 <= lo <= hi` (`--relay-ports`).
     pub relay_ports: (u16, u16),
+    /// The TURN realm of the long-term credential mechanism (`--realm`).
     pub realm: String,
+    /// Static users as (name, password): every `--turn-user`, then the lines
+    /// of `--turn-users-file`.
     pub users: Vec<(String, String)>,
     /// Secret for time-limited credentials; `None` means "make one".
     pub secret: Option<String>,
+    /// Lifetime of the credentials handed out in `iceServers`, in seconds
+    /// (`--turn-ttl`; 0 is raised to 1).
     pub ttl: u64,
+    /// Private or reserved peer ranges the relay may send to anyway
+    /// (`--allow-peer`).
     pub allow_peer: Vec<Cidr>,
+    /// Allocations on the whole server (`--max-allocations`).
     pub max_allocations: usize,
+    /// Allocations per TURN username (`--max-allocations-per-user`).
     pub max_allocations_per_user: usize,
     /// The sans-IO server's settings (bandwidth, unauthenticated rate).
     pub core: turn::server::Config,
+    /// TURN worker threads, at least 1 (`--turn-workers`, else the CPU
+    /// count).
     pub workers: usize,
 }
 

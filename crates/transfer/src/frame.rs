@@ -90,28 +90,55 @@ impl Serialize for Digest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame<'a> {
     /// `{"type":"text","text":...}`: a chat line.
-    Text { text: String },
-    /// `{"type":"file-start","id":...,"name":...,"size":...,"mime":...?}`.
+    Text {
+        /// The line as the user typed it.
+        text: String,
+    },
+    /// `{"type":"file-start","id":...,"name":...,"size":...,"mime":...?}`:
+    /// a file follows as binary frames, then a `file-end`.
     FileStart {
+        /// Names this file in the later `file-end`, `file-ack` and
+        /// `file-resume`; unique per sender, otherwise any string.
         id: String,
+        /// The file name as the sender gave it, unsanitized: it is
+        /// peer-controlled, so never use it as a path
+        /// (see [`crate::sanitize_name`]).
         name: String,
+        /// Exact number of bytes the binary frames will carry.
         size: u64,
+        /// MIME type; `None` when the JSON had none, `null` or `""`.
         mime: Option<String>,
     },
     /// `{"type":"file-end","id":...,"sha256":...}`: all chunks were sent.
-    FileEnd { id: String, sha256: Digest },
-    /// `{"type":"file-ack","id":...,"ok":...,"sha256":...}`: the receiver's
-    /// verdict; `sha256` is what the *receiver* computed.
-    FileAck {
+    FileEnd {
+        /// The `id` from this file's `file-start`.
         id: String,
+        /// The sender's SHA-256 over all the file's bytes.
+        sha256: Digest,
+    },
+    /// `{"type":"file-ack","id":...,"ok":...,"sha256":...}`: the receiver's
+    /// verdict, sent back after `file-end`.
+    FileAck {
+        /// The `id` of the file being acknowledged.
+        id: String,
+        /// True only if both the byte count and the SHA-256 matched and the
+        /// file was kept.
         ok: bool,
+        /// What the *receiver* computed over the bytes it got, sent whether
+        /// or not it matched.
         sha256: Digest,
     },
     /// `{"type":"file-resume","id":...,"offset":...}`: switchboard extension
     /// (not sent or understood by the browser page), receiver to sender after
     /// a reconnect: "I hold the first `offset` bytes of `id`; continue from
     /// there." See docs/protocol.md.
-    FileResume { id: String, offset: u64 },
+    FileResume {
+        /// The file in progress on the receiver.
+        id: String,
+        /// Bytes of it the receiver already holds; the sender's next chunk
+        /// starts at this byte offset.
+        offset: u64,
+    },
     /// A binary frame: the next bytes of the file in progress.
     Chunk(&'a [u8]),
 }
@@ -144,28 +171,45 @@ impl Outbound<'_> {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProtocolError {
+    /// A text (non-binary) message whose bytes are not UTF-8.
     #[error("text frame is not valid UTF-8")]
     NotUtf8,
+    /// A text message that does not parse as JSON at all.
     #[error("text frame is not valid JSON: {0}")]
     BadJson(#[source] serde_json::Error),
+    /// Valid JSON, but an array, string, number, ... instead of an object.
     #[error("text frame is JSON but not an object")]
     NotAnObject,
+    /// The `type` is a string this crate does not know. docs/protocol.md
+    /// says receivers skip such frames, so callers should log this one and
+    /// carry on rather than hang up.
     #[error("unknown frame type {0:?}")]
     UnknownType(String),
+    /// A field the frame type requires is absent.
     #[error("{frame} frame has no \"{field}\" field")]
     MissingField {
+        /// The frame's `type` (`"chat"` when `type` itself is missing).
         frame: &'static str,
+        /// The missing JSON key.
         field: &'static str,
     },
+    /// A field is present but of the wrong JSON type (e.g. `size` as a
+    /// string, or a negative or fractional number).
     #[error("{frame} frame field \"{field}\" must be {expected}")]
     WrongType {
+        /// The frame's `type` (`"chat"` when it is `type` that is wrong).
         frame: &'static str,
+        /// The offending JSON key.
         field: &'static str,
+        /// What was required, for the message: `"a string"`, ...
         expected: &'static str,
     },
+    /// A `sha256` field that is a string but not exactly 64 hex digits.
     #[error("{frame} frame field \"{field}\" is not 64 hex digits")]
     BadHex {
+        /// The frame's `type`.
         frame: &'static str,
+        /// The offending JSON key.
         field: &'static str,
     },
 }

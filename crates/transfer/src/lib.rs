@@ -65,28 +65,50 @@ pub enum TransferError {
     Protocol(#[from] ProtocolError),
     /// A binary frame arrived while no file was in progress.
     #[error("binary frame ({len} bytes) outside of a file transfer")]
-    UnexpectedChunk { len: usize },
+    UnexpectedChunk {
+        /// Size of the stray binary message, in bytes.
+        len: usize,
+    },
     /// More bytes arrived than `file-start` declared. The partial file has
     /// been deleted; the rest of the file's chunks are swallowed and its
     /// `file-end` yields a failed [`Finished`] (so the peer still gets an ack).
     #[error("file {id:?}: {received} bytes received but file-start declared {declared}")]
     ChunkOverflow {
+        /// The file in progress.
         id: String,
+        /// `size` from its `file-start`, in bytes.
         declared: u64,
+        /// Bytes counted so far, including the chunk that overflowed.
         received: u64,
     },
     /// `file-end` named a file that is not the one in progress.
     #[error("file-end for {id:?}, which is not the file in progress")]
-    UnknownFileEnd { id: String },
+    UnknownFileEnd {
+        /// The `id` the stray `file-end` named.
+        id: String,
+    },
     /// `file-ack` for our file arrived before we sent `file-end`, or twice.
     #[error("file-ack for {id:?} arrived when none was expected")]
-    UnexpectedAck { id: String },
+    UnexpectedAck {
+        /// Our file's id, which the ack named.
+        id: String,
+    },
     /// The sender's source ran dry before the size it announced.
     #[error("source ended after {got} of the {expected} bytes announced")]
-    SourceEnded { expected: u64, got: u64 },
+    SourceEnded {
+        /// The size announced in `file-start`, in bytes.
+        expected: u64,
+        /// Bytes the source actually yielded before end of file.
+        got: u64,
+    },
     /// A resume asked for an offset the sender cannot continue from.
     #[error("cannot resume at byte {offset}: {reason}")]
-    BadResume { offset: u64, reason: &'static str },
+    BadResume {
+        /// The byte offset asked for in `file-resume`.
+        offset: u64,
+        /// Why it was refused, for the message.
+        reason: &'static str,
+    },
     /// Chunk size outside `1..=MAX_CHUNK`.
     #[error("chunk size {0} is not in 1..={max}", max = MAX_CHUNK)]
     BadChunkSize(usize),

@@ -29,14 +29,24 @@ pub enum Received {
     /// (before collision numbering). `replaced` is the id of a file that was
     /// still in progress and has been aborted because this one started.
     Started {
+        /// The file's id from `file-start`.
         id: String,
+        /// Sanitized name; the final file may get a ` (n)` suffix.
         name: String,
+        /// Declared size in bytes.
         size: u64,
+        /// Declared MIME type, if any.
         mime: Option<String>,
+        /// Id of the file this one displaced, whose partial data is deleted.
         replaced: Option<String>,
     },
     /// Bytes of the current file arrived.
-    Progress { received: u64, size: u64 },
+    Progress {
+        /// Bytes of the file received so far, this chunk included.
+        received: u64,
+        /// Declared size in bytes.
+        size: u64,
+    },
     /// `file-end` arrived and the file was checked; send
     /// [`Finished::ack`] back.
     Finished(Finished),
@@ -48,9 +58,11 @@ pub enum Received {
 /// A file whose `file-end` arrived.
 #[derive(Debug)]
 pub struct Finished {
+    /// The file's id; the ack names it.
     pub id: String,
     /// Sanitized name requested by the peer.
     pub name: String,
+    /// MIME type declared in `file-start`, if any.
     pub mime: Option<String>,
     /// Size declared in `file-start`.
     pub size: u64,
@@ -65,6 +77,8 @@ pub struct Finished {
 }
 
 impl Finished {
+    /// Whether the file was verified and kept (`result` is `Ok`); this is
+    /// the `ok` flag of the ack.
     pub fn ok(&self) -> bool {
         self.result.is_ok()
     }
@@ -97,10 +111,13 @@ pub enum Failure {
 /// The file in progress, for progress display and resume.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Progress<'a> {
+    /// The file's id from `file-start`.
     pub id: &'a str,
     /// Sanitized name.
     pub name: &'a str,
+    /// Bytes received so far (counted even after the file failed).
     pub received: u64,
+    /// Declared size in bytes.
     pub size: u64,
 }
 
@@ -145,6 +162,7 @@ impl Receiver {
         }
     }
 
+    /// The output directory given to [`Receiver::new`].
     pub fn dir(&self) -> &Path {
         &self.dir
     }

@@ -47,6 +47,7 @@ pub enum AckOutcome {
 }
 
 impl AckOutcome {
+    /// True for [`AckOutcome::Verified`]: the peer holds exactly our bytes.
     pub fn is_verified(&self) -> bool {
         matches!(self, AckOutcome::Verified)
     }
@@ -186,14 +187,17 @@ impl<R> Sender<R> {
         Ok(Some(outcome))
     }
 
+    /// What this sender announces (or announced) in `file-start`.
     pub fn info(&self) -> &FileInfo {
         &self.info
     }
 
+    /// The file id, as in `file-start`, `file-end` and the expected ack.
     pub fn id(&self) -> &str {
         &self.info.id
     }
 
+    /// Total bytes of the file, as announced in `file-start`.
     pub fn size(&self) -> u64 {
         self.info.size
     }
