@@ -589,3 +589,252 @@ impl Gatherer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PORTS: Ports = Ports {
+        v4: Some(5000),
+        v6: None,
+    };
+    const TIMEOUT: Duration = Duration::from_secs(60);
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn outputs(g: &mut Gatherer) -> Vec<Output> {
+        std::iter::from_fn(|| g.poll_output()).collect()
+    }
+
+    fn stun_sends(g: &mut Gatherer) -> Vec<(SocketAddr, Vec<u8>)> {
+        std::iter::from_fn(|| g.poll_stun_transmit().map(|(a, p)| (a, p.to_vec()))).collect()
+    }
+
+    fn relay_sends(g: &mut Gatherer) -> Vec<(RelayId, Vec<u8>)> {
+        let mut v = Vec::new();
+        g.drain_relay_transmits(|id, _, _, data| v.push((id, data.to_vec())));
+        v
+    }
+
+    /// The server's answer to `request`: an error, or a success with
+    /// XOR-MAPPED-ADDRESS `mapped`.
+    fn answer(request: &[u8], mapped: Option<SocketAddr>) -> Vec<u8> {
+        let req = stun::Message::parse(request).unwrap();
+        let mut out = Vec::new();
+        match mapped {
+            Some(m) => {
+                let mut w = stun::MessageWriter::success_response(&mut out, &req);
+                w.add::<stun::attr::XorMappedAddress>(m).unwrap();
+                w.finish();
+            }
+            None => {
+                let e = stun::attr::ErrorCodeValue {
+                    code: 400,
+                    reason: "Bad Request",
+                };
+                stun::MessageWriter::error_response(&mut out, &req, e)
+                    .unwrap()
+                    .finish();
+            }
+        }
+        out
+    }
+
+    fn tcp_turn(a: &str) -> Resolved {
+        Resolved::Turn {
+            addr: addr(a),
+            transport: TurnTransport::Tcp,
+            username: "u".into(),
+            password: "p".into(),
+        }
+    }
+
+    #[test]
+    fn host_candidates_come_from_the_given_addresses() {
+        let t0 = Instant::now();
+        let mut g = Gatherer::new(t0, vec![], false, TIMEOUT, PORTS);
+        let hosts = ["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()];
+        g.start(t0, &hosts, true);
+        let out = outputs(&mut g);
+        // No IPv6 socket: only the IPv4 address, on the socket's port.
+        let [Output::Candidate { cand, kind, relay }] = &out[..] else {
+            panic!("{out:?}");
+        };
+        assert_eq!(cand.addr(), addr("127.0.0.1:5000"));
+        assert_eq!((*kind, *relay), (CandidateType::Host, None));
+        assert_eq!(g.accepted(cand.clone(), *kind, None), Some(0));
+        // Known candidates are not offered twice.
+        assert_eq!(g.accepted(cand.clone(), *kind, None), None);
+        g.start(t0, &hosts, false);
+        assert!(outputs(&mut g).is_empty());
+        assert!(g.is_done(t0), "nothing to wait for");
+        // Relay-only: no host candidates at all.
+        let mut g = Gatherer::new(t0, vec![], true, TIMEOUT, PORTS);
+        g.start(t0, &hosts, true);
+        assert!(outputs(&mut g).is_empty());
+    }
+
+    #[test]
+    fn srflx_query_retransmits_then_gives_up() {
+        let t0 = Instant::now();
+        let server = addr("127.0.0.1:3478");
+        let mut g = Gatherer::new(t0, vec![Resolved::Stun(server)], false, TIMEOUT, PORTS);
+        g.start(t0, &[], true);
+        assert_eq!(g.poll_timeout(), Some(t0));
+        assert!(
+            stun_sends(&mut g).is_empty(),
+            "nothing before the timer runs"
+        );
+        let mut sends = Vec::new();
+        let mut t = t0;
+        while let Some(next) = g.poll_timeout() {
+            assert!(next >= t);
+            t = next;
+            g.handle_timeout(t);
+            for (to, pkt) in stun_sends(&mut g) {
+                assert_eq!(to, server);
+                let m = stun::Message::parse(&pkt).unwrap();
+                assert_eq!(
+                    (m.method(), m.class()),
+                    (stun::Method::BINDING, stun::Class::Request)
+                );
+                sends.push(t - t0);
+            }
+        }
+        let ms = |n| Duration::from_millis(n);
+        // RTO doubling from 250 ms (the first wait is 500 ms).
+        assert_eq!(sends, [ms(0), ms(500), ms(1500), ms(3500), ms(7500)]);
+        assert_eq!(t - t0, ms(15500), "gave up one RTO after the last send");
+        assert!(g.is_done(t));
+        assert!(outputs(&mut g).is_empty());
+    }
+
+    #[test]
+    fn srflx_answer_makes_a_candidate_on_the_receiving_base() {
+        let t0 = Instant::now();
+        let server = addr("127.0.0.1:3478");
+        let mut g = Gatherer::new(t0, vec![Resolved::Stun(server)], false, TIMEOUT, PORTS);
+        g.start(t0, &[], true);
+        g.handle_timeout(t0);
+        let [(_, req)] = &stun_sends(&mut g)[..] else {
+            panic!()
+        };
+        assert!(!g.is_done(t0));
+        let base = addr("127.0.0.1:5000");
+        // Peer traffic and answers from elsewhere are not ours.
+        assert!(matches!(
+            g.handle_udp(t0, addr("127.0.0.1:9"), base, &[0x16; 40]),
+            Input::NotOurs
+        ));
+        let mapped = addr("192.0.2.7:40000");
+        let resp = answer(req, Some(mapped));
+        assert!(matches!(
+            g.handle_udp(t0, addr("127.0.0.1:9"), base, &resp),
+            Input::NotOurs
+        ));
+        assert!(matches!(
+            g.handle_udp(t0, server, base, &resp),
+            Input::Consumed
+        ));
+        let out = outputs(&mut g);
+        let [Output::Candidate { cand, kind, .. }] = &out[..] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(*kind, CandidateType::Srflx);
+        assert_eq!(cand.addr(), mapped);
+        assert_eq!(cand.local(), base);
+        assert!(g.is_done(t0));
+        assert_eq!(g.poll_timeout(), None, "no more retransmissions");
+    }
+
+    #[test]
+    fn gathering_gives_up_at_its_timeout() {
+        let t0 = Instant::now();
+        let server = addr("127.0.0.1:3478");
+        let timeout = Duration::from_secs(2);
+        let mut g = Gatherer::new(t0, vec![Resolved::Stun(server)], false, timeout, PORTS);
+        g.start(t0, &[], true);
+        assert_eq!(g.deadline(), t0 + timeout);
+        assert!(!g.is_done(t0 + timeout - Duration::from_millis(1)));
+        assert!(g.is_done(t0 + timeout));
+    }
+
+    #[test]
+    fn restart_replaces_a_dead_relay_under_a_new_id() {
+        let t0 = Instant::now();
+        let (a, b) = ("127.0.0.1:3478", "127.0.0.1:3479");
+        let mut g = Gatherer::new(t0, vec![tcp_turn(a), tcp_turn(b)], true, TIMEOUT, PORTS);
+        g.start(t0, &[], true);
+        let out = outputs(&mut g);
+        assert!(
+            matches!(
+                &out[..],
+                [
+                    Output::ConnectTcp { relay: 1, server: sa },
+                    Output::ConnectTcp { relay: 2, server: sb }
+                ] if *sa == addr(a) && *sb == addr(b)
+            ),
+            "{out:?}"
+        );
+        // TCP relays hold their Allocate until connected.
+        assert!(relay_sends(&mut g).is_empty());
+        assert!(g.handle_tcp_connected(1));
+        assert!(g.handle_tcp_connected(2));
+        let sends = relay_sends(&mut g);
+        let [(1, alloc_a), (2, alloc_b)] = &sends[..] else {
+            panic!("{sends:?}")
+        };
+        // A refuses: relay 1 is dead, relay 2 still allocating.
+        assert!(matches!(
+            g.handle_tcp_frame(t0, 1, &answer(alloc_a, None)),
+            Input::Consumed
+        ));
+        assert!(!g.is_done(t0));
+
+        let t1 = t0 + Duration::from_secs(1);
+        g.start(t1, &[], false);
+        let out = outputs(&mut g);
+        assert!(
+            matches!(
+                &out[..],
+                [
+                    Output::DropTcp { relay: 1 },
+                    Output::ConnectTcp { relay: 3, server: sa }
+                ] if *sa == addr(a)
+            ),
+            "{out:?}"
+        );
+        // A late frame or connect for the old id finds nobody.
+        assert!(!g.handle_tcp_connected(1));
+        assert!(matches!(
+            g.handle_tcp_frame(t1, 1, &answer(alloc_b, None)),
+            Input::Consumed
+        ));
+        g.handle_tcp_closed(1, "aborted");
+        assert!(g.handle_tcp_connected(3));
+        let sends = relay_sends(&mut g);
+        let [(3, alloc_a2)] = &sends[..] else {
+            panic!("{sends:?}")
+        };
+        // Frames reach the relay their id names: B's answer on relay 3 is
+        // not B's, on relay 2 it is.
+        g.handle_tcp_frame(t1, 3, &answer(alloc_b, None));
+        g.handle_tcp_frame(t1, 3, &answer(alloc_a2, None));
+        assert!(!g.is_done(t1), "relay 2 still waits for its answer");
+        g.handle_tcp_frame(t1, 2, &answer(alloc_b, None));
+        assert!(g.is_done(t1));
+        // A second restart replaces both dead relays, never reusing an id.
+        g.start(t1, &[], false);
+        let ids: Vec<_> = outputs(&mut g)
+            .into_iter()
+            .map(|o| match o {
+                Output::DropTcp { relay } => (false, relay),
+                Output::ConnectTcp { relay, .. } => (true, relay),
+                o => panic!("{o:?}"),
+            })
+            .collect();
+        assert_eq!(ids, [(false, 3), (true, 4), (false, 2), (true, 5)]);
+    }
+}
