@@ -7,7 +7,8 @@
 //!   flush waiters;
 //! - [`crate::liveness`]: connection states and the consent timer;
 //! - [`crate::tcp_turn`]: the TCP connections of TURN/TCP relays;
-//! - the JSEP glue below turns handle commands into `SdpApi` calls.
+//! - [`crate::negotiation`]: the JSEP state; the glue below turns its
+//!   decisions into `SdpApi` calls.
 //!
 //! str0m's contract is followed to the letter, in one place: every
 //! mutation of the `Rtc` goes through [`Driver::mutate`], which drains
@@ -23,9 +24,10 @@ use crate::channels::Channels;
 use crate::config::{Config, HostCandidates, Resolved, TurnTransport};
 use crate::gather::{self, Gatherer, Ports, RelayId};
 use crate::jsep::{
-    IceCandidateInit, Jsep, LocalAction, RemoteAction, SdpType, SessionDescription, SignalingState,
+    IceCandidateInit, LocalAction, RemoteAction, SdpType, SessionDescription, SignalingState,
 };
 use crate::liveness::{Change, Liveness};
+use crate::negotiation::{Negotiation, RemoteCandidate};
 use crate::net::{Datagram, UdpSock, BATCH, SLOT};
 use crate::tcp_turn::TcpTurns;
 use crate::{
@@ -35,7 +37,7 @@ use crate::{
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
-use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::channel::{ChannelConfig, Reliability};
 use str0m::media::{Direction, MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
@@ -135,7 +137,6 @@ struct LocalTrack {
 pub(crate) struct Driver {
     cfg: Config,
     rtc: Rtc,
-    jsep: Jsep,
     /// Weak, so the task ends once the application drops every handle.
     cmd_tx: mpsc::WeakUnboundedSender<Cmd>,
     cmd_rx: mpsc::UnboundedReceiver<Cmd>,
@@ -153,23 +154,8 @@ pub(crate) struct Driver {
     /// Candidates found before the first setLocalDescription wait here
     /// (indices into the gatherer's locals).
     unsent: Vec<usize>,
-    local_set: bool,
     end_sent: bool,
-    local_ufrag: String,
-    first_mid: String,
-
-    remote_set: bool,
-    remote_ufrag: Option<String>,
-    remote_kinds: HashMap<SocketAddr, CandidateType>,
-    queued_remote: Vec<Candidate>,
-    remote_count: usize,
-
-    pending_offer: Option<(String, SdpPendingOffer)>,
-    last_answer: Option<String>,
-    remote_offer: Option<SdpOffer>,
-    restart_wanted: bool,
-    negotiation_needed_sent: bool,
-    app_negotiated: bool,
+    neg: Negotiation,
 
     chans: Channels,
     /// Reused list of channels with queued writes.
@@ -233,7 +219,6 @@ impl Driver {
         let mut d = Driver {
             cfg,
             rtc,
-            jsep: Jsep::default(),
             cmd_tx: cmd_tx.downgrade(),
             cmd_rx,
             events,
@@ -245,21 +230,8 @@ impl Driver {
             gatherer,
             tcp: TcpTurns::default(),
             unsent: Vec::new(),
-            local_set: false,
             end_sent: false,
-            local_ufrag: String::new(),
-            first_mid: "0".into(),
-            remote_set: false,
-            remote_ufrag: None,
-            remote_kinds: HashMap::new(),
-            queued_remote: Vec::new(),
-            remote_count: 0,
-            pending_offer: None,
-            last_answer: None,
-            remote_offer: None,
-            restart_wanted: false,
-            negotiation_needed_sent: false,
-            app_negotiated: false,
+            neg: Negotiation::default(),
             chans,
             busy: Vec::new(),
             next_track: 1,
@@ -345,7 +317,7 @@ impl Driver {
                         continue;
                     }
                     if let Some(idx) = self.gatherer.accepted(cand, kind, relay) {
-                        if self.local_set {
+                        if self.neg.local_set {
                             self.emit_candidate(idx);
                         } else {
                             self.unsent.push(idx);
@@ -378,18 +350,12 @@ impl Driver {
     }
 
     fn emit_candidate(&mut self, idx: usize) {
-        let line = self.gatherer.locals()[idx].cand.to_sdp_string();
-        let init = IceCandidateInit {
-            candidate: line,
-            sdp_mid: Some(self.first_mid.clone()),
-            sdp_m_line_index: Some(0),
-            username_fragment: (!self.local_ufrag.is_empty()).then(|| self.local_ufrag.clone()),
-        };
+        let init = self.neg.candidate_init(&self.gatherer.locals()[idx].cand);
         self.emit(Event::IceCandidate(Some(init)));
     }
 
     fn check_end_of_candidates(&mut self, now: Instant) {
-        if self.local_set && !self.end_sent && self.gatherer.is_done(now) {
+        if self.neg.local_set && !self.end_sent && self.gatherer.is_done(now) {
             self.end_sent = true;
             self.emit(Event::IceCandidate(None));
         }
@@ -438,7 +404,7 @@ impl Driver {
         for t in [
             self.rtc_timeout,
             self.gatherer.poll_timeout(),
-            (!self.end_sent && self.local_set).then(|| self.gatherer.deadline()),
+            (!self.end_sent && self.neg.local_set).then(|| self.gatherer.deadline()),
             self.live.poll_timeout(),
         ]
         .into_iter()
@@ -718,7 +684,7 @@ impl Driver {
                 let _ = reply.send(r);
             }
             Cmd::GetSignalingState { reply } => {
-                let _ = reply.send(Ok(self.jsep.state()));
+                let _ = reply.send(Ok(self.neg.state()));
             }
             Cmd::GetStats { reply } => {
                 let _ = reply.send(Ok(self.current_stats()));
@@ -758,17 +724,17 @@ impl Driver {
     }
 
     fn restart_ice(&mut self) -> Result<(), Error> {
-        if self.closed || self.jsep.state() == SignalingState::Closed {
+        if self.closed || self.neg.state() == SignalingState::Closed {
             return Err(Error::Closed);
         }
-        self.restart_wanted = true;
-        self.negotiation_needed_sent = false;
+        self.neg.restart_wanted = true;
+        self.neg.renegotiate();
         self.maybe_negotiation_needed();
         Ok(())
     }
 
     fn add_track(&mut self, kind: MediaKind) -> Result<TrackSender, Error> {
-        if self.jsep.state() == SignalingState::Closed {
+        if self.neg.state() == SignalingState::Closed {
             return Err(Error::Closed);
         }
         let id = self.next_track;
@@ -781,7 +747,7 @@ impl Driver {
                 confirmed: false,
             },
         );
-        self.negotiation_needed_sent = false;
+        self.neg.renegotiate();
         self.maybe_negotiation_needed();
         Ok(crate::new_track_sender(kind, id, self.strong_tx()))
     }
@@ -838,7 +804,7 @@ impl Driver {
     fn current_stats(&self) -> Stats {
         let mut s = self.stats.clone();
         s.local_candidates = self.gatherer.locals().len();
-        s.remote_candidates = self.remote_count;
+        s.remote_candidates = self.neg.remote_count();
         s.selected_pair = self.path.map(|(src, dst)| {
             let local = match self.gatherer.relay_transport(src) {
                 Some(relay) => CandidateInfo {
@@ -857,11 +823,7 @@ impl Driver {
                     relay_protocol: None,
                 },
             };
-            let kind = self
-                .remote_kinds
-                .get(&dst)
-                .copied()
-                .unwrap_or(CandidateType::Prflx);
+            let kind = self.neg.remote_kind(dst).unwrap_or(CandidateType::Prflx);
             CandidatePair {
                 local,
                 remote: CandidateInfo {
@@ -886,7 +848,7 @@ impl Driver {
         label: String,
         init: DataChannelInit,
     ) -> Result<DataChannel, Error> {
-        if self.jsep.state() == SignalingState::Closed {
+        if self.neg.state() == SignalingState::Closed {
             return Err(Error::Closed);
         }
         let config = ChannelConfig {
@@ -900,7 +862,7 @@ impl Driver {
             protocol: init.protocol,
         };
         let id = self.chans.add(label, config.clone(), None, false);
-        if self.app_negotiated && self.jsep.state() == SignalingState::Stable {
+        if self.neg.app_negotiated && self.neg.state() == SignalingState::Stable {
             // An SCTP association exists: str0m opens it in-band at once.
             self.mutate(now, |d| {
                 let mut api = d.rtc.sdp_api();
@@ -911,34 +873,26 @@ impl Driver {
                 d.chans.bind(id, cid, true);
             });
         } else {
-            self.negotiation_needed_sent = false;
+            self.neg.renegotiate();
             self.maybe_negotiation_needed();
         }
         Ok(self.chans.handle(id, self.strong_tx()))
     }
 
-    fn has_wanted_changes(&self) -> bool {
-        self.restart_wanted
-            || self.chans.any_unconfirmed()
-            || self.tracks.values().any(|t| !t.confirmed)
-    }
-
     fn maybe_negotiation_needed(&mut self) {
-        if self.jsep.state() == SignalingState::Stable
-            && !self.negotiation_needed_sent
-            && self.has_wanted_changes()
-        {
-            self.negotiation_needed_sent = true;
+        let unconfirmed =
+            self.chans.any_unconfirmed() || self.tracks.values().any(|t| !t.confirmed);
+        if self.neg.poll_needed(unconfirmed) {
             self.emit(Event::NegotiationNeeded);
         }
     }
 
     fn create_offer(&mut self, now: Instant) -> Result<SessionDescription, Error> {
-        self.jsep.check_create_offer()?;
+        self.neg.jsep.check_create_offer()?;
         // Every new offer recreates the wanted changes (a pending offer is
         // invalidated by the next apply, so nothing is lost).
-        self.pending_offer = None;
-        let restart = self.restart_wanted;
+        self.neg.drop_offer();
+        let restart = self.neg.restart_wanted;
         let applied = self.mutate(now, |d| {
             let mut api = d.rtc.sdp_api();
             let mut bound = Vec::new();
@@ -979,42 +933,30 @@ impl Driver {
             return Err(Error::NothingToNegotiate);
         };
         let sdp = offer.to_sdp_string();
-        self.learn_local_sdp(&sdp);
+        self.neg.learn_local_sdp(&sdp);
         if restart {
             // New credentials: ask STUN again, the mapping may have moved.
             self.gather(now, false);
         }
-        self.pending_offer = Some((sdp.clone(), pending));
+        self.neg.set_offer(sdp.clone(), pending);
         Ok(SessionDescription::offer(sdp))
     }
 
-    fn learn_local_sdp(&mut self, sdp: &str) {
-        if let Some(u) = sdp_attr(sdp, "ice-ufrag") {
-            self.local_ufrag = u.to_string();
-        }
-        if let Some(m) = sdp_attr(sdp, "mid") {
-            self.first_mid = m.to_string();
-        }
-    }
-
     fn create_answer(&mut self, now: Instant) -> Result<SessionDescription, Error> {
-        self.jsep.check_create_answer()?;
-        if let Some(a) = &self.last_answer {
-            return Ok(SessionDescription::answer(a.clone()));
+        self.neg.jsep.check_create_answer()?;
+        if let Some(a) = self.neg.answer() {
+            return Ok(SessionDescription::answer(a.to_string()));
         }
-        let offer =
-            self.remote_offer
-                .take()
-                .ok_or(Error::Jsep(crate::JsepError::InvalidModification(
-                    "no remote offer",
-                )))?;
+        let offer = self.neg.take_remote_offer().ok_or(Error::Jsep(
+            crate::JsepError::InvalidModification("no remote offer"),
+        ))?;
         let had_app = offer.to_sdp_string().contains("m=application");
         let answer: SdpAnswer = match self.mutate(now, |d| d.rtc.sdp_api().accept_offer(offer)) {
             Ok(a) => a,
             Err(e) => {
                 // str0m may have partly applied it; the offer is gone either way.
-                self.jsep.reset_to_stable();
-                self.emit(Event::SignalingState(self.jsep.state()));
+                self.neg.jsep.reset_to_stable();
+                self.emit(Event::SignalingState(self.neg.state()));
                 return Err(Error::InvalidSdp(e.to_string()));
             }
         };
@@ -1022,14 +964,14 @@ impl Driver {
         // ids exactly as a rollback does.
         self.rollback_local();
         if had_app {
-            self.app_negotiated = true;
+            self.neg.app_negotiated = true;
         }
-        for c in std::mem::take(&mut self.queued_remote) {
+        for c in self.neg.take_queued() {
             self.add_remote(now, c);
         }
         let sdp = answer.to_sdp_string();
-        self.learn_local_sdp(&sdp);
-        self.last_answer = Some(sdp.clone());
+        self.neg.learn_local_sdp(&sdp);
+        self.neg.set_answer(sdp.clone());
         Ok(SessionDescription::answer(sdp))
     }
 
@@ -1040,7 +982,7 @@ impl Driver {
     ) -> Result<Option<SessionDescription>, Error> {
         let desc = match desc {
             Some(d) => d,
-            None => match self.jsep.state() {
+            None => match self.neg.state() {
                 SignalingState::HaveRemoteOffer => self.create_answer(now)?,
                 SignalingState::Stable | SignalingState::HaveLocalOffer => {
                     self.create_offer(now)?
@@ -1051,40 +993,37 @@ impl Driver {
         // Check the description is ours before moving the state.
         match desc.kind {
             SdpType::Offer => {
-                let ok = self
-                    .pending_offer
-                    .as_ref()
-                    .is_some_and(|(s, _)| *s == desc.sdp);
-                if !ok && self.jsep.state() != SignalingState::Closed {
+                if !self.neg.is_our_offer(&desc.sdp) && self.neg.state() != SignalingState::Closed {
                     return Err(Error::ModifiedSdp);
                 }
             }
             SdpType::Answer => {
-                let ok = self.last_answer.as_deref() == Some(desc.sdp.as_str());
-                if !ok && self.jsep.state() == SignalingState::HaveRemoteOffer {
+                if !self.neg.is_our_answer(&desc.sdp)
+                    && self.neg.state() == SignalingState::HaveRemoteOffer
+                {
                     return Err(Error::ModifiedSdp);
                 }
             }
             _ => {}
         }
-        let action = self.jsep.set_local(desc.kind)?;
+        let action = self.neg.jsep.set_local(desc.kind)?;
         match action {
             LocalAction::UseOffer => {}
             LocalAction::UseAnswer => {
-                self.last_answer = None;
+                self.neg.answer_done();
                 self.confirm_after_answer(now);
             }
             LocalAction::DropLocalOffer => self.rollback_local(),
         }
-        self.emit(Event::SignalingState(self.jsep.state()));
-        if !self.local_set {
-            self.local_set = true;
+        self.emit(Event::SignalingState(self.neg.state()));
+        if !self.neg.local_set {
+            self.neg.local_set = true;
             for idx in std::mem::take(&mut self.unsent) {
                 self.emit_candidate(idx);
             }
         }
-        if self.jsep.state() == SignalingState::Stable {
-            self.negotiation_needed_sent = false;
+        if self.neg.state() == SignalingState::Stable {
+            self.neg.renegotiate();
             self.maybe_negotiation_needed();
         }
         self.check_end_of_candidates(now);
@@ -1094,7 +1033,7 @@ impl Driver {
     /// After we answered: channels str0m could add directly now that an
     /// association exists are added; the rest wait for our next offer.
     fn confirm_after_answer(&mut self, now: Instant) {
-        if !self.app_negotiated {
+        if !self.neg.app_negotiated {
             return;
         }
         for id in self.chans.unbound() {
@@ -1115,7 +1054,7 @@ impl Driver {
     }
 
     fn rollback_local(&mut self) {
-        self.pending_offer = None;
+        self.neg.drop_offer();
         self.chans.rollback();
         for t in self.tracks.values_mut() {
             if !t.confirmed {
@@ -1134,43 +1073,43 @@ impl Driver {
             _ => None,
         };
         let parsed_answer = match desc.kind {
-            SdpType::Answer if self.jsep.state() == SignalingState::HaveLocalOffer => Some(
+            SdpType::Answer if self.neg.state() == SignalingState::HaveLocalOffer => Some(
                 SdpAnswer::from_sdp_string(&desc.sdp)
                     .map_err(|e| Error::InvalidSdp(e.to_string()))?,
             ),
             _ => None,
         };
-        let action = self.jsep.set_remote(desc.kind)?;
+        let action = self.neg.jsep.set_remote(desc.kind)?;
         match action {
             RemoteAction::StoreOffer | RemoteAction::RollbackThenStoreOffer => {
                 if action == RemoteAction::RollbackThenStoreOffer {
                     self.rollback_local();
                     self.emit(Event::SignalingState(SignalingState::Stable));
                 }
-                self.remote_offer = parsed_offer;
-                self.last_answer = None;
-                self.learn_remote_sdp(&desc.sdp);
+                if let Some(offer) = parsed_offer {
+                    self.neg.store_remote_offer(offer);
+                }
+                self.neg.learn_remote_sdp(&desc.sdp);
             }
             RemoteAction::ApplyAnswer => {
                 // Both exist in have-local-offer; if str0m ever disagrees,
                 // fail the call rather than the process.
-                let (Some((_, pending)), Some(answer)) = (self.pending_offer.take(), parsed_answer)
-                else {
-                    self.jsep.reset_to_stable();
+                let (Some(pending), Some(answer)) = (self.neg.take_offer(), parsed_answer) else {
+                    self.neg.jsep.reset_to_stable();
                     self.rollback_local();
-                    self.emit(Event::SignalingState(self.jsep.state()));
+                    self.emit(Event::SignalingState(self.neg.state()));
                     return Err(Error::InvalidSdp("no pending offer for this answer".into()));
                 };
                 if let Err(e) = self.mutate(now, |d| d.rtc.sdp_api().accept_answer(pending, answer))
                 {
-                    self.jsep.reset_to_stable();
+                    self.neg.jsep.reset_to_stable();
                     self.rollback_local();
-                    self.emit(Event::SignalingState(self.jsep.state()));
+                    self.emit(Event::SignalingState(self.neg.state()));
                     return Err(Error::InvalidSdp(e.to_string()));
                 }
-                self.learn_remote_sdp(&desc.sdp);
+                self.neg.learn_remote_sdp(&desc.sdp);
                 if desc.sdp.contains("m=application") {
-                    self.app_negotiated = true;
+                    self.neg.app_negotiated = true;
                 }
                 self.chans.confirm_bound();
                 for t in self.tracks.values_mut() {
@@ -1178,44 +1117,20 @@ impl Driver {
                         t.confirmed = true;
                     }
                 }
-                if self.restart_wanted {
-                    self.restart_wanted = false;
-                }
-                for c in std::mem::take(&mut self.queued_remote) {
+                self.neg.restart_wanted = false;
+                for c in self.neg.take_queued() {
                     self.add_remote(now, c);
                 }
             }
-            RemoteAction::DropRemoteOffer => {
-                self.remote_offer = None;
-                self.last_answer = None;
-                self.queued_remote.clear();
-            }
+            RemoteAction::DropRemoteOffer => self.neg.drop_remote_offer(),
         }
-        self.remote_set = true;
-        self.emit(Event::SignalingState(self.jsep.state()));
-        if self.jsep.state() == SignalingState::Stable {
-            self.negotiation_needed_sent = false;
+        self.neg.remote_applied();
+        self.emit(Event::SignalingState(self.neg.state()));
+        if self.neg.state() == SignalingState::Stable {
+            self.neg.renegotiate();
             self.maybe_negotiation_needed();
         }
         Ok(())
-    }
-
-    fn learn_remote_sdp(&mut self, sdp: &str) {
-        let ufrag = sdp_attr(sdp, "ice-ufrag").map(str::to_string);
-        if ufrag != self.remote_ufrag {
-            self.remote_kinds.clear();
-        }
-        self.remote_ufrag = ufrag;
-        for line in sdp.lines() {
-            if let Some(c) = line.strip_prefix("a=") {
-                if c.starts_with("candidate:") {
-                    if let Ok(cand) = Candidate::from_sdp_string(c) {
-                        self.remote_kinds.insert(cand.addr(), kind_of(&cand));
-                        self.remote_count += 1;
-                    }
-                }
-            }
-        }
     }
 
     fn add_remote_candidate(
@@ -1223,49 +1138,10 @@ impl Driver {
         now: Instant,
         init: Option<IceCandidateInit>,
     ) -> Result<(), Error> {
-        if self.jsep.state() == SignalingState::Closed {
-            return Err(Error::Closed);
-        }
-        if !self.remote_set {
-            return Err(Error::Jsep(crate::JsepError::InvalidState {
-                op: "addIceCandidate before setRemoteDescription",
-                state: self.jsep.state(),
-            }));
-        }
-        let Some(init) = init else { return Ok(()) };
-        let line = init.candidate.trim();
-        if line.is_empty() {
-            return Ok(()); // end-of-candidates
-        }
-        let line = line.strip_prefix("a=").unwrap_or(line);
-        if let (Some(u), Some(cur)) = (&init.username_fragment, &self.remote_ufrag) {
-            if u != cur {
-                debug!("dropping candidate for old ufrag {u}");
-                return Ok(());
-            }
-        }
-        // Chromium hides host addresses behind random `.local` names.
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        if fields.len() < 8 || !fields[0].starts_with("candidate:") || fields[6] != "typ" {
-            return Err(Error::InvalidCandidate(format!(
-                "not an ICE candidate line: {line:?}"
-            )));
-        }
-        if !fields[2].eq_ignore_ascii_case("udp") {
-            debug!("ignoring non-UDP candidate {line}");
-            return Ok(());
-        }
-        let host = fields[4];
-        if host.ends_with(".local") {
-            self.resolve_mdns(line.to_string(), host.to_string());
-            return Ok(());
-        }
-        let c =
-            Candidate::from_sdp_string(line).map_err(|e| Error::InvalidCandidate(e.to_string()))?;
-        if self.jsep.state() == SignalingState::HaveRemoteOffer && self.remote_offer.is_some() {
-            self.queued_remote.push(c);
-        } else {
-            self.add_remote(now, c);
+        match self.neg.remote_candidate(init)? {
+            Some(RemoteCandidate::Add(c)) => self.add_remote(now, c),
+            Some(RemoteCandidate::Mdns { line, host }) => self.resolve_mdns(line, host),
+            None => {}
         }
         Ok(())
     }
@@ -1305,8 +1181,7 @@ impl Driver {
     }
 
     fn add_remote(&mut self, now: Instant, c: Candidate) {
-        self.remote_kinds.entry(c.addr()).or_insert(kind_of(&c));
-        self.remote_count += 1;
+        self.neg.note_remote(&c);
         self.mutate(now, |d| d.rtc.add_remote_candidate(c));
     }
 
@@ -1315,7 +1190,7 @@ impl Driver {
             return;
         }
         let t = now();
-        self.jsep.close();
+        self.neg.jsep.close();
         self.chans.close_all();
         self.mutate(t, |d| d.rtc.disconnect());
         self.gatherer.close(t);
@@ -1376,23 +1251,6 @@ fn send_via(
         }
         Err(e) => debug!("UDP send to {dst}: {e}"),
     }
-}
-
-fn kind_of(c: &Candidate) -> CandidateType {
-    use str0m::CandidateKind as K;
-    match c.kind() {
-        K::Host => CandidateType::Host,
-        K::ServerReflexive => CandidateType::Srflx,
-        K::PeerReflexive => CandidateType::Prflx,
-        K::Relayed => CandidateType::Relay,
-    }
-}
-
-/// The first `a=NAME:VALUE` in an SDP.
-fn sdp_attr<'a>(sdp: &'a str, name: &str) -> Option<&'a str> {
-    sdp.lines()
-        .find_map(|l| l.strip_prefix("a=")?.strip_prefix(name)?.strip_prefix(':'))
-        .map(str::trim)
 }
 
 async fn readable(s: &Option<UdpSock>) -> std::io::Result<()> {

@@ -24,6 +24,7 @@ mod gather;
 pub mod jsep;
 mod liveness;
 pub mod negotiate;
+mod negotiation;
 mod net;
 pub mod room;
 mod tcp_turn;
