@@ -648,47 +648,24 @@ impl Driver {
 
     // ---------------------------------------------------------------- commands
 
+    /// One call per command; replies go back as they are.
     fn command(&mut self, c: Cmd) {
         let t = now();
         match c {
-            Cmd::CreateOffer { reply } => {
-                let r = self.create_offer(t);
-                let _ = reply.send(r);
-            }
-            Cmd::CreateAnswer { reply } => {
-                let r = self.create_answer(t);
-                let _ = reply.send(r);
-            }
-            Cmd::SetLocal { desc, reply } => {
-                let r = self.set_local(t, desc);
-                let _ = reply.send(r);
-            }
-            Cmd::SetRemote { desc, reply } => {
-                let r = self.set_remote(t, desc);
-                let _ = reply.send(r);
-            }
+            Cmd::CreateOffer { reply } => answer(reply, self.create_offer(t)),
+            Cmd::CreateAnswer { reply } => answer(reply, self.create_answer(t)),
+            Cmd::SetLocal { desc, reply } => answer(reply, self.set_local(t, desc)),
+            Cmd::SetRemote { desc, reply } => answer(reply, self.set_remote(t, desc)),
             Cmd::AddCandidate { candidate, reply } => {
-                let r = self.add_remote_candidate(t, candidate);
-                let _ = reply.send(r);
+                answer(reply, self.add_remote_candidate(t, candidate))
             }
-            Cmd::RestartIce { reply } => {
-                let r = self.restart_ice();
-                let _ = reply.send(r);
-            }
+            Cmd::RestartIce { reply } => answer(reply, self.restart_ice()),
             Cmd::CreateChannel { label, init, reply } => {
-                let r = self.create_channel(t, label, init);
-                let _ = reply.send(r);
+                answer(reply, self.create_channel(t, label, init))
             }
-            Cmd::AddTrack { kind, reply } => {
-                let r = self.add_track(kind);
-                let _ = reply.send(r);
-            }
-            Cmd::GetSignalingState { reply } => {
-                let _ = reply.send(Ok(self.neg.state()));
-            }
-            Cmd::GetStats { reply } => {
-                let _ = reply.send(Ok(self.current_stats()));
-            }
+            Cmd::AddTrack { kind, reply } => answer(reply, self.add_track(kind)),
+            Cmd::GetSignalingState { reply } => answer(reply, Ok(self.neg.state())),
+            Cmd::GetStats { reply } => answer(reply, Ok(self.current_stats())),
             Cmd::Close { reply } => {
                 self.shutdown();
                 let _ = reply.send(());
@@ -698,29 +675,44 @@ impl Driver {
                 binary,
                 data,
                 reply,
-            } => {
-                self.chans.send(id, binary, data, reply);
-                self.write_channels(t);
-            }
-            Cmd::ChannelFlush { id, reply } => {
-                self.chans.flush(id, reply);
-                self.write_channels(t);
-            }
+            } => self.channel_send(t, id, binary, data, reply),
+            Cmd::ChannelFlush { id, reply } => self.channel_flush(t, id, reply),
             Cmd::ChannelClose { id } => self.close_channel(t, id),
             Cmd::WriteMedia { track, mid, frame } => self.write_media(t, track, mid, frame),
             Cmd::RequestKeyframe { mid } => self.request_keyframe(t, mid),
-            Cmd::TcpConnected { turn, tx } => {
-                if self.tcp.connected(turn, tx) {
-                    self.gatherer.handle_tcp_connected(turn);
-                }
-            }
+            Cmd::TcpConnected { turn, tx } => self.tcp_connected(turn, tx),
             Cmd::TcpFrame { turn, data } => self.tcp_frame(t, turn, &data),
-            Cmd::TcpClosed { turn, why } => {
-                self.tcp.remove(turn);
-                self.gatherer.handle_tcp_closed(turn, &why);
-            }
+            Cmd::TcpClosed { turn, why } => self.tcp_closed(turn, &why),
             Cmd::MdnsResolved { line, name, ip } => self.mdns_resolved(t, line, name, ip),
         }
+    }
+
+    fn channel_send(
+        &mut self,
+        now: Instant,
+        id: u64,
+        binary: bool,
+        data: Vec<u8>,
+        reply: Reply<()>,
+    ) {
+        self.chans.send(id, binary, data, reply);
+        self.write_channels(now);
+    }
+
+    fn channel_flush(&mut self, now: Instant, id: u64, reply: Reply<()>) {
+        self.chans.flush(id, reply);
+        self.write_channels(now);
+    }
+
+    fn tcp_connected(&mut self, relay: RelayId, tx: mpsc::UnboundedSender<Vec<u8>>) {
+        if self.tcp.connected(relay, tx) {
+            self.gatherer.handle_tcp_connected(relay);
+        }
+    }
+
+    fn tcp_closed(&mut self, relay: RelayId, why: &str) {
+        self.tcp.remove(relay);
+        self.gatherer.handle_tcp_closed(relay, why);
     }
 
     fn restart_ice(&mut self) -> Result<(), Error> {
@@ -991,20 +983,18 @@ impl Driver {
             },
         };
         // Check the description is ours before moving the state.
-        match desc.kind {
+        let ours = match desc.kind {
             SdpType::Offer => {
-                if !self.neg.is_our_offer(&desc.sdp) && self.neg.state() != SignalingState::Closed {
-                    return Err(Error::ModifiedSdp);
-                }
+                self.neg.is_our_offer(&desc.sdp) || self.neg.state() == SignalingState::Closed
             }
             SdpType::Answer => {
-                if !self.neg.is_our_answer(&desc.sdp)
-                    && self.neg.state() == SignalingState::HaveRemoteOffer
-                {
-                    return Err(Error::ModifiedSdp);
-                }
+                self.neg.is_our_answer(&desc.sdp)
+                    || self.neg.state() != SignalingState::HaveRemoteOffer
             }
-            _ => {}
+            _ => true,
+        };
+        if !ours {
+            return Err(Error::ModifiedSdp);
         }
         let action = self.neg.jsep.set_local(desc.kind)?;
         match action {
@@ -1224,6 +1214,10 @@ fn host_ips(hc: &HostCandidates) -> Vec<IpAddr> {
     ips.sort();
     ips.dedup();
     ips
+}
+
+fn answer<T>(reply: Reply<T>, r: Result<T, Error>) {
+    let _ = reply.send(r);
 }
 
 /// Sends one datagram from the socket of `dst`'s family; a full socket
