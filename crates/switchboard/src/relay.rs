@@ -18,16 +18,16 @@ use std::net::{IpAddr, SocketAddr};
 use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use stun::attr::AddressFamily;
-use stun::demux::frame_len;
+use stun::Framer;
 use tokio::io::Interest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
-use turn::auth::Credentials;
+use turn::auth::{unix_now, Credentials};
 use turn::policy::PeerPolicy;
 use turn::server::{
     Action, BindError, Bound, Config, FiveTuple, Quota, RelayId, Relays, Server, Stats, Transport,
@@ -99,13 +99,6 @@ impl TurnHandle {
             let _ = t.join();
         }
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 fn reuseport_udp(addr: SocketAddr) -> Result<std::net::UdpSocket> {
@@ -648,36 +641,27 @@ async fn tcp_client(w: Rc<Worker>, stream: TcpStream) {
     });
     // Grows only as far as the largest frame this client sends, so an idle
     // TCP client costs a few KiB, not two 64 KiB buffers.
-    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut framer = Framer::new();
     'conn: loop {
-        if buf.capacity() - buf.len() < 2048 {
-            buf.reserve(4096);
-        }
-        match rd.read_buf(&mut buf).await {
+        match rd.read(framer.read_buf()).await {
             Ok(0) | Err(_) => break,
-            Ok(_) => {}
+            Ok(n) => framer.advance(n),
         }
-        let mut start = 0usize;
         loop {
-            let frame = match frame_len(&buf[start..]) {
-                Ok(Some(f)) => f.len(),
+            match framer.pop() {
+                Ok(Some(frame)) => {
+                    // The worker's shared output buffer; nothing awaits while
+                    // it is borrowed.
+                    let mut bufs = w.bufs.borrow_mut();
+                    client_packet(&w, tuple, frame.as_bytes(), &mut bufs.out);
+                }
                 Ok(None) => break,
                 Err(e) => {
                     debug!(%client, "TURN TCP framing lost: {e}");
                     break 'conn;
                 }
-            };
-            if buf.len() - start < frame {
-                buf.reserve(frame);
-                break;
             }
-            // The worker's shared output buffer; nothing awaits while it is
-            // borrowed.
-            let mut bufs = w.bufs.borrow_mut();
-            client_packet(&w, tuple, &buf[start..start + frame], &mut bufs.out);
-            start += frame;
         }
-        buf.drain(..start);
     }
     w.tcp_clients.borrow_mut().remove(&client);
     writer.abort();

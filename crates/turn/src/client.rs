@@ -11,7 +11,7 @@
 //!
 //! It owns no socket, clock, task or runtime. The driver:
 //! - calls [`Client::handle_input`] with every datagram (UDP) or every whole
-//!   frame (TCP; split the stream with [`stun::frame_len`]) from the server;
+//!   frame (TCP; split the stream with [`stun::Framer`]) from the server;
 //!   relayed application data comes back as the return value, borrowed from
 //!   the input, so the receive path does not allocate;
 //! - sends whatever [`Client::poll_transmit`] hands out to the server;
