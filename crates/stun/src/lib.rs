@@ -11,6 +11,7 @@
 //! - [`integrity`]: key derivation and MESSAGE-INTEGRITY(-SHA256)/FINGERPRINT.
 //! - [`writer`]: [`MessageWriter`], the encoder over a caller's buffer.
 //! - [`channel_data`]: [`ChannelData`] parse/encode.
+//! - [`code`]: names for the ERROR-CODE values.
 //! - [`demux`]: RFC 7983 first-byte classification and stream frame lengths.
 //! - [`stream`]: [`Framer`], reassembly of frames from a TCP/TLS byte stream.
 //!
@@ -50,6 +51,7 @@
 
 pub mod attr;
 pub mod channel_data;
+pub mod code;
 pub mod demux;
 mod error;
 pub mod header;

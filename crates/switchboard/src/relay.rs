@@ -74,17 +74,7 @@ impl TurnHandle {
         let mut t = Snapshot::default();
         for s in &self.snapshots {
             let s = *s.lock().unwrap_or_else(|e| e.into_inner());
-            let (a, b) = (&mut t.stats, s.stats);
-            a.packets_to_peer += b.packets_to_peer;
-            a.bytes_to_peer += b.bytes_to_peer;
-            a.packets_to_client += b.packets_to_client;
-            a.bytes_to_client += b.bytes_to_client;
-            a.auth_failures += b.auth_failures;
-            a.denied_peers += b.denied_peers;
-            a.dropped_bandwidth += b.dropped_bandwidth;
-            a.dropped_no_permission += b.dropped_no_permission;
-            a.throttled += b.throttled;
-            a.malformed += b.malformed;
+            t.stats += s.stats;
             t.allocations += s.allocations;
             t.permissions += s.permissions;
             t.channels += s.channels;

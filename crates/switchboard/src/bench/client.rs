@@ -178,7 +178,7 @@ impl std::fmt::Display for Refused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let (op, reason) = (self.op, &self.reason);
         match self.code {
-            Some(401) => write!(
+            Some(stun::code::UNAUTHORIZED) => write!(
                 f,
                 "{op} refused by the server: STUN error 401 {reason} (authentication failed: check --user/--password or --secret)"
             ),
