@@ -7,22 +7,31 @@
 //! worker), its own allocation table, the relay sockets of its allocations,
 //! and the TCP clients handed to it. Nothing is shared between workers on
 //! the data path; only the quota counters are.
+//!
+//! A worker is one event loop over one [`Worker`] struct that owns all of
+//! that state: sockets report readiness through [`ready`], and the loop
+//! services each ready socket with `&mut Worker`, so no two handlers ever
+//! hold the state at once and no handler can await while holding it. Only
+//! TCP writes, which may wait on a slow client, run as small tasks that own
+//! nothing but their half of the stream and a queue.
+
+mod ready;
 
 use anyhow::{Context, Result};
-use quinn_udp::{RecvMeta, UdpSocketState};
+use quinn_udp::UdpSocketState;
+use ready::{Handle, Ready, Source};
 use socket2::{Domain, Protocol, Socket, Type};
-use std::cell::RefCell;
 use std::collections::HashMap;
-use std::io::IoSliceMut;
+use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 use stun::attr::AddressFamily;
 use stun::Framer;
-use tokio::io::Interest;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -297,29 +306,71 @@ struct WorkerInit {
     shutdown: CancellationToken,
 }
 
-struct RelaySocket {
-    socket: Rc<UdpSocket>,
-    task: tokio::task::JoinHandle<()>,
+/// How many batches (or TCP reads) one source may take before the others
+/// get their turn, so one busy allocation cannot starve the rest.
+const DRAIN_BUDGET: usize = 8;
+
+/// Datagrams per recvmmsg call.
+const BATCH: usize = 32;
+
+/// Frames queued for one TCP client before further ones are dropped (whole
+/// frames, so the stream keeps its framing).
+const TCP_QUEUE: usize = 512;
+
+/// One worker's whole state, owned by its event loop ([`run_worker`]) and
+/// lent out by `&mut` to one handler at a time: the borrow checker, not a
+/// convention, keeps two handlers from touching it at once.
+struct Worker {
+    server: Server,
+    udp: Udp,
+    relays: RelayTable,
+    tcp: TcpClients,
+    /// Receive buffer shared by every UDP socket of the worker (sources
+    /// are serviced one at a time), so no socket needs its own.
+    batch: Box<[u8]>,
+    /// The server's output buffer, reused for every packet.
+    out: Vec<u8>,
+    /// Packets dropped because a socket buffer or TCP queue was full.
+    send_drops: u64,
+    ready: Ready,
 }
 
-/// A worker's state, shared by its local tasks (one thread, so `Rc`).
-struct Worker {
-    server: RefCell<Server>,
-    udp: Rc<UdpSocket>,
-    local_addr: SocketAddr,
-    relays: RefCell<RelayTable>,
-    tcp_clients: RefCell<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>,
-    bufs: RefCell<WorkerBufs>,
-    /// Packets dropped because a socket buffer or TCP queue was full.
-    send_drops: std::cell::Cell<u64>,
+/// The worker's socket on the TURN port.
+struct Udp {
+    sock: UdpSocket,
+    state: UdpSocketState,
+    addr: SocketAddr,
+    ready: Handle,
+}
+
+struct RelaySocket {
+    sock: UdpSocket,
+    state: UdpSocketState,
+    ready: Handle,
 }
 
 struct RelayTable {
-    me: Weak<Worker>,
     settings: Arc<TurnSettings>,
     ports: Arc<PortPool>,
+    ready: Ready,
     sockets: HashMap<RelayId, RelaySocket>,
     next_id: u32,
+}
+
+struct TcpClient {
+    rd: OwnedReadHalf,
+    framer: Framer,
+    tuple: FiveTuple,
+    writer: tokio::task::JoinHandle<()>,
+    ready: Handle,
+}
+
+#[derive(Default)]
+struct TcpClients {
+    clients: HashMap<u64, TcpClient>,
+    /// Each client's send queue, by address, for answers and relayed data.
+    queues: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+    next_id: u64,
 }
 
 impl RelayTable {
@@ -328,11 +379,12 @@ impl RelayTable {
             .local_addr()
             .map_err(|_| BindError::Exhausted)?
             .port();
-        let socket = Rc::new(UdpSocket::from_std(std_sock).map_err(|_| BindError::Exhausted)?);
+        let state = UdpSocketState::new((&std_sock).into()).map_err(|_| BindError::Exhausted)?;
+        let sock = UdpSocket::from_std(std_sock).map_err(|_| BindError::Exhausted)?;
         self.next_id = self.next_id.wrapping_add(1);
         let id = RelayId(self.next_id);
-        let task = tokio::task::spawn_local(relay_loop(self.me.clone(), id, socket.clone()));
-        self.sockets.insert(id, RelaySocket { socket, task });
+        let ready = self.ready.register(Source::Relay(id));
+        self.sockets.insert(id, RelaySocket { sock, state, ready });
         Ok((id, SocketAddr::new(self.settings.external_ip, port)))
     }
 }
@@ -366,9 +418,9 @@ impl Relays for RelayTable {
     }
 
     fn release(&mut self, id: RelayId) {
-        if let Some(r) = self.sockets.remove(&id) {
-            r.task.abort();
-        }
+        // Dropping the socket deregisters it; a key still queued for it is
+        // skipped.
+        self.sockets.remove(&id);
     }
 }
 
@@ -378,283 +430,323 @@ fn run_worker(init: WorkerInit) -> Result<()> {
         .build()?;
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
-        let udp = Rc::new(UdpSocket::from_std(init.sock)?);
-        let local_addr = udp.local_addr()?;
-        let worker = Rc::new_cyclic(|me| Worker {
-            server: RefCell::new(init.server),
-            udp,
-            local_addr,
-            relays: RefCell::new(RelayTable {
-                me: me.clone(),
+        let ready = Ready::new();
+        let state = UdpSocketState::new((&init.sock).into())?;
+        let sock = UdpSocket::from_std(init.sock)?;
+        let addr = sock.local_addr()?;
+        let mut w = Worker {
+            server: init.server,
+            udp: Udp {
+                sock,
+                state,
+                addr,
+                ready: ready.register(Source::Udp),
+            },
+            relays: RelayTable {
                 settings: init.settings.clone(),
                 ports: init.ports.clone(),
+                ready: ready.clone(),
                 sockets: HashMap::new(),
                 next_id: 0,
-            }),
-            tcp_clients: RefCell::new(HashMap::new()),
-            bufs: RefCell::new(WorkerBufs {
-                batch: vec![0u8; BATCH * MAX_DATAGRAM].into_boxed_slice(),
-                out: Vec::with_capacity(MAX_DATAGRAM + 64),
-            }),
-            send_drops: std::cell::Cell::new(0),
-        });
-        let udp_task = tokio::task::spawn_local(udp_loop(worker.clone()));
+            },
+            tcp: TcpClients::default(),
+            batch: udp::batch_buffer(BATCH),
+            out: Vec::with_capacity(udp::SLOT + 64),
+            send_drops: 0,
+            ready,
+        };
+        let mut pending = Vec::with_capacity(64);
         let mut tcp_rx = init.tcp;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
-                _ = tick.tick() => {
-                    let now = Instant::now();
-                    let mut server = worker.server.borrow_mut();
-                    server.handle_timeout(now, &mut *worker.relays.borrow_mut());
-                    *init.snap.lock().unwrap_or_else(|e| e.into_inner()) = Snapshot {
-                        stats: server.stats(),
-                        allocations: server.allocations(),
-                        permissions: server.permissions(),
-                        channels: server.channels(),
-                        send_drops: worker.send_drops.get(),
-                    };
-                }
-                Some(stream) = tcp_rx.recv() => {
-                    match TcpStream::from_std(stream) {
-                        Ok(s) => { tokio::task::spawn_local(tcp_client(worker.clone(), s)); }
-                        Err(e) => warn!("adopting TURN TCP connection: {e}"),
+                () = w.ready.wait(&mut pending) => {
+                    for src in pending.drain(..) {
+                        w.service(src);
                     }
+                    // Let the TCP writers and timers run between rounds.
+                    tokio::task::yield_now().await;
                 }
+                _ = tick.tick() => w.tick(&init.snap),
+                Some(stream) = tcp_rx.recv() => w.adopt_tcp(stream),
                 _ = init.shutdown.cancelled() => break,
             }
         }
-        udp_task.abort();
-        for (_, r) in worker.relays.borrow_mut().sockets.drain() {
-            r.task.abort();
+        for c in w.tcp.clients.values() {
+            c.writer.abort();
         }
         Ok::<(), anyhow::Error>(())
     })
 }
 
-/// How many batches one socket may drain before yielding, so one busy
-/// allocation cannot starve the others on the worker.
-const DRAIN_BUDGET: usize = 8;
-
-/// Datagrams per recvmmsg call.
-const BATCH: usize = 32;
-
-/// Largest datagram a batch slot holds (the UDP maximum, since ChannelData
-/// may carry up to 64 KiB).
-const MAX_DATAGRAM: usize = 65_536;
-
-/// Buffers shared by all the sockets of one worker: nothing awaits while
-/// they are borrowed, so no socket or allocation needs its own.
-struct WorkerBufs {
-    batch: Box<[u8]>,
-    out: Vec<u8>,
-}
-
-/// Frames queued for one TCP client before further ones are dropped (whole
-/// frames, so the stream keeps its framing).
-const TCP_QUEUE: usize = 512;
-
-/// Sends `data` to a client over UDP or its TCP connection. Never waits:
-/// a full socket buffer or queue drops the packet, as the network would.
-fn to_client(w: &Worker, tuple: FiveTuple, data: &[u8]) {
-    match tuple.transport {
-        Transport::Udp => {
-            if let Err(e) = w.udp.try_send_to(data, tuple.client) {
-                w.send_drops.set(w.send_drops.get() + 1);
-                debug!("send to client {}: {e}", tuple.client);
-            }
-        }
-        Transport::Tcp => {
-            if let Some(q) = w.tcp_clients.borrow().get(&tuple.client) {
-                // The TCP path copies each frame into its queue; UDP, the
-                // common case, does not.
-                if q.try_send(data.to_vec()).is_err() {
-                    w.send_drops.set(w.send_drops.get() + 1);
-                }
-            }
-        }
-    }
-}
-
-fn to_peer(w: &Worker, relay: RelayId, peer: SocketAddr, data: &[u8]) {
-    let relays = w.relays.borrow();
-    if let Some(r) = relays.sockets.get(&relay) {
-        if let Err(e) = r.socket.try_send_to(data, peer) {
-            w.send_drops.set(w.send_drops.get() + 1);
-            debug!("relay send to {peer}: {e}");
-        }
-    }
-}
-
-/// Handles one client packet and carries out the answer.
-fn client_packet(w: &Worker, tuple: FiveTuple, packet: &[u8], out: &mut Vec<u8>) {
-    let action = {
-        let mut server = w.server.borrow_mut();
-        let mut relays = w.relays.borrow_mut();
-        server.handle_client(Instant::now(), unix_now(), tuple, packet, out, &mut *relays)
-    };
-    match action {
-        Action::None => {}
-        Action::ToClient { tuple, data } => to_client(w, tuple, data),
-        Action::ToPeer { relay, peer, data } => to_peer(w, relay, peer, data),
-    }
-}
-
-/// Receives a batch of datagrams on `sock` (recvmmsg, and GRO where the
-/// kernel has it) into the worker's shared batch buffers and hands each
-/// datagram to `each`. Returns false when nothing was waiting.
-fn recv_batch(
-    w: &Worker,
-    sock: &UdpSocket,
-    state: &UdpSocketState,
-    mut each: impl FnMut(&Worker, SocketAddr, &[u8], &mut Vec<u8>),
-) -> bool {
-    let mut bufs = w.bufs.borrow_mut();
-    let WorkerBufs { batch, out } = &mut *bufs;
-    let mut chunks = batch.chunks_exact_mut(MAX_DATAGRAM);
-    let mut iovs: [IoSliceMut<'_>; BATCH] =
-        std::array::from_fn(|_| IoSliceMut::new(chunks.next().expect("BATCH chunks")));
-    let mut metas = [RecvMeta::default(); BATCH];
-    let n = match sock.try_io(Interest::READABLE, || {
-        state.recv(sock.into(), &mut iovs, &mut metas)
-    }) {
-        Ok(n) => n,
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
-        Err(e) => {
-            // ICMP errors from earlier sends surface here on Linux.
-            debug!("UDP recv: {e}");
-            return true;
-        }
-    };
-    for (iov, meta) in iovs.iter().zip(&metas).take(n) {
-        let data = &iov[..meta.len];
-        // With GRO one buffer may hold several datagrams of `stride` bytes.
-        let stride = if meta.stride == 0 {
-            meta.len.max(1)
-        } else {
-            meta.stride
+impl Worker {
+    fn tick(&mut self, snap: &Mutex<Snapshot>) {
+        self.server.handle_timeout(Instant::now(), &mut self.relays);
+        *snap.lock().unwrap_or_else(|e| e.into_inner()) = Snapshot {
+            stats: self.server.stats(),
+            allocations: self.server.allocations(),
+            permissions: self.server.permissions(),
+            channels: self.server.channels(),
+            send_drops: self.send_drops,
         };
-        for datagram in data.chunks(stride) {
-            each(w, meta.addr, datagram, out);
+    }
+
+    fn service(&mut self, src: Source) {
+        match src {
+            Source::Udp => self.service_udp(),
+            Source::Relay(id) => self.service_relay(id),
+            Source::Tcp(id) => self.service_tcp(id),
         }
     }
-    true
-}
 
-async fn udp_loop(w: Rc<Worker>) {
-    let state = match UdpSocketState::new((&*w.udp).into()) {
-        Ok(s) => s,
-        Err(e) => {
-            warn!("TURN UDP socket setup: {e}");
-            return;
-        }
-    };
-    let server_addr = w.local_addr;
-    loop {
-        if let Err(e) = w.udp.readable().await {
-            warn!("TURN UDP socket: {e}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            continue;
-        }
-        for _ in 0..DRAIN_BUDGET {
-            let got = recv_batch(&w, &w.udp, &state, |w, from, datagram, out| {
+    /// Client datagrams on the TURN port.
+    fn service_udp(&mut self) {
+        let Worker {
+            server,
+            udp,
+            relays,
+            tcp,
+            batch,
+            out,
+            send_drops,
+            ..
+        } = self;
+        let server_addr = udp.addr;
+        drain_udp(
+            &udp.sock,
+            &udp.state,
+            &udp.ready,
+            batch,
+            |from, datagram| {
                 let tuple = FiveTuple {
                     client: from,
                     server: server_addr,
                     transport: Transport::Udp,
                 };
-                client_packet(w, tuple, datagram, out);
-            });
-            if !got {
-                break;
-            }
-        }
-        tokio::task::yield_now().await;
-    }
-}
-
-/// Waits on one relay socket. The task holds no buffer of its own (the
-/// worker's batch buffers serve every socket), which keeps an allocation's
-/// memory small.
-async fn relay_loop(me: Weak<Worker>, id: RelayId, socket: Rc<UdpSocket>) {
-    let Ok(state) = UdpSocketState::new((&*socket).into()) else {
-        return;
-    };
-    loop {
-        if socket.readable().await.is_err() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            continue;
-        }
-        let Some(w) = me.upgrade() else { return };
-        for _ in 0..DRAIN_BUDGET {
-            let got = recv_batch(&w, &socket, &state, |w, from, datagram, out| {
                 let action =
-                    w.server
-                        .borrow_mut()
-                        .handle_peer(Instant::now(), id, from, datagram, out);
-                if let Action::ToClient { tuple, data } = action {
-                    to_client(w, tuple, data);
-                }
-            });
-            if !got {
-                break;
+                    server.handle_client(Instant::now(), unix_now(), tuple, datagram, out, relays);
+                carry_out(action, &udp.sock, relays, &tcp.queues, send_drops);
+            },
+        );
+    }
+
+    /// Peer datagrams on one relay socket.
+    fn service_relay(&mut self, id: RelayId) {
+        let Worker {
+            server,
+            udp,
+            relays,
+            tcp,
+            batch,
+            out,
+            send_drops,
+            ..
+        } = self;
+        let Some(r) = relays.sockets.get(&id) else {
+            return;
+        };
+        drain_udp(&r.sock, &r.state, &r.ready, batch, |from, datagram| {
+            let action = server.handle_peer(Instant::now(), id, from, datagram, out);
+            if let Action::ToClient { tuple, data } = action {
+                to_client(&udp.sock, &tcp.queues, send_drops, tuple, data);
             }
+        });
+    }
+
+    /// Frames from one TCP client (RFC 8656 §5: back to back, ChannelData
+    /// padded to 4 bytes).
+    fn service_tcp(&mut self, id: u64) {
+        let Worker {
+            server,
+            udp,
+            relays,
+            tcp,
+            out,
+            send_drops,
+            ..
+        } = self;
+        let TcpClients {
+            clients, queues, ..
+        } = tcp;
+        let Some(c) = clients.get_mut(&id) else {
+            return;
+        };
+        c.ready.rearm();
+        let mut cx = std::task::Context::from_waker(c.ready.waker());
+        let stream: &TcpStream = c.rd.as_ref();
+        let mut reads = 0;
+        let open = 'conn: loop {
+            match stream.poll_read_ready(&mut cx) {
+                Poll::Pending => break true,
+                Poll::Ready(Err(_)) => break false,
+                Poll::Ready(Ok(())) => {}
+            }
+            loop {
+                if reads == DRAIN_BUDGET {
+                    c.ready.requeue();
+                    break 'conn true;
+                }
+                reads += 1;
+                match stream.try_read(c.framer.read_buf()) {
+                    Ok(0) => break 'conn false,
+                    Ok(n) => c.framer.advance(n),
+                    // Readiness is cleared: poll again to register.
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(_) => break 'conn false,
+                }
+                loop {
+                    match c.framer.pop() {
+                        Ok(Some(frame)) => {
+                            let action = server.handle_client(
+                                Instant::now(),
+                                unix_now(),
+                                c.tuple,
+                                frame.as_bytes(),
+                                out,
+                                relays,
+                            );
+                            carry_out(action, &udp.sock, relays, queues, send_drops);
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            debug!(client = %c.tuple.client, "TURN TCP framing lost: {e}");
+                            break 'conn false;
+                        }
+                    }
+                }
+            }
+        };
+        if !open {
+            let c = clients.remove(&id).expect("looked up above");
+            queues.remove(&c.tuple.client);
+            c.writer.abort();
+            server.close_client(c.tuple, relays);
         }
-        drop(w);
-        tokio::task::yield_now().await;
+    }
+
+    fn adopt_tcp(&mut self, stream: std::net::TcpStream) {
+        let stream = match TcpStream::from_std(stream) {
+            Ok(s) => s,
+            Err(e) => return warn!("adopting TURN TCP connection: {e}"),
+        };
+        let (Ok(client), Ok(server)) = (stream.peer_addr(), stream.local_addr()) else {
+            return;
+        };
+        let (rd, mut wr) = stream.into_split();
+        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(TCP_QUEUE);
+        // Writes may wait on the peer, so they run beside the loop; the
+        // task owns nothing of the worker's.
+        let writer = tokio::task::spawn_local(async move {
+            while let Some(frame) = rx.recv().await {
+                if wr.write_all(&frame).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let t = &mut self.tcp;
+        t.next_id += 1;
+        let id = t.next_id;
+        t.queues.insert(client, tx);
+        t.clients.insert(
+            id,
+            TcpClient {
+                rd,
+                // Grows only as far as the largest frame this client sends,
+                // so an idle TCP client costs a few KiB.
+                framer: Framer::new(),
+                tuple: FiveTuple {
+                    client,
+                    server,
+                    transport: Transport::Tcp,
+                },
+                writer,
+                ready: self.ready.register(Source::Tcp(id)),
+            },
+        );
     }
 }
 
-/// Reads STUN and ChannelData frames from one TCP client (RFC 8656 §5: the
-/// frames sit back to back, ChannelData padded to 4 bytes).
-async fn tcp_client(w: Rc<Worker>, stream: TcpStream) {
-    let Ok(client) = stream.peer_addr() else {
-        return;
-    };
-    let Ok(server_addr) = stream.local_addr() else {
-        return;
-    };
-    let tuple = FiveTuple {
-        client,
-        server: server_addr,
-        transport: Transport::Tcp,
-    };
-    let (mut rd, mut wr) = stream.into_split();
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(TCP_QUEUE);
-    w.tcp_clients.borrow_mut().insert(client, tx);
-    let writer = tokio::task::spawn_local(async move {
-        while let Some(frame) = rx.recv().await {
-            if wr.write_all(&frame).await.is_err() {
-                break;
-            }
-        }
-    });
-    // Grows only as far as the largest frame this client sends, so an idle
-    // TCP client costs a few KiB, not two 64 KiB buffers.
-    let mut framer = Framer::new();
-    'conn: loop {
-        match rd.read(framer.read_buf()).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => framer.advance(n),
+/// Services one UDP socket: receives batches into `batch` and hands each
+/// datagram to `each`, until the socket has nothing more (its waker is
+/// then registered) or the budget is spent (it is then queued again).
+fn drain_udp(
+    sock: &UdpSocket,
+    state: &UdpSocketState,
+    ready: &Handle,
+    batch: &mut [u8],
+    mut each: impl FnMut(SocketAddr, &[u8]),
+) {
+    ready.rearm();
+    let mut cx = std::task::Context::from_waker(ready.waker());
+    let mut rounds = 0;
+    loop {
+        match sock.poll_recv_ready(&mut cx) {
+            Poll::Pending => return,
+            Poll::Ready(Err(e)) => return warn!("TURN UDP socket: {e}"),
+            Poll::Ready(Ok(())) => {}
         }
         loop {
-            match framer.pop() {
-                Ok(Some(frame)) => {
-                    // The worker's shared output buffer; nothing awaits while
-                    // it is borrowed.
-                    let mut bufs = w.bufs.borrow_mut();
-                    client_packet(&w, tuple, frame.as_bytes(), &mut bufs.out);
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    debug!(%client, "TURN TCP framing lost: {e}");
-                    break 'conn;
+            if rounds == DRAIN_BUDGET {
+                ready.requeue();
+                return;
+            }
+            rounds += 1;
+            match udp::recv_batch(sock, state, batch, |d, bytes| each(d.source, bytes)) {
+                Ok(true) => {}
+                // Readiness is cleared: poll again to register the waker.
+                Ok(false) => break,
+                Err(e) => debug!("UDP recv: {e}"),
+            }
+        }
+    }
+}
+
+/// Carries out the server's answer to a client packet.
+fn carry_out(
+    action: Action<'_>,
+    udp: &UdpSocket,
+    relays: &RelayTable,
+    tcp: &HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+    send_drops: &mut u64,
+) {
+    match action {
+        Action::None => {}
+        Action::ToClient { tuple, data } => to_client(udp, tcp, send_drops, tuple, data),
+        Action::ToPeer { relay, peer, data } => {
+            if let Some(r) = relays.sockets.get(&relay) {
+                if let Err(e) = r.sock.try_send_to(data, peer) {
+                    *send_drops += 1;
+                    debug!("relay send to {peer}: {e}");
                 }
             }
         }
     }
-    w.tcp_clients.borrow_mut().remove(&client);
-    writer.abort();
-    let mut relays = w.relays.borrow_mut();
-    w.server.borrow_mut().close_client(tuple, &mut *relays);
+}
+
+/// Sends `data` to a client over UDP or its TCP connection. Never waits:
+/// a full socket buffer or queue drops the packet, as the network would.
+fn to_client(
+    udp: &UdpSocket,
+    tcp: &HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+    send_drops: &mut u64,
+    tuple: FiveTuple,
+    data: &[u8],
+) {
+    match tuple.transport {
+        Transport::Udp => {
+            if let Err(e) = udp.try_send_to(data, tuple.client) {
+                *send_drops += 1;
+                debug!("send to client {}: {e}", tuple.client);
+            }
+        }
+        Transport::Tcp => {
+            if let Some(q) = tcp.get(&tuple.client) {
+                // The TCP path copies each frame into its queue; UDP, the
+                // common case, does not.
+                if q.try_send(data.to_vec()).is_err() {
+                    *send_drops += 1;
+                }
+            }
+        }
+    }
 }
