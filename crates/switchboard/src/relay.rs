@@ -22,8 +22,10 @@ use quinn_udp::UdpSocketState;
 use ready::{Handle, Ready, Source};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::HashMap;
+use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
@@ -455,28 +457,74 @@ fn run_worker(init: WorkerInit) -> Result<()> {
             send_drops: 0,
             ready,
         };
+        // The loop's other inputs are sources too, polled with their own
+        // wakers, so a wake costs one queue push and one poll, not a
+        // `select!` over every input.
+        let mut control = Control {
+            tick: tokio::time::interval(Duration::from_secs(1)),
+            tick_ready: w.ready.register(Source::Tick),
+            handoff: init.tcp,
+            handoff_ready: w.ready.register(Source::Handoff),
+            shutdown: Box::pin(init.shutdown.cancelled_owned()),
+            shutdown_ready: w.ready.register(Source::Shutdown),
+        };
         let mut pending = Vec::with_capacity(64);
-        let mut tcp_rx = init.tcp;
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            tokio::select! {
-                () = w.ready.wait(&mut pending) => {
-                    for src in pending.drain(..) {
-                        w.service(src);
-                    }
-                    // Let the TCP writers and timers run between rounds.
-                    tokio::task::yield_now().await;
+        'run: loop {
+            w.ready.wait(&mut pending).await;
+            for src in pending.drain(..) {
+                match src {
+                    Source::Tick => control.tick(&mut w, &init.snap),
+                    Source::Handoff => control.handoff(&mut w),
+                    Source::Shutdown if control.shut_down() => break 'run,
+                    Source::Shutdown => {}
+                    other => w.service(other),
                 }
-                _ = tick.tick() => w.tick(&init.snap),
-                Some(stream) = tcp_rx.recv() => w.adopt_tcp(stream),
-                _ = init.shutdown.cancelled() => break,
             }
+            // Hand the thread to the TCP writers once the task's cooperative
+            // budget (which socket polls spend) runs out, not after every
+            // round: a yield costs an extra trip through the I/O driver.
+            tokio::task::consume_budget().await;
         }
         for c in w.tcp.clients.values() {
             c.writer.abort();
         }
         Ok::<(), anyhow::Error>(())
     })
+}
+
+/// The worker loop's inputs besides its sockets.
+struct Control {
+    tick: tokio::time::Interval,
+    tick_ready: Handle,
+    handoff: mpsc::UnboundedReceiver<std::net::TcpStream>,
+    handoff_ready: Handle,
+    shutdown: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+    shutdown_ready: Handle,
+}
+
+impl Control {
+    fn tick(&mut self, w: &mut Worker, snap: &Mutex<Snapshot>) {
+        self.tick_ready.rearm();
+        let mut cx = std::task::Context::from_waker(self.tick_ready.waker());
+        while self.tick.poll_tick(&mut cx).is_ready() {
+            w.tick(snap);
+        }
+    }
+
+    /// Adopts the TCP connections the acceptor dealt to this worker.
+    fn handoff(&mut self, w: &mut Worker) {
+        self.handoff_ready.rearm();
+        let mut cx = std::task::Context::from_waker(self.handoff_ready.waker());
+        while let Poll::Ready(Some(stream)) = self.handoff.poll_recv(&mut cx) {
+            w.adopt_tcp(stream);
+        }
+    }
+
+    fn shut_down(&mut self) -> bool {
+        self.shutdown_ready.rearm();
+        let mut cx = std::task::Context::from_waker(self.shutdown_ready.waker());
+        self.shutdown.as_mut().poll(&mut cx).is_ready()
+    }
 }
 
 impl Worker {
@@ -496,6 +544,8 @@ impl Worker {
             Source::Udp => self.service_udp(),
             Source::Relay(id) => self.service_relay(id),
             Source::Tcp(id) => self.service_tcp(id),
+            // Served by the loop's `Control`.
+            Source::Tick | Source::Handoff | Source::Shutdown => {}
         }
     }
 

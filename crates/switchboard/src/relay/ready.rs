@@ -22,6 +22,12 @@ pub(super) enum Source {
     Udp,
     Relay(RelayId),
     Tcp(u64),
+    /// The once-a-second timer.
+    Tick,
+    /// TCP connections handed over by the acceptor.
+    Handoff,
+    /// The shutdown signal.
+    Shutdown,
 }
 
 struct Shared {
