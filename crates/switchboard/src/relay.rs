@@ -11,9 +11,9 @@
 //! A worker is one event loop over one [`Worker`] struct that owns all of
 //! that state: sockets report readiness through [`ready`], and the loop
 //! services each ready socket with `&mut Worker`, so no two handlers ever
-//! hold the state at once and no handler can await while holding it. Only
-//! TCP writes, which may wait on a slow client, run as small tasks that own
-//! nothing but their half of the stream and a queue.
+//! hold the state at once and no handler can await while holding it. TCP
+//! writes go straight to the socket; what a slow client's socket will not
+//! take waits in that client's queue for the socket's write readiness.
 
 mod ready;
 
@@ -32,8 +32,6 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 use stun::attr::AddressFamily;
 use stun::Framer;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -315,9 +313,10 @@ const DRAIN_BUDGET: usize = 8;
 /// Datagrams per recvmmsg call.
 const BATCH: usize = 32;
 
-/// Frames queued for one TCP client before further ones are dropped (whole
-/// frames, so the stream keeps its framing).
-const TCP_QUEUE: usize = 512;
+/// Bytes queued for one TCP client (the kernel's send buffer being full)
+/// before further frames are dropped, whole, so the stream keeps its
+/// framing.
+const TCP_QUEUE_BYTES: usize = 1 << 20;
 
 /// One worker's whole state, owned by its event loop ([`run_worker`]) and
 /// lent out by `&mut` to one handler at a time: the borrow checker, not a
@@ -360,19 +359,88 @@ struct RelayTable {
 }
 
 struct TcpClient {
-    rd: OwnedReadHalf,
     framer: Framer,
     tuple: FiveTuple,
-    writer: tokio::task::JoinHandle<()>,
     ready: Handle,
+    /// Apart from the framer, whose frames are being answered while it
+    /// writes.
+    io: TcpIo,
+}
+
+struct TcpIo {
+    stream: TcpStream,
+    /// Bytes the kernel would not take yet; `unsent[sent..]` is left.
+    unsent: Vec<u8>,
+    sent: usize,
+    write_ready: Handle,
 }
 
 #[derive(Default)]
 struct TcpClients {
     clients: HashMap<u64, TcpClient>,
-    /// Each client's send queue, by address, for answers and relayed data.
-    queues: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+    /// Client address to key, for answers and relayed data.
+    by_addr: HashMap<SocketAddr, u64>,
     next_id: u64,
+}
+
+impl TcpIo {
+    /// Writes a frame straight to the socket, or queues it behind what is
+    /// still unsent. False when it was dropped (queue full or connection
+    /// broken); a frame is never cut, so the stream keeps its framing.
+    fn send(&mut self, frame: &[u8]) -> bool {
+        if self.sent < self.unsent.len() {
+            if self.unsent.len() - self.sent + frame.len() > TCP_QUEUE_BYTES {
+                return false;
+            }
+            // Keep the written prefix from growing the queue without end.
+            if self.sent >= self.unsent.len() / 2 {
+                self.unsent.drain(..self.sent);
+                self.sent = 0;
+            }
+            self.unsent.extend_from_slice(frame);
+            return true;
+        }
+        let n = match self.stream.try_write(frame) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            // The reader sees the broken connection and closes it.
+            Err(_) => return false,
+        };
+        if n < frame.len() {
+            self.unsent.clear();
+            self.sent = 0;
+            self.unsent.extend_from_slice(&frame[n..]);
+            // Its service waits for the socket to take more.
+            self.write_ready.requeue();
+        }
+        true
+    }
+
+    /// Writes queued bytes while the socket takes them. False when the
+    /// connection is broken.
+    fn flush(&mut self) -> bool {
+        self.write_ready.rearm();
+        let mut cx = std::task::Context::from_waker(self.write_ready.waker());
+        while self.sent < self.unsent.len() {
+            match self.stream.poll_write_ready(&mut cx) {
+                Poll::Pending => return true,
+                Poll::Ready(Err(_)) => return false,
+                Poll::Ready(Ok(())) => {}
+            }
+            match self.stream.try_write(&self.unsent[self.sent..]) {
+                Ok(n) => self.sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return false,
+            }
+        }
+        self.unsent.clear();
+        self.sent = 0;
+        // A burst's queue is not kept for an idle connection.
+        if self.unsent.capacity() > 64 << 10 {
+            self.unsent = Vec::new();
+        }
+        true
+    }
 }
 
 impl RelayTable {
@@ -480,13 +548,11 @@ fn run_worker(init: WorkerInit) -> Result<()> {
                     other => w.service(other),
                 }
             }
-            // Hand the thread to the TCP writers once the task's cooperative
-            // budget (which socket polls spend) runs out, not after every
-            // round: a yield costs an extra trip through the I/O driver.
+            // Hand the thread back to the runtime once the task's
+            // cooperative budget (which socket polls spend) runs out, not
+            // after every round: a yield costs an extra trip through the
+            // I/O driver.
             tokio::task::consume_budget().await;
-        }
-        for c in w.tcp.clients.values() {
-            c.writer.abort();
         }
         Ok::<(), anyhow::Error>(())
     })
@@ -544,6 +610,7 @@ impl Worker {
             Source::Udp => self.service_udp(),
             Source::Relay(id) => self.service_relay(id),
             Source::Tcp(id) => self.service_tcp(id),
+            Source::TcpWrite(id) => self.service_tcp_write(id),
             // Served by the loop's `Control`.
             Source::Tick | Source::Handoff | Source::Shutdown => {}
         }
@@ -575,7 +642,15 @@ impl Worker {
                 };
                 let action =
                     server.handle_client(Instant::now(), unix_now(), tuple, datagram, out, relays);
-                carry_out(action, &udp.sock, relays, &tcp.queues, send_drops);
+                match action {
+                    Action::None => {}
+                    Action::ToClient { tuple, data } => {
+                        to_client(&udp.sock, tcp, send_drops, tuple, data);
+                    }
+                    Action::ToPeer { relay, peer, data } => {
+                        to_peer(relays, send_drops, relay, peer, data);
+                    }
+                }
             },
         );
     }
@@ -598,7 +673,7 @@ impl Worker {
         drain_udp(&r.sock, &r.state, &r.ready, batch, |from, datagram| {
             let action = server.handle_peer(Instant::now(), id, from, datagram, out);
             if let Action::ToClient { tuple, data } = action {
-                to_client(&udp.sock, &tcp.queues, send_drops, tuple, data);
+                to_client(&udp.sock, tcp, send_drops, tuple, data);
             }
         });
     }
@@ -608,25 +683,20 @@ impl Worker {
     fn service_tcp(&mut self, id: u64) {
         let Worker {
             server,
-            udp,
             relays,
             tcp,
             out,
             send_drops,
             ..
         } = self;
-        let TcpClients {
-            clients, queues, ..
-        } = tcp;
-        let Some(c) = clients.get_mut(&id) else {
+        let Some(c) = tcp.clients.get_mut(&id) else {
             return;
         };
         c.ready.rearm();
         let mut cx = std::task::Context::from_waker(c.ready.waker());
-        let stream: &TcpStream = c.rd.as_ref();
         let mut reads = 0;
         let open = 'conn: loop {
-            match stream.poll_read_ready(&mut cx) {
+            match c.io.stream.poll_read_ready(&mut cx) {
                 Poll::Pending => break true,
                 Poll::Ready(Err(_)) => break false,
                 Poll::Ready(Ok(())) => {}
@@ -637,7 +707,7 @@ impl Worker {
                     break 'conn true;
                 }
                 reads += 1;
-                match stream.try_read(c.framer.read_buf()) {
+                match c.io.stream.try_read(c.framer.read_buf()) {
                     Ok(0) => break 'conn false,
                     Ok(n) => c.framer.advance(n),
                     // Readiness is cleared: poll again to register.
@@ -655,7 +725,18 @@ impl Worker {
                                 out,
                                 relays,
                             );
-                            carry_out(action, &udp.sock, relays, queues, send_drops);
+                            match action {
+                                Action::None => {}
+                                // Answers go back on this connection.
+                                Action::ToClient { data, .. } => {
+                                    if !c.io.send(data) {
+                                        *send_drops += 1;
+                                    }
+                                }
+                                Action::ToPeer { relay, peer, data } => {
+                                    to_peer(relays, send_drops, relay, peer, data);
+                                }
+                            }
                         }
                         Ok(None) => break,
                         Err(e) => {
@@ -667,10 +748,24 @@ impl Worker {
             }
         };
         if !open {
-            let c = clients.remove(&id).expect("looked up above");
-            queues.remove(&c.tuple.client);
-            c.writer.abort();
-            server.close_client(c.tuple, relays);
+            self.close_tcp(id);
+        }
+    }
+
+    /// Writes what one TCP client's socket would not take earlier.
+    fn service_tcp_write(&mut self, id: u64) {
+        let Some(c) = self.tcp.clients.get_mut(&id) else {
+            return;
+        };
+        if !c.io.flush() {
+            self.close_tcp(id);
+        }
+    }
+
+    fn close_tcp(&mut self, id: u64) {
+        if let Some(c) = self.tcp.clients.remove(&id) {
+            self.tcp.by_addr.remove(&c.tuple.client);
+            self.server.close_client(c.tuple, &mut self.relays);
         }
     }
 
@@ -682,25 +777,13 @@ impl Worker {
         let (Ok(client), Ok(server)) = (stream.peer_addr(), stream.local_addr()) else {
             return;
         };
-        let (rd, mut wr) = stream.into_split();
-        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(TCP_QUEUE);
-        // Writes may wait on the peer, so they run beside the loop; the
-        // task owns nothing of the worker's.
-        let writer = tokio::task::spawn_local(async move {
-            while let Some(frame) = rx.recv().await {
-                if wr.write_all(&frame).await.is_err() {
-                    break;
-                }
-            }
-        });
         let t = &mut self.tcp;
         t.next_id += 1;
         let id = t.next_id;
-        t.queues.insert(client, tx);
+        t.by_addr.insert(client, id);
         t.clients.insert(
             id,
             TcpClient {
-                rd,
                 // Grows only as far as the largest frame this client sends,
                 // so an idle TCP client costs a few KiB.
                 framer: Framer::new(),
@@ -709,8 +792,13 @@ impl Worker {
                     server,
                     transport: Transport::Tcp,
                 },
-                writer,
                 ready: self.ready.register(Source::Tcp(id)),
+                io: TcpIo {
+                    stream,
+                    unsent: Vec::new(),
+                    sent: 0,
+                    write_ready: self.ready.register(Source::TcpWrite(id)),
+                },
             },
         );
     }
@@ -751,24 +839,18 @@ fn drain_udp(
     }
 }
 
-/// Carries out the server's answer to a client packet.
-fn carry_out(
-    action: Action<'_>,
-    udp: &UdpSocket,
+/// Sends relayed data from a relay socket to a peer.
+fn to_peer(
     relays: &RelayTable,
-    tcp: &HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
     send_drops: &mut u64,
+    relay: RelayId,
+    peer: SocketAddr,
+    data: &[u8],
 ) {
-    match action {
-        Action::None => {}
-        Action::ToClient { tuple, data } => to_client(udp, tcp, send_drops, tuple, data),
-        Action::ToPeer { relay, peer, data } => {
-            if let Some(r) = relays.sockets.get(&relay) {
-                if let Err(e) = r.sock.try_send_to(data, peer) {
-                    *send_drops += 1;
-                    debug!("relay send to {peer}: {e}");
-                }
-            }
+    if let Some(r) = relays.sockets.get(&relay) {
+        if let Err(e) = r.sock.try_send_to(data, peer) {
+            *send_drops += 1;
+            debug!("relay send to {peer}: {e}");
         }
     }
 }
@@ -777,26 +859,25 @@ fn carry_out(
 /// a full socket buffer or queue drops the packet, as the network would.
 fn to_client(
     udp: &UdpSocket,
-    tcp: &HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+    tcp: &mut TcpClients,
     send_drops: &mut u64,
     tuple: FiveTuple,
     data: &[u8],
 ) {
-    match tuple.transport {
-        Transport::Udp => {
-            if let Err(e) = udp.try_send_to(data, tuple.client) {
-                *send_drops += 1;
+    let sent = match tuple.transport {
+        Transport::Udp => match udp.try_send_to(data, tuple.client) {
+            Ok(_) => true,
+            Err(e) => {
                 debug!("send to client {}: {e}", tuple.client);
+                false
             }
-        }
-        Transport::Tcp => {
-            if let Some(q) = tcp.get(&tuple.client) {
-                // The TCP path copies each frame into its queue; UDP, the
-                // common case, does not.
-                if q.try_send(data.to_vec()).is_err() {
-                    *send_drops += 1;
-                }
-            }
-        }
+        },
+        Transport::Tcp => match tcp.by_addr.get(&tuple.client) {
+            Some(id) => tcp.clients.get_mut(id).is_some_and(|c| c.io.send(data)),
+            None => true,
+        },
+    };
+    if !sent {
+        *send_drops += 1;
     }
 }

@@ -22,6 +22,8 @@ pub(super) enum Source {
     Udp,
     Relay(RelayId),
     Tcp(u64),
+    /// A TCP client's socket can take the bytes queued for it.
+    TcpWrite(u64),
     /// The once-a-second timer.
     Tick,
     /// TCP connections handed over by the acceptor.
