@@ -3,18 +3,19 @@
 //! address it arrived on, via IP_PKTINFO through quinn-udp), STUN to the
 //! STUN/TURN servers, TURN traffic, DTLS and RTP.
 //!
-//! Receives are batched (recvmmsg, and GRO where the kernel has it) into one
-//! buffer owned by the driver, so the receive path allocates nothing.
+//! Receives are batched (recvmmsg, and GRO where the kernel has it, by the
+//! `udp` crate the TURN server shares) into one buffer owned by the driver,
+//! so the receive path allocates nothing.
 
-use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
-use std::io::{self, IoSliceMut};
+use quinn_udp::{Transmit, UdpSocketState};
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 pub(crate) const BATCH: usize = 16;
 /// Room for one GRO super-datagram per slot.
-pub(crate) const SLOT: usize = 64 * 1024;
+pub(crate) const SLOT: usize = udp::SLOT;
 
 pub(crate) struct UdpSock {
     pub sock: UdpSocket,
@@ -61,57 +62,23 @@ impl UdpSock {
 
     /// Receives one batch into `buf` (BATCH × SLOT bytes) and appends one
     /// [`Datagram`] per datagram to `out`. Returns Ok(false) when nothing
-    /// was waiting.
+    /// was waiting. ICMP errors from earlier sends are not errors here (see
+    /// the `udp` crate for why).
     pub fn recv_batch(&self, buf: &mut [u8], out: &mut Vec<Datagram>) -> io::Result<bool> {
-        let mut chunks = buf.chunks_exact_mut(SLOT);
-        let mut iovs: [IoSliceMut<'_>; BATCH] = std::array::from_fn(|_| {
-            IoSliceMut::new(chunks.next().expect("buffer holds BATCH slots"))
-        });
-        let mut metas = [RecvMeta::default(); BATCH];
-        let n = match self.sock.try_io(Interest::READABLE, || {
-            self.state.recv((&self.sock).into(), &mut iovs, &mut metas)
-        }) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-            // ICMP errors from earlier sends surface here; they say nothing
-            // about the socket itself.
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::ConnectionRefused
-                        | io::ErrorKind::HostUnreachable
-                        | io::ErrorKind::NetworkUnreachable
-                ) =>
-            {
-                return Ok(true)
-            }
-            Err(e) => return Err(e),
-        };
-        for (i, meta) in metas.iter().enumerate().take(n) {
-            let stride = if meta.stride == 0 {
-                meta.len.max(1)
-            } else {
-                meta.stride
-            };
-            let dst_ip = meta.dst_ip.unwrap_or(match meta.addr {
+        let port = self.port;
+        let slots = buf.len().min(BATCH * SLOT);
+        udp::recv_batch(&self.sock, &self.state, &mut buf[..slots], |d, _| {
+            let dst_ip = d.dst_ip.unwrap_or(match d.source {
                 SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
                 SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
             });
-            let destination = SocketAddr::new(unmap(dst_ip), self.port);
-            let base = i * SLOT;
-            let mut off = 0;
-            while off < meta.len {
-                let len = stride.min(meta.len - off);
-                out.push(Datagram {
-                    source: unmap_sa(meta.addr),
-                    destination,
-                    start: base + off,
-                    len,
-                });
-                off += len;
-            }
-        }
-        Ok(true)
+            out.push(Datagram {
+                source: unmap_sa(d.source),
+                destination: SocketAddr::new(unmap(dst_ip), port),
+                start: d.start,
+                len: d.len,
+            });
+        })
     }
 
     /// Sends one datagram from `src_ip` (None: let the kernel choose).

@@ -33,6 +33,14 @@ pub enum Error {
         /// Bytes actually present after the fixed header.
         available: usize,
     },
+    /// A stream frame announces more bytes than the receiver accepts.
+    #[error("stream frame of {len} bytes is over the {max}-byte limit")]
+    FrameTooLong {
+        /// Bytes the frame would occupy, header and padding included.
+        len: usize,
+        /// The receiver's limit.
+        max: usize,
+    },
     /// Bytes follow the message in a buffer that must hold exactly one.
     #[error("{0} unexpected bytes after the end of the message")]
     TrailingBytes(usize),

@@ -11,7 +11,9 @@
 //! - [`integrity`]: key derivation and MESSAGE-INTEGRITY(-SHA256)/FINGERPRINT.
 //! - [`writer`]: [`MessageWriter`], the encoder over a caller's buffer.
 //! - [`channel_data`]: [`ChannelData`] parse/encode.
-//! - [`demux`]: RFC 7983 first-byte classification and stream framing.
+//! - [`code`]: names for the ERROR-CODE values.
+//! - [`demux`]: RFC 7983 first-byte classification and stream frame lengths.
+//! - [`stream`]: [`Framer`], reassembly of frames from a TCP/TLS byte stream.
 //!
 //! Parsing never panics: all input-derived indexing is checked, and every
 //! malformed input is reported as an [`Error`] variant.
@@ -49,11 +51,13 @@
 
 pub mod attr;
 pub mod channel_data;
+pub mod code;
 pub mod demux;
 mod error;
 pub mod header;
 pub mod integrity;
 pub mod message;
+pub mod stream;
 pub mod writer;
 
 pub use attr::{AttrType, Attribute, EncodeAttribute, RawAttribute};
@@ -65,4 +69,5 @@ pub use integrity::{
     long_term_key, long_term_key_with, short_term_key, userhash, IntegrityAlg, Key, PasswordAlg,
 };
 pub use message::Message;
+pub use stream::{Frame, Framer, MAX_STREAM_FRAME};
 pub use writer::MessageWriter;

@@ -14,7 +14,7 @@ use common::{
 };
 use stun::attr::*;
 use stun::{
-    long_term_key, ChannelData, Message, MessageType, MessageWriter, Method, PasswordAlg,
+    long_term_key, ChannelData, Framer, Message, MessageType, MessageWriter, Method, PasswordAlg,
     TransactionId,
 };
 
@@ -147,6 +147,17 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     let mut b = Vec::new();
     cd.encode(&mut b, true);
     seeds.push(("channel-data-tcp", b));
+
+    // A TCP stream as the Framer sees it: frames back to back.
+    let stream: Vec<u8> = [
+        "ice-binding-request",
+        "channel-data-tcp",
+        "turn-allocate-request",
+    ]
+    .iter()
+    .flat_map(|n| seeds.iter().find(|(s, _)| s == n).unwrap().1.clone())
+    .collect();
+    seeds.push(("stream-mixed", stream));
     seeds
 }
 
@@ -198,6 +209,16 @@ fn replay_corpus_through_every_parser() {
         // are only replayed.
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         if !seed_names.contains(&name) {
+            continue;
+        }
+        if name.starts_with("stream-") {
+            let mut f = Framer::new();
+            f.push(&data);
+            let mut frames = 0;
+            while f.pop().unwrap().is_some() {
+                frames += 1;
+            }
+            assert!(frames > 1 && f.buffered() == 0, "{}", path.display());
             continue;
         }
         match Message::parse(&data) {

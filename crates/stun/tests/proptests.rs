@@ -12,8 +12,8 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use stun::attr::*;
 use stun::{
-    frame_len, is_stun, AttrType, ChannelData, Class, Message, MessageType, MessageWriter, Method,
-    RawAttribute, StreamFrame, TransactionId,
+    frame_len, is_stun, AttrType, ChannelData, Class, Frame, Framer, Message, MessageType,
+    MessageWriter, Method, RawAttribute, StreamFrame, TransactionId,
 };
 
 // ---- a random attribute, owning its value ------------------------------------
@@ -482,6 +482,49 @@ proptest! {
         let mut slice = vec![0u8; out.len()];
         prop_assert_eq!(cd.encode_into(&mut slice, padded), Ok(out.len()));
         prop_assert_eq!(slice, out);
+    }
+}
+
+proptest! {
+    #![proptest_config(config(128))]
+
+    /// Valid STUN and padded ChannelData frames back to back, cut into
+    /// random pieces, come out of the stream framer whole and in order.
+    #[test]
+    fn stream_framer_reassembles_any_chunking(
+        frames in prop::collection::vec(prop_oneof![
+            spec(integrity().boxed()).prop_map(|s| (false, s.encode())),
+            (0x4000u16..=0x4FFF, small_bytes(300)).prop_map(|(c, d)| {
+                let mut out = Vec::new();
+                ChannelData::new(c, &d).unwrap().encode(&mut out, true);
+                (true, out)
+            }),
+        ], 0..12),
+        cuts in prop::collection::vec(1usize..200, 1..40),
+    ) {
+        let stream: Vec<u8> = frames.iter().flat_map(|(_, b)| b.iter().copied()).collect();
+        let mut framer = Framer::new();
+        let mut got = Vec::new();
+        let (mut at, mut i) = (0, 0);
+        while at < stream.len() {
+            let mut n = cuts[i % cuts.len()].min(stream.len() - at);
+            // Alternate the two ways in: a copy, and a read into the buffer.
+            if i % 2 == 0 {
+                framer.push(&stream[at..at + n]);
+            } else {
+                let dst = framer.read_buf();
+                n = n.min(dst.len());
+                dst[..n].copy_from_slice(&stream[at..at + n]);
+                framer.advance(n);
+            }
+            at += n;
+            i += 1;
+            while let Some(f) = framer.pop().unwrap() {
+                got.push((matches!(f, Frame::ChannelData(_)), f.as_bytes().to_vec()));
+            }
+        }
+        prop_assert_eq!(got, frames);
+        prop_assert_eq!(framer.buffered(), 0);
     }
 }
 

@@ -7,27 +7,36 @@
 //! worker), its own allocation table, the relay sockets of its allocations,
 //! and the TCP clients handed to it. Nothing is shared between workers on
 //! the data path; only the quota counters are.
+//!
+//! A worker is one event loop over one [`Worker`] struct that owns all of
+//! that state: sockets report readiness through [`ready`], and the loop
+//! services each ready socket with `&mut Worker`, so no two handlers ever
+//! hold the state at once and no handler can await while holding it. TCP
+//! writes go straight to the socket; what a slow client's socket will not
+//! take waits in that client's queue for the socket's write readiness.
+
+mod ready;
 
 use anyhow::{Context, Result};
-use quinn_udp::{RecvMeta, UdpSocketState};
+use quinn_udp::UdpSocketState;
+use ready::{Handle, Ready, Source};
 use socket2::{Domain, Protocol, Socket, Type};
-use std::cell::RefCell;
 use std::collections::HashMap;
-use std::io::IoSliceMut;
+use std::future::Future;
+use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::rc::{Rc, Weak};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::task::Poll;
+use std::time::{Duration, Instant};
 use stun::attr::AddressFamily;
-use stun::demux::frame_len;
-use tokio::io::Interest;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use stun::Framer;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
-use turn::auth::Credentials;
+use turn::auth::{unix_now, Credentials};
 use turn::policy::PeerPolicy;
 use turn::server::{
     Action, BindError, Bound, Config, FiveTuple, Quota, RelayId, Relays, Server, Stats, Transport,
@@ -74,17 +83,7 @@ impl TurnHandle {
         let mut t = Snapshot::default();
         for s in &self.snapshots {
             let s = *s.lock().unwrap_or_else(|e| e.into_inner());
-            let (a, b) = (&mut t.stats, s.stats);
-            a.packets_to_peer += b.packets_to_peer;
-            a.bytes_to_peer += b.bytes_to_peer;
-            a.packets_to_client += b.packets_to_client;
-            a.bytes_to_client += b.bytes_to_client;
-            a.auth_failures += b.auth_failures;
-            a.denied_peers += b.denied_peers;
-            a.dropped_bandwidth += b.dropped_bandwidth;
-            a.dropped_no_permission += b.dropped_no_permission;
-            a.throttled += b.throttled;
-            a.malformed += b.malformed;
+            t.stats += s.stats;
             t.allocations += s.allocations;
             t.permissions += s.permissions;
             t.channels += s.channels;
@@ -99,13 +98,6 @@ impl TurnHandle {
             let _ = t.join();
         }
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 fn reuseport_udp(addr: SocketAddr) -> Result<std::net::UdpSocket> {
@@ -314,29 +306,141 @@ struct WorkerInit {
     shutdown: CancellationToken,
 }
 
-struct RelaySocket {
-    socket: Rc<UdpSocket>,
-    task: tokio::task::JoinHandle<()>,
+/// How many batches (or TCP reads) one source may take before the others
+/// get their turn, so one busy allocation cannot starve the rest.
+const DRAIN_BUDGET: usize = 8;
+
+/// Datagrams per recvmmsg call.
+const BATCH: usize = 32;
+
+/// Bytes queued for one TCP client (the kernel's send buffer being full)
+/// before further frames are dropped, whole, so the stream keeps its
+/// framing.
+const TCP_QUEUE_BYTES: usize = 1 << 20;
+
+/// One worker's whole state, owned by its event loop ([`run_worker`]) and
+/// lent out by `&mut` to one handler at a time: the borrow checker, not a
+/// convention, keeps two handlers from touching it at once.
+struct Worker {
+    server: Server,
+    udp: Udp,
+    relays: RelayTable,
+    tcp: TcpClients,
+    /// Receive buffer shared by every UDP socket of the worker (sources
+    /// are serviced one at a time), so no socket needs its own.
+    batch: Box<[u8]>,
+    /// The server's output buffer, reused for every packet.
+    out: Vec<u8>,
+    /// Packets dropped because a socket buffer or TCP queue was full.
+    send_drops: u64,
+    ready: Ready,
 }
 
-/// A worker's state, shared by its local tasks (one thread, so `Rc`).
-struct Worker {
-    server: RefCell<Server>,
-    udp: Rc<UdpSocket>,
-    local_addr: SocketAddr,
-    relays: RefCell<RelayTable>,
-    tcp_clients: RefCell<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>,
-    bufs: RefCell<WorkerBufs>,
-    /// Packets dropped because a socket buffer or TCP queue was full.
-    send_drops: std::cell::Cell<u64>,
+/// The worker's socket on the TURN port.
+struct Udp {
+    sock: UdpSocket,
+    state: UdpSocketState,
+    addr: SocketAddr,
+    ready: Handle,
+}
+
+struct RelaySocket {
+    sock: UdpSocket,
+    state: UdpSocketState,
+    ready: Handle,
 }
 
 struct RelayTable {
-    me: Weak<Worker>,
     settings: Arc<TurnSettings>,
     ports: Arc<PortPool>,
+    ready: Ready,
     sockets: HashMap<RelayId, RelaySocket>,
     next_id: u32,
+}
+
+struct TcpClient {
+    framer: Framer,
+    tuple: FiveTuple,
+    ready: Handle,
+    /// Apart from the framer, whose frames are being answered while it
+    /// writes.
+    io: TcpIo,
+}
+
+struct TcpIo {
+    stream: TcpStream,
+    /// Bytes the kernel would not take yet; `unsent[sent..]` is left.
+    unsent: Vec<u8>,
+    sent: usize,
+    write_ready: Handle,
+}
+
+#[derive(Default)]
+struct TcpClients {
+    clients: HashMap<u64, TcpClient>,
+    /// Client address to key, for answers and relayed data.
+    by_addr: HashMap<SocketAddr, u64>,
+    next_id: u64,
+}
+
+impl TcpIo {
+    /// Writes a frame straight to the socket, or queues it behind what is
+    /// still unsent. False when it was dropped (queue full or connection
+    /// broken); a frame is never cut, so the stream keeps its framing.
+    fn send(&mut self, frame: &[u8]) -> bool {
+        if self.sent < self.unsent.len() {
+            if self.unsent.len() - self.sent + frame.len() > TCP_QUEUE_BYTES {
+                return false;
+            }
+            // Keep the written prefix from growing the queue without end.
+            if self.sent >= self.unsent.len() / 2 {
+                self.unsent.drain(..self.sent);
+                self.sent = 0;
+            }
+            self.unsent.extend_from_slice(frame);
+            return true;
+        }
+        let n = match self.stream.try_write(frame) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            // The reader sees the broken connection and closes it.
+            Err(_) => return false,
+        };
+        if n < frame.len() {
+            self.unsent.clear();
+            self.sent = 0;
+            self.unsent.extend_from_slice(&frame[n..]);
+            // Its service waits for the socket to take more.
+            self.write_ready.requeue();
+        }
+        true
+    }
+
+    /// Writes queued bytes while the socket takes them. False when the
+    /// connection is broken.
+    fn flush(&mut self) -> bool {
+        self.write_ready.rearm();
+        let mut cx = std::task::Context::from_waker(self.write_ready.waker());
+        while self.sent < self.unsent.len() {
+            match self.stream.poll_write_ready(&mut cx) {
+                Poll::Pending => return true,
+                Poll::Ready(Err(_)) => return false,
+                Poll::Ready(Ok(())) => {}
+            }
+            match self.stream.try_write(&self.unsent[self.sent..]) {
+                Ok(n) => self.sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return false,
+            }
+        }
+        self.unsent.clear();
+        self.sent = 0;
+        // A burst's queue is not kept for an idle connection.
+        if self.unsent.capacity() > 64 << 10 {
+            self.unsent = Vec::new();
+        }
+        true
+    }
 }
 
 impl RelayTable {
@@ -345,11 +449,12 @@ impl RelayTable {
             .local_addr()
             .map_err(|_| BindError::Exhausted)?
             .port();
-        let socket = Rc::new(UdpSocket::from_std(std_sock).map_err(|_| BindError::Exhausted)?);
+        let state = UdpSocketState::new((&std_sock).into()).map_err(|_| BindError::Exhausted)?;
+        let sock = UdpSocket::from_std(std_sock).map_err(|_| BindError::Exhausted)?;
         self.next_id = self.next_id.wrapping_add(1);
         let id = RelayId(self.next_id);
-        let task = tokio::task::spawn_local(relay_loop(self.me.clone(), id, socket.clone()));
-        self.sockets.insert(id, RelaySocket { socket, task });
+        let ready = self.ready.register(Source::Relay(id));
+        self.sockets.insert(id, RelaySocket { sock, state, ready });
         Ok((id, SocketAddr::new(self.settings.external_ip, port)))
     }
 }
@@ -383,9 +488,9 @@ impl Relays for RelayTable {
     }
 
     fn release(&mut self, id: RelayId) {
-        if let Some(r) = self.sockets.remove(&id) {
-            r.task.abort();
-        }
+        // Dropping the socket deregisters it; a key still queued for it is
+        // skipped.
+        self.sockets.remove(&id);
     }
 }
 
@@ -395,292 +500,384 @@ fn run_worker(init: WorkerInit) -> Result<()> {
         .build()?;
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
-        let udp = Rc::new(UdpSocket::from_std(init.sock)?);
-        let local_addr = udp.local_addr()?;
-        let worker = Rc::new_cyclic(|me| Worker {
-            server: RefCell::new(init.server),
-            udp,
-            local_addr,
-            relays: RefCell::new(RelayTable {
-                me: me.clone(),
+        let ready = Ready::new();
+        let state = UdpSocketState::new((&init.sock).into())?;
+        let sock = UdpSocket::from_std(init.sock)?;
+        let addr = sock.local_addr()?;
+        let mut w = Worker {
+            server: init.server,
+            udp: Udp {
+                sock,
+                state,
+                addr,
+                ready: ready.register(Source::Udp),
+            },
+            relays: RelayTable {
                 settings: init.settings.clone(),
                 ports: init.ports.clone(),
+                ready: ready.clone(),
                 sockets: HashMap::new(),
                 next_id: 0,
-            }),
-            tcp_clients: RefCell::new(HashMap::new()),
-            bufs: RefCell::new(WorkerBufs {
-                batch: vec![0u8; BATCH * MAX_DATAGRAM].into_boxed_slice(),
-                out: Vec::with_capacity(MAX_DATAGRAM + 64),
-            }),
-            send_drops: std::cell::Cell::new(0),
-        });
-        let udp_task = tokio::task::spawn_local(udp_loop(worker.clone()));
-        let mut tcp_rx = init.tcp;
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {
-                    let now = Instant::now();
-                    let mut server = worker.server.borrow_mut();
-                    server.handle_timeout(now, &mut *worker.relays.borrow_mut());
-                    *init.snap.lock().unwrap_or_else(|e| e.into_inner()) = Snapshot {
-                        stats: server.stats(),
-                        allocations: server.allocations(),
-                        permissions: server.permissions(),
-                        channels: server.channels(),
-                        send_drops: worker.send_drops.get(),
-                    };
+            },
+            tcp: TcpClients::default(),
+            batch: udp::batch_buffer(BATCH),
+            out: Vec::with_capacity(udp::SLOT + 64),
+            send_drops: 0,
+            ready,
+        };
+        // The loop's other inputs are sources too, polled with their own
+        // wakers, so a wake costs one queue push and one poll, not a
+        // `select!` over every input.
+        let mut control = Control {
+            tick: tokio::time::interval(Duration::from_secs(1)),
+            tick_ready: w.ready.register(Source::Tick),
+            handoff: init.tcp,
+            handoff_ready: w.ready.register(Source::Handoff),
+            shutdown: Box::pin(init.shutdown.cancelled_owned()),
+            shutdown_ready: w.ready.register(Source::Shutdown),
+        };
+        let mut pending = Vec::with_capacity(64);
+        'run: loop {
+            w.ready.wait(&mut pending).await;
+            for src in pending.drain(..) {
+                match src {
+                    Source::Tick => control.tick(&mut w, &init.snap),
+                    Source::Handoff => control.handoff(&mut w),
+                    Source::Shutdown if control.shut_down() => break 'run,
+                    Source::Shutdown => {}
+                    other => w.service(other),
                 }
-                Some(stream) = tcp_rx.recv() => {
-                    match TcpStream::from_std(stream) {
-                        Ok(s) => { tokio::task::spawn_local(tcp_client(worker.clone(), s)); }
-                        Err(e) => warn!("adopting TURN TCP connection: {e}"),
-                    }
-                }
-                _ = init.shutdown.cancelled() => break,
             }
-        }
-        udp_task.abort();
-        for (_, r) in worker.relays.borrow_mut().sockets.drain() {
-            r.task.abort();
+            // Hand the thread back to the runtime once the task's
+            // cooperative budget (which socket polls spend) runs out, not
+            // after every round: a yield costs an extra trip through the
+            // I/O driver.
+            tokio::task::consume_budget().await;
         }
         Ok::<(), anyhow::Error>(())
     })
 }
 
-/// How many batches one socket may drain before yielding, so one busy
-/// allocation cannot starve the others on the worker.
-const DRAIN_BUDGET: usize = 8;
-
-/// Datagrams per recvmmsg call.
-const BATCH: usize = 32;
-
-/// Largest datagram a batch slot holds (the UDP maximum, since ChannelData
-/// may carry up to 64 KiB).
-const MAX_DATAGRAM: usize = 65_536;
-
-/// Buffers shared by all the sockets of one worker: nothing awaits while
-/// they are borrowed, so no socket or allocation needs its own.
-struct WorkerBufs {
-    batch: Box<[u8]>,
-    out: Vec<u8>,
+/// The worker loop's inputs besides its sockets.
+struct Control {
+    tick: tokio::time::Interval,
+    tick_ready: Handle,
+    handoff: mpsc::UnboundedReceiver<std::net::TcpStream>,
+    handoff_ready: Handle,
+    shutdown: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+    shutdown_ready: Handle,
 }
 
-/// Frames queued for one TCP client before further ones are dropped (whole
-/// frames, so the stream keeps its framing).
-const TCP_QUEUE: usize = 512;
+impl Control {
+    fn tick(&mut self, w: &mut Worker, snap: &Mutex<Snapshot>) {
+        self.tick_ready.rearm();
+        let mut cx = std::task::Context::from_waker(self.tick_ready.waker());
+        while self.tick.poll_tick(&mut cx).is_ready() {
+            w.tick(snap);
+        }
+    }
 
-/// Sends `data` to a client over UDP or its TCP connection. Never waits:
-/// a full socket buffer or queue drops the packet, as the network would.
-fn to_client(w: &Worker, tuple: FiveTuple, data: &[u8]) {
-    match tuple.transport {
-        Transport::Udp => {
-            if let Err(e) = w.udp.try_send_to(data, tuple.client) {
-                w.send_drops.set(w.send_drops.get() + 1);
-                debug!("send to client {}: {e}", tuple.client);
-            }
+    /// Adopts the TCP connections the acceptor dealt to this worker.
+    fn handoff(&mut self, w: &mut Worker) {
+        self.handoff_ready.rearm();
+        let mut cx = std::task::Context::from_waker(self.handoff_ready.waker());
+        while let Poll::Ready(Some(stream)) = self.handoff.poll_recv(&mut cx) {
+            w.adopt_tcp(stream);
         }
-        Transport::Tcp => {
-            if let Some(q) = w.tcp_clients.borrow().get(&tuple.client) {
-                // The TCP path copies each frame into its queue; UDP, the
-                // common case, does not.
-                if q.try_send(data.to_vec()).is_err() {
-                    w.send_drops.set(w.send_drops.get() + 1);
-                }
-            }
-        }
+    }
+
+    fn shut_down(&mut self) -> bool {
+        self.shutdown_ready.rearm();
+        let mut cx = std::task::Context::from_waker(self.shutdown_ready.waker());
+        self.shutdown.as_mut().poll(&mut cx).is_ready()
     }
 }
 
-fn to_peer(w: &Worker, relay: RelayId, peer: SocketAddr, data: &[u8]) {
-    let relays = w.relays.borrow();
-    if let Some(r) = relays.sockets.get(&relay) {
-        if let Err(e) = r.socket.try_send_to(data, peer) {
-            w.send_drops.set(w.send_drops.get() + 1);
-            debug!("relay send to {peer}: {e}");
-        }
-    }
-}
-
-/// Handles one client packet and carries out the answer.
-fn client_packet(w: &Worker, tuple: FiveTuple, packet: &[u8], out: &mut Vec<u8>) {
-    let action = {
-        let mut server = w.server.borrow_mut();
-        let mut relays = w.relays.borrow_mut();
-        server.handle_client(Instant::now(), unix_now(), tuple, packet, out, &mut *relays)
-    };
-    match action {
-        Action::None => {}
-        Action::ToClient { tuple, data } => to_client(w, tuple, data),
-        Action::ToPeer { relay, peer, data } => to_peer(w, relay, peer, data),
-    }
-}
-
-/// Receives a batch of datagrams on `sock` (recvmmsg, and GRO where the
-/// kernel has it) into the worker's shared batch buffers and hands each
-/// datagram to `each`. Returns false when nothing was waiting.
-fn recv_batch(
-    w: &Worker,
-    sock: &UdpSocket,
-    state: &UdpSocketState,
-    mut each: impl FnMut(&Worker, SocketAddr, &[u8], &mut Vec<u8>),
-) -> bool {
-    let mut bufs = w.bufs.borrow_mut();
-    let WorkerBufs { batch, out } = &mut *bufs;
-    let mut chunks = batch.chunks_exact_mut(MAX_DATAGRAM);
-    let mut iovs: [IoSliceMut<'_>; BATCH] =
-        std::array::from_fn(|_| IoSliceMut::new(chunks.next().expect("BATCH chunks")));
-    let mut metas = [RecvMeta::default(); BATCH];
-    let n = match sock.try_io(Interest::READABLE, || {
-        state.recv(sock.into(), &mut iovs, &mut metas)
-    }) {
-        Ok(n) => n,
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
-        Err(e) => {
-            // ICMP errors from earlier sends surface here on Linux.
-            debug!("UDP recv: {e}");
-            return true;
-        }
-    };
-    for (iov, meta) in iovs.iter().zip(&metas).take(n) {
-        let data = &iov[..meta.len];
-        // With GRO one buffer may hold several datagrams of `stride` bytes.
-        let stride = if meta.stride == 0 {
-            meta.len.max(1)
-        } else {
-            meta.stride
+impl Worker {
+    fn tick(&mut self, snap: &Mutex<Snapshot>) {
+        self.server.handle_timeout(Instant::now(), &mut self.relays);
+        *snap.lock().unwrap_or_else(|e| e.into_inner()) = Snapshot {
+            stats: self.server.stats(),
+            allocations: self.server.allocations(),
+            permissions: self.server.permissions(),
+            channels: self.server.channels(),
+            send_drops: self.send_drops,
         };
-        for datagram in data.chunks(stride) {
-            each(w, meta.addr, datagram, out);
+    }
+
+    fn service(&mut self, src: Source) {
+        match src {
+            Source::Udp => self.service_udp(),
+            Source::Relay(id) => self.service_relay(id),
+            Source::Tcp(id) => self.service_tcp(id),
+            Source::TcpWrite(id) => self.service_tcp_write(id),
+            // Served by the loop's `Control`.
+            Source::Tick | Source::Handoff | Source::Shutdown => {}
         }
     }
-    true
-}
 
-async fn udp_loop(w: Rc<Worker>) {
-    let state = match UdpSocketState::new((&*w.udp).into()) {
-        Ok(s) => s,
-        Err(e) => {
-            warn!("TURN UDP socket setup: {e}");
-            return;
-        }
-    };
-    let server_addr = w.local_addr;
-    loop {
-        if let Err(e) = w.udp.readable().await {
-            warn!("TURN UDP socket: {e}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            continue;
-        }
-        for _ in 0..DRAIN_BUDGET {
-            let got = recv_batch(&w, &w.udp, &state, |w, from, datagram, out| {
+    /// Client datagrams on the TURN port.
+    fn service_udp(&mut self) {
+        let Worker {
+            server,
+            udp,
+            relays,
+            tcp,
+            batch,
+            out,
+            send_drops,
+            ..
+        } = self;
+        let server_addr = udp.addr;
+        drain_udp(
+            &udp.sock,
+            &udp.state,
+            &udp.ready,
+            batch,
+            |from, datagram| {
                 let tuple = FiveTuple {
                     client: from,
                     server: server_addr,
                     transport: Transport::Udp,
                 };
-                client_packet(w, tuple, datagram, out);
-            });
-            if !got {
-                break;
-            }
-        }
-        tokio::task::yield_now().await;
-    }
-}
-
-/// Waits on one relay socket. The task holds no buffer of its own (the
-/// worker's batch buffers serve every socket), which keeps an allocation's
-/// memory small.
-async fn relay_loop(me: Weak<Worker>, id: RelayId, socket: Rc<UdpSocket>) {
-    let Ok(state) = UdpSocketState::new((&*socket).into()) else {
-        return;
-    };
-    loop {
-        if socket.readable().await.is_err() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            continue;
-        }
-        let Some(w) = me.upgrade() else { return };
-        for _ in 0..DRAIN_BUDGET {
-            let got = recv_batch(&w, &socket, &state, |w, from, datagram, out| {
                 let action =
-                    w.server
-                        .borrow_mut()
-                        .handle_peer(Instant::now(), id, from, datagram, out);
-                if let Action::ToClient { tuple, data } = action {
-                    to_client(w, tuple, data);
+                    server.handle_client(Instant::now(), unix_now(), tuple, datagram, out, relays);
+                match action {
+                    Action::None => {}
+                    Action::ToClient { tuple, data } => {
+                        to_client(&udp.sock, tcp, send_drops, tuple, data);
+                    }
+                    Action::ToPeer { relay, peer, data } => {
+                        to_peer(relays, send_drops, relay, peer, data);
+                    }
                 }
-            });
-            if !got {
-                break;
+            },
+        );
+    }
+
+    /// Peer datagrams on one relay socket.
+    fn service_relay(&mut self, id: RelayId) {
+        let Worker {
+            server,
+            udp,
+            relays,
+            tcp,
+            batch,
+            out,
+            send_drops,
+            ..
+        } = self;
+        let Some(r) = relays.sockets.get(&id) else {
+            return;
+        };
+        drain_udp(&r.sock, &r.state, &r.ready, batch, |from, datagram| {
+            let action = server.handle_peer(Instant::now(), id, from, datagram, out);
+            if let Action::ToClient { tuple, data } = action {
+                to_client(&udp.sock, tcp, send_drops, tuple, data);
             }
+        });
+    }
+
+    /// Frames from one TCP client (RFC 8656 §5: back to back, ChannelData
+    /// padded to 4 bytes).
+    fn service_tcp(&mut self, id: u64) {
+        let Worker {
+            server,
+            relays,
+            tcp,
+            out,
+            send_drops,
+            ..
+        } = self;
+        let Some(c) = tcp.clients.get_mut(&id) else {
+            return;
+        };
+        c.ready.rearm();
+        let mut cx = std::task::Context::from_waker(c.ready.waker());
+        let mut reads = 0;
+        let open = 'conn: loop {
+            match c.io.stream.poll_read_ready(&mut cx) {
+                Poll::Pending => break true,
+                Poll::Ready(Err(_)) => break false,
+                Poll::Ready(Ok(())) => {}
+            }
+            loop {
+                if reads == DRAIN_BUDGET {
+                    c.ready.requeue();
+                    break 'conn true;
+                }
+                reads += 1;
+                match c.io.stream.try_read(c.framer.read_buf()) {
+                    Ok(0) => break 'conn false,
+                    Ok(n) => c.framer.advance(n),
+                    // Readiness is cleared: poll again to register.
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(_) => break 'conn false,
+                }
+                loop {
+                    match c.framer.pop() {
+                        Ok(Some(frame)) => {
+                            let action = server.handle_client(
+                                Instant::now(),
+                                unix_now(),
+                                c.tuple,
+                                frame.as_bytes(),
+                                out,
+                                relays,
+                            );
+                            match action {
+                                Action::None => {}
+                                // Answers go back on this connection.
+                                Action::ToClient { data, .. } => {
+                                    if !c.io.send(data) {
+                                        *send_drops += 1;
+                                    }
+                                }
+                                Action::ToPeer { relay, peer, data } => {
+                                    to_peer(relays, send_drops, relay, peer, data);
+                                }
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            debug!(client = %c.tuple.client, "TURN TCP framing lost: {e}");
+                            break 'conn false;
+                        }
+                    }
+                }
+            }
+        };
+        if !open {
+            self.close_tcp(id);
         }
-        drop(w);
-        tokio::task::yield_now().await;
+    }
+
+    /// Writes what one TCP client's socket would not take earlier.
+    fn service_tcp_write(&mut self, id: u64) {
+        let Some(c) = self.tcp.clients.get_mut(&id) else {
+            return;
+        };
+        if !c.io.flush() {
+            self.close_tcp(id);
+        }
+    }
+
+    fn close_tcp(&mut self, id: u64) {
+        if let Some(c) = self.tcp.clients.remove(&id) {
+            self.tcp.by_addr.remove(&c.tuple.client);
+            self.server.close_client(c.tuple, &mut self.relays);
+        }
+    }
+
+    fn adopt_tcp(&mut self, stream: std::net::TcpStream) {
+        let stream = match TcpStream::from_std(stream) {
+            Ok(s) => s,
+            Err(e) => return warn!("adopting TURN TCP connection: {e}"),
+        };
+        let (Ok(client), Ok(server)) = (stream.peer_addr(), stream.local_addr()) else {
+            return;
+        };
+        let t = &mut self.tcp;
+        t.next_id += 1;
+        let id = t.next_id;
+        t.by_addr.insert(client, id);
+        t.clients.insert(
+            id,
+            TcpClient {
+                // Grows only as far as the largest frame this client sends,
+                // so an idle TCP client costs a few KiB.
+                framer: Framer::new(),
+                tuple: FiveTuple {
+                    client,
+                    server,
+                    transport: Transport::Tcp,
+                },
+                ready: self.ready.register(Source::Tcp(id)),
+                io: TcpIo {
+                    stream,
+                    unsent: Vec::new(),
+                    sent: 0,
+                    write_ready: self.ready.register(Source::TcpWrite(id)),
+                },
+            },
+        );
     }
 }
 
-/// Reads STUN and ChannelData frames from one TCP client (RFC 8656 §5: the
-/// frames sit back to back, ChannelData padded to 4 bytes).
-async fn tcp_client(w: Rc<Worker>, stream: TcpStream) {
-    let Ok(client) = stream.peer_addr() else {
-        return;
-    };
-    let Ok(server_addr) = stream.local_addr() else {
-        return;
-    };
-    let tuple = FiveTuple {
-        client,
-        server: server_addr,
-        transport: Transport::Tcp,
-    };
-    let (mut rd, mut wr) = stream.into_split();
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(TCP_QUEUE);
-    w.tcp_clients.borrow_mut().insert(client, tx);
-    let writer = tokio::task::spawn_local(async move {
-        while let Some(frame) = rx.recv().await {
-            if wr.write_all(&frame).await.is_err() {
-                break;
-            }
+/// Services one UDP socket: receives batches into `batch` and hands each
+/// datagram to `each`, until the socket has nothing more (its waker is
+/// then registered) or the budget is spent (it is then queued again).
+fn drain_udp(
+    sock: &UdpSocket,
+    state: &UdpSocketState,
+    ready: &Handle,
+    batch: &mut [u8],
+    mut each: impl FnMut(SocketAddr, &[u8]),
+) {
+    ready.rearm();
+    let mut cx = std::task::Context::from_waker(ready.waker());
+    let mut rounds = 0;
+    loop {
+        match sock.poll_recv_ready(&mut cx) {
+            Poll::Pending => return,
+            Poll::Ready(Err(e)) => return warn!("TURN UDP socket: {e}"),
+            Poll::Ready(Ok(())) => {}
         }
-    });
-    // Grows only as far as the largest frame this client sends, so an idle
-    // TCP client costs a few KiB, not two 64 KiB buffers.
-    let mut buf: Vec<u8> = Vec::with_capacity(4096);
-    'conn: loop {
-        if buf.capacity() - buf.len() < 2048 {
-            buf.reserve(4096);
-        }
-        match rd.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
-        let mut start = 0usize;
         loop {
-            let frame = match frame_len(&buf[start..]) {
-                Ok(Some(f)) => f.len(),
-                Ok(None) => break,
-                Err(e) => {
-                    debug!(%client, "TURN TCP framing lost: {e}");
-                    break 'conn;
-                }
-            };
-            if buf.len() - start < frame {
-                buf.reserve(frame);
-                break;
+            if rounds == DRAIN_BUDGET {
+                ready.requeue();
+                return;
             }
-            // The worker's shared output buffer; nothing awaits while it is
-            // borrowed.
-            let mut bufs = w.bufs.borrow_mut();
-            client_packet(&w, tuple, &buf[start..start + frame], &mut bufs.out);
-            start += frame;
+            rounds += 1;
+            match udp::recv_batch(sock, state, batch, |d, bytes| each(d.source, bytes)) {
+                Ok(true) => {}
+                // Readiness is cleared: poll again to register the waker.
+                Ok(false) => break,
+                Err(e) => debug!("UDP recv: {e}"),
+            }
         }
-        buf.drain(..start);
     }
-    w.tcp_clients.borrow_mut().remove(&client);
-    writer.abort();
-    let mut relays = w.relays.borrow_mut();
-    w.server.borrow_mut().close_client(tuple, &mut *relays);
+}
+
+/// Sends relayed data from a relay socket to a peer.
+fn to_peer(
+    relays: &RelayTable,
+    send_drops: &mut u64,
+    relay: RelayId,
+    peer: SocketAddr,
+    data: &[u8],
+) {
+    if let Some(r) = relays.sockets.get(&relay) {
+        if let Err(e) = r.sock.try_send_to(data, peer) {
+            *send_drops += 1;
+            debug!("relay send to {peer}: {e}");
+        }
+    }
+}
+
+/// Sends `data` to a client over UDP or its TCP connection. Never waits:
+/// a full socket buffer or queue drops the packet, as the network would.
+fn to_client(
+    udp: &UdpSocket,
+    tcp: &mut TcpClients,
+    send_drops: &mut u64,
+    tuple: FiveTuple,
+    data: &[u8],
+) {
+    let sent = match tuple.transport {
+        Transport::Udp => match udp.try_send_to(data, tuple.client) {
+            Ok(_) => true,
+            Err(e) => {
+                debug!("send to client {}: {e}", tuple.client);
+                false
+            }
+        },
+        Transport::Tcp => match tcp.by_addr.get(&tuple.client) {
+            Some(id) => tcp.clients.get_mut(id).is_some_and(|c| c.io.send(data)),
+            None => true,
+        },
+    };
+    if !sent {
+        *send_drops += 1;
+    }
 }

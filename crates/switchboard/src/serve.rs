@@ -24,7 +24,7 @@ use signal::{ConnId, FrameKind, Hub, IceServers, Output};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -349,10 +349,7 @@ struct IceProvider {
 
 impl IceServers for IceProvider {
     fn for_peer(&self, _room: &str, peer: &str) -> Box<RawValue> {
-        let unix = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let unix = turn::auth::unix_now();
         let (username, credential) =
             turn::auth::rest_credential(&self.secret, peer, self.ttl, unix);
         let h = &self.turn_host;

@@ -24,6 +24,15 @@ pub enum AuthError {
     Expired { expiry: u64, now: u64 },
 }
 
+/// Wall-clock seconds since the Unix epoch: the `unix` time credentials
+/// and nonces are checked against. The cores never read the clock; this is
+/// for their drivers to pass in. A clock before 1970 reads as 0.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// The REST-API password for `username`.
 pub fn rest_password(secret: &[u8], username: &str) -> String {
     let mut mac =

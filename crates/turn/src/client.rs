@@ -11,7 +11,7 @@
 //!
 //! It owns no socket, clock, task or runtime. The driver:
 //! - calls [`Client::handle_input`] with every datagram (UDP) or every whole
-//!   frame (TCP; split the stream with [`stun::frame_len`]) from the server;
+//!   frame (TCP; split the stream with [`stun::Framer`]) from the server;
 //!   relayed application data comes back as the return value, borrowed from
 //!   the input, so the receive path does not allocate;
 //! - sends whatever [`Client::poll_transmit`] hands out to the server;
@@ -46,7 +46,7 @@ use stun::attr::{
 };
 use stun::channel_data::{MAX_CHANNEL, MIN_CHANNEL};
 use stun::{
-    long_term_key, ChannelData, Class, Key, Message, MessageType, MessageWriter, Method,
+    code, long_term_key, ChannelData, Class, Key, Message, MessageType, MessageWriter, Method,
     TransactionId,
 };
 
@@ -950,7 +950,7 @@ impl Client {
         let nonce = msg.get::<Nonce>().ok().flatten();
         match (code, realm, nonce) {
             // First contact, or the realm changed: now we know how to sign.
-            (401, Some(realm), Some(nonce))
+            (code::UNAUTHORIZED, Some(realm), Some(nonce))
                 if t.auth_retries < MAX_AUTH_RETRIES
                     && (t.key.is_none() || self.realm.as_deref() != Some(realm)) =>
             {
@@ -958,7 +958,7 @@ impl Client {
                 self.nonce = Some(nonce.to_string());
                 self.start(now, t.op, t.auth_retries + 1);
             }
-            (438, realm, Some(nonce)) if t.auth_retries < MAX_AUTH_RETRIES => {
+            (code::STALE_NONCE, realm, Some(nonce)) if t.auth_retries < MAX_AUTH_RETRIES => {
                 if let Some(realm) = realm {
                     self.take_realm(realm);
                 }
@@ -967,7 +967,7 @@ impl Client {
                 self.start(now, t.op, t.auth_retries + 1);
             }
             // Nothing left to release.
-            (437, _, _) if t.op == Op::Close => self.finish_close(),
+            (code::ALLOCATION_MISMATCH, _, _) if t.op == Op::Close => self.finish_close(),
             _ => self.fail(now, t, Some(code), reason),
         }
     }

@@ -29,7 +29,7 @@ use stun::attr::{
 };
 use stun::integrity::{IntegrityAlg, Key};
 use stun::{
-    AttrType, ChannelData, Class, Message, MessageType, MessageWriter, Method, TransactionId,
+    code, AttrType, ChannelData, Class, Message, MessageType, MessageWriter, Method, TransactionId,
 };
 
 /// Settings of the TURN core. Each maps to a `serve` flag.
@@ -105,7 +105,7 @@ impl Quota {
         let mut per_user = self.per_user.lock().unwrap_or_else(|e| e.into_inner());
         let n = per_user.get(user).copied().unwrap_or(0);
         if n >= self.max_per_user {
-            return Err(486);
+            return Err(code::ALLOCATION_QUOTA_REACHED);
         }
         if self
             .total
@@ -114,7 +114,7 @@ impl Quota {
             })
             .is_err()
         {
-            return Err(508);
+            return Err(code::INSUFFICIENT_CAPACITY);
         }
         per_user.insert(user.into(), n + 1);
         Ok(())
@@ -218,6 +218,35 @@ pub struct Stats {
     pub malformed: u64,
 }
 
+/// Sums another worker's counters into these (for `/metrics`).
+impl std::ops::AddAssign for Stats {
+    fn add_assign(&mut self, o: Stats) {
+        // Destructured so a new counter cannot be forgotten here.
+        let Stats {
+            packets_to_peer,
+            bytes_to_peer,
+            packets_to_client,
+            bytes_to_client,
+            auth_failures,
+            denied_peers,
+            dropped_bandwidth,
+            dropped_no_permission,
+            throttled,
+            malformed,
+        } = o;
+        self.packets_to_peer += packets_to_peer;
+        self.bytes_to_peer += bytes_to_peer;
+        self.packets_to_client += packets_to_client;
+        self.bytes_to_client += bytes_to_client;
+        self.auth_failures += auth_failures;
+        self.denied_peers += denied_peers;
+        self.dropped_bandwidth += dropped_bandwidth;
+        self.dropped_no_permission += dropped_no_permission;
+        self.throttled += throttled;
+        self.malformed += malformed;
+    }
+}
+
 #[derive(Clone, Copy)]
 enum Direction {
     ToPeer,
@@ -289,15 +318,34 @@ impl Allocation {
         true
     }
 
-    fn grant(&mut self, ip: IpAddr, until: Instant, max: usize) -> bool {
-        if let Some(p) = self.permissions.iter_mut().find(|(p, _)| *p == ip) {
-            p.1 = until;
-            return true;
+    /// Installs or refreshes a permission for each of `ips` (a peer may be
+    /// named twice), all or nothing: false, with nothing changed, when the
+    /// new ones would take the allocation past `max`.
+    fn grant_all<I: Iterator<Item = IpAddr>>(
+        &mut self,
+        ips: impl Fn() -> I,
+        until: Instant,
+        max: usize,
+    ) -> bool {
+        let before = self.permissions.len();
+        for ip in ips() {
+            if self.permissions.iter().any(|(p, _)| *p == ip) {
+                continue;
+            }
+            if self.permissions.len() >= max {
+                self.permissions.truncate(before);
+                return false;
+            }
+            self.permissions.push((ip, until));
         }
-        if self.permissions.len() >= max {
-            return false;
+        for ip in ips() {
+            if let Some(p) = self.permissions[..before]
+                .iter_mut()
+                .find(|(p, _)| *p == ip)
+            {
+                p.1 = until;
+            }
         }
-        self.permissions.push((ip, until));
         true
     }
 }
@@ -313,21 +361,50 @@ fn spend(b: &mut Option<TokenBucket>, len: usize, now: Instant) -> bool {
     }
 }
 
-/// A refusal: the error code and, when the request was authenticated, the
-/// key to sign the error response with.
+/// What an answer to an authenticated request is signed with: the key
+/// the request verified with, and the algorithm that verified.
+#[derive(Clone, Copy)]
+struct Signer {
+    key: Key,
+    alg: IntegrityAlg,
+}
+
+/// A refusal: the error code and, when the request was authenticated, how
+/// to sign the error response.
 struct Refusal {
     code: u16,
-    key: Option<Key>,
+    signer: Option<Signer>,
 }
 
 impl Refusal {
     fn plain(code: u16) -> Self {
-        Refusal { code, key: None }
+        Refusal { code, signer: None }
     }
-    fn signed(code: u16, key: Key) -> Self {
+}
+
+/// One request being answered, with what every handler needs.
+#[derive(Clone, Copy)]
+struct Request<'m> {
+    now: Instant,
+    /// Wall-clock seconds, for credentials and nonces.
+    unix: u64,
+    tuple: FiveTuple,
+    msg: Message<'m>,
+}
+
+/// A request whose MESSAGE-INTEGRITY verified.
+struct Authed<'m> {
+    req: Request<'m>,
+    user: &'m str,
+    signer: Signer,
+}
+
+impl Authed<'_> {
+    /// A refusal signed like the request.
+    fn refuse(&self, code: u16) -> Refusal {
         Refusal {
             code,
-            key: Some(key),
+            signer: Some(self.signer),
         }
     }
 }
@@ -415,7 +492,13 @@ impl Server {
         };
         match msg.class() {
             Class::Request => {
-                if self.request(now, unix, tuple, &msg, out, relays) {
+                let req = Request {
+                    now,
+                    unix,
+                    tuple,
+                    msg,
+                };
+                if self.request(req, out, relays) {
                     Action::ToClient { tuple, data: out }
                 } else {
                     Action::None
@@ -610,22 +693,15 @@ impl Server {
     }
 
     /// Answers one request into `out`. Returns false to send nothing.
-    fn request(
-        &mut self,
-        now: Instant,
-        unix: u64,
-        tuple: FiveTuple,
-        msg: &Message<'_>,
-        out: &mut Vec<u8>,
-        relays: &mut impl Relays,
-    ) -> bool {
+    fn request(&mut self, req: Request<'_>, out: &mut Vec<u8>, relays: &mut impl Relays) -> bool {
+        let (now, tuple, msg) = (req.now, req.tuple, req.msg);
         let method = msg.method();
         if method == Method::BINDING {
             if !self.admit_unauthenticated(tuple.client.ip(), now) {
                 return false;
             }
-            let mut w = MessageWriter::success_response(out, msg);
-            let ok = w.add::<XorMappedAddress>(tuple.client).is_ok() && self.finish(w, msg, None);
+            let mut w = MessageWriter::success_response(out, &msg);
+            let ok = w.add::<XorMappedAddress>(tuple.client).is_ok() && self.finish(w, &msg, None);
             return ok;
         }
         let known = [
@@ -635,7 +711,7 @@ impl Server {
             Method::CHANNEL_BIND,
         ];
         if !known.contains(&method) {
-            return self.refuse(out, msg, Refusal::plain(400), unix, tuple);
+            return self.refuse(out, &req, Refusal::plain(code::BAD_REQUEST));
         }
         // Comprehension-required attributes we do not understand: 420.
         let mut unknown = [AttrType(0); 16];
@@ -647,8 +723,8 @@ impl Server {
             }
         }
         if n_unknown > 0 {
-            let mut w = match MessageWriter::error_response(out, msg, ErrorCodeValue::standard(420))
-            {
+            let err = ErrorCodeValue::standard(code::UNKNOWN_ATTRIBUTE);
+            let mut w = match MessageWriter::error_response(out, &msg, err) {
                 Ok(w) => w,
                 Err(_) => return false,
             };
@@ -657,127 +733,133 @@ impl Server {
             {
                 return false;
             }
-            return self.finish(w, msg, None);
+            return self.finish(w, &msg, None);
         }
         if !msg.has_integrity() {
             if !self.admit_unauthenticated(tuple.client.ip(), now) {
                 return false;
             }
-            return self.refuse(out, msg, Refusal::plain(401), unix, tuple);
+            return self.refuse(out, &req, Refusal::plain(code::UNAUTHORIZED));
         }
         let (Ok(Some(user)), Ok(Some(_realm)), Ok(Some(nonce))) = (
             msg.get::<Username>(),
             msg.get::<Realm>(),
             msg.get::<Nonce>(),
         ) else {
-            return self.refuse(out, msg, Refusal::plain(400), unix, tuple);
+            return self.refuse(out, &req, Refusal::plain(code::BAD_REQUEST));
         };
-        if !self.nonce_valid(nonce, unix, tuple.client.ip()) {
-            return self.refuse(out, msg, Refusal::plain(438), unix, tuple);
+        if !self.nonce_valid(nonce, req.unix, tuple.client.ip()) {
+            return self.refuse(out, &req, Refusal::plain(code::STALE_NONCE));
         }
-        let key = match self.creds.key(user, unix) {
+        let key = match self.creds.key(user, req.unix) {
             Ok(k) => k,
             Err(AuthError::UnknownUser | AuthError::Expired { .. }) => {
                 self.stats.auth_failures += 1;
-                return self.refuse(out, msg, Refusal::plain(401), unix, tuple);
+                return self.refuse(out, &req, Refusal::plain(code::UNAUTHORIZED));
             }
         };
-        if msg.verify_integrity(&key).is_err() {
+        // The algorithm that verified is the one the answer is signed with.
+        let Ok(alg) = msg.verify_integrity(&key) else {
             self.stats.auth_failures += 1;
-            return self.refuse(out, msg, Refusal::plain(401), unix, tuple);
-        }
+            return self.refuse(out, &req, Refusal::plain(code::UNAUTHORIZED));
+        };
+        let a = Authed {
+            req,
+            user,
+            signer: Signer { key, alg },
+        };
         let result = match method {
-            Method::ALLOCATE => self.allocate(now, tuple, msg, user, key, out, relays),
-            _ => {
-                let Some(alloc) = self.allocations.get(&tuple) else {
-                    return self.refuse(out, msg, Refusal::signed(437, key), unix, tuple);
-                };
-                if &*alloc.username != user {
+            Method::ALLOCATE => self.allocate(&a, out, relays),
+            _ => match self.allocations.get(&tuple) {
+                None => Err(a.refuse(code::ALLOCATION_MISMATCH)),
+                Some(alloc) if &*alloc.username != user => {
                     self.stats.auth_failures += 1;
-                    return self.refuse(out, msg, Refusal::signed(441, key), unix, tuple);
+                    Err(a.refuse(code::WRONG_CREDENTIALS))
                 }
-                match method {
-                    Method::REFRESH => self.refresh(now, tuple, msg, key, out, relays),
-                    Method::CREATE_PERMISSION => self.create_permission(now, tuple, msg, key, out),
-                    _ => self.channel_bind(now, tuple, msg, key, out),
-                }
-            }
+                Some(_) => match method {
+                    Method::REFRESH => self.refresh(&a, out, relays),
+                    Method::CREATE_PERMISSION => self.create_permission(&a, out),
+                    _ => self.channel_bind(&a, out),
+                },
+            },
         };
         match result {
             Ok(sent) => sent,
-            Err(r) => self.refuse(out, msg, r, unix, tuple),
+            Err(r) => self.refuse(out, &a.req, r),
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn allocate(
         &mut self,
-        now: Instant,
-        tuple: FiveTuple,
-        msg: &Message<'_>,
-        user: &str,
-        key: Key,
+        a: &Authed<'_>,
         out: &mut Vec<u8>,
         relays: &mut impl Relays,
     ) -> Result<bool, Refusal> {
-        if let Some(a) = self.allocations.get(&tuple) {
-            if a.created_by == msg.transaction_id() && &*a.username == user {
+        let Request {
+            now, tuple, msg, ..
+        } = a.req;
+        if let Some(existing) = self.allocations.get(&tuple) {
+            if existing.created_by == msg.transaction_id() && &*existing.username == a.user {
                 // A retransmitted Allocate: answer it again.
-                let remaining = a.expires.saturating_duration_since(now).as_secs() as u32;
-                let relay_addr = a.relay_addr;
-                return Ok(self.allocate_success(msg, key, relay_addr, remaining, tuple, None, out));
+                let remaining = existing.expires.saturating_duration_since(now).as_secs() as u32;
+                let relay_addr = existing.relay_addr;
+                return Ok(self.allocate_success(a, relay_addr, remaining, None, out));
             }
-            return Err(Refusal::signed(437, key));
+            return Err(a.refuse(code::ALLOCATION_MISMATCH));
         }
         match msg.get::<RequestedTransport>() {
             Ok(Some(PROTOCOL_UDP)) => {}
-            Ok(Some(_)) => return Err(Refusal::signed(442, key)),
-            _ => return Err(Refusal::signed(400, key)),
+            Ok(Some(_)) => return Err(a.refuse(code::UNSUPPORTED_TRANSPORT_PROTOCOL)),
+            _ => return Err(a.refuse(code::BAD_REQUEST)),
         }
         let (even, reserve) = match msg.get::<EvenPort>() {
             Ok(Some(r)) => (true, r),
             Ok(None) => (false, false),
-            Err(_) => return Err(Refusal::signed(400, key)),
+            Err(_) => return Err(a.refuse(code::BAD_REQUEST)),
         };
         let token = match msg.get::<ReservationToken>() {
             Ok(t) => t,
-            Err(_) => return Err(Refusal::signed(400, key)),
+            Err(_) => return Err(a.refuse(code::BAD_REQUEST)),
         };
         if token.is_some() && (even || msg.contains::<RequestedAddressFamily>()) {
-            return Err(Refusal::signed(400, key));
+            return Err(a.refuse(code::BAD_REQUEST));
         }
         let family = match msg.get::<RequestedAddressFamily>() {
             Ok(Some(f)) => f,
             Ok(None) => AddressFamily::V4,
-            Err(_) => return Err(Refusal::signed(440, key)),
+            Err(_) => return Err(a.refuse(code::ADDRESS_FAMILY_NOT_SUPPORTED)),
         };
         let lifetime = match msg.get::<Lifetime>() {
             Ok(Some(secs)) => Duration::from_secs(u64::from(secs))
                 .clamp(self.cfg.default_lifetime, self.cfg.max_lifetime),
             Ok(None) => self.cfg.default_lifetime,
-            Err(_) => return Err(Refusal::signed(400, key)),
+            Err(_) => return Err(a.refuse(code::BAD_REQUEST)),
         };
         let reserved = match token {
-            Some(t) => Some(relays.claim(t).ok_or(Refusal::signed(508, key))?),
+            Some(t) => Some(
+                relays
+                    .claim(t)
+                    .ok_or(a.refuse(code::INSUFFICIENT_CAPACITY))?,
+            ),
             None => None,
         };
-        if let Err(code) = self.quota.acquire(user) {
+        if let Err(c) = self.quota.acquire(a.user) {
             if let Some((id, _)) = reserved {
                 relays.release(id);
             }
-            return Err(Refusal::signed(code, key));
+            return Err(a.refuse(c));
         }
         let ((relay, relay_addr), new_token) = match reserved {
             Some(r) => (r, None),
             None => match relays.bind(family, even, reserve) {
                 Ok(r) => r,
                 Err(e) => {
-                    self.quota.release(user);
-                    let code = match e {
-                        BindError::Family => 440,
-                        BindError::Exhausted => 508,
+                    self.quota.release(a.user);
+                    let c = match e {
+                        BindError::Family => code::ADDRESS_FAMILY_NOT_SUPPORTED,
+                        BindError::Exhausted => code::INSUFFICIENT_CAPACITY,
                     };
-                    return Err(Refusal::signed(code, key));
+                    return Err(a.refuse(c));
                 }
             },
         };
@@ -786,7 +868,7 @@ impl Server {
             Allocation {
                 relay,
                 relay_addr,
-                username: user.into(),
+                username: a.user.into(),
                 created_by: msg.transaction_id(),
                 expires: now + lifetime,
                 permissions: Vec::new(),
@@ -796,58 +878,44 @@ impl Server {
             },
         );
         self.by_relay.insert(relay, tuple);
-        Ok(self.allocate_success(
-            msg,
-            key,
-            relay_addr,
-            lifetime.as_secs() as u32,
-            tuple,
-            new_token,
-            out,
-        ))
+        let secs = lifetime.as_secs() as u32;
+        Ok(self.allocate_success(a, relay_addr, secs, new_token, out))
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn allocate_success(
         &self,
-        msg: &Message<'_>,
-        key: Key,
+        a: &Authed<'_>,
         relay_addr: SocketAddr,
         lifetime: u32,
-        tuple: FiveTuple,
         token: Option<[u8; 8]>,
         out: &mut Vec<u8>,
     ) -> bool {
-        let mut w = MessageWriter::success_response(out, msg);
+        let mut w = MessageWriter::success_response(out, &a.req.msg);
         let mut ok = w.add::<XorRelayedAddress>(relay_addr).is_ok()
             && w.add::<Lifetime>(lifetime).is_ok()
-            && w.add::<XorMappedAddress>(tuple.client).is_ok();
+            && w.add::<XorMappedAddress>(a.req.tuple.client).is_ok();
         if let Some(t) = token {
             ok = ok && w.add::<ReservationToken>(t).is_ok();
         }
-        ok && self.finish(w, msg, Some(key))
+        ok && self.finish(w, &a.req.msg, Some(a.signer))
     }
 
     fn refresh(
         &mut self,
-        now: Instant,
-        tuple: FiveTuple,
-        msg: &Message<'_>,
-        key: Key,
+        a: &Authed<'_>,
         out: &mut Vec<u8>,
         relays: &mut impl Relays,
     ) -> Result<bool, Refusal> {
+        let Request {
+            now, tuple, msg, ..
+        } = a.req;
         let requested = match msg.get::<Lifetime>() {
             Ok(v) => v,
-            Err(_) => return Err(Refusal::signed(400, key)),
+            Err(_) => return Err(a.refuse(code::BAD_REQUEST)),
         };
         if let Ok(Some(f)) = msg.get::<RequestedAddressFamily>() {
-            let alloc = self
-                .allocations
-                .get(&tuple)
-                .ok_or(Refusal::signed(437, key))?;
-            if AddressFamily::of(&alloc.relay_addr.ip()) != f {
-                return Err(Refusal::signed(443, key));
+            if self.relay_family(a)? != f {
+                return Err(a.refuse(code::PEER_ADDRESS_FAMILY_MISMATCH));
             }
         }
         let lifetime = match requested {
@@ -860,12 +928,21 @@ impl Server {
                 .clamp(self.cfg.default_lifetime, self.cfg.max_lifetime),
             None => self.cfg.default_lifetime,
         };
-        if let Some(a) = self.allocations.get_mut(&tuple) {
-            a.expires = now + lifetime;
+        if let Some(alloc) = self.allocations.get_mut(&tuple) {
+            alloc.expires = now + lifetime;
         }
-        let mut w = MessageWriter::success_response(out, msg);
+        let mut w = MessageWriter::success_response(out, &msg);
         let ok = w.add::<Lifetime>(lifetime.as_secs() as u32).is_ok();
-        Ok(ok && self.finish(w, msg, Some(key)))
+        Ok(ok && self.finish(w, &msg, Some(a.signer)))
+    }
+
+    /// The address family of the requester's relayed address, which every
+    /// peer it names must share; 437 without an allocation.
+    fn relay_family(&self, a: &Authed<'_>) -> Result<AddressFamily, Refusal> {
+        self.allocations
+            .get(&a.req.tuple)
+            .map(|alloc| AddressFamily::of(&alloc.relay_addr.ip()))
+            .ok_or(a.refuse(code::ALLOCATION_MISMATCH))
     }
 
     /// Checks a peer address against the relay's family and the policy.
@@ -875,110 +952,75 @@ impl Server {
     /// a family mismatch).
     fn vet_peer(
         &mut self,
-        alloc_family: AddressFamily,
+        relay_family: AddressFamily,
         peer: SocketAddr,
-        key: Key,
+        a: &Authed<'_>,
     ) -> Result<(), Refusal> {
         if self.policy.check(peer.ip()).is_err() {
             self.stats.denied_peers += 1;
-            return Err(Refusal::signed(403, key));
+            return Err(a.refuse(code::FORBIDDEN));
         }
-        if AddressFamily::of(&peer.ip()) != alloc_family {
-            return Err(Refusal::signed(443, key));
+        if AddressFamily::of(&peer.ip()) != relay_family {
+            return Err(a.refuse(code::PEER_ADDRESS_FAMILY_MISMATCH));
         }
         Ok(())
     }
 
-    fn create_permission(
-        &mut self,
-        now: Instant,
-        tuple: FiveTuple,
-        msg: &Message<'_>,
-        key: Key,
-        out: &mut Vec<u8>,
-    ) -> Result<bool, Refusal> {
-        let family = {
-            let a = self
-                .allocations
-                .get(&tuple)
-                .ok_or(Refusal::signed(437, key))?;
-            AddressFamily::of(&a.relay_addr.ip())
-        };
-        // All peers are vetted before any permission is installed, so a
-        // refused request changes nothing.
-        let tid = msg.transaction_id();
+    fn create_permission(&mut self, a: &Authed<'_>, out: &mut Vec<u8>) -> Result<bool, Refusal> {
+        let msg = a.req.msg;
+        let family = self.relay_family(a)?;
+        // Every peer is vetted, and the permission limit checked, before
+        // any permission is installed, so a refused request changes nothing.
         let mut peers = 0usize;
-        for attr in msg
-            .attributes()
-            .filter(|a| a.attr_type == AttrType::XOR_PEER_ADDRESS)
-        {
-            let peer = attr
-                .decode::<XorPeerAddress>(&tid)
-                .map_err(|_| Refusal::signed(400, key))?;
-            self.vet_peer(family, peer, key)?;
+        for peer in msg.get_all::<XorPeerAddress>() {
+            let peer = peer.map_err(|_| a.refuse(code::BAD_REQUEST))?;
+            self.vet_peer(family, peer, a)?;
             peers += 1;
         }
         if peers == 0 {
-            return Err(Refusal::signed(400, key));
+            return Err(a.refuse(code::BAD_REQUEST));
         }
-        let until = now + self.cfg.permission_lifetime;
+        let until = a.req.now + self.cfg.permission_lifetime;
         let max = self.cfg.max_permissions;
         let alloc = self
             .allocations
-            .get_mut(&tuple)
-            .ok_or(Refusal::signed(437, key))?;
-        for attr in msg
-            .attributes()
-            .filter(|a| a.attr_type == AttrType::XOR_PEER_ADDRESS)
-        {
-            if let Ok(peer) = attr.decode::<XorPeerAddress>(&tid) {
-                if !alloc.grant(peer.ip(), until, max) {
-                    return Err(Refusal::signed(508, key));
-                }
-            }
+            .get_mut(&a.req.tuple)
+            .ok_or(a.refuse(code::ALLOCATION_MISMATCH))?;
+        // Every peer decoded above.
+        let ips = || msg.get_all::<XorPeerAddress>().flatten().map(|p| p.ip());
+        if !alloc.grant_all(ips, until, max) {
+            return Err(a.refuse(code::INSUFFICIENT_CAPACITY));
         }
-        let w = MessageWriter::success_response(out, msg);
-        Ok(self.finish(w, msg, Some(key)))
+        let w = MessageWriter::success_response(out, &msg);
+        Ok(self.finish(w, &msg, Some(a.signer)))
     }
 
-    fn channel_bind(
-        &mut self,
-        now: Instant,
-        tuple: FiveTuple,
-        msg: &Message<'_>,
-        key: Key,
-        out: &mut Vec<u8>,
-    ) -> Result<bool, Refusal> {
+    fn channel_bind(&mut self, a: &Authed<'_>, out: &mut Vec<u8>) -> Result<bool, Refusal> {
+        let msg = a.req.msg;
         // Out-of-range channel numbers fail to decode: 400.
         let (Ok(Some(number)), Ok(Some(peer))) =
             (msg.get::<ChannelNumber>(), msg.get::<XorPeerAddress>())
         else {
-            return Err(Refusal::signed(400, key));
+            return Err(a.refuse(code::BAD_REQUEST));
         };
-        let family = {
-            let a = self
-                .allocations
-                .get(&tuple)
-                .ok_or(Refusal::signed(437, key))?;
-            AddressFamily::of(&a.relay_addr.ip())
-        };
-        self.vet_peer(family, peer, key)?;
-        let until_channel = now + self.cfg.channel_lifetime;
-        let until_perm = now + self.cfg.permission_lifetime;
+        let family = self.relay_family(a)?;
+        self.vet_peer(family, peer, a)?;
+        let until_channel = a.req.now + self.cfg.channel_lifetime;
+        let until_perm = a.req.now + self.cfg.permission_lifetime;
         let max = self.cfg.max_permissions;
         let alloc = self
             .allocations
-            .get_mut(&tuple)
-            .ok_or(Refusal::signed(437, key))?;
+            .get_mut(&a.req.tuple)
+            .ok_or(a.refuse(code::ALLOCATION_MISMATCH))?;
         let clash = alloc
             .channels
             .iter()
             .any(|c| (c.number == number) != (c.peer == peer));
         if clash {
-            return Err(Refusal::signed(400, key));
+            return Err(a.refuse(code::BAD_REQUEST));
         }
-        if !alloc.grant(peer.ip(), until_perm, max) {
-            return Err(Refusal::signed(508, key));
+        if !alloc.grant_all(|| std::iter::once(peer.ip()), until_perm, max) {
+            return Err(a.refuse(code::INSUFFICIENT_CAPACITY));
         }
         match alloc.channels.iter_mut().find(|c| c.number == number) {
             Some(c) => c.expires = until_channel,
@@ -988,27 +1030,20 @@ impl Server {
                 expires: until_channel,
             }),
         }
-        let w = MessageWriter::success_response(out, msg);
-        Ok(self.finish(w, msg, Some(key)))
+        let w = MessageWriter::success_response(out, &msg);
+        Ok(self.finish(w, &msg, Some(a.signer)))
     }
 
     /// Writes an error response. 401 and 438 carry REALM and a fresh NONCE.
-    fn refuse(
-        &mut self,
-        out: &mut Vec<u8>,
-        msg: &Message<'_>,
-        r: Refusal,
-        unix: u64,
-        tuple: FiveTuple,
-    ) -> bool {
+    fn refuse(&mut self, out: &mut Vec<u8>, req: &Request<'_>, r: Refusal) -> bool {
         out.clear();
-        let mut w = match MessageWriter::error_response(out, msg, ErrorCodeValue::standard(r.code))
-        {
+        let err = ErrorCodeValue::standard(r.code);
+        let mut w = match MessageWriter::error_response(out, &req.msg, err) {
             Ok(w) => w,
             Err(_) => return false,
         };
-        if r.code == 401 || r.code == 438 {
-            let nonce = self.make_nonce(unix, tuple.client.ip());
+        if r.code == code::UNAUTHORIZED || r.code == code::STALE_NONCE {
+            let nonce = self.make_nonce(req.unix, req.tuple.client.ip());
             let Ok(nonce) = std::str::from_utf8(&nonce) else {
                 return false;
             };
@@ -1016,22 +1051,22 @@ impl Server {
                 return false;
             }
         }
-        self.finish(w, msg, r.key)
+        self.finish(w, &req.msg, r.signer)
     }
 
     /// Adds SOFTWARE (if configured), integrity (when authenticated, with
     /// the algorithm the request used) and FINGERPRINT (when the request had
     /// one).
-    fn finish(&self, mut w: MessageWriter<'_>, msg: &Message<'_>, key: Option<Key>) -> bool {
+    fn finish(&self, mut w: MessageWriter<'_>, msg: &Message<'_>, signer: Option<Signer>) -> bool {
         if let Some(s) = &self.cfg.software {
             if w.add::<Software>(s).is_err() {
                 return false;
             }
         }
-        if let Some(key) = key {
-            let signed = match msg.verify_integrity(&key) {
-                Ok(IntegrityAlg::Sha256) => w.add_message_integrity_sha256(&key).is_ok(),
-                _ => w.add_message_integrity(&key).is_ok(),
+        if let Some(Signer { key, alg }) = signer {
+            let signed = match alg {
+                IntegrityAlg::Sha256 => w.add_message_integrity_sha256(&key).is_ok(),
+                IntegrityAlg::Sha1 => w.add_message_integrity(&key).is_ok(),
             };
             if !signed {
                 return false;

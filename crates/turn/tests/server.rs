@@ -18,7 +18,7 @@ use stun::{
 use turn::auth::{rest_credential, Credentials};
 use turn::policy::PeerPolicy;
 use turn::server::{
-    Action, BindError, Config, FiveTuple, Quota, RelayId, Relays, Server, Transport,
+    Action, BindError, Config, FiveTuple, Quota, RelayId, Relays, Server, Stats, Transport,
 };
 
 const REALM: &str = "switchboard.test";
@@ -817,4 +817,52 @@ fn garbage_never_panics_and_is_counted() {
     }
     assert_eq!(w.server.stats().malformed, 5);
     assert_eq!(from_peer(&mut w, RelayId(12345), PEER, b"x"), None);
+}
+
+#[test]
+fn create_permission_over_the_limit_installs_nothing() {
+    let cfg = Config {
+        max_permissions: 2,
+        ..Config::default()
+    };
+    let mut w = world_with(cfg, 100, 10, 100);
+    let mut c = Client::new(tuple("192.0.2.10:40000"), "alice", "alice-pw");
+    c.allocate(&mut w);
+    c.permit(&mut w, PEER).ok();
+    // Two new peers where one slot is left: refused as a whole, so the
+    // first of them is not installed either.
+    let r = c.request(&mut w, Method::CREATE_PERMISSION, |m| {
+        m.add::<XorPeerAddress>(addr(PEER2)).unwrap();
+        m.add::<XorPeerAddress>(addr("9.9.9.9:1")).unwrap();
+    });
+    assert_eq!(r.code, Some(508));
+    assert_eq!(w.server.permissions(), 1);
+    // A peer already permitted takes no new slot, and a peer named twice
+    // takes one.
+    let r = c.request(&mut w, Method::CREATE_PERMISSION, |m| {
+        m.add::<XorPeerAddress>(addr(PEER)).unwrap();
+        m.add::<XorPeerAddress>(addr(PEER2)).unwrap();
+        m.add::<XorPeerAddress>(addr("1.1.1.1:9")).unwrap();
+    });
+    r.ok();
+    assert_eq!(w.server.permissions(), 2);
+}
+
+#[test]
+fn stats_add_up_field_by_field() {
+    let one = |k: u64| Stats {
+        packets_to_peer: k,
+        bytes_to_peer: 2 * k,
+        packets_to_client: 3 * k,
+        bytes_to_client: 4 * k,
+        auth_failures: 5 * k,
+        denied_peers: 6 * k,
+        dropped_bandwidth: 7 * k,
+        dropped_no_permission: 8 * k,
+        throttled: 9 * k,
+        malformed: 10 * k,
+    };
+    let mut sum = one(1);
+    sum += one(10);
+    assert_eq!(sum, one(11));
 }

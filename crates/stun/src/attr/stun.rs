@@ -136,23 +136,24 @@ impl ErrorCodeValue<'static> {
 
 /// The reason phrases suggested by RFC 8489 §14.8 and RFC 8656 §18.
 pub const fn standard_reason(code: u16) -> &'static str {
+    use crate::code::*;
     match code {
-        300 => "Try Alternate",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        405 => "Mobility Forbidden",
-        420 => "Unknown Attribute",
-        437 => "Allocation Mismatch",
-        438 => "Stale Nonce",
-        440 => "Address Family not Supported",
-        441 => "Wrong Credentials",
-        442 => "Unsupported Transport Protocol",
-        443 => "Peer Address Family Mismatch",
-        486 => "Allocation Quota Reached",
-        487 => "Role Conflict",
-        500 => "Server Error",
-        508 => "Insufficient Capacity",
+        TRY_ALTERNATE => "Try Alternate",
+        BAD_REQUEST => "Bad Request",
+        UNAUTHORIZED => "Unauthorized",
+        FORBIDDEN => "Forbidden",
+        MOBILITY_FORBIDDEN => "Mobility Forbidden",
+        UNKNOWN_ATTRIBUTE => "Unknown Attribute",
+        ALLOCATION_MISMATCH => "Allocation Mismatch",
+        STALE_NONCE => "Stale Nonce",
+        ADDRESS_FAMILY_NOT_SUPPORTED => "Address Family not Supported",
+        WRONG_CREDENTIALS => "Wrong Credentials",
+        UNSUPPORTED_TRANSPORT_PROTOCOL => "Unsupported Transport Protocol",
+        PEER_ADDRESS_FAMILY_MISMATCH => "Peer Address Family Mismatch",
+        ALLOCATION_QUOTA_REACHED => "Allocation Quota Reached",
+        ROLE_CONFLICT => "Role Conflict",
+        SERVER_ERROR => "Server Error",
+        INSUFFICIENT_CAPACITY => "Insufficient Capacity",
         _ => "",
     }
 }

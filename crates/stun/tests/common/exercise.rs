@@ -1,5 +1,6 @@
-//! Feeds one input to every parse entry point of the crate and checks the
-//! invariants that must hold for whatever parses. Shared by the proptest
+//! Feeds one input to every parse entry point of the crate (the stream
+//! [`stun::Framer`] too, at several chunkings) and checks the invariants
+//! that must hold for whatever parses. Shared by the proptest
 //! "never panics" suite, the fuzz-corpus replay test and the cargo-fuzz
 //! target (which includes this file by path), so all three exercise the
 //! same surface. Panics only on a real bug: a crash inside the crate, or a
@@ -7,8 +8,8 @@
 
 use stun::attr::*;
 use stun::{
-    classify, frame_len, is_stun, AttrType, Attribute, ChannelData, EncodeAttribute, Message,
-    MessageWriter, RawAttribute, StreamFrame, TransactionId,
+    classify, frame_len, is_stun, AttrType, Attribute, ChannelData, EncodeAttribute, Error, Frame,
+    Framer, Message, MessageWriter, RawAttribute, StreamFrame, TransactionId,
 };
 
 /// Runs everything on `data`.
@@ -41,6 +42,7 @@ pub fn exercise(data: &[u8]) {
     if let Ok(cd) = ChannelData::parse(data) {
         check_channel_data(&cd);
     }
+    check_framer(data);
     // Every value codec on the raw bytes, with a transaction id taken from
     // the input so XOR decoding sees varied pads.
     let mut tid = [0u8; 12];
@@ -48,6 +50,84 @@ pub fn exercise(data: &[u8]) {
         *d = *s;
     }
     decode_everything(data, &TransactionId(tid));
+}
+
+/// What a [`Framer`] made of a stream: the frames it popped and how it
+/// stopped (`None`: waiting for more bytes).
+type Framed = (Vec<(bool, Vec<u8>)>, Option<Error>);
+
+/// Feeds `data` to a framer `chunk` bytes at a time (through `read_buf`
+/// when `via_read_buf`), popping after each piece.
+fn run_framer(mut framer: Framer, data: &[u8], chunk: usize, via_read_buf: bool) -> Framed {
+    let mut frames = Vec::new();
+    for piece in data.chunks(chunk.max(1)) {
+        if via_read_buf {
+            let mut rest = piece;
+            while !rest.is_empty() {
+                let dst = framer.read_buf();
+                assert!(!dst.is_empty(), "read_buf offers no room");
+                let n = dst.len().min(rest.len());
+                dst[..n].copy_from_slice(&rest[..n]);
+                framer.advance(n);
+                rest = &rest[n..];
+            }
+        } else {
+            framer.push(piece);
+        }
+        loop {
+            match framer.pop() {
+                Ok(Some(f)) => {
+                    frames.push((matches!(f, Frame::ChannelData(_)), f.as_bytes().to_vec()))
+                }
+                Ok(None) => break,
+                Err(e) => return (frames, Some(e)),
+            }
+        }
+    }
+    (frames, None)
+}
+
+/// The stream framer agrees with `frame_len` frame by frame, whatever the
+/// chunking, and a length limit only cuts the stream at the first frame
+/// over it.
+fn check_framer(data: &[u8]) {
+    let whole = run_framer(Framer::new(), data, data.len(), false);
+    for (chunk, via) in [(1, false), (3, true), (7, false), (64, true)] {
+        assert_eq!(
+            run_framer(Framer::new(), data, chunk, via),
+            whole,
+            "chunk {chunk}"
+        );
+    }
+    let (frames, stop) = &whole;
+    let mut off = 0;
+    for (is_cd, bytes) in frames {
+        let want = if *is_cd {
+            StreamFrame::ChannelData(bytes.len())
+        } else {
+            StreamFrame::Stun(bytes.len())
+        };
+        assert_eq!(frame_len(&data[off..]), Ok(Some(want)));
+        assert_eq!(&data[off..off + bytes.len()], &bytes[..]);
+        off += bytes.len();
+    }
+    let rest = &data[off..];
+    match stop {
+        Some(e) => assert_eq!(frame_len(rest), Err(*e)),
+        None => match frame_len(rest) {
+            Ok(None) => {}
+            Ok(Some(f)) => assert!(f.len() > rest.len(), "a whole frame was left behind"),
+            Err(e) => panic!("framer missed {e}"),
+        },
+    }
+    const LIMIT: usize = 64;
+    let (small, small_stop) = run_framer(Framer::with_limit(LIMIT), data, 5, true);
+    let keep = frames.iter().take_while(|(_, b)| b.len() <= LIMIT).count();
+    assert_eq!(&small[..], &frames[..keep]);
+    if keep < frames.len() {
+        let len = frames[keep].1.len();
+        assert_eq!(small_stop, Some(Error::FrameTooLong { len, max: LIMIT }));
+    }
 }
 
 fn check_channel_data(cd: &ChannelData<'_>) {

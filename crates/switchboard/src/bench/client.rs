@@ -2,14 +2,14 @@
 //! [`turn::client::Client`], which owns the protocol (long-term credential
 //! handshake with 401/438 handling, retransmissions, refreshes, ChannelData
 //! framing). This module owns only the socket: [`Conn`] is one UDP or TCP
-//! transport to the server (TCP frames split with [`stun::frame_len`]), and
+//! transport to the server (TCP frames split with [`stun::Framer`]), and
 //! [`Session`] runs the client over it until a control operation completes.
 
 use anyhow::{anyhow, bail, Context, Result};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use stun::demux::frame_len;
+use std::time::Duration;
+use stun::Framer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpStream, UdpSocket};
@@ -43,9 +43,8 @@ pub struct Conn {
     io: Io,
     server: SocketAddr,
     local: SocketAddr,
-    rx: Vec<u8>,
-    rx_start: usize,
-    rx_end: usize,
+    /// TCP receive reassembly (unused over UDP).
+    rx: Framer,
 }
 
 /// Turns socket errors into messages that say what is wrong.
@@ -90,14 +89,11 @@ impl Conn {
             Io::Udp(s) => s.local_addr()?,
             Io::Tcp(r, _) => r.local_addr()?,
         };
-        let rx = if tcp { vec![0; 4096] } else { Vec::new() };
         Ok(Conn {
             io,
             server,
             local,
-            rx,
-            rx_start: 0,
-            rx_end: 0,
+            rx: Framer::with_limit(MAX_FRAME),
         })
     }
 
@@ -132,37 +128,29 @@ impl Conn {
             Io::Tcp(r, _) => r,
         };
         loop {
-            let avail = &self.rx[self.rx_start..self.rx_end];
-            match frame_len(avail) {
-                Ok(Some(f)) if avail.len() >= f.len() => {
-                    let n = f.len();
+            match self.rx.pop() {
+                Ok(Some(frame)) => {
+                    let frame = frame.as_bytes();
                     let dst = out
-                        .get_mut(..n)
+                        .get_mut(..frame.len())
                         .ok_or_else(|| io::Error::other("frame larger than the buffer"))?;
-                    dst.copy_from_slice(&avail[..n]);
-                    self.rx_start += n;
-                    return Ok(n);
+                    dst.copy_from_slice(frame);
+                    return Ok(frame.len());
                 }
-                Ok(Some(f)) if f.len() > self.rx.len() => self.rx.resize(f.len(), 0),
-                Ok(_) => {}
+                Ok(None) => {}
                 Err(e) => {
                     let msg = format!("server sent a malformed TCP frame: {e}");
                     return Err(io::Error::new(io::ErrorKind::InvalidData, msg));
                 }
             }
-            if self.rx_start > 0 {
-                self.rx.copy_within(self.rx_start..self.rx_end, 0);
-                self.rx_end -= self.rx_start;
-                self.rx_start = 0;
-            }
-            let n = r.read(&mut self.rx[self.rx_end..]).await?;
+            let n = r.read(self.rx.read_buf()).await?;
             if n == 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     "server closed the TCP connection",
                 ));
             }
-            self.rx_end += n;
+            self.rx.advance(n);
         }
     }
 }
@@ -190,7 +178,7 @@ impl std::fmt::Display for Refused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let (op, reason) = (self.op, &self.reason);
         match self.code {
-            Some(401) => write!(
+            Some(stun::code::UNAUTHORIZED) => write!(
                 f,
                 "{op} refused by the server: STUN error 401 {reason} (authentication failed: check --user/--password or --secret)"
             ),
@@ -234,7 +222,7 @@ impl Session {
                 Config::new(server, transport, user.as_str(), password.as_str())
             }
             Credentials::Secret(s) => {
-                let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+                let now = turn::auth::unix_now();
                 Config::with_secret(server, transport, s.as_bytes(), "bench", SECRET_TTL, now)
             }
         };

@@ -192,7 +192,11 @@ async fn setup_one(
         let mut session = Session::connect(server, tcp, &creds).await?;
         match session.allocate().await {
             Ok(_) => break session,
-            Err(e) if stun_code(&e) == Some(437) && refused.len() < 3 => refused.push(session),
+            Err(e)
+                if stun_code(&e) == Some(stun::code::ALLOCATION_MISMATCH) && refused.len() < 3 =>
+            {
+                refused.push(session)
+            }
             Err(e) => return Err(e),
         }
     };
