@@ -108,32 +108,29 @@ async fn tcp_turn(relay: RelayId, addr: SocketAddr, cmd: mpsc::UnboundedSender<C
             }
         }
     });
-    let mut buf = Vec::with_capacity(64 * 1024);
-    let mut chunk = vec![0u8; 64 * 1024];
+    let mut framer = stun::Framer::new();
     let why = loop {
-        match rd.read(&mut chunk).await {
+        match rd.read(framer.read_buf()).await {
             Ok(0) => break "closed by server".to_string(),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Ok(n) => framer.advance(n),
             Err(e) => break e.to_string(),
         }
-        let mut off = 0;
-        let bad = loop {
-            match stun::frame_len(&buf[off..]) {
-                Ok(Some(f)) if buf.len() - off >= f.len() => {
-                    let data = buf[off..off + f.len()].to_vec();
-                    off += f.len();
+        let lost = loop {
+            match framer.pop() {
+                Ok(Some(f)) => {
+                    // The driver owns what crosses the channel: one copy per frame.
+                    let data = f.as_bytes().to_vec();
                     if cmd.send(Cmd::TcpFrame { turn: relay, data }).is_err() {
                         writer.abort();
                         return;
                     }
                 }
-                Ok(_) => break false,
-                Err(_) => break true,
+                Ok(None) => break None,
+                Err(e) => break Some(e),
             }
         };
-        buf.drain(..off);
-        if bad {
-            break "lost TURN framing".to_string();
+        if let Some(e) = lost {
+            break format!("lost TURN framing: {e}");
         }
     };
     writer.abort();
