@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Chromium<->Chromium peer benchmark (issue 4): the browser baseline for the
+// Chromium<->Chromium peer benchmark: the browser baseline for the
 // native peer's figures.
 //
 //   node bench/chromium-peer.mjs [--runs N] [--bytes N] [--json] [--no-serve]

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Native peer vs Chromium, in one session on one machine (issue 4):
+# Native peer vs Chromium, in one session on one machine:
 #   - connection setup time, first createOffer -> data channel open, over
 #     RUNS runs (median, p95), both sides in-process on loopback;
 #   - throughput of one reliable ordered data channel, 64 KiB messages.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# NAT traversal lab (issue 5): builds a closed network of Linux network
+# NAT traversal lab: builds a closed network of Linux network
 # namespaces with NAT routers, runs `switchboard serve` on its "internet",
 # checks that the NATs behave as designed (self-test), then runs
 # `switchboard send`/`recv` across them and prints a results table.

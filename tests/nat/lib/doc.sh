@@ -11,7 +11,7 @@ write_doc() {
     cat <<EOF
 # NAT traversal matrix
 
-Measured by \`tests/nat/lab.sh --write-doc\` (issue 5): \`switchboard send\`
+Measured by \`tests/nat/lab.sh --write-doc\`: \`switchboard send\`
 and \`switchboard recv\` (docs/cli.md) across real Linux NATs built from
 network namespaces, with \`switchboard serve\` as signaling and STUN/TURN
 server. This file is written by the lab from one real run; do not edit the

@@ -1,4 +1,4 @@
-//! `switchboard bench peer`: the two figures issue 4 compares with
+//! `switchboard bench peer`: the two figures we compare with
 //! Chromium, measured native ↔ native in one process on loopback:
 //!
 //! - setup time, from the first `create_offer` (triggered by creating the
