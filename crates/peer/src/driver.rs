@@ -1,37 +1,48 @@
-//! The task behind a [`crate::PeerConnection`]: it owns str0m's `Rtc`, the
-//! UDP sockets, the TURN clients and the STUN gathering transactions, and
-//! turns handle commands into `SdpApi` calls.
+//! The task behind a [`crate::PeerConnection`]: the tokio loop around the
+//! sans-IO parts. It owns str0m's `Rtc`, the UDP sockets and the helper
+//! tasks (TURN over TCP, mDNS), feeds the parts what arrives and carries
+//! out what they ask for:
+//! - [`crate::gather`]: host, server-reflexive and relay candidates;
+//! - [`crate::channels`]: the data channel table, its write queue and
+//!   flush waiters;
+//! - [`crate::liveness`]: connection states and the consent timer;
+//! - [`crate::tcp_turn`]: the TCP connections of TURN/TCP relays;
+//! - [`crate::negotiation`]: the JSEP state; the glue below turns its
+//!   decisions into `SdpApi` calls.
 //!
-//! str0m's contract is followed to the letter: after every input or API call
-//! the driver drains `poll_output` until it yields a timeout, and feeds
-//! `Input::Timeout` when that time comes.
+//! str0m's contract is followed to the letter, in one place: every
+//! mutation of the `Rtc` goes through [`Driver::mutate`], which drains
+//! `poll_output` until it yields a timeout; `Input::Timeout` is fed on
+//! every pass of the loop.
 //!
-//! Demultiplexing of one UDP socket: datagrams from a TURN server go to that
-//! TURN client (relayed data comes out and enters `Rtc` as if it arrived on
-//! the relayed address); STUN responses whose transaction id is one of our
-//! Binding requests complete server-reflexive gathering; everything else
-//! (ICE checks, DTLS, SRTP) goes to `Rtc`.
+//! Demultiplexing of one UDP socket: datagrams from a STUN/TURN server go
+//! to the gatherer (relayed data comes out and enters `Rtc` as if it
+//! arrived on the relayed address); everything else (ICE checks, DTLS,
+//! SRTP) goes to `Rtc`.
 
+use crate::channels::Channels;
 use crate::config::{Config, HostCandidates, Resolved, TurnTransport};
+use crate::gather::{self, Gatherer, Ports, RelayId};
 use crate::jsep::{
-    IceCandidateInit, Jsep, LocalAction, RemoteAction, SdpType, SessionDescription, SignalingState,
+    IceCandidateInit, LocalAction, RemoteAction, SdpType, SessionDescription, SignalingState,
 };
+use crate::liveness::{Change, Liveness};
+use crate::negotiation::{Negotiation, RemoteCandidate};
 use crate::net::{Datagram, UdpSock, BATCH, SLOT};
+use crate::tcp_turn::TcpTurns;
 use crate::{
-    CandidateInfo, CandidatePair, CandidateType, ChannelShared, ChannelState, DataChannel,
-    DataChannelInit, Error, Event, IceConnectionState, MediaFrame, Message, PeerConnectionState,
-    RemoteTrack, Stats, TrackSender,
+    CandidateInfo, CandidatePair, CandidateType, DataChannel, DataChannelInit, Error, Event,
+    IceConnectionState, MediaFrame, RemoteTrack, Stats, TrackSender,
 };
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
-use str0m::channel::{ChannelConfig, ChannelId, Reliability};
+use str0m::change::{SdpAnswer, SdpOffer};
+use str0m::channel::{ChannelConfig, Reliability};
 use str0m::media::{Direction, MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Input, Output, Rtc};
-use tokio::sync::{mpsc, oneshot, watch, Mutex};
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, trace, warn};
 
 type Reply<T> = oneshot::Sender<Result<T, Error>>;
@@ -97,17 +108,17 @@ pub(crate) enum Cmd {
     RequestKeyframe {
         mid: Mid,
     },
-    // From helper tasks.
+    // From helper tasks. `turn` is the relay's stable id.
     TcpConnected {
-        turn: usize,
+        turn: RelayId,
         tx: mpsc::UnboundedSender<Vec<u8>>,
     },
     TcpFrame {
-        turn: usize,
+        turn: RelayId,
         data: Vec<u8>,
     },
     TcpClosed {
-        turn: usize,
+        turn: RelayId,
         why: String,
     },
     MdnsResolved {
@@ -115,44 +126,6 @@ pub(crate) enum Cmd {
         name: String,
         ip: Option<IpAddr>,
     },
-}
-
-/// A STUN Binding request to learn a server-reflexive address.
-struct StunQuery {
-    server: SocketAddr,
-    tid: [u8; 12],
-    next_send: Instant,
-    tries: u32,
-    done: bool,
-}
-
-const STUN_TRIES: u32 = 5;
-
-struct TurnRelay {
-    server: SocketAddr,
-    transport: TurnTransport,
-    client: turn::client::Client,
-    tcp: Option<mpsc::UnboundedSender<Vec<u8>>>,
-    relayed: Option<SocketAddr>,
-    done: bool,
-}
-
-struct LocalCand {
-    cand: Candidate,
-    kind: CandidateType,
-    relay: Option<TurnTransport>,
-}
-
-struct Chan {
-    label: String,
-    config: ChannelConfig,
-    cid: Option<ChannelId>,
-    /// Added to the session (not merely part of a pending offer).
-    confirmed: bool,
-    state: watch::Sender<ChannelState>,
-    msgs: mpsc::UnboundedSender<Message>,
-    pending: VecDeque<(bool, Vec<u8>, Reply<()>)>,
-    flush: Vec<Reply<()>>,
 }
 
 struct LocalTrack {
@@ -164,7 +137,6 @@ struct LocalTrack {
 pub(crate) struct Driver {
     cfg: Config,
     rtc: Rtc,
-    jsep: Jsep,
     /// Weak, so the task ends once the application drops every handle.
     cmd_tx: mpsc::WeakUnboundedSender<Cmd>,
     cmd_rx: mpsc::UnboundedReceiver<Cmd>,
@@ -177,54 +149,28 @@ pub(crate) struct Driver {
     /// Datagrams the kernel would not take yet (socket buffer full).
     backlog: VecDeque<(Option<IpAddr>, SocketAddr, Vec<u8>)>,
 
-    stun: Vec<StunQuery>,
-    turns: Vec<TurnRelay>,
-    servers: Vec<Resolved>,
-    locals: Vec<LocalCand>,
-    /// Candidates found before the first setLocalDescription wait here.
+    gatherer: Gatherer,
+    tcp: TcpTurns,
+    /// Candidates found before the first setLocalDescription wait here
+    /// (indices into the gatherer's locals).
     unsent: Vec<usize>,
-    local_set: bool,
-    gather_started: Instant,
     end_sent: bool,
-    local_ufrag: String,
-    first_mid: String,
+    neg: Negotiation,
 
-    remote_set: bool,
-    remote_ufrag: Option<String>,
-    remote_kinds: HashMap<SocketAddr, CandidateType>,
-    queued_remote: Vec<Candidate>,
-    remote_count: usize,
-
-    pending_offer: Option<(String, SdpPendingOffer)>,
-    last_answer: Option<String>,
-    remote_offer: Option<SdpOffer>,
-    restart_wanted: bool,
-    negotiation_needed_sent: bool,
-    app_negotiated: bool,
-
-    chans: HashMap<u64, Chan>,
-    by_cid: HashMap<ChannelId, u64>,
-    next_id: u64,
+    chans: Channels,
+    /// Reused list of channels with queued writes.
+    busy: Vec<u64>,
+    next_track: u64,
     tracks: HashMap<u64, LocalTrack>,
     remote_tracks: HashMap<Mid, mpsc::UnboundedSender<MediaFrame>>,
 
-    ice_state: IceConnectionState,
-    conn_state: PeerConnectionState,
-    dtls_up: bool,
-    disconnected_since: Option<Instant>,
+    live: Liveness,
     /// The local base and remote address data last went out on: the
     /// selected pair, known the moment it changes.
     path: Option<(SocketAddr, SocketAddr)>,
     stats: Stats,
     closed: bool,
     rtc_timeout: Option<Instant>,
-    /// Last datagram str0m accepted, for our own consent check: str0m keeps
-    /// a pair alive for 15 s after the peer's last check, too slow to call
-    /// a vanished peer `disconnected` "within seconds".
-    last_rx: Option<Instant>,
-    /// str0m's own view, to return to when traffic resumes.
-    agent_state: IceConnectionState,
-    chan_rx: HashMap<u64, mpsc::UnboundedReceiver<Message>>,
     mdns: bool,
     /// Created at the first `.local` candidate (binds UDP 5353).
     resolver: Option<mdns::Resolver>,
@@ -262,11 +208,17 @@ impl Driver {
                 "cannot bind any UDP socket",
             )));
         }
+        let ports = Ports {
+            v4: udp4.as_ref().map(|s| s.port),
+            v6: udp6.as_ref().map(|s| s.port),
+        };
+        let gatherer = Gatherer::new(start, servers, cfg.relay_only, cfg.gather_timeout, ports);
         let mdns = cfg.resolve_mdns;
+        let live = Liveness::new(cfg.disconnected_after, cfg.failed_after);
+        let chans = Channels::new(cfg.channel_buffer);
         let mut d = Driver {
             cfg,
             rtc,
-            jsep: Jsep::default(),
             cmd_tx: cmd_tx.downgrade(),
             cmd_rx,
             events,
@@ -275,43 +227,21 @@ impl Driver {
             buf: vec![0; BATCH * SLOT],
             datagrams: Vec::with_capacity(BATCH * 4),
             backlog: VecDeque::new(),
-            stun: Vec::new(),
-            turns: Vec::new(),
-            servers,
-            locals: Vec::new(),
+            gatherer,
+            tcp: TcpTurns::default(),
             unsent: Vec::new(),
-            local_set: false,
-            gather_started: start,
             end_sent: false,
-            local_ufrag: String::new(),
-            first_mid: "0".into(),
-            remote_set: false,
-            remote_ufrag: None,
-            remote_kinds: HashMap::new(),
-            queued_remote: Vec::new(),
-            remote_count: 0,
-            pending_offer: None,
-            last_answer: None,
-            remote_offer: None,
-            restart_wanted: false,
-            negotiation_needed_sent: false,
-            app_negotiated: false,
-            chans: HashMap::new(),
-            by_cid: HashMap::new(),
-            next_id: 1,
+            neg: Negotiation::default(),
+            chans,
+            busy: Vec::new(),
+            next_track: 1,
             tracks: HashMap::new(),
             remote_tracks: HashMap::new(),
-            ice_state: IceConnectionState::New,
-            conn_state: PeerConnectionState::New,
-            dtls_up: false,
-            disconnected_since: None,
+            live,
             path: None,
             stats: Stats::default(),
             closed: false,
             rtc_timeout: None,
-            last_rx: None,
-            agent_state: IceConnectionState::New,
-            chan_rx: HashMap::new(),
             mdns,
             resolver: None,
         };
@@ -319,186 +249,113 @@ impl Driver {
         Ok(d)
     }
 
+    // ---------------------------------------------------------------- str0m's rule
+
+    /// Every mutation of the `Rtc` goes through here: `f` runs, then
+    /// `poll_output` is drained until str0m hands out its next timeout.
+    /// Draining never mutates the `Rtc` itself, so this does not nest.
+    fn mutate<R>(&mut self, now: Instant, f: impl FnOnce(&mut Self) -> R) -> R {
+        let r = f(self);
+        loop {
+            match self.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => {
+                    self.rtc_timeout = Some(t);
+                    break;
+                }
+                Ok(Output::Transmit(t)) => self.transmit(now, t.source, t.destination, &t.contents),
+                Ok(Output::Event(e)) => self.rtc_event(now, e),
+                Err(e) => {
+                    warn!("str0m failed: {e}");
+                    self.liveness(|l| l.set(IceConnectionState::Failed));
+                    self.rtc_timeout = None;
+                    break;
+                }
+            }
+        }
+        r
+    }
+
+    /// Runs `f` on the liveness state and tells the application what
+    /// changed, in order.
+    fn liveness(&mut self, f: impl FnOnce(&mut Liveness)) {
+        f(&mut self.live);
+        while let Some(c) = self.live.poll_change() {
+            let _ = self.events.send(match c {
+                Change::Ice(s) => Event::IceConnectionState(s),
+                Change::Conn(s) => Event::ConnectionState(s),
+            });
+        }
+    }
+
     // ---------------------------------------------------------------- gathering
 
-    /// Starts (or, after an ICE restart, redoes) gathering. Host candidates
-    /// are immediate; STUN and TURN answers trickle in later.
+    /// Starts (or, after an ICE restart, redoes) gathering.
     fn gather(&mut self, now: Instant, first: bool) {
-        self.gather_started = now;
         self.end_sent = false;
-        if !self.cfg.relay_only && first {
-            for ip in self.host_ips() {
-                let sock = if ip.is_ipv4() { &self.udp4 } else { &self.udp6 };
-                let Some(sock) = sock else { continue };
-                let addr = SocketAddr::new(ip, sock.port);
-                match Candidate::host(addr, "udp") {
-                    Ok(c) => self.add_local(c, CandidateType::Host, None),
-                    Err(e) => debug!("skipping host candidate {addr}: {e}"),
-                }
-            }
-        }
-        let servers = self.servers.clone();
-        if !self.cfg.relay_only {
-            // A new mapping may exist after a network change, so ask again.
-            self.stun.clear();
-            for s in &servers {
-                let addr = match s {
-                    Resolved::Stun(a) => *a,
-                    Resolved::Turn {
-                        addr,
-                        transport: TurnTransport::Udp,
-                        ..
-                    } => *addr,
-                    Resolved::Turn { .. } => continue,
-                };
-                if self.sock_for(addr).is_none() {
-                    continue;
-                }
-                self.stun.push(StunQuery {
-                    server: addr,
-                    tid: rand::random(),
-                    next_send: now,
-                    tries: 0,
-                    done: false,
-                });
-            }
-        }
-        for s in servers {
-            let Resolved::Turn {
-                addr,
-                transport,
-                username,
-                password,
-            } = s
-            else {
-                continue;
-            };
-            if transport == TurnTransport::Udp && self.sock_for(addr).is_none() {
-                continue;
-            }
-            // Keep a live allocation across an ICE restart; replace dead ones.
-            if let Some(i) = self
-                .turns
-                .iter()
-                .position(|t| t.server == addr && t.transport == transport)
-            {
-                let st = self.turns[i].client.state();
-                if matches!(
-                    st,
-                    turn::client::State::Allocated | turn::client::State::Allocating
-                ) {
-                    continue;
-                }
-                self.turns.remove(i);
-            }
-            let mut tc = turn::client::Config::new(
-                addr,
-                match transport {
-                    TurnTransport::Udp => turn::client::Transport::Udp,
-                    TurnTransport::Tcp => turn::client::Transport::Tcp,
-                },
-                username,
-                password,
-            );
-            tc.seed = rand::random();
-            tc.software = Some("switchboard-peer".into());
-            let mut client = turn::client::Client::new(tc);
-            if let Err(e) = client.allocate(now) {
-                warn!("TURN {addr}: {e}");
-                continue;
-            }
-            let idx = self.turns.len();
-            self.turns.push(TurnRelay {
-                server: addr,
-                transport,
-                client,
-                tcp: None,
-                relayed: None,
-                done: false,
-            });
-            if transport == TurnTransport::Tcp {
-                tokio::spawn(tcp_turn(idx, addr, self.strong_tx()));
-            }
-        }
-    }
-
-    fn host_ips(&self) -> Vec<IpAddr> {
-        let mut ips: Vec<IpAddr> = match &self.cfg.host_candidates {
-            HostCandidates::Only(v) => v.clone(),
-            hc => {
-                let loopback = matches!(hc, HostCandidates::InterfacesAndLoopback);
-                if_addrs::get_if_addrs()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|i| i.ip())
-                    .filter(|ip| loopback || !ip.is_loopback())
-                    .filter(|ip| match ip {
-                        IpAddr::V4(v4) => !v4.is_link_local(),
-                        // Link-local IPv6 needs a scope id SDP cannot carry.
-                        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) != 0xfe80,
-                    })
-                    .collect()
-            }
+        let hosts = if first && !self.cfg.relay_only {
+            host_ips(&self.cfg.host_candidates)
+        } else {
+            Vec::new()
         };
-        ips.sort();
-        ips.dedup();
-        ips
+        self.gatherer.start(now, &hosts, first);
+        self.gather_outputs(now);
     }
 
-    fn sock_for(&self, dst: SocketAddr) -> Option<&UdpSock> {
-        if dst.is_ipv4() {
-            self.udp4.as_ref()
-        } else {
-            self.udp6.as_ref()
+    /// Carries out what the gatherer asks for: Binding requests, local
+    /// candidates, TURN/TCP connections.
+    fn gather_outputs(&mut self, now: Instant) {
+        while let Some((server, pkt)) = self.gatherer.poll_stun_transmit() {
+            send_via(&self.udp4, &self.udp6, &mut self.backlog, None, server, pkt);
+        }
+        while let Some(o) = self.gatherer.poll_output() {
+            match o {
+                gather::Output::Candidate { cand, kind, relay } => {
+                    let added =
+                        self.mutate(now, |d| d.rtc.add_local_candidate(cand.clone()).is_some());
+                    if !added {
+                        debug!("str0m refused local candidate {cand:?} (redundant)");
+                        continue;
+                    }
+                    if let Some(idx) = self.gatherer.accepted(cand, kind, relay) {
+                        if self.neg.local_set {
+                            self.emit_candidate(idx);
+                        } else {
+                            self.unsent.push(idx);
+                        }
+                    }
+                }
+                gather::Output::ConnectTcp { relay, server } => {
+                    let tx = self.strong_tx();
+                    self.tcp.connect(relay, server, tx);
+                }
+                gather::Output::DropTcp { relay } => self.tcp.remove(relay),
+            }
         }
     }
 
-    fn add_local(&mut self, c: Candidate, kind: CandidateType, relay: Option<TurnTransport>) {
-        if self
-            .locals
-            .iter()
-            .any(|l| l.cand.addr() == c.addr() && l.kind == kind)
-        {
-            return;
-        }
-        let added = self.rtc.add_local_candidate(c.clone()).is_some();
-        if !added {
-            debug!("str0m refused local candidate {c:?} (redundant)");
-            return;
-        }
-        trace!("local candidate {c:?}");
-        self.locals.push(LocalCand {
-            cand: c,
-            kind,
-            relay,
+    /// Sends what the TURN clients queued, straight from their queues.
+    fn flush_relays(&mut self) {
+        let Driver {
+            gatherer,
+            tcp,
+            udp4,
+            udp6,
+            backlog,
+            ..
+        } = self;
+        gatherer.drain_relay_transmits(|relay, transport, dst, data| match transport {
+            TurnTransport::Tcp => tcp.send(relay, data),
+            TurnTransport::Udp => send_via(udp4, udp6, backlog, None, dst, data),
         });
-        let idx = self.locals.len() - 1;
-        if self.local_set {
-            self.emit_candidate(idx);
-        } else {
-            self.unsent.push(idx);
-        }
     }
 
     fn emit_candidate(&mut self, idx: usize) {
-        let line = self.locals[idx].cand.to_sdp_string();
-        let init = IceCandidateInit {
-            candidate: line,
-            sdp_mid: Some(self.first_mid.clone()),
-            sdp_m_line_index: Some(0),
-            username_fragment: (!self.local_ufrag.is_empty()).then(|| self.local_ufrag.clone()),
-        };
+        let init = self.neg.candidate_init(&self.gatherer.locals()[idx].cand);
         self.emit(Event::IceCandidate(Some(init)));
     }
 
-    fn gathering_done(&self, now: Instant) -> bool {
-        let pending_stun = self.stun.iter().any(|q| !q.done);
-        let pending_turn = self.turns.iter().any(|t| !t.done);
-        (!pending_stun && !pending_turn) || now >= self.gather_started + self.cfg.gather_timeout
-    }
-
     fn check_end_of_candidates(&mut self, now: Instant) {
-        if self.local_set && !self.end_sent && self.gathering_done(now) {
+        if self.neg.local_set && !self.end_sent && self.gatherer.is_done(now) {
             self.end_sent = true;
             self.emit(Event::IceCandidate(None));
         }
@@ -544,212 +401,37 @@ impl Driver {
 
     fn next_deadline(&self, now: Instant) -> Instant {
         let mut d = now + Duration::from_secs(1);
-        if let Some(t) = self.rtc_timeout {
+        for t in [
+            self.rtc_timeout,
+            self.gatherer.poll_timeout(),
+            (!self.end_sent && self.neg.local_set).then(|| self.gatherer.deadline()),
+            self.live.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        {
             d = d.min(t);
-        }
-        for q in &self.stun {
-            if !q.done {
-                d = d.min(q.next_send);
-            }
-        }
-        for t in &self.turns {
-            if let Some(x) = t.client.poll_timeout() {
-                d = d.min(x);
-            }
-        }
-        if !self.end_sent && self.local_set {
-            d = d.min(self.gather_started + self.cfg.gather_timeout);
-        }
-        if let Some(s) = self.disconnected_since {
-            d = d.min(s + self.cfg.failed_after);
-        }
-        if let Some(t) = self.last_rx {
-            if matches!(
-                self.ice_state,
-                IceConnectionState::Connected | IceConnectionState::Completed
-            ) {
-                d = d.min(t + self.cfg.disconnected_after);
-            }
         }
         d.max(now)
     }
 
     /// Runs every timer that is due and drains every output queue.
     fn pump(&mut self, now: Instant) {
-        // STUN gathering retransmissions (RFC 8489: RTO doubling from 250 ms).
-        let mut to_send = Vec::new();
-        for q in &mut self.stun {
-            if q.done || now < q.next_send {
-                continue;
-            }
-            if q.tries >= STUN_TRIES {
-                q.done = true;
-                debug!("STUN {} did not answer", q.server);
-                continue;
-            }
-            q.tries += 1;
-            q.next_send = now + Duration::from_millis(250 << q.tries.min(5));
-            to_send.push((q.server, q.tid));
-        }
-        for (server, tid) in to_send {
-            let mut buf = Vec::with_capacity(20);
-            stun::MessageWriter::new(
-                &mut buf,
-                stun::MessageType::BINDING_REQUEST,
-                stun::TransactionId(tid),
-            )
-            .finish();
-            self.send_udp(None, server, &buf);
-        }
-        for i in 0..self.turns.len() {
-            if self.turns[i]
-                .client
-                .poll_timeout()
-                .is_some_and(|t| t <= now)
-            {
-                self.turns[i].client.handle_timeout(now);
-            }
-        }
-        if matches!(
-            self.ice_state,
-            IceConnectionState::Connected | IceConnectionState::Completed
-        ) && self
-            .last_rx
-            .is_some_and(|t| now >= t + self.cfg.disconnected_after)
-        {
-            debug!(
-                "nothing from the peer for {:?}: disconnected",
-                self.cfg.disconnected_after
-            );
-            self.disconnected_since = Some(now);
-            self.set_ice_state(IceConnectionState::Disconnected);
-        }
-        if let Some(since) = self.disconnected_since {
-            if now >= since + self.cfg.failed_after
-                && self.ice_state == IceConnectionState::Disconnected
-            {
-                self.disconnected_since = None;
-                self.set_ice_state(IceConnectionState::Failed);
-            }
-        }
+        self.gatherer.handle_timeout(now);
+        self.gather_outputs(now);
+        self.liveness(|l| l.handle_timeout(now));
         // Time is fed on every pass, not only when str0m's last deadline is
         // due: after an API call (accept_offer) the ICE agent only leaves
         // `New` inside handle_timeout, and str0m's previous deadline may lie
         // far ahead, which left an answerer that never sent a check.
-        if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
-            warn!("str0m timeout: {e}");
-        }
-        self.drain_rtc(now);
-        self.drain_turns(now);
+        self.mutate(now, |d| {
+            if let Err(e) = d.rtc.handle_input(Input::Timeout(now)) {
+                warn!("str0m timeout: {e}");
+            }
+        });
+        self.write_channels(now);
+        self.flush_relays();
         self.check_end_of_candidates(now);
-    }
-
-    fn drain_rtc(&mut self, now: Instant) {
-        loop {
-            match self.rtc.poll_output() {
-                Ok(Output::Timeout(t)) => {
-                    self.rtc_timeout = Some(t);
-                    break;
-                }
-                Ok(Output::Transmit(t)) => self.transmit(now, t.source, t.destination, &t.contents),
-                Ok(Output::Event(e)) => self.rtc_event(now, e),
-                Err(e) => {
-                    warn!("str0m failed: {e}");
-                    self.set_ice_state(IceConnectionState::Failed);
-                    self.rtc_timeout = None;
-                    break;
-                }
-            }
-        }
-        self.retry_channel_writes();
-    }
-
-    fn drain_turns(&mut self, now: Instant) {
-        for i in 0..self.turns.len() {
-            while let Some(ev) = self.turns[i].client.poll_event() {
-                self.turn_event(now, i, ev);
-            }
-            // Disjoint borrows: the transmit is sent straight from the TURN
-            // client's queue, no copy on the UDP path.
-            let Driver {
-                turns,
-                udp4,
-                udp6,
-                backlog,
-                ..
-            } = self;
-            let t = &mut turns[i];
-            if t.transport == TurnTransport::Tcp && t.tcp.is_none() {
-                continue; // Wait for the connection; the client keeps its queue.
-            }
-            while let Some(tx) = t.client.poll_transmit() {
-                match &t.tcp {
-                    // The writer task owns its buffers: one copy per TCP frame.
-                    Some(tcp) => {
-                        let _ = tcp.send(tx.data.to_vec());
-                    }
-                    None => send_via(udp4, udp6, backlog, None, tx.destination, tx.data),
-                }
-            }
-        }
-    }
-
-    fn turn_event(&mut self, _now: Instant, i: usize, ev: turn::client::Event) {
-        use turn::client::Event as E;
-        match ev {
-            E::Allocated {
-                relayed, mapped, ..
-            } => {
-                let port = self.sock_for(relayed).map(|s| s.port).unwrap_or(0);
-                let t = &mut self.turns[i];
-                t.relayed = Some(relayed);
-                t.done = true;
-                let transport = t.transport;
-                let base = SocketAddr::new(
-                    if relayed.is_ipv4() {
-                        IpAddr::from([0u8; 4])
-                    } else {
-                        IpAddr::from([0u16; 8])
-                    },
-                    port,
-                );
-                debug!("TURN {} allocated {relayed} over {transport:?}", t.server);
-                match Candidate::relayed(relayed, base, "udp") {
-                    Ok(c) => self.add_local(c, CandidateType::Relay, Some(transport)),
-                    Err(e) => warn!("relay candidate {relayed}: {e}"),
-                }
-                if let (Some(m), false, TurnTransport::Udp) =
-                    (mapped, self.cfg.relay_only, transport)
-                {
-                    if let Some(host) = self.locals.iter().find(|l| {
-                        l.kind == CandidateType::Host && l.cand.addr().is_ipv4() == m.is_ipv4()
-                    }) {
-                        let base = host.cand.addr();
-                        if let Ok(c) = Candidate::server_reflexive(m, base, "udp") {
-                            self.add_local(c, CandidateType::Srflx, None);
-                        }
-                    }
-                }
-            }
-            E::Failed { op, code, reason } => {
-                if matches!(op, turn::client::Op::Allocate) {
-                    warn!(
-                        "TURN {}: allocation failed ({code:?}): {reason}",
-                        self.turns[i].server
-                    );
-                    self.turns[i].done = true;
-                } else {
-                    // E.g. 403 for a peer the server's policy refuses (private
-                    // addresses by default): that pair just never works.
-                    debug!(
-                        "TURN {}: {op:?} failed ({code:?}): {reason}",
-                        self.turns[i].server
-                    );
-                }
-            }
-            E::Closed => self.turns[i].relayed = None,
-            other => trace!("TURN event {other:?}"),
-        }
     }
 
     // ---------------------------------------------------------------- packets
@@ -774,39 +456,33 @@ impl Driver {
             for d in &list {
                 self.datagram(t, d.source, d.destination, &buf[d.start..d.start + d.len]);
             }
-            self.drain_rtc(t);
-            self.drain_turns(t);
+            self.write_channels(t);
+            self.flush_relays();
         }
         self.buf = buf;
         self.datagrams = list;
     }
 
     fn datagram(&mut self, now: Instant, source: SocketAddr, destination: SocketAddr, data: &[u8]) {
-        if let Some(i) = self
-            .turns
-            .iter()
-            .position(|t| t.transport == TurnTransport::Udp && t.server == source)
-        {
-            // A TURN server also answers our srflx Binding requests.
-            if self.stun_response(now, source, destination, data) {
-                return;
-            }
-            self.turn_input(now, i, data);
-            return;
+        match self.gatherer.handle_udp(now, source, destination, data) {
+            gather::Input::NotOurs => self.rtc_receive(now, source, destination, data),
+            gather::Input::Relayed {
+                peer,
+                relayed,
+                payload,
+            } => self.rtc_receive(now, peer, relayed, payload),
+            gather::Input::Consumed => self.gather_outputs(now),
         }
-        if self.stun_response(now, source, destination, data) {
-            return;
-        }
-        self.rtc_receive(now, source, destination, data);
     }
 
-    fn turn_input(&mut self, now: Instant, i: usize, data: &[u8]) {
-        let relayed = self.turns[i].relayed;
-        if let Some(pd) = self.turns[i].client.handle_input(now, data) {
-            if let Some(relayed) = relayed {
-                let (peer, payload) = (pd.peer, pd.payload);
-                self.rtc_receive(now, peer, relayed, payload);
-            }
+    fn tcp_frame(&mut self, now: Instant, relay: RelayId, data: &[u8]) {
+        match self.gatherer.handle_tcp_frame(now, relay, data) {
+            gather::Input::Relayed {
+                peer,
+                relayed,
+                payload,
+            } => self.rtc_receive(now, peer, relayed, payload),
+            gather::Input::Consumed | gather::Input::NotOurs => self.gather_outputs(now),
         }
     }
 
@@ -821,68 +497,10 @@ impl Driver {
             trace!("ignoring unparseable datagram from {source}");
             return;
         };
-        match self.rtc.handle_input(Input::Receive(now, r)) {
-            Ok(()) => {
-                self.last_rx = Some(now);
-                // Traffic is back (e.g. a NAT rebinding healed by itself).
-                if self.ice_state == IceConnectionState::Disconnected
-                    && matches!(
-                        self.agent_state,
-                        IceConnectionState::Connected | IceConnectionState::Completed
-                    )
-                {
-                    self.disconnected_since = None;
-                    self.set_ice_state(self.agent_state);
-                }
-            }
+        self.mutate(now, |d| match d.rtc.handle_input(Input::Receive(now, r)) {
+            Ok(()) => d.liveness(|l| l.handle_receive(now)),
             Err(e) => debug!("str0m rejected a datagram from {source}: {e}"),
-        }
-    }
-
-    /// Completes a srflx query if `data` answers one. True if consumed.
-    fn stun_response(
-        &mut self,
-        _now: Instant,
-        source: SocketAddr,
-        destination: SocketAddr,
-        data: &[u8],
-    ) -> bool {
-        if !stun::is_stun(data) || data.len() < 20 {
-            return false;
-        }
-        let Some(qi) = self
-            .stun
-            .iter()
-            .position(|q| !q.done && q.server == source && data[8..20] == q.tid)
-        else {
-            return false;
-        };
-        let Ok(msg) = stun::Message::parse(data) else {
-            return true;
-        };
-        self.stun[qi].done = true;
-        if msg.class() != stun::Class::SuccessResponse {
-            debug!("STUN {source} refused Binding");
-            return true;
-        }
-        let Ok(Some(mapped)) = msg.get::<stun::attr::XorMappedAddress>() else {
-            return true;
-        };
-        // The base is the local address the answer arrived on.
-        let base = if destination.ip().is_unspecified() {
-            match self.locals.iter().find(|l| {
-                l.kind == CandidateType::Host && l.cand.addr().is_ipv4() == mapped.is_ipv4()
-            }) {
-                Some(h) => h.cand.addr(),
-                None => return true,
-            }
-        } else {
-            destination
-        };
-        if let Ok(c) = Candidate::server_reflexive(mapped, base, "udp") {
-            self.add_local(c, CandidateType::Srflx, None);
-        }
-        true
+        });
     }
 
     /// Sends what str0m wants sent: over a TURN allocation when the source
@@ -899,24 +517,26 @@ impl Driver {
                 }
             }
         }
-        if let Some(i) = self.turns.iter().position(|t| t.relayed == Some(source)) {
-            let c = &mut self.turns[i].client;
-            if c.channel(destination).is_none() {
-                // ChannelBind also installs the permission; until it is
-                // confirmed, data goes out in Send indications.
-                let _ = c.bind_channel(now, destination);
-            }
-            if let Err(e) = c.send_to(destination, data) {
-                debug!("TURN send to {destination}: {e}");
-            }
+        if self.gatherer.send_relayed(now, source, destination, data) {
             return;
         }
         let src = (!source.ip().is_unspecified()).then_some(source.ip());
-        self.send_udp(src, destination, data);
+        send_via(
+            &self.udp4,
+            &self.udp6,
+            &mut self.backlog,
+            src,
+            destination,
+            data,
+        );
     }
 
-    fn send_udp(&mut self, src: Option<IpAddr>, dst: SocketAddr, data: &[u8]) {
-        send_via(&self.udp4, &self.udp6, &mut self.backlog, src, dst, data);
+    fn sock_for(&self, dst: SocketAddr) -> Option<&UdpSock> {
+        if dst.is_ipv4() {
+            self.udp4.as_ref()
+        } else {
+            self.udp6.as_ref()
+        }
     }
 
     fn flush_backlog(&mut self) {
@@ -939,63 +559,16 @@ impl Driver {
     fn rtc_event(&mut self, now: Instant, e: str0m::Event) {
         use str0m::Event as E;
         match e {
-            E::IceConnectionStateChange(s) => {
-                use str0m::IceConnectionState as S;
-                let ours = match s {
-                    S::New => IceConnectionState::New,
-                    S::Checking => IceConnectionState::Checking,
-                    S::Connected => IceConnectionState::Connected,
-                    S::Completed => IceConnectionState::Completed,
-                    S::Disconnected => IceConnectionState::Disconnected,
-                };
-                self.agent_state = ours;
-                if ours == IceConnectionState::Disconnected {
-                    self.disconnected_since = Some(now);
-                } else {
-                    self.disconnected_since = None;
-                }
-                self.set_ice_state(ours);
-            }
-            E::Connected => {
-                self.dtls_up = true;
-                self.update_conn_state();
-            }
+            E::IceConnectionStateChange(s) => self.liveness(|l| l.handle_agent_state(now, s)),
+            E::Connected => self.liveness(|l| l.handle_dtls_connected()),
             E::ChannelOpen(cid, label) => {
-                if let Some(id) = self.by_cid.get(&cid).copied() {
-                    if let Some(c) = self.chans.get_mut(&id) {
-                        c.confirmed = true;
-                        let _ = c.state.send_replace(ChannelState::Open);
-                    }
-                } else {
-                    let id = self.new_chan(
-                        label.clone(),
-                        ChannelConfig {
-                            label,
-                            ..Default::default()
-                        },
-                        Some(cid),
-                        true,
-                    );
-                    let _ = self.chans[&id].state.send_replace(ChannelState::Open);
-                    let dc = self.handle_for(id);
+                if let Some(id) = self.chans.handle_open(cid, label) {
+                    let dc = self.chans.handle(id, self.strong_tx());
                     self.emit(Event::DataChannel(dc));
                 }
             }
-            E::ChannelData(d) => {
-                if let Some(c) = self.by_cid.get(&d.id).and_then(|id| self.chans.get(id)) {
-                    let msg = if d.binary {
-                        Message::Binary(d.data)
-                    } else {
-                        Message::Text(String::from_utf8_lossy(&d.data).into_owned())
-                    };
-                    let _ = c.msgs.send(msg);
-                }
-            }
-            E::ChannelClose(cid) => {
-                if let Some(id) = self.by_cid.remove(&cid) {
-                    self.close_chan(id);
-                }
-            }
+            E::ChannelData(d) => self.chans.handle_data(d.id, d.binary, d.data),
+            E::ChannelClose(cid) => self.chans.handle_close(cid),
             E::ChannelBufferedAmountLow(_) => {}
             E::MediaAdded(m) => {
                 let receiving = matches!(m.direction, Direction::RecvOnly | Direction::SendRecv);
@@ -1030,205 +603,69 @@ impl Driver {
                     self.stats.rtt_ms = p.current_round_trip_time.map(|d| d.as_secs_f64() * 1000.0);
                 }
             }
-            E::Closed => {
-                self.set_ice_state(IceConnectionState::Closed);
-            }
+            E::Closed => self.liveness(|l| l.set(IceConnectionState::Closed)),
             _ => {}
-        }
-    }
-
-    fn set_ice_state(&mut self, s: IceConnectionState) {
-        if self.ice_state == s {
-            return;
-        }
-        self.ice_state = s;
-        self.emit(Event::IceConnectionState(s));
-        self.update_conn_state();
-    }
-
-    fn update_conn_state(&mut self) {
-        use IceConnectionState as I;
-        let next = match self.ice_state {
-            I::Closed => PeerConnectionState::Closed,
-            I::Failed => PeerConnectionState::Failed,
-            I::Disconnected => PeerConnectionState::Disconnected,
-            I::New => PeerConnectionState::New,
-            I::Checking => PeerConnectionState::Connecting,
-            I::Connected | I::Completed if self.dtls_up => PeerConnectionState::Connected,
-            I::Connected | I::Completed => PeerConnectionState::Connecting,
-        };
-        if next != self.conn_state {
-            self.conn_state = next;
-            self.emit(Event::ConnectionState(next));
         }
     }
 
     // ---------------------------------------------------------------- channels
 
-    fn new_chan(
-        &mut self,
-        label: String,
-        config: ChannelConfig,
-        cid: Option<ChannelId>,
-        confirmed: bool,
-    ) -> u64 {
-        let id = self.next_id;
-        self.next_id += 1;
-        let (state, _) = watch::channel(ChannelState::Connecting);
-        let (msgs, rx) = mpsc::unbounded_channel();
-        self.chans.insert(
-            id,
-            Chan {
-                label,
-                config,
-                cid,
-                confirmed,
-                state,
-                msgs,
-                pending: VecDeque::new(),
-                flush: Vec::new(),
-            },
-        );
-        self.chan_rx.insert(id, rx);
-        if let Some(cid) = cid {
-            self.by_cid.insert(cid, id);
-        }
-        id
-    }
-
-    fn handle_for(&mut self, id: u64) -> DataChannel {
-        let c = &self.chans[&id];
-        let rx = self.chan_rx.remove(&id).expect("receiver taken once");
-        DataChannel(Arc::new(ChannelShared {
-            id,
-            label: c.label.clone(),
-            state: c.state.subscribe(),
-            rx: Mutex::new(rx),
-            cmd: self.strong_tx(),
-        }))
-    }
-
-    fn close_chan(&mut self, id: u64) {
-        if let Some(mut c) = self.chans.remove(&id) {
-            let _ = c.state.send_replace(ChannelState::Closed);
-            for (_, _, r) in c.pending.drain(..) {
-                let _ = r.send(Err(Error::ChannelState("closed")));
-            }
-            for r in c.flush.drain(..) {
-                let _ = r.send(Err(Error::ChannelState("closed")));
-            }
-            if let Some(cid) = c.cid {
-                self.by_cid.remove(&cid);
-            }
-        }
-    }
-
-    /// Moves queued messages into str0m's SCTP buffer while it has room and
-    /// answers flush waiters once a channel's buffer is empty.
-    fn retry_channel_writes(&mut self) {
-        let mut wrote = false;
-        for c in self.chans.values_mut() {
-            let Some(cid) = c.cid else { continue };
-            if !c.pending.is_empty() {
-                let Some(mut ch) = self.rtc.channel(cid) else {
-                    continue;
-                };
-                while let Some((binary, data, _)) = c.pending.front() {
-                    match ch.write(*binary, data) {
-                        Ok(true) => {
-                            let (_, _, r) = c.pending.pop_front().expect("front exists");
-                            let _ = r.send(Ok(()));
-                            wrote = true;
-                        }
-                        Ok(false) => break,
-                        Err(e) => {
-                            let (_, _, r) = c.pending.pop_front().expect("front exists");
-                            let _ = r.send(Err(Error::Rtc(e.to_string())));
-                        }
+    /// Moves queued messages into str0m's SCTP buffer while it has room,
+    /// one write (one mutation, drained) at a time, and answers flush
+    /// waiters once a channel's buffer is empty.
+    fn write_channels(&mut self, now: Instant) {
+        let mut busy = std::mem::take(&mut self.busy);
+        busy.clear();
+        self.chans.busy(&mut busy);
+        for &id in &busy {
+            while let Some((cid, w)) = self.chans.pop_write(id) {
+                let r = self.mutate(now, |d| {
+                    d.rtc.channel(cid).map(|mut ch| ch.write(w.binary, &w.data))
+                });
+                match r {
+                    Some(Ok(true)) => {
+                        let _ = w.reply.send(Ok(()));
+                    }
+                    Some(Err(e)) => {
+                        let _ = w.reply.send(Err(Error::Rtc(e.to_string())));
+                    }
+                    // No room yet (or str0m has no such channel yet).
+                    Some(Ok(false)) | None => {
+                        self.chans.unpop_write(id, w);
+                        break;
                     }
                 }
             }
-            if !c.flush.is_empty() {
-                let Some(mut ch) = self.rtc.channel(cid) else {
-                    continue;
-                };
-                if ch.buffered_amount() == 0 && c.pending.is_empty() {
-                    for r in c.flush.drain(..) {
-                        let _ = r.send(Ok(()));
-                    }
+            if let Some(cid) = self.chans.wants_flush(id) {
+                if let Some(mut ch) = self.rtc.channel(cid) {
+                    let buffered = ch.buffered_amount();
+                    self.chans.handle_buffered(id, buffered);
                 }
             }
         }
-        let _ = wrote;
+        self.busy = busy;
     }
 
     // ---------------------------------------------------------------- commands
 
+    /// One call per command; replies go back as they are.
     fn command(&mut self, c: Cmd) {
         let t = now();
         match c {
-            Cmd::CreateOffer { reply } => {
-                let r = self.create_offer(t);
-                let _ = reply.send(r);
-            }
-            Cmd::CreateAnswer { reply } => {
-                let r = self.create_answer();
-                let _ = reply.send(r);
-            }
-            Cmd::SetLocal { desc, reply } => {
-                let r = self.set_local(t, desc);
-                let _ = reply.send(r);
-            }
-            Cmd::SetRemote { desc, reply } => {
-                let r = self.set_remote(desc);
-                let _ = reply.send(r);
-            }
+            Cmd::CreateOffer { reply } => answer(reply, self.create_offer(t)),
+            Cmd::CreateAnswer { reply } => answer(reply, self.create_answer(t)),
+            Cmd::SetLocal { desc, reply } => answer(reply, self.set_local(t, desc)),
+            Cmd::SetRemote { desc, reply } => answer(reply, self.set_remote(t, desc)),
             Cmd::AddCandidate { candidate, reply } => {
-                let r = self.add_remote_candidate(candidate);
-                let _ = reply.send(r);
+                answer(reply, self.add_remote_candidate(t, candidate))
             }
-            Cmd::RestartIce { reply } => {
-                let r = if self.closed || self.jsep.state() == SignalingState::Closed {
-                    Err(Error::Closed)
-                } else {
-                    self.restart_wanted = true;
-                    self.negotiation_needed_sent = false;
-                    self.maybe_negotiation_needed();
-                    Ok(())
-                };
-                let _ = reply.send(r);
-            }
+            Cmd::RestartIce { reply } => answer(reply, self.restart_ice()),
             Cmd::CreateChannel { label, init, reply } => {
-                let r = self.create_channel(label, init);
-                let _ = reply.send(r);
+                answer(reply, self.create_channel(t, label, init))
             }
-            Cmd::AddTrack { kind, reply } => {
-                let r = if self.jsep.state() == SignalingState::Closed {
-                    Err(Error::Closed)
-                } else {
-                    let id = self.next_id;
-                    self.next_id += 1;
-                    self.tracks.insert(
-                        id,
-                        LocalTrack {
-                            kind,
-                            mid: None,
-                            confirmed: false,
-                        },
-                    );
-                    self.negotiation_needed_sent = false;
-                    self.maybe_negotiation_needed();
-                    Ok(crate::new_track_sender(kind, id, self.strong_tx()))
-                };
-                let _ = reply.send(r);
-            }
-            Cmd::GetSignalingState { reply } => {
-                let _ = reply.send(Ok(self.jsep.state()));
-            }
-            Cmd::GetStats { reply } => {
-                let s = self.current_stats();
-                let _ = reply.send(Ok(s));
-            }
+            Cmd::AddTrack { kind, reply } => answer(reply, self.add_track(kind)),
+            Cmd::GetSignalingState { reply } => answer(reply, Ok(self.neg.state())),
+            Cmd::GetStats { reply } => answer(reply, Ok(self.current_stats())),
             Cmd::Close { reply } => {
                 self.shutdown();
                 let _ = reply.send(());
@@ -1238,106 +675,135 @@ impl Driver {
                 binary,
                 data,
                 reply,
-            } => {
-                let Some(c) = self.chans.get_mut(&id) else {
-                    let _ = reply.send(Err(Error::ChannelState("closed")));
-                    return;
-                };
-                if *c.state.borrow() != ChannelState::Open {
-                    let _ = reply.send(Err(Error::ChannelState("not open yet")));
-                    return;
-                }
-                let max = self.cfg.channel_buffer;
-                if data.len() > max {
-                    let _ = reply.send(Err(Error::MessageTooLarge(data.len(), max)));
-                    return;
-                }
-                c.pending.push_back((binary, data, reply));
-                self.retry_channel_writes();
-            }
-            Cmd::ChannelFlush { id, reply } => match self.chans.get_mut(&id) {
-                Some(c) => {
-                    c.flush.push(reply);
-                    self.retry_channel_writes();
-                }
-                None => {
-                    let _ = reply.send(Err(Error::ChannelState("closed")));
-                }
+            } => self.channel_send(t, id, binary, data, reply),
+            Cmd::ChannelFlush { id, reply } => self.channel_flush(t, id, reply),
+            Cmd::ChannelClose { id } => self.close_channel(t, id),
+            Cmd::WriteMedia { track, mid, frame } => self.write_media(t, track, mid, frame),
+            Cmd::RequestKeyframe { mid } => self.request_keyframe(t, mid),
+            Cmd::TcpConnected { turn, tx } => self.tcp_connected(turn, tx),
+            Cmd::TcpFrame { turn, data } => self.tcp_frame(t, turn, &data),
+            Cmd::TcpClosed { turn, why } => self.tcp_closed(turn, &why),
+            Cmd::MdnsResolved { line, name, ip } => self.mdns_resolved(t, line, name, ip),
+        }
+    }
+
+    fn channel_send(
+        &mut self,
+        now: Instant,
+        id: u64,
+        binary: bool,
+        data: Vec<u8>,
+        reply: Reply<()>,
+    ) {
+        self.chans.send(id, binary, data, reply);
+        self.write_channels(now);
+    }
+
+    fn channel_flush(&mut self, now: Instant, id: u64, reply: Reply<()>) {
+        self.chans.flush(id, reply);
+        self.write_channels(now);
+    }
+
+    fn tcp_connected(&mut self, relay: RelayId, tx: mpsc::UnboundedSender<Vec<u8>>) {
+        if self.tcp.connected(relay, tx) {
+            self.gatherer.handle_tcp_connected(relay);
+        }
+    }
+
+    fn tcp_closed(&mut self, relay: RelayId, why: &str) {
+        self.tcp.remove(relay);
+        self.gatherer.handle_tcp_closed(relay, why);
+    }
+
+    fn restart_ice(&mut self) -> Result<(), Error> {
+        if self.closed || self.neg.state() == SignalingState::Closed {
+            return Err(Error::Closed);
+        }
+        self.neg.restart_wanted = true;
+        self.neg.renegotiate();
+        self.maybe_negotiation_needed();
+        Ok(())
+    }
+
+    fn add_track(&mut self, kind: MediaKind) -> Result<TrackSender, Error> {
+        if self.neg.state() == SignalingState::Closed {
+            return Err(Error::Closed);
+        }
+        let id = self.next_track;
+        self.next_track += 1;
+        self.tracks.insert(
+            id,
+            LocalTrack {
+                kind,
+                mid: None,
+                confirmed: false,
             },
-            Cmd::ChannelClose { id } => {
-                if let Some(cid) = self.chans.get(&id).and_then(|c| c.cid) {
-                    self.rtc.direct_api().close_data_channel(cid);
-                }
-                self.close_chan(id);
+        );
+        self.neg.renegotiate();
+        self.maybe_negotiation_needed();
+        Ok(crate::new_track_sender(kind, id, self.strong_tx()))
+    }
+
+    fn close_channel(&mut self, now: Instant, id: u64) {
+        if let Some(cid) = self.chans.get(id).and_then(|c| c.cid) {
+            self.mutate(now, |d| d.rtc.direct_api().close_data_channel(cid));
+        }
+        self.chans.close(id);
+    }
+
+    fn write_media(&mut self, now: Instant, track: u64, mid: Option<Mid>, frame: MediaFrame) {
+        let mid = mid.or_else(|| self.tracks.get(&track).and_then(|t| t.mid));
+        let Some(mid) = mid else { return };
+        self.mutate(now, |d| {
+            let Some(w) = d.rtc.writer(mid) else {
+                return;
+            };
+            let Some(pt) = w.match_params(frame.params) else {
+                return;
+            };
+            if let Err(e) = w.write(pt, frame.network_time, frame.time, frame.data) {
+                debug!("media write on {mid}: {e}");
             }
-            Cmd::WriteMedia { track, mid, frame } => {
-                let mid = mid.or_else(|| self.tracks.get(&track).and_then(|t| t.mid));
-                let Some(mid) = mid else { return };
-                let Some(w) = self.rtc.writer(mid) else {
-                    return;
-                };
-                let Some(pt) = w.match_params(frame.params) else {
-                    return;
-                };
-                if let Err(e) = w.write(pt, frame.network_time, frame.time, frame.data) {
-                    debug!("media write on {mid}: {e}");
-                }
-            }
-            Cmd::RequestKeyframe { mid } => {
-                if let Some(mut w) = self.rtc.writer(mid) {
-                    let kind = str0m::media::KeyframeRequestKind::Pli;
-                    if w.is_request_keyframe_possible(kind) {
-                        let _ = w.request_keyframe(None, kind);
-                    }
-                }
-            }
-            Cmd::TcpConnected { turn, tx } => {
-                if let Some(t) = self.turns.get_mut(turn) {
-                    t.tcp = Some(tx);
-                }
-            }
-            Cmd::TcpFrame { turn, data } => {
-                if turn < self.turns.len() {
-                    self.turn_input(t, turn, &data);
-                }
-            }
-            Cmd::TcpClosed { turn, why } => {
-                if let Some(tr) = self.turns.get_mut(turn) {
-                    warn!("TURN/TCP {}: {why}", tr.server);
-                    tr.done = true;
-                    tr.relayed = None;
+        });
+    }
+
+    fn request_keyframe(&mut self, now: Instant, mid: Mid) {
+        self.mutate(now, |d| {
+            if let Some(mut w) = d.rtc.writer(mid) {
+                let kind = str0m::media::KeyframeRequestKind::Pli;
+                if w.is_request_keyframe_possible(kind) {
+                    let _ = w.request_keyframe(None, kind);
                 }
             }
-            Cmd::MdnsResolved { line, name, ip } => match ip {
-                Some(ip) => {
-                    let line = line.replacen(&name, &ip.to_string(), 1);
-                    match Candidate::from_sdp_string(&line) {
-                        Ok(c) => self.add_remote(c),
-                        Err(e) => debug!("resolved mDNS candidate does not parse: {e}"),
-                    }
+        });
+    }
+
+    fn mdns_resolved(&mut self, now: Instant, line: String, name: String, ip: Option<IpAddr>) {
+        match ip {
+            Some(ip) => {
+                let line = line.replacen(&name, &ip.to_string(), 1);
+                match Candidate::from_sdp_string(&line) {
+                    Ok(c) => self.add_remote(now, c),
+                    Err(e) => debug!("resolved mDNS candidate does not parse: {e}"),
                 }
-                None => {
-                    debug!("mDNS name {name} did not resolve; relying on peer-reflexive discovery")
-                }
-            },
+            }
+            None => {
+                debug!("mDNS name {name} did not resolve; relying on peer-reflexive discovery")
+            }
         }
     }
 
     fn current_stats(&self) -> Stats {
         let mut s = self.stats.clone();
-        s.local_candidates = self.locals.len();
-        s.remote_candidates = self.remote_count;
+        s.local_candidates = self.gatherer.locals().len();
+        s.remote_candidates = self.neg.remote_count();
         s.selected_pair = self.path.map(|(src, dst)| {
-            let local = match self
-                .locals
-                .iter()
-                .find(|l| l.cand.addr() == src && l.kind == CandidateType::Relay)
-            {
-                Some(l) => CandidateInfo {
+            let local = match self.gatherer.relay_transport(src) {
+                Some(relay) => CandidateInfo {
                     kind: CandidateType::Relay,
                     protocol: "udp",
                     address: src,
-                    relay_protocol: l.relay.map(|t| match t {
+                    relay_protocol: relay.map(|t| match t {
                         TurnTransport::Udp => "udp",
                         TurnTransport::Tcp => "tcp",
                     }),
@@ -1349,11 +815,7 @@ impl Driver {
                     relay_protocol: None,
                 },
             };
-            let kind = self
-                .remote_kinds
-                .get(&dst)
-                .copied()
-                .unwrap_or(CandidateType::Prflx);
+            let kind = self.neg.remote_kind(dst).unwrap_or(CandidateType::Prflx);
             CandidatePair {
                 local,
                 remote: CandidateInfo {
@@ -1364,21 +826,21 @@ impl Driver {
                 },
             }
         });
-        if !matches!(
-            self.ice_state,
-            IceConnectionState::Connected | IceConnectionState::Completed
-        ) {
+        if !self.live.is_connected() {
             s.selected_pair = None;
         }
         s
     }
 
+    // ---------------------------------------------------------------- negotiation
+
     fn create_channel(
         &mut self,
+        now: Instant,
         label: String,
         init: DataChannelInit,
     ) -> Result<DataChannel, Error> {
-        if self.jsep.state() == SignalingState::Closed {
+        if self.neg.state() == SignalingState::Closed {
             return Err(Error::Closed);
         }
         let config = ChannelConfig {
@@ -1391,125 +853,102 @@ impl Driver {
             negotiated: None,
             protocol: init.protocol,
         };
-        let id = self.new_chan(label, config.clone(), None, false);
-        if self.app_negotiated && self.jsep.state() == SignalingState::Stable {
+        let id = self.chans.add(label, config.clone(), None, false);
+        if self.neg.app_negotiated && self.neg.state() == SignalingState::Stable {
             // An SCTP association exists: str0m opens it in-band at once.
-            let mut api = self.rtc.sdp_api();
-            let cid = api.add_channel_with_config(config);
-            if api.apply().is_some() {
-                warn!("str0m wanted a negotiation for a second data channel");
-            }
-            self.bind_chan(id, cid, true);
+            self.mutate(now, |d| {
+                let mut api = d.rtc.sdp_api();
+                let cid = api.add_channel_with_config(config);
+                if api.apply().is_some() {
+                    warn!("str0m wanted a negotiation for a second data channel");
+                }
+                d.chans.bind(id, cid, true);
+            });
         } else {
-            self.negotiation_needed_sent = false;
+            self.neg.renegotiate();
             self.maybe_negotiation_needed();
         }
-        Ok(self.handle_for(id))
-    }
-
-    fn bind_chan(&mut self, id: u64, cid: ChannelId, confirmed: bool) {
-        if let Some(c) = self.chans.get_mut(&id) {
-            if let Some(old) = c.cid.replace(cid) {
-                self.by_cid.remove(&old);
-            }
-            c.confirmed = confirmed;
-            self.by_cid.insert(cid, id);
-        }
-    }
-
-    fn has_wanted_changes(&self) -> bool {
-        self.restart_wanted
-            || self.chans.values().any(|c| !c.confirmed)
-            || self.tracks.values().any(|t| !t.confirmed)
+        Ok(self.chans.handle(id, self.strong_tx()))
     }
 
     fn maybe_negotiation_needed(&mut self) {
-        if self.jsep.state() == SignalingState::Stable
-            && !self.negotiation_needed_sent
-            && self.has_wanted_changes()
-        {
-            self.negotiation_needed_sent = true;
+        let unconfirmed =
+            self.chans.any_unconfirmed() || self.tracks.values().any(|t| !t.confirmed);
+        if self.neg.poll_needed(unconfirmed) {
             self.emit(Event::NegotiationNeeded);
         }
     }
 
     fn create_offer(&mut self, now: Instant) -> Result<SessionDescription, Error> {
-        self.jsep.check_create_offer()?;
+        self.neg.jsep.check_create_offer()?;
         // Every new offer recreates the wanted changes (a pending offer is
         // invalidated by the next apply, so nothing is lost).
-        self.pending_offer = None;
-        let mut api = self.rtc.sdp_api();
-        let mut bound = Vec::new();
-        for (id, c) in &self.chans {
-            if !c.confirmed {
-                bound.push((*id, api.add_channel_with_config(c.config.clone())));
+        self.neg.drop_offer();
+        let restart = self.neg.restart_wanted;
+        let applied = self.mutate(now, |d| {
+            let mut api = d.rtc.sdp_api();
+            let mut bound = Vec::new();
+            for (id, c) in d.chans.iter() {
+                if !c.confirmed {
+                    bound.push((id, api.add_channel_with_config(c.config.clone())));
+                }
             }
-        }
-        let mut mids = Vec::new();
-        for (id, t) in &self.tracks {
-            if !t.confirmed {
-                mids.push((
-                    *id,
-                    api.add_media(t.kind, Direction::SendRecv, None, None, None),
-                ));
+            let mut mids = Vec::new();
+            for (id, t) in &d.tracks {
+                if !t.confirmed {
+                    mids.push((
+                        *id,
+                        api.add_media(t.kind, Direction::SendRecv, None, None, None),
+                    ));
+                }
             }
-        }
-        let restart = self.restart_wanted;
-        if restart {
-            api.ice_restart(true);
-        }
-        let Some((offer, pending)) = api.apply() else {
-            // Only direct changes (extra channels on an existing association).
+            if restart {
+                api.ice_restart(true);
+            }
+            let applied = api.apply();
+            // Without an offer only direct changes were made (extra
+            // channels on an existing association): those exist now.
+            let direct = applied.is_none();
             for (id, cid) in bound {
-                self.bind_chan(id, cid, true);
+                d.chans.bind(id, cid, direct);
             }
+            if !direct {
+                for (id, mid) in mids {
+                    if let Some(t) = d.tracks.get_mut(&id) {
+                        t.mid = Some(mid);
+                    }
+                }
+            }
+            applied
+        });
+        let Some((offer, pending)) = applied else {
             return Err(Error::NothingToNegotiate);
         };
-        for (id, cid) in bound {
-            self.bind_chan(id, cid, false);
-        }
-        for (id, mid) in mids {
-            if let Some(t) = self.tracks.get_mut(&id) {
-                t.mid = Some(mid);
-            }
-        }
         let sdp = offer.to_sdp_string();
-        self.learn_local_sdp(&sdp);
+        self.neg.learn_local_sdp(&sdp);
         if restart {
             // New credentials: ask STUN again, the mapping may have moved.
             self.gather(now, false);
         }
-        self.pending_offer = Some((sdp.clone(), pending));
+        self.neg.set_offer(sdp.clone(), pending);
         Ok(SessionDescription::offer(sdp))
     }
 
-    fn learn_local_sdp(&mut self, sdp: &str) {
-        if let Some(u) = sdp_attr(sdp, "ice-ufrag") {
-            self.local_ufrag = u.to_string();
+    fn create_answer(&mut self, now: Instant) -> Result<SessionDescription, Error> {
+        self.neg.jsep.check_create_answer()?;
+        if let Some(a) = self.neg.answer() {
+            return Ok(SessionDescription::answer(a.to_string()));
         }
-        if let Some(m) = sdp_attr(sdp, "mid") {
-            self.first_mid = m.to_string();
-        }
-    }
-
-    fn create_answer(&mut self) -> Result<SessionDescription, Error> {
-        self.jsep.check_create_answer()?;
-        if let Some(a) = &self.last_answer {
-            return Ok(SessionDescription::answer(a.clone()));
-        }
-        let offer =
-            self.remote_offer
-                .take()
-                .ok_or(Error::Jsep(crate::JsepError::InvalidModification(
-                    "no remote offer",
-                )))?;
+        let offer = self.neg.take_remote_offer().ok_or(Error::Jsep(
+            crate::JsepError::InvalidModification("no remote offer"),
+        ))?;
         let had_app = offer.to_sdp_string().contains("m=application");
-        let answer: SdpAnswer = match self.rtc.sdp_api().accept_offer(offer) {
+        let answer: SdpAnswer = match self.mutate(now, |d| d.rtc.sdp_api().accept_offer(offer)) {
             Ok(a) => a,
             Err(e) => {
                 // str0m may have partly applied it; the offer is gone either way.
-                self.jsep.reset_to_stable();
-                self.emit(Event::SignalingState(self.jsep.state()));
+                self.neg.jsep.reset_to_stable();
+                self.emit(Event::SignalingState(self.neg.state()));
                 return Err(Error::InvalidSdp(e.to_string()));
             }
         };
@@ -1517,14 +956,14 @@ impl Driver {
         // ids exactly as a rollback does.
         self.rollback_local();
         if had_app {
-            self.app_negotiated = true;
+            self.neg.app_negotiated = true;
         }
-        for c in std::mem::take(&mut self.queued_remote) {
-            self.add_remote(c);
+        for c in self.neg.take_queued() {
+            self.add_remote(now, c);
         }
         let sdp = answer.to_sdp_string();
-        self.learn_local_sdp(&sdp);
-        self.last_answer = Some(sdp.clone());
+        self.neg.learn_local_sdp(&sdp);
+        self.neg.set_answer(sdp.clone());
         Ok(SessionDescription::answer(sdp))
     }
 
@@ -1535,8 +974,8 @@ impl Driver {
     ) -> Result<Option<SessionDescription>, Error> {
         let desc = match desc {
             Some(d) => d,
-            None => match self.jsep.state() {
-                SignalingState::HaveRemoteOffer => self.create_answer()?,
+            None => match self.neg.state() {
+                SignalingState::HaveRemoteOffer => self.create_answer(now)?,
                 SignalingState::Stable | SignalingState::HaveLocalOffer => {
                     self.create_offer(now)?
                 }
@@ -1544,42 +983,37 @@ impl Driver {
             },
         };
         // Check the description is ours before moving the state.
-        match desc.kind {
+        let ours = match desc.kind {
             SdpType::Offer => {
-                let ok = self
-                    .pending_offer
-                    .as_ref()
-                    .is_some_and(|(s, _)| *s == desc.sdp);
-                if !ok && self.jsep.state() != SignalingState::Closed {
-                    return Err(Error::ModifiedSdp);
-                }
+                self.neg.is_our_offer(&desc.sdp) || self.neg.state() == SignalingState::Closed
             }
             SdpType::Answer => {
-                let ok = self.last_answer.as_deref() == Some(desc.sdp.as_str());
-                if !ok && self.jsep.state() == SignalingState::HaveRemoteOffer {
-                    return Err(Error::ModifiedSdp);
-                }
+                self.neg.is_our_answer(&desc.sdp)
+                    || self.neg.state() != SignalingState::HaveRemoteOffer
             }
-            _ => {}
+            _ => true,
+        };
+        if !ours {
+            return Err(Error::ModifiedSdp);
         }
-        let action = self.jsep.set_local(desc.kind)?;
+        let action = self.neg.jsep.set_local(desc.kind)?;
         match action {
             LocalAction::UseOffer => {}
             LocalAction::UseAnswer => {
-                self.last_answer = None;
-                self.confirm_after_answer();
+                self.neg.answer_done();
+                self.confirm_after_answer(now);
             }
             LocalAction::DropLocalOffer => self.rollback_local(),
         }
-        self.emit(Event::SignalingState(self.jsep.state()));
-        if !self.local_set {
-            self.local_set = true;
+        self.emit(Event::SignalingState(self.neg.state()));
+        if !self.neg.local_set {
+            self.neg.local_set = true;
             for idx in std::mem::take(&mut self.unsent) {
                 self.emit_candidate(idx);
             }
         }
-        if self.jsep.state() == SignalingState::Stable {
-            self.negotiation_needed_sent = false;
+        if self.neg.state() == SignalingState::Stable {
+            self.neg.renegotiate();
             self.maybe_negotiation_needed();
         }
         self.check_end_of_candidates(now);
@@ -1588,36 +1022,30 @@ impl Driver {
 
     /// After we answered: channels str0m could add directly now that an
     /// association exists are added; the rest wait for our next offer.
-    fn confirm_after_answer(&mut self) {
-        if !self.app_negotiated {
+    fn confirm_after_answer(&mut self, now: Instant) {
+        if !self.neg.app_negotiated {
             return;
         }
-        let ids: Vec<u64> = self
-            .chans
-            .iter()
-            .filter(|(_, c)| !c.confirmed && c.cid.is_none())
-            .map(|(i, _)| *i)
-            .collect();
-        for id in ids {
-            let cfg = self.chans[&id].config.clone();
-            let mut api = self.rtc.sdp_api();
-            let cid = api.add_channel_with_config(cfg);
-            if api.apply().is_some() {
-                warn!("str0m wanted a negotiation for a data channel on an existing association");
-            }
-            self.bind_chan(id, cid, true);
+        for id in self.chans.unbound() {
+            let Some(cfg) = self.chans.get(id).map(|c| c.config.clone()) else {
+                continue;
+            };
+            self.mutate(now, |d| {
+                let mut api = d.rtc.sdp_api();
+                let cid = api.add_channel_with_config(cfg);
+                if api.apply().is_some() {
+                    warn!(
+                        "str0m wanted a negotiation for a data channel on an existing association"
+                    );
+                }
+                d.chans.bind(id, cid, true);
+            });
         }
     }
 
     fn rollback_local(&mut self) {
-        self.pending_offer = None;
-        for c in self.chans.values_mut() {
-            if !c.confirmed {
-                if let Some(cid) = c.cid.take() {
-                    self.by_cid.remove(&cid);
-                }
-            }
-        }
+        self.neg.drop_offer();
+        self.chans.rollback();
         for t in self.tracks.values_mut() {
             if !t.confirmed {
                 t.mid = None;
@@ -1625,7 +1053,7 @@ impl Driver {
         }
     }
 
-    fn set_remote(&mut self, desc: SessionDescription) -> Result<(), Error> {
+    fn set_remote(&mut self, now: Instant, desc: SessionDescription) -> Result<(), Error> {
         // Parse before touching the state, so bad SDP changes nothing.
         let parsed_offer = match desc.kind {
             SdpType::Offer => Some(
@@ -1635,137 +1063,75 @@ impl Driver {
             _ => None,
         };
         let parsed_answer = match desc.kind {
-            SdpType::Answer if self.jsep.state() == SignalingState::HaveLocalOffer => Some(
+            SdpType::Answer if self.neg.state() == SignalingState::HaveLocalOffer => Some(
                 SdpAnswer::from_sdp_string(&desc.sdp)
                     .map_err(|e| Error::InvalidSdp(e.to_string()))?,
             ),
             _ => None,
         };
-        let action = self.jsep.set_remote(desc.kind)?;
+        let action = self.neg.jsep.set_remote(desc.kind)?;
         match action {
             RemoteAction::StoreOffer | RemoteAction::RollbackThenStoreOffer => {
                 if action == RemoteAction::RollbackThenStoreOffer {
                     self.rollback_local();
                     self.emit(Event::SignalingState(SignalingState::Stable));
                 }
-                self.remote_offer = parsed_offer;
-                self.last_answer = None;
-                self.learn_remote_sdp(&desc.sdp);
+                if let Some(offer) = parsed_offer {
+                    self.neg.store_remote_offer(offer);
+                }
+                self.neg.learn_remote_sdp(&desc.sdp);
             }
             RemoteAction::ApplyAnswer => {
                 // Both exist in have-local-offer; if str0m ever disagrees,
                 // fail the call rather than the process.
-                let (Some((_, pending)), Some(answer)) = (self.pending_offer.take(), parsed_answer)
-                else {
-                    self.jsep.reset_to_stable();
+                let (Some(pending), Some(answer)) = (self.neg.take_offer(), parsed_answer) else {
+                    self.neg.jsep.reset_to_stable();
                     self.rollback_local();
-                    self.emit(Event::SignalingState(self.jsep.state()));
+                    self.emit(Event::SignalingState(self.neg.state()));
                     return Err(Error::InvalidSdp("no pending offer for this answer".into()));
                 };
-                if let Err(e) = self.rtc.sdp_api().accept_answer(pending, answer) {
-                    self.jsep.reset_to_stable();
+                if let Err(e) = self.mutate(now, |d| d.rtc.sdp_api().accept_answer(pending, answer))
+                {
+                    self.neg.jsep.reset_to_stable();
                     self.rollback_local();
-                    self.emit(Event::SignalingState(self.jsep.state()));
+                    self.emit(Event::SignalingState(self.neg.state()));
                     return Err(Error::InvalidSdp(e.to_string()));
                 }
-                self.learn_remote_sdp(&desc.sdp);
+                self.neg.learn_remote_sdp(&desc.sdp);
                 if desc.sdp.contains("m=application") {
-                    self.app_negotiated = true;
+                    self.neg.app_negotiated = true;
                 }
-                for c in self.chans.values_mut() {
-                    if c.cid.is_some() {
-                        c.confirmed = true;
-                    }
-                }
+                self.chans.confirm_bound();
                 for t in self.tracks.values_mut() {
                     if t.mid.is_some() {
                         t.confirmed = true;
                     }
                 }
-                if self.restart_wanted {
-                    self.restart_wanted = false;
-                }
-                for c in std::mem::take(&mut self.queued_remote) {
-                    self.add_remote(c);
+                self.neg.restart_wanted = false;
+                for c in self.neg.take_queued() {
+                    self.add_remote(now, c);
                 }
             }
-            RemoteAction::DropRemoteOffer => {
-                self.remote_offer = None;
-                self.last_answer = None;
-                self.queued_remote.clear();
-            }
+            RemoteAction::DropRemoteOffer => self.neg.drop_remote_offer(),
         }
-        self.remote_set = true;
-        self.emit(Event::SignalingState(self.jsep.state()));
-        if self.jsep.state() == SignalingState::Stable {
-            self.negotiation_needed_sent = false;
+        self.neg.remote_applied();
+        self.emit(Event::SignalingState(self.neg.state()));
+        if self.neg.state() == SignalingState::Stable {
+            self.neg.renegotiate();
             self.maybe_negotiation_needed();
         }
         Ok(())
     }
 
-    fn learn_remote_sdp(&mut self, sdp: &str) {
-        let ufrag = sdp_attr(sdp, "ice-ufrag").map(str::to_string);
-        if ufrag != self.remote_ufrag {
-            self.remote_kinds.clear();
-        }
-        self.remote_ufrag = ufrag;
-        for line in sdp.lines() {
-            if let Some(c) = line.strip_prefix("a=") {
-                if c.starts_with("candidate:") {
-                    if let Ok(cand) = Candidate::from_sdp_string(c) {
-                        self.remote_kinds.insert(cand.addr(), kind_of(&cand));
-                        self.remote_count += 1;
-                    }
-                }
-            }
-        }
-    }
-
-    fn add_remote_candidate(&mut self, init: Option<IceCandidateInit>) -> Result<(), Error> {
-        if self.jsep.state() == SignalingState::Closed {
-            return Err(Error::Closed);
-        }
-        if !self.remote_set {
-            return Err(Error::Jsep(crate::JsepError::InvalidState {
-                op: "addIceCandidate before setRemoteDescription",
-                state: self.jsep.state(),
-            }));
-        }
-        let Some(init) = init else { return Ok(()) };
-        let line = init.candidate.trim();
-        if line.is_empty() {
-            return Ok(()); // end-of-candidates
-        }
-        let line = line.strip_prefix("a=").unwrap_or(line);
-        if let (Some(u), Some(cur)) = (&init.username_fragment, &self.remote_ufrag) {
-            if u != cur {
-                debug!("dropping candidate for old ufrag {u}");
-                return Ok(());
-            }
-        }
-        // Chromium hides host addresses behind random `.local` names.
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        if fields.len() < 8 || !fields[0].starts_with("candidate:") || fields[6] != "typ" {
-            return Err(Error::InvalidCandidate(format!(
-                "not an ICE candidate line: {line:?}"
-            )));
-        }
-        if !fields[2].eq_ignore_ascii_case("udp") {
-            debug!("ignoring non-UDP candidate {line}");
-            return Ok(());
-        }
-        let host = fields[4];
-        if host.ends_with(".local") {
-            self.resolve_mdns(line.to_string(), host.to_string());
-            return Ok(());
-        }
-        let c =
-            Candidate::from_sdp_string(line).map_err(|e| Error::InvalidCandidate(e.to_string()))?;
-        if self.jsep.state() == SignalingState::HaveRemoteOffer && self.remote_offer.is_some() {
-            self.queued_remote.push(c);
-        } else {
-            self.add_remote(c);
+    fn add_remote_candidate(
+        &mut self,
+        now: Instant,
+        init: Option<IceCandidateInit>,
+    ) -> Result<(), Error> {
+        match self.neg.remote_candidate(init)? {
+            Some(RemoteCandidate::Add(c)) => self.add_remote(now, c),
+            Some(RemoteCandidate::Mdns { line, host }) => self.resolve_mdns(line, host),
+            None => {}
         }
         Ok(())
     }
@@ -1804,10 +1170,9 @@ impl Driver {
         });
     }
 
-    fn add_remote(&mut self, c: Candidate) {
-        self.remote_kinds.entry(c.addr()).or_insert(kind_of(&c));
-        self.remote_count += 1;
-        self.rtc.add_remote_candidate(c);
+    fn add_remote(&mut self, now: Instant, c: Candidate) {
+        self.neg.note_remote(&c);
+        self.mutate(now, |d| d.rtc.add_remote_candidate(c));
     }
 
     fn shutdown(&mut self) {
@@ -1815,21 +1180,44 @@ impl Driver {
             return;
         }
         let t = now();
-        self.jsep.close();
-        for id in self.chans.keys().copied().collect::<Vec<_>>() {
-            self.close_chan(id);
-        }
-        self.rtc.disconnect();
-        self.drain_rtc(t);
-        for tr in &mut self.turns {
-            let _ = tr.client.close(t);
-        }
-        self.drain_turns(t);
+        self.neg.jsep.close();
+        self.chans.close_all();
+        self.mutate(t, |d| d.rtc.disconnect());
+        self.gatherer.close(t);
+        self.flush_relays();
         self.flush_backlog();
-        self.set_ice_state(IceConnectionState::Closed);
+        self.liveness(|l| l.set(IceConnectionState::Closed));
         self.emit(Event::SignalingState(SignalingState::Closed));
         self.closed = true;
     }
+}
+
+/// The interface addresses host candidates are made of.
+fn host_ips(hc: &HostCandidates) -> Vec<IpAddr> {
+    let mut ips: Vec<IpAddr> = match hc {
+        HostCandidates::Only(v) => v.clone(),
+        hc => {
+            let loopback = matches!(hc, HostCandidates::InterfacesAndLoopback);
+            if_addrs::get_if_addrs()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|i| i.ip())
+                .filter(|ip| loopback || !ip.is_loopback())
+                .filter(|ip| match ip {
+                    IpAddr::V4(v4) => !v4.is_link_local(),
+                    // Link-local IPv6 needs a scope id SDP cannot carry.
+                    IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) != 0xfe80,
+                })
+                .collect()
+        }
+    };
+    ips.sort();
+    ips.dedup();
+    ips
+}
+
+fn answer<T>(reply: Reply<T>, r: Result<T, Error>) {
+    let _ = reply.send(r);
 }
 
 /// Sends one datagram from the socket of `dst`'s family; a full socket
@@ -1859,23 +1247,6 @@ fn send_via(
     }
 }
 
-fn kind_of(c: &Candidate) -> CandidateType {
-    use str0m::CandidateKind as K;
-    match c.kind() {
-        K::Host => CandidateType::Host,
-        K::ServerReflexive => CandidateType::Srflx,
-        K::PeerReflexive => CandidateType::Prflx,
-        K::Relayed => CandidateType::Relay,
-    }
-}
-
-/// The first `a=NAME:VALUE` in an SDP.
-fn sdp_attr<'a>(sdp: &'a str, name: &str) -> Option<&'a str> {
-    sdp.lines()
-        .find_map(|l| l.strip_prefix("a=")?.strip_prefix(name)?.strip_prefix(':'))
-        .map(str::trim)
-}
-
 async fn readable(s: &Option<UdpSock>) -> std::io::Result<()> {
     match s {
         Some(s) => s.sock.readable().await,
@@ -1897,72 +1268,4 @@ async fn writable(a: &Option<UdpSock>, b: &Option<UdpSock>) {
         }
         (None, None) => std::future::pending().await,
     }
-}
-
-/// Connects to a TURN server over TCP and shuttles frames both ways.
-async fn tcp_turn(idx: usize, addr: SocketAddr, cmd: mpsc::UnboundedSender<Cmd>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let stream =
-        match tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
-            .await
-        {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                let _ = cmd.send(Cmd::TcpClosed {
-                    turn: idx,
-                    why: format!("connect: {e}"),
-                });
-                return;
-            }
-            Err(_) => {
-                let _ = cmd.send(Cmd::TcpClosed {
-                    turn: idx,
-                    why: "connect timed out".into(),
-                });
-                return;
-            }
-        };
-    let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = stream.into_split();
-    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
-    if cmd.send(Cmd::TcpConnected { turn: idx, tx }).is_err() {
-        return;
-    }
-    let writer = tokio::spawn(async move {
-        while let Some(buf) = rx.recv().await {
-            if wr.write_all(&buf).await.is_err() {
-                break;
-            }
-        }
-    });
-    let mut buf = Vec::with_capacity(64 * 1024);
-    let mut chunk = vec![0u8; 64 * 1024];
-    let why = loop {
-        match rd.read(&mut chunk).await {
-            Ok(0) => break "closed by server".to_string(),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) => break e.to_string(),
-        }
-        let mut off = 0;
-        let bad = loop {
-            match stun::frame_len(&buf[off..]) {
-                Ok(Some(f)) if buf.len() - off >= f.len() => {
-                    let data = buf[off..off + f.len()].to_vec();
-                    off += f.len();
-                    if cmd.send(Cmd::TcpFrame { turn: idx, data }).is_err() {
-                        writer.abort();
-                        return;
-                    }
-                }
-                Ok(_) => break false,
-                Err(_) => break true,
-            }
-        };
-        buf.drain(..off);
-        if bad {
-            break "lost TURN framing".to_string();
-        }
-    };
-    writer.abort();
-    let _ = cmd.send(Cmd::TcpClosed { turn: idx, why });
 }

@@ -17,12 +17,17 @@
 //! sockets and its TURN clients; the handle talks to it over a channel, so
 //! every method is `&self` and the handle is cheap to clone.
 
+mod channels;
 pub mod config;
 mod driver;
+mod gather;
 pub mod jsep;
+mod liveness;
 pub mod negotiate;
+mod negotiation;
 mod net;
 pub mod room;
+mod tcp_turn;
 
 pub use config::{Config, HostCandidates, IceServer, IceUrl, TurnTransport, UrlError};
 pub use jsep::{IceCandidateInit, JsepError, SdpType, SessionDescription, SignalingState};

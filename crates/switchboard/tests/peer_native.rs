@@ -369,3 +369,201 @@ fn cli_reports_failure_when_no_path_exists() {
     let _ = recv.kill();
     let _ = recv.wait();
 }
+
+// ------------------------------------------------------------------ TURN/TCP and ICE restart
+
+/// A TCP proxy in front of the TURN server that counts the connections
+/// peers open through it and how many of them the peer side still holds.
+struct Proxy {
+    addr: std::net::SocketAddr,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    live: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Proxy {
+    async fn start(target: std::net::SocketAddr) -> Proxy {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let live = Arc::new(AtomicUsize::new(0));
+        let (acc, liv) = (accepted.clone(), live.clone());
+        tokio::spawn(async move {
+            while let Ok((peer, _)) = l.accept().await {
+                acc.fetch_add(1, Ordering::SeqCst);
+                liv.fetch_add(1, Ordering::SeqCst);
+                let liv = liv.clone();
+                tokio::spawn(async move {
+                    let server = tokio::net::TcpStream::connect(target).await.unwrap();
+                    let (mut prd, mut pwr) = peer.into_split();
+                    let (mut srd, mut swr) = server.into_split();
+                    let back = tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut srd, &mut pwr).await;
+                    });
+                    // The connection counts as live until the peer side
+                    // closes it (EOF or reset).
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        match prd.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                if swr.write_all(&buf[..n]).await.is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    liv.fetch_sub(1, Ordering::SeqCst);
+                    back.abort();
+                });
+            }
+        });
+        Proxy {
+            addr,
+            accepted,
+            live,
+        }
+    }
+
+    fn counts(&self) -> (usize, usize) {
+        use std::sync::atomic::Ordering;
+        (
+            self.accepted.load(Ordering::SeqCst),
+            self.live.load(Ordering::SeqCst),
+        )
+    }
+
+    /// Waits until (accepted, live) is `want`; returns the last counts.
+    async fn wait_for(&self, want: (usize, usize)) -> (usize, usize) {
+        for _ in 0..100 {
+            if self.counts() == want {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.counts()
+    }
+}
+
+fn tcp_turn(addr: std::net::SocketAddr, user: &str, pass: &str) -> IceServer {
+    IceServer {
+        urls: vec![format!("turn:{addr}?transport=tcp")],
+        username: Some(user.into()),
+        credential: Some(pass.into()),
+    }
+}
+
+#[tokio::test]
+async fn ice_restart_over_turn_tcp_keeps_data_flowing_and_leaves_no_connection_behind() {
+    use peer::{negotiate, DataChannelInit, Event};
+    let server = Server::start(&["--allow-peer", "127.0.0.0/8", "--turn-user", "alice:secret"]);
+    let turn = server.turn.unwrap();
+    // A's first TURN server refuses its credentials, so an ICE restart
+    // replaces that relay while the second one carries the data.
+    let bad = Proxy::start(turn).await;
+    let good = Proxy::start(turn).await;
+    let mk = |ice: Vec<IceServer>| Config {
+        host_candidates: loopback(),
+        relay_only: true,
+        ice_servers: ice,
+        ..Config::default()
+    };
+    let (a, a_ev) = PeerConnection::new(mk(vec![
+        tcp_turn(bad.addr, "alice", "wrong"),
+        tcp_turn(good.addr, "alice", "secret"),
+    ]))
+    .await
+    .unwrap();
+    let (b, b_ev) = PeerConnection::new(mk(vec![tcp_turn(turn, "alice", "secret")]))
+        .await
+        .unwrap();
+    let (to_a, a_in) = tokio::sync::mpsc::unbounded_channel();
+    let (to_b, b_in) = tokio::sync::mpsc::unbounded_channel();
+    let _a_app = negotiate::spawn(a.clone(), a_ev, true, a_in, move |m| {
+        let _ = to_b.send(m);
+    });
+    let mut b_app = negotiate::spawn(b.clone(), b_ev, false, b_in, move |m| {
+        let _ = to_a.send(m);
+    });
+    let dc = a
+        .create_data_channel("chat", DataChannelInit::default())
+        .await
+        .unwrap();
+    timeout(Duration::from_secs(20), dc.opened())
+        .await
+        .expect("channel opens over TURN/TCP")
+        .unwrap();
+    let remote = loop {
+        match timeout(Duration::from_secs(10), b_app.recv())
+            .await
+            .unwrap()
+        {
+            Some(Event::DataChannel(c)) => break c,
+            Some(_) => {}
+            None => panic!("events ended"),
+        }
+    };
+    let roundtrip = |n: usize| {
+        let (dc, remote) = (dc.clone(), remote.clone());
+        async move {
+            for i in 0..n {
+                dc.send_text(&format!("a{i}")).await.unwrap();
+                assert_eq!(
+                    timeout(Duration::from_secs(5), remote.recv())
+                        .await
+                        .unwrap(),
+                    Some(Message::Text(format!("a{i}")))
+                );
+                remote.send_binary(&[i as u8; 3000]).await.unwrap();
+                assert_eq!(
+                    timeout(Duration::from_secs(5), dc.recv()).await.unwrap(),
+                    Some(Message::Binary(vec![i as u8; 3000]))
+                );
+            }
+        }
+    };
+    roundtrip(5).await;
+    let pair = a
+        .stats()
+        .await
+        .unwrap()
+        .selected_pair
+        .expect("selected pair");
+    assert_eq!(pair.local.kind, CandidateType::Relay, "{pair:?}");
+    assert_eq!(pair.local.relay_protocol, Some("tcp"), "{pair:?}");
+    assert_eq!(bad.wait_for((1, 1)).await, (1, 1), "one refused relay");
+    assert_eq!(good.counts(), (1, 1), "one working relay");
+
+    for round in 1..=2 {
+        a.restart_ice().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(
+            a.signaling_state().await.unwrap(),
+            peer::SignalingState::Stable
+        );
+        roundtrip(20).await;
+        // The refused relay was replaced: a new connection, the old one
+        // closed. The working allocation was kept on its connection.
+        assert_eq!(
+            bad.wait_for((1 + round, 1)).await,
+            (1 + round, 1),
+            "restart {round}: the replaced relay's connection is closed"
+        );
+        assert_eq!(good.counts(), (1, 1), "restart {round}");
+    }
+    let pair = a
+        .stats()
+        .await
+        .unwrap()
+        .selected_pair
+        .expect("selected pair");
+    assert_eq!(pair.local.kind, CandidateType::Relay, "{pair:?}");
+
+    // Closing leaves no TURN/TCP connection (and so no task) behind.
+    a.close().await;
+    b.close().await;
+    assert_eq!(bad.wait_for((3, 0)).await, (3, 0));
+    assert_eq!(good.wait_for((1, 0)).await, (1, 0));
+}
