@@ -7,9 +7,9 @@
 //!   InvalidState errors) over str0m's `SdpApi` ([`jsep`]);
 //! - candidate gathering: host candidates on the machine's interfaces,
 //!   server-reflexive ones from STUN Binding, relayed ones from our own
-//!   TURN client (`turn::client`) over UDP or TCP (`driver`);
+//!   TURN client (`turn::client`) over UDP or TCP;
 //! - one UDP socket per address family that carries STUN, TURN, DTLS and
-//!   RTP, demultiplexed by source and first byte (`net`);
+//!   RTP, demultiplexed by source and first byte;
 //! - trickle ICE events, consent-based `disconnected`/`failed`, ICE restart;
 //! - data channels and media tracks as async handles.
 //!
