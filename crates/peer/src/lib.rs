@@ -57,7 +57,7 @@ pub enum Error {
     /// SDP munging is not supported).
     #[error("the description is not the one createOffer/createAnswer returned")]
     ModifiedSdp,
-    /// A trickled candidate that is not an `candidate:… typ …` line or
+    /// A trickled candidate that is not a `candidate:… typ …` line or
     /// that str0m cannot parse. Non-UDP candidates are ignored, not errors.
     #[error("bad ICE candidate: {0}")]
     InvalidCandidate(String),
@@ -103,7 +103,7 @@ pub enum Error {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum IceConnectionState {
-    /// Nothing checked yet (no remote description and candidates).
+    /// No checks yet: no remote description or candidates.
     New,
     /// Connectivity checks are running; no pair works yet.
     Checking,
@@ -116,8 +116,9 @@ pub enum IceConnectionState {
     /// the ICE agent lost its pair. May recover by itself or by an ICE
     /// restart.
     Disconnected,
-    /// `Disconnected` for [`Config::failed_after`], or str0m failed. Only
-    /// an ICE restart brings the connection back.
+    /// `Disconnected` for [`Config::failed_after`], or str0m failed. Unlike
+    /// `Disconnected`, returning traffic does not end it; an ICE restart
+    /// does.
     Failed,
     /// [`PeerConnection::close`] was called or the connection ended.
     Closed,
