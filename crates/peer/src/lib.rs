@@ -7,9 +7,9 @@
 //!   InvalidState errors) over str0m's `SdpApi` ([`jsep`]);
 //! - candidate gathering: host candidates on the machine's interfaces,
 //!   server-reflexive ones from STUN Binding, relayed ones from our own
-//!   TURN client (`turn::client`) over UDP or TCP (`driver`);
+//!   TURN client (`turn::client`) over UDP or TCP;
 //! - one UDP socket per address family that carries STUN, TURN, DTLS and
-//!   RTP, demultiplexed by source and first byte (`net`);
+//!   RTP, demultiplexed by source and first byte;
 //! - trickle ICE events, consent-based `disconnected`/`failed`, ICE restart;
 //! - data channels and media tracks as async handles.
 //!
@@ -43,32 +43,58 @@ use tokio::sync::{mpsc, oneshot, watch, Mutex};
 /// Everything that can go wrong, with browser-like names where one exists.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A JSEP call in the wrong signaling state (`InvalidStateError`), or
+    /// an SDP type this peer does not support; nothing changed.
     #[error(transparent)]
     Jsep(#[from] JsepError),
+    /// str0m could not parse or accept a remote description, or could not
+    /// answer an offer. A bad remote SDP changes nothing; a failed answer
+    /// or a refused remote answer leaves the connection `stable`.
     #[error("bad SDP: {0}")]
     InvalidSdp(String),
+    /// `set_local_description` got SDP other than the last
+    /// `create_offer`/`create_answer` result (`InvalidModificationError`:
+    /// SDP munging is not supported).
     #[error("the description is not the one createOffer/createAnswer returned")]
     ModifiedSdp,
+    /// A trickled candidate that is not a `candidate:… typ …` line or
+    /// that str0m cannot parse. Non-UDP candidates are ignored, not errors.
     #[error("bad ICE candidate: {0}")]
     InvalidCandidate(String),
+    /// An ICE server URL of [`Config::ice_servers`] does not parse.
     #[error(transparent)]
     Url(#[from] UrlError),
+    /// An ICE server's host name did not resolve: (URL, resolver error).
     #[error("cannot resolve {0}: {1}")]
     Resolve(String, String),
+    /// A `turn:` URL without `username` and `credential`.
     #[error("TURN URL {0} needs a username and credential")]
     MissingCredential(String),
+    /// An offer was asked for with no change to offer (no new channel or
+    /// track, no ICE restart), e.g. by `set_local_description_auto`.
     #[error("nothing to negotiate: add a data channel or a track first")]
     NothingToNegotiate,
+    /// A data-channel call in the wrong channel state
+    /// (`InvalidStateError`): sending before it opened, or anything after
+    /// it closed. The text is the state: `"not open yet"` or `"closed"`.
     #[error("InvalidStateError: the data channel is {0}")]
     ChannelState(&'static str),
+    /// A message larger than [`Config::channel_buffer`]: (message length,
+    /// limit), both in bytes.
     #[error("message of {0} bytes is larger than the peer accepts ({1})")]
     MessageTooLarge(usize, usize),
+    /// [`PeerConnection::sender_for`] on a track the remote side does not
+    /// receive on; carries its mid.
     #[error("the media line {0} cannot send")]
     NoSender(String),
+    /// Neither an IPv4 nor an IPv6 UDP socket could be bound.
     #[error("socket: {0}")]
     Io(#[from] std::io::Error),
+    /// str0m refused a data-channel write.
     #[error("str0m: {0}")]
     Rtc(String),
+    /// The connection was closed (by [`PeerConnection::close`] or because
+    /// its task ended) before or while the call ran.
     #[error("the peer connection is closed")]
     Closed,
 }
@@ -77,12 +103,24 @@ pub enum Error {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum IceConnectionState {
+    /// No checks yet: no remote description or candidates.
     New,
+    /// Connectivity checks are running; no pair works yet.
     Checking,
+    /// A candidate pair works and data can flow.
     Connected,
+    /// str0m's agent finished checking with a working pair; treated
+    /// like `Connected` everywhere in this crate.
     Completed,
+    /// Nothing heard from the peer for [`Config::disconnected_after`], or
+    /// the ICE agent lost its pair. May recover by itself or by an ICE
+    /// restart.
     Disconnected,
+    /// `Disconnected` for [`Config::failed_after`], or str0m failed. Unlike
+    /// `Disconnected`, returning traffic does not end it; an ICE restart
+    /// does.
     Failed,
+    /// [`PeerConnection::close`] was called or the connection ended.
     Closed,
 }
 
@@ -90,11 +128,17 @@ pub enum IceConnectionState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PeerConnectionState {
+    /// ICE is `new`.
     New,
+    /// ICE is checking, or connected while the DTLS handshake still runs.
     Connecting,
+    /// ICE is connected and DTLS is up: channels and media can flow.
     Connected,
+    /// ICE is `disconnected`.
     Disconnected,
+    /// ICE is `failed`.
     Failed,
+    /// The connection is closed.
     Closed,
 }
 
@@ -103,8 +147,12 @@ pub enum PeerConnectionState {
 pub enum Event {
     /// A local candidate to trickle; `None` is end-of-candidates.
     IceCandidate(Option<IceCandidateInit>),
+    /// The signaling state moved (after a local or remote description, or
+    /// a rollback).
     SignalingState(SignalingState),
+    /// The ICE connection state changed; fired once per change.
     IceConnectionState(IceConnectionState),
+    /// The connection state (ICE and DTLS together) changed.
     ConnectionState(PeerConnectionState),
     /// Something changed that needs an offer/answer round.
     NegotiationNeeded,
@@ -114,6 +162,7 @@ pub enum Event {
     DataChannel(DataChannel),
     /// The remote side asks for a keyframe on media we send.
     KeyframeRequest {
+        /// The media line we send on.
         mid: Mid,
     },
     /// Data now flows on a different candidate pair (after an ICE restart
@@ -125,48 +174,73 @@ pub enum Event {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CandidateType {
+    /// An address of a local interface.
     Host,
+    /// Server reflexive: our address as a STUN server saw it (outside the
+    /// NAT).
     Srflx,
+    /// Peer reflexive: an address learned from an incoming check, not from
+    /// any signaled candidate.
     Prflx,
+    /// An address allocated on a TURN server.
     Relay,
 }
 
 /// One end of the selected candidate pair.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CandidateInfo {
+    /// `type` in JSON. The local end is a candidate base, so it is `host`
+    /// or `relay` (a server-reflexive candidate sends from its host
+    /// socket); the remote end is `prflx` unless the peer signaled it.
     #[serde(rename = "type")]
     pub kind: CandidateType,
+    /// Always `"udp"`: ICE pairs only UDP candidates here.
     pub protocol: &'static str,
+    /// The address data is sent from (local) or to (remote).
     pub address: SocketAddr,
-    /// For a local relay candidate: how we reach the TURN server.
+    /// For a local relay candidate: how we reach the TURN server, `"udp"`
+    /// or `"tcp"`; absent (`None`) otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub relay_protocol: Option<&'static str>,
 }
 
+/// The candidate pair data actually flows on: source and destination of
+/// the last datagram sent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CandidatePair {
+    /// Our end.
     pub local: CandidateInfo,
+    /// The peer's end.
     pub remote: CandidateInfo,
 }
 
 /// `getStats()`, the parts worth having.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Stats {
+    /// The pair in use; `None` unless ICE is connected or completed.
     pub selected_pair: Option<CandidatePair>,
-    /// Latest STUN round trip on the selected pair.
+    /// Latest STUN round trip on the selected pair, in milliseconds; `None`
+    /// before the first one was measured.
     pub rtt_ms: Option<f64>,
+    /// Bytes sent to the peer, as str0m last reported them (every 500 ms,
+    /// so slightly behind).
     pub bytes_sent: u64,
+    /// Bytes received from the peer, reported like `bytes_sent`.
     pub bytes_received: u64,
+    /// Local candidates gathered so far (host, srflx and relay).
     pub local_candidates: usize,
+    /// Remote candidates learned, from the remote SDP and trickled.
     pub remote_candidates: usize,
 }
 
 /// `RTCDataChannelInit`, the parts str0m supports.
 #[derive(Debug, Clone)]
 pub struct DataChannelInit {
+    /// Deliver messages in the order they were sent (default true).
     pub ordered: bool,
     /// `None`: reliable. `Some(n)`: at most n retransmissions.
     pub max_retransmits: Option<u16>,
+    /// Subprotocol name announced to the peer in DCEP; empty by default.
     pub protocol: String,
 }
 
@@ -183,15 +257,22 @@ impl Default for DataChannelInit {
 /// A data-channel message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
+    /// A string message. Invalid UTF-8 from the peer is replaced with
+    /// U+FFFD rather than refused.
     Text(String),
+    /// A binary message.
     Binary(Vec<u8>),
 }
 
 /// `RTCDataChannelState`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChannelState {
+    /// Created, not open yet: waiting for negotiation, DTLS or the peer's
+    /// DCEP ack. Sending fails.
     Connecting,
+    /// Messages flow both ways.
     Open,
+    /// Closed by either side or with the connection; final.
     Closed,
 }
 
@@ -215,10 +296,12 @@ impl std::fmt::Debug for DataChannel {
 }
 
 impl DataChannel {
+    /// The label it was created with (ours or the peer's).
     pub fn label(&self) -> &str {
         &self.0.label
     }
 
+    /// The state right now; [`DataChannel::opened`] waits for `Open`.
     pub fn state(&self) -> ChannelState {
         *self.0.state.borrow()
     }
@@ -248,10 +331,12 @@ impl DataChannel {
         self.send_raw(binary, data).await
     }
 
+    /// [`DataChannel::send`] of a [`Message::Text`].
     pub async fn send_text(&self, text: &str) -> Result<(), Error> {
         self.send_raw(false, text.as_bytes().to_vec()).await
     }
 
+    /// [`DataChannel::send`] of a [`Message::Binary`].
     pub async fn send_binary(&self, data: &[u8]) -> Result<(), Error> {
         self.send_raw(true, data.to_vec()).await
     }
@@ -293,6 +378,8 @@ impl DataChannel {
         rx.await.map_err(|_| Error::Closed)?
     }
 
+    /// Closes the channel on both sides; sends still waiting fail with
+    /// [`Error::ChannelState`]. Does nothing once the connection is closed.
     pub fn close(&self) {
         let _ = self.0.cmd.send(driver::Cmd::ChannelClose { id: self.0.id });
     }
@@ -301,16 +388,22 @@ impl DataChannel {
 /// One media frame (depacketized by str0m).
 #[derive(Debug, Clone)]
 pub struct MediaFrame {
+    /// The codec and its parameters, as negotiated.
     pub params: PayloadParams,
+    /// Media (RTP) time, in the codec's clock rate.
     pub time: MediaTime,
+    /// When it arrived (received frames) or was captured (frames to send).
     pub network_time: Instant,
+    /// The depacketized frame, e.g. one Opus packet or one VP8 frame.
     pub data: Arc<[u8]>,
 }
 
 /// Media the remote side sends us on one media line.
 #[derive(Debug)]
 pub struct RemoteTrack {
+    /// The media line (`a=mid`).
     pub mid: Mid,
+    /// Audio or video.
     pub kind: MediaKind,
     /// Whether we may send back on the same media line (sendrecv).
     pub can_send: bool,
@@ -323,7 +416,12 @@ pub struct RemoteTrack {
 /// Sends media on one media line.
 #[derive(Debug, Clone)]
 pub struct TrackSender {
+    /// The media line it writes to. `None` for an
+    /// [`PeerConnection::add_track`] sender: its line is assigned by the
+    /// next offer and looked up on each write (frames written before that
+    /// are dropped).
     pub mid: Option<Mid>,
+    /// Audio or video.
     pub kind: MediaKind,
     id: u64,
     cmd: mpsc::UnboundedSender<driver::Cmd>,
@@ -382,10 +480,15 @@ impl PeerConnection {
         Ok((PeerConnection { cmd: cmd_tx }, ev_rx))
     }
 
+    /// `createOffer`: an offer with every pending change (new channels and
+    /// tracks, an ICE restart). Fails with [`Error::NothingToNegotiate`]
+    /// when there is none, or in `have-remote-offer`.
     pub async fn create_offer(&self) -> Result<SessionDescription, Error> {
         call!(self, CreateOffer {})
     }
 
+    /// `createAnswer` to the remote offer set last; only in
+    /// `have-remote-offer`. Asking again returns the same answer.
     pub async fn create_answer(&self) -> Result<SessionDescription, Error> {
         call!(self, CreateAnswer {})
     }
@@ -403,6 +506,10 @@ impl PeerConnection {
         d.ok_or(Error::NothingToNegotiate)
     }
 
+    /// `setRemoteDescription`: an offer (rolling back a local one first on
+    /// a collision, the polite side's move), an answer to our offer, or a
+    /// rollback. SDP that does not parse fails with [`Error::InvalidSdp`]
+    /// and changes nothing.
     pub async fn set_remote_description(&self, desc: SessionDescription) -> Result<(), Error> {
         call!(self, SetRemote { desc: desc })
     }
@@ -427,6 +534,9 @@ impl PeerConnection {
         call!(self, RestartIce {})
     }
 
+    /// `createDataChannel`. The first channel needs a negotiation (fires
+    /// `NegotiationNeeded`); later ones open in-band at once while the
+    /// signaling state is stable. The handle is `Connecting` until it opens.
     pub async fn create_data_channel(
         &self,
         label: &str,
@@ -465,10 +575,12 @@ impl PeerConnection {
         let _ = self.cmd.send(driver::Cmd::RequestKeyframe { mid });
     }
 
+    /// The JSEP signaling state right now.
     pub async fn signaling_state(&self) -> Result<SignalingState, Error> {
         call!(self, GetSignalingState {})
     }
 
+    /// A snapshot of the selected pair, counters and candidate counts.
     pub async fn stats(&self) -> Result<Stats, Error> {
         call!(self, GetStats {})
     }

@@ -26,21 +26,33 @@ use tracing::{debug, info, warn};
 pub struct RoomConfig {
     /// `http(s)://host:port` (then `/v1/ws` is added) or `ws(s)://…`.
     pub server: String,
+    /// Room to join: 1–64 of `[A-Za-z0-9_-]`, else the join is refused
+    /// with `invalid-room`.
     pub room: String,
+    /// Peer id to ask for (same rule); `None` lets the server pick one.
+    /// Refused with `peer-id-taken` if someone in the room has it.
     pub peer: Option<String>,
+    /// `meta` of `join`: a JSON object the server hands to the other peers
+    /// unchanged (`{}` by default).
     pub meta: Value,
     /// Template for every connection; the server's `iceServers` are appended
     /// unless `use_server_ice` is false.
     pub peer_config: Config,
+    /// Append `welcome.iceServers` to each connection's ICE servers.
     pub use_server_ice: bool,
     /// The data channel a newcomer opens to each peer (`chat` in the CLI and
     /// the demo pages). `None`: open nothing.
     pub channel: Option<String>,
-    /// ICE restarts tried per connection before it is given up.
+    /// ICE restarts tried in a row per connection (after `failed`, or 2 s
+    /// of `disconnected`) before it is left failed; the count starts over
+    /// once ICE is connected again.
     pub max_restarts: u32,
 }
 
 impl RoomConfig {
+    /// Joins `room` on `server` under a server-picked id, with empty
+    /// `meta`, the default peer [`Config`] plus the server's ICE servers, a
+    /// `chat` channel and 3 restarts.
     pub fn new(server: impl Into<String>, room: impl Into<String>) -> Self {
         RoomConfig {
             server: server.into(),
@@ -58,14 +70,31 @@ impl RoomConfig {
 /// Why joining or staying in a room failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RoomError {
+    /// [`RoomConfig::server`] is not an `http://` or `ws://` URL with a
+    /// host (and a numeric port, if any); `https`/`wss` are refused too,
+    /// as TLS is not built in: (URL, why).
     #[error("bad server URL {0:?}: {1}")]
     BadUrl(String, &'static str),
+    /// The WebSocket connection failed or took longer than 10 s:
+    /// (WebSocket URL, why). A server at `--max-connections` lands here
+    /// (HTTP 503).
     #[error("cannot reach the signaling server at {0}: {1}")]
     Connect(String, String),
+    /// The server answered `join` with an `error` frame.
     #[error("the server refused to join: {code}: {message}")]
-    Refused { code: String, message: String },
+    Refused {
+        /// The protocol's error code, e.g. `room-full`, `invalid-room`,
+        /// `peer-id-taken` (docs/protocol.md).
+        code: String,
+        /// The server's explanation, for humans.
+        message: String,
+    },
+    /// The WebSocket closed or failed before `welcome`, or no `welcome`
+    /// came within 10 s; carries the close reason or error.
     #[error("signaling connection lost: {0}")]
     Lost(String),
+    /// The server's answer to `join` was not a valid frame, or `meta` could
+    /// not be encoded.
     #[error("protocol error: {0}")]
     Protocol(String),
 }
@@ -73,37 +102,58 @@ pub enum RoomError {
 /// What happens in the room.
 #[derive(Debug)]
 pub enum RoomEvent {
+    /// `peer-joined`: a newcomer; we prepare a connection and wait for its
+    /// offer ([`RoomEvent::Connection`] follows).
     PeerJoined {
+        /// Its id.
         peer: String,
+        /// Its `meta` from `join` (`{}` when it sent none).
         meta: Value,
     },
+    /// `peer-left`: the peer left, disconnected or timed out; its
+    /// connection is being closed.
     PeerLeft {
+        /// Its id.
         peer: String,
     },
     /// A connection to `peer` exists now; `offerer` is true when we are the
     /// newcomer that makes the first offer.
     Connection {
+        /// The remote peer's id.
         peer: String,
+        /// The connection; negotiation runs by itself through the room.
         pc: PeerConnection,
+        /// We make the first offer (and are the polite side).
         offerer: bool,
     },
     /// A data channel to `peer`: ours (the room channel) or theirs.
     Channel {
+        /// The remote peer's id.
         peer: String,
+        /// The channel; it may still be `Connecting`.
         channel: DataChannel,
     },
     /// Any other connection event (states, tracks, keyframe requests).
     Peer {
+        /// The remote peer's id.
         peer: String,
+        /// The event, as [`PeerConnection`] reported it (never
+        /// [`Event::DataChannel`], which comes as [`RoomEvent::Channel`]).
         event: Event,
     },
-    /// The server reported an error for something we sent.
+    /// The server reported an error for something we sent, or a
+    /// connection to a peer could not be created (code `peer-connection`).
     ServerError {
+        /// The protocol's error code (e.g. `unknown-peer`, `rate-limited`),
+        /// or `peer-connection`.
         code: String,
+        /// What went wrong, for humans.
         message: String,
     },
     /// The signaling connection ended; existing connections keep running.
     Closed {
+        /// The WebSocket close reason (e.g. `idle timeout`), the error, or
+        /// `closed`.
         reason: String,
     },
 }
@@ -117,9 +167,13 @@ const INTERNAL_EVENTS: usize = 64;
 
 /// A joined room.
 pub struct Room {
+    /// Our peer id (from `welcome`).
     pub me: String,
     /// Peers present when we joined (we offer to these).
     pub peers: Vec<String>,
+    /// `welcome.iceServers`, with TURN credentials minted for us. Empty if
+    /// any entry does not read as an `RTCIceServer` (the join still
+    /// succeeds).
     pub ice_servers: Vec<IceServer>,
     /// Everything that happens in the room, in order. Read it continuously.
     ///

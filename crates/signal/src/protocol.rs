@@ -18,23 +18,39 @@ use std::fmt;
 /// Longest room name or peer id.
 pub const MAX_ID_LEN: usize = 64;
 
-/// Error codes sent in `{"type":"error"}` frames.
+/// Error codes sent in `{"type":"error"}` frames (the `code` field; the
+/// table in docs/protocol.md). Every one is recoverable: the offending frame
+/// is dropped and the connection stays open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ErrorCode {
+    /// `bad-message`: not JSON, not an object, a missing or mistyped field,
+    /// an unknown `type`, a binary frame, or `data`/`meta` not an object.
     BadMessage,
+    /// `not-joined`: `signal` or `leave` before `join`.
     NotJoined,
+    /// `already-joined`: a second `join` without `leave` first.
     AlreadyJoined,
+    /// `invalid-room`: the room name breaks [`ID_RULE`].
     InvalidRoom,
+    /// `invalid-peer`: the requested peer id breaks [`ID_RULE`].
     InvalidPeer,
+    /// `room-full`: the room already holds `--max-room-peers` peers.
     RoomFull,
+    /// `peer-id-taken`: another peer in the room has the requested id.
     PeerIdTaken,
+    /// `unknown-peer`: `signal` to an id not in our room (it may just
+    /// have left).
     UnknownPeer,
+    /// `too-large`: the frame is longer than `--max-message-bytes`.
     TooLarge,
+    /// `rate-limited`: faster than `--max-message-rate`; the frame was
+    /// dropped. Sent at most once per second.
     RateLimited,
 }
 
 impl ErrorCode {
+    /// Every code, for metrics to register each label up front.
     pub const ALL: [ErrorCode; 10] = [
         ErrorCode::BadMessage,
         ErrorCode::NotJoined,
@@ -48,6 +64,7 @@ impl ErrorCode {
         ErrorCode::RateLimited,
     ];
 
+    /// The code as it appears on the wire, e.g. `"bad-message"`.
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::BadMessage => "bad-message",
@@ -73,11 +90,14 @@ impl fmt::Display for ErrorCode {
 /// A refused client frame: the code and a human-readable explanation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProtocolError {
+    /// The `code` of the `error` frame.
     pub code: ErrorCode,
+    /// The `message` of the `error` frame: for humans, not to be matched on.
     pub message: String,
 }
 
 impl ProtocolError {
+    /// A refusal with `code` and `message`.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         ProtocolError {
             code,
@@ -91,18 +111,34 @@ impl ProtocolError {
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum ClientMessage<'a> {
+    /// `{"type":"join","room":R,"peer":P?,"meta":{...}?}`: enter a room;
+    /// must come first. Answered by `welcome` or an `error`.
     Join {
+        /// The room, checked against [`ID_RULE`] (`invalid-room`).
         room: Cow<'a, str>,
+        /// The id asked for, same rule (`invalid-peer`); absent: the
+        /// server picks one unique in the room.
         #[serde(skip_serializing_if = "Option::is_none")]
         peer: Option<Cow<'a, str>>,
+        /// Any JSON object, relayed unchanged to the other peers in
+        /// `welcome.peers` and `peer-joined`; `null` counts as absent.
         #[serde(skip_serializing_if = "Option::is_none")]
         meta: Option<&'a RawValue>,
     },
+    /// `{"type":"signal","to":P,"data":OBJ}`: relay `data` to peer `to` in
+    /// our room.
     Signal {
+        /// The target peer id (`unknown-peer` if it is not in the room).
         to: Cow<'a, str>,
+        /// A JSON object, opaque to the server and relayed byte for byte;
+        /// by convention a description or a candidate (docs/protocol.md).
         data: &'a RawValue,
     },
+    /// `{"type":"leave"}`: leave the room; the connection stays open and
+    /// may `join` again.
     Leave,
+    /// `{"type":"ping"}`: answered by `pong`; counts as activity for the
+    /// idle timeout.
     Ping,
 }
 
@@ -209,15 +245,22 @@ impl<'a> ClientMessage<'a> {
 /// What a relayed `signal` carries, read from its `data` for metrics only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RelayKind {
+    /// `{"description":{"type":"offer",…}}`.
     Offer,
+    /// `{"description":{"type":"answer"|"pranswer",…}}`.
     Answer,
+    /// `{"description":{"type":"rollback"}}`.
     Rollback,
+    /// `{"candidate":{…}}`: one trickled ICE candidate.
     Candidate,
+    /// `{"candidate":null}`: the sender finished gathering.
     EndOfCandidates,
+    /// Anything else the application relays.
     Other,
 }
 
 impl RelayKind {
+    /// Every kind, for metrics to register each label up front.
     pub const ALL: [RelayKind; 6] = [
         RelayKind::Offer,
         RelayKind::Answer,
@@ -227,6 +270,7 @@ impl RelayKind {
         RelayKind::Other,
     ];
 
+    /// The `kind` label of `switchboard_messages_relayed_total`.
     pub fn as_str(self) -> &'static str {
         match self {
             RelayKind::Offer => "offer",
@@ -283,15 +327,23 @@ impl RelayKind {
 /// The `type` of a server frame, with enough detail for metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FrameKind {
+    /// `welcome`.
     Welcome,
+    /// `peer-joined`.
     PeerJoined,
+    /// `peer-left`.
     PeerLeft,
+    /// `signal`, with what its `data` carries.
     Signal(RelayKind),
+    /// `pong`.
     Pong,
+    /// `error`, with its code.
     Error(ErrorCode),
 }
 
 impl FrameKind {
+    /// The frame's `type` on the wire, the `type` label of
+    /// `switchboard_messages_sent_total`.
     pub fn type_str(self) -> &'static str {
         match self {
             FrameKind::Welcome => "welcome",
@@ -308,38 +360,63 @@ impl FrameKind {
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum ServerMessage<'a> {
+    /// The answer to a successful `join`.
     #[serde(rename_all = "camelCase")]
     Welcome {
+        /// The room joined.
         room: &'a str,
+        /// Our peer id: the one asked for, or the one the server picked.
         peer: &'a str,
+        /// The peers already in the room, oldest first; the newcomer
+        /// offers to each.
         peers: Vec<PeerEntry<'a>>,
+        /// `iceServers`: a JSON array of `RTCIceServer` objects, first
+        /// `--ice-server` URLs, then (unless `--no-turn`) this server's
+        /// STUN and TURN URLs with credentials minted for this peer.
         ice_servers: &'a RawValue,
     },
+    /// Another peer joined our room.
     PeerJoined {
+        /// Its id.
         peer: &'a str,
+        /// Its `meta`, `{}` when it sent none.
         meta: &'a RawValue,
     },
+    /// A peer left, closed its connection or went idle too long.
     PeerLeft {
+        /// Its id.
         peer: &'a str,
     },
+    /// A relayed `signal`.
     Signal {
+        /// The sender's id, set by the server from the sender's connection
+        /// (a client cannot spoof it).
         from: &'a str,
+        /// The sender's `data`, byte for byte.
         data: &'a RawValue,
     },
+    /// The answer to `ping`.
     Pong,
+    /// A refused client frame.
     Error {
+        /// What to switch on.
         code: ErrorCode,
+        /// For humans.
         message: &'a str,
     },
 }
 
+/// One entry of `welcome.peers`.
 #[derive(Serialize)]
 pub struct PeerEntry<'a> {
+    /// The peer's id.
     pub peer: &'a str,
+    /// Its `meta` from `join` (`{}` when it sent none).
     pub meta: &'a RawValue,
 }
 
 impl ServerMessage<'_> {
+    /// The frame as the server sends it.
     pub fn to_json(&self) -> String {
         // Serializing these types cannot fail: every field is a string,
         // a number or already-valid raw JSON.
@@ -354,17 +431,19 @@ impl ServerMessage<'_> {
 /// leaves opaque; `serde_json::Value` reads any object. A frame whose `type`
 /// this version does not know is [`ServerFrame::Unknown`], not an error, so
 /// a newer server does not break an older client. Fields a client can do
-/// without default when absent. The fields are docs/protocol.md's.
-#[allow(missing_docs)]
+/// without default when absent.
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum ServerFrame<D = serde_json::Value> {
     /// The answer to `join`: our id, who is here, the ICE servers.
     #[serde(rename_all = "camelCase")]
     Welcome {
+        /// The room joined.
         #[serde(default)]
         room: String,
+        /// Our peer id.
         peer: String,
+        /// The peers already there, oldest first: we offer to each.
         #[serde(default)]
         peers: Vec<PeerInfo>,
         /// `RTCIceServer` objects, left as JSON for the client to read in
@@ -374,14 +453,25 @@ pub enum ServerFrame<D = serde_json::Value> {
     },
     /// Another peer joined the room.
     PeerJoined {
+        /// Its id.
         peer: String,
+        /// Its `meta` (`{}` when it sent none).
         #[serde(default)]
         meta: serde_json::Value,
     },
-    /// A peer left the room.
-    PeerLeft { peer: String },
+    /// A peer left the room (or its connection closed or went idle).
+    PeerLeft {
+        /// Its id.
+        peer: String,
+    },
     /// A peer relayed `data` to us.
-    Signal { from: String, data: D },
+    Signal {
+        /// The sender's id, as the server saw it.
+        from: String,
+        /// What it sent, read as `D`; a frame whose `data` does not read as
+        /// `D` fails [`ServerFrame::parse`].
+        data: D,
+    },
     /// The answer to `ping`.
     Pong,
     /// Something we sent was refused.
@@ -389,6 +479,7 @@ pub enum ServerFrame<D = serde_json::Value> {
         /// A string, not [`ErrorCode`]: a newer server may send codes this
         /// version does not know.
         code: String,
+        /// For humans.
         #[serde(default)]
         message: String,
     },

@@ -12,6 +12,7 @@ mod turn;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
+/// `switchboard bench`: which bench to run.
 #[derive(Args)]
 pub struct BenchArgs {
     #[command(subcommand)]

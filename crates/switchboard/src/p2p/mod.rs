@@ -23,6 +23,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The native peer subcommands, flattened into the top-level CLI.
 #[derive(Subcommand)]
 pub enum PeerCommand {
     /// Echo every data-channel message back, and send every received audio
@@ -36,14 +37,18 @@ pub enum PeerCommand {
     Chat(ChatArgs),
 }
 
+/// `switchboard echo`: the common options only.
 #[derive(Args)]
 pub struct EchoArgs {
+    /// The options every peer command takes.
     #[command(flatten)]
     pub common: PeerArgs,
 }
 
+/// `switchboard chat`: the common options only.
 #[derive(Args)]
 pub struct ChatArgs {
+    /// The options every peer command takes.
     #[command(flatten)]
     pub common: PeerArgs,
 }
@@ -92,12 +97,18 @@ pub struct PeerArgs {
 /// A failure with its exit code (docs/cli.md).
 #[derive(Debug)]
 pub struct Failure {
+    /// The process exit code, one of the `EXIT_*` constants.
     pub code: i32,
+    /// The `code` of the `--json` `error` event, e.g. `usage`,
+    /// `signaling`, `room-full`, `connection-failed`, `peer-left`,
+    /// `hash-mismatch`.
     pub kind: &'static str,
+    /// The human explanation (the `message` of the `error` event).
     pub message: String,
 }
 
 impl Failure {
+    /// A failure that exits with `code`.
     pub fn new(code: i32, kind: &'static str, message: impl Into<String>) -> Self {
         Failure {
             code,
@@ -107,10 +118,17 @@ impl Failure {
     }
 }
 
+/// Any other error, e.g. a file that cannot be read or written.
 pub const EXIT_OTHER: i32 = 1;
+/// A bad command line, including a malformed `--server`, `--stun` or
+/// `--turn` URL or room name.
 pub const EXIT_USAGE: i32 = 2;
+/// Signaling failed: server unreachable, join refused, or the connection
+/// to it lost.
 pub const EXIT_SIGNALING: i32 = 3;
+/// The peer connection failed, or did not come up within `--timeout`.
 pub const EXIT_CONNECTION: i32 = 4;
+/// A transfer failed: hash mismatch, or the peer left mid-transfer.
 pub const EXIT_TRANSFER: i32 = 5;
 
 /// Runs a peer command and exits with its code.
@@ -145,70 +163,114 @@ pub fn run(cmd: PeerCommand) -> ! {
 /// The `--json` events, one object per line on stdout. This enum is the
 /// contract of docs/cli.md: names and fields must stay as documented there
 /// (tests/e2e and tests/nat parse them). Optional values that are `null`
-/// when unknown (`pair`, `path`) are documented that way. The fields are
-/// described there.
-#[allow(missing_docs)]
+/// when unknown (`pair`, `path`) are documented that way.
 #[derive(Debug, Serialize)]
 #[serde(tag = "event", rename_all = "kebab-case")]
 pub enum CliEvent<'a> {
     /// We are in the room; `peers` were there before us.
     Joined {
+        /// The room name.
         room: &'a str,
+        /// Our own peer id.
         peer: &'a str,
+        /// Ids of the peers already there, oldest first.
         peers: &'a [String],
     },
     /// A peer joined after us.
-    PeerJoined { peer: &'a str },
+    PeerJoined {
+        /// Its id.
+        peer: &'a str,
+    },
     /// A peer left.
-    PeerLeft { peer: &'a str },
+    PeerLeft {
+        /// Its id.
+        peer: &'a str,
+    },
     /// ICE connection state.
     State {
+        /// The remote peer.
         peer: &'a str,
+        /// The new state, lowercase (`checking`, `connected`, …).
         state: IceConnectionState,
     },
     /// A connection is up, or moved to another candidate pair; `pair` is
     /// `null` when the stats have none.
     Connected {
+        /// The remote peer.
         peer: &'a str,
+        /// Milliseconds from the connection's creation to ICE connected
+        /// with the `chat` channel open.
         setup_ms: u64,
+        /// The path data takes: local end `host` or `relay` (a candidate
+        /// base), remote end as signaled or `prflx`.
         pair: Option<&'a CandidatePair>,
     },
     /// `echo`: a track it now sends back.
     Track {
+        /// The remote peer.
         peer: &'a str,
+        /// `audio` or `video`.
         kind: &'a str,
+        /// The media line's mid.
         mid: &'a str,
     },
-    /// Bytes of a file sent or received so far.
+    /// Bytes of a file sent or received so far; at most a few per second.
     Progress {
+        /// The remote peer.
         peer: &'a str,
+        /// The file name as sent in `file-start`.
         name: &'a str,
+        /// Bytes done.
         bytes: u64,
+        /// Bytes in all, from `file-start`.
         size: u64,
     },
     /// A file was sent and acknowledged.
     FileSent {
+        /// The receiving peer.
         peer: &'a str,
+        /// The file name as sent.
         name: &'a str,
+        /// Its length in bytes.
         size: u64,
+        /// Lowercase hex SHA-256 of what we sent.
         sha256: &'a str,
+        /// The receiver's `file-ack` said size and hash matched.
         ok: bool,
+        /// Milliseconds from the start of sending to the ack.
         ms: u64,
     },
     /// A file arrived; `path` is `null` when it failed its check.
     FileReceived {
+        /// The sending peer.
         peer: &'a str,
+        /// The sender's name for it, sanitized.
         name: &'a str,
+        /// Where it was saved (sanitized, never overwriting).
         path: Option<&'a str>,
+        /// Bytes received.
         size: u64,
+        /// Lowercase hex SHA-256 of what we received.
         sha256: &'a str,
+        /// Size and hash matched the sender's.
         ok: bool,
+        /// Milliseconds from `file-start` to `file-end`.
         ms: u64,
     },
     /// A chat line from a peer.
-    Text { peer: &'a str, text: &'a str },
+    Text {
+        /// The sending peer.
+        peer: &'a str,
+        /// The line.
+        text: &'a str,
+    },
     /// Before a non-zero exit.
-    Error { code: &'a str, message: &'a str },
+    Error {
+        /// A short machine-readable kind ([`Failure::kind`]).
+        code: &'a str,
+        /// What went wrong, for humans.
+        message: &'a str,
+    },
 }
 
 /// Where events go: JSON lines on stdout, or short human lines on stderr.
@@ -229,6 +291,7 @@ impl Out {
         }
     }
 
+    /// `--json` was given: events go to stdout as JSON lines.
     pub fn is_json(&self) -> bool {
         self.json
     }
@@ -367,8 +430,11 @@ pub async fn join(cfg: RoomConfig, out: &Out) -> Result<room::Room, Failure> {
 
 /// One connected peer with its open `chat` channel.
 pub struct Link {
+    /// The remote peer's id.
     pub peer: String,
+    /// The connection to it.
     pub pc: PeerConnection,
+    /// The open `chat` channel (the [`transfer`] wire format).
     pub channel: DataChannel,
 }
 
@@ -426,22 +492,33 @@ pub struct Update(Input);
 
 /// What a room event meant for the command.
 pub enum Happened {
+    /// Nothing the command needs to act on (it may have been printed).
     Nothing,
     /// The `chat` channel to this peer is open and ICE is connected.
     Linked(Link),
     /// A channel other than the first `chat` one (echo serves them all).
     OtherChannel {
+        /// The channel, possibly not open yet.
         channel: DataChannel,
     },
+    /// This peer left the room; its connection is gone.
     PeerLeft(String),
+    /// A connection event, passed on after the tracker looked at it
+    /// (tracks, keyframe requests, states).
     Event {
+        /// The remote peer.
         peer: String,
+        /// The event.
         event: Event,
     },
+    /// The signaling connection ended, with its reason; connections
+    /// already up keep running.
     SignalingClosed(String),
 }
 
 impl Tracker {
+    /// A tracker printing to `out` that gives each connection
+    /// `timeout_secs` (at least 1) to link.
     pub fn new(out: Out, timeout_secs: u64) -> Self {
         Tracker {
             report_without_channel: false,
