@@ -16,12 +16,24 @@ use std::collections::HashMap;
 pub use stun::integrity::long_term_key;
 use stun::integrity::Key;
 
+/// Why [`Credentials::key`] has no key for a username. The server answers
+/// either with 401 Unauthorized and counts an auth failure.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
+    /// Not a static user, and not a time-limited name either: no shared
+    /// secret is set, or the name does not start with a decimal expiry.
+    /// (A time-limited name with a wrong password is not caught here: its
+    /// key is derived anyway and MESSAGE-INTEGRITY fails to verify.)
     #[error("unknown user")]
     UnknownUser,
+    /// A time-limited credential whose expiry is not after `now`.
     #[error("credential expired at {expiry} (now {now})")]
-    Expired { expiry: u64, now: u64 },
+    Expired {
+        /// The expiry from the username, in Unix seconds.
+        expiry: u64,
+        /// The time it was checked against, in Unix seconds.
+        now: u64,
+    },
 }
 
 /// Wall-clock seconds since the Unix epoch: the `unix` time credentials
@@ -33,7 +45,9 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// The REST-API password for `username`.
+/// The REST-API password for `username`: standard (padded) base64 of
+/// HMAC-SHA1 keyed with `secret`. This is the password, not the long-term
+/// key; that is still MD5 of `username:realm:password`.
 pub fn rest_password(secret: &[u8], username: &str) -> String {
     let mut mac =
         <Hmac<Sha1> as KeyInit>::new_from_slice(secret).expect("HMAC takes any key length");
@@ -42,13 +56,19 @@ pub fn rest_password(secret: &[u8], username: &str) -> String {
 }
 
 /// Mints a credential valid for `ttl_secs` from `now_unix`: (username, password).
+///
+/// The username is `EXPIRY:id` with `EXPIRY = now_unix + ttl_secs` in Unix
+/// seconds (saturating). `id` is a free-form label the server does not
+/// check; it keeps names minted in the same second apart. Accepted until
+/// `EXPIRY` by any server holding the same `secret` and realm.
 pub fn rest_credential(secret: &[u8], id: &str, ttl_secs: u64, now_unix: u64) -> (String, String) {
     let username = format!("{}:{id}", now_unix.saturating_add(ttl_secs));
     let password = rest_password(secret, &username);
     (username, password)
 }
 
-/// Every credential the server accepts.
+/// Every credential the server accepts, under one realm. Built once at
+/// start-up and shared by all workers.
 #[derive(Clone)]
 pub struct Credentials {
     realm: String,
@@ -68,6 +88,9 @@ impl std::fmt::Debug for Credentials {
 }
 
 impl Credentials {
+    /// No users and no secret yet, so every request is refused with 401.
+    /// `realm` is the REALM sent in 401 and 438 answers and mixed into
+    /// every long-term key, so it must be fixed before users are added.
     pub fn new(realm: impl Into<String>) -> Self {
         Credentials {
             realm: realm.into(),
@@ -76,24 +99,38 @@ impl Credentials {
         }
     }
 
+    /// The realm given to [`Self::new`].
     pub fn realm(&self) -> &str {
         &self.realm
     }
 
+    /// Adds a static user (`--turn-user`), replacing one of the same name.
+    /// Only the derived key is kept, not the password. A static user wins
+    /// over a time-limited credential with the same name.
     pub fn add_user(&mut self, name: &str, password: &str) {
         let key = long_term_key(name, &self.realm, password);
         self.users.insert(name.to_string(), key);
     }
 
+    /// Accepts time-limited credentials minted with `secret` (see
+    /// [`rest_credential`]), replacing any earlier secret.
     pub fn set_secret(&mut self, secret: impl Into<Vec<u8>>) {
         self.secret = Some(secret.into());
     }
 
+    /// The shared secret, if set: what the signaling server mints
+    /// browsers' credentials with.
     pub fn secret(&self) -> Option<&[u8]> {
         self.secret.as_deref()
     }
 
     /// The long-term key for `username`, or why there is none.
+    ///
+    /// Static users are looked up first; otherwise, with a secret set, the
+    /// text before the first `:` (or the whole name, as coturn also
+    /// accepts) must be an expiry in Unix seconds later than `now_unix`.
+    /// This does not authenticate anyone: the caller verifies the request's
+    /// MESSAGE-INTEGRITY with the key.
     pub fn key(&self, username: &str, now_unix: u64) -> Result<Key, AuthError> {
         if let Some(k) = self.users.get(username) {
             return Ok(*k);

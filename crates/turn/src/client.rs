@@ -168,16 +168,20 @@ pub enum State {
 /// The operation an [`Event::Failed`] is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
+    /// The Allocate request that creates the allocation.
     Allocate,
     /// A refresh of the allocation (also: the allocation expired).
     Refresh,
     /// Creating or refreshing the permission for `peer`.
     CreatePermission {
+        /// The peer's IP; permissions ignore ports (RFC 8656 §9).
         peer: IpAddr,
     },
     /// Binding or refreshing `channel` to `peer`.
     ChannelBind {
+        /// The peer's transport address.
         peer: SocketAddr,
+        /// The channel number, 0x4000..=0x4FFF.
         channel: u16,
     },
     /// Refresh with LIFETIME 0.
@@ -201,24 +205,48 @@ pub enum Event {
     /// The allocation exists. `mapped` is our address as the server sees it
     /// (a server-reflexive candidate), when the server said.
     Allocated {
+        /// XOR-RELAYED-ADDRESS: where peers reach us through the server;
+        /// the relay candidate.
         relayed: SocketAddr,
+        /// XOR-MAPPED-ADDRESS, if the response had one.
         mapped: Option<SocketAddr>,
+        /// The LIFETIME the server granted (or [`Config::lifetime`], else
+        /// 600 s, if it sent none). The client counts it from the first
+        /// send of the Allocate and refreshes at 80% of it.
         lifetime: Duration,
     },
     /// A new permission is installed. Refreshes are silent.
-    PermissionCreated { peer: IpAddr },
+    PermissionCreated {
+        /// The peer IP now allowed to send to the relayed address.
+        peer: IpAddr,
+    },
     /// A new channel is bound; [`Client::send_to`] now uses ChannelData for
     /// `peer`. Refreshes are silent.
-    ChannelBound { peer: SocketAddr, channel: u16 },
+    ChannelBound {
+        /// The peer's transport address.
+        peer: SocketAddr,
+        /// The channel number, as [`Client::bind_channel`] returned it.
+        channel: u16,
+    },
     /// The allocation was refreshed for `lifetime`.
-    Refreshed { lifetime: Duration },
+    Refreshed {
+        /// The LIFETIME the server granted, counted like
+        /// [`Event::Allocated`]'s.
+        lifetime: Duration,
+    },
     /// An operation failed. `code` is the STUN error code the server sent,
     /// `None` for a timeout or a malformed answer. A failed Allocate or
     /// Refresh leaves the client in [`State::Failed`]; a failed permission
     /// or channel is forgotten.
     Failed {
+        /// What failed.
         op: Op,
+        /// The server's ERROR-CODE (such as 486 or 508); `None` when no
+        /// error response came: a timeout, a malformed answer, or a request
+        /// that could not be encoded.
         code: Option<u16>,
+        /// The server's reason phrase, or our own account of a timeout or
+        /// bad response; for logs, not for matching.
         reason: String,
     },
     /// The allocation is released (after [`Client::close`]).
@@ -228,9 +256,12 @@ pub enum Event {
 /// Application data relayed from a peer, borrowed from the input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerData<'a> {
+    /// The peer that sent it: the channel's peer, or the Data indication's
+    /// XOR-PEER-ADDRESS.
     pub peer: SocketAddr,
     /// The channel it came on; `None` for a Data indication.
     pub channel: Option<u16>,
+    /// The application data, without TURN framing or padding.
     pub payload: &'a [u8],
 }
 
@@ -238,24 +269,44 @@ pub struct PeerData<'a> {
 /// until the next call on the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transmit<'a> {
+    /// Always [`Config::server`].
     pub destination: SocketAddr,
+    /// Always [`Config::transport`].
     pub transport: Transport,
+    /// One whole STUN or ChannelData message: one datagram over UDP; over
+    /// TCP, bytes to write to the stream in order.
     pub data: &'a [u8],
 }
 
 /// Why an operation could not be started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
+    /// Nothing to act on: [`Client::create_permission`],
+    /// [`Client::bind_channel`] and [`Client::send_to`] need
+    /// [`State::Allocated`], [`Client::close`] an allocation made or being
+    /// made.
     #[error("there is no allocation")]
     NotAllocated,
+    /// [`Client::allocate`] while allocating, allocated or closing: one
+    /// client is one allocation.
     #[error("an allocation exists or is being made")]
     AlreadyAllocated,
+    /// [`Client::send_to`] a peer whose IP has no permission or channel,
+    /// confirmed or pending; the server would drop the data. Call
+    /// [`Client::create_permission`] or [`Client::bind_channel`] first.
     #[error("no permission or channel for {0}")]
     NoPermission(IpAddr),
+    /// The payload (this many bytes) exceeds what a ChannelData or STUN
+    /// message can carry (a 16-bit length, so about 64 KiB); nothing was
+    /// queued.
     #[error("payload of {0} bytes does not fit in one TURN message")]
     TooLarge(usize),
+    /// All 4096 channel numbers are bound or being bound on this
+    /// allocation.
     #[error("every channel number is in use")]
     NoChannel,
+    /// [`MAX_QUEUED_BYTES`] would be waiting in the transmit queue; the
+    /// payload was not queued.
     #[error("the transmit queue is full; drain poll_transmit")]
     QueueFull,
 }
@@ -278,7 +329,9 @@ pub struct Stats {
     pub retransmits: u64,
     /// 438 answers we recovered from with a fresh nonce.
     pub stale_nonces: u64,
+    /// Application packets [`Client::send_to`] queued.
     pub data_sent: u64,
+    /// Application packets [`Client::handle_input`] returned.
     pub data_received: u64,
 }
 
@@ -421,6 +474,8 @@ impl fmt::Debug for Client {
 }
 
 impl Client {
+    /// A client in [`State::Idle`]; nothing is sent before
+    /// [`Self::allocate`].
     pub fn new(cfg: Config) -> Self {
         Client {
             rng: cfg.seed,
@@ -440,10 +495,12 @@ impl Client {
         }
     }
 
+    /// Where the allocation stands.
     pub fn state(&self) -> State {
         self.state
     }
 
+    /// Counters since [`Self::new`].
     pub fn stats(&self) -> Stats {
         self.stats
     }
@@ -646,6 +703,8 @@ impl Client {
         })
     }
 
+    /// The oldest control event not yet taken. Drain after each call that
+    /// takes `now` or input.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }

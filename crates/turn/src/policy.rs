@@ -19,11 +19,16 @@ pub struct Cidr {
     prefix: u8,
 }
 
+/// Text that is neither an IP address nor `ADDRESS/PREFIX` with a prefix
+/// no longer than the address; holds the text as given.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0:?} is not an address range like 10.0.0.0/8, fc00::/7 or 192.0.2.1")]
 pub struct BadCidr(pub String);
 
 impl Cidr {
+    /// `a.b.c.d/prefix`, for constant tables. `prefix` must be at most 32;
+    /// that is not checked here, so parse untrusted text with
+    /// [`str::parse`] instead.
     pub const fn v4(a: u8, b: u8, c: u8, d: u8, prefix: u8) -> Cidr {
         Cidr {
             addr: IpAddr::V4(Ipv4Addr::new(a, b, c, d)),
@@ -39,6 +44,9 @@ impl Cidr {
         }
     }
 
+    /// Whether `ip` is in the range. Always false across families: no
+    /// IPv4 address embedded in an IPv6 one is unwrapped here ([`canonical`]
+    /// does that). A `/0` holds every address of its family.
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
@@ -161,12 +169,21 @@ pub fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
 /// Why a peer address was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Denied {
+    /// The address (or the IPv4 address inside it) is in a range that is not
+    /// globally reachable unicast, and no `--allow-peer` range opens it.
     #[error("{addr} is in a {what} range ({range})")]
     Reserved {
+        /// The address as asked for, before unwrapping.
         addr: IpAddr,
+        /// What the range is for, such as `loopback`.
         what: &'static str,
+        /// The refused range that matched; an IPv4 range when `addr` carries
+        /// an IPv4 address.
         range: Cidr,
     },
+    /// One of the server's own addresses (compared after unwrapping): a
+    /// relay to itself would reach services bound on the host, or loop
+    /// traffic through the relay.
     #[error("{0} is one of this server's own addresses")]
     OwnAddress(IpAddr),
 }
@@ -184,6 +201,9 @@ impl PeerPolicy {
         PeerPolicy { allow, own }
     }
 
+    /// Refuses `ip` as a peer from now on (stored unwrapped, once). `serve`
+    /// adds the external address, the listen address unless it is
+    /// unspecified, and the detected interface address.
     pub fn add_own(&mut self, ip: IpAddr) {
         let ip = canonical(ip);
         if !self.own.contains(&ip) {
@@ -191,7 +211,12 @@ impl PeerPolicy {
         }
     }
 
-    /// Whether the relay may send to `ip`.
+    /// Whether the relay may send to `ip`; checked on every peer address in
+    /// CreatePermission and ChannelBind.
+    ///
+    /// In order: an allow range matching the address as given or unwrapped
+    /// admits it, even if it is one of our own; then our own addresses are
+    /// refused; then the non-global ranges; anything else is admitted.
     pub fn check(&self, ip: IpAddr) -> Result<(), Denied> {
         let canon = canonical(ip);
         if self

@@ -32,24 +32,41 @@ use stun::{
     code, AttrType, ChannelData, Class, Message, MessageType, MessageWriter, Method, TransactionId,
 };
 
-/// Settings of the TURN core. Each maps to a `serve` flag.
+/// Settings of the TURN core. `serve` sets `bandwidth`, `unauth_rate` and
+/// `unauth_burst` from its flags and keeps the defaults for the rest.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// SOFTWARE attribute on responses; `None` (the default) sends none.
     pub software: Option<String>,
+    /// Allocation lifetime when an Allocate or Refresh has no LIFETIME, and
+    /// the floor for one that asks for less (RFC 8656 §7.2; default 600 s).
+    /// Must not exceed `max_lifetime`: requested lifetimes are clamped
+    /// between the two, which panics otherwise.
     pub default_lifetime: Duration,
+    /// Ceiling on a requested LIFETIME (default 3600 s).
     pub max_lifetime: Duration,
+    /// How long a CreatePermission or ChannelBind keeps a peer IP's
+    /// permission. RFC 8656 §9 fixes it at 300 s, the default, and clients
+    /// time their refreshes by that.
     pub permission_lifetime: Duration,
+    /// How long a ChannelBind keeps a channel bound (RFC 8656 §12: 600 s,
+    /// the default).
     pub channel_lifetime: Duration,
-    /// How long a nonce stays valid before the client must take a new one.
+    /// How long a nonce stays valid before the client must take a new one
+    /// (a 438 Stale Nonce carries it; default 600 s).
     pub nonce_lifetime: Duration,
-    /// Permissions per allocation.
+    /// Permissions per allocation. A CreatePermission or ChannelBind that
+    /// would exceed it gets 508 and installs nothing; expired permissions
+    /// count until [`Server::handle_timeout`] drops them.
     pub max_permissions: usize,
     /// Relayed bytes per second per allocation, each direction; 0 = no limit.
     pub bandwidth: u32,
     /// Unauthenticated requests (Binding, and requests answered with 401)
     /// per second per source IP.
     pub unauth_rate: f64,
+    /// How many unauthenticated requests a source may send at once before
+    /// `unauth_rate` applies (the token bucket's size; `serve` uses two
+    /// seconds' worth).
     pub unauth_burst: u32,
     /// Source IPs tracked for the unauthenticated rate at once.
     pub max_tracked_sources: usize,
@@ -88,6 +105,9 @@ impl Quota {
     /// Allocations per username unless configured otherwise.
     pub const DEFAULT_MAX_PER_USER: usize = 64;
 
+    /// Limits for the whole server, to hand to every worker's
+    /// [`Server::new`]. An Allocate past `max_per_user` gets 486 Allocation
+    /// Quota Reached, one past `max_total` 508 Insufficient Capacity.
     pub fn new(max_total: usize, max_per_user: usize) -> Arc<Self> {
         Arc::new(Quota {
             max_total,
@@ -97,6 +117,7 @@ impl Quota {
         })
     }
 
+    /// Allocations live on the server right now, across all workers.
     pub fn total(&self) -> usize {
         self.total.load(Ordering::Relaxed)
     }
@@ -135,7 +156,10 @@ impl Quota {
 /// How a client reached the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Transport {
+    /// Each datagram is one STUN message or one ChannelData message.
     Udp,
+    /// A stream of STUN and ChannelData messages, the latter padded to a
+    /// multiple of 4 bytes (RFC 8656 §12.5) so the receiver can frame it.
     Tcp,
 }
 
@@ -143,8 +167,11 @@ pub enum Transport {
 /// allocation (RFC 8656 §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FiveTuple {
+    /// The client's address as the server sees it (after any NAT).
     pub client: SocketAddr,
+    /// The server address the client sent to.
     pub server: SocketAddr,
+    /// UDP datagrams or a TCP connection.
     pub transport: Transport,
 }
 
@@ -152,11 +179,14 @@ pub struct FiveTuple {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RelayId(pub u32);
 
+/// Why [`Relays::bind`] could not bind a relay socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BindError {
-    /// No relay address of that family is configured.
+    /// No relay address of that family is configured; the Allocate gets
+    /// 440 Address Family not Supported.
     Family,
-    /// Every relay port is in use.
+    /// Every relay port is in use; the Allocate gets 508 Insufficient
+    /// Capacity.
     Exhausted,
 }
 
@@ -190,11 +220,20 @@ pub enum Action<'a> {
     /// Nothing to send (consumed, dropped or refused silently).
     None,
     /// Send `data` to the client over its 5-tuple.
-    ToClient { tuple: FiveTuple, data: &'a [u8] },
+    ToClient {
+        /// Whom to send to, and over which socket or connection.
+        tuple: FiveTuple,
+        /// One whole STUN or ChannelData message, in the caller's `out`.
+        data: &'a [u8],
+    },
     /// Send `data` from relay socket `relay` to `peer`.
     ToPeer {
+        /// The allocation's relay socket.
         relay: RelayId,
+        /// The peer's transport address, which has a permission.
         peer: SocketAddr,
+        /// The application payload without TURN framing, borrowed from the
+        /// client's packet.
         data: &'a [u8],
     },
 }
@@ -202,11 +241,21 @@ pub enum Action<'a> {
 /// Counters for `/metrics`.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Stats {
+    /// Packets relayed from clients to peers (ChannelData and Send
+    /// indications that passed the checks).
     pub packets_to_peer: u64,
+    /// Payload bytes of those, without TURN, UDP or IP headers.
     pub bytes_to_peer: u64,
+    /// Packets relayed from peers to clients.
     pub packets_to_client: u64,
+    /// Payload bytes of those, without TURN, UDP or IP headers.
     pub bytes_to_client: u64,
+    /// Requests refused for an unknown or expired user, a
+    /// MESSAGE-INTEGRITY that did not verify, or a username that does not
+    /// own the allocation (441). Stale nonces are not counted.
     pub auth_failures: u64,
+    /// CreatePermission and ChannelBind requests refused with 403 because
+    /// [`PeerPolicy`] refused a peer address.
     pub denied_peers: u64,
     /// Packets dropped for exceeding the allocation's bandwidth.
     pub dropped_bandwidth: u64,
@@ -426,6 +475,10 @@ pub struct Server {
 const NONCE_LEN: usize = 32;
 
 impl Server {
+    /// A worker with no allocations. `creds`, `policy` and `quota` are
+    /// shared by all workers. `nonce_secret` keys the nonces' MAC: give
+    /// every worker the same one so a nonce one issued verifies at another.
+    /// A new secret (a restart) only costs clients a 438 and a retry.
     pub fn new(
         cfg: Config,
         creds: Arc<Credentials>,
@@ -447,18 +500,25 @@ impl Server {
         }
     }
 
+    /// This worker's counters since [`Self::new`]; sum workers with `+=`.
     pub fn stats(&self) -> Stats {
         self.stats
     }
 
+    /// Allocations in this worker, including expired ones
+    /// [`Self::handle_timeout`] has not removed yet.
     pub fn allocations(&self) -> usize {
         self.allocations.len()
     }
 
+    /// Permissions over all of this worker's allocations (one per peer IP
+    /// per allocation), counted like [`Self::allocations`].
     pub fn permissions(&self) -> usize {
         self.allocations.values().map(|a| a.permissions.len()).sum()
     }
 
+    /// Channel bindings over all of this worker's allocations, counted
+    /// like [`Self::allocations`].
     pub fn channels(&self) -> usize {
         self.allocations.values().map(|a| a.channels.len()).sum()
     }
@@ -592,7 +652,8 @@ impl Server {
         }
     }
 
-    /// Closes every allocation (server shutdown or a TCP client gone).
+    /// Closes the allocation of `tuple`, if any, releasing its relay socket
+    /// and quota (a TCP client gone).
     pub fn close_client(&mut self, tuple: FiveTuple, relays: &mut impl Relays) {
         self.remove(tuple, relays);
     }
