@@ -40,8 +40,8 @@ pub struct Config {
     pub software: Option<String>,
     /// Allocation lifetime when an Allocate or Refresh has no LIFETIME, and
     /// the floor for one that asks for less (RFC 8656 §7.2; default 600 s).
-    /// Must not exceed `max_lifetime`: requested lifetimes are clamped
-    /// between the two, which panics otherwise.
+    /// A `max_lifetime` below it is raised to it by [`Server::new`], so
+    /// requested lifetimes always clamp between the two.
     pub default_lifetime: Duration,
     /// Ceiling on a requested LIFETIME (default 3600 s).
     pub max_lifetime: Duration,
@@ -486,6 +486,10 @@ impl Server {
         quota: Arc<Quota>,
         nonce_secret: [u8; 32],
     ) -> Self {
+        let mut cfg = cfg;
+        // `Duration::clamp` panics on an inverted range; a request must never
+        // be able to reach that.
+        cfg.max_lifetime = cfg.max_lifetime.max(cfg.default_lifetime);
         Server {
             cfg,
             creds,

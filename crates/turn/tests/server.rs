@@ -475,6 +475,27 @@ fn refresh_zero_deletes_and_then_437() {
 }
 
 #[test]
+fn a_ceiling_below_the_default_lifetime_is_raised_not_a_panic() {
+    let cfg = Config {
+        default_lifetime: Duration::from_secs(600),
+        max_lifetime: Duration::from_secs(60),
+        ..Config::default()
+    };
+    let mut w = world_with(cfg, 100, 100, 100);
+    let mut c = Client::new(tuple("192.0.2.10:40000"), "alice", "alice-pw");
+    c.allocate(&mut w);
+    for asked in [30, 600, 7200] {
+        let granted = c
+            .refresh(&mut w, Some(asked))
+            .ok()
+            .msg()
+            .require::<Lifetime>()
+            .unwrap();
+        assert_eq!(granted, 600, "asked for {asked} s");
+    }
+}
+
+#[test]
 fn allocate_errors() {
     let mut w = world();
     let mut c = Client::new(tuple("192.0.2.10:40000"), "alice", "alice-pw");
