@@ -48,9 +48,10 @@ struct Outbox {
 }
 
 /// tungstenite's read buffer per connection, bytes: one read call's worth.
-/// Typical signaling frames (candidates, joins) fit in one read; an SDP of a
-/// few KiB takes a few.
-const READ_BUFFER: usize = 1024;
+/// Candidates, joins and pings fit in one read; an SDP of a few KiB takes a
+/// few, a 64 KiB frame about 128. Each byte here is paid by every idle
+/// connection, the extra reads only by the few large frames.
+const READ_BUFFER: usize = 512;
 /// Capacity of a connection's send batch kept between bursts, frames.
 const BATCH_KEEP: usize = 16;
 

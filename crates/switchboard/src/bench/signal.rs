@@ -570,7 +570,7 @@ async fn run_async(args: SignalArgs) -> Result<()> {
                 }
             }
         }
-        if progress && done % 500 == 0 {
+        if progress && done.is_multiple_of(500) {
             eprint!("\rconnected {done}/{traffic}");
             let _ = std::io::stderr().flush();
         }
