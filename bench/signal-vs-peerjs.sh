@@ -39,10 +39,11 @@ PEERJS=$PEERJS_DIR/node_modules/peer/dist/bin/peerjs.js
 if [ ! -f "$PEERJS" ] || ! grep -q "\"version\": \"$PEER_VERSION\"" "$PEERJS_DIR/node_modules/peer/package.json"; then
     log "installing peer@$PEER_VERSION from npm into $PEERJS_DIR"
     mkdir -p "$PEERJS_DIR"
-    printf '*\n' >"$PEERJS_DIR/.gitignore"
     npm install --prefix "$PEERJS_DIR" --no-audit --no-fund --loglevel=error "peer@$PEER_VERSION" >&2
 fi
 [ -f "$PEERJS" ] || die "$PEERJS is missing after npm install"
+# Installed packages are not part of the repository.
+[ -f "$PEERJS_DIR/.gitignore" ] || printf '*\n' >"$PEERJS_DIR/.gitignore"
 
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
     log "building switchboard (release)"

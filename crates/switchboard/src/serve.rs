@@ -476,99 +476,107 @@ async fn ws_handler(
 }
 
 /// Runs one WebSocket until either side closes it.
-async fn connection(
+///
+/// A plain fn around an `async move` block rather than an `async fn`: an
+/// async fn keeps its by-value arguments and the locals they move into as
+/// separate slots of the future, and the WebSocket is most of it. Every
+/// connection's task holds this future for its whole life.
+fn connection(
     app: Arc<App>,
     conn: ConnId,
     remote: SocketAddr,
     mut socket: WebSocket,
     wake: Arc<Notify>,
-) {
-    info!(conn = conn.0, %remote, "connection open");
-    // One owner for both directions rather than split() halves, which would
-    // put the socket behind a shared lock allocation of its own.
-    let ping_every = (app.cfg.hub.idle_timeout / 3).max(Duration::from_millis(50));
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+) -> impl std::future::Future<Output = ()> {
+    async move {
+        info!(conn = conn.0, %remote, "connection open");
+        // One owner for both directions rather than split() halves, which would
+        // put the socket behind a shared lock allocation of its own.
+        let ping_every = (app.cfg.hub.idle_timeout / 3).max(Duration::from_millis(50));
+        let mut ping =
+            tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
 
-    // Frames taken from the outbox in one go; reused, so a busy connection
-    // does not allocate per batch.
-    let mut batch: VecDeque<Arc<str>> = VecDeque::new();
-    let why: String = 'conn: loop {
-        tokio::select! {
-            incoming = socket.recv() => {
-                let now = Instant::now();
-                match incoming {
-                    Some(Ok(Message::Text(text))) => {
-                        let mut s = app.lock();
-                        s.hub.handle_text(conn, text.as_str(), now);
-                        s.pump(&app.metrics);
-                    }
-                    Some(Ok(Message::Binary(b))) => {
-                        let mut s = app.lock();
-                        s.hub.handle_binary(conn, b.len(), now);
-                        s.pump(&app.metrics);
-                    }
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
-                        app.lock().hub.handle_activity(conn, now);
-                    }
-                    Some(Ok(Message::Close(frame))) => {
-                        break match frame {
-                            Some(f) => format!("closed by client ({} {})", f.code, f.reason),
-                            None => "closed by client".into(),
-                        };
-                    }
-                    None => break "connection lost".into(),
-                    Some(Err(e)) => {
-                        // Oversized frames land here: say why before leaving.
-                        let text = e.to_string();
-                        if text.contains("too long") || text.contains("too big") || text.contains("Space limit") {
-                            let _ = socket.send(close_frame(1009, "frame too large")).await;
+        // Frames taken from the outbox in one go; reused, so a busy connection
+        // does not allocate per batch.
+        let mut batch: VecDeque<Arc<str>> = VecDeque::new();
+        let why: String = 'conn: loop {
+            tokio::select! {
+                incoming = socket.recv() => {
+                    let now = Instant::now();
+                    match incoming {
+                        Some(Ok(Message::Text(text))) => {
+                            let mut s = app.lock();
+                            s.hub.handle_text(conn, text.as_str(), now);
+                            s.pump(&app.metrics);
                         }
-                        break format!("connection error: {text}");
-                    }
-                }
-            }
-            _ = wake.notified() => {
-                let close = {
-                    let mut s = app.lock();
-                    let Some(ob) = s.outboxes.get_mut(&conn) else { continue };
-                    std::mem::swap(&mut ob.frames, &mut batch);
-                    ob.close
-                };
-                // Frames queued before a close order still go out first.
-                while let Some(frame) = batch.pop_front() {
-                    if let Err(e) = socket.send(Message::Text(frame.as_ref().into())).await {
-                        if close.is_none() {
-                            break 'conn format!("send failed: {e}");
+                        Some(Ok(Message::Binary(b))) => {
+                            let mut s = app.lock();
+                            s.hub.handle_binary(conn, b.len(), now);
+                            s.pump(&app.metrics);
                         }
-                        break;
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
+                            app.lock().hub.handle_activity(conn, now);
+                        }
+                        Some(Ok(Message::Close(frame))) => {
+                            break match frame {
+                                Some(f) => format!("closed by client ({} {})", f.code, f.reason),
+                                None => "closed by client".into(),
+                            };
+                        }
+                        None => break "connection lost".into(),
+                        Some(Err(e)) => {
+                            // Oversized frames land here: say why before leaving.
+                            let text = e.to_string();
+                            if text.contains("too long") || text.contains("too big") || text.contains("Space limit") {
+                                let _ = socket.send(close_frame(1009, "frame too large")).await;
+                            }
+                            break format!("connection error: {text}");
+                        }
                     }
                 }
-                if batch.capacity() > BATCH_KEEP {
-                    // After a burst, give the memory back.
-                    batch = VecDeque::new();
+                _ = wake.notified() => {
+                    let close = {
+                        let mut s = app.lock();
+                        let Some(ob) = s.outboxes.get_mut(&conn) else { continue };
+                        std::mem::swap(&mut ob.frames, &mut batch);
+                        ob.close
+                    };
+                    // Frames queued before a close order still go out first.
+                    while let Some(frame) = batch.pop_front() {
+                        if let Err(e) = socket.send(Message::Text(frame.as_ref().into())).await {
+                            if close.is_none() {
+                                break 'conn format!("send failed: {e}");
+                            }
+                            break;
+                        }
+                    }
+                    if batch.capacity() > BATCH_KEEP {
+                        // After a burst, give the memory back.
+                        batch = VecDeque::new();
+                    }
+                    batch.clear();
+                    if let Some((code, reason)) = close {
+                        let _ = socket.send(close_frame(code, reason)).await;
+                        let _ = socket.flush().await;
+                        break format!("closed by server ({code} {reason})");
+                    }
                 }
-                batch.clear();
-                if let Some((code, reason)) = close {
-                    let _ = socket.send(close_frame(code, reason)).await;
-                    let _ = socket.flush().await;
-                    break format!("closed by server ({code} {reason})");
+                _ = ping.tick() => {
+                    if let Err(e) = socket.send(Message::Ping(Default::default())).await {
+                        break format!("ping failed: {e}");
+                    }
                 }
             }
-            _ = ping.tick() => {
-                if let Err(e) = socket.send(Message::Ping(Default::default())).await {
-                    break format!("ping failed: {e}");
-                }
-            }
+        };
+
+        {
+            let mut s = app.lock();
+            s.hub.disconnect(conn);
+            s.outboxes.remove(&conn);
+            s.pump(&app.metrics);
         }
-    };
-
-    {
-        let mut s = app.lock();
-        s.hub.disconnect(conn);
-        s.outboxes.remove(&conn);
-        s.pump(&app.metrics);
+        info!(conn = conn.0, %remote, reason = %why, "connection closed");
     }
-    info!(conn = conn.0, %remote, reason = %why, "connection closed");
 }
 
 fn close_frame(code: u16, reason: &'static str) -> Message {
