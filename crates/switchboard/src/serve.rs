@@ -481,6 +481,7 @@ async fn ws_handler(
 /// async fn keeps its by-value arguments and the locals they move into as
 /// separate slots of the future, and the WebSocket is most of it. Every
 /// connection's task holds this future for its whole life.
+#[allow(clippy::manual_async_fn)]
 fn connection(
     app: Arc<App>,
     conn: ConnId,
