@@ -17,32 +17,49 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use axum::Router;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use serde_json::value::RawValue;
 use signal::{ConnId, FrameKind, Hub, IceServers, Output};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 use turn::auth::Credentials;
 use turn::policy::PeerPolicy;
 
-/// A connection's way out: queued frames, and a one-shot close order that
-/// bypasses the queue so a stuck client can still be closed.
+/// A connection's way out, kept under the app lock: frames the hub queued
+/// for it and a close order, with a wake-up for the connection's task. The
+/// queue owns no storage until the first frame, and the task swaps it out
+/// whole, so an idle connection costs a few words here rather than a
+/// preallocated channel.
 struct Outbox {
-    frames: mpsc::Sender<Arc<str>>,
-    close: Option<oneshot::Sender<(u16, &'static str)>>,
+    frames: VecDeque<Arc<str>>,
+    /// Set once by the hub's `Close`; frames queued before it still go out
+    /// first, and nothing is queued after it.
+    close: Option<(u16, &'static str)>,
+    wake: Arc<Notify>,
 }
+
+/// tungstenite's read buffer per connection, bytes: one read call's worth.
+/// Candidates, joins and pings fit in one read; an SDP of a few KiB takes a
+/// few, a 64 KiB frame about 128. Each byte here is paid by every idle
+/// connection, the extra reads only by the few large frames.
+const READ_BUFFER: usize = 512;
+/// Capacity of a connection's send batch kept between bursts, frames.
+const BATCH_KEEP: usize = 16;
 
 struct Shared {
     hub: Hub,
     outboxes: HashMap<ConnId, Outbox>,
+    /// Frames queued for one connection before it counts as not reading.
+    send_queue: usize,
 }
 
 struct App {
@@ -68,27 +85,31 @@ impl Shared {
         while let Some(out) = self.hub.poll_output() {
             match out {
                 Output::Send { conn, frame, kind } => {
-                    let Some(ob) = self.outboxes.get(&conn) else {
+                    let Some(ob) = self.outboxes.get_mut(&conn) else {
                         continue;
                     };
-                    match ob.frames.try_send(frame) {
-                        Ok(()) => {
-                            metrics.count(kind);
-                            if let FrameKind::Error(code) = kind {
-                                info!(conn = conn.0, %code, "refused a client message");
-                            }
-                        }
-                        Err(mpsc::error::TrySendError::Full(_)) => {
-                            warn!(conn = conn.0, "client is not reading; dropping it");
-                            self.hub.drop_slow(conn);
-                        }
-                        Err(mpsc::error::TrySendError::Closed(_)) => {}
+                    if ob.close.is_some() {
+                        continue;
+                    }
+                    if ob.frames.len() >= self.send_queue {
+                        warn!(conn = conn.0, "client is not reading; dropping it");
+                        self.hub.drop_slow(conn);
+                        continue;
+                    }
+                    if ob.frames.is_empty() {
+                        ob.wake.notify_one();
+                    }
+                    ob.frames.push_back(frame);
+                    metrics.count(kind);
+                    if let FrameKind::Error(code) = kind {
+                        info!(conn = conn.0, %code, "refused a client message");
                     }
                 }
                 Output::Close { conn, code, reason } => {
-                    if let Some(mut ob) = self.outboxes.remove(&conn) {
-                        if let Some(tx) = ob.close.take() {
-                            let _ = tx.send((code, reason));
+                    if let Some(ob) = self.outboxes.get_mut(&conn) {
+                        if ob.close.is_none() {
+                            ob.close = Some((code, reason));
+                            ob.wake.notify_one();
                         }
                     }
                 }
@@ -167,6 +188,7 @@ pub async fn start(mut cfg: ServeConfig, listener: TcpListener) -> anyhow::Resul
         shared: Mutex::new(Shared {
             hub: Hub::new(cfg.hub.clone()),
             outboxes: HashMap::new(),
+            send_queue: cfg.send_queue,
         }),
         metrics: Metrics::new(),
         cfg,
@@ -237,6 +259,13 @@ async fn serve(
             s.pump(&app.metrics);
         }
     };
+    // Signaling frames are small and latency-bound: Nagle would hold a
+    // relayed frame back until the previous one is acknowledged.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            warn!("cannot set TCP_NODELAY: {e}");
+        }
+    });
     let served = axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),
@@ -399,8 +428,7 @@ async fn ws_handler(
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     State(app): State<Arc<App>>,
 ) -> Response {
-    let (frames_tx, frames_rx) = mpsc::channel(app.cfg.send_queue);
-    let (close_tx, close_rx) = oneshot::channel();
+    let wake = Arc::new(Notify::new());
     let conn = {
         let mut s = app.lock();
         match s.hub.connect(Instant::now()) {
@@ -408,8 +436,9 @@ async fn ws_handler(
                 s.outboxes.insert(
                     conn,
                     Outbox {
-                        frames: frames_tx,
-                        close: Some(close_tx),
+                        frames: VecDeque::new(),
+                        close: None,
+                        wake: wake.clone(),
                     },
                 );
                 conn
@@ -426,7 +455,13 @@ async fn ws_handler(
     let hard_limit = app.cfg.hub.max_message_bytes.saturating_mul(4);
     let on_fail = app.clone();
     let tracker = app.tasks.clone();
-    ws.max_message_size(hard_limit)
+    // tungstenite allocates and zero-fills its whole read buffer per
+    // connection up front (128 KiB by default), which was nearly all of an
+    // idle connection's memory. A small one still takes frames of any size
+    // up to the limits (it grows to fit a frame), reading large ones in
+    // more, smaller reads.
+    ws.read_buffer_size(READ_BUFFER)
+        .max_message_size(hard_limit)
         .max_frame_size(hard_limit)
         .on_failed_upgrade(move |e| {
             warn!(%remote, "WebSocket upgrade failed: {e}");
@@ -434,94 +469,112 @@ async fn ws_handler(
             s.hub.disconnect(conn);
             s.outboxes.remove(&conn);
         })
-        .on_upgrade(move |socket| {
-            tracker.track_future(connection(app, conn, remote, socket, frames_rx, close_rx))
-        })
+        .on_upgrade(move |socket| tracker.track_future(connection(app, conn, remote, socket, wake)))
 }
 
 /// Runs one WebSocket until either side closes it.
-async fn connection(
+///
+/// A plain fn around an `async move` block rather than an `async fn`: an
+/// async fn keeps its by-value arguments and the locals they move into as
+/// separate slots of the future, and the WebSocket is most of it. Every
+/// connection's task holds this future for its whole life.
+#[allow(clippy::manual_async_fn)]
+fn connection(
     app: Arc<App>,
     conn: ConnId,
     remote: SocketAddr,
-    socket: WebSocket,
-    mut frames: mpsc::Receiver<Arc<str>>,
-    mut close: oneshot::Receiver<(u16, &'static str)>,
-) {
-    info!(conn = conn.0, %remote, "connection open");
-    let (mut sink, mut stream) = socket.split();
-    let ping_every = (app.cfg.hub.idle_timeout / 3).max(Duration::from_millis(50));
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+    mut socket: WebSocket,
+    wake: Arc<Notify>,
+) -> impl std::future::Future<Output = ()> {
+    async move {
+        info!(conn = conn.0, %remote, "connection open");
+        // One owner for both directions rather than split() halves, which would
+        // put the socket behind a shared lock allocation of its own.
+        let ping_every = (app.cfg.hub.idle_timeout / 3).max(Duration::from_millis(50));
+        let mut ping =
+            tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
 
-    let mut close_pending = true;
-    let why: String = loop {
-        tokio::select! {
-            incoming = stream.next() => {
-                let now = Instant::now();
-                match incoming {
-                    Some(Ok(Message::Text(text))) => {
-                        let mut s = app.lock();
-                        s.hub.handle_text(conn, text.as_str(), now);
-                        s.pump(&app.metrics);
-                    }
-                    Some(Ok(Message::Binary(b))) => {
-                        let mut s = app.lock();
-                        s.hub.handle_binary(conn, b.len(), now);
-                        s.pump(&app.metrics);
-                    }
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
-                        app.lock().hub.handle_activity(conn, now);
-                    }
-                    Some(Ok(Message::Close(frame))) => {
-                        break match frame {
-                            Some(f) => format!("closed by client ({} {})", f.code, f.reason),
-                            None => "closed by client".into(),
-                        };
-                    }
-                    None => break "connection lost".into(),
-                    Some(Err(e)) => {
-                        // Oversized frames land here: say why before leaving.
-                        let text = e.to_string();
-                        if text.contains("too long") || text.contains("too big") || text.contains("Space limit") {
-                            let _ = sink.send(close_frame(1009, "frame too large")).await;
+        // Frames taken from the outbox in one go; reused, so a busy connection
+        // does not allocate per batch.
+        let mut batch: VecDeque<Arc<str>> = VecDeque::new();
+        let why: String = 'conn: loop {
+            tokio::select! {
+                incoming = socket.recv() => {
+                    let now = Instant::now();
+                    match incoming {
+                        Some(Ok(Message::Text(text))) => {
+                            let mut s = app.lock();
+                            s.hub.handle_text(conn, text.as_str(), now);
+                            s.pump(&app.metrics);
                         }
-                        break format!("connection error: {text}");
+                        Some(Ok(Message::Binary(b))) => {
+                            let mut s = app.lock();
+                            s.hub.handle_binary(conn, b.len(), now);
+                            s.pump(&app.metrics);
+                        }
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
+                            app.lock().hub.handle_activity(conn, now);
+                        }
+                        Some(Ok(Message::Close(frame))) => {
+                            break match frame {
+                                Some(f) => format!("closed by client ({} {})", f.code, f.reason),
+                                None => "closed by client".into(),
+                            };
+                        }
+                        None => break "connection lost".into(),
+                        Some(Err(e)) => {
+                            // Oversized frames land here: say why before leaving.
+                            let text = e.to_string();
+                            if text.contains("too long") || text.contains("too big") || text.contains("Space limit") {
+                                let _ = socket.send(close_frame(1009, "frame too large")).await;
+                            }
+                            break format!("connection error: {text}");
+                        }
+                    }
+                }
+                _ = wake.notified() => {
+                    let close = {
+                        let mut s = app.lock();
+                        let Some(ob) = s.outboxes.get_mut(&conn) else { continue };
+                        std::mem::swap(&mut ob.frames, &mut batch);
+                        ob.close
+                    };
+                    // Frames queued before a close order still go out first.
+                    while let Some(frame) = batch.pop_front() {
+                        if let Err(e) = socket.send(Message::Text(frame.as_ref().into())).await {
+                            if close.is_none() {
+                                break 'conn format!("send failed: {e}");
+                            }
+                            break;
+                        }
+                    }
+                    if batch.capacity() > BATCH_KEEP {
+                        // After a burst, give the memory back.
+                        batch = VecDeque::new();
+                    }
+                    batch.clear();
+                    if let Some((code, reason)) = close {
+                        let _ = socket.send(close_frame(code, reason)).await;
+                        let _ = socket.flush().await;
+                        break format!("closed by server ({code} {reason})");
+                    }
+                }
+                _ = ping.tick() => {
+                    if let Err(e) = socket.send(Message::Ping(Default::default())).await {
+                        break format!("ping failed: {e}");
                     }
                 }
             }
-            Some(frame) = frames.recv() => {
-                if let Err(e) = sink.send(Message::Text(frame.as_ref().into())).await {
-                    break format!("send failed: {e}");
-                }
-            }
-            order = &mut close, if close_pending => {
-                close_pending = false;
-                let Ok((code, reason)) = order else { continue };
-                // Frames queued before the close order still go out first.
-                while let Ok(frame) = frames.try_recv() {
-                    if sink.send(Message::Text(frame.as_ref().into())).await.is_err() {
-                        break;
-                    }
-                }
-                let _ = sink.send(close_frame(code, reason)).await;
-                let _ = sink.flush().await;
-                break format!("closed by server ({code} {reason})");
-            }
-            _ = ping.tick() => {
-                if let Err(e) = sink.send(Message::Ping(Default::default())).await {
-                    break format!("ping failed: {e}");
-                }
-            }
-        }
-    };
+        };
 
-    {
-        let mut s = app.lock();
-        s.hub.disconnect(conn);
-        s.outboxes.remove(&conn);
-        s.pump(&app.metrics);
+        {
+            let mut s = app.lock();
+            s.hub.disconnect(conn);
+            s.outboxes.remove(&conn);
+            s.pump(&app.metrics);
+        }
+        info!(conn = conn.0, %remote, reason = %why, "connection closed");
     }
-    info!(conn = conn.0, %remote, reason = %why, "connection closed");
 }
 
 fn close_frame(code: u16, reason: &'static str) -> Message {

@@ -1,12 +1,14 @@
 //! `switchboard bench`: load generators for the servers in this binary.
 //! `bench turn` measures relayed round trips through any RFC 5766/8656 TURN
-//! server; `bench peer` measures native peers on loopback.
+//! server; `bench peer` measures native peers on loopback; `bench signal`
+//! loads a WebSocket signaling server (this one or a PeerJS server).
 
 mod client;
 mod hist;
 mod peer;
 mod procstat;
 mod pump;
+mod signal;
 mod turn;
 
 use anyhow::Result;
@@ -28,6 +30,10 @@ enum BenchCommand {
     /// Native peer ↔ native peer on loopback: connection setup time (median,
     /// p95 over --runs) and data-channel throughput in 64 KiB messages.
     Peer(peer::PeerArgs),
+    /// WebSocket signaling load against `switchboard serve` (protocol v1)
+    /// or a PeerJS server (`--peerjs`): connect rate, server RSS per
+    /// connection, server CPU per relayed message, relay latency, loss.
+    Signal(signal::SignalArgs),
 }
 
 /// Runs a bench; on failure prints the error chain on one line (no
@@ -36,6 +42,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let result = match args.command {
         BenchCommand::Turn(a) => turn::run(a),
         BenchCommand::Peer(a) => peer::run(a),
+        BenchCommand::Signal(a) => signal::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
