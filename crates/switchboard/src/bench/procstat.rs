@@ -28,6 +28,16 @@ pub fn cpu_seconds(pid: &str) -> Result<f64> {
     Ok(ticks as f64 / USER_HZ)
 }
 
+/// Checks a `--server-pid` flag up front, so a typo fails before the run
+/// rather than as a missing figure after it.
+pub fn check_server_pid(pid: Option<u32>) -> Result<()> {
+    if let Some(pid) = pid {
+        cpu_seconds(&pid.to_string())
+            .with_context(|| format!("--server-pid {pid}: no such process?"))?;
+    }
+    Ok(())
+}
+
 /// Resident set size in KiB.
 pub fn rss_kib(pid: &str) -> Result<u64> {
     let path = format!("/proc/{pid}/status");

@@ -176,10 +176,7 @@ fn check(args: &SignalArgs) -> Result<()> {
     if args.threads == Some(0) {
         bail!("--threads must be at least 1");
     }
-    if let Some(pid) = args.server_pid {
-        procstat::cpu_seconds(&pid.to_string())
-            .with_context(|| format!("--server-pid {pid}: no such process?"))?;
-    }
+    procstat::check_server_pid(args.server_pid)?;
     if let Some(limit) = fd_limit() {
         let need = u64::from(args.connections) + SPARE_FDS;
         if need > limit {

@@ -120,10 +120,7 @@ fn check(args: &TurnArgs) -> Result<()> {
     if args.threads == Some(0) {
         bail!("--threads must be at least 1");
     }
-    if let Some(pid) = args.server_pid {
-        procstat::cpu_seconds(&pid.to_string())
-            .with_context(|| format!("--server-pid {pid}: no such process?"))?;
-    }
+    procstat::check_server_pid(args.server_pid)?;
     Ok(())
 }
 
