@@ -87,6 +87,7 @@ path_problem() {
     case $want in
         LAN) [ $((P_DIRECT + turn)) -lt $((size / 2)) ] || { echo "the data crossed the sender's router ($DATA_PATH), want it to stay in the LAN"; return; } ;;
         direct) [ "$P_DIRECT" -ge "$DATA_MIN" ] || { echo "no data went directly between the NATs ($DATA_PATH)"; return; } ;;
+        direct-most) [ "$P_DIRECT" -ge $((size / 2)) ] || { echo "most of the data did not go directly between the NATs ($DATA_PATH)"; return; } ;;
         TURN) { [ "$turn" -ge $((size / 2)) ] && [ "$P_DIRECT" -lt "$DATA_MIN" ]; } || { echo "the data went $DATA_PATH, want it all through TURN"; return; } ;;
         TURN/tcp) [ "$P_TURN_TCP" -ge $((size / 2)) ] || { echo "the data went $DATA_PATH, want it over TURN/TCP"; return; } ;;
     esac
@@ -311,10 +312,11 @@ want_turn() {
     via_turn "$2" || echo "$1 selected $(pair_of "$2"), want a pair through TURN"
 }
 
-run_pair_scenario() { # SEND_NS RECV_NS CHECK_FUNC PATH
+run_pair_scenario() { # SEND_NS RECV_NS CHECK_FUNC PATH [FILE_MB]
     SEND_NS=$1 RECV_NS=$2
-    FILE="$WORK/data-${LAB_FILE_MB}M.bin"
-    [ -f "$FILE" ] || make_file "$FILE" "$LAB_FILE_MB"
+    local mb=${5:-$LAB_FILE_MB}
+    FILE="$WORK/data-${mb}M.bin"
+    [ -f "$FILE" ] || make_file "$FILE" "$mb"
     transfer "$SIGNAL_URL"
     local p; p=$(transfer_problem)
     [ -z "$p" ] && p=$(both_sides "$3")
@@ -323,7 +325,14 @@ run_pair_scenario() { # SEND_NS RECV_NS CHECK_FUNC PATH
 }
 
 scen_same-lan()  { run_pair_scenario p1a p1b want_host_host LAN; }
-scen_eim-eim()   { run_pair_scenario p1a p2 want_direct_reflexive direct; }
+# Behind two EIM NATs a pair with a relay candidate can succeed within a few
+# ms (the side sending to the relay opens its own NAT's filter), while the
+# srflx<->srflx checks are first dropped by address-and-port filtering and
+# succeed on str0m's retransmit about 300 ms later, when str0m moves to the
+# direct pair. The transfer must outlast that, or the scenario measures which
+# first check won a race instead of the path the connection settles on; so
+# it sends LAB_EIM_FILE_MB, and the path check wants most bytes direct.
+scen_eim-eim()   { run_pair_scenario p1a p2 want_direct_reflexive direct-most "$LAB_EIM_FILE_MB"; }
 scen_sym-sym()   { run_pair_scenario p3 p4 want_turn TURN; }
 
 scen_sym-eim() {
