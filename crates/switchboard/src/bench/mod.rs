@@ -50,3 +50,19 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     Ok(())
 }
+
+/// `--server HOST:PORT` as one address, IPv4 first (the benches bind their
+/// sources on 127.0.0.x).
+pub(crate) async fn resolve_server(server: &str) -> anyhow::Result<std::net::SocketAddr> {
+    use anyhow::Context;
+    let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host(server)
+        .await
+        .with_context(|| format!("--server {server}: expected HOST:PORT that resolves"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| anyhow::anyhow!("--server {server} resolves to no address"))
+}

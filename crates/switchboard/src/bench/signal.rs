@@ -209,19 +209,6 @@ pub fn run(args: SignalArgs) -> Result<()> {
     rt.block_on(run_async(args))
 }
 
-async fn resolve(server: &str) -> Result<SocketAddr> {
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(server)
-        .await
-        .with_context(|| format!("--server {server}: expected HOST:PORT that resolves"))?
-        .collect();
-    addrs
-        .iter()
-        .find(|a| a.is_ipv4())
-        .or(addrs.first())
-        .copied()
-        .ok_or_else(|| anyhow!("--server {server} resolves to no address"))
-}
-
 /// 127.0.0.1, .2, ... enough that each holds at most [`PER_SOURCE_IP`]
 /// connections; none when the server is not on IPv4 loopback.
 fn source_ips(server: SocketAddr, connections: u32) -> Vec<IpAddr> {
@@ -477,7 +464,7 @@ async fn churn_conn(ctx: Arc<Ctx>, idx: u32, id: String, go: oneshot::Receiver<(
 }
 
 async fn run_async(args: SignalArgs) -> Result<()> {
-    let server = resolve(&args.server).await?;
+    let server = super::resolve_server(&args.server).await?;
     let n = args.connections;
     let k = args.room_size;
     // The churn pool: each churned connection lives about 2 s.

@@ -18,7 +18,7 @@ use super::client::{stun_code, Conn, Credentials, Session};
 use super::hist::Histogram;
 use super::procstat::{self, Sample, Usage};
 use super::pump::{self, Plan, Stats, MIN_PAYLOAD, RING};
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{ArgGroup, Args};
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
@@ -144,19 +144,6 @@ struct Ready {
     peer: SocketAddr,
     /// The echo peer's socket; `None` in --hold mode (one shared peer).
     peer_sock: Option<UdpSocket>,
-}
-
-async fn resolve(server: &str) -> Result<SocketAddr> {
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(server)
-        .await
-        .with_context(|| format!("--server {server}: expected HOST:PORT that resolves"))?
-        .collect();
-    addrs
-        .iter()
-        .find(|a| a.is_ipv4())
-        .or(addrs.first())
-        .copied()
-        .ok_or_else(|| anyhow!("--server {server} resolves to no address"))
 }
 
 fn credentials(args: &TurnArgs) -> Result<Arc<Credentials>> {
@@ -312,7 +299,7 @@ async fn release_all(ready: &mut Vec<Ready>) {
 }
 
 async fn run_async(args: TurnArgs) -> Result<()> {
-    let server = resolve(&args.server).await?;
+    let server = super::resolve_server(&args.server).await?;
     let creds = credentials(&args)?;
     let transport = if args.tcp { "tcp" } else { "udp" };
     let t_setup = Instant::now();
