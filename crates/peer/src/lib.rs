@@ -27,6 +27,7 @@ pub mod negotiate;
 mod negotiation;
 mod net;
 pub mod room;
+pub mod session;
 mod tcp_turn;
 
 pub use config::{Config, HostCandidates, IceServer, IceUrl, TurnTransport, UrlError};

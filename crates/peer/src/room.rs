@@ -6,18 +6,31 @@
 //!
 //! Connections that fail are ICE-restarted (a NAT rebinding or a network
 //! change heals without the application noticing), up to a limit.
+//!
+//! The signaling socket heals too. When it drops without our asking, the
+//! room reconnects with jittered exponential backoff and `resume`s its
+//! session: the server replays what we missed, we send again what it did
+//! not ack, and the connections notice nothing. If the session cannot be
+//! resumed (window passed, server restarted) the room joins afresh under
+//! the same id and ICE-restarts toward every peer still there; if that
+//! fails too it gives up with [`RoomEvent::SessionLost`]. The seq/ack and
+//! retry bookkeeping is [`crate::session`]; this module is its driver.
 
 use crate::negotiate::{self, Signal};
+use crate::session::{Attempt, ReconnectConfig, Recovery, Session, SessionConfig};
 use crate::{
     Config, DataChannel, DataChannelInit, Event, IceConnectionState, IceServer, PeerConnection,
 };
-use futures_util::{SinkExt, StreamExt};
+use futures_util::future::BoxFuture;
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
-use signal::protocol::{ClientMessage, ServerFrame};
+use signal::protocol::{ClientMessage, PeerInfo, ServerFrame};
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message as Ws;
 use tracing::{debug, info, warn};
 
@@ -44,15 +57,30 @@ pub struct RoomConfig {
     /// the demo pages). `None`: open nothing.
     pub channel: Option<String>,
     /// ICE restarts tried in a row per connection (after `failed`, or 2 s
-    /// of `disconnected`) before it is left failed; the count starts over
+    /// of `disconnected`) before it is left failed and
+    /// [`RoomEvent::RestartsExhausted`] is reported; the count starts over
     /// once ICE is connected again.
     pub max_restarts: u32,
+    /// Reconnecting after the signaling socket dropped; `None`: do not, and
+    /// report [`RoomEvent::Closed`] instead (v1 behaviour). Servers without
+    /// sessions (no `welcome.session`) get `Closed` either way.
+    pub reconnect: Option<ReconnectConfig>,
+    /// When acks go out and how many of our signals are kept for a resume.
+    pub session: SessionConfig,
+    /// A `ping` goes to the server this often, so a socket that went
+    /// silent (the network vanished without a reset) is noticed.
+    pub ping_interval: Duration,
+    /// Nothing at all from the server for this long: the socket counts as
+    /// dropped (and is resumed).
+    pub silence_timeout: Duration,
 }
 
 impl RoomConfig {
     /// Joins `room` on `server` under a server-picked id, with empty
     /// `meta`, the default peer [`Config`] plus the server's ICE servers, a
-    /// `chat` channel and 3 restarts.
+    /// `chat` channel, 3 restarts, reconnecting with the defaults of
+    /// [`ReconnectConfig`] and [`SessionConfig`], a ping every 5 s and
+    /// 15 s of silence taken as a drop.
     pub fn new(server: impl Into<String>, room: impl Into<String>) -> Self {
         RoomConfig {
             server: server.into(),
@@ -63,6 +91,10 @@ impl RoomConfig {
             use_server_ice: true,
             channel: Some("chat".into()),
             max_restarts: 3,
+            reconnect: Some(ReconnectConfig::default()),
+            session: SessionConfig::default(),
+            ping_interval: Duration::from_secs(5),
+            silence_timeout: Duration::from_secs(15),
         }
     }
 }
@@ -103,7 +135,9 @@ pub enum RoomError {
 #[derive(Debug)]
 pub enum RoomEvent {
     /// `peer-joined`: a newcomer; we prepare a connection and wait for its
-    /// offer ([`RoomEvent::Connection`] follows).
+    /// offer ([`RoomEvent::Connection`] follows). For a peer we already
+    /// have a connection with (it rejoined after losing its session) the
+    /// connection is kept and no new one follows: it ICE-restarts it.
     PeerJoined {
         /// Its id.
         peer: String,
@@ -141,6 +175,12 @@ pub enum RoomEvent {
         /// [`Event::DataChannel`], which comes as [`RoomEvent::Channel`]).
         event: Event,
     },
+    /// The connection to `peer` failed and [`RoomConfig::max_restarts`]
+    /// ICE restarts in a row did not bring it back; it is left failed.
+    RestartsExhausted {
+        /// The remote peer's id.
+        peer: String,
+    },
     /// The server reported an error for something we sent, or a
     /// connection to a peer could not be created (code `peer-connection`).
     ServerError {
@@ -150,10 +190,38 @@ pub enum RoomEvent {
         /// What went wrong, for humans.
         message: String,
     },
-    /// The signaling connection ended; existing connections keep running.
+    /// The signaling socket dropped (or the last try failed); attempt
+    /// number `attempt` (from 1) to get the session back starts after a
+    /// backoff. Connections keep running meanwhile; our signals wait.
+    Reconnecting {
+        /// Which attempt is next, from 1.
+        attempt: u32,
+        /// Why the socket dropped, or why the last attempt failed.
+        reason: String,
+    },
+    /// The session was resumed on a new socket: nothing was lost, the
+    /// connections were not touched.
+    Resumed,
+    /// Resuming was refused or too late, so we joined afresh under the
+    /// same id; every connection to a peer still present is ICE-restarted,
+    /// and peers that left meanwhile were reported with `PeerLeft`.
+    Rejoined {
+        /// Who is in the room now.
+        peers: Vec<String>,
+    },
+    /// Signaling is gone for good: the socket dropped and neither a resume
+    /// within the window nor a rejoin worked. Existing connections keep
+    /// running but can no longer renegotiate or restart ICE.
+    SessionLost {
+        /// What the last attempt ran into.
+        reason: String,
+    },
+    /// The signaling connection ended without reconnecting: we left, the
+    /// server has no sessions, or [`RoomConfig::reconnect`] is `None`.
+    /// Existing connections keep running.
     Closed {
-        /// The WebSocket close reason (e.g. `idle timeout`), the error, or
-        /// `closed`.
+        /// The WebSocket close reason (e.g. `idle timeout`), the error,
+        /// `left`, or `closed`.
         reason: String,
     },
 }
@@ -164,6 +232,9 @@ pub const ROOM_EVENTS: usize = 256;
 /// How many connection events the per-peer tasks queue for the room task;
 /// small, because the room task drains them as fast as the app reads.
 const INTERNAL_EVENTS: usize = 64;
+
+/// How long connecting plus the answer to `join`/`resume` may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A joined room.
 pub struct Room {
@@ -183,18 +254,20 @@ pub struct Room {
     /// candidates, ICE restarts) wait too and the connections' own events
     /// queue behind them. If that lasts, the server drops the signaling
     /// connection (it hears no pong within `--idle-timeout`, or its
-    /// `--send-queue` for us fills) and `Closed` follows once the app reads
+    /// `--send-queue` for us fills) and the room resumes once the app reads
     /// again. Data channels and media do not pass through here and keep
     /// flowing.
     pub events: mpsc::Receiver<RoomEvent>,
-    /// Client frames, serialized, for the room task to send.
-    out: mpsc::UnboundedSender<String>,
+    /// Tells the room task to leave; dropping it leaves too.
+    leave: mpsc::UnboundedSender<()>,
 }
 
 impl Room {
-    /// Leaves the room (the connections are closed by their owners).
+    /// Leaves the room: `leave` and a close frame go to the server, which
+    /// ends the session at once (the others see `peer-left`), and the room
+    /// stops reconnecting. The connections are closed by their owners.
     pub fn leave(&self) {
-        let _ = self.out.send(ClientMessage::Leave.to_json());
+        let _ = self.leave.send(());
     }
 }
 
@@ -232,41 +305,83 @@ pub fn ws_url(server: &str) -> Result<String, RoomError> {
     Ok(format!("{ws_scheme}://{hostport}{path}"))
 }
 
-/// Connects, joins and starts the room task.
-pub async fn join(cfg: RoomConfig) -> Result<Room, RoomError> {
-    let url = ws_url(&cfg.server)?;
-    let (mut ws, _) = tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio_tungstenite::connect_async(url.as_str()),
-    )
-    .await
-    .map_err(|_| RoomError::Connect(url.clone(), "timed out".into()))?
-    .map_err(|e| RoomError::Connect(url.clone(), e.to_string()))?;
-    let meta = serde_json::value::to_raw_value(&cfg.meta)
-        .map_err(|e| RoomError::Protocol(format!("meta: {e}")))?;
-    let join = ClientMessage::Join {
-        room: Cow::Borrowed(&cfg.room),
-        peer: cfg.peer.as_deref().map(Cow::Borrowed),
-        meta: Some(&meta),
-    };
-    ws.send(Ws::text(join.to_json()))
+type WsStream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// `welcome` or `resumed`, as the room needs them.
+struct Greeting {
+    peer: String,
+    peers: Vec<PeerInfo>,
+    ice_servers: Value,
+    session: Option<String>,
+    resume_window: Option<u64>,
+    /// `resumed.ack`; `None` for `welcome`.
+    ack: Option<u64>,
+}
+
+/// The first answer on a socket: a greeting, or an `error` frame.
+enum Answer {
+    Greeting(Greeting),
+    Refused { code: String, message: String },
+}
+
+async fn connect(url: &str) -> Result<WsStream, RoomError> {
+    let (ws, _) = tokio::time::timeout(HANDSHAKE_TIMEOUT, tokio_tungstenite::connect_async(url))
+        .await
+        .map_err(|_| RoomError::Connect(url.to_string(), "timed out".into()))?
+        .map_err(|e| RoomError::Connect(url.to_string(), e.to_string()))?;
+    Ok(ws)
+}
+
+/// Sends `first` and waits for `welcome`, `resumed` or an `error`. What
+/// comes after the greeting (a resume's replay) stays in `ws`.
+async fn handshake(ws: &mut WsStream, first: String) -> Result<Answer, RoomError> {
+    ws.send(Ws::text(first))
         .await
         .map_err(|e| RoomError::Lost(e.to_string()))?;
-    // The first answer is either welcome or an error.
-    let welcome = loop {
-        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
+    loop {
+        let msg = tokio::time::timeout(HANDSHAKE_TIMEOUT, ws.next())
             .await
-            .map_err(|_| RoomError::Lost("no welcome within 10 s".into()))?;
+            .map_err(|_| RoomError::Lost("no answer within 10 s".into()))?;
         match msg {
-            Some(Ok(Ws::Text(t))) => match ServerFrame::<Signal>::parse(&t) {
+            Some(Ok(Ws::Text(t))) => match ServerFrame::<Value>::parse(&t) {
                 Ok(ServerFrame::Welcome {
                     peer,
                     peers,
                     ice_servers,
+                    session,
+                    resume_window,
                     ..
-                }) => break (peer, peers, ice_servers),
+                }) => {
+                    return Ok(Answer::Greeting(Greeting {
+                        peer,
+                        peers,
+                        ice_servers,
+                        session,
+                        resume_window,
+                        ack: None,
+                    }))
+                }
+                Ok(ServerFrame::Resumed {
+                    peer,
+                    peers,
+                    ice_servers,
+                    session,
+                    resume_window,
+                    ack,
+                    ..
+                }) => {
+                    return Ok(Answer::Greeting(Greeting {
+                        peer,
+                        peers,
+                        ice_servers,
+                        session,
+                        resume_window,
+                        ack: Some(ack),
+                    }))
+                }
                 Ok(ServerFrame::Error { code, message }) => {
-                    return Err(RoomError::Refused { code, message })
+                    return Ok(Answer::Refused { code, message })
                 }
                 // Anything else (a newer server's frame types too) is not
                 // the answer yet.
@@ -285,40 +400,88 @@ pub async fn join(cfg: RoomConfig) -> Result<Room, RoomError> {
             }
             Some(Ok(_)) => continue,
             Some(Err(e)) => return Err(RoomError::Lost(e.to_string())),
-            None => return Err(RoomError::Lost("closed before welcome".into())),
+            None => return Err(RoomError::Lost("closed before an answer".into())),
         }
+    }
+}
+
+fn join_frame(cfg: &RoomConfig, peer: Option<&str>, session: Option<&str>) -> String {
+    // `meta` was checked to encode when the room was joined.
+    let meta = serde_json::value::to_raw_value(&cfg.meta).ok();
+    ClientMessage::Join {
+        room: Cow::Borrowed(&cfg.room),
+        peer: peer.map(Cow::Borrowed),
+        meta: meta.as_deref(),
+        session: session.map(Cow::Borrowed),
+    }
+    .to_json()
+}
+
+/// Servers we cannot read are left out rather than failing the join.
+fn read_ice_servers(v: Value) -> Vec<IceServer> {
+    serde_json::from_value(v).unwrap_or_default()
+}
+
+/// Connects, joins and starts the room task.
+pub async fn join(cfg: RoomConfig) -> Result<Room, RoomError> {
+    let url = ws_url(&cfg.server)?;
+    serde_json::value::to_raw_value(&cfg.meta)
+        .map_err(|e| RoomError::Protocol(format!("meta: {e}")))?;
+    let mut ws = connect(&url).await?;
+    let g = match handshake(&mut ws, join_frame(&cfg, cfg.peer.as_deref(), None)).await? {
+        Answer::Greeting(g) if g.ack.is_none() => g,
+        Answer::Greeting(_) => {
+            return Err(RoomError::Protocol("`resumed` in answer to `join`".into()))
+        }
+        Answer::Refused { code, message } => return Err(RoomError::Refused { code, message }),
     };
-    let (me, peers, ice_servers) = welcome;
-    let peers: Vec<String> = peers.into_iter().map(|p| p.peer).collect();
-    // Servers we cannot read are left out rather than failing the join.
-    let ice_servers: Vec<IceServer> = serde_json::from_value(ice_servers).unwrap_or_default();
+    let me = g.peer.clone();
+    let peers: Vec<String> = g.peers.iter().map(|p| p.peer.clone()).collect();
+    let ice_servers = read_ice_servers(g.ice_servers.clone());
     info!(
-        "joined room {} as {me} with {} peer(s)",
+        "joined room {} as {me} with {} peer(s){}",
         cfg.room,
-        peers.len()
+        peers.len(),
+        if g.session.is_some() {
+            ""
+        } else {
+            " (the server keeps no sessions)"
+        }
     );
+    let mut session = Session::new(cfg.session.clone());
+    session.start(g.session.clone(), g.resume_window);
 
     let (ev_tx, ev_rx) = mpsc::channel(ROOM_EVENTS);
-    let (out_tx, out_rx) = mpsc::unbounded_channel();
-    let mut peer_cfg = cfg.peer_config.clone();
-    if cfg.use_server_ice {
-        peer_cfg.ice_servers.extend(ice_servers.iter().cloned());
-    }
-    let task = RoomTask {
+    let (leave_tx, leave_rx) = mpsc::unbounded_channel();
+    let (sig_tx, sig_rx) = mpsc::unbounded_channel();
+    let mut task = RoomTask {
+        url,
+        me: me.clone(),
+        peer_cfg: cfg.peer_config.clone(),
         cfg,
-        peer_cfg,
         conns: HashMap::new(),
+        early: HashMap::new(),
         events: ev_tx,
-        out: out_tx.clone(),
+        signals: sig_tx,
         internal: mpsc::channel(INTERNAL_EVENTS),
+        session,
+        ws: None,
+        last_rx: Instant::now(),
+        next_ping: Instant::now(),
+        recovery: None,
+        retry_at: None,
+        attempt: None,
+        last_error: String::new(),
     };
-    tokio::spawn(task.run(ws, out_rx, peers.clone()));
+    task.set_ice_servers(ice_servers.clone());
+    task.attach(ws);
+    tokio::spawn(task.run(leave_rx, sig_rx, peers.clone()));
     Ok(Room {
         me,
         peers,
         ice_servers,
         events: ev_rx,
-        out: out_tx,
+        leave: leave_tx,
     })
 }
 
@@ -342,97 +505,566 @@ enum Internal {
         peer: String,
         error: String,
     },
+    Exhausted {
+        peer: String,
+    },
+}
+
+/// One of our signals, from a connection's negotiation to the room task.
+type Outgoing = (String, Box<RawValue>);
+
+/// What one reconnection attempt came to.
+enum Outcome {
+    /// `resumed`, or (after `resume-failed`, or for a rejoin) `welcome`.
+    Back {
+        ws: WsStream,
+        greeting: Greeting,
+        /// The server refused our `resume` first.
+        resume_refused: bool,
+    },
+    Failed {
+        /// The server refused our `resume` (the join after it failed).
+        resume_refused: bool,
+        /// A `join` was tried (and failed).
+        joined: bool,
+        error: String,
+    },
+}
+
+/// One connection attempt: connect, `resume` if asked (falling back to
+/// `join` on the same socket when it is refused), or `join` straight away.
+async fn reconnect(url: String, resume: Option<String>, join: String) -> Outcome {
+    let mut ws = match connect(&url).await {
+        Ok(ws) => ws,
+        Err(e) => {
+            return Outcome::Failed {
+                resume_refused: false,
+                joined: resume.is_none(),
+                error: e.to_string(),
+            }
+        }
+    };
+    let mut resume_refused = false;
+    if let Some(frame) = resume {
+        match handshake(&mut ws, frame).await {
+            Ok(Answer::Greeting(g)) => {
+                return Outcome::Back {
+                    ws,
+                    greeting: g,
+                    resume_refused,
+                }
+            }
+            Ok(Answer::Refused { code, message }) if code == "resume-failed" => {
+                info!("resume refused ({message}); joining afresh with the same id");
+                resume_refused = true;
+            }
+            // `unavailable` and the like: the session may still be there;
+            // try again later.
+            Ok(Answer::Refused { code, message }) => {
+                return Outcome::Failed {
+                    resume_refused,
+                    joined: false,
+                    error: format!("resume: {code}: {message}"),
+                }
+            }
+            Err(e) => {
+                return Outcome::Failed {
+                    resume_refused,
+                    joined: false,
+                    error: e.to_string(),
+                }
+            }
+        }
+    }
+    match handshake(&mut ws, join).await {
+        Ok(Answer::Greeting(g)) if g.ack.is_none() => Outcome::Back {
+            ws,
+            greeting: g,
+            resume_refused,
+        },
+        Ok(Answer::Greeting(_)) => Outcome::Failed {
+            resume_refused,
+            joined: true,
+            error: "`resumed` in answer to `join`".into(),
+        },
+        Ok(Answer::Refused { code, message }) => Outcome::Failed {
+            resume_refused,
+            joined: true,
+            error: format!("join refused: {code}: {message}"),
+        },
+        Err(e) => Outcome::Failed {
+            resume_refused,
+            joined: true,
+            error: e.to_string(),
+        },
+    }
 }
 
 struct RoomTask {
     cfg: RoomConfig,
+    url: String,
+    /// Our id, asked for again when rejoining.
+    me: String,
+    /// `cfg.peer_config` plus the server's latest ICE servers.
     peer_cfg: Config,
     conns: HashMap<String, Option<Conn>>,
+    /// Signals that arrive while a connection is still being created.
+    early: HashMap<String, Vec<Signal>>,
     events: mpsc::Sender<RoomEvent>,
-    /// Client frames to send. Unbounded: negotiation writes to it from a
-    /// synchronous callback, and what it carries is what the server's rate
-    /// limit lets through anyway.
-    out: mpsc::UnboundedSender<String>,
+    /// Our signals to number and send. Unbounded: negotiation writes to it
+    /// from a synchronous callback, and what it carries is what the
+    /// server's rate limit lets through anyway.
+    signals: mpsc::UnboundedSender<Outgoing>,
     internal: (mpsc::Sender<Internal>, mpsc::Receiver<Internal>),
+    session: Session,
+    /// The socket while it is up.
+    ws: Option<WsStream>,
+    /// When the server was last heard from.
+    last_rx: Instant,
+    next_ping: Instant,
+    /// Set from a drop until the session is back or lost.
+    recovery: Option<Recovery>,
+    /// The next attempt starts then.
+    retry_at: Option<Instant>,
+    /// The attempt under way.
+    attempt: Option<BoxFuture<'static, Outcome>>,
+    /// Why the socket dropped or the last attempt failed.
+    last_error: String,
 }
 
-type WsStream =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+/// Why the room stopped talking to the server.
+enum End {
+    /// We left (or the [`Room`] was dropped).
+    Left,
+    /// Dropped and not to be reconnected.
+    Closed(String),
+    /// Reconnecting gave up.
+    Lost(String),
+}
+
+async fn next_frame(ws: &mut Option<WsStream>) -> Option<Result<Ws, String>> {
+    match ws {
+        Some(ws) => ws.next().await.map(|r| r.map_err(|e| e.to_string())),
+        None => std::future::pending().await,
+    }
+}
+
+async fn attempt_done(a: &mut Option<BoxFuture<'static, Outcome>>) -> Outcome {
+    match a {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
 
 impl RoomTask {
     async fn run(
         mut self,
-        ws: WsStream,
-        mut out_rx: mpsc::UnboundedReceiver<String>,
+        mut leave: mpsc::UnboundedReceiver<()>,
+        mut signals: mpsc::UnboundedReceiver<Outgoing>,
         initial: Vec<String>,
     ) {
-        let (mut sink, mut stream) = ws.split();
-        // Signals that arrive while a connection is still being created.
-        let mut early: HashMap<String, Vec<Signal>> = HashMap::new();
         for p in initial {
             self.open(p, true);
         }
-        let reason = loop {
+        let end = loop {
+            let wake = self.next_wake();
             tokio::select! {
-                msg = stream.next() => match msg {
-                    Some(Ok(Ws::Text(t))) => match ServerFrame::parse(&t) {
-                        Ok(frame) => self.server_message(frame, &mut early).await,
-                        // One bad frame (a peer's garbled signal, say) is
-                        // dropped; the room carries on.
-                        Err(e) => warn!("ignoring a bad frame from the server: {e}"),
-                    },
-                    Some(Ok(Ws::Close(f))) => break f.map(|f| f.reason.to_string()).unwrap_or_else(|| "closed".into()),
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => break e.to_string(),
-                    None => break "closed".to_string(),
-                },
-                out = out_rx.recv() => {
-                    let Some(frame) = out else { break "room dropped".to_string() };
-                    if let Err(e) = sink.send(Ws::text(frame)).await {
-                        break e.to_string();
+                msg = next_frame(&mut self.ws) => {
+                    self.last_rx = Instant::now();
+                    let dropped = match msg {
+                        Some(Ok(Ws::Text(t))) => {
+                            match ServerFrame::parse(&t) {
+                                Ok(frame) => self.server_message(frame).await,
+                                // One bad frame (a peer's garbled signal,
+                                // say) is dropped; the room carries on.
+                                Err(e) => warn!("ignoring a bad frame from the server: {e}"),
+                            }
+                            self.send_ack_if_due().await
+                        }
+                        Some(Ok(Ws::Close(f))) => Some(format!(
+                            "closed by the server: {}",
+                            f.map(|f| format!("{} {}", u16::from(f.code), f.reason))
+                                .unwrap_or_else(|| "no reason".into())
+                        )),
+                        Some(Ok(_)) => None,
+                        Some(Err(e)) => Some(e),
+                        None => Some("connection closed without a close frame".into()),
+                    };
+                    if let Some(reason) = dropped {
+                        if let Some(end) = self.dropped(reason).await {
+                            break end;
+                        }
                     }
+                }
+                sig = signals.recv() => {
+                    // The task holds a sender itself, so this never ends.
+                    let Some((to, data)) = sig else { continue };
+                    let frame = self.session.signal(&to, data);
+                    if let Some(reason) = self.send(frame).await {
+                        if let Some(end) = self.dropped(reason).await {
+                            break end;
+                        }
+                    }
+                }
+                _ = leave.recv() => {
+                    if let Some(ws) = self.ws.as_mut() {
+                        let _ = ws.send(Ws::text(ClientMessage::Leave.to_json())).await;
+                        let _ = ws.close(None).await;
+                    }
+                    break End::Left;
                 }
                 int = self.internal.1.recv() => {
                     let Some(int) = int else { continue };
-                    match int {
-                        Internal::Ready { peer, pc, signals, offerer } => {
-                            for v in early.remove(&peer).unwrap_or_default() {
-                                let _ = signals.send(v);
-                            }
-                            if self.conns.contains_key(&peer) {
-                                self.conns.insert(peer.clone(), Some(Conn { pc: pc.clone(), signals }));
-                                let _ = self.events.send(RoomEvent::Connection { peer, pc, offerer }).await;
-                            } else {
-                                pc.close().await; // left while we were setting up
-                            }
-                        }
-                        Internal::Failed { peer, error } => {
-                            warn!("cannot create a connection to {peer}: {error}");
-                            self.conns.remove(&peer);
-                            let _ = self.events.send(RoomEvent::ServerError { code: "peer-connection".into(), message: error }).await;
-                        }
-                        Internal::App { peer, event } => self.app_event(peer, event).await,
+                    self.internal_event(int).await;
+                }
+                out = attempt_done(&mut self.attempt) => {
+                    self.attempt = None;
+                    if let Some(end) = self.attempt_over(out).await {
+                        break end;
+                    }
+                }
+                _ = tokio::time::sleep_until(wake) => {
+                    if let Some(end) = self.tick().await {
+                        break end;
                     }
                 }
             }
         };
-        debug!("signaling ended: {reason}");
-        let _ = self.events.send(RoomEvent::Closed { reason }).await;
+        self.ws = None;
+        let ev = match end {
+            End::Left => RoomEvent::Closed {
+                reason: "left".into(),
+            },
+            End::Closed(reason) => {
+                debug!("signaling ended: {reason}");
+                RoomEvent::Closed { reason }
+            }
+            End::Lost(reason) => {
+                warn!("signaling lost for good: {reason}");
+                RoomEvent::SessionLost { reason }
+            }
+        };
+        let _ = self.events.send(ev).await;
         // Keep serving the connections' events so the app still sees them.
         while let Some(int) = self.internal.1.recv().await {
-            if let Internal::App { peer, event } = int {
-                self.app_event(peer, event).await;
+            match int {
+                Internal::App { peer, event } => self.app_event(peer, event).await,
+                Internal::Exhausted { peer } => {
+                    let _ = self
+                        .events
+                        .send(RoomEvent::RestartsExhausted { peer })
+                        .await;
+                }
+                // Nobody can negotiate it any more.
+                Internal::Ready { pc, .. } => pc.close().await,
+                Internal::Failed { .. } => {}
             }
         }
     }
 
-    async fn server_message(
-        &mut self,
-        frame: ServerFrame<Signal>,
-        early: &mut HashMap<String, Vec<Signal>>,
-    ) {
+    fn set_ice_servers(&mut self, servers: Vec<IceServer>) {
+        self.peer_cfg = self.cfg.peer_config.clone();
+        if self.cfg.use_server_ice {
+            self.peer_cfg.ice_servers.extend(servers);
+        }
+    }
+
+    /// A socket is up (after `welcome` or `resumed`).
+    fn attach(&mut self, ws: WsStream) {
+        let now = Instant::now();
+        self.ws = Some(ws);
+        self.last_rx = now;
+        self.next_ping = now + self.cfg.ping_interval;
+    }
+
+    /// When the timer branch should next fire.
+    fn next_wake(&self) -> Instant {
+        let far = Instant::now() + Duration::from_secs(3600);
+        if self.ws.is_none() {
+            return self.retry_at.unwrap_or(far);
+        }
+        let ack = self
+            .session
+            .ack_deadline()
+            .map(Instant::from_std)
+            .unwrap_or(far);
+        ack.min(self.next_ping)
+            .min(self.last_rx + self.cfg.silence_timeout)
+    }
+
+    /// Timers: acks, pings and silence while up; the next attempt while
+    /// down.
+    async fn tick(&mut self) -> Option<End> {
+        let now = Instant::now();
+        if self.ws.is_none() {
+            if self.retry_at.is_some_and(|t| now >= t) && self.attempt.is_none() {
+                self.retry_at = None;
+                return self.start_attempt().await;
+            }
+            return None;
+        }
+        if now >= self.last_rx + self.cfg.silence_timeout {
+            let reason = format!(
+                "nothing from the server for {} s",
+                self.cfg.silence_timeout.as_secs()
+            );
+            return self.dropped(reason).await;
+        }
+        if let Some(reason) = self.send_ack_if_due().await {
+            return self.dropped(reason).await;
+        }
+        if now >= self.next_ping {
+            self.next_ping = now + self.cfg.ping_interval;
+            if let Some(reason) = self.send(ClientMessage::Ping.to_json()).await {
+                return self.dropped(reason).await;
+            }
+        }
+        None
+    }
+
+    /// Sends a frame if the socket is up; `Some(why)` if that failed.
+    /// While down, frames other than the outbox's are not needed later.
+    async fn send(&mut self, frame: String) -> Option<String> {
+        let ws = self.ws.as_mut()?;
+        ws.send(Ws::text(frame)).await.err().map(|e| e.to_string())
+    }
+
+    async fn send_ack_if_due(&mut self) -> Option<String> {
+        self.ws.as_ref()?;
+        let frame = self.session.ack_due(std::time::Instant::now())?;
+        self.send(frame).await
+    }
+
+    /// The socket dropped: start getting the session back, or end.
+    async fn dropped(&mut self, reason: String) -> Option<End> {
+        self.ws = None;
+        let Some(rc) = self.cfg.reconnect.clone() else {
+            return Some(End::Closed(reason));
+        };
+        if self.session.token().is_none() {
+            return Some(End::Closed(reason));
+        }
+        info!("signaling dropped ({reason}); reconnecting");
+        let recovery = Recovery::new(rc, &self.session, std::time::Instant::now());
+        self.retry_at = Some(Instant::now() + recovery.delay(rand::random()));
+        self.recovery = Some(recovery);
+        self.last_error = reason.clone();
+        let _ = self
+            .events
+            .send(RoomEvent::Reconnecting { attempt: 1, reason })
+            .await;
+        None
+    }
+
+    async fn start_attempt(&mut self) -> Option<End> {
+        let recovery = self.recovery.as_mut()?;
+        let token = self.session.token().map(str::to_string);
+        let join = join_frame(&self.cfg, Some(&self.me), token.as_deref());
+        let resume = match recovery.next(std::time::Instant::now()) {
+            Attempt::Resume => self.session.resume_frame(&self.cfg.room),
+            Attempt::Rejoin => None,
+            Attempt::GiveUp => {
+                let window = self
+                    .session
+                    .window()
+                    .or(self.cfg.reconnect.as_ref().map(|r| r.default_window))
+                    .unwrap_or_default();
+                return Some(End::Lost(format!(
+                    "could not resume within the {} s window nor rejoin: {}",
+                    window.as_secs(),
+                    self.last_error
+                )));
+            }
+        };
+        recovery.attempt_started();
+        debug!(
+            "reconnect attempt {}: {}",
+            recovery.attempts(),
+            if resume.is_some() { "resume" } else { "rejoin" }
+        );
+        self.attempt = Some(reconnect(self.url.clone(), resume, join).boxed());
+        None
+    }
+
+    async fn attempt_over(&mut self, out: Outcome) -> Option<End> {
+        match out {
+            Outcome::Back {
+                ws,
+                greeting,
+                resume_refused,
+            } => {
+                if resume_refused {
+                    if let Some(r) = self.recovery.as_mut() {
+                        r.resume_refused();
+                    }
+                }
+                self.recovery = None;
+                self.retry_at = None;
+                self.attach(ws);
+                self.back(greeting).await
+            }
+            Outcome::Failed {
+                resume_refused,
+                joined,
+                error,
+            } => {
+                let recovery = self.recovery.as_mut()?;
+                if resume_refused {
+                    recovery.resume_refused();
+                }
+                if joined {
+                    recovery.rejoin_failed();
+                }
+                info!("reconnect attempt {} failed: {error}", recovery.attempts());
+                let attempt = recovery.attempts() + 1;
+                if recovery.next(std::time::Instant::now()) == Attempt::GiveUp {
+                    self.last_error = error;
+                    return self.start_attempt().await;
+                }
+                self.retry_at = Some(Instant::now() + recovery.delay(rand::random()));
+                self.last_error = error.clone();
+                let _ = self
+                    .events
+                    .send(RoomEvent::Reconnecting {
+                        attempt,
+                        reason: error,
+                    })
+                    .await;
+                None
+            }
+        }
+    }
+
+    /// A new socket greeted us: a resume (replay follows) or a rejoin.
+    async fn back(&mut self, g: Greeting) -> Option<End> {
+        self.set_ice_servers(read_ice_servers(g.ice_servers));
+        if g.peer != self.me {
+            warn!("the server gave us id {} instead of {}", g.peer, self.me);
+            self.me = g.peer.clone();
+        }
+        let again = match g.ack {
+            Some(ack) => {
+                info!("session resumed; the server had our signals up to {ack}");
+                self.session.resumed(g.session, g.resume_window, ack)
+            }
+            None => self.session.start(g.session, g.resume_window),
+        };
+        for frame in again {
+            if let Some(reason) = self.send(frame).await {
+                return self.dropped(reason).await;
+            }
+        }
+        if g.ack.is_some() {
+            let _ = self.events.send(RoomEvent::Resumed).await;
+            return None;
+        }
+        // Rejoined: the room may have changed while we were away.
+        let present: HashSet<String> = g.peers.iter().map(|p| p.peer.clone()).collect();
+        let gone: Vec<String> = self
+            .conns
+            .keys()
+            .filter(|p| !present.contains(*p))
+            .cloned()
+            .collect();
+        for peer in gone {
+            self.peer_left(peer).await;
+        }
+        let mut restarted = 0;
+        for p in &g.peers {
+            match self.conns.get(&p.peer) {
+                Some(Some(c)) => {
+                    let pc = c.pc.clone();
+                    restarted += 1;
+                    tokio::spawn(async move {
+                        if let Err(e) = pc.restart_ice().await {
+                            warn!("ICE restart after rejoining: {e}");
+                        }
+                    });
+                }
+                // Still being created; its negotiation has not begun.
+                Some(None) => {}
+                // New while we were away: we are the newcomer to it.
+                None => self.open(p.peer.clone(), true),
+            }
+        }
+        info!(
+            "rejoined room {} as {}; ICE restart toward {restarted} peer(s)",
+            self.cfg.room, self.me
+        );
+        let peers = g.peers.into_iter().map(|p| p.peer).collect();
+        let _ = self.events.send(RoomEvent::Rejoined { peers }).await;
+        None
+    }
+
+    async fn internal_event(&mut self, int: Internal) {
+        match int {
+            Internal::Ready {
+                peer,
+                pc,
+                signals,
+                offerer,
+            } => {
+                for v in self.early.remove(&peer).unwrap_or_default() {
+                    let _ = signals.send(v);
+                }
+                if self.conns.contains_key(&peer) {
+                    self.conns.insert(
+                        peer.clone(),
+                        Some(Conn {
+                            pc: pc.clone(),
+                            signals,
+                        }),
+                    );
+                    let _ = self
+                        .events
+                        .send(RoomEvent::Connection { peer, pc, offerer })
+                        .await;
+                } else {
+                    pc.close().await; // left while we were setting up
+                }
+            }
+            Internal::Failed { peer, error } => {
+                warn!("cannot create a connection to {peer}: {error}");
+                self.conns.remove(&peer);
+                let _ = self
+                    .events
+                    .send(RoomEvent::ServerError {
+                        code: "peer-connection".into(),
+                        message: error,
+                    })
+                    .await;
+            }
+            Internal::App { peer, event } => self.app_event(peer, event).await,
+            Internal::Exhausted { peer } => {
+                let _ = self
+                    .events
+                    .send(RoomEvent::RestartsExhausted { peer })
+                    .await;
+            }
+        }
+    }
+
+    async fn peer_left(&mut self, peer: String) {
+        self.early.remove(&peer);
+        if let Some(Some(c)) = self.conns.remove(&peer) {
+            tokio::spawn(async move { c.pc.close().await });
+        }
+        let _ = self.events.send(RoomEvent::PeerLeft { peer }).await;
+    }
+
+    async fn server_message(&mut self, frame: ServerFrame<Signal>) {
+        let seq = match &frame {
+            ServerFrame::PeerJoined { seq, .. }
+            | ServerFrame::PeerLeft { seq, .. }
+            | ServerFrame::Signal { seq, .. } => *seq,
+            _ => None,
+        };
+        if !self.session.receive(seq, std::time::Instant::now()) {
+            debug!("ignoring server message {seq:?}: seen already");
+            return;
+        }
         match frame {
-            ServerFrame::PeerJoined { peer, meta } => {
+            ServerFrame::PeerJoined { peer, meta, .. } => {
                 let _ = self
                     .events
                     .send(RoomEvent::PeerJoined {
@@ -440,36 +1072,37 @@ impl RoomTask {
                         meta,
                     })
                     .await;
-                // We are the older side: prepare, wait for the offer.
+                // We are the older side: prepare, wait for the offer. A
+                // peer we have a connection with rejoined: keep it, an ICE
+                // restart offer is on its way.
                 self.open(peer, false);
             }
-            ServerFrame::PeerLeft { peer } => {
-                early.remove(&peer);
-                if let Some(Some(c)) = self.conns.remove(&peer) {
-                    tokio::spawn(async move { c.pc.close().await });
-                }
-                let _ = self.events.send(RoomEvent::PeerLeft { peer }).await;
-            }
-            ServerFrame::Signal { from, data } => match self.conns.get(&from) {
+            ServerFrame::PeerLeft { peer, .. } => self.peer_left(peer).await,
+            ServerFrame::Signal { from, data, .. } => match self.conns.get(&from) {
                 Some(Some(c)) => {
                     let _ = c.signals.send(data);
                 }
-                Some(None) => early.entry(from).or_default().push(data),
+                Some(None) => self.early.entry(from).or_default().push(data),
                 None => {
                     // A peer we have not heard join (it joined before us
                     // and was in `welcome`, or the join raced): take it.
-                    early.entry(from.clone()).or_default().push(data);
+                    self.early.entry(from.clone()).or_default().push(data);
                     self.open(from, false);
                 }
             },
+            ServerFrame::Ack { seq } => self.session.server_ack(seq),
             ServerFrame::Error { code, message } => {
                 let _ = self
                     .events
                     .send(RoomEvent::ServerError { code, message })
                     .await;
             }
-            // Frame types of a newer server are not for us.
-            ServerFrame::Welcome { .. } | ServerFrame::Pong | ServerFrame::Unknown => {}
+            // Greetings only come first on a socket; frame types of a
+            // newer server are not for us.
+            ServerFrame::Welcome { .. }
+            | ServerFrame::Resumed { .. }
+            | ServerFrame::Pong
+            | ServerFrame::Unknown => {}
         }
     }
 
@@ -480,7 +1113,7 @@ impl RoomTask {
         }
         self.conns.insert(peer.clone(), None);
         let cfg = self.peer_cfg.clone();
-        let out = self.out.clone();
+        let out = self.signals.clone();
         let internal = self.internal.0.clone();
         let channel = if offerer {
             self.cfg.channel.clone()
@@ -506,11 +1139,7 @@ impl RoomTask {
             let mut app = negotiate::spawn(pc.clone(), events, offerer, sig_rx, move |sig| {
                 match serde_json::value::to_raw_value(&sig) {
                     Ok(data) => {
-                        let frame = ClientMessage::Signal {
-                            to: Cow::Borrowed(&to),
-                            data: &data,
-                        };
-                        let _ = out.send(frame.to_json());
+                        let _ = out.send((to.clone(), data));
                     }
                     Err(e) => warn!("cannot encode a signal for {to}: {e}"),
                 }
@@ -541,24 +1170,35 @@ impl RoomTask {
             }
             // Forward events; heal failures with ICE restarts.
             let mut restarts = 0;
-            let mut disconnected_at: Option<tokio::time::Instant> = None;
+            let mut exhausted = false;
+            let mut disconnected_at: Option<Instant> = None;
             loop {
                 let wait = match disconnected_at {
                     Some(t) => t + Duration::from_secs(2),
-                    None => tokio::time::Instant::now() + Duration::from_secs(3600),
+                    None => Instant::now() + Duration::from_secs(3600),
                 };
                 tokio::select! {
                     ev = app.recv() => {
                         let Some(ev) = ev else { break };
                         if let Event::IceConnectionState(s) = &ev {
                             match s {
-                                IceConnectionState::Disconnected => disconnected_at = Some(tokio::time::Instant::now()),
+                                IceConnectionState::Disconnected => disconnected_at = Some(Instant::now()),
                                 IceConnectionState::Failed if restarts < max_restarts => {
                                     restarts += 1;
                                     info!("connection to {peer} failed: ICE restart {restarts}/{max_restarts}");
                                     let _ = pc.restart_ice().await;
                                 }
-                                IceConnectionState::Connected => { disconnected_at = None; restarts = 0; }
+                                IceConnectionState::Failed => {
+                                    disconnected_at = None;
+                                    if !exhausted {
+                                        exhausted = true;
+                                        warn!("connection to {peer} failed after {max_restarts} ICE restart(s)");
+                                        if internal.send(Internal::Exhausted { peer: peer.clone() }).await.is_err() {
+                                            break;
+                                        }
+                                    }
+                                }
+                                IceConnectionState::Connected => { disconnected_at = None; restarts = 0; exhausted = false; }
                                 _ => disconnected_at = None,
                             }
                         }

@@ -45,8 +45,10 @@ pub async fn run(a: ChatArgs, out: Out) -> Result<(), Failure> {
             }
             ev = tracker.next(&mut room) => {
                 let Some(ev) = ev else { continue };
-                if let Happened::PeerLeft(p) = tracker.handle(ev).await? {
-                    if p == peer { break; }
+                match tracker.handle(ev).await? {
+                    Happened::PeerLeft(p) if p == peer => break,
+                    Happened::RestartsExhausted(p) if p == peer => return Err(super::restarts_exhausted(&peer)),
+                    _ => {}
                 }
             }
         }

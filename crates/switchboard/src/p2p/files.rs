@@ -4,10 +4,12 @@
 //! a temporary name and renames only after the hash matches).
 
 use super::{
-    first_link, join, room_config, CliEvent, Failure, Happened, Out, PeerArgs, Tracker, EXIT_OTHER,
-    EXIT_TRANSFER,
+    first_link, join, restarts_exhausted, room_config, CliEvent, Failure, Happened, Out, PeerArgs,
+    Tracker, EXIT_OTHER, EXIT_TRANSFER,
 };
 use clap::Args;
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use peer::{DataChannel, Message};
 use std::path::PathBuf;
@@ -120,18 +122,21 @@ pub async fn send(a: SendArgs, out: Out) -> Result<(), Failure> {
             last: Instant::now(),
         };
         let mut sent: u64 = 0;
-        // Produce and send every message; room events are checked between
-        // messages so a vanished peer ends the transfer promptly.
+        // Produce and send every message. Room events are handled while a
+        // message waits for room in the send buffer (a connection that
+        // died leaves it waiting forever), and between messages, so a
+        // vanished peer ends the transfer promptly.
         loop {
             let msg = tx
                 .next_message()
                 .map_err(|e| Failure::new(EXIT_OTHER, "file", e.to_string()))?;
             let Some(msg) = msg else { break };
             let (binary, len) = (msg.is_binary(), msg.as_bytes().len());
-            let r = match msg {
-                Outbound::Text(t) => link.channel.send(Message::Text(t)).await,
-                Outbound::Binary(b) => link.channel.send_binary(b).await,
+            let sending = match msg {
+                Outbound::Text(t) => link.channel.send(Message::Text(t)).boxed(),
+                Outbound::Binary(b) => link.channel.send_binary(b).boxed(),
             };
+            let r = send_watching(sending, &mut room, &mut tracker, &peer, &name).await?;
             r.map_err(|e| Failure::new(EXIT_TRANSFER, "transfer", format!("sending {name}: {e}")))?;
             if binary {
                 sent += len as u64;
@@ -149,15 +154,9 @@ pub async fn send(a: SendArgs, out: Out) -> Result<(), Failure> {
                 }
             }
             while let Some(ev) = tracker.try_next(&mut room) {
-                if let Happened::PeerLeft(p) = tracker.handle(ev).await? {
-                    if p == peer {
-                        pb.abandon();
-                        return Err(Failure::new(
-                            EXIT_TRANSFER,
-                            "peer-left",
-                            format!("{peer} left while {name} was being sent"),
-                        ));
-                    }
+                if let Err(f) = sending_event(tracker.handle(ev).await, &peer, &name) {
+                    pb.abandon();
+                    return Err(f);
                 }
             }
         }
@@ -183,10 +182,12 @@ pub async fn send(a: SendArgs, out: Out) -> Result<(), Failure> {
                 }
                 ev = tracker.next(&mut room) => {
                     let Some(ev) = ev else { continue };
-                    if let Happened::PeerLeft(p) = tracker.handle(ev).await? {
-                        if p == peer {
+                    match tracker.handle(ev).await? {
+                        Happened::PeerLeft(p) if p == peer => {
                             return Err(Failure::new(EXIT_TRANSFER, "peer-left", format!("{peer} left before acknowledging {name}")));
                         }
+                        Happened::RestartsExhausted(p) if p == peer => return Err(restarts_exhausted(&peer)),
+                        _ => {}
                     }
                 }
             }
@@ -226,6 +227,41 @@ pub async fn send(a: SendArgs, out: Out) -> Result<(), Failure> {
     room.leave();
     link.pc.close().await;
     Ok(())
+}
+
+/// Waits for one message to be taken by the channel while handling room
+/// events; Err when one of them ends the transfer.
+async fn send_watching(
+    sending: BoxFuture<'_, Result<(), peer::Error>>,
+    room: &mut peer::room::Room,
+    tracker: &mut Tracker,
+    peer: &str,
+    name: &str,
+) -> Result<Result<(), peer::Error>, Failure> {
+    tokio::pin!(sending);
+    loop {
+        tokio::select! {
+            r = &mut sending => return Ok(r),
+            ev = tracker.next(room) => {
+                // The room's events ended: only the send is left to wait for.
+                let Some(ev) = ev else { return Ok(sending.await) };
+                sending_event(tracker.handle(ev).await, peer, name)?;
+            }
+        }
+    }
+}
+
+/// What a room event means while `name` is being sent to `peer`.
+fn sending_event(h: Result<Happened, Failure>, peer: &str, name: &str) -> Result<(), Failure> {
+    match h? {
+        Happened::PeerLeft(p) if p == peer => Err(Failure::new(
+            EXIT_TRANSFER,
+            "peer-left",
+            format!("{peer} left while {name} was being sent"),
+        )),
+        Happened::RestartsExhausted(p) if p == peer => Err(restarts_exhausted(peer)),
+        _ => Ok(()),
+    }
 }
 
 fn tx_digest_hex<R>(tx: &Sender<R>) -> String {
@@ -308,6 +344,7 @@ pub async fn recv(a: RecvArgs, out: Out) -> Result<(), Failure> {
             ev = tracker.next(&mut room) => {
                 let Some(ev) = ev else { continue };
                 match tracker.handle(ev).await? {
+                    Happened::RestartsExhausted(p) if p == peer => return Err(restarts_exhausted(&peer)),
                     Happened::PeerLeft(p) if p == peer => {
                         if rx.abort().is_some() {
                             return Err(Failure::new(EXIT_TRANSFER, "peer-left", format!("{peer} left in the middle of a file; the partial file was removed")));

@@ -130,6 +130,10 @@ pub const EXIT_SIGNALING: i32 = 3;
 pub const EXIT_CONNECTION: i32 = 4;
 /// A transfer failed: hash mismatch, or the peer left mid-transfer.
 pub const EXIT_TRANSFER: i32 = 5;
+/// The call could not be kept up: the signaling connection dropped and
+/// neither a resume within the server's window nor a rejoin worked, or the
+/// connection to the peer failed and its ICE restarts were exhausted.
+pub const EXIT_LOST: i32 = 6;
 
 /// Runs a peer command and exits with its code.
 pub fn run(cmd: PeerCommand) -> ! {
@@ -256,6 +260,24 @@ pub enum CliEvent<'a> {
         ok: bool,
         /// Milliseconds from `file-start` to `file-end`.
         ms: u64,
+    },
+    /// The signaling connection dropped; attempt `attempt` (from 1) to
+    /// get the session back follows after a backoff. Connections keep
+    /// running meanwhile.
+    Reconnecting {
+        /// Which attempt comes next, from 1.
+        attempt: u32,
+        /// Why the connection dropped, or why the last attempt failed.
+        reason: &'a str,
+    },
+    /// The session was resumed on a new signaling connection; nothing was
+    /// lost and the peer connections were not touched.
+    Resumed,
+    /// The session could not be resumed, so we joined again under the same
+    /// id and ICE-restart the connections to the peers still here.
+    Rejoined {
+        /// Ids of the peers in the room now.
+        peers: &'a [String],
     },
     /// A chat line from a peer.
     Text {
@@ -514,6 +536,9 @@ pub enum Happened {
     /// The signaling connection ended, with its reason; connections
     /// already up keep running.
     SignalingClosed(String),
+    /// The connection to this peer failed and ICE restarts did not bring
+    /// it back.
+    RestartsExhausted(String),
 }
 
 impl Tracker {
@@ -699,6 +724,37 @@ impl Tracker {
                 self.out.note(|| format!("server: {code}: {message}"));
             }
             RoomEvent::Closed { reason } => return Ok(Happened::SignalingClosed(reason)),
+            RoomEvent::Reconnecting { attempt, reason } => {
+                self.out
+                    .event(CliEvent::Reconnecting { attempt, reason: &reason }, || {
+                        format!("signaling connection lost ({reason}); reconnecting (attempt {attempt})")
+                    });
+            }
+            RoomEvent::Resumed => {
+                self.out.event(CliEvent::Resumed, || {
+                    "signaling session resumed".to_string()
+                });
+            }
+            RoomEvent::Rejoined { peers } => {
+                self.out.event(CliEvent::Rejoined { peers: &peers }, || {
+                    format!(
+                        "could not resume the signaling session; rejoined the room ({} peer(s) here), restarting ICE",
+                        peers.len()
+                    )
+                });
+            }
+            RoomEvent::SessionLost { reason } => {
+                return Err(Failure::new(
+                    EXIT_LOST,
+                    "session-lost",
+                    format!("signaling connection lost for good: {reason}"),
+                ))
+            }
+            RoomEvent::RestartsExhausted { peer } => {
+                self.out
+                    .note(|| format!("connection to {peer} failed; no ICE restart left"));
+                return Ok(Happened::RestartsExhausted(peer));
+            }
         }
         Ok(Happened::Nothing)
     }
@@ -816,6 +872,15 @@ fn describe(p: Option<&CandidatePair>) -> String {
     }
 }
 
+/// The failure when the connection to `peer` is gone for good.
+pub fn restarts_exhausted(peer: &str) -> Failure {
+    Failure::new(
+        EXIT_LOST,
+        "restarts-exhausted",
+        format!("the connection to {peer} failed and ICE restarts did not bring it back"),
+    )
+}
+
 /// Waits for the first linked peer, failing on timeout or lost signaling.
 pub async fn first_link(room: &mut room::Room, tracker: &mut Tracker) -> Result<Link, Failure> {
     loop {
@@ -842,6 +907,7 @@ pub async fn first_link(room: &mut room::Room, tracker: &mut Tracker) -> Result<
                     format!("signaling connection lost before a peer connected: {r}"),
                 ))
             }
+            Happened::RestartsExhausted(p) => return Err(restarts_exhausted(&p)),
             _ => tracker.check_timeouts()?,
         }
     }
@@ -1069,6 +1135,18 @@ mod tests {
                     ms: 4,
                 },
                 json!({"event": "file-received", "peer": "p", "name": "f", "path": null, "size": 9, "sha256": "ab", "ok": false, "ms": 4}),
+            ),
+            (
+                CliEvent::Reconnecting {
+                    attempt: 2,
+                    reason: "reset",
+                },
+                json!({"event": "reconnecting", "attempt": 2, "reason": "reset"}),
+            ),
+            (CliEvent::Resumed, json!({"event": "resumed"})),
+            (
+                CliEvent::Rejoined { peers: &peers },
+                json!({"event": "rejoined", "peers": ["a", "b"]}),
             ),
             (
                 CliEvent::Text {
