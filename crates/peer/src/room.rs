@@ -248,6 +248,7 @@ pub async fn join(cfg: RoomConfig) -> Result<Room, RoomError> {
         room: Cow::Borrowed(&cfg.room),
         peer: cfg.peer.as_deref().map(Cow::Borrowed),
         meta: Some(&meta),
+        session: None,
     };
     ws.send(Ws::text(join.to_json()))
         .await
@@ -432,7 +433,7 @@ impl RoomTask {
         early: &mut HashMap<String, Vec<Signal>>,
     ) {
         match frame {
-            ServerFrame::PeerJoined { peer, meta } => {
+            ServerFrame::PeerJoined { peer, meta, .. } => {
                 let _ = self
                     .events
                     .send(RoomEvent::PeerJoined {
@@ -443,14 +444,14 @@ impl RoomTask {
                 // We are the older side: prepare, wait for the offer.
                 self.open(peer, false);
             }
-            ServerFrame::PeerLeft { peer } => {
+            ServerFrame::PeerLeft { peer, .. } => {
                 early.remove(&peer);
                 if let Some(Some(c)) = self.conns.remove(&peer) {
                     tokio::spawn(async move { c.pc.close().await });
                 }
                 let _ = self.events.send(RoomEvent::PeerLeft { peer }).await;
             }
-            ServerFrame::Signal { from, data } => match self.conns.get(&from) {
+            ServerFrame::Signal { from, data, .. } => match self.conns.get(&from) {
                 Some(Some(c)) => {
                     let _ = c.signals.send(data);
                 }
@@ -469,7 +470,11 @@ impl RoomTask {
                     .await;
             }
             // Frame types of a newer server are not for us.
-            ServerFrame::Welcome { .. } | ServerFrame::Pong | ServerFrame::Unknown => {}
+            ServerFrame::Welcome { .. }
+            | ServerFrame::Resumed { .. }
+            | ServerFrame::Ack { .. }
+            | ServerFrame::Pong
+            | ServerFrame::Unknown => {}
         }
     }
 
@@ -509,6 +514,7 @@ impl RoomTask {
                         let frame = ClientMessage::Signal {
                             to: Cow::Borrowed(&to),
                             data: &data,
+                            seq: None,
                         };
                         let _ = out.send(frame.to_json());
                     }
