@@ -100,6 +100,8 @@ export function explainError(err, ctx = {}) {
       return { code, title: 'Signaling server did not answer.', text: `Connected to ${ctx.url ?? 'the server'} but no welcome came back in time.` };
     case 'signaling-closed':
       return { code, title: 'Signaling connection lost.', text: `${err.message ?? ''} New peers cannot reach you until you reload.` };
+    case 'reconnect-failed':
+      return { code, title: 'Signaling connection lost.', text: `${err.message ?? ''}. New peers cannot reach you until you reload.` };
     // The rule for names lives in the server; its message states it.
     case 'invalid-room':
       return { code, title: 'Invalid room name.', text: `The server refused ${room}: ${serverSays(err)}` };
@@ -280,6 +282,35 @@ export async function playWithFallback(media, buttonHost) {
       buttonHost.append(btn);
     }
   }
+}
+
+/**
+ * Keep a "reconnecting…" badge in step with the room's signaling: shown
+ * from 'reconnecting' until 'resumed' or 'rejoined', "offline" once the SDK
+ * gives up. `document.body.dataset.signaling` says the same for scripts:
+ * `connected`, `reconnecting`, `resumed`, `rejoined` or `lost`.
+ * @param {EventTarget} room a joined Room
+ * @param {HTMLElement} badge
+ */
+export function trackSignaling(room, badge) {
+  const show = (state, text) => {
+    document.body.dataset.signaling = state;
+    badge.dataset.state = state;
+    badge.textContent = text;
+    badge.classList.toggle('hidden', !text);
+  };
+  show('connected', '');
+  room.addEventListener('reconnecting', (ev) => {
+    const { attempt } = /** @type {any} */ (ev);
+    show('reconnecting', 'reconnecting…');
+    badge.title = `Signaling connection lost; attempt ${attempt}. Calls in progress go on.`;
+  });
+  room.addEventListener('resumed', () => show('resumed', ''));
+  room.addEventListener('rejoined', () => show('rejoined', ''));
+  room.addEventListener('signalingclose', () => {
+    show('lost', 'offline');
+    badge.title = 'Signaling connection lost for good; reload to reach new peers.';
+  });
 }
 
 /** Page header with navigation. @param {string} current */

@@ -1,7 +1,13 @@
 // Type declarations for switchboard.js (signaling protocol v1).
 
+import type { ReconnectOptions } from './session';
+export { SessionTracker, DEFAULT_RECONNECT, backoffDelay } from './session';
+export type { ReconnectOptions } from './session';
+
 export declare const PROTOCOL_VERSION: 1;
 export declare const DEFAULT_PING_INTERVAL: number;
+/** Default wait for an answer to a ping before the socket counts as dropped (5000 ms). */
+export declare const DEFAULT_PONG_TIMEOUT: number;
 
 /** Error codes sent by the server in `{"type":"error"}` frames. */
 export type ServerErrorCode =
@@ -14,7 +20,9 @@ export type ServerErrorCode =
   | 'peer-id-taken'
   | 'unknown-peer'
   | 'too-large'
-  | 'rate-limited';
+  | 'rate-limited'
+  | 'resume-failed'
+  | 'unavailable';
 
 /** Error codes added by the SDK. */
 export type ClientErrorCode =
@@ -23,7 +31,9 @@ export type ClientErrorCode =
   | 'signaling-error'
   | 'join-timeout'
   | 'bad-frame'
-  | 'already-joined';
+  | 'already-joined'
+  /** Signaling dropped and `reconnect.maxAttempts` attempts in a row failed. */
+  | 'reconnect-failed';
 
 export declare class SwitchboardError extends Error {
   constructor(code: string, message: string, extra?: { cause?: unknown; closeCode?: number; closeReason?: string });
@@ -72,15 +82,33 @@ export interface WelcomeMessage {
   peer: string;
   peers: PeerInfo[];
   iceServers: RTCIceServer[];
+  /** Session token (absent from servers without sessions). Opaque. */
+  session?: string;
+  /** Seconds the session survives a dropped socket. */
+  resumeWindow?: number;
+}
+/** Answer to `resume`: the missed messages follow. */
+export interface ResumedMessage {
+  type: 'resumed';
+  room: string;
+  peer: string;
+  peers: PeerInfo[];
+  iceServers: RTCIceServer[];
+  session: string;
+  resumeWindow: number;
+  /** Highest client seq the server handled; ours above it are sent again. */
+  ack: number;
 }
 export interface PeerJoinedMessage {
   type: 'peer-joined';
   peer: string;
   meta: Record<string, unknown>;
+  seq?: number;
 }
 export interface PeerLeftMessage {
   type: 'peer-left';
   peer: string;
+  seq?: number;
 }
 /** What peers relay to each other (opaque to the server). */
 export interface SignalData {
@@ -92,6 +120,7 @@ export interface SignalMessage {
   type: 'signal';
   from: string;
   data: SignalData;
+  seq?: number;
 }
 export interface ErrorFields {
   code: string;
@@ -104,6 +133,36 @@ export interface CloseFields {
   wasClean: boolean;
   /** True when the client closed the socket itself. */
   byClient: boolean;
+  /** Set when the channel gave up reconnecting (code `reconnect-failed`). */
+  error?: SwitchboardError;
+}
+export interface ReconnectingFields {
+  /** 1 for the first attempt after the drop. */
+  attempt: number;
+  /** ms until this attempt. */
+  delay: number;
+  /** Close code and reason of the socket that dropped. */
+  code: number;
+  reason: string;
+}
+export interface ResumedFields extends ResumedMessage {
+  /** How many of our signals were sent again. */
+  resent: number;
+  /** ms from the drop to the resume. */
+  downtime: number;
+}
+export interface RejoinedFields extends WelcomeMessage {
+  welcome: WelcomeMessage;
+  /**
+   * True when the others have surely dropped our calls (the resume window
+   * had passed, or the server gave us another id): every call starts over.
+   * Otherwise the calls to peers still present are ICE-restarted.
+   */
+  fresh: boolean;
+  /** Our peer id before the drop. */
+  previousPeer: string | null;
+  /** ms from the drop to the rejoin. */
+  downtime: number;
 }
 
 // --- signaling -----------------------------------------------------------
@@ -135,31 +194,66 @@ export interface SignalingChannelEventMap {
   signal: FieldsEvent<SignalMessage>;
   error: FieldsEvent<ErrorFields>;
   pong: FieldsEvent<{ type: 'pong' }>;
+  /** The channel is closed for good: by close()/leave(), or after giving up reconnecting. */
   close: FieldsEvent<CloseFields>;
+  /** The socket dropped (or an attempt failed); attempt number `attempt` comes in `delay` ms. */
+  reconnecting: FieldsEvent<ReconnectingFields>;
+  /** The session was taken back; missed messages follow, nothing was lost. */
+  resumed: FieldsEvent<ResumedFields>;
+  /** The server refused the resume; the channel joins again next. */
+  'resume-failed': FieldsEvent<ErrorFields>;
+  /** A new session after a failed resume (same room, same id where possible). */
+  rejoined: FieldsEvent<RejoinedFields>;
   unknown: FieldsEvent<Record<string, unknown>>;
 }
 
 export interface SignalingChannelOptions {
   /** Keepalive ping interval in ms (default 10000; 0 disables). */
   pingInterval?: number;
-  /** How long join() waits for `welcome`, in ms (default 10000). */
+  /**
+   * If nothing at all arrives within this many ms after a ping, the socket
+   * counts as dropped and the channel reconnects (default 5000; 0 disables).
+   */
+  pongTimeout?: number;
+  /** How long join() waits for `welcome`, and a reconnect for its answer, in ms (default 10000). */
   joinTimeout?: number;
+  /**
+   * Reconnect after a drop: jittered exponential backoff, then `resume`,
+   * or `join` again when that is refused. `false` turns it off (a drop then
+   * closes the channel, as in earlier versions). Default
+   * `{initialDelay: 1000, maxDelay: 10000, maxAttempts: 10}`.
+   */
+  reconnect?: false | ReconnectOptions;
 }
 
 export declare class SignalingChannel extends EventTarget {
   constructor(url: string, options?: SignalingChannelOptions);
   readonly url: string;
   pingInterval: number;
+  pongTimeout: number;
   joinTimeout: number;
+  reconnect: Required<ReconnectOptions> & { enabled: boolean };
   room: string | null;
   peerId: string | null;
   iceServers: RTCIceServer[];
-  state: 'idle' | 'connecting' | 'joined' | 'closed';
+  state: 'idle' | 'connecting' | 'joined' | 'reconnecting' | 'closed';
+  /** Session token of the current session (null without one). */
+  readonly session: string | null;
+  /** Seconds the server keeps our session after a drop. */
+  readonly resumeWindow: number;
+  /** Highest server seq received in this session. */
+  readonly lastSeq: number;
+  /** Our signals the server has not acked yet. */
+  readonly unackedSignals: number;
   /**
    * Rejects with SwitchboardError (`room-full`, `signaling-unreachable`, ...).
    * After a server error the socket stays open and join() may be retried.
    */
   join(room: string, opts?: { peer?: string; meta?: Record<string, unknown> }): Promise<WelcomeMessage>;
+  /**
+   * Relay to a peer. With a session the signal is numbered and kept until
+   * acked, so one sent while reconnecting goes out after the resume.
+   */
   signal(to: string, data: SignalData): void;
   to(peerId: string): PeerSignaling;
   leave(): void;
@@ -198,7 +292,10 @@ export interface JoinOptions {
   /** Extra RTCConfiguration fields merged into every peer connection. */
   rtcConfig?: RTCConfiguration;
   pingInterval?: number;
+  pongTimeout?: number;
   joinTimeout?: number;
+  /** See SignalingChannelOptions.reconnect. */
+  reconnect?: false | ReconnectOptions;
 }
 
 export interface TimelineEntry {
@@ -214,7 +311,7 @@ export interface TimelineEntry {
    * 'end-of-remote-candidates', 'ice-gathering-state',
    * 'ice-connection-state', 'connection-state', 'signaling-state', 'track',
    * 'datachannel-created', 'datachannel-received', 'datachannel-open',
-   * 'ice-restart', 'error', 'close', ...
+   * 'ice-restart', 'peer-rejoined', 'peer-replaced', 'error', 'close', ...
    */
   step: string;
   detail: string;
@@ -312,8 +409,20 @@ export interface RoomEventMap {
   statechange: FieldsEvent<StateFields>;
   timeline: FieldsEvent<TimelineFields>;
   error: FieldsEvent<RoomErrorFields>;
+  /** Signaling is gone for good (reconnect disabled or given up). */
   signalingclose: FieldsEvent<{ code: number; reason: string }>;
   close: FieldsEvent<{ reason: string }>;
+  /** Signaling dropped; the calls go on while it reconnects. */
+  reconnecting: FieldsEvent<ReconnectingFields>;
+  /** Signaling is back with nothing lost; the peer connections were not touched. */
+  resumed: FieldsEvent<ResumedFields>;
+  /**
+   * Signaling is back as a new session. Calls to the peers in `restarted`
+   * were ICE-restarted; when `fresh`, every call was re-created instead.
+   */
+  rejoined: FieldsEvent<{ peer: string; fresh: boolean; restarted: string[]; downtime: number }>;
+  /** Another peer joined again under its id and kept its call with us (it ICE-restarts). */
+  peerrejoined: FieldsEvent<PeerField>;
 }
 
 export declare class Room extends EventTarget {

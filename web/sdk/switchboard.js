@@ -3,13 +3,20 @@
 // ES module, no build step. Two layers:
 //
 //   * SignalingChannel: the WebSocket to `switchboard serve`. join / welcome /
-//     peer-joined / peer-left / signal / error / ping. `channel.to(peerId)`
-//     gives a per-peer object with `send({description})`, `send({candidate})`
-//     and 'message' events, the shape used by the W3C examples.
+//     peer-joined / peer-left / signal / error / ping, and sessions: after a
+//     drop it reconnects by itself and resumes (or joins again), with the
+//     seq/ack bookkeeping in session.js. `channel.to(peerId)` gives a
+//     per-peer object with `send({description})`, `send({candidate})` and
+//     'message' events, the shape used by the W3C examples.
 //   * joinRoom(): one RTCPeerConnection per remote peer, roles from the
 //     protocol (newcomer offers; the peer that saw `peer-joined` waits for the
 //     offer), W3C perfect negotiation with the newcomer polite, trickle ICE,
-//     and a millisecond timeline of every JSEP and ICE step per peer.
+//     ICE restarts after a rejoin, and a millisecond timeline of every JSEP
+//     and ICE step per peer.
+
+import { SessionTracker, DEFAULT_RECONNECT, backoffDelay } from './session.js';
+
+export { SessionTracker, DEFAULT_RECONNECT, backoffDelay };
 
 /** Version of the signaling protocol this SDK speaks. */
 export const PROTOCOL_VERSION = 1;
@@ -17,11 +24,14 @@ export const PROTOCOL_VERSION = 1;
 /** Default interval between `{"type":"ping"}` keepalives, in ms. */
 export const DEFAULT_PING_INTERVAL = 10_000;
 
+/** Default wait for any answer to a ping before the socket counts as dropped, in ms. */
+export const DEFAULT_PONG_TIMEOUT = 5_000;
+
 /**
  * Error with a machine-readable `code`. Server error codes are passed through
  * unchanged (`room-full`, `invalid-room`, `peer-id-taken`, ...); the SDK adds
- * `signaling-unreachable`, `signaling-closed`, `join-timeout` and
- * `left`.
+ * `signaling-unreachable`, `signaling-closed`, `join-timeout`,
+ * `reconnect-failed` and `left`.
  */
 export class SwitchboardError extends Error {
   /**
@@ -183,37 +193,91 @@ export class PeerSignaling extends EventTarget {
 }
 
 /**
- * The WebSocket to a switchboard server.
+ * The WebSocket to a switchboard server, kept alive across drops.
  *
  * Events: 'welcome', 'peer-joined', 'peer-left', 'signal', 'error' (server
- * error frames after the join, and transport errors), 'pong', 'close'.
- * Every event is a SwitchboardEvent whose fields are the server message.
+ * error frames after the join, and transport errors), 'pong', 'close', and
+ * for reconnects 'reconnecting', 'resumed' and 'rejoined'. Every event is a
+ * SwitchboardEvent whose fields are the server message.
+ *
+ * When the socket ends without us asking (no close() or leave()), the
+ * channel reconnects by itself with jittered exponential backoff and sends
+ * `resume`; the server replays what was missed, so nothing is lost or seen
+ * twice ('resumed'). When the server refuses the resume, it joins again with
+ * the same peer id and the old session token ('rejoined'), and the Room
+ * ICE-restarts its calls. After `reconnect.maxAttempts` failed attempts in a
+ * row it gives up: 'error' with code `reconnect-failed`, then 'close'.
  */
 export class SignalingChannel extends EventTarget {
   /** @type {WebSocket | null} */ #ws = null;
   /** @type {ReturnType<typeof setInterval> | null} */ #pingTimer = null;
+  /** @type {ReturnType<typeof setTimeout> | null} */ #pongTimer = null;
+  /** @type {ReturnType<typeof setInterval> | null} */ #ackTimer = null;
   /** @type {Map<string, PeerSignaling>} */ #peers = new Map();
   /** @type {{resolve: (w: any) => void, reject: (e: Error) => void} | null} */ #pendingJoin = null;
   #closedByUs = false;
+  #session = new SessionTracker();
+  /** What join() was called with, to join again after a failed resume. @type {{room: string, peer?: string, meta?: Record<string, unknown>} | null} */
+  #joinArgs = null;
+  // Reconnect state.
+  /** What the current reconnect socket waits for. @type {'resume' | 'rejoin' | 'rejoin-any' | null} */
+  #phase = null;
+  #attempts = 0;
+  #droppedAt = 0;
+  /** Why the socket dropped: reported with every 'reconnecting' and a final 'close'. */
+  #dropInfo = { code: 1006, reason: '' };
+  /** The window had passed, or the id was lost: the rejoin is a new session towards the peers. */
+  #fresh = false;
+  #previousPeer = /** @type {string | null} */ (null);
+  /** @type {ReturnType<typeof setTimeout> | null} */ #retryTimer = null;
+  /** @type {ReturnType<typeof setTimeout> | null} */ #answerTimer = null;
 
   /**
    * @param {string} url WebSocket URL, e.g. `ws://127.0.0.1:8080/v1/ws`.
-   * @param {{pingInterval?: number, joinTimeout?: number}} [options]
+   * @param {import('./switchboard').SignalingChannelOptions} [options]
    */
   constructor(url, options = {}) {
     super();
     /** @type {string} */
     this.url = url;
     this.pingInterval = options.pingInterval ?? DEFAULT_PING_INTERVAL;
+    this.pongTimeout = options.pongTimeout ?? DEFAULT_PONG_TIMEOUT;
     this.joinTimeout = options.joinTimeout ?? 10_000;
+    const rc = options.reconnect;
+    /** @type {{enabled: boolean, initialDelay: number, maxDelay: number, maxAttempts: number}} */
+    this.reconnect = {
+      enabled: rc !== false,
+      ...DEFAULT_RECONNECT,
+      ...(rc && typeof rc === 'object' ? rc : {}),
+    };
     /** @type {string | null} */
     this.room = null;
     /** @type {string | null} */
     this.peerId = null;
     /** @type {RTCIceServer[]} */
     this.iceServers = [];
-    /** @type {'idle' | 'connecting' | 'joined' | 'closed'} */
+    /** @type {'idle' | 'connecting' | 'joined' | 'reconnecting' | 'closed'} */
     this.state = 'idle';
+  }
+
+  /** The session token from `welcome` / `resumed` (null without one). */
+  get session() {
+    return this.#session.token;
+  }
+
+  /** Seconds the server keeps our session after a drop (0 when unknown). */
+  get resumeWindow() {
+    return this.#session.resumeWindow;
+  }
+
+  /** Highest server `seq` received in this session. */
+  get lastSeq() {
+    return this.#session.lastSeen;
+  }
+
+  /** Our signals the server has not acked yet. */
+  get unackedSignals() {
+    return this.#session.outbox.length;
   }
 
   /**
@@ -231,18 +295,17 @@ export class SignalingChannel extends EventTarget {
     if (this.#pendingJoin) {
       return Promise.reject(new SwitchboardError('already-joined', 'a join is already in progress'));
     }
-    if (this.state === 'joined') {
+    if (this.state === 'joined' || this.state === 'reconnecting') {
       return Promise.reject(new SwitchboardError('already-joined', `already in room "${this.room}"; leave() first`));
     }
-    /** @type {Record<string, unknown>} */
-    const msg = { type: 'join', room };
-    if (opts.peer) msg.peer = opts.peer;
-    if (opts.meta) msg.meta = opts.meta;
+    this.#joinArgs = { room, peer: opts.peer, meta: opts.meta };
+    const msg = joinMessage(room, opts.peer, opts.meta);
 
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         if (!this.#pendingJoin) return;
         this.#pendingJoin = null;
+        this.#closedByUs = true;
         this.#teardown();
         reject(new SwitchboardError('join-timeout', `no welcome from ${this.url} within ${this.joinTimeout} ms`));
       }, this.joinTimeout);
@@ -256,55 +319,38 @@ export class SignalingChannel extends EventTarget {
       }
       this.state = 'connecting';
       this.#closedByUs = false;
-      let ws;
       try {
-        ws = new WebSocket(this.url);
+        this.#open(() => this.#sendRaw(msg));
       } catch (err) {
         this.#failJoin(new SwitchboardError('signaling-unreachable',
           `cannot open signaling WebSocket ${this.url}: ${err instanceof Error ? err.message : err}`, { cause: err }));
-        return;
       }
-      this.#ws = ws;
-      ws.addEventListener('open', () => {
-        this.#sendRaw(msg);
-        this.#startPing();
-      });
-      ws.addEventListener('message', (ev) => this.#onFrame(ev));
-      ws.addEventListener('error', () => {
-        if (this.#pendingJoin) {
-          this.#failJoin(new SwitchboardError('signaling-unreachable',
-            `signaling server unreachable at ${this.url}`));
-        } else {
-          this.dispatchEvent(new SwitchboardEvent('error', {
-            code: 'signaling-error', message: 'signaling WebSocket error',
-            error: new SwitchboardError('signaling-error', 'signaling WebSocket error'),
-          }));
-        }
-      });
-      ws.addEventListener('close', (ev) => {
-        const wasPending = !!this.#pendingJoin;
-        if (wasPending) {
-          this.#failJoin(new SwitchboardError('signaling-unreachable',
-            `signaling WebSocket closed before welcome (code ${ev.code}${ev.reason ? `, ${ev.reason}` : ''})`,
-            { closeCode: ev.code, closeReason: ev.reason }));
-        }
-        this.#stopPing();
-        this.state = 'closed';
-        if (this.#ws === ws) this.#ws = null;
-        this.dispatchEvent(new SwitchboardEvent('close', {
-          code: ev.code, reason: ev.reason, wasClean: ev.wasClean, byClient: this.#closedByUs,
-        }));
-      });
     });
   }
 
   /**
-   * Relay `data` to peer `to`.
+   * Relay `data` to peer `to`. With a session, the signal is numbered and
+   * kept until the server acks it, so one sent while reconnecting (or lost
+   * with a dropped socket) goes out after the resume. Without a session
+   * (a v1 server) a signal sent while reconnecting is dropped: the rejoin
+   * ICE-restarts every call anyway.
    * @param {string} to
    * @param {Record<string, any>} data
    */
   signal(to, data) {
-    this.#sendRaw({ type: 'signal', to, data: toPlain(data) });
+    /** @type {Record<string, unknown>} */
+    const msg = { type: 'signal', to, data: toPlain(data) };
+    if (this.state === 'reconnecting') {
+      this.#session.number(msg);
+      return;
+    }
+    if (this.#session.enabled && this.state === 'joined') {
+      this.#session.number(msg);
+      // A socket that just died is reported by its close event; the signal waits in the outbox.
+      try { this.#sendRaw(msg); } catch { /* re-sent after the resume */ }
+      return;
+    }
+    this.#sendRaw(msg);
   }
 
   /**
@@ -323,19 +369,40 @@ export class SignalingChannel extends EventTarget {
 
   /** Send `{"type":"leave"}`; the WebSocket stays open and may join again. */
   leave() {
-    if (this.state === 'joined') this.#sendRaw({ type: 'leave' });
-    this.state = this.#ws ? 'idle' : 'closed';
+    if (this.state === 'reconnecting') {
+      // Nothing to leave on: the session simply ends with the window.
+      this.#closedByUs = true;
+      this.#stopReconnect();
+      this.#teardown();
+      this.state = 'closed';
+    } else if (this.state === 'joined') {
+      try { this.#sendRaw({ type: 'leave' }); } catch { /* the socket is gone; so is the session */ }
+      this.state = this.#ws ? 'idle' : 'closed';
+    } else {
+      this.state = this.#ws ? 'idle' : 'closed';
+    }
+    this.#stopAcks();
+    this.#session.end();
     this.room = null;
     this.#peers.clear();
   }
 
-  /** Leave (if joined) and close the WebSocket. */
+  /** Leave (if joined) and close the WebSocket; stops any reconnect. */
   close() {
     if (this.state === 'joined') {
       try { this.#sendRaw({ type: 'leave' }); } catch { /* closing anyway */ }
     }
     this.#closedByUs = true;
-    this.#teardown();
+    const wasReconnecting = this.state === 'reconnecting';
+    this.#stopReconnect();
+    this.#session.end();
+    const hadSocket = this.#teardown();
+    if (wasReconnecting && !hadSocket) {
+      this.state = 'closed';
+      this.dispatchEvent(new SwitchboardEvent('close', {
+        code: this.#dropInfo.code, reason: this.#dropInfo.reason, wasClean: false, byClient: true,
+      }));
+    }
   }
 
   /** Send a keepalive ping now. */
@@ -352,26 +419,246 @@ export class SignalingChannel extends EventTarget {
     ws.send(JSON.stringify(msg));
   }
 
+  /**
+   * Open a WebSocket and make it the current one; `onOpen` runs once it is
+   * open. Events of a socket that is no longer the current one are ignored.
+   * @param {() => void} onOpen
+   */
+  #open(onOpen) {
+    const ws = new WebSocket(this.url);
+    this.#ws = ws;
+    ws.addEventListener('open', () => {
+      if (this.#ws !== ws) return;
+      this.#startPing();
+      onOpen();
+    });
+    ws.addEventListener('message', (ev) => {
+      if (this.#ws === ws) this.#onFrame(ev);
+    });
+    ws.addEventListener('error', () => {
+      if (this.#ws !== ws) return;
+      if (this.#pendingJoin) {
+        this.#failJoin(new SwitchboardError('signaling-unreachable',
+          `signaling server unreachable at ${this.url}`));
+      } else if (!this.#phase) {
+        this.dispatchEvent(new SwitchboardEvent('error', {
+          code: 'signaling-error', message: 'signaling WebSocket error',
+          error: new SwitchboardError('signaling-error', 'signaling WebSocket error'),
+        }));
+      }
+    });
+    ws.addEventListener('close', (ev) => {
+      if (this.#ws !== ws) {
+        // An abandoned socket finishing its close; a close() of ours is still reported.
+        return;
+      }
+      this.#ws = null;
+      this.#onSocketGone(ev.code, ev.reason, ev.wasClean);
+    });
+    return ws;
+  }
+
+  /**
+   * The current socket is gone (closed, or declared dead).
+   * @param {number} code
+   * @param {string} reason
+   * @param {boolean} wasClean
+   */
+  #onSocketGone(code, reason, wasClean) {
+    this.#stopPing();
+    this.#stopAcks();
+    if (this.#pendingJoin) {
+      this.#failJoin(new SwitchboardError('signaling-unreachable',
+        `signaling WebSocket closed before welcome (code ${code}${reason ? `, ${reason}` : ''})`,
+        { closeCode: code, closeReason: reason }));
+    }
+    if (this.#closedByUs) {
+      this.#stopReconnect();
+      this.state = 'closed';
+      this.dispatchEvent(new SwitchboardEvent('close', { code, reason, wasClean, byClient: true }));
+      return;
+    }
+    if (this.#phase) {
+      this.#attemptFailed(`socket closed (code ${code}${reason ? `, ${reason}` : ''})`);
+      return;
+    }
+    if (this.state === 'joined' && this.reconnect.enabled) {
+      this.#dropInfo = { code, reason };
+      this.#droppedAt = Date.now();
+      this.#attempts = 0;
+      this.#fresh = false;
+      this.#previousPeer = this.peerId;
+      this.state = 'reconnecting';
+      this.#scheduleAttempt();
+      return;
+    }
+    this.state = 'closed';
+    this.dispatchEvent(new SwitchboardEvent('close', { code, reason, wasClean, byClient: false }));
+  }
+
+  /** Forget the current socket (its events are ignored from now on) and close it. */
+  #abandonSocket() {
+    const ws = this.#ws;
+    this.#ws = null;
+    this.#stopPing();
+    this.#stopAcks();
+    if (ws && (ws.readyState === WebSocket.OPEN || ws.readyState === WebSocket.CONNECTING)) {
+      try { ws.close(4000, 'reconnecting'); } catch { /* already closing */ }
+    }
+  }
+
+  #scheduleAttempt() {
+    const delay = backoffDelay(this.#attempts, this.reconnect);
+    this.dispatchEvent(new SwitchboardEvent('reconnecting', {
+      attempt: this.#attempts + 1, delay, code: this.#dropInfo.code, reason: this.#dropInfo.reason,
+    }));
+    this.#retryTimer = setTimeout(() => {
+      this.#retryTimer = null;
+      this.#attempt();
+    }, delay);
+  }
+
+  /** One reconnect attempt: a new socket, then `resume` (or `join` when resuming cannot work). */
+  #attempt() {
+    if (this.state !== 'reconnecting') return;
+    const canResume = this.#session.enabled && !this.#session.windowPassed(Date.now() - this.#droppedAt);
+    if (!canResume && this.#session.enabled) this.#fresh = true;
+    this.#phase = canResume ? 'resume' : 'rejoin';
+    try {
+      this.#open(() => {
+        this.#armAnswerTimer();
+        if (this.#phase === 'resume') this.#sendRaw(this.#session.resumeMessage(this.room));
+        else this.#sendRejoin();
+      });
+    } catch (err) {
+      this.#attemptFailed(`cannot open ${this.url}: ${err instanceof Error ? err.message : err}`);
+    }
+  }
+
+  /** `join` again: same room, id and meta, with the old token so the id is ours to take over. */
+  #sendRejoin() {
+    const args = this.#joinArgs;
+    if (!args) return;
+    const peer = this.#phase === 'rejoin-any' ? undefined : (this.peerId ?? args.peer);
+    const msg = joinMessage(args.room, peer, args.meta);
+    if (this.#session.token && this.#phase === 'rejoin') msg.session = this.#session.token;
+    this.#sendRaw(msg);
+  }
+
+  #armAnswerTimer() {
+    this.#clearAnswerTimer();
+    this.#answerTimer = setTimeout(() => {
+      this.#answerTimer = null;
+      if (this.#phase) this.#attemptFailed(`no answer within ${this.joinTimeout} ms`);
+    }, this.joinTimeout);
+  }
+
+  #clearAnswerTimer() {
+    if (this.#answerTimer) clearTimeout(this.#answerTimer);
+    this.#answerTimer = null;
+  }
+
+  /** @param {string} why */
+  #attemptFailed(why) {
+    this.#phase = null;
+    this.#clearAnswerTimer();
+    this.#abandonSocket();
+    if (this.state !== 'reconnecting') return;
+    this.#attempts += 1;
+    if (this.#attempts >= this.reconnect.maxAttempts) {
+      this.state = 'closed';
+      this.#session.end();
+      const err = new SwitchboardError('reconnect-failed',
+        `signaling lost and ${this.#attempts} reconnect attempts failed (last: ${why}); existing calls continue but get no new signals`,
+        { closeCode: this.#dropInfo.code, closeReason: this.#dropInfo.reason });
+      this.dispatchEvent(new SwitchboardEvent('error', { code: err.code, message: err.message, error: err }));
+      this.dispatchEvent(new SwitchboardEvent('close', {
+        code: this.#dropInfo.code, reason: this.#dropInfo.reason, wasClean: false, byClient: false, error: err,
+      }));
+      return;
+    }
+    this.#scheduleAttempt();
+  }
+
+  #stopReconnect() {
+    if (this.#retryTimer) clearTimeout(this.#retryTimer);
+    this.#retryTimer = null;
+    this.#clearAnswerTimer();
+    this.#phase = null;
+  }
+
+  /** The reconnect worked: back to normal operation. */
+  #reconnected() {
+    this.#phase = null;
+    this.#clearAnswerTimer();
+    this.#attempts = 0;
+    this.state = 'joined';
+    this.#startAcks();
+  }
+
   #startPing() {
     this.#stopPing();
     if (this.pingInterval > 0) {
       this.#pingTimer = setInterval(() => {
-        try { this.ping(); } catch { /* the close handler reports it */ }
+        try { this.ping(); } catch { return; /* the close handler reports it */ }
+        // A socket can die without a close (sleep, network change): no
+        // answer at all within pongTimeout counts as a drop.
+        if (this.pongTimeout > 0 && !this.#pongTimer) {
+          this.#pongTimer = setTimeout(() => {
+            this.#pongTimer = null;
+            this.#declareDead(`no answer to ping within ${this.pongTimeout} ms`);
+          }, this.pongTimeout);
+        }
       }, this.pingInterval);
     }
+  }
+
+  /**
+   * Treat the current socket as dropped without waiting for its close event
+   * (which a dead network may take minutes to produce).
+   * @param {string} reason
+   */
+  #declareDead(reason) {
+    if (!this.#ws) return;
+    this.#abandonSocket();
+    this.#onSocketGone(1006, reason, false);
   }
 
   #stopPing() {
     if (this.#pingTimer) clearInterval(this.#pingTimer);
     this.#pingTimer = null;
+    if (this.#pongTimer) clearTimeout(this.#pongTimer);
+    this.#pongTimer = null;
   }
 
+  #startAcks() {
+    this.#stopAcks();
+    if (!this.#session.enabled) return;
+    this.#ackTimer = setInterval(() => this.#sendAck(true), 1000);
+  }
+
+  #stopAcks() {
+    if (this.#ackTimer) clearInterval(this.#ackTimer);
+    this.#ackTimer = null;
+  }
+
+  /** @param {boolean} force */
+  #sendAck(force) {
+    const seq = this.#session.ackDue(force);
+    if (seq === null) return;
+    try { this.#sendRaw({ type: 'ack', seq }); } catch { /* the resume tells the server what we have */ }
+  }
+
+  /** Close the current socket; returns whether there was one to close. */
   #teardown() {
     this.#stopPing();
+    this.#stopAcks();
     const ws = this.#ws;
     if (ws && (ws.readyState === WebSocket.OPEN || ws.readyState === WebSocket.CONNECTING)) {
       ws.close(1000, 'client closed');
+      return true;
     }
+    return false;
   }
 
   /**
@@ -395,6 +682,11 @@ export class SignalingChannel extends EventTarget {
 
   /** @param {MessageEvent} ev */
   #onFrame(ev) {
+    if (this.#pongTimer) {
+      // Anything from the server proves the socket alive.
+      clearTimeout(this.#pongTimer);
+      this.#pongTimer = null;
+    }
     /** @type {any} */
     let msg;
     try {
@@ -408,38 +700,45 @@ export class SignalingChannel extends EventTarget {
     }
     if (!msg || typeof msg.type !== 'string') return;
     switch (msg.type) {
-      case 'welcome': {
-        this.room = msg.room;
-        this.peerId = msg.peer;
-        this.iceServers = Array.isArray(msg.iceServers) ? msg.iceServers : [];
-        this.state = 'joined';
-        const pending = this.#pendingJoin;
-        this.#pendingJoin = null;
-        this.dispatchEvent(new SwitchboardEvent('welcome', msg));
-        if (pending) pending.resolve(msg);
+      case 'welcome':
+        if (this.#phase === 'rejoin' || this.#phase === 'rejoin-any') this.#onRejoined(msg);
+        else this.#onWelcome(msg);
         break;
-      }
+      case 'resumed':
+        if (this.#phase === 'resume') this.#onResumed(msg);
+        break;
       case 'error': {
         const err = new SwitchboardError(String(msg.code || 'error'), String(msg.message || msg.code || 'error'));
-        if (this.#pendingJoin) {
+        if (this.#phase) {
+          this.#onReconnectError(err);
+        } else if (this.#pendingJoin) {
           this.#failJoin(err, false);
         } else {
           this.dispatchEvent(new SwitchboardEvent('error', { code: err.code, message: err.message, error: err }));
         }
         break;
       }
+      case 'ack':
+        this.#session.acked(msg.seq);
+        break;
       case 'signal': {
+        if (!this.#session.accept(msg.seq)) break;
         this.dispatchEvent(new SwitchboardEvent('signal', msg));
         if (typeof msg.from === 'string') this.to(msg.from)._deliver(msg.data);
+        this.#sendAck(false);
         break;
       }
       case 'peer-left': {
+        if (!this.#session.accept(msg.seq)) break;
         this.dispatchEvent(new SwitchboardEvent('peer-left', msg));
         this.#peers.delete(msg.peer);
+        this.#sendAck(false);
         break;
       }
       case 'peer-joined':
+        if (!this.#session.accept(msg.seq)) break;
         this.dispatchEvent(new SwitchboardEvent('peer-joined', { ...msg, meta: msg.meta ?? {} }));
+        this.#sendAck(false);
         break;
       case 'pong':
         this.dispatchEvent(new SwitchboardEvent('pong', msg));
@@ -449,6 +748,85 @@ export class SignalingChannel extends EventTarget {
         this.dispatchEvent(new SwitchboardEvent('unknown', msg));
     }
   }
+
+  /** @param {any} msg */
+  #onWelcome(msg) {
+    this.#session.welcome(msg);
+    this.room = msg.room;
+    this.peerId = msg.peer;
+    this.iceServers = Array.isArray(msg.iceServers) ? msg.iceServers : [];
+    this.state = 'joined';
+    this.#startAcks();
+    const pending = this.#pendingJoin;
+    this.#pendingJoin = null;
+    this.dispatchEvent(new SwitchboardEvent('welcome', msg));
+    if (pending) pending.resolve(msg);
+  }
+
+  /** @param {any} msg */
+  #onResumed(msg) {
+    const resend = this.#session.resumed(msg);
+    if (Array.isArray(msg.iceServers)) this.iceServers = msg.iceServers;
+    this.#reconnected();
+    const downtime = Date.now() - this.#droppedAt;
+    this.dispatchEvent(new SwitchboardEvent('resumed', {
+      ...msg, resent: resend.length, downtime,
+    }));
+    for (const m of resend) {
+      try { this.#sendRaw(m); } catch { break; /* dropped again: the next resume sends them */ }
+    }
+  }
+
+  /** @param {any} msg */
+  #onRejoined(msg) {
+    this.#session.welcome(msg);
+    const previousPeer = this.#previousPeer;
+    const fresh = this.#fresh || msg.peer !== previousPeer;
+    this.room = msg.room;
+    this.peerId = msg.peer;
+    this.iceServers = Array.isArray(msg.iceServers) ? msg.iceServers : [];
+    this.#reconnected();
+    // Per-peer queues belong to the old session; the Room re-creates what it needs.
+    this.dispatchEvent(new SwitchboardEvent('rejoined', {
+      ...msg, welcome: msg, fresh, previousPeer, downtime: Date.now() - this.#droppedAt,
+    }));
+  }
+
+  /** @param {SwitchboardError} err */
+  #onReconnectError(err) {
+    if (this.#phase === 'resume' && err.code === 'resume-failed') {
+      // The socket stays open: join again on it.
+      this.#phase = 'rejoin';
+      this.#armAnswerTimer();
+      this.dispatchEvent(new SwitchboardEvent('resume-failed', { code: err.code, message: err.message, error: err }));
+      try { this.#sendRejoin(); } catch { /* its close event counts the attempt */ }
+      return;
+    }
+    if (this.#phase === 'rejoin' && err.code === 'peer-id-taken' && this.#session.token) {
+      // The id went to someone else: join under a new id; every call starts over.
+      this.#phase = 'rejoin-any';
+      this.#fresh = true;
+      this.#armAnswerTimer();
+      try { this.#sendRejoin(); } catch { /* its close event counts the attempt */ }
+      return;
+    }
+    // unavailable, room-full, a v1 server still holding our id, ...: try again later.
+    this.#attemptFailed(`${err.code}: ${err.message}`);
+  }
+}
+
+/**
+ * @param {string} room
+ * @param {string | undefined | null} peer
+ * @param {Record<string, unknown> | undefined} meta
+ * @returns {Record<string, unknown>}
+ */
+function joinMessage(room, peer, meta) {
+  /** @type {Record<string, unknown>} */
+  const msg = { type: 'join', room };
+  if (peer) msg.peer = peer;
+  if (meta) msg.meta = meta;
+  return msg;
 }
 
 /**
@@ -497,8 +875,10 @@ export class RemotePeer extends EventTarget {
    * @param {Record<string, unknown>} meta
    * @param {boolean} weAreNewcomer true when this side got the peer from
    *   `welcome` (so it offers and is polite).
+   * @param {boolean} [polite] overrides the politeness (a replacement
+   *   connection keeps the roles of the one it replaces).
    */
-  constructor(room, id, meta, weAreNewcomer) {
+  constructor(room, id, meta, weAreNewcomer, polite = weAreNewcomer) {
     super();
     this.#room = room;
     /** Remote peer id. */
@@ -506,7 +886,7 @@ export class RemotePeer extends EventTarget {
     /** The `meta` the remote peer joined with. */
     this.meta = meta ?? {};
     /** Newcomer is polite (docs/protocol.md, Roles). */
-    this.polite = weAreNewcomer;
+    this.polite = polite;
     /** True when this side makes the first offer. */
     this.initiator = weAreNewcomer;
     this.#holdNegotiation = !weAreNewcomer;
@@ -576,10 +956,79 @@ export class RemotePeer extends EventTarget {
         this.#adoptChannel(channel, true);
       }
     }
-    this.#sig.addEventListener('message', (ev) => {
-      const data = /** @type {any} */ (ev).data;
-      this.#inbox = this.#inbox.then(() => this.#onSignal(data)).catch((err) => this.#fail('signal-handling', err));
-    });
+    this.#sig.addEventListener('message', (ev) => this._handle(/** @type {any} */ (ev).data));
+  }
+
+  /**
+   * Handle a signal from the remote peer (in order with the others).
+   * @internal
+   * @param {any} data
+   */
+  _handle(data) {
+    this.#inbox = this.#inbox.then(() => this.#onSignal(data)).catch((err) => this.#fail('signal-handling', err));
+  }
+
+  /**
+   * Our signaling session was replaced (rejoin after a failed resume): the
+   * other side still has this connection, but signals in flight were lost.
+   * ICE-restart so media keeps flowing, and make sure the first negotiation
+   * happens even if its offer was among the lost.
+   * @internal
+   * @param {string} why
+   */
+  _restartIce(why) {
+    this.#inbox = this.#inbox.then(async () => {
+      if (this.closed) return;
+      const pc = this.pc;
+      if (!this.initiator && !this.#firstOfferHandled) {
+        // The newcomer's first offer never arrived: offer ourselves.
+        this.#firstOfferHandled = true;
+        this.#holdNegotiation = false;
+        this.#negotiationDeferred = false;
+        this.#addLocalTracks();
+        this.#addRecvOnly();
+      }
+      if (pc.signalingState === 'have-local-offer') {
+        // Its answer may have been lost with the old session.
+        this.#log('rollback', `${why}: our pending offer may be lost`);
+        await pc.setLocalDescription({ type: 'rollback' });
+      }
+      this.#restarts = 0;
+      this.#log('ice-restart', `restartIce() (${why})`);
+      pc.restartIce();
+    }).catch((err) => this.#fail('ice-restart', err));
+  }
+
+  /**
+   * The remote peer joined again under its id, keeping this connection: it
+   * will ICE-restart towards us. An offer of ours that its old session never
+   * got would block that (the impolite side ignores colliding offers), so
+   * roll it back; negotiation resumes after its offer.
+   * @internal
+   */
+  _expectRestart() {
+    this.#inbox = this.#inbox.then(async () => {
+      if (this.closed) return;
+      this.#log('peer-rejoined', `${this.id} joined again; expecting an ICE restart`);
+      if (this.pc.signalingState === 'have-local-offer') {
+        this.#log('rollback', 'our pending offer may be lost with its old session');
+        await this.pc.setLocalDescription({ type: 'rollback' });
+      }
+    }).catch((err) => this.#fail('peer-rejoined', err));
+  }
+
+  /**
+   * Point the connection at fresh ICE servers (new TURN credentials).
+   * @internal
+   * @param {RTCIceServer[]} iceServers
+   */
+  _setIceServers(iceServers) {
+    if (this.closed || this.#room.options.iceServers) return;
+    try {
+      this.pc.setConfiguration({ ...this.pc.getConfiguration(), iceServers });
+    } catch (err) {
+      this.#log('setConfiguration-warning', errText(err));
+    }
   }
 
   #wire() {
@@ -742,6 +1191,15 @@ export class RemotePeer extends EventTarget {
         return;
       }
       this.#log(`${type}-received`, `${type} received from ${this.id}`, { sdp: description.sdp });
+      const theirs = dtlsFingerprint(pc.remoteDescription?.sdp);
+      const now = dtlsFingerprint(description.sdp);
+      if (theirs && now && theirs !== now) {
+        // A certificate never changes within one RTCPeerConnection: the other
+        // side has a new one (it saw us leave while we thought we were back).
+        this.#log('peer-replaced', `${type} from a new connection of ${this.id}`);
+        this.#room._replacePeer(this, type === 'offer' ? data : null);
+        return;
+      }
       const readyForOffer = !this.#makingOffer &&
         (pc.signalingState === 'stable' || this.#settingRemoteAnswerPending);
       const offerCollision = type === 'offer' && !readyForOffer;
@@ -873,6 +1331,15 @@ export class RemotePeer extends EventTarget {
   }
 }
 
+/**
+ * The first `a=fingerprint:` value of an SDP, or null.
+ * @param {string | undefined | null} sdp
+ */
+function dtlsFingerprint(sdp) {
+  const m = typeof sdp === 'string' ? /^a=fingerprint:(.+)$/m.exec(sdp) : null;
+  return m ? m[1].trim().toLowerCase() : null;
+}
+
 /** @param {unknown} err */
 function errText(err) {
   if (err instanceof Error) return `${err.name}: ${err.message}`;
@@ -885,11 +1352,18 @@ function errText(err) {
  * Events: 'peer' ({peer}), 'peerleft' ({peer}), 'track' ({peer, track,
  * streams}), 'datachannel' ({peer, channel, local}), 'statechange' ({peer,
  * iceConnectionState, connectionState, signalingState, iceGatheringState}),
- * 'timeline' ({peer, entry}), 'error' ({error, peer?}), 'close' ({reason}).
+ * 'timeline' ({peer, entry}), 'error' ({error, peer?}), 'close' ({reason}),
+ * and while signaling recovers from a drop 'reconnecting' ({attempt, delay,
+ * code, reason}), then 'resumed' (nothing was lost; the peer connections
+ * were not touched) or 'rejoined' ({fresh, restarted}: a new session; the
+ * calls to peers still present were ICE-restarted, or re-created when
+ * `fresh`), and 'peerrejoined' ({peer}) when another peer did that.
  */
 export class Room extends EventTarget {
   /** @type {Array<() => void>} */ #pending = [];
   #started = false;
+  /** Peers missing from a rejoin's welcome, removed unless they come back in time. @type {Map<string, ReturnType<typeof setTimeout>>} */
+  #stale = new Map();
 
   /**
    * @param {string} url signaling WebSocket URL
@@ -914,7 +1388,9 @@ export class Room extends EventTarget {
     this.left = false;
     this.signaling = new SignalingChannel(url, {
       pingInterval: options.pingInterval,
+      pongTimeout: options.pongTimeout,
       joinTimeout: options.joinTimeout,
+      reconnect: options.reconnect,
     });
   }
 
@@ -949,18 +1425,31 @@ export class Room extends EventTarget {
     });
     sig.addEventListener('error', (ev) => {
       const e = /** @type {any} */ (ev);
-      // A transport error is always followed by 'close', reported below.
-      if (e.code === 'signaling-error') return;
+      // A transport error is always followed by 'close' or a reconnect; giving
+      // up is reported with the 'close' below.
+      if (e.code === 'signaling-error' || e.code === 'reconnect-failed') return;
       this.dispatchEvent(new SwitchboardEvent('error', { error: e.error, code: e.code, recoverable: true }));
     });
     sig.addEventListener('close', (ev) => {
       const e = /** @type {any} */ (ev);
       if (this.left || e.byClient) return;
-      const err = new SwitchboardError('signaling-closed',
+      const err = e.error ?? new SwitchboardError('signaling-closed',
         `signaling connection closed (code ${e.code}${e.reason ? `, ${e.reason}` : ''}); existing calls continue.`,
         { closeCode: e.code, closeReason: e.reason });
       this.dispatchEvent(new SwitchboardEvent('signalingclose', { code: e.code, reason: e.reason }));
       this.dispatchEvent(new SwitchboardEvent('error', { error: err, code: err.code, recoverable: false }));
+    });
+    sig.addEventListener('reconnecting', (ev) => {
+      this.dispatchEvent(new SwitchboardEvent('reconnecting', /** @type {any} */ (ev).detail));
+    });
+    sig.addEventListener('resumed', (ev) => {
+      const e = /** @type {any} */ (ev);
+      this.#refreshIceServers(e.iceServers);
+      this.dispatchEvent(new SwitchboardEvent('resumed', e.detail));
+    });
+    sig.addEventListener('rejoined', (ev) => {
+      const e = /** @type {any} */ (ev);
+      this.#run(() => this.#onRejoined(e.detail));
     });
 
     setTimeout(() => {
@@ -985,8 +1474,26 @@ export class Room extends EventTarget {
   #addPeer(id, meta, weAreNewcomer) {
     if (this.left) return;
     const old = this.peers.get(id);
+    if (old && !old.closed && old.pc.connectionState !== 'closed' && !weAreNewcomer) {
+      // It joined again with its old session (docs/protocol.md, "Rejoin with
+      // the same id"): keep the call, it ICE-restarts towards us.
+      this.#unstale(id);
+      old._expectRestart();
+      this.dispatchEvent(new SwitchboardEvent('peerrejoined', { peer: old }));
+      return;
+    }
     if (old) this.#removePeer(id, 'replaced by a new peer with the same id');
-    const peer = new RemotePeer(this, id, meta, weAreNewcomer);
+    this.#createPeer(id, meta, weAreNewcomer);
+  }
+
+  /**
+   * @param {string} id
+   * @param {Record<string, unknown>} meta
+   * @param {boolean} initiator
+   * @param {boolean} [polite]
+   */
+  #createPeer(id, meta, initiator, polite = initiator) {
+    const peer = new RemotePeer(this, id, meta, initiator, polite);
     this.peers.set(id, peer);
     for (const type of ['timeline', 'statechange', 'track', 'datachannel', 'error']) {
       peer.addEventListener(type, (ev) => {
@@ -995,6 +1502,7 @@ export class Room extends EventTarget {
     }
     this.dispatchEvent(new SwitchboardEvent('peer', { peer }));
     peer._start();
+    return peer;
   }
 
   /**
@@ -1002,11 +1510,87 @@ export class Room extends EventTarget {
    * @param {string} reason
    */
   #removePeer(id, reason) {
+    this.#unstale(id);
     const peer = this.peers.get(id);
     if (!peer) return;
     this.peers.delete(id);
     peer.close(reason);
     this.dispatchEvent(new SwitchboardEvent('peerleft', { peer, reason }));
+  }
+
+  /**
+   * The other side of `old` has a new RTCPeerConnection (seen from a changed
+   * DTLS fingerprint): replace ours, keeping the roles, and hand the new one
+   * the offer that revealed it (an answer is dropped: the new connection
+   * offers afresh).
+   * @internal
+   * @param {RemotePeer} old
+   * @param {any} offer signal data holding the new side's offer, or null
+   */
+  _replacePeer(old, offer) {
+    if (this.left || this.peers.get(old.id) !== old) return;
+    this.#removePeer(old.id, 'the remote peer started a new connection');
+    const peer = this.#createPeer(old.id, old.meta, !offer, old.polite);
+    if (offer) peer._handle(offer);
+  }
+
+  /** @param {RTCIceServer[] | undefined} iceServers */
+  #refreshIceServers(iceServers) {
+    if (!Array.isArray(iceServers) || this.options.iceServers) return;
+    this.iceServers = iceServers;
+    for (const p of this.peers.values()) p._setIceServers(iceServers);
+  }
+
+  /**
+   * A new signaling session after a failed resume. Calls to peers still
+   * present are ICE-restarted (their side kept the connection); peers we did
+   * not know are called as a newcomer; peers missing from the list are given
+   * the resume window to come back (they may be rejoining too). When the
+   * rejoin is `fresh` (the window had passed, or we got a new id) the others
+   * have dropped our calls, so every call starts over.
+   * @param {any} e
+   */
+  #onRejoined(e) {
+    if (this.left) return;
+    this.peerId = e.peer;
+    this.welcome = e.welcome;
+    this.#refreshIceServers(e.iceServers);
+    /** @type {Array<{peer: string, meta: Record<string, unknown>}>} */
+    const present = Array.isArray(e.peers) ? e.peers : [];
+    const ids = new Set(present.map((p) => p.peer));
+    if (e.fresh) {
+      for (const id of [...this.peers.keys()]) this.#removePeer(id, 'rejoined as a new session');
+    }
+    /** @type {string[]} */
+    const restarted = [];
+    for (const { peer: id, meta } of present) {
+      const have = this.peers.get(id);
+      if (have && !have.closed && have.pc.connectionState !== 'closed') {
+        this.#unstale(id);
+        have._restartIce('rejoined');
+        restarted.push(id);
+      } else {
+        this.#addPeer(id, meta ?? {}, true);
+      }
+    }
+    const windowMs = Math.max(1, this.signaling.resumeWindow || 20) * 1000;
+    for (const id of this.peers.keys()) {
+      if (ids.has(id) || this.#stale.has(id)) continue;
+      this.#stale.set(id, setTimeout(() => {
+        this.#stale.delete(id);
+        this.#removePeer(id, 'not back in the room after our rejoin');
+      }, windowMs));
+    }
+    this.dispatchEvent(new SwitchboardEvent('rejoined', {
+      peer: e.peer, fresh: !!e.fresh, restarted, downtime: e.downtime,
+    }));
+  }
+
+  /** @param {string} id */
+  #unstale(id) {
+    const t = this.#stale.get(id);
+    if (t) clearTimeout(t);
+    this.#stale.delete(id);
   }
 
   /**

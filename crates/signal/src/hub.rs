@@ -369,9 +369,9 @@ impl Hub {
                 self.send(conn, ServerMessage::Pong.to_json().into(), FrameKind::Pong);
                 Ok(())
             }
-            ClientMessage::Join { room, peer, meta } => {
-                self.join(conn, &room, peer.as_deref(), meta)
-            }
+            ClientMessage::Join {
+                room, peer, meta, ..
+            } => self.join(conn, &room, peer.as_deref(), meta),
             ClientMessage::Leave => {
                 let c = self
                     .conns
@@ -384,7 +384,11 @@ impl Hub {
                 self.remove_member(conn, m);
                 Ok(())
             }
-            ClientMessage::Signal { to, data } => self.relay(conn, &to, data),
+            ClientMessage::Signal { to, data, .. } => self.relay(conn, &to, data),
+            ClientMessage::Resume { .. } | ClientMessage::Ack { .. } => Err(ProtocolError::new(
+                ErrorCode::ResumeFailed,
+                "sessions are not implemented yet",
+            )),
         }
     }
 
@@ -450,6 +454,8 @@ impl Hub {
                 })
                 .collect(),
             ice_servers: &ice_servers,
+            session: "",
+            resume_window: 0,
         }
         .to_json();
         let joined: Arc<str> = ServerMessage::PeerJoined {

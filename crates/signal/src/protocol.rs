@@ -47,11 +47,18 @@ pub enum ErrorCode {
     /// `rate-limited`: faster than `--max-message-rate`; the frame was
     /// dropped. Sent at most once per second.
     RateLimited,
+    /// `resume-failed`: a `resume` was refused (bad or forged token, unknown
+    /// or ended session, window passed, another room, buffer overflowed).
+    /// The connection stays open for a fresh `join`.
+    ResumeFailed,
+    /// `unavailable`: the cluster store (Redis) cannot be reached; the frame
+    /// was not handled.
+    Unavailable,
 }
 
 impl ErrorCode {
     /// Every code, for metrics to register each label up front.
-    pub const ALL: [ErrorCode; 10] = [
+    pub const ALL: [ErrorCode; 12] = [
         ErrorCode::BadMessage,
         ErrorCode::NotJoined,
         ErrorCode::AlreadyJoined,
@@ -62,6 +69,8 @@ impl ErrorCode {
         ErrorCode::UnknownPeer,
         ErrorCode::TooLarge,
         ErrorCode::RateLimited,
+        ErrorCode::ResumeFailed,
+        ErrorCode::Unavailable,
     ];
 
     /// The code as it appears on the wire, e.g. `"bad-message"`.
@@ -77,6 +86,8 @@ impl ErrorCode {
             ErrorCode::UnknownPeer => "unknown-peer",
             ErrorCode::TooLarge => "too-large",
             ErrorCode::RateLimited => "rate-limited",
+            ErrorCode::ResumeFailed => "resume-failed",
+            ErrorCode::Unavailable => "unavailable",
         }
     }
 }
@@ -124,6 +135,11 @@ pub enum ClientMessage<'a> {
         /// `welcome.peers` and `peer-joined`; `null` counts as absent.
         #[serde(skip_serializing_if = "Option::is_none")]
         meta: Option<&'a RawValue>,
+        /// The token of an earlier session of ours: if that session still
+        /// holds `peer` in `room` (detached, or its node died), the join
+        /// takes the id over instead of failing with `peer-id-taken`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        session: Option<Cow<'a, str>>,
     },
     /// `{"type":"signal","to":P,"data":OBJ}`: relay `data` to peer `to` in
     /// our room.
@@ -133,6 +149,28 @@ pub enum ClientMessage<'a> {
         /// A JSON object, opaque to the server and relayed byte for byte;
         /// by convention a description or a candidate (docs/protocol.md).
         data: &'a RawValue,
+        /// The client's own sequence number, from 1 per session; the server
+        /// relays each at most once. Absent: always relayed (v1).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
+    },
+    /// `{"type":"resume","session":T,"seq":N,"room":R?}`: instead of `join`,
+    /// take back the session of token `T`, having seen every server message
+    /// up to seq `N`. Answered by `resumed` or `resume-failed`.
+    Resume {
+        /// The `session` token of `welcome` or `resumed`.
+        session: Cow<'a, str>,
+        /// The highest server seq received (0 for none).
+        seq: u64,
+        /// When given, the session's room must be this one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        room: Option<Cow<'a, str>>,
+    },
+    /// `{"type":"ack","seq":N}`: every server message up to seq `N` has
+    /// arrived; the server may forget them.
+    Ack {
+        /// The highest server seq received.
+        seq: u64,
     },
     /// `{"type":"leave"}`: leave the room; the connection stays open and
     /// may `join` again.
@@ -158,6 +196,24 @@ struct Frame<'a> {
     meta: Option<&'a RawValue>,
     #[serde(borrow)]
     data: Option<&'a RawValue>,
+    #[serde(borrow)]
+    session: Option<Cow<'a, str>>,
+    // Raw so a bad value gets an error that names the field.
+    #[serde(borrow)]
+    seq: Option<&'a RawValue>,
+}
+
+/// `seq`, when present, as a whole number 0..=2^64-1.
+fn seq_field(raw: Option<&RawValue>) -> Result<Option<u64>, ProtocolError> {
+    raw.map(|r| {
+        r.get().parse::<u64>().map_err(|_| {
+            bad(format!(
+                "\"seq\" must be a whole number >= 0, not {}",
+                r.get()
+            ))
+        })
+    })
+    .transpose()
 }
 
 fn is_object(raw: &RawValue) -> bool {
@@ -219,6 +275,7 @@ impl<'a> ClientMessage<'a> {
                     room,
                     peer: frame.peer,
                     meta,
+                    session: frame.session,
                 })
             }
             "signal" => {
@@ -227,7 +284,26 @@ impl<'a> ClientMessage<'a> {
                 if !is_object(data) {
                     return Err(bad("\"data\" must be a JSON object"));
                 }
-                Ok(ClientMessage::Signal { to, data })
+                Ok(ClientMessage::Signal {
+                    to,
+                    data,
+                    seq: seq_field(frame.seq)?,
+                })
+            }
+            "resume" => {
+                let session = frame
+                    .session
+                    .ok_or_else(|| bad("resume needs \"session\""))?;
+                let seq = seq_field(frame.seq)?.ok_or_else(|| bad("resume needs \"seq\""))?;
+                Ok(ClientMessage::Resume {
+                    session,
+                    seq,
+                    room: frame.room,
+                })
+            }
+            "ack" => {
+                let seq = seq_field(frame.seq)?.ok_or_else(|| bad("ack needs \"seq\""))?;
+                Ok(ClientMessage::Ack { seq })
             }
             "leave" => Ok(ClientMessage::Leave),
             "ping" => Ok(ClientMessage::Ping),
@@ -337,6 +413,10 @@ pub enum FrameKind {
     Signal(RelayKind),
     /// `pong`.
     Pong,
+    /// `resumed`.
+    Resumed,
+    /// `ack`.
+    Ack,
     /// `error`, with its code.
     Error(ErrorCode),
 }
@@ -351,6 +431,8 @@ impl FrameKind {
             FrameKind::PeerLeft => "peer-left",
             FrameKind::Signal(_) => "signal",
             FrameKind::Pong => "pong",
+            FrameKind::Resumed => "resumed",
+            FrameKind::Ack => "ack",
             FrameKind::Error(_) => "error",
         }
     }
@@ -374,6 +456,29 @@ pub enum ServerMessage<'a> {
         /// `--ice-server` URLs, then (unless `--no-turn`) this server's
         /// STUN and TURN URLs with credentials minted for this peer.
         ice_servers: &'a RawValue,
+        /// The token that resumes this session after a dropped socket.
+        session: &'a str,
+        /// Seconds a dropped session is kept for a `resume`.
+        resume_window: u64,
+    },
+    /// The answer to a successful `resume`; the missed messages follow.
+    #[serde(rename_all = "camelCase")]
+    Resumed {
+        /// The session's room.
+        room: &'a str,
+        /// The session's peer id.
+        peer: &'a str,
+        /// Who is in the room now, oldest first, without us.
+        peers: Vec<PeerEntry<'a>>,
+        /// Fresh `iceServers`, as in `welcome`.
+        ice_servers: &'a RawValue,
+        /// The session token (unchanged).
+        session: &'a str,
+        /// As in `welcome`.
+        resume_window: u64,
+        /// The highest client seq handled; the client re-sends its signals
+        /// above it.
+        ack: u64,
     },
     /// Another peer joined our room.
     PeerJoined {
@@ -397,6 +502,11 @@ pub enum ServerMessage<'a> {
     },
     /// The answer to `ping`.
     Pong,
+    /// Every client `signal` with `seq` up to this has been handled.
+    Ack {
+        /// The highest client seq handled.
+        seq: u64,
+    },
     /// A refused client frame.
     Error {
         /// What to switch on.
@@ -404,6 +514,35 @@ pub enum ServerMessage<'a> {
         /// For humans.
         message: &'a str,
     },
+}
+
+/// `frame` (a serialized server object) with `"seq":seq` put first: the
+/// store numbers a session's messages as it keeps them, after the hub has
+/// serialized them. One allocation, the size of the result.
+pub fn with_seq(frame: &str, seq: u64) -> String {
+    let body = frame.strip_prefix('{').unwrap_or(frame);
+    let mut out = String::with_capacity(frame.len() + 28);
+    out.push_str("{\"seq\":");
+    out.push_str(itoa_u64(seq, &mut [0u8; 20]));
+    if body != "}" {
+        out.push(',');
+    }
+    out.push_str(body);
+    out
+}
+
+fn itoa_u64(mut n: u64, buf: &mut [u8; 20]) -> &str {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits were written.
+    std::str::from_utf8(&buf[i..]).unwrap_or("0")
 }
 
 /// One entry of `welcome.peers`.
@@ -450,6 +589,36 @@ pub enum ServerFrame<D = serde_json::Value> {
         /// its own (lenient) way.
         #[serde(default)]
         ice_servers: serde_json::Value,
+        /// The token for `resume` (absent from servers without sessions).
+        #[serde(default)]
+        session: Option<String>,
+        /// Seconds a dropped session is kept.
+        #[serde(default)]
+        resume_window: Option<u64>,
+    },
+    /// A `resume` succeeded; the missed messages follow.
+    #[serde(rename_all = "camelCase")]
+    Resumed {
+        /// The session's room.
+        #[serde(default)]
+        room: String,
+        /// Our peer id.
+        peer: String,
+        /// Who is in the room now.
+        #[serde(default)]
+        peers: Vec<PeerInfo>,
+        /// Fresh `RTCIceServer` objects.
+        #[serde(default)]
+        ice_servers: serde_json::Value,
+        /// The session token.
+        #[serde(default)]
+        session: Option<String>,
+        /// Seconds a dropped session is kept.
+        #[serde(default)]
+        resume_window: Option<u64>,
+        /// The highest client seq the server handled.
+        #[serde(default)]
+        ack: u64,
     },
     /// Another peer joined the room.
     PeerJoined {
@@ -458,11 +627,17 @@ pub enum ServerFrame<D = serde_json::Value> {
         /// Its `meta` (`{}` when it sent none).
         #[serde(default)]
         meta: serde_json::Value,
+        /// The session seq of this message.
+        #[serde(default)]
+        seq: Option<u64>,
     },
     /// A peer left the room (or its connection closed or went idle).
     PeerLeft {
         /// Its id.
         peer: String,
+        /// The session seq of this message.
+        #[serde(default)]
+        seq: Option<u64>,
     },
     /// A peer relayed `data` to us.
     Signal {
@@ -471,9 +646,17 @@ pub enum ServerFrame<D = serde_json::Value> {
         /// What it sent, read as `D`; a frame whose `data` does not read as
         /// `D` fails [`ServerFrame::parse`].
         data: D,
+        /// The session seq of this message.
+        #[serde(default)]
+        seq: Option<u64>,
     },
     /// The answer to `ping`.
     Pong,
+    /// The server handled every client signal up to `seq`.
+    Ack {
+        /// The highest client seq handled.
+        seq: u64,
+    },
     /// Something we sent was refused.
     Error {
         /// A string, not [`ErrorCode`]: a newer server may send codes this
@@ -512,7 +695,9 @@ mod tests {
     #[test]
     fn parses_join_with_and_without_optional_fields() {
         match ClientMessage::parse(r#"{"type":"join","room":"a-b_C9"}"#).unwrap() {
-            ClientMessage::Join { room, peer, meta } => {
+            ClientMessage::Join {
+                room, peer, meta, ..
+            } => {
                 assert_eq!(room, "a-b_C9");
                 assert!(peer.is_none());
                 assert!(meta.is_none());
@@ -582,7 +767,7 @@ mod tests {
     fn signal_data_is_kept_verbatim() {
         let text = r#"{"type":"signal","to":"p","data":{"candidate":{"candidate":"c","sdpMid":"0"}},"from":"spoof"}"#;
         match ClientMessage::parse(text).unwrap() {
-            ClientMessage::Signal { to, data } => {
+            ClientMessage::Signal { to, data, .. } => {
                 assert_eq!(to, "p");
                 assert_eq!(
                     data.get(),
@@ -600,6 +785,7 @@ mod tests {
             room: "r".into(),
             peer: None,
             meta: Some(&meta),
+            session: None,
         };
         assert_eq!(
             join.to_json(),
@@ -607,7 +793,9 @@ mod tests {
         );
         let text = join.to_json();
         match ClientMessage::parse(&text).unwrap() {
-            ClientMessage::Join { room, peer, meta } => {
+            ClientMessage::Join {
+                room, peer, meta, ..
+            } => {
                 assert_eq!(room, "r");
                 assert!(peer.is_none());
                 assert_eq!(meta.unwrap().get(), r#"{"name":"n"}"#);
@@ -618,6 +806,7 @@ mod tests {
             room: "r".into(),
             peer: Some("p\"q".into()),
             meta: None,
+            session: None,
         };
         assert_eq!(
             join.to_json(),
@@ -627,6 +816,7 @@ mod tests {
         let sig = ClientMessage::Signal {
             to: "o".into(),
             data: &data,
+            seq: None,
         };
         let text = sig.to_json();
         assert_eq!(
@@ -635,7 +825,7 @@ mod tests {
         );
         assert!(matches!(
             ClientMessage::parse(&text).unwrap(),
-            ClientMessage::Signal { to, data } if to == "o" && data.get() == r#"{"candidate":null}"#
+            ClientMessage::Signal { to, data, .. } if to == "o" && data.get() == r#"{"candidate":null}"#
         ));
         assert_eq!(ClientMessage::Leave.to_json(), r#"{"type":"leave"}"#);
         assert_eq!(ClientMessage::Ping.to_json(), r#"{"type":"ping"}"#);
@@ -656,6 +846,8 @@ mod tests {
                     meta: &meta,
                 }],
                 ice_servers: &ice,
+                session: "tok",
+                resume_window: 20,
             },
             ServerMessage::PeerJoined {
                 peer: "o\"x",
@@ -682,8 +874,12 @@ mod tests {
                 peer,
                 peers,
                 ice_servers,
+                session,
+                resume_window,
             } => {
                 assert_eq!((room.as_str(), peer.as_str()), ("r", "me"));
+                assert_eq!(session.as_deref(), Some("tok"));
+                assert_eq!(*resume_window, Some(20));
                 assert_eq!(peers.len(), 1);
                 assert_eq!(peers[0].peer, "o");
                 assert_eq!(peers[0].meta["name"], "A");
@@ -692,16 +888,123 @@ mod tests {
             f => panic!("unexpected {f:?}"),
         }
         assert!(
-            matches!(&read[1], ServerFrame::PeerJoined { peer, meta } if peer == "o\"x" && meta["name"] == "A")
+            matches!(&read[1], ServerFrame::PeerJoined { peer, meta, .. } if peer == "o\"x" && meta["name"] == "A")
         );
-        assert!(matches!(&read[2], ServerFrame::PeerLeft { peer } if peer == "o"));
+        assert!(matches!(&read[2], ServerFrame::PeerLeft { peer, .. } if peer == "o"));
         assert!(
-            matches!(&read[3], ServerFrame::Signal { from, data } if from == "o" && data["description"]["sdp"] == "v=0")
+            matches!(&read[3], ServerFrame::Signal { from, data, .. } if from == "o" && data["description"]["sdp"] == "v=0")
         );
         assert!(matches!(&read[4], ServerFrame::Pong));
         assert!(
             matches!(&read[5], ServerFrame::Error { code, message } if code == "room-full" && message == "full")
         );
+    }
+
+    #[test]
+    fn session_messages_round_trip() {
+        // Client side: what a client sends, as the server reads it.
+        let resume = ClientMessage::Resume {
+            session: "t.k".into(),
+            seq: 4,
+            room: Some("r".into()),
+        };
+        let text = resume.to_json();
+        assert_eq!(
+            text,
+            r#"{"type":"resume","session":"t.k","seq":4,"room":"r"}"#
+        );
+        assert!(matches!(
+            ClientMessage::parse(&text).unwrap(),
+            ClientMessage::Resume { session, seq: 4, room: Some(r) } if session == "t.k" && r == "r"
+        ));
+        let ack = ClientMessage::Ack { seq: 9 }.to_json();
+        assert_eq!(ack, r#"{"type":"ack","seq":9}"#);
+        assert!(matches!(
+            ClientMessage::parse(&ack).unwrap(),
+            ClientMessage::Ack { seq: 9 }
+        ));
+        let m = ClientMessage::parse(r#"{"type":"signal","to":"o","seq":3,"data":{}}"#).unwrap();
+        assert!(matches!(m, ClientMessage::Signal { seq: Some(3), .. }));
+        let m =
+            ClientMessage::parse(r#"{"type":"join","room":"r","peer":"p","session":"s"}"#).unwrap();
+        assert!(matches!(m, ClientMessage::Join { session: Some(s), .. } if s == "s"));
+        for (text, why) in [
+            (r#"{"type":"resume","seq":1}"#, "session"),
+            (r#"{"type":"resume","session":"t"}"#, "seq"),
+            (r#"{"type":"ack"}"#, "seq"),
+            (r#"{"type":"ack","seq":-1}"#, "seq"),
+            (r#"{"type":"ack","seq":"1"}"#, "seq"),
+            (r#"{"type":"signal","to":"o","seq":1.5,"data":{}}"#, "seq"),
+        ] {
+            let e = ClientMessage::parse(text).unwrap_err();
+            assert_eq!(e.code, ErrorCode::BadMessage, "{text}");
+            assert!(e.message.contains(why), "{text}: {}", e.message);
+        }
+
+        // Server side: numbered frames, resumed and ack, as a client reads
+        // them.
+        let meta = RawValue::from_string("{}".into()).unwrap();
+        let joined = ServerMessage::PeerJoined {
+            peer: "o",
+            meta: &meta,
+        }
+        .to_json();
+        let numbered = with_seq(&joined, 17);
+        assert_eq!(
+            numbered,
+            r#"{"seq":17,"type":"peer-joined","peer":"o","meta":{}}"#
+        );
+        assert!(matches!(
+            ServerFrame::<serde_json::Value>::parse(&numbered).unwrap(),
+            ServerFrame::PeerJoined { seq: Some(17), .. }
+        ));
+        assert_eq!(with_seq("{}", 0), r#"{"seq":0}"#);
+        assert_eq!(
+            with_seq(r#"{"type":"pong"}"#, u64::MAX),
+            format!(r#"{{"seq":{},"type":"pong"}}"#, u64::MAX)
+        );
+        let ice = RawValue::from_string("[]".into()).unwrap();
+        let resumed = ServerMessage::Resumed {
+            room: "r",
+            peer: "me",
+            peers: vec![PeerEntry {
+                peer: "o",
+                meta: &meta,
+            }],
+            ice_servers: &ice,
+            session: "tok",
+            resume_window: 20,
+            ack: 5,
+        }
+        .to_json();
+        assert_eq!(
+            resumed,
+            r#"{"type":"resumed","room":"r","peer":"me","peers":[{"peer":"o","meta":{}}],"iceServers":[],"session":"tok","resumeWindow":20,"ack":5}"#
+        );
+        match ServerFrame::<serde_json::Value>::parse(&resumed).unwrap() {
+            ServerFrame::Resumed {
+                peer,
+                peers,
+                ack,
+                session,
+                ..
+            } => {
+                assert_eq!((peer.as_str(), peers.len(), ack), ("me", 1, 5));
+                assert_eq!(session.as_deref(), Some("tok"));
+            }
+            f => panic!("unexpected {f:?}"),
+        }
+        let ack = ServerMessage::Ack { seq: 3 }.to_json();
+        assert_eq!(ack, r#"{"type":"ack","seq":3}"#);
+        assert!(matches!(
+            ServerFrame::<serde_json::Value>::parse(&ack).unwrap(),
+            ServerFrame::Ack { seq: 3 }
+        ));
+        // A v1 server's frames (no seq, no session) still read.
+        assert!(matches!(
+            ServerFrame::<serde_json::Value>::parse(r#"{"type":"peer-left","peer":"o"}"#).unwrap(),
+            ServerFrame::PeerLeft { seq: None, .. }
+        ));
     }
 
     #[test]
@@ -772,10 +1075,12 @@ mod tests {
                 meta: &meta,
             }],
             ice_servers: &raw,
+            session: "s",
+            resume_window: 20,
         };
         assert_eq!(
             w.to_json(),
-            r#"{"type":"welcome","room":"r","peer":"me","peers":[{"peer":"o","meta":{}}],"iceServers":[]}"#
+            r#"{"type":"welcome","room":"r","peer":"me","peers":[{"peer":"o","meta":{}}],"iceServers":[],"session":"s","resumeWindow":20}"#
         );
         assert_eq!(ServerMessage::Pong.to_json(), r#"{"type":"pong"}"#);
         let e = ServerMessage::Error {
