@@ -517,7 +517,7 @@ type Outgoing = (String, Box<RawValue>);
 enum Outcome {
     /// `resumed`, or (after `resume-failed`, or for a rejoin) `welcome`.
     Back {
-        ws: WsStream,
+        ws: Box<WsStream>,
         greeting: Greeting,
         /// The server refused our `resume` first.
         resume_refused: bool,
@@ -549,7 +549,7 @@ async fn reconnect(url: String, resume: Option<String>, join: String) -> Outcome
         match handshake(&mut ws, frame).await {
             Ok(Answer::Greeting(g)) => {
                 return Outcome::Back {
-                    ws,
+                    ws: Box::new(ws),
                     greeting: g,
                     resume_refused,
                 }
@@ -578,7 +578,7 @@ async fn reconnect(url: String, resume: Option<String>, join: String) -> Outcome
     }
     match handshake(&mut ws, join).await {
         Ok(Answer::Greeting(g)) if g.ack.is_none() => Outcome::Back {
-            ws,
+            ws: Box::new(ws),
             greeting: g,
             resume_refused,
         },
@@ -900,7 +900,7 @@ impl RoomTask {
                 }
                 self.recovery = None;
                 self.retry_at = None;
-                self.attach(ws);
+                self.attach(*ws);
                 self.back(greeting).await
             }
             Outcome::Failed {
