@@ -1,0 +1,315 @@
+//! The CLI's signaling heals: `send` and `recv` reach an in-process
+//! `serve` through a TCP proxy that the test cuts abruptly (TCP reset, no
+//! close frame) in the middle of a transfer. Both resume their sessions and
+//! the file arrives whole. With the server gone for good they exit with
+//! code 6 instead of hanging.
+
+mod common;
+
+use common::InProcess;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::task::AbortHandle;
+
+/// A TCP proxy in front of the signaling server whose connections the
+/// test can reset at will; it keeps accepting new ones.
+struct Proxy {
+    addr: SocketAddr,
+    conns: Arc<Mutex<Vec<AbortHandle>>>,
+    accepted: Arc<Mutex<usize>>,
+    /// Runs the proxy; dropping it stops accepting.
+    _rt: tokio::runtime::Runtime,
+}
+
+impl Proxy {
+    fn start(target: SocketAddr) -> Proxy {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let l = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = l.local_addr().unwrap();
+        let conns: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
+        let accepted: Arc<Mutex<usize>> = Arc::default();
+        let (c, a) = (conns.clone(), accepted.clone());
+        rt.spawn(async move {
+            while let Ok((mut client, _)) = l.accept().await {
+                *a.lock().unwrap() += 1;
+                let Ok(mut server) = tokio::net::TcpStream::connect(target).await else {
+                    continue;
+                };
+                // Dropping a socket with linger 0 resets it: no FIN, no
+                // close frame, like a dead network path.
+                for s in [&client, &server] {
+                    socket2::SockRef::from(s)
+                        .set_linger(Some(Duration::ZERO))
+                        .unwrap();
+                }
+                let task = tokio::spawn(async move {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                });
+                c.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        Proxy {
+            addr,
+            conns,
+            accepted,
+            _rt: rt,
+        }
+    }
+
+    /// Resets every connection open now; returns how many.
+    fn cut(&self) -> usize {
+        let conns: Vec<AbortHandle> = self.conns.lock().unwrap().drain(..).collect();
+        for c in &conns {
+            c.abort();
+        }
+        conns.len()
+    }
+
+    fn accepted(&self) -> usize {
+        *self.accepted.lock().unwrap()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+    }
+}
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("sb-resume-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn sha256_file(p: &Path) -> String {
+    Sha256::digest(std::fs::read(p).unwrap())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A CLI process whose `--json` events are read as they come.
+struct Cli {
+    child: Child,
+    events: mpsc::Receiver<Value>,
+    seen: Vec<Value>,
+}
+
+impl Cli {
+    fn spawn(args: &[&str]) -> Cli {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        let (tx, events) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in out.lines() {
+                let Ok(line) = line else { break };
+                let v: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"));
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        });
+        Cli {
+            child,
+            events,
+            seen: vec![],
+        }
+    }
+
+    /// Waits for an event named `name`.
+    fn wait_for(&mut self, name: &str, within: Duration) -> Value {
+        let end = Instant::now() + within;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(v) => {
+                    self.seen.push(v.clone());
+                    if v["event"] == name {
+                        return v;
+                    }
+                }
+                Err(_) => panic!("no {name} event within {within:?}; saw {:?}", self.seen),
+            }
+        }
+    }
+
+    /// Waits for the exit (killing the process after `within`); returns
+    /// the code and every event.
+    fn finish(mut self, within: Duration) -> (Option<i32>, Vec<Value>) {
+        let end = Instant::now() + within;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break Some(s);
+            }
+            if Instant::now() >= end {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        // The reader thread ends at EOF.
+        while let Ok(v) = self.events.recv_timeout(Duration::from_secs(5)) {
+            self.seen.push(v);
+        }
+        let status =
+            status.unwrap_or_else(|| panic!("still running after {within:?}; saw {:?}", self.seen));
+        (status.code(), self.seen)
+    }
+}
+
+fn names(evs: &[Value]) -> Vec<&str> {
+    evs.iter().filter_map(|e| e["event"].as_str()).collect()
+}
+
+#[test]
+fn send_and_recv_finish_a_transfer_across_a_signaling_reset() {
+    let server = InProcess::start(&["--no-turn", "--resume-window", "20"]);
+    let proxy = Proxy::start(server.addr);
+    let dir = tmpdir("cut");
+    let src = dir.join("big.bin");
+    // Small chunks make the transfer last a few seconds on loopback, well
+    // past the reconnect (first retry within 1 s).
+    let mut data = vec![0u8; 40_000_000];
+    let mut x: u64 = 0x2545F4914F6CDD1D;
+    for b in data.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    std::fs::write(&src, &data).unwrap();
+    drop(data);
+    let want = sha256_file(&src);
+    let out = dir.join("out");
+    let url = format!("http://{}", proxy.addr);
+    let common = [
+        "--server",
+        url.as_str(),
+        "--room",
+        "cut",
+        "--json",
+        "--loopback",
+    ];
+    let recv = Cli::spawn(
+        &[
+            &["recv"],
+            &common[..],
+            &["--out", out.to_str().unwrap(), "--count", "1"],
+        ]
+        .concat(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let mut send = Cli::spawn(
+        &[
+            &["send"],
+            &common[..],
+            &["--chunk", "1024", src.to_str().unwrap()],
+        ]
+        .concat(),
+    );
+
+    // Mid-transfer: reset both signaling connections.
+    send.wait_for("progress", Duration::from_secs(30));
+    assert_eq!(proxy.cut(), 2, "both CLIs were connected through the proxy");
+    send.wait_for("resumed", Duration::from_secs(10));
+
+    let (send_code, sent) = send.finish(Duration::from_secs(90));
+    let (recv_code, got) = recv.finish(Duration::from_secs(30));
+    assert_eq!(send_code, Some(0), "send: {:?}", names(&sent));
+    assert_eq!(recv_code, Some(0), "recv: {:?}", names(&got));
+    let fs = sent
+        .iter()
+        .find(|e| e["event"] == "file-sent")
+        .expect("file-sent");
+    let fr = got
+        .iter()
+        .find(|e| e["event"] == "file-received")
+        .expect("file-received");
+    assert_eq!(fs["sha256"], want.as_str());
+    assert_eq!(fs["ok"], true);
+    assert_eq!(fr["sha256"], want.as_str());
+    assert_eq!(sha256_file(&out.join("big.bin")), want);
+    for (who, evs) in [("send", &sent), ("recv", &got)] {
+        let n = names(evs);
+        // The drop was seen and the session resumed: no rejoin, no restart.
+        let r = n
+            .iter()
+            .position(|e| *e == "reconnecting")
+            .unwrap_or_else(|| panic!("{who}: {n:?}"));
+        let s = n
+            .iter()
+            .position(|e| *e == "resumed")
+            .unwrap_or_else(|| panic!("{who}: {n:?}"));
+        assert!(r < s, "{who}: {n:?}");
+        assert!(!n.contains(&"rejoined"), "{who}: {n:?}");
+        assert!(!n.contains(&"peer-left"), "{who}: {n:?}");
+        assert!(!n.contains(&"error"), "{who}: {n:?}");
+        let first = evs.iter().find(|e| e["event"] == "reconnecting").unwrap();
+        assert_eq!(first["attempt"], 1, "{who}: {first}");
+        // One connection came up, and it stayed up.
+        assert_eq!(
+            n.iter().filter(|e| **e == "connected").count(),
+            1,
+            "{who}: {n:?}"
+        );
+    }
+    // Two first connections, two resumed ones.
+    assert!(proxy.accepted() >= 4, "accepted {}", proxy.accepted());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn with_the_server_gone_for_good_the_cli_exits_with_code_6() {
+    let server = InProcess::start(&["--no-turn", "--resume-window", "2"]);
+    let dir = tmpdir("gone");
+    let url = format!("http://{}", server.addr);
+    let mut recv = Cli::spawn(&[
+        "recv",
+        "--server",
+        &url,
+        "--room",
+        "gone",
+        "--json",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    recv.wait_for("joined", Duration::from_secs(10));
+    let stopped = Instant::now();
+    server.shutdown().unwrap();
+    let (code, evs) = recv.finish(Duration::from_secs(40));
+    let took = stopped.elapsed();
+    assert_eq!(code, Some(6), "{evs:?}");
+    let n = names(&evs);
+    assert!(n.contains(&"reconnecting"), "{n:?}");
+    assert!(!n.contains(&"resumed") && !n.contains(&"rejoined"), "{n:?}");
+    let err = evs.last().unwrap();
+    assert_eq!(err["event"], "error", "{evs:?}");
+    assert_eq!(err["code"], "session-lost", "{err}");
+    let msg = err["message"].as_str().unwrap();
+    assert!(msg.contains("window") && msg.contains("rejoin"), "{msg}");
+    // The 2 s window, then two rejoins with backoff: well under 40 s.
+    assert!(took >= Duration::from_secs(2), "gave up after {took:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
