@@ -29,7 +29,7 @@ use signal::protocol::{ClientMessage, PeerInfo, ServerFrame};
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message as Ws;
 use tracing::{debug, info, warn};
@@ -466,6 +466,7 @@ pub async fn join(cfg: RoomConfig) -> Result<Room, RoomError> {
         internal: mpsc::channel(INTERNAL_EVENTS),
         session,
         ws: None,
+        signaling: watch::Sender::new(Signaling::Down),
         last_rx: Instant::now(),
         next_ping: Instant::now(),
         recovery: None,
@@ -619,6 +620,8 @@ struct RoomTask {
     session: Session,
     /// The socket while it is up.
     ws: Option<WsStream>,
+    /// Where signaling stands, for the connections' ICE restarts.
+    signaling: watch::Sender<Signaling>,
     /// When the server was last heard from.
     last_rx: Instant,
     next_ping: Instant,
@@ -630,6 +633,16 @@ struct RoomTask {
     attempt: Option<BoxFuture<'static, Outcome>>,
     /// Why the socket dropped or the last attempt failed.
     last_error: String,
+}
+
+/// Where signaling stands, as the connections see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signaling {
+    Up,
+    /// Reconnecting.
+    Down,
+    /// Over for good: nothing can carry an offer any more.
+    Gone,
 }
 
 /// Why the room stopped talking to the server.
@@ -731,6 +744,7 @@ impl RoomTask {
             }
         };
         self.ws = None;
+        self.signaling.send_replace(Signaling::Gone);
         let ev = match end {
             End::Left => RoomEvent::Closed {
                 reason: "left".into(),
@@ -773,6 +787,7 @@ impl RoomTask {
     fn attach(&mut self, ws: WsStream) {
         let now = Instant::now();
         self.ws = Some(ws);
+        self.signaling.send_replace(Signaling::Up);
         self.last_rx = now;
         self.next_ping = now + self.cfg.ping_interval;
     }
@@ -838,6 +853,7 @@ impl RoomTask {
     /// The socket dropped: start getting the session back, or end.
     async fn dropped(&mut self, reason: String) -> Option<End> {
         self.ws = None;
+        self.signaling.send_replace(Signaling::Down);
         let Some(rc) = self.cfg.reconnect.clone() else {
             return Some(End::Closed(reason));
         };
@@ -1121,6 +1137,7 @@ impl RoomTask {
             None
         };
         let max_restarts = self.cfg.max_restarts;
+        let mut signaling = self.signaling.subscribe();
         tokio::spawn(async move {
             let (pc, events) = match PeerConnection::new(cfg).await {
                 Ok(x) => x,
@@ -1168,26 +1185,27 @@ impl RoomTask {
                     Err(e) => warn!("cannot create channel {label}: {e}"),
                 }
             }
-            // Forward events; heal failures with ICE restarts.
+            // Forward events; heal failures with ICE restarts. A restart
+            // needs signaling (its offer goes through the server): while the
+            // room is reconnecting it waits, uncounted, so an outage of the
+            // server does not use up the restarts.
             let mut restarts = 0;
             let mut exhausted = false;
+            let mut deferred = false;
             let mut disconnected_at: Option<Instant> = None;
             loop {
                 let wait = match disconnected_at {
                     Some(t) => t + Duration::from_secs(2),
                     None => Instant::now() + Duration::from_secs(3600),
                 };
+                let mut restart = None;
                 tokio::select! {
                     ev = app.recv() => {
                         let Some(ev) = ev else { break };
                         if let Event::IceConnectionState(s) = &ev {
                             match s {
                                 IceConnectionState::Disconnected => disconnected_at = Some(Instant::now()),
-                                IceConnectionState::Failed if restarts < max_restarts => {
-                                    restarts += 1;
-                                    info!("connection to {peer} failed: ICE restart {restarts}/{max_restarts}");
-                                    let _ = pc.restart_ice().await;
-                                }
+                                IceConnectionState::Failed if restarts < max_restarts => restart = Some("failed"),
                                 IceConnectionState::Failed => {
                                     disconnected_at = None;
                                     if !exhausted {
@@ -1198,7 +1216,12 @@ impl RoomTask {
                                         }
                                     }
                                 }
-                                IceConnectionState::Connected => { disconnected_at = None; restarts = 0; exhausted = false; }
+                                IceConnectionState::Connected | IceConnectionState::Completed => {
+                                    disconnected_at = None;
+                                    restarts = 0;
+                                    exhausted = false;
+                                    deferred = false;
+                                }
                                 _ => disconnected_at = None,
                             }
                         }
@@ -1209,11 +1232,45 @@ impl RoomTask {
                     _ = tokio::time::sleep_until(wait) => {
                         disconnected_at = None;
                         if restarts < max_restarts {
-                            restarts += 1;
-                            info!("connection to {peer} disconnected for 2 s: ICE restart {restarts}/{max_restarts}");
-                            let _ = pc.restart_ice().await;
+                            restart = Some("disconnected for 2 s");
                         }
                     }
+                    changed = signaling.changed(), if deferred => {
+                        let now = if changed.is_ok() { *signaling.borrow_and_update() } else { Signaling::Gone };
+                        if now != Signaling::Down {
+                            deferred = false;
+                            restart = Some("failed while signaling was down");
+                        }
+                    }
+                }
+                if let Some(why) = restart {
+                    let state = *signaling.borrow();
+                    match state {
+                        Signaling::Up => {}
+                        Signaling::Down => {
+                            debug!("connection to {peer} {why}: ICE restart waits for signaling");
+                            deferred = true;
+                            continue;
+                        }
+                        // No offer can reach the peer: restarting is hopeless.
+                        Signaling::Gone => {
+                            if !exhausted {
+                                exhausted = true;
+                                warn!("connection to {peer} {why} and signaling is gone: no ICE restart possible");
+                                if internal
+                                    .send(Internal::Exhausted { peer: peer.clone() })
+                                    .await
+                                    .is_err()
+                                {
+                                    break;
+                                }
+                            }
+                            continue;
+                        }
+                    }
+                    restarts += 1;
+                    info!("connection to {peer} {why}: ICE restart {restarts}/{max_restarts}");
+                    let _ = pc.restart_ice().await;
                 }
             }
         });
