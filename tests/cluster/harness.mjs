@@ -501,7 +501,9 @@ export function runCli(name, args) {
       if (!line) continue;
       try {
         const ev = JSON.parse(line);
-        if (ev && typeof ev.event === 'string') events.push(ev); else badLines.push(line);
+        // `_at`: when it arrived here (ms since the epoch), to order it
+        // against events recorded elsewhere (a page's).
+        if (ev && typeof ev.event === 'string') events.push(Object.assign(ev, { _at: Date.now() })); else badLines.push(line);
       } catch {
         badLines.push(line);
       }
