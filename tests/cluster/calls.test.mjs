@@ -30,8 +30,8 @@ after(async () => {
   await cluster?.stop();
 });
 
-/** Resumes a node accepted, from its /metrics (`switchboard_resumes_total{result="ok"}`). */
-const resumesOk = (node) => node.metric('switchboard_resumes_total{result="ok"}');
+/** Resumes a node accepted, from its /metrics (`switchboard_resumes_total{outcome="ok"}`). */
+const resumesOk = (node) => node.metric('switchboard_resumes_total{outcome="ok"}');
 
 test('/call in Chromium and `switchboard echo` on different nodes: video goes out and comes back', { timeout: 60_000 }, async () => {
   const room = roomName('cl-call');

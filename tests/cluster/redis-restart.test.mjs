@@ -28,10 +28,10 @@ after(async () => {
   await cluster?.stop();
 });
 
-/** Failed resumes over all nodes (`switchboard_resumes_total{result="failed"}`). */
+/** Failed resumes over all nodes (`switchboard_resumes_total{outcome="failed"}`). */
 const resumesFailed = async () => {
   let sum = 0;
-  for (const n of cluster.nodes) sum += await n.metric('switchboard_resumes_total{result="failed"}');
+  for (const n of cluster.nodes) sum += await n.metric('switchboard_resumes_total{outcome="failed"}');
   return sum;
 };
 
