@@ -16,7 +16,7 @@ as_root() {
 
 # Debian packages the tests use, as "command:package".
 missing=()
-for pair in chromium:chromium node:nodejs npm:npm turnutils_uclient:coturn; do
+for pair in chromium:chromium node:nodejs npm:npm turnutils_uclient:coturn redis-server:redis-server haproxy:haproxy; do
     command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -28,6 +28,10 @@ fi
 if [ ! -d tests/e2e/node_modules/playwright-core ]; then
     log "installing npm packages for tests/e2e"
     (cd tests/e2e && npm ci --no-audit --no-fund)
+fi
+if [ ! -d tests/cluster/node_modules/ws ]; then
+    log "installing npm packages for tests/cluster"
+    (cd tests/cluster && npm ci --no-audit --no-fund)
 fi
 
 # The hygiene gate runs first: drift in formatting, lints or docs fails the
@@ -53,6 +57,9 @@ log "browser end-to-end tests (headless Chromium)"
 export SWITCHBOARD_BIN="$PWD/target/debug/switchboard"
 export SWITCHBOARD_MDNS_BIN="$PWD/target/debug/examples/mdns-resolve"
 node --test --test-concurrency=1 tests/e2e/*.test.mjs
+
+log "cluster tests (redis-server, two serve nodes behind haproxy, Chromium and the CLI)"
+node --test --test-concurrency=1 tests/cluster/*.test.mjs
 
 # Network namespaces need root; CI runs as root. The lab installs iproute2,
 # iptables and conntrack when missing and fails loudly if the kernel lacks

@@ -84,6 +84,21 @@ export function spawnProc(name, cmd, args, opts = {}) {
   };
 }
 
+/**
+ * Absolute path of a Debian tool, also when /usr/sbin (haproxy's home) is
+ * not on PATH; a clear error when it is not installed.
+ * @param {string} name
+ * @param {string} pkg Debian package that ships it
+ */
+export function tool(name, pkg) {
+  const dirs = [...(process.env.PATH ?? '').split(':').filter(Boolean), '/usr/sbin', '/usr/bin', '/sbin'];
+  for (const d of dirs) {
+    const p = path.join(d, name);
+    if (fs.existsSync(p)) return p;
+  }
+  throw new Error(`${name} not found: apt-get install ${pkg} (tests/run.sh does)`);
+}
+
 /** Wait until `probe()` resolves truthy; polls every `every` ms. */
 export async function until(probe, what, timeout = 30_000, every = 100) {
   const deadline = Date.now() + timeout;
@@ -137,7 +152,7 @@ export async function startRedis(dir) {
   /** @type {ReturnType<typeof spawnProc>} */
   let proc;
   const start = async () => {
-    proc = spawnProc('redis', 'redis-server', [
+    proc = spawnProc('redis', tool('redis-server', 'redis-server'), [
       '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
       '--dir', dir, '--daemonize', 'no', '--loglevel', 'warning',
     ]);
@@ -291,10 +306,11 @@ export async function startBalancer(dir, nodes) {
   const sock = path.join(dir, 'haproxy.sock');
   const cfg = path.join(dir, 'haproxy.cfg');
   fs.writeFileSync(cfg, haproxyConfig({ port, sock, nodes }));
-  const check = spawnProc('haproxy-check', 'haproxy', ['-c', '-f', cfg]);
+  const haproxy = tool('haproxy', 'haproxy');
+  const check = spawnProc('haproxy-check', haproxy, ['-c', '-f', cfg]);
   const checked = await check.exit;
   if (checked.code !== 0) throw new Error(`haproxy -c: ${check.output}`);
-  const proc = spawnProc('haproxy', 'haproxy', ['-db', '-f', cfg]);
+  const proc = spawnProc('haproxy', haproxy, ['-db', '-f', cfg]);
   const origin = `http://127.0.0.1:${port}`;
 
   /** One runtime API command over the admin socket; resolves with its output. */
@@ -501,7 +517,9 @@ export function runCli(name, args) {
       if (!line) continue;
       try {
         const ev = JSON.parse(line);
-        if (ev && typeof ev.event === 'string') events.push(ev); else badLines.push(line);
+        // `_at`: when it arrived here (ms since the epoch), to order it
+        // against events recorded elsewhere (a page's).
+        if (ev && typeof ev.event === 'string') events.push(Object.assign(ev, { _at: Date.now() })); else badLines.push(line);
       } catch {
         badLines.push(line);
       }

@@ -486,7 +486,8 @@ export class SignalingChannel extends EventTarget {
       this.#dropInfo = { code, reason };
       this.#droppedAt = Date.now();
       this.#attempts = 0;
-      this.#fresh = false;
+      // A server without sessions announced our leave at once: the rejoin is new to everyone.
+      this.#fresh = !this.#session.enabled;
       this.#previousPeer = this.peerId;
       this.state = 'reconnecting';
       this.#scheduleAttempt();

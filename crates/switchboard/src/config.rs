@@ -16,7 +16,7 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, Command, FromArgMatches, ValueEnum};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use signal::{HubConfig, StaticIceServers};
+use signal::{HubConfig, StaticIceServers, Tokens};
 use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -101,6 +101,25 @@ pub struct Settings {
     /// Messages queued for one slow client before it is dropped
     #[arg(long, env = "SWITCHBOARD_SEND_QUEUE", value_name = "N")]
     pub send_queue: usize,
+
+    /// Seconds a dropped session is kept for a resume
+    #[arg(long, env = "SWITCHBOARD_RESUME_WINDOW", value_name = "SECS")]
+    pub resume_window: f64,
+
+    /// Unacked messages kept per session for a resume
+    #[arg(long, env = "SWITCHBOARD_RESUME_BUFFER", value_name = "N")]
+    pub resume_buffer: usize,
+
+    /// Secret that signs session tokens; nodes of a cluster need the same
+    /// one (with --redis and no secret, they share one kept in Redis)
+    /// [default: random per start]
+    #[arg(long, env = "SWITCHBOARD_SESSION_SECRET", value_name = "SECRET")]
+    pub session_secret: Option<String>,
+
+    /// Share rooms and sessions with other nodes through this Redis
+    /// (redis://HOST:PORT/DB); without it everything stays in this process
+    #[arg(long, env = "SWITCHBOARD_REDIS", value_name = "URL")]
+    pub redis: Option<String>,
 
     /// Run without the built-in STUN/TURN server.
     #[arg(long, env = "SWITCHBOARD_NO_TURN")]
@@ -200,6 +219,10 @@ impl Default for Settings {
             max_connections: hub.max_connections,
             // The serve driver's own queue; no core has a say in it.
             send_queue: 1024,
+            resume_window: hub.resume_window.as_secs_f64(),
+            resume_buffer: hub.resume_buffer,
+            session_secret: None,
+            redis: None,
             no_turn: false,
             turn_listen: SocketAddr::from(([0, 0, 0, 0], 3478)),
             external_ip: None,
@@ -335,6 +358,11 @@ pub struct ServeConfig {
     /// Server-to-client messages queued for one connection before `serve`
     /// closes it with 1008 `send queue full` (`--send-queue`, at least 1).
     pub send_queue: usize,
+    /// `--session-secret`, when given.
+    pub session_secret: Option<String>,
+    /// `--redis`: the cluster store's URL; `None` keeps everything in this
+    /// process.
+    pub redis: Option<String>,
     /// `None` when started with `--no-turn`.
     pub turn: Option<TurnConfig>,
 }
@@ -388,7 +416,31 @@ impl Settings {
             idle_timeout: secs(self.idle_timeout, "idle-timeout")?,
             max_connections: self.max_connections,
             ice_servers: Arc::new(StaticIceServers(ice_json)),
+            resume_window: secs(self.resume_window, "resume-window")?,
+            resume_buffer: self.resume_buffer,
+            tokens: match &self.session_secret {
+                Some(s) => Tokens::new(s.as_bytes().to_vec()),
+                None => HubConfig::default().tokens,
+            },
+            node: HubConfig::default().node,
         };
+        if hub.resume_window < Duration::from_secs(1) {
+            bail!("--resume-window must be at least 1 second");
+        }
+        if hub.resume_buffer == 0 {
+            bail!("--resume-buffer must be at least 1");
+        }
+        if self.session_secret.as_deref().is_some_and(|s| s.len() < 16) {
+            bail!("--session-secret must be at least 16 characters");
+        }
+        if let Some(url) = &self.redis {
+            if !(url.starts_with("redis://")
+                || url.starts_with("rediss://")
+                || url.starts_with("unix://"))
+            {
+                bail!("--redis {url:?} must be a redis://HOST:PORT URL");
+            }
+        }
         if hub.max_room_peers == 0 {
             bail!("--max-room-peers must be at least 1");
         }
@@ -418,6 +470,8 @@ impl Settings {
             ice_servers: self.ice_server,
             hub,
             send_queue: self.send_queue,
+            session_secret: self.session_secret,
+            redis: self.redis,
             turn,
         })
     }

@@ -5,7 +5,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use signal::{ErrorCode, FrameKind, RelayKind};
+use signal::{ErrorCode, FrameKind, Note, RelayKind};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabel {
@@ -20,6 +20,11 @@ struct TypeLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CodeLabel {
     code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -52,6 +57,10 @@ pub struct Metrics {
     pub connections: Gauge,
     pub rooms: Gauge,
     pub peers: Gauge,
+    /// Messages kept for sessions, unacked (in-memory store only).
+    pub buffered: Gauge,
+    resumes: Family<OutcomeLabel, Counter>,
+    store_errors: Counter,
     relayed: Family<KindLabel, Counter>,
     sent: Family<TypeLabel, Counter>,
     errors: Family<CodeLabel, Counter>,
@@ -64,6 +73,9 @@ impl Metrics {
             connections: Gauge::default(),
             rooms: Gauge::default(),
             peers: Gauge::default(),
+            buffered: Gauge::default(),
+            resumes: Family::default(),
+            store_errors: Counter::default(),
             relayed: Family::default(),
             sent: Family::default(),
             errors: Family::default(),
@@ -76,7 +88,29 @@ impl Metrics {
             m.connections.clone(),
         );
         registry.register("rooms", "Rooms with at least one peer", m.rooms.clone());
-        registry.register("peers", "Peers joined to a room", m.peers.clone());
+        registry.register(
+            "peers",
+            "Peers attached on this node (joined, socket open)",
+            m.peers.clone(),
+        );
+        registry.register(
+            "session_buffered_messages",
+            "Unacked messages kept for sessions (in-memory store)",
+            m.buffered.clone(),
+        );
+        registry.register(
+            "resumes",
+            "Session resumes, by outcome (ok, failed)",
+            m.resumes.clone(),
+        );
+        for outcome in ["ok", "failed"] {
+            let _ = m.resumes.get_or_create(&OutcomeLabel { outcome });
+        }
+        registry.register(
+            "store_errors",
+            "Store operations that failed because the store was unreachable",
+            m.store_errors.clone(),
+        );
         registry.register(
             "messages_relayed",
             "Signal messages relayed between peers, by what their data holds",
@@ -146,18 +180,34 @@ impl Metrics {
                 r#type: kind.type_str(),
             })
             .inc();
-        match kind {
-            FrameKind::Signal(k) => {
+        if let FrameKind::Error(c) = kind {
+            self.errors
+                .get_or_create(&CodeLabel { code: c.as_str() })
+                .inc();
+        }
+    }
+
+    /// Counts what the hub noted.
+    pub fn note(&self, note: Note) {
+        match note {
+            Note::Relayed(k) => {
                 self.relayed
                     .get_or_create(&KindLabel { kind: k.as_str() })
                     .inc();
             }
-            FrameKind::Error(c) => {
-                self.errors
-                    .get_or_create(&CodeLabel { code: c.as_str() })
+            Note::Resumed => {
+                self.resumes
+                    .get_or_create(&OutcomeLabel { outcome: "ok" })
                     .inc();
             }
-            _ => {}
+            Note::ResumeFailed => {
+                self.resumes
+                    .get_or_create(&OutcomeLabel { outcome: "failed" })
+                    .inc();
+            }
+            Note::StoreUnavailable => {
+                self.store_errors.inc();
+            }
         }
     }
 

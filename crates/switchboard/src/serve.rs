@@ -21,7 +21,8 @@ use axum::serve::ListenerExt;
 use axum::Router;
 use futures_util::SinkExt;
 use serde_json::value::RawValue;
-use signal::{ConnId, FrameKind, Hub, IceServers, Output};
+use signal::store::MemoryStore;
+use signal::{ConnId, FrameKind, Gone, Hub, IceServers, Output};
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -55,8 +56,15 @@ const READ_BUFFER: usize = 512;
 /// Capacity of a connection's send batch kept between bursts, frames.
 const BATCH_KEEP: usize = 16;
 
+/// Where the hub's store ops go.
+enum Backend {
+    /// Run at once, under the lock (single node).
+    Memory(MemoryStore),
+}
+
 struct Shared {
     hub: Hub,
+    backend: Backend,
     outboxes: HashMap<ConnId, Outbox>,
     /// Frames queued for one connection before it counts as not reading.
     send_queue: usize,
@@ -82,8 +90,19 @@ impl App {
 impl Shared {
     /// Carries out everything the hub asked for. Never blocks.
     fn pump(&mut self, metrics: &Metrics) {
+        let now = Instant::now();
         while let Some(out) = self.hub.poll_output() {
             match out {
+                Output::Store(op) => match &mut self.backend {
+                    Backend::Memory(store) => {
+                        let reply = store.run(op, now);
+                        self.hub.handle_reply(reply, now);
+                        while let Some(ev) = store.poll_event() {
+                            self.hub.handle_event(ev);
+                        }
+                    }
+                },
+                Output::Note(note) => metrics.note(note),
                 Output::Send { conn, frame, kind } => {
                     let Some(ob) = self.outboxes.get_mut(&conn) else {
                         continue;
@@ -115,8 +134,18 @@ impl Shared {
                 }
             }
         }
-        metrics.rooms.set(self.hub.rooms() as i64);
+        self.gauges(metrics);
+    }
+
+    fn gauges(&self, metrics: &Metrics) {
         metrics.peers.set(self.hub.peers() as i64);
+        metrics.connections.set(self.hub.connections() as i64);
+        match &self.backend {
+            Backend::Memory(store) => {
+                metrics.rooms.set(store.rooms() as i64);
+                metrics.buffered.set(store.buffered() as i64);
+            }
+        }
     }
 }
 
@@ -187,6 +216,7 @@ pub async fn start(mut cfg: ServeConfig, listener: TcpListener) -> anyhow::Resul
     let app = Arc::new(App {
         shared: Mutex::new(Shared {
             hub: Hub::new(cfg.hub.clone()),
+            backend: Backend::Memory(MemoryStore::new()),
             outboxes: HashMap::new(),
             send_queue: cfg.send_queue,
         }),
@@ -404,12 +434,7 @@ async fn ice_servers_handler(State(app): State<Arc<App>>) -> Response {
 }
 
 async fn metrics_handler(State(app): State<Arc<App>>) -> Response {
-    {
-        let s = app.lock();
-        app.metrics.rooms.set(s.hub.rooms() as i64);
-        app.metrics.peers.set(s.hub.peers() as i64);
-        app.metrics.connections.set(s.hub.connections() as i64);
-    }
+    app.lock().gauges(&app.metrics);
     if let Some(turn) = &app.turn {
         app.metrics.update_turn(&turn.snapshot());
     }
@@ -466,8 +491,9 @@ async fn ws_handler(
         .on_failed_upgrade(move |e| {
             warn!(%remote, "WebSocket upgrade failed: {e}");
             let mut s = on_fail.lock();
-            s.hub.disconnect(conn);
+            s.hub.disconnect(conn, Gone::Lost);
             s.outboxes.remove(&conn);
+            s.pump(&on_fail.metrics);
         })
         .on_upgrade(move |socket| tracker.track_future(connection(app, conn, remote, socket, wake)))
 }
@@ -497,6 +523,9 @@ fn connection(
         // Frames taken from the outbox in one go; reused, so a busy connection
         // does not allocate per batch.
         let mut batch: VecDeque<Arc<str>> = VecDeque::new();
+        // Only a close frame from the client ends its session; anything
+        // else leaves it for a resume.
+        let mut gone = Gone::Lost;
         let why: String = 'conn: loop {
             tokio::select! {
                 incoming = socket.recv() => {
@@ -516,6 +545,7 @@ fn connection(
                             app.lock().hub.handle_activity(conn, now);
                         }
                         Some(Ok(Message::Close(frame))) => {
+                            gone = Gone::Closed;
                             break match frame {
                                 Some(f) => format!("closed by client ({} {})", f.code, f.reason),
                                 None => "closed by client".into(),
@@ -569,7 +599,7 @@ fn connection(
 
         {
             let mut s = app.lock();
-            s.hub.disconnect(conn);
+            s.hub.disconnect(conn, gone);
             s.outboxes.remove(&conn);
             s.pump(&app.metrics);
         }

@@ -107,7 +107,7 @@ async fn join_relay_and_spoofed_from() {
     assert_eq!(wb["peers"], json!([{"peer": a_id, "meta": {"name":"A"}}]));
     assert_eq!(
         a.recv().await,
-        json!({"type":"peer-joined","peer":"bob","meta":{}})
+        json!({"seq":1,"type":"peer-joined","peer":"bob","meta":{}})
     );
 
     let offer = json!({"description":{"type":"offer","sdp":"v=0\r\n"}});
@@ -115,13 +115,13 @@ async fn join_relay_and_spoofed_from() {
         .await;
     assert_eq!(
         a.recv().await,
-        json!({"type":"signal","from":"bob","data":offer})
+        json!({"seq":2,"type":"signal","from":"bob","data":offer})
     );
     a.send(json!({"type":"signal","to":"bob","data":{"candidate":null}}))
         .await;
     assert_eq!(
         b.recv().await,
-        json!({"type":"signal","from":a_id,"data":{"candidate":null}})
+        json!({"seq":1,"type":"signal","from":a_id,"data":{"candidate":null}})
     );
 
     assert_eq!(
@@ -203,7 +203,10 @@ async fn unknown_peer_room_full_duplicate_id_and_leave() {
     a.expect_error("unknown-peer").await;
 
     b.send(json!({"type":"leave"})).await;
-    assert_eq!(a.recv().await, json!({"type":"peer-left","peer":"bob"}));
+    assert_eq!(
+        a.recv().await,
+        json!({"seq":2,"type":"peer-left","peer":"bob"})
+    );
     // The room has space again and c can join.
     let w = c.join("r", "carol").await;
     assert_eq!(w["peers"], json!([{"peer":"alice","meta":{}}]));
@@ -214,8 +217,8 @@ async fn unknown_peer_room_full_duplicate_id_and_leave() {
 }
 
 #[tokio::test]
-async fn abrupt_disconnect_gives_peer_left() {
-    let server = InProcess::start(&[]);
+async fn abrupt_disconnect_gives_peer_left_after_the_window() {
+    let server = InProcess::start(&["--resume-window", "2"]);
     let mut a = Client::connect(&server.url()).await;
     let mut b = Client::connect(&server.url()).await;
     a.join("r", "alice").await;
@@ -223,13 +226,25 @@ async fn abrupt_disconnect_gives_peer_left() {
     a.recv().await;
     // Drop the TCP connection without a close frame.
     let raw = b.ws.into_inner();
+    let dropped = Instant::now();
     drop(raw);
-    assert_eq!(a.recv().await, json!({"type":"peer-left","peer":"bob"}));
+    // Bob is kept for a resume: alice hears nothing during the window...
+    a.ping_pong().await;
+    assert_eq!(
+        a.recv().await,
+        json!({"seq":2,"type":"peer-left","peer":"bob"})
+    );
+    // ...and gets peer-left once it has passed (swept within a second).
+    let took = dropped.elapsed();
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_millis(4500),
+        "peer-left after {took:?}"
+    );
 }
 
 #[tokio::test]
 async fn silent_peer_times_out() {
-    let server = InProcess::start(&["--idle-timeout", "1"]);
+    let server = InProcess::start(&["--idle-timeout", "1", "--resume-window", "1"]);
     let mut a = Client::connect(&server.url()).await;
     let mut b = Client::connect(&server.url()).await;
     a.join("r", "alice").await;
@@ -237,11 +252,15 @@ async fn silent_peer_times_out() {
     a.recv().await;
     // b stops reading, so it never answers pings: it looks like a peer whose
     // network vanished. a keeps reading (and so answers pings).
+    // Its session outlives the socket by the resume window.
     let started = Instant::now();
-    assert_eq!(a.recv().await, json!({"type":"peer-left","peer":"bob"}));
+    assert_eq!(
+        a.recv().await,
+        json!({"seq":2,"type":"peer-left","peer":"bob"})
+    );
     let took = started.elapsed();
     assert!(
-        took >= Duration::from_millis(900),
+        took >= Duration::from_millis(1900),
         "dropped too early: {took:?}"
     );
     // a itself stayed alive while answering pings.

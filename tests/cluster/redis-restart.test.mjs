@@ -1,0 +1,116 @@
+// Redis restarts empty in the middle of a call between Chromium (/call) and
+// `switchboard echo` on different nodes. The sessions are gone with it, so
+// when the balancer then cuts both signaling connections the resumes fail
+// with `resume-failed`; both sides rejoin under their old ids, the page
+// ICE-restarts, and the call goes on. A newcomer afterwards finds exactly
+// the two peers: no ghost, no duplicate.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  startCluster, launchBrowser, newPage, screenshot, waitFor, roomName, runCli, withLogs, until,
+} from './harness.mjs';
+import {
+  landApart, cliArgs, recordRoomEvents, roomEvents, waitRoomEvent, waitVideoPlaying, pagePeerState,
+  inboundVideoBytes, iceUfrags,
+} from './browser.mjs';
+import { RawClient } from './rawclient.mjs';
+
+let cluster;
+let browser;
+
+before(async () => {
+  cluster = await startCluster({ count: 2 });
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+  await cluster?.stop();
+});
+
+/** Failed resumes over all nodes (`switchboard_resumes_total{outcome="failed"}`). */
+const resumesFailed = async () => {
+  let sum = 0;
+  for (const n of cluster.nodes) sum += await n.metric('switchboard_resumes_total{outcome="failed"}');
+  return sum;
+};
+
+test('Redis restarts empty mid-call: resume-failed, a clean rejoin with the same ids, and the call recovers', { timeout: 60_000 }, async () => {
+  const room = roomName('cl-redis');
+  const page = await newPage(browser, 'cluster-redis-restart');
+  /** @type {any} */
+  let echo = null;
+  try {
+    await landApart(cluster,
+      async () => {
+        await page.goto(`${cluster.lb.origin}/call?room=${room}&name=browser`);
+        await waitFor(page, () => document.body.dataset.joined === 'true');
+      },
+      async () => {
+        echo = runCli('echo', ['echo', ...cliArgs(cluster, room, 'native-echo')]);
+        await echo.waitEvent((e) => e.event === 'joined', 'joined');
+      });
+    await echo.waitEvent((e) => e.event === 'connected', 'connected');
+    await waitVideoPlaying(page, 1);
+    await recordRoomEvents(page);
+    const pageId = await page.evaluate(() => /** @type {any} */ (window).switchboardRoom.peerId);
+    const echoId = (await echo.waitEvent((e) => e.event === 'joined', 'joined')).peer;
+    const failedBefore = await resumesFailed();
+    const ufragsBefore = await iceUfrags(page);
+    assert.ok(ufragsBefore.local && ufragsBefore.remote, `ICE ufrags before: ${JSON.stringify(ufragsBefore)}`);
+
+    // Redis loses everything; the nodes reconnect to the new, empty one.
+    assert.ok(await cluster.redis.dbsize() > 0, 'the room was in Redis');
+    await cluster.redis.restart();
+    assert.equal(await cluster.redis.dbsize(), 0, 'Redis came back empty');
+    await until(async () => {
+      const s = await Promise.all(cluster.nodes.map((n) => n.healthStatus()));
+      return s.every((x) => x === 200);
+    }, 'both nodes healthy again', 15_000);
+
+    // Now both signaling connections drop (the balancer cuts them).
+    await cluster.lb.cutAll();
+    await waitRoomEvent(page, 'reconnecting');
+    await waitRoomEvent(page, 'resume-failed');
+    await waitRoomEvent(page, 'rejoined');
+    await until(async () => (await cluster.connections()).reduce((a, b) => a + b, 0) === 2, 'both clients connected again', 20_000);
+    assert.ok(await resumesFailed() >= failedBefore + 2, 'both resumes were refused, and counted');
+
+    const events = await roomEvents(page);
+    assert.ok(!events.some((e) => e.type === 'resumed'), `nothing to resume after Redis lost it: ${JSON.stringify(events)}`);
+    assert.equal(await page.evaluate(() => /** @type {any} */ (window).switchboardRoom.peerId), pageId, 'the page rejoined under its old id');
+
+    // The call recovers: an ICE restart (new ufrags on both sides, whoever
+    // started it) went through the rejoined signaling, ICE connects again,
+    // and video keeps coming.
+    await until(async () => {
+      const u = await iceUfrags(page);
+      return u.signaling === 'stable' && u.local !== ufragsBefore.local && u.remote !== ufragsBefore.remote;
+    }, 'an ICE restart after the rejoin', 20_000);
+    await waitFor(page, () => [.../** @type {any} */ (window).switchboardRoom.peers.values()][0]?.pc.connectionState === 'connected', undefined, 20_000);
+    const bytes = await inboundVideoBytes(page);
+    await waitVideoPlaying(page, 1);
+    await until(async () => (await inboundVideoBytes(page)) > bytes + 10_000, 'more video after the rejoin', 10_000);
+    const state = await pagePeerState(page);
+    assert.equal(state?.id, echoId, 'the page still talks to the same echo peer');
+    assert.equal(echo.exited, null, 'echo is still running');
+
+    // A clean room: a newcomer (either node, through the balancer) sees
+    // exactly the two peers, and Redis holds the room again.
+    const probe = new RawClient('probe');
+    try {
+      const w = await probe.join(cluster.lb.wsUrl, room, 'probe');
+      assert.deepEqual(w.peers.map((p) => p.peer).sort(), [pageId, echoId].sort(), 'no ghost, no duplicate');
+    } finally {
+      await probe.close();
+    }
+    assert.ok(await cluster.redis.dbsize() > 0, 'the rejoined room is in Redis again');
+    await screenshot(page, 'cluster-redis-restart');
+    assert.deepEqual(page.errors, []);
+  } catch (err) {
+    throw withLogs(err, cluster, echo);
+  } finally {
+    await echo?.kill();
+    await page.context().close();
+  }
+});
