@@ -203,8 +203,12 @@ pub enum RoomEvent {
     /// connections were not touched.
     Resumed,
     /// Resuming was refused or too late, so we joined afresh under the
-    /// same id; every connection to a peer still present is ICE-restarted,
-    /// and peers that left meanwhile were reported with `PeerLeft`.
+    /// same id. Every connection to a peer still present is ICE-restarted;
+    /// a peer missing from the room gets the resume window to come back (it
+    /// may be rejoining too) and is reported with `PeerLeft` if it does
+    /// not. When the window had passed, the others were told we left and
+    /// dropped their ends: then every connection starts over (`PeerLeft`,
+    /// then a new `Connection` to each peer present).
     Rejoined {
         /// Who is in the room now.
         peers: Vec<String>,
@@ -472,6 +476,8 @@ pub async fn join(cfg: RoomConfig) -> Result<Room, RoomError> {
         recovery: None,
         retry_at: None,
         attempt: None,
+        attempt_fresh: false,
+        stale: HashMap::new(),
         last_error: String::new(),
     };
     task.set_ice_servers(ice_servers.clone());
@@ -631,6 +637,13 @@ struct RoomTask {
     retry_at: Option<Instant>,
     /// The attempt under way.
     attempt: Option<BoxFuture<'static, Outcome>>,
+    /// The attempt under way rejoins after the window passed: the others
+    /// have been told we left and dropped their connections to us.
+    attempt_fresh: bool,
+    /// Peers missing from a rejoin's `welcome`, with the time they are
+    /// given to come back (they may be rejoining too) before they count as
+    /// gone.
+    stale: HashMap<String, Instant>,
     /// Why the socket dropped or the last attempt failed.
     last_error: String,
 }
@@ -795,8 +808,9 @@ impl RoomTask {
     /// When the timer branch should next fire.
     fn next_wake(&self) -> Instant {
         let far = Instant::now() + Duration::from_secs(3600);
+        let far = self.stale.values().copied().min().unwrap_or(far).min(far);
         if self.ws.is_none() {
-            return self.retry_at.unwrap_or(far);
+            return self.retry_at.unwrap_or(far).min(far);
         }
         let ack = self
             .session
@@ -811,6 +825,16 @@ impl RoomTask {
     /// down.
     async fn tick(&mut self) -> Option<End> {
         let now = Instant::now();
+        let expired: Vec<String> = self
+            .stale
+            .iter()
+            .filter(|(_, t)| **t <= now)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for peer in expired {
+            info!("{peer} did not come back after our rejoin");
+            self.peer_left(peer).await;
+        }
         if self.ws.is_none() {
             if self.retry_at.is_some_and(|t| now >= t) && self.attempt.is_none() {
                 self.retry_at = None;
@@ -876,9 +900,14 @@ impl RoomTask {
         let recovery = self.recovery.as_mut()?;
         let token = self.session.token().map(str::to_string);
         let join = join_frame(&self.cfg, Some(&self.me), token.as_deref());
-        let resume = match recovery.next(std::time::Instant::now()) {
+        let now = std::time::Instant::now();
+        self.attempt_fresh = false;
+        let resume = match recovery.next(now) {
             Attempt::Resume => self.session.resume_frame(&self.cfg.room),
-            Attempt::Rejoin => None,
+            Attempt::Rejoin => {
+                self.attempt_fresh = recovery.window_passed(now);
+                None
+            }
             Attempt::GiveUp => {
                 let window = self
                     .session
@@ -917,7 +946,8 @@ impl RoomTask {
                 self.recovery = None;
                 self.retry_at = None;
                 self.attach(*ws);
-                self.back(greeting).await
+                let fresh = self.attempt_fresh || greeting.peer != self.me;
+                self.back(greeting, fresh).await
             }
             Outcome::Failed {
                 resume_refused,
@@ -952,11 +982,17 @@ impl RoomTask {
     }
 
     /// A new socket greeted us: a resume (replay follows) or a rejoin.
-    async fn back(&mut self, g: Greeting) -> Option<End> {
+    /// `fresh`: a rejoin the others saw as a new peer (our window had
+    /// passed, or we got another id), so every connection starts over.
+    async fn back(&mut self, g: Greeting, fresh: bool) -> Option<End> {
         self.set_ice_servers(read_ice_servers(g.ice_servers));
         if g.peer != self.me {
             warn!("the server gave us id {} instead of {}", g.peer, self.me);
             self.me = g.peer.clone();
+        }
+        if fresh && g.ack.is_none() {
+            // Signals for connections that are about to go.
+            self.session.discard_outbox();
         }
         let again = match g.ack {
             Some(ack) => {
@@ -975,15 +1011,25 @@ impl RoomTask {
             return None;
         }
         // Rejoined: the room may have changed while we were away.
+        if fresh {
+            info!("rejoined after the resume window: every connection starts over");
+            let all: Vec<String> = self.conns.keys().cloned().collect();
+            for peer in all {
+                self.peer_left(peer).await;
+            }
+        }
         let present: HashSet<String> = g.peers.iter().map(|p| p.peer.clone()).collect();
-        let gone: Vec<String> = self
+        let missing: Vec<String> = self
             .conns
             .keys()
             .filter(|p| !present.contains(*p))
             .cloned()
             .collect();
-        for peer in gone {
-            self.peer_left(peer).await;
+        let window = self.session.window().unwrap_or(Duration::from_secs(20));
+        for peer in missing {
+            // Perhaps rejoining too (the server lost its state): its
+            // `peer-joined` keeps the connection; otherwise it goes.
+            self.stale.insert(peer, Instant::now() + window);
         }
         let mut restarted = 0;
         for p in &g.peers {
@@ -1062,6 +1108,7 @@ impl RoomTask {
 
     async fn peer_left(&mut self, peer: String) {
         self.early.remove(&peer);
+        self.stale.remove(&peer);
         if let Some(Some(c)) = self.conns.remove(&peer) {
             tokio::spawn(async move { c.pc.close().await });
         }
@@ -1081,6 +1128,7 @@ impl RoomTask {
         }
         match frame {
             ServerFrame::PeerJoined { peer, meta, .. } => {
+                self.stale.remove(&peer);
                 let _ = self
                     .events
                     .send(RoomEvent::PeerJoined {

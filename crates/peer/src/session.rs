@@ -215,6 +215,12 @@ impl Session {
         frame
     }
 
+    /// Forgets our unacked signals (they were for connections that are
+    /// being replaced).
+    pub fn discard_outbox(&mut self) {
+        self.outbox.clear();
+    }
+
     /// The server's `ack`: it handled our signals up to `seq`.
     pub fn server_ack(&mut self, seq: u64) {
         while self.outbox.front().is_some_and(|k| k.seq <= seq) {
@@ -332,6 +338,12 @@ impl Recovery {
         } else {
             Attempt::GiveUp
         }
+    }
+
+    /// The resume window has passed by `now`: the server has ended the
+    /// session and told the others we left.
+    pub fn window_passed(&self, now: Instant) -> bool {
+        now >= self.resume_until
     }
 
     /// Attempts made so far (1 during the first).
@@ -558,6 +570,8 @@ mod tests {
         assert_eq!(r.next(t0), Attempt::Resume);
         assert_eq!(r.next(t0 + Duration::from_millis(19_999)), Attempt::Resume);
         let late = t0 + Duration::from_secs(20);
+        assert!(!r.window_passed(t0 + Duration::from_millis(19_999)));
+        assert!(r.window_passed(late));
         assert_eq!(r.next(late), Attempt::Rejoin);
         r.rejoin_failed();
         assert_eq!(r.next(late), Attempt::Rejoin);
@@ -568,6 +582,7 @@ mod tests {
         let mut r = Recovery::new(cfg.clone(), &s, t0);
         r.resume_refused();
         assert_eq!(r.next(t0), Attempt::Rejoin);
+        assert!(!r.window_passed(t0));
 
         // Without a window from the server, the default applies.
         let mut s = Session::new(SessionConfig::default());
