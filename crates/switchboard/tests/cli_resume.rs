@@ -21,6 +21,8 @@ use tokio::task::AbortHandle;
 /// test can reset at will; it keeps accepting new ones.
 struct Proxy {
     addr: SocketAddr,
+    /// Where new connections go.
+    target: Arc<Mutex<SocketAddr>>,
     conns: Arc<Mutex<Vec<AbortHandle>>>,
     accepted: Arc<Mutex<usize>>,
     /// Runs the proxy; dropping it stops accepting.
@@ -40,11 +42,13 @@ impl Proxy {
         let addr = l.local_addr().unwrap();
         let conns: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
         let accepted: Arc<Mutex<usize>> = Arc::default();
-        let (c, a) = (conns.clone(), accepted.clone());
+        let target = Arc::new(Mutex::new(target));
+        let (c, a, t) = (conns.clone(), accepted.clone(), target.clone());
         rt.spawn(async move {
             while let Ok((mut client, _)) = l.accept().await {
                 *a.lock().unwrap() += 1;
-                let Ok(mut server) = tokio::net::TcpStream::connect(target).await else {
+                let to = *t.lock().unwrap();
+                let Ok(mut server) = tokio::net::TcpStream::connect(to).await else {
                     continue;
                 };
                 // Dropping a socket with linger 0 resets it: no FIN, no
@@ -62,6 +66,7 @@ impl Proxy {
         });
         Proxy {
             addr,
+            target,
             conns,
             accepted,
             _rt: rt,
@@ -75,6 +80,11 @@ impl Proxy {
             c.abort();
         }
         conns.len()
+    }
+
+    /// Sends new connections to `to` (another server).
+    fn retarget(&self, to: SocketAddr) {
+        *self.target.lock().unwrap() = to;
     }
 
     fn accepted(&self) -> usize {
@@ -179,18 +189,10 @@ impl Cli {
     }
 }
 
-fn names(evs: &[Value]) -> Vec<&str> {
-    evs.iter().filter_map(|e| e["event"].as_str()).collect()
-}
-
-#[test]
-fn send_and_recv_finish_a_transfer_across_a_signaling_reset() {
-    let server = InProcess::start(&["--no-turn", "--resume-window", "20"]);
-    let proxy = Proxy::start(server.addr);
-    let dir = tmpdir("cut");
+/// 40 MB of noise. Sent in 1 KiB chunks the transfer lasts a few seconds
+/// on loopback, well past a reconnect (first retry within 1 s).
+fn big_file(dir: &Path) -> PathBuf {
     let src = dir.join("big.bin");
-    // Small chunks make the transfer last a few seconds on loopback, well
-    // past the reconnect (first retry within 1 s).
     let mut data = vec![0u8; 40_000_000];
     let mut x: u64 = 0x2545F4914F6CDD1D;
     for b in data.iter_mut() {
@@ -200,7 +202,19 @@ fn send_and_recv_finish_a_transfer_across_a_signaling_reset() {
         *b = x as u8;
     }
     std::fs::write(&src, &data).unwrap();
-    drop(data);
+    src
+}
+
+fn names(evs: &[Value]) -> Vec<&str> {
+    evs.iter().filter_map(|e| e["event"].as_str()).collect()
+}
+
+#[test]
+fn send_and_recv_finish_a_transfer_across_a_signaling_reset() {
+    let server = InProcess::start(&["--no-turn", "--resume-window", "20"]);
+    let proxy = Proxy::start(server.addr);
+    let dir = tmpdir("cut");
+    let src = big_file(&dir);
     let want = sha256_file(&src);
     let out = dir.join("out");
     let url = format!("http://{}", proxy.addr);
@@ -277,6 +291,84 @@ fn send_and_recv_finish_a_transfer_across_a_signaling_reset() {
     }
     // Two first connections, two resumed ones.
     assert!(proxy.accepted() >= 4, "accepted {}", proxy.accepted());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_transfer_survives_a_server_that_lost_every_session() {
+    let first = InProcess::start(&["--no-turn"]);
+    let proxy = Proxy::start(first.addr);
+    let dir = tmpdir("lost");
+    let src = big_file(&dir);
+    let want = sha256_file(&src);
+    let out = dir.join("out");
+    let url = format!("http://{}", proxy.addr);
+    let common = [
+        "--server",
+        url.as_str(),
+        "--room",
+        "lost",
+        "--json",
+        "--loopback",
+    ];
+    let recv = Cli::spawn(
+        &[
+            &["recv"],
+            &common[..],
+            &["--out", out.to_str().unwrap(), "--count", "1"],
+        ]
+        .concat(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let mut send = Cli::spawn(
+        &[
+            &["send"],
+            &common[..],
+            &["--chunk", "1024", src.to_str().unwrap()],
+        ]
+        .concat(),
+    );
+
+    // Mid-transfer the signaling lands on a server that knows nothing of
+    // the sessions (a restarted node): resumes fail, both rejoin.
+    send.wait_for("progress", Duration::from_secs(30));
+    let second = InProcess::start(&["--no-turn"]);
+    proxy.retarget(second.addr);
+    assert_eq!(proxy.cut(), 2);
+    send.wait_for("rejoined", Duration::from_secs(10));
+
+    let (send_code, sent) = send.finish(Duration::from_secs(90));
+    let (recv_code, got) = recv.finish(Duration::from_secs(30));
+    assert_eq!(send_code, Some(0), "send: {:?}", names(&sent));
+    assert_eq!(recv_code, Some(0), "recv: {:?}", names(&got));
+    let fs = sent
+        .iter()
+        .find(|e| e["event"] == "file-sent")
+        .expect("file-sent");
+    assert_eq!(fs["sha256"], want.as_str());
+    assert_eq!(fs["ok"], true);
+    assert_eq!(sha256_file(&out.join("big.bin")), want);
+    for (who, evs) in [("send", &sent), ("recv", &got)] {
+        let n = names(evs);
+        assert!(n.contains(&"rejoined"), "{who}: {n:?}");
+        assert!(!n.contains(&"resumed"), "{who}: {n:?}");
+        // The connection was kept: nobody left, no second connection.
+        assert!(!n.contains(&"peer-left"), "{who}: {n:?}");
+        assert!(!n.contains(&"error"), "{who}: {n:?}");
+    }
+    // Whoever rejoined second found the other there and restarted ICE
+    // toward it; the first one saw it join again.
+    let peers_seen: Vec<usize> = [&sent, &got]
+        .iter()
+        .map(|evs| {
+            evs.iter()
+                .find(|e| e["event"] == "rejoined")
+                .map(|e| e["peers"].as_array().unwrap().len())
+                .unwrap()
+        })
+        .collect();
+    assert!(peers_seen.contains(&1), "{peers_seen:?}");
+    drop(first);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
