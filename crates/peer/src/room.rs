@@ -59,8 +59,15 @@ pub struct RoomConfig {
     /// ICE restarts tried in a row per connection (after `failed`, or 2 s
     /// of `disconnected`) before it is left failed and
     /// [`RoomEvent::RestartsExhausted`] is reported; the count starts over
-    /// once ICE is connected again.
+    /// once ICE has stayed connected for `restart_timeout`. Restarts wait,
+    /// uncounted, while the signaling connection is being restored (their
+    /// offers need it).
     pub max_restarts: u32,
+    /// An ICE restart that has not brought the connection back to
+    /// connected within this long counts as failed (the next restart, or
+    /// [`RoomEvent::RestartsExhausted`], follows): a peer that never
+    /// answers the restart's offer changes no ICE state by itself.
+    pub restart_timeout: Duration,
     /// Reconnecting after the signaling socket dropped; `None`: do not, and
     /// report [`RoomEvent::Closed`] instead (v1 behaviour). Servers without
     /// sessions (no `welcome.session`) get `Closed` either way.
@@ -78,7 +85,7 @@ pub struct RoomConfig {
 impl RoomConfig {
     /// Joins `room` on `server` under a server-picked id, with empty
     /// `meta`, the default peer [`Config`] plus the server's ICE servers, a
-    /// `chat` channel, 3 restarts, reconnecting with the defaults of
+    /// `chat` channel, 3 restarts (10 s each), reconnecting with the defaults of
     /// [`ReconnectConfig`] and [`SessionConfig`], a ping every 5 s and
     /// 15 s of silence taken as a drop.
     pub fn new(server: impl Into<String>, room: impl Into<String>) -> Self {
@@ -91,6 +98,7 @@ impl RoomConfig {
             use_server_ice: true,
             channel: Some("chat".into()),
             max_restarts: 3,
+            restart_timeout: Duration::from_secs(10),
             reconnect: Some(ReconnectConfig::default()),
             session: SessionConfig::default(),
             ping_interval: Duration::from_secs(5),
@@ -1185,6 +1193,7 @@ impl RoomTask {
             None
         };
         let max_restarts = self.cfg.max_restarts;
+        let restart_timeout = self.cfg.restart_timeout;
         let mut signaling = self.signaling.subscribe();
         tokio::spawn(async move {
             let (pc, events) = match PeerConnection::new(cfg).await {
@@ -1241,34 +1250,45 @@ impl RoomTask {
             let mut exhausted = false;
             let mut deferred = false;
             let mut disconnected_at: Option<Instant> = None;
+            // A restart whose offer gets no answer (the peer is frozen or
+            // gone) changes no state: it counts as failed after this.
+            let mut restart_due: Option<Instant> = None;
+            // The count starts over once ICE has stayed connected for
+            // `restart_timeout`, so a flapping path cannot restart forever.
+            let mut connected_since: Option<Instant> = None;
             loop {
-                let wait = match disconnected_at {
-                    Some(t) => t + Duration::from_secs(2),
-                    None => Instant::now() + Duration::from_secs(3600),
-                };
+                let far = Instant::now() + Duration::from_secs(3600);
+                let wait = disconnected_at
+                    .map(|t| t + Duration::from_secs(2))
+                    .unwrap_or(far)
+                    .min(restart_due.unwrap_or(far))
+                    .min(
+                        connected_since
+                            .filter(|_| restarts > 0)
+                            .map(|t| t + restart_timeout)
+                            .unwrap_or(far),
+                    );
                 let mut restart = None;
+                let mut give_up = false;
                 tokio::select! {
                     ev = app.recv() => {
                         let Some(ev) = ev else { break };
                         if let Event::IceConnectionState(s) = &ev {
                             match s {
-                                IceConnectionState::Disconnected => disconnected_at = Some(Instant::now()),
-                                IceConnectionState::Failed if restarts < max_restarts => restart = Some("failed"),
+                                IceConnectionState::Disconnected => {
+                                    disconnected_at = Some(Instant::now());
+                                    connected_since = None;
+                                }
                                 IceConnectionState::Failed => {
                                     disconnected_at = None;
-                                    if !exhausted {
-                                        exhausted = true;
-                                        warn!("connection to {peer} failed after {max_restarts} ICE restart(s)");
-                                        if internal.send(Internal::Exhausted { peer: peer.clone() }).await.is_err() {
-                                            break;
-                                        }
-                                    }
+                                    connected_since = None;
+                                    restart = Some("failed");
                                 }
                                 IceConnectionState::Connected | IceConnectionState::Completed => {
                                     disconnected_at = None;
-                                    restarts = 0;
-                                    exhausted = false;
+                                    restart_due = None;
                                     deferred = false;
+                                    connected_since.get_or_insert_with(Instant::now);
                                 }
                                 _ => disconnected_at = None,
                             }
@@ -1278,8 +1298,17 @@ impl RoomTask {
                         }
                     }
                     _ = tokio::time::sleep_until(wait) => {
-                        disconnected_at = None;
-                        if restarts < max_restarts {
+                        let now = Instant::now();
+                        if connected_since.is_some_and(|t| now >= t + restart_timeout) {
+                            restarts = 0;
+                            exhausted = false;
+                        }
+                        if restart_due.is_some_and(|t| now >= t) {
+                            restart_due = None;
+                            restart = Some("still not connected after an ICE restart");
+                        }
+                        if disconnected_at.is_some_and(|t| now >= t + Duration::from_secs(2)) {
+                            disconnected_at = None;
                             restart = Some("disconnected for 2 s");
                         }
                     }
@@ -1294,31 +1323,34 @@ impl RoomTask {
                 if let Some(why) = restart {
                     let state = *signaling.borrow();
                     match state {
-                        Signaling::Up => {}
+                        _ if restarts >= max_restarts => give_up = true,
+                        Signaling::Up => {
+                            restarts += 1;
+                            info!(
+                                "connection to {peer} {why}: ICE restart {restarts}/{max_restarts}"
+                            );
+                            let _ = pc.restart_ice().await;
+                            restart_due = Some(Instant::now() + restart_timeout);
+                        }
                         Signaling::Down => {
                             debug!("connection to {peer} {why}: ICE restart waits for signaling");
                             deferred = true;
-                            continue;
                         }
                         // No offer can reach the peer: restarting is hopeless.
-                        Signaling::Gone => {
-                            if !exhausted {
-                                exhausted = true;
-                                warn!("connection to {peer} {why} and signaling is gone: no ICE restart possible");
-                                if internal
-                                    .send(Internal::Exhausted { peer: peer.clone() })
-                                    .await
-                                    .is_err()
-                                {
-                                    break;
-                                }
-                            }
-                            continue;
-                        }
+                        Signaling::Gone => give_up = true,
                     }
-                    restarts += 1;
-                    info!("connection to {peer} {why}: ICE restart {restarts}/{max_restarts}");
-                    let _ = pc.restart_ice().await;
+                }
+                if give_up && !exhausted {
+                    exhausted = true;
+                    restart_due = None;
+                    warn!("connection to {peer} failed; {restarts} ICE restart(s) did not bring it back");
+                    if internal
+                        .send(Internal::Exhausted { peer: peer.clone() })
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
                 }
             }
         });

@@ -1,8 +1,9 @@
 //! The CLI's signaling heals: `send` and `recv` reach an in-process
 //! `serve` through a TCP proxy that the test cuts abruptly (TCP reset, no
 //! close frame) in the middle of a transfer. Both resume their sessions and
-//! the file arrives whole. With the server gone for good they exit with
-//! code 6 instead of hanging.
+//! the file arrives whole. With the server gone for good, or a peer whose
+//! connection ICE restarts cannot bring back, they exit with code 6
+//! instead of hanging.
 
 mod common;
 
@@ -403,5 +404,60 @@ fn with_the_server_gone_for_good_the_cli_exits_with_code_6() {
     assert!(msg.contains("window") && msg.contains("rejoin"), "{msg}");
     // The 2 s window, then two rejoins with backoff: well under 40 s.
     assert!(took >= Duration::from_secs(2), "gave up after {took:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_frozen_peer_ends_in_code_6_once_ice_restarts_are_exhausted() {
+    // A long idle timeout, so the frozen peer is not reported gone by
+    // signaling first (that would be exit 5, peer-left).
+    let server = InProcess::start(&["--no-turn", "--idle-timeout", "300"]);
+    let dir = tmpdir("frozen");
+    let src = big_file(&dir);
+    let out = dir.join("out");
+    let url = format!("http://{}", server.addr);
+    let common = [
+        "--server",
+        url.as_str(),
+        "--room",
+        "frozen",
+        "--json",
+        "--loopback",
+    ];
+    let mut recv = Cli::spawn(
+        &[
+            &["recv"],
+            &common[..],
+            &["--out", out.to_str().unwrap(), "--count", "1"],
+        ]
+        .concat(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let mut send = Cli::spawn(
+        &[
+            &["send"],
+            &common[..],
+            &["--chunk", "1024", src.to_str().unwrap()],
+        ]
+        .concat(),
+    );
+    send.wait_for("progress", Duration::from_secs(30));
+    let pid = recv.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let frozen = Instant::now();
+    let (code, evs) = send.finish(Duration::from_secs(120));
+    let took = frozen.elapsed();
+    let _ = recv.child.kill();
+    let _ = recv.child.wait();
+    assert_eq!(code, Some(6), "{:?}", names(&evs));
+    let err = evs.last().unwrap();
+    assert_eq!(err["code"], "restarts-exhausted", "{err}");
+    assert!(!names(&evs).contains(&"file-sent"), "{:?}", names(&evs));
+    // Silence is noticed within ~11 s; three restarts of at most 10 s.
+    assert!(took < Duration::from_secs(90), "took {took:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
