@@ -498,3 +498,65 @@ async fn with_the_server_gone_the_room_gives_up_after_the_window_and_a_rejoin() 
         .await
         .is_err());
 }
+
+#[tokio::test]
+async fn a_rejoin_after_the_window_starts_every_connection_over() {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (mut room, mut s1) = start(&l, config(addr), welcome(&["bob"], "tok1", 1)).await;
+    let first_offer = s1.next("signal").await;
+    assert_eq!(first_offer["data"]["description"]["type"], "offer");
+    events_until(&mut room, |e| matches!(e, RoomEvent::Connection { .. })).await;
+    s1.drain(Duration::from_millis(200)).await;
+    assert!(
+        s1.signals().len() > 1,
+        "unacked signals pile up: {:?}",
+        s1.log
+    );
+    // The server is away for longer than the 1 s window.
+    drop(l);
+    s1.cut();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let l = TcpListener::bind(addr).await.unwrap();
+    let mut s2 = Sock::accept(&l).await;
+    // Too late to resume: a join under the same id, with the old token.
+    let first = s2.next("join").await;
+    assert_eq!(s2.log.len(), 1, "nothing before the join: {:?}", s2.log);
+    assert_eq!(first["peer"], "me");
+    assert_eq!(first["session"], "tok1");
+    s2.send(welcome(&["bob"], "tok2", 1)).await;
+    // Bob was told we left and dropped his end: our connection goes and a
+    // new one is made, with us as the newcomer.
+    let evs = events_until(&mut room, |e| matches!(e, RoomEvent::Connection { .. })).await;
+    let kinds: Vec<&str> = evs
+        .iter()
+        .filter_map(|e| match e {
+            RoomEvent::PeerLeft { .. } => Some("left"),
+            RoomEvent::Rejoined { .. } => Some("rejoined"),
+            RoomEvent::Connection { offerer: true, .. } => Some("connection"),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(kinds, ["left", "rejoined", "connection"], "{evs:?}");
+    // The old connection's unacked signals are not sent: the new session
+    // starts with the new connection's offer, seq 1.
+    let offer = s2.next("signal").await;
+    assert_eq!(offer["seq"], 1);
+    assert_eq!(offer["data"]["description"]["type"], "offer");
+    let fingerprint = |v: &Value| {
+        let sdp = v["data"]["description"]["sdp"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        sdp.lines()
+            .find(|l| l.starts_with("a=fingerprint:"))
+            .unwrap()
+            .to_string()
+    };
+    assert_ne!(
+        fingerprint(&offer),
+        fingerprint(&first_offer),
+        "a new connection"
+    );
+    room.leave();
+}
