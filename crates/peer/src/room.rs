@@ -742,8 +742,11 @@ impl RoomTask {
                 }
                 _ = leave.recv() => {
                     if let Some(ws) = self.ws.as_mut() {
-                        let _ = ws.send(Ws::text(ClientMessage::Leave.to_json())).await;
-                        let _ = ws.close(None).await;
+                        let bye = async {
+                            ws.send(Ws::text(ClientMessage::Leave.to_json())).await?;
+                            ws.close(None).await
+                        };
+                        let _ = tokio::time::timeout(Duration::from_secs(2), bye).await;
                     }
                     break End::Left;
                 }
@@ -872,8 +875,17 @@ impl RoomTask {
     /// Sends a frame if the socket is up; `Some(why)` if that failed.
     /// While down, frames other than the outbox's are not needed later.
     async fn send(&mut self, frame: String) -> Option<String> {
+        let limit = self.cfg.silence_timeout;
         let ws = self.ws.as_mut()?;
-        ws.send(Ws::text(frame)).await.err().map(|e| e.to_string())
+        // A socket whose peer vanished takes writes until its buffer is
+        // full, then blocks: that is a drop too.
+        match tokio::time::timeout(limit, ws.send(Ws::text(frame))).await {
+            Ok(r) => r.err().map(|e| e.to_string()),
+            Err(_) => Some(format!(
+                "a write to the server stalled for {} s",
+                limit.as_secs()
+            )),
+        }
     }
 
     async fn send_ack_if_due(&mut self) -> Option<String> {
