@@ -560,3 +560,35 @@ async fn a_rejoin_after_the_window_starts_every_connection_over() {
     );
     room.leave();
 }
+
+#[tokio::test]
+async fn a_silent_socket_counts_as_dropped_and_is_resumed() {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut cfg = config(l.local_addr().unwrap());
+    cfg.ping_interval = Duration::from_millis(200);
+    cfg.silence_timeout = Duration::from_secs(1);
+    let (mut room, mut s1) = start(&l, cfg, welcome(&[], "tok1", 5)).await;
+    // The server keeps the socket open but says nothing (a network that
+    // went away without a reset): pings go unanswered.
+    let t = Instant::now();
+    s1.next("ping").await;
+    s1.next("ping").await;
+    let mut s2 = Sock::accept(&l).await;
+    let took = t.elapsed();
+    assert!(took >= Duration::from_millis(900), "dropped after {took:?}");
+    assert!(took < Duration::from_secs(3), "dropped after {took:?}");
+    let resume = s2.next("resume").await;
+    assert_eq!(resume["session"], "tok1");
+    let evs = events_until(&mut room, |e| matches!(e, RoomEvent::Reconnecting { .. })).await;
+    match evs.last() {
+        Some(RoomEvent::Reconnecting { attempt: 1, reason }) => {
+            assert!(
+                reason.contains("nothing from the server for 1 s"),
+                "{reason}"
+            )
+        }
+        e => panic!("{e:?}"),
+    }
+    room.leave();
+    drop(s1);
+}
