@@ -101,7 +101,7 @@ pub struct Failure {
     pub code: i32,
     /// The `code` of the `--json` `error` event, e.g. `usage`,
     /// `signaling`, `room-full`, `connection-failed`, `peer-left`,
-    /// `hash-mismatch`.
+    /// `hash-mismatch`, `session-lost`, `restarts-exhausted`.
     pub kind: &'static str,
     /// The human explanation (the `message` of the `error` event).
     pub message: String,
