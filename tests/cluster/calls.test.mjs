@@ -136,7 +136,9 @@ test('kill -9 of recv\'s node mid-transfer: recv resumes through the balancer on
   try {
     const r = await chatToRecv({
       label: 'cl-kill-recv',
-      size: 40 * 1024 * 1024,
+      // /chat -> recv runs at about 25 MB/s here; this keeps the transfer
+      // going for a few seconds, past the resume (about 1 s).
+      size: 96 * 1024 * 1024,
       async during({ recv, pageNode, cliNode }) {
         victim = cliNode;
         const survivor = cluster.nodes[pageNode];
@@ -149,7 +151,7 @@ test('kill -9 of recv\'s node mid-transfer: recv resumes through the balancer on
         t.diagnostic(`resumed on n${pageNode + 1} before the file was complete: ${!recv.events.some((e) => e.event === 'file-received')}`);
       },
     });
-    t.diagnostic(`40 MiB in ${r.ms} ms with n${victim + 1} killed`);
+    t.diagnostic(`96 MiB in ${r.ms} ms with n${victim + 1} killed`);
   } catch (err) {
     throw withLogs(err, cluster);
   } finally {
@@ -160,6 +162,7 @@ test('kill -9 of recv\'s node mid-transfer: recv resumes through the balancer on
 
 test('kill -9 of the page\'s node mid-transfer: the page resumes through the balancer, `switchboard send` finishes with a matching SHA-256', { timeout: 60_000 }, async (t) => {
   const room = roomName('cl-kill-page');
+  // `send` -> /chat runs at about 9 MB/s here: several seconds, past the resume.
   const file = randomFile(40 * 1024 * 1024 + 4321, 'to-the-page.bin');
   const page = await newPage(browser, 'cl-kill-page');
   /** @type {any} */

@@ -525,6 +525,8 @@ export class SignalingChannel extends EventTarget {
     const canResume = this.#session.enabled && !this.#session.windowPassed(Date.now() - this.#droppedAt);
     if (!canResume && this.#session.enabled) this.#fresh = true;
     this.#phase = canResume ? 'resume' : 'rejoin';
+    // Also bounds the connect: a network that drops SYNs leaves the socket CONNECTING for minutes.
+    this.#armAnswerTimer();
     try {
       this.#open(() => {
         this.#armAnswerTimer();
