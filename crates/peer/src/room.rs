@@ -218,6 +218,9 @@ pub enum RoomEvent {
     /// dropped their ends: then every connection starts over (`PeerLeft`,
     /// then a new `Connection` to each peer present).
     Rejoined {
+        /// Our id: the same as before, unless someone else had taken it
+        /// meanwhile (then every connection started over).
+        peer: String,
         /// Who is in the room now.
         peers: Vec<String>,
     },
@@ -547,8 +550,9 @@ enum Outcome {
 }
 
 /// One connection attempt: connect, `resume` if asked (falling back to
-/// `join` on the same socket when it is refused), or `join` straight away.
-async fn reconnect(url: String, resume: Option<String>, join: String) -> Outcome {
+/// `join` on the same socket when it is refused), or `join` straight away;
+/// `join_any` (no id asked for) when our id was taken.
+async fn reconnect(url: String, resume: Option<String>, join: String, join_any: String) -> Outcome {
     let mut ws = match connect(&url).await {
         Ok(ws) => ws,
         Err(e) => {
@@ -591,27 +595,33 @@ async fn reconnect(url: String, resume: Option<String>, join: String) -> Outcome
             }
         }
     }
-    match handshake(&mut ws, join).await {
-        Ok(Answer::Greeting(g)) if g.ack.is_none() => Outcome::Back {
-            ws: Box::new(ws),
-            greeting: g,
-            resume_refused,
-        },
-        Ok(Answer::Greeting(_)) => Outcome::Failed {
+    let mut frame = join;
+    let mut any_id = Some(join_any);
+    loop {
+        let failed = |error: String| Outcome::Failed {
             resume_refused,
             joined: true,
-            error: "`resumed` in answer to `join`".into(),
-        },
-        Ok(Answer::Refused { code, message }) => Outcome::Failed {
-            resume_refused,
-            joined: true,
-            error: format!("join refused: {code}: {message}"),
-        },
-        Err(e) => Outcome::Failed {
-            resume_refused,
-            joined: true,
-            error: e.to_string(),
-        },
+            error,
+        };
+        return match handshake(&mut ws, frame).await {
+            Ok(Answer::Greeting(g)) if g.ack.is_none() => Outcome::Back {
+                ws: Box::new(ws),
+                greeting: g,
+                resume_refused,
+            },
+            Ok(Answer::Greeting(_)) => failed("`resumed` in answer to `join`".into()),
+            // Someone else has our id now: any id will do, and every
+            // connection starts over.
+            Ok(Answer::Refused { code, .. }) if code == "peer-id-taken" && any_id.is_some() => {
+                info!("our id was taken; joining under a new one");
+                frame = any_id.take().unwrap_or_default();
+                continue;
+            }
+            Ok(Answer::Refused { code, message }) => {
+                failed(format!("join refused: {code}: {message}"))
+            }
+            Err(e) => failed(e.to_string()),
+        };
     }
 }
 
@@ -947,7 +957,8 @@ impl RoomTask {
             recovery.attempts(),
             if resume.is_some() { "resume" } else { "rejoin" }
         );
-        self.attempt = Some(reconnect(self.url.clone(), resume, join).boxed());
+        let join_any = join_frame(&self.cfg, None, None);
+        self.attempt = Some(reconnect(self.url.clone(), resume, join, join_any).boxed());
         None
     }
 
@@ -1074,7 +1085,13 @@ impl RoomTask {
             self.cfg.room, self.me
         );
         let peers = g.peers.into_iter().map(|p| p.peer).collect();
-        let _ = self.events.send(RoomEvent::Rejoined { peers }).await;
+        let _ = self
+            .events
+            .send(RoomEvent::Rejoined {
+                peer: self.me.clone(),
+                peers,
+            })
+            .await;
         None
     }
 

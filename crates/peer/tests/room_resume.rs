@@ -400,7 +400,7 @@ async fn a_refused_resume_rejoins_with_the_same_id_and_restarts_ice() {
     bob.seq = 0; // a new session: the server numbers from 1 again
     let evs = events_until(&mut room, |e| matches!(e, RoomEvent::Rejoined { .. })).await;
     assert!(
-        matches!(evs.last(), Some(RoomEvent::Rejoined { peers }) if peers == &["bob".to_string()]),
+        matches!(evs.last(), Some(RoomEvent::Rejoined { peer, peers }) if peer == "me" && peers == &["bob".to_string()]),
         "{evs:?}"
     );
     // Bob gets an ICE-restart offer on the same connection (new
@@ -591,4 +591,61 @@ async fn a_silent_socket_counts_as_dropped_and_is_resumed() {
     }
     room.leave();
     drop(s1);
+}
+
+#[tokio::test]
+async fn a_rejoin_whose_id_was_taken_takes_a_new_id_and_starts_over() {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (mut room, mut s1) = start(
+        &l,
+        config(l.local_addr().unwrap()),
+        welcome(&["bob"], "tok1", 5),
+    )
+    .await;
+    let first_offer = s1.next("signal").await;
+    events_until(&mut room, |e| matches!(e, RoomEvent::Connection { .. })).await;
+    s1.cut();
+    let mut s2 = Sock::accept(&l).await;
+    s2.next("resume").await;
+    s2.send(json!({"type": "error", "code": "resume-failed", "message": "gone"}))
+        .await;
+    let join = s2.next("join").await;
+    assert_eq!(
+        (&join["peer"], &join["session"]),
+        (&json!("me"), &json!("tok1"))
+    );
+    s2.send(json!({"type": "error", "code": "peer-id-taken", "message": "taken"}))
+        .await;
+    // Any id then, and no claim to the old session.
+    let any = s2.next("join").await;
+    assert!(
+        any.get("peer").is_none() && any.get("session").is_none(),
+        "{any}"
+    );
+    let mut w = welcome(&["bob"], "tok2", 5);
+    w["peer"] = json!("me2");
+    s2.send(w).await;
+    let evs = events_until(&mut room, |e| matches!(e, RoomEvent::Connection { .. })).await;
+    let kinds: Vec<String> = evs
+        .iter()
+        .filter_map(|e| match e {
+            RoomEvent::PeerLeft { peer } => Some(format!("left {peer}")),
+            RoomEvent::Rejoined { peer, .. } => Some(format!("rejoined as {peer}")),
+            RoomEvent::Connection {
+                peer,
+                offerer: true,
+                ..
+            } => Some(format!("connection {peer}")),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["left bob", "rejoined as me2", "connection bob"],
+        "{evs:?}"
+    );
+    let offer = s2.next("signal").await;
+    assert_eq!(offer["seq"], 1);
+    assert_ne!(ufrag(&offer), ufrag(&first_offer));
+    room.leave();
 }

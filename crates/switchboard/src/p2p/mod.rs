@@ -276,6 +276,8 @@ pub enum CliEvent<'a> {
     /// The session could not be resumed, so we joined again under the same
     /// id and ICE-restart the connections to the peers still here.
     Rejoined {
+        /// Our id (a new one only if ours had been taken meanwhile).
+        peer: &'a str,
         /// Ids of the peers in the room now.
         peers: &'a [String],
     },
@@ -735,8 +737,8 @@ impl Tracker {
                     "signaling session resumed".to_string()
                 });
             }
-            RoomEvent::Rejoined { peers } => {
-                self.out.event(CliEvent::Rejoined { peers: &peers }, || {
+            RoomEvent::Rejoined { peer, peers } => {
+                self.out.event(CliEvent::Rejoined { peer: &peer, peers: &peers }, || {
                     format!(
                         "could not resume the signaling session; rejoined the room ({} peer(s) here), restarting ICE",
                         peers.len()
@@ -1145,8 +1147,11 @@ mod tests {
             ),
             (CliEvent::Resumed, json!({"event": "resumed"})),
             (
-                CliEvent::Rejoined { peers: &peers },
-                json!({"event": "rejoined", "peers": ["a", "b"]}),
+                CliEvent::Rejoined {
+                    peer: "me",
+                    peers: &peers,
+                },
+                json!({"event": "rejoined", "peer": "me", "peers": ["a", "b"]}),
             ),
             (
                 CliEvent::Text {
