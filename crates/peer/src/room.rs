@@ -253,7 +253,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A joined room.
 pub struct Room {
-    /// Our peer id (from `welcome`).
+    /// Our peer id (from `welcome`). A rejoin keeps it unless another
+    /// peer took it meanwhile; [`RoomEvent::Rejoined`] says which it is.
     pub me: String,
     /// Peers present when we joined (we offer to these).
     pub peers: Vec<String>,
