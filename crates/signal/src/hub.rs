@@ -515,6 +515,25 @@ impl Hub {
         );
     }
 
+    /// Messages for this node may have been lost on the way (a shared
+    /// store's subscription was re-made): asks the store for whatever each
+    /// attached session has not had.
+    pub fn resync(&mut self) {
+        let mut ask: Vec<(SessionId, u64)> = Vec::new();
+        for c in self.conns.values_mut() {
+            if let State::Attached(a) = &mut c.state {
+                if !a.fetching {
+                    a.fetching = true;
+                    ask.push((a.sid, a.delivered));
+                }
+            }
+        }
+        ask.sort();
+        for (sid, after) in ask {
+            self.store(Op::Fetch { sid, after }, Wait::Fetch(sid));
+        }
+    }
+
     /// The store's reply to the oldest op not yet answered.
     pub fn handle_reply(&mut self, reply: Reply, now: Instant) {
         let Some(wait) = self.waits.pop_front() else {

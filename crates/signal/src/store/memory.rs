@@ -195,14 +195,15 @@ impl MemoryStore {
                 else {
                     return Reply::ResumeRefused(ResumeRefused::Unknown);
                 };
-                if s.deadline <= now {
-                    return Reply::ResumeRefused(ResumeRefused::Expired);
-                }
+                // The order of these checks is the Redis store's too.
                 if last_seen > s.seq {
                     return Reply::ResumeRefused(ResumeRefused::AheadOfServer);
                 }
                 if last_seen < s.floor {
                     return Reply::ResumeRefused(ResumeRefused::Overflowed);
+                }
+                if s.deadline <= now || s.lost() {
+                    return Reply::ResumeRefused(ResumeRefused::Expired);
                 }
                 if s.attached {
                     self.events.push_back(Event::Evict {
