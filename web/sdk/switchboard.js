@@ -1250,6 +1250,12 @@ export class RemotePeer extends EventTarget {
       }
     } else if ('candidate' in data) {
       const cand = data.candidate;
+      if (!pc.remoteDescription) {
+        // Signals arrive in order, so a candidate before any description
+        // belongs to a connection of theirs that this one replaced.
+        this.#log('candidate-dropped', 'candidate before any remote description (from a replaced connection)');
+        return;
+      }
       if (cand && cand.candidate) {
         const info = parseCandidate(cand.candidate);
         if (info) this.candidates.remote.push(info);
