@@ -144,10 +144,21 @@ test('/call: signaling cut mid-call resumes; video keeps playing; renegotiation 
     await alice.evaluate(() => window.__dc.send('sent after the resume'));
     await waitFor(bob, () => window.__got.includes('sent after the resume'));
 
-    // No ICE restart was needed for the resume itself.
+    // No ICE restart was needed for the resume itself; the connections only
+    // took the fresh TURN credentials of `resumed` for later gathering.
     for (const page of [alice, bob]) {
       const steps = await newSteps(page);
-      assert.ok(!steps.some((s) => s.startsWith('ice-restart')), `no ICE restart: ${steps.join(' | ')}`);
+      assert.ok(!steps.some((s) => s.startsWith('ice-restart') || s.startsWith('setConfiguration-warning')),
+        `no ICE restart: ${steps.join(' | ')}`);
+      const ice = await page.evaluate(() => ({
+        pc: [...window.switchboardRoom.peers.values()][0].pc.getConfiguration().iceServers,
+        resumed: window.switchboardRoom.signaling.iceServers,
+        welcome: window.switchboardRoom.welcome.iceServers,
+      }));
+      assert.ok(ice.resumed.some((s) => s.credential), 'resumed carried TURN credentials');
+      assert.notDeepEqual(ice.resumed, ice.welcome, 'fresh credentials, not the ones of welcome');
+      assert.deepEqual(ice.pc.map((s) => [s.urls, s.username, s.credential].flat().join(' ')).sort(),
+        ice.resumed.map((s) => [s.urls, s.username, s.credential].flat().join(' ')).sort());
     }
 
     // A later renegotiation through the resumed signaling: bob ICE-restarts.
