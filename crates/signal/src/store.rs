@@ -63,7 +63,7 @@ pub struct MemberInfo {
 }
 
 /// Something for a store to do, atomically.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Op {
     /// Add a session to a room, unless the room is full or the id is
     /// taken; number `joined` into the buffer of every other member.
