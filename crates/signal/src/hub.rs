@@ -752,7 +752,7 @@ impl Hub {
                 let State::Attached(a) = std::mem::replace(&mut c.state, State::Idle) else {
                     return Err(ProtocolError::new(ErrorCode::NotJoined, "not in a room"));
                 };
-                self.detach_local(&a);
+                self.detach_local(conn, &a);
                 self.end(&a);
                 Ok(())
             }
@@ -1314,7 +1314,7 @@ impl Hub {
         };
         // A pending join or resume finds the connection gone when answered.
         if let State::Attached(a) = c.state {
-            self.detach_local(&a);
+            self.detach_local(conn, &a);
             match then {
                 Then::End => self.end(&a),
                 Then::Detach => self.store(
@@ -1332,8 +1332,10 @@ impl Hub {
     }
 
     /// Drops the local bookkeeping of an attached session.
-    fn detach_local(&mut self, a: &Attached) {
-        if self.sessions.get(&a.sid).is_some_and(|_| true) {
+    fn detach_local(&mut self, conn: ConnId, a: &Attached) {
+        // Only this socket's entry: a newer socket of the session may hold
+        // it already.
+        if self.sessions.get(&a.sid) == Some(&conn) {
             self.sessions.remove(&a.sid);
         }
         if let Some(n) = self.local_rooms.get_mut(&a.room) {
