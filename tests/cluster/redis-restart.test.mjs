@@ -75,6 +75,10 @@ test('Redis restarts empty mid-call: resume-failed, a clean rejoin with the same
     await waitRoomEvent(page, 'rejoined');
     await until(async () => (await cluster.connections()).reduce((a, b) => a + b, 0) === 2, 'both clients connected again', 20_000);
     assert.ok(await resumesFailed() >= failedBefore + 2, 'both resumes were refused, and counted');
+    // echo's side (docs/cli.md): reconnecting, then rejoined under its old id.
+    const rejoined = await echo.waitEvent((e) => e.event === 'rejoined', 'echo\'s rejoined event', 10_000);
+    assert.equal(rejoined.peer, echoId, 'echo rejoined under its old id');
+    assert.ok(!echo.events.some((e) => e.event === 'resumed'), 'echo did not resume: Redis lost its session');
 
     const events = await roomEvents(page);
     assert.ok(!events.some((e) => e.type === 'resumed'), `nothing to resume after Redis lost it: ${JSON.stringify(events)}`);
