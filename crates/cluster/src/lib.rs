@@ -97,6 +97,18 @@ impl RedisStore {
         Ok(shared.into_bytes())
     }
 
+    /// Messages buffered for sessions, over the whole cluster; `None` when
+    /// Redis does not answer within a second.
+    pub async fn buffered(&self) -> Option<i64> {
+        let mut conn = self.conn.clone();
+        let cmd = redis::cmd("GET").arg("sb:buffered").to_owned();
+        let get = cmd.query_async::<Option<i64>>(&mut conn);
+        match tokio::time::timeout(Duration::from_secs(1), get).await {
+            Ok(Ok(n)) => Some(n.unwrap_or(0)),
+            _ => None,
+        }
+    }
+
     /// True when Redis answers a PING within a second.
     pub async fn ping(&self) -> bool {
         let mut conn = self.conn.clone();

@@ -10,6 +10,7 @@
 --   p:ROOM  hash   peer id -> SID
 --   due     zset   SID -> deadline (ms, Redis clock): lease or window end
 --   order   counter for join order
+--   buffered count of entries in all b:SID lists (a metric)
 -- Numbered frames go to the owning node on channel "sb:n:NODE" as
 -- "D SID SEQ FRAME"; "E SID EPOCH" tells a node to close a socket that lost
 -- its session.
@@ -33,8 +34,10 @@ local function append(sid, frame)
   redis.call('HSET', k, 'seq', seq)
   local numbered = '{"seq":' .. seq .. ',' .. string.sub(frame, 2)
   local len = redis.call('RPUSH', bk(sid), numbered)
+  redis.call('INCR', P .. 'buffered')
   if len > tonumber(h[3]) then
     redis.call('LPOP', bk(sid))
+    redis.call('DECR', P .. 'buffered')
     local floor = tonumber(h[2]) + 1
     redis.call('HSET', k, 'floor', floor)
     -- Detached and now missing a message it never got: due at once.
@@ -55,6 +58,7 @@ local function remove(sid)
   if h[3] == '1' then
     redis.call('PUBLISH', P .. 'n:' .. h[4], 'E ' .. sid .. ' ' .. h[5])
   end
+  redis.call('DECRBY', P .. 'buffered', redis.call('LLEN', bk(sid)))
   redis.call('DEL', k, bk(sid))
   redis.call('ZREM', P .. 'due', sid)
   redis.call('ZREM', rk(h[1]), sid)
@@ -126,7 +130,9 @@ ops.ack = function(a)
   local seq = math.min(tonumber(a[3]), tonumber(h[2]))
   local n = seq - tonumber(h[3])
   if n > 0 then
+    local before = redis.call('LLEN', bk(a[1]))
     redis.call('LTRIM', bk(a[1]), n, -1)
+    redis.call('DECRBY', P .. 'buffered', before - redis.call('LLEN', bk(a[1])))
     redis.call('HSET', k, 'floor', seq)
   end
   return {'done'}
@@ -151,7 +157,9 @@ ops.resume = function(a)
   redis.call('HSET', k, 'epoch', epoch, 'att', 1, 'node', a[5])
   redis.call('ZADD', P .. 'due', now + tonumber(a[6]), sid)
   if last > floor then
+    local before = redis.call('LLEN', bk(sid))
     redis.call('LTRIM', bk(sid), last - floor, -1)
+    redis.call('DECRBY', P .. 'buffered', before - redis.call('LLEN', bk(sid)))
     redis.call('HSET', k, 'floor', last)
     floor = last
   end

@@ -276,6 +276,9 @@ async fn memory_and_redis_stores_agree() {
         }
     }
     assert_eq!(mem_events, redis_events);
+    // The cluster-wide buffer count follows every push, trim and delete.
+    assert_eq!(redis.buffered().await, Some(memory.buffered() as i64));
+    assert!(memory.buffered() > 0);
     // The script exercised what it meant to.
     let all = mem_replies.join("\n");
     for want in [

@@ -57,7 +57,7 @@ pub struct Metrics {
     pub connections: Gauge,
     pub rooms: Gauge,
     pub peers: Gauge,
-    /// Messages kept for sessions, unacked (in-memory store only).
+    /// Messages kept for sessions, unacked (with --redis: cluster-wide).
     pub buffered: Gauge,
     resumes: Family<OutcomeLabel, Counter>,
     store_errors: Counter,
@@ -101,7 +101,7 @@ impl Metrics {
         );
         registry.register(
             "session_buffered_messages",
-            "Unacked messages kept for sessions (in-memory store)",
+            "Unacked messages kept for sessions (with --redis: over the whole cluster)",
             m.buffered.clone(),
         );
         registry.register(

@@ -523,6 +523,11 @@ async fn ice_servers_handler(State(app): State<Arc<App>>) -> Response {
 
 async fn metrics_handler(State(app): State<Arc<App>>) -> Response {
     app.lock().gauges(&app.metrics);
+    if let Some(store) = &app.redis {
+        if let Some(n) = store.buffered().await {
+            app.metrics.buffered.set(n);
+        }
+    }
     if let Some(turn) = &app.turn {
         app.metrics.update_turn(&turn.snapshot());
     }

@@ -381,6 +381,11 @@ async fn across_two_nodes_on_redis_a_cut_and_a_resume_on_the_other_node_lose_not
     assert!(n1.metric("switchboard_resumes_total{outcome=\"ok\"}") >= 1.0);
     assert!(n2.metric("switchboard_resumes_total{outcome=\"ok\"}") >= 1.0);
     assert!(n1.metric("switchboard_redis_roundtrip_seconds_count") > 0.0);
+    // Cluster-wide, the same figure on both nodes: what the four sessions
+    // have not acked (the clients ack every 50th message).
+    let buffered = n1.metric("switchboard_session_buffered_messages");
+    assert!((1.0..200.0).contains(&buffered), "{buffered}");
+    assert_eq!(buffered, n2.metric("switchboard_session_buffered_messages"));
 }
 
 #[tokio::test]
