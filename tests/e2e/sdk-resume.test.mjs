@@ -46,7 +46,7 @@ async function pair(page, aUrl, bUrl, room, aOptions = {}) {
     b.to('a').addEventListener('message', (e) => t.gotB.push(e.data.i));
     for (const type of ['reconnecting', 'resumed', 'resume-failed', 'rejoined', 'error', 'close']) {
       a.addEventListener(type, (e) => t.aEvents.push({
-        type, attempt: e.attempt, code: e.code, fresh: e.fresh, peer: e.peer, resent: e.resent, byClient: e.byClient,
+        type, attempt: e.attempt, code: e.code, reason: e.reason, fresh: e.fresh, peer: e.peer, resent: e.resent, byClient: e.byClient,
       }));
     }
     for (const type of ['peer-left', 'peer-joined']) b.addEventListener(type, (e) => t.bEvents.push(`${type} ${e.peer}`));
@@ -158,6 +158,29 @@ test('the client acks what it got, so the server can forget it; a resume after 1
     await page.context().close();
     await proxy.close();
     await own.stop();
+  }
+});
+
+test('a silent network (no reset, no close) is caught by the ping timeout and resumed', { timeout: 60_000 }, async () => {
+  const proxy = await startProxy(server.port);
+  const page = await newPage(browser, 'resume-silent');
+  try {
+    await pair(page, proxy.wsUrl, server.wsUrl, roomName('silent'), { pingInterval: 500, pongTimeout: 700 });
+    assert.equal(proxy.freeze(), 1);
+    // While a's old socket is silent, b's signals wait for it on the server.
+    await page.evaluate(() => { for (let i = 1; i <= 5; i++) window.t.b.to('a').send({ i }); });
+    await until(page, () => window.t.aEvents.some((e) => e.type === 'resumed'), 10_000);
+    const r = await page.evaluate(() => ({ ev: window.t.aEvents, gotA: window.t.gotA, bEvents: window.t.bEvents }));
+    assert.equal(r.ev[0].type, 'reconnecting');
+    assert.equal(r.ev[0].code, 1006);
+    await until(page, () => window.t.gotA.length >= 5, 5_000);
+    assert.deepEqual(await page.evaluate(() => window.t.gotA), range(5));
+    assert.deepEqual(r.bEvents, []);
+    assert.equal(proxy.accepted, 2, 'one new connection');
+    assert.deepEqual(page.errors, []);
+  } finally {
+    await page.context().close();
+    await proxy.close();
   }
 });
 
