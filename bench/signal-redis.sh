@@ -11,7 +11,9 @@
 # Writes bench/results/signal-redis-<date>.md. Takes about a minute.
 #
 # Knobs: LOADS, DURATION (s), PIN (1: node on CPU 0, load generator and
-# Redis on CPU 1), SKIP_BUILD=1, RESULTS_DIR.
+# Redis on CPU 1), SKIP_BUILD=1, RESULTS_DIR, BASELINE_BIN (another build's
+# binary, run in memory mode too, as a "baseline" row: e.g. a build from
+# before a change).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -70,10 +72,11 @@ wait_port "$RPORT"
 
 # run MODE CONNS RATE: one bench run against a fresh node.
 run() {
-    local mode=$1 conns=$2 rate=$3 extra=()
+    local mode=$1 conns=$2 rate=$3 extra=() bin=$BIN
     [ "$mode" = redis ] && extra=(--redis "redis://127.0.0.1:$RPORT/")
+    [ "$mode" = baseline ] && bin=$BASELINE_BIN
     PORT=$(free_port)
-    RUST_LOG=warn "${PIN_SERVER[@]}" "$BIN" serve --listen "127.0.0.1:$PORT" --no-turn \
+    RUST_LOG=warn "${PIN_SERVER[@]}" "$bin" serve --listen "127.0.0.1:$PORT" --no-turn \
         --max-connections 20000 "${extra[@]}" >/dev/null 2>"$tmp/server.err" &
     SERVER_PID=$!
     wait_port "$PORT"
@@ -93,8 +96,13 @@ run() {
     kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=
 }
 
+MODES="memory redis"
+if [ -n "${BASELINE_BIN:-}" ]; then
+    [ -x "$BASELINE_BIN" ] || die "BASELINE_BIN $BASELINE_BIN is not executable"
+    MODES="baseline memory redis"
+fi
 for load in $LOADS; do
-    for m in memory redis; do run "$m" "${load%%:*}" "${load##*:}"; done
+    for m in $MODES; do run "$m" "${load%%:*}" "${load##*:}"; done
 done
 
 j() { jq -r "try ($2) catch \"-\" | if . == null then \"-\" else . end" "$tmp/$1.json"; }
@@ -107,7 +115,7 @@ out=$tmp/tables.md
     echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     for load in $LOADS; do
         c=${load%%:*} r=${load##*:}
-        for m in memory redis; do
+        for m in $MODES; do
             f=$m-$c-$r
             rc=-; [ "$m" = redis ] && rc=$(awk '{printf "%.1f", $1}' "$tmp/$f.redis")
             echo "| $c conns, $r msgs/s | $m | $(j "$f" '.p50_us | round') | $(j "$f" '.p99_us | round') | $(j "$f" '.cpu_us_per_msg * 10 | round / 10') | $rc | $(j "$f" '.received') / $(j "$f" '.sent') | $(j "$f" '.loss') | $(j "$f" '.duplicates') |"
@@ -120,7 +128,7 @@ file=$RESULTS_DIR/signal-redis-$(date -u +%F).md
 {
     echo "# signal-redis $(date -u +%FT%TZ)"
     echo
-    echo "Command: LOADS=\"$LOADS\" DURATION=$DURATION PIN=$PIN bench/signal-redis.sh"
+    echo "Command: LOADS=\"$LOADS\" DURATION=$DURATION PIN=$PIN${BASELINE_BIN:+ BASELINE_BIN=$BASELINE_BIN} bench/signal-redis.sh"
     echo
     cat "$out"
     echo
