@@ -789,7 +789,7 @@ export class SignalingChannel extends EventTarget {
     this.peerId = msg.peer;
     this.iceServers = Array.isArray(msg.iceServers) ? msg.iceServers : [];
     this.#reconnected();
-    // Per-peer queues belong to the old session; the Room re-creates what it needs.
+    // The per-peer objects (to(id)) stay: the Room keeps the calls that go on.
     this.dispatchEvent(new SwitchboardEvent('rejoined', {
       ...msg, welcome: msg, fresh, previousPeer, downtime: Date.now() - this.#droppedAt,
     }));
