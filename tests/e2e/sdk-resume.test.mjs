@@ -210,6 +210,38 @@ test('gives up after reconnect.maxAttempts failures with a reconnect-failed erro
   }
 });
 
+test('the pages\' badge follows a Room: reconnecting…, then offline once the SDK gives up', { timeout: 60_000 }, async () => {
+  const proxy = await startProxy(server.port);
+  const page = await newPage(browser, 'resume-badge');
+  try {
+    await page.goto(`${server.origin}/`);
+    await page.evaluate(async ({ url, room }) => {
+      const { joinRoom } = await import('/sdk/switchboard.js');
+      const { trackSignaling } = await import('/assets/ui.js');
+      const badge = Object.assign(document.createElement('span'), { id: 'signaling-badge', className: 'badge hidden' });
+      document.body.append(badge);
+      window.room = await joinRoom(url, room, { reconnect: { maxAttempts: 2, initialDelay: 300, maxDelay: 300 } });
+      window.roomErrors = [];
+      window.room.addEventListener('error', (e) => window.roomErrors.push({ code: e.code, recoverable: e.recoverable }));
+      trackSignaling(window.room, badge);
+    }, { url: proxy.wsUrl, room: roomName('badge') });
+    const badge = page.locator('#signaling-badge');
+    assert.equal(await badge.isVisible(), false);
+    assert.equal(await page.evaluate(() => document.body.dataset.signaling), 'connected');
+    proxy.cut({ block: true });
+    await page.locator('#signaling-badge[data-state="reconnecting"]').waitFor({ timeout: 5_000 });
+    assert.equal(await badge.textContent(), 'reconnecting…');
+    await page.locator('#signaling-badge[data-state="lost"]').waitFor({ timeout: 10_000 });
+    assert.equal(await badge.textContent(), 'offline');
+    assert.equal(await page.evaluate(() => document.body.dataset.signaling), 'lost');
+    assert.deepEqual(await page.evaluate(() => window.roomErrors), [{ code: 'reconnect-failed', recoverable: false }]);
+    assert.deepEqual(page.errors, []);
+  } finally {
+    await page.context().close();
+    await proxy.close();
+  }
+});
+
 test('once the resume window has passed it joins again with the same id, as a new session', { timeout: 60_000 }, async () => {
   const short = await startServer(['--resume-window', '1'], { turn: false });
   const proxy = await startProxy(short.port);
