@@ -245,10 +245,12 @@ export class SignalingChannel extends EventTarget {
     this.joinTimeout = options.joinTimeout ?? 10_000;
     const rc = options.reconnect;
     /** @type {{enabled: boolean, initialDelay: number, maxDelay: number, maxAttempts: number}} */
+    const given = rc && typeof rc === 'object' ? rc : {};
     this.reconnect = {
       enabled: rc !== false,
-      ...DEFAULT_RECONNECT,
-      ...(rc && typeof rc === 'object' ? rc : {}),
+      initialDelay: given.initialDelay ?? DEFAULT_RECONNECT.initialDelay,
+      maxDelay: given.maxDelay ?? DEFAULT_RECONNECT.maxDelay,
+      maxAttempts: Math.max(1, given.maxAttempts ?? DEFAULT_RECONNECT.maxAttempts),
     };
     /** @type {string | null} */
     this.room = null;
