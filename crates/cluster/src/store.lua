@@ -225,7 +225,7 @@ end
 -- sid after
 ops.fetch = function(a)
   local floor = redis.call('HGET', sk(a[1]), 'floor')
-  if not floor then return {'fetched', 0, {}} end
+  if not floor then return {'stale'} end
   floor = tonumber(floor)
   local from = math.max(tonumber(a[2]) - floor, 0)
   return {'fetched', floor + from, redis.call('LRANGE', bk(a[1]), from, -1)}

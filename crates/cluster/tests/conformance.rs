@@ -129,6 +129,10 @@ fn script() -> Vec<Op> {
             sid: SessionId(2),
             after: 1,
         },
+        Op::Fetch {
+            sid: SessionId(77),
+            after: 0,
+        },
         Op::Resume {
             sid: SessionId(2),
             room: "other".into(),

@@ -162,7 +162,8 @@ pub enum Op {
         lease: Duration,
     },
     /// The buffered messages of `sid` after seq `after` (to fill a gap in
-    /// what reached this node).
+    /// what reached this node); [`Reply::Stale`] if the store does not know
+    /// `sid`.
     Fetch {
         /// The session.
         sid: SessionId,

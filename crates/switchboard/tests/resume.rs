@@ -438,7 +438,34 @@ async fn a_redis_restart_fails_resumes_cleanly_and_a_fresh_join_works() {
     let n1 = node(&redis, &[]);
     let room = format!("rr{}", rand_suffix());
     let a = Session::join(&n1.url(), &room, "alice").await;
+    let mut b = Session::join(&n1.url(), &room, "bob").await;
     let redis = redis.restart_empty();
+    // Bob's socket is still open, but his session is gone: once the node
+    // reaches Redis again it closes the socket (after re-subscribing, or at
+    // his next signal) so he rejoins. (While Redis is down, a numbered
+    // signal gets 1011 "store unavailable" instead, tested below.)
+    let deadline = std::time::Instant::now() + WAIT;
+    while n1.get("/healthz").0 != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node never reached Redis again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    b.send_signal("alice", 1).await;
+    let closed = loop {
+        match tokio::time::timeout(WAIT, b.ws.next())
+            .await
+            .expect("bob's socket kept open")
+        {
+            Some(Ok(Message::Close(f))) => {
+                break f.map(|f| (u16::from(f.code), f.reason.to_string()))
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => break None,
+        }
+    };
+    assert_eq!(closed, Some((4002, "session lost".to_string())));
     drop(a.ws.into_inner());
     // Redis is back but knows nothing: the resume fails, the rejoin works.
     let mut ws = connect(&n1.url()).await;
@@ -485,4 +512,34 @@ async fn redis_down_is_reported_by_healthz_and_joins_get_unavailable() {
         .unwrap();
     let v = next_frame(&mut ws).await.unwrap();
     assert_eq!(v["code"], "unavailable", "{v}");
+    drop(ws);
+    // An attached client's numbered signal is not relayed and not acked:
+    // it hears `unavailable` and its socket is closed, so it resumes later
+    // and learns from the store what got through.
+    let mut s = {
+        let redis = Redis::start();
+        let n = node(&redis, &[]);
+        let s = Session::join(&n.url(), "down2", "carol").await;
+        drop(redis);
+        (s, n)
+    };
+    let deadline = std::time::Instant::now() + WAIT;
+    while s.1.get("/healthz").0 != 503 {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    s.0.send_signal("nobody", 1).await;
+    let v = next_frame(&mut s.0.ws).await.unwrap();
+    assert_eq!(v["code"], "unavailable", "{v}");
+    let closed = loop {
+        match tokio::time::timeout(WAIT, s.0.ws.next())
+            .await
+            .expect("socket kept open")
+        {
+            Some(Ok(Message::Close(f))) => break f.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => break None,
+        }
+    };
+    assert_eq!(closed, Some(1011));
 }

@@ -282,18 +282,16 @@ impl MemoryStore {
                 }
                 Reply::Done
             }
-            Op::Fetch { sid, after } => Reply::Fetched(
-                self.sessions
-                    .get(&sid)
-                    .map(|s| {
-                        s.buffer
-                            .iter()
-                            .filter(|(n, _)| *n > after)
-                            .cloned()
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-            ),
+            Op::Fetch { sid, after } => match self.sessions.get(&sid) {
+                Some(s) => Reply::Fetched(
+                    s.buffer
+                        .iter()
+                        .filter(|(n, _)| *n > after)
+                        .cloned()
+                        .collect(),
+                ),
+                None => Reply::Stale,
+            },
         }
     }
 
