@@ -39,7 +39,8 @@ export const cliArgs = (cluster, room, name) =>
 /**
  * Record the Room's reconnect events in `window.__sb` (SDK docs in
  * web/sdk/switchboard.js: 'reconnecting', 'resumed', 'rejoined',
- * 'peerleft', 'peerrejoined', and the channel's 'resume-failed').
+ * 'peerleft', 'peerrejoined', the channel's 'resume-failed', and as
+ * `timeline:STEP` the peer timeline steps that touch a connection).
  * @param {import('playwright-core').Page} page
  */
 export async function recordRoomEvents(page) {
@@ -61,6 +62,11 @@ export async function recordRoomEvents(page) {
       room.addEventListener(type, (e) => push(type, e));
     }
     room.signaling.addEventListener('resume-failed', (e) => push('resume-failed', e));
+    // Steps that touch a peer connection: a resume must cause none of them.
+    room.addEventListener('timeline', (e) => {
+      const step = e.detail?.entry?.step;
+      if (['pc-created', 'ice-restart', 'peer-replaced', 'close'].includes(step)) push(`timeline:${step}`, e);
+    });
   });
 }
 

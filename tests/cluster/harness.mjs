@@ -499,7 +499,9 @@ export async function startCluster(o = {}) {
  * @param {string[]} args
  */
 export function runCli(name, args) {
-  const p = spawnProc(name, serverBinary(), args);
+  // $SWITCHBOARD_CLI_BIN runs the peer commands from another build than the
+  // nodes (a client branch against this server); by default the same binary.
+  const p = spawnProc(name, process.env.SWITCHBOARD_CLI_BIN || serverBinary(), args);
   /** @type {any[]} */
   const events = [];
   /** @type {string[]} */

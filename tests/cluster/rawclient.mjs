@@ -102,6 +102,13 @@ export class RawClient {
     this.ws.send(JSON.stringify(obj));
   }
 
+  /** Send if the socket is open; false when it is closing or gone. @param {object} obj */
+  trySend(obj) {
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return false;
+    this.ws.send(JSON.stringify(obj));
+    return true;
+  }
+
   flushAck() {
     if (this.attached && this.lastSeen > this.lastAckSent && this.ws?.readyState === WebSocket.OPEN) {
       this.lastAckSent = this.lastSeen;
@@ -180,7 +187,8 @@ export class RawClient {
   signal(to, data) {
     const o = { seq: this.nextSeq++, to, data };
     this.outbox.push(o);
-    if (this.attached) this.send({ type: 'signal', to, seq: o.seq, data });
+    // A socket the server is closing takes nothing; the next resume re-sends.
+    if (this.attached) this.trySend({ type: 'signal', to, seq: o.seq, data });
     return o.seq;
   }
 

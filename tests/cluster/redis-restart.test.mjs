@@ -3,7 +3,8 @@
 // when the balancer then cuts both signaling connections the resumes fail
 // with `resume-failed`; both sides rejoin under their old ids, the page
 // ICE-restarts, and the call goes on. A newcomer afterwards finds exactly
-// the two peers: no ghost, no duplicate.
+// the two peers: no ghost, no duplicate. And without any cut: a client
+// whose socket stays up through the restart is not left talking into the void.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
@@ -75,6 +76,10 @@ test('Redis restarts empty mid-call: resume-failed, a clean rejoin with the same
     await waitRoomEvent(page, 'rejoined');
     await until(async () => (await cluster.connections()).reduce((a, b) => a + b, 0) === 2, 'both clients connected again', 20_000);
     assert.ok(await resumesFailed() >= failedBefore + 2, 'both resumes were refused, and counted');
+    // echo's side (docs/cli.md): reconnecting, then rejoined under its old id.
+    const rejoined = await echo.waitEvent((e) => e.event === 'rejoined', 'echo\'s rejoined event', 10_000);
+    assert.equal(rejoined.peer, echoId, 'echo rejoined under its old id');
+    assert.ok(!echo.events.some((e) => e.event === 'resumed'), 'echo did not resume: Redis lost its session');
 
     const events = await roomEvents(page);
     assert.ok(!events.some((e) => e.type === 'resumed'), `nothing to resume after Redis lost it: ${JSON.stringify(events)}`);
@@ -112,5 +117,54 @@ test('Redis restarts empty mid-call: resume-failed, a clean rejoin with the same
   } finally {
     await echo?.kill();
     await page.context().close();
+  }
+});
+
+test('Redis restarts empty under attached clients: a signal is delivered, refused or its connection closed, never silently lost', { timeout: 30_000 }, async () => {
+  const [n1, n2] = cluster.nodes;
+  const room = roomName('cl-redis-attached');
+  const alice = new RawClient('alice');
+  const bob = new RawClient('bob');
+  try {
+    await alice.join(n1.wsUrl, room, 'alice');
+    await bob.join(n2.wsUrl, room, 'bob');
+    await alice.next((m) => m.type === 'peer-joined', 'peer-joined bob');
+    alice.signal('bob', { n: 'before' });
+    await bob.next((m) => m.type === 'signal' && m.data.n === 'before', 'a signal before the restart');
+
+    await cluster.redis.restart();
+    await until(async () => (await Promise.all(cluster.nodes.map((n) => n.healthStatus()))).every((x) => x === 200), 'both nodes healthy again', 15_000);
+    const fa = alice.frames.length;
+    // One numbered signal and one v1 signal (no seq) from alice to bob.
+    const seq = alice.signal('bob', { n: 'numbered' });
+    if (alice.attached) alice.trySend({ type: 'signal', to: 'bob', data: { n: 'v1' } });
+
+    // Within 10 s each must have an outcome the sender can see: bob got it,
+    // alice got an error for it, or alice's connection was closed (so she
+    // resumes, is refused, and rejoins).
+    const outcome = async () => {
+      const got = bob.signals.map((m) => m.data.n);
+      const errors = alice.frames.slice(fa).filter((f) => f.msg.type === 'error');
+      const closed = !alice.ws;
+      return {
+        numbered: got.includes('numbered') || closed || errors.length > 0,
+        v1: got.includes('v1') || closed || errors.length > 0,
+        acked: alice.serverAck >= seq,
+        got, errors: errors.map((f) => f.msg), closed,
+      };
+    };
+    let last;
+    try {
+      await until(async () => { last = await outcome(); return last.numbered && last.v1; }, 'an outcome for both signals', 10_000);
+    } catch (err) {
+      throw new Error(`${err.message}: ${JSON.stringify(last)} (the signals vanished: not relayed, not refused, connection still open)`);
+    }
+    // A numbered signal is acked only if it really went through.
+    if (last.acked) assert.ok(last.got.includes('numbered'), `acked but not delivered: ${JSON.stringify(last)}`);
+  } catch (err) {
+    throw withLogs(err, cluster);
+  } finally {
+    await alice.close();
+    await bob.close();
   }
 });

@@ -202,7 +202,7 @@ test('refused resumes on the other node: forged token, token of an ended session
   }
 });
 
-test('no resume within the window: peer-left on the other node after the window, not before, also when the node was killed', { timeout: 60_000 }, async () => {
+test('no resume within the window: peer-left on the other node after the window, not before, also when the node was killed', { timeout: 60_000 }, async (t) => {
   const [n1, n2] = cluster.nodes;
   const room = roomName('expire');
   const dan = new RawClient('dan');
@@ -238,7 +238,10 @@ test('no resume within the window: peer-left on the other node after the window,
     // spec only promises "after the window", and never a ghost forever.
     const leftFay = await erin.next((m) => m.type === 'peer-left' && m.peer === 'fay', 'peer-left fay after n1 died', (WINDOW + 15) * 1000);
     const afterKill = (Date.now() - killedAt) / 1000;
-    assert.ok(afterKill >= WINDOW - 0.5, `peer-left fay ${afterKill.toFixed(1)} s after the kill, not before the ${WINDOW} s window`);
+    t.diagnostic(`peer-left dan ${after.toFixed(1)} s after his cut, fay ${afterKill.toFixed(1)} s after her node died (window ${WINDOW} s)`);
+    // Her socket died with the node: a resume up to a full window later
+    // must still find her session, so it must not end sooner.
+    assert.ok(afterKill >= WINDOW - 0.5, `peer-left fay ${afterKill.toFixed(1)} s after the kill, not before the ${WINDOW} s window (a lease counted from the node's last refresh, not from its death, ends it early)`);
     assert.ok(leftFay.seq > left.seq);
 
     // The room is empty but for erin: a new peer sees only her.

@@ -36,10 +36,10 @@ const videoTime = (page) => page.evaluate(() => document.querySelector('.tile.pe
 const watch = (page) => page.evaluate(() => {
   window.__events = [];
   const room = window.switchboardRoom;
-  for (const type of ['reconnecting', 'resumed', 'rejoined', 'peerrejoined', 'signalingclose', 'peerleft', 'peer']) {
+  for (const type of ['reconnecting', 'resumed', 'rejoined', 'peerrejoined', 'signalingclose', 'peerleft', 'peer', 'error']) {
     room.addEventListener(type, (e) => window.__events.push({
       type, attempt: e.attempt, fresh: e.fresh, resent: e.resent, restarted: e.restarted,
-      peer: e.peer?.id ?? e.peer,
+      peer: e.peer?.id ?? e.peer, reason: e.reason, error: e.error ? String(e.error.message ?? e.error) : undefined,
     }));
   }
   const peer = [...room.peers.values()][0];
@@ -60,15 +60,17 @@ const remoteVideoPlaying = () =>
   [...document.querySelectorAll('.tile.peer video')].some((v) => v.videoWidth > 0 && v.videoHeight > 0);
 const connected = () => document.querySelector('.tile.peer')?.dataset.state === 'connected';
 
-/** Two pages in a call on `origin`, signaling through `signalUrl`. */
-async function call(origin, signalUrl, prefix) {
+/** Room 'error' events recorded by watch(). */
+const roomErrors = (page) => page.evaluate(() => window.__events.filter((e) => e.type === 'error').map((e) => e.error));
+
+/** Two pages in a call on `origin`, signaling through `signalUrl` (bob's through `bobSignalUrl`). */
+async function call(origin, signalUrl, prefix, bobSignalUrl = signalUrl) {
   const room = roomName(prefix);
   const alice = await newPage(browser, `${prefix}-alice`);
   const bob = await newPage(browser, `${prefix}-bob`);
-  const signal = encodeURIComponent(signalUrl);
-  await alice.goto(`${origin}/call?room=${room}&name=alice&peer=alice&signal=${signal}`);
+  await alice.goto(`${origin}/call?room=${room}&name=alice&peer=alice&signal=${encodeURIComponent(signalUrl)}`);
   await waitFor(alice, () => document.body.dataset.joined === 'true');
-  await bob.goto(`${origin}/call?room=${room}&name=bob&peer=bob&signal=${signal}`);
+  await bob.goto(`${origin}/call?room=${room}&name=bob&peer=bob&signal=${encodeURIComponent(bobSignalUrl)}`);
   await waitFor(bob, () => document.body.dataset.joined === 'true');
   for (const page of [alice, bob]) {
     await waitFor(page, remoteVideoPlaying, undefined, 45_000);
@@ -142,10 +144,21 @@ test('/call: signaling cut mid-call resumes; video keeps playing; renegotiation 
     await alice.evaluate(() => window.__dc.send('sent after the resume'));
     await waitFor(bob, () => window.__got.includes('sent after the resume'));
 
-    // No ICE restart was needed for the resume itself.
+    // No ICE restart was needed for the resume itself; the connections only
+    // took the fresh TURN credentials of `resumed` for later gathering.
     for (const page of [alice, bob]) {
       const steps = await newSteps(page);
-      assert.ok(!steps.some((s) => s.startsWith('ice-restart')), `no ICE restart: ${steps.join(' | ')}`);
+      assert.ok(!steps.some((s) => s.startsWith('ice-restart') || s.startsWith('setConfiguration-warning')),
+        `no ICE restart: ${steps.join(' | ')}`);
+      const ice = await page.evaluate(() => ({
+        pc: [...window.switchboardRoom.peers.values()][0].pc.getConfiguration().iceServers,
+        resumed: window.switchboardRoom.signaling.iceServers,
+        welcome: window.switchboardRoom.welcome.iceServers,
+      }));
+      assert.ok(ice.resumed.some((s) => s.credential), 'resumed carried TURN credentials');
+      assert.notDeepEqual(ice.resumed, ice.welcome, 'fresh credentials, not the ones of welcome');
+      assert.deepEqual(ice.pc.map((s) => [s.urls, s.username, s.credential].flat().join(' ')).sort(),
+        ice.resumed.map((s) => [s.urls, s.username, s.credential].flat().join(' ')).sort());
     }
 
     // A later renegotiation through the resumed signaling: bob ICE-restarts.
@@ -169,6 +182,8 @@ test('/call: signaling cut mid-call resumes; video keeps playing; renegotiation 
 
     await screenshot(alice, 'call-resumed-alice');
     await screenshot(bob, 'call-resumed-bob');
+    assert.deepEqual(await roomErrors(alice), []);
+    assert.deepEqual(await roomErrors(bob), []);
     assert.deepEqual(alice.errors, []);
     assert.deepEqual(bob.errors, []);
   } finally {
@@ -242,6 +257,8 @@ test('/call: the server restarts (sessions lost): resume fails, both rejoin with
 
     await screenshot(alice, 'call-rejoined-alice');
     await screenshot(bob, 'call-rejoined-bob');
+    assert.deepEqual(await roomErrors(alice), []);
+    assert.deepEqual(await roomErrors(bob), []);
     assert.deepEqual(alice.errors, []);
     assert.deepEqual(bob.errors, []);
   } finally {
@@ -250,5 +267,48 @@ test('/call: the server restarts (sessions lost): resume fails, both rejoin with
     await proxy.close();
     await first.stop();
     await second?.stop();
+  }
+});
+
+test('/call: the others dropped us while we were away (our session overflowed): the rejoin gets the call back', { timeout: 150_000 }, async () => {
+  // A tiny buffer, so a few signals to the detached alice end her session:
+  // bob sees her leave and closes his side, while alice, back within the
+  // window under her id, expects to ICE-restart. The changed DTLS
+  // fingerprints tell both sides the other has a new connection.
+  const server = await startServer(['--resume-buffer', '8']);
+  const proxy = await startProxy(server.port);
+  const { alice, bob } = await call(server.origin, proxy.wsUrl, 'dropped', server.wsUrl);
+  try {
+    assert.equal(proxy.cut({ block: true }), 1, 'only alice goes through the proxy');
+    await waitFor(alice, () => document.body.dataset.signaling === 'reconnecting', undefined, 10_000);
+    await bob.evaluate(() => { for (let i = 0; i < 20; i++) window.switchboardRoom.signaling.signal('alice', { note: i }); });
+    await waitFor(bob, () => window.__events.some((e) => e.type === 'peerleft' && e.peer === 'alice'), undefined, 10_000);
+    proxy.unblock();
+    await waitFor(alice, () => window.__events.some((e) => e.type === 'rejoined'), undefined, 20_000);
+    assert.equal(await alice.evaluate(() => window.__events.find((e) => e.type === 'rejoined').fresh), false);
+
+    for (const page of [alice, bob]) {
+      await waitFor(page, remoteVideoPlaying, undefined, 30_000);
+      await waitFor(page, () => {
+        const peers = [...window.switchboardRoom.peers.values()];
+        return peers.length === 1 && peers[0].pc !== window.__pc0 && peers[0].pc.connectionState === 'connected';
+      }, undefined, 30_000);
+      const f0 = await framesDecoded(page);
+      await sleep(1000);
+      assert.ok(await framesDecoded(page) > f0, 'the new call decodes video');
+      assert.equal(await page.evaluate(() => document.querySelectorAll('.tile.peer').length), 1, 'one tile for the other peer');
+    }
+    const replaced = await alice.evaluate(() => window.__events.filter((e) => e.type === 'peerleft').map((e) => e.reason));
+    assert.ok(replaced.includes('the remote peer started a new connection'), `alice replaced her call: ${replaced}`);
+    assert.deepEqual(await roomErrors(alice), []);
+    assert.deepEqual(await roomErrors(bob), []);
+    await screenshot(alice, 'call-dropped-alice');
+    assert.deepEqual(alice.errors, []);
+    assert.deepEqual(bob.errors, []);
+  } finally {
+    await alice.context().close();
+    await bob.context().close();
+    await proxy.close();
+    await server.stop();
   }
 });

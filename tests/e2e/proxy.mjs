@@ -1,7 +1,8 @@
 // A TCP proxy on 127.0.0.1 for the reconnect tests: the browsers' signaling
 // WebSocket goes through it so that a test can kill the connection the way
-// a network does (RST, no close frame) and hold new connections off for a
-// while. It forwards bytes only; it knows nothing of HTTP or WebSocket.
+// a network does (RST, no close frame), or silence it (bytes stop, nothing
+// closes), and hold new connections off for a while. It forwards bytes
+// only; it knows nothing of HTTP or WebSocket.
 
 import net from 'node:net';
 
@@ -12,6 +13,8 @@ import net from 'node:net';
 export async function startProxy(targetPort) {
   /** @type {Set<{client: net.Socket, upstream: net.Socket}>} */
   const pairs = new Set();
+  /** Silenced connections, kept open until close(). @type {Set<{client: net.Socket, upstream: net.Socket}>} */
+  const frozen = new Set();
   let target = targetPort;
   let blocked = false;
   let accepted = 0;
@@ -31,6 +34,7 @@ export async function startProxy(targetPort) {
     pairs.add(pair);
     const end = () => {
       pairs.delete(pair);
+      frozen.delete(pair);
       if (!client.destroyed) client.resetAndDestroy();
       if (!upstream.destroyed) upstream.resetAndDestroy();
     };
@@ -79,8 +83,30 @@ export async function startProxy(targetPort) {
       return n;
     },
     unblock() { blocked = false; },
+    /**
+     * Stop forwarding on every open connection without closing anything,
+     * like a network that silently went away. New connections work.
+     * @returns {number} how many connections were silenced
+     */
+    freeze() {
+      const n = pairs.size;
+      for (const pair of [...pairs]) {
+        pair.client.unpipe(pair.upstream);
+        pair.upstream.unpipe(pair.client);
+        pair.client.pause();
+        pair.upstream.pause();
+        pairs.delete(pair);
+        frozen.add(pair);
+      }
+      return n;
+    },
     async close() {
       this.cut();
+      for (const { client, upstream } of frozen) {
+        client.resetAndDestroy();
+        upstream.resetAndDestroy();
+      }
+      frozen.clear();
       await new Promise((resolve) => server.close(resolve));
     },
   };

@@ -46,7 +46,7 @@ async function pair(page, aUrl, bUrl, room, aOptions = {}) {
     b.to('a').addEventListener('message', (e) => t.gotB.push(e.data.i));
     for (const type of ['reconnecting', 'resumed', 'resume-failed', 'rejoined', 'error', 'close']) {
       a.addEventListener(type, (e) => t.aEvents.push({
-        type, attempt: e.attempt, code: e.code, fresh: e.fresh, peer: e.peer, resent: e.resent, byClient: e.byClient,
+        type, attempt: e.attempt, code: e.code, reason: e.reason, fresh: e.fresh, peer: e.peer, resent: e.resent, byClient: e.byClient,
       }));
     }
     for (const type of ['peer-left', 'peer-joined']) b.addEventListener(type, (e) => t.bEvents.push(`${type} ${e.peer}`));
@@ -161,6 +161,29 @@ test('the client acks what it got, so the server can forget it; a resume after 1
   }
 });
 
+test('a silent network (no reset, no close) is caught by the ping timeout and resumed', { timeout: 60_000 }, async () => {
+  const proxy = await startProxy(server.port);
+  const page = await newPage(browser, 'resume-silent');
+  try {
+    await pair(page, proxy.wsUrl, server.wsUrl, roomName('silent'), { pingInterval: 500, pongTimeout: 700 });
+    assert.equal(proxy.freeze(), 1);
+    // While a's old socket is silent, b's signals wait for it on the server.
+    await page.evaluate(() => { for (let i = 1; i <= 5; i++) window.t.b.to('a').send({ i }); });
+    await until(page, () => window.t.aEvents.some((e) => e.type === 'resumed'), 10_000);
+    const r = await page.evaluate(() => ({ ev: window.t.aEvents, gotA: window.t.gotA, bEvents: window.t.bEvents }));
+    assert.equal(r.ev[0].type, 'reconnecting');
+    assert.equal(r.ev[0].code, 1006);
+    await until(page, () => window.t.gotA.length >= 5, 5_000);
+    assert.deepEqual(await page.evaluate(() => window.t.gotA), range(5));
+    assert.deepEqual(r.bEvents, []);
+    assert.equal(proxy.accepted, 2, 'one new connection');
+    assert.deepEqual(page.errors, []);
+  } finally {
+    await page.context().close();
+    await proxy.close();
+  }
+});
+
 test('gives up after reconnect.maxAttempts failures with a reconnect-failed error', { timeout: 60_000 }, async () => {
   const proxy = await startProxy(server.port);
   const page = await newPage(browser, 'resume-give-up');
@@ -180,6 +203,38 @@ test('gives up after reconnect.maxAttempts failures with a reconnect-failed erro
     proxy.unblock();
     await sleep(800);
     assert.equal(proxy.accepted, 1);
+    assert.deepEqual(page.errors, []);
+  } finally {
+    await page.context().close();
+    await proxy.close();
+  }
+});
+
+test('the pages\' badge follows a Room: reconnecting…, then offline once the SDK gives up', { timeout: 60_000 }, async () => {
+  const proxy = await startProxy(server.port);
+  const page = await newPage(browser, 'resume-badge');
+  try {
+    await page.goto(`${server.origin}/`);
+    await page.evaluate(async ({ url, room }) => {
+      const { joinRoom } = await import('/sdk/switchboard.js');
+      const { trackSignaling } = await import('/assets/ui.js');
+      const badge = Object.assign(document.createElement('span'), { id: 'signaling-badge', className: 'badge hidden' });
+      document.body.append(badge);
+      window.room = await joinRoom(url, room, { reconnect: { maxAttempts: 2, initialDelay: 300, maxDelay: 300 } });
+      window.roomErrors = [];
+      window.room.addEventListener('error', (e) => window.roomErrors.push({ code: e.code, recoverable: e.recoverable }));
+      trackSignaling(window.room, badge);
+    }, { url: proxy.wsUrl, room: roomName('badge') });
+    const badge = page.locator('#signaling-badge');
+    assert.equal(await badge.isVisible(), false);
+    assert.equal(await page.evaluate(() => document.body.dataset.signaling), 'connected');
+    proxy.cut({ block: true });
+    await page.locator('#signaling-badge[data-state="reconnecting"]').waitFor({ timeout: 5_000 });
+    assert.equal(await badge.textContent(), 'reconnecting…');
+    await page.locator('#signaling-badge[data-state="lost"]').waitFor({ timeout: 10_000 });
+    assert.equal(await badge.textContent(), 'offline');
+    assert.equal(await page.evaluate(() => document.body.dataset.signaling), 'lost');
+    assert.deepEqual(await page.evaluate(() => window.roomErrors), [{ code: 'reconnect-failed', recoverable: false }]);
     assert.deepEqual(page.errors, []);
   } finally {
     await page.context().close();

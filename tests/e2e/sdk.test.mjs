@@ -21,7 +21,8 @@ after(async () => {
 test('server serves the SDK, its types and the pages', async () => {
   for (const [path, type] of [
     ['/sdk/switchboard.js', 'javascript'], ['/sdk/switchboard.d.ts', ''],
-    ['/sdk/transfer.js', 'javascript'], ['/sdk/transfer.d.ts', ''], ['/assets/style.css', 'css'],
+    ['/sdk/transfer.js', 'javascript'], ['/sdk/transfer.d.ts', ''],
+    ['/sdk/session.js', 'javascript'], ['/sdk/session.d.ts', ''], ['/assets/style.css', 'css'],
     ['/assets/ui.js', 'javascript'], ['/', 'html'], ['/local', 'html'], ['/call', 'html'], ['/chat', 'html'],
   ]) {
     const res = await fetch(server.origin + path);
@@ -30,8 +31,13 @@ test('server serves the SDK, its types and the pages', async () => {
     await res.arrayBuffer();
   }
   const dts = await (await fetch(`${server.origin}/sdk/switchboard.d.ts`)).text();
-  for (const name of ['joinRoom', 'SignalingChannel', 'RemotePeer', 'Room', 'TimelineEntry', 'getSelectedCandidatePair']) {
+  for (const name of ['joinRoom', 'SignalingChannel', 'RemotePeer', 'Room', 'TimelineEntry', 'getSelectedCandidatePair',
+    'reconnecting: FieldsEvent', 'resumed: FieldsEvent', 'rejoined: FieldsEvent', 'ReconnectOptions', 'reconnect-failed']) {
     assert.ok(dts.includes(name), `d.ts declares ${name}`);
+  }
+  const sessionDts = await (await fetch(`${server.origin}/sdk/session.d.ts`)).text();
+  for (const name of ['SessionTracker', 'backoffDelay', 'DEFAULT_RECONNECT', 'maxAttempts']) {
+    assert.ok(sessionDts.includes(name), `session.d.ts declares ${name}`);
   }
   const transferDts = await (await fetch(`${server.origin}/sdk/transfer.d.ts`)).text();
   for (const name of ['parse', 'Sender', 'Receiver', 'sendFile', 'FileStartFrame', 'AckOutcome']) {

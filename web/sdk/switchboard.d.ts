@@ -155,7 +155,8 @@ export interface RejoinedFields extends WelcomeMessage {
   welcome: WelcomeMessage;
   /**
    * True when the others have surely dropped our calls (the resume window
-   * had passed, or the server gave us another id): every call starts over.
+   * had passed, the server gave us another id, or it has no sessions and
+   * announced our leave at once): every call starts over.
    * Otherwise the calls to peers still present are ICE-restarted.
    */
   fresh: boolean;
@@ -226,6 +227,25 @@ export interface SignalingChannelOptions {
   reconnect?: false | ReconnectOptions;
 }
 
+/**
+ * The WebSocket to a switchboard server, kept alive across drops.
+ *
+ * When the socket ends without close()/leave() (reset, network loss, a
+ * server restart, or no answer to a ping within `pongTimeout`), the channel
+ * emits 'reconnecting' and retries with jittered exponential backoff (the
+ * first retry within `reconnect.initialDelay`, the delay doubling up to
+ * `reconnect.maxDelay`). Each attempt sends `resume` with the highest server
+ * seq seen; on `resumed` the server replays what was missed, the channel
+ * re-sends its own unacked signals, and emits 'resumed'. On `resume-failed`
+ * (or once the resume window has surely passed) it sends `join` again with
+ * the same room, peer id, meta and the old session token, and emits
+ * 'rejoined'. After `reconnect.maxAttempts` failed attempts in a row it
+ * emits 'error' (code `reconnect-failed`) and 'close'.
+ *
+ * While joined it acks server messages (every 64, and once a second while
+ * any is unacked) and numbers its signals from 1, keeping each until the
+ * server acks it.
+ */
 export declare class SignalingChannel extends EventTarget {
   constructor(url: string, options?: SignalingChannelOptions);
   readonly url: string;

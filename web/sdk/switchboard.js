@@ -245,10 +245,12 @@ export class SignalingChannel extends EventTarget {
     this.joinTimeout = options.joinTimeout ?? 10_000;
     const rc = options.reconnect;
     /** @type {{enabled: boolean, initialDelay: number, maxDelay: number, maxAttempts: number}} */
+    const given = rc && typeof rc === 'object' ? rc : {};
     this.reconnect = {
       enabled: rc !== false,
-      ...DEFAULT_RECONNECT,
-      ...(rc && typeof rc === 'object' ? rc : {}),
+      initialDelay: given.initialDelay ?? DEFAULT_RECONNECT.initialDelay,
+      maxDelay: given.maxDelay ?? DEFAULT_RECONNECT.maxDelay,
+      maxAttempts: Math.max(1, given.maxAttempts ?? DEFAULT_RECONNECT.maxAttempts),
     };
     /** @type {string | null} */
     this.room = null;
@@ -789,7 +791,7 @@ export class SignalingChannel extends EventTarget {
     this.peerId = msg.peer;
     this.iceServers = Array.isArray(msg.iceServers) ? msg.iceServers : [];
     this.#reconnected();
-    // Per-peer queues belong to the old session; the Room re-creates what it needs.
+    // The per-peer objects (to(id)) stay: the Room keeps the calls that go on.
     this.dispatchEvent(new SwitchboardEvent('rejoined', {
       ...msg, welcome: msg, fresh, previousPeer, downtime: Date.now() - this.#droppedAt,
     }));
@@ -1250,6 +1252,12 @@ export class RemotePeer extends EventTarget {
       }
     } else if ('candidate' in data) {
       const cand = data.candidate;
+      if (!pc.remoteDescription) {
+        // Signals arrive in order, so a candidate before any description
+        // belongs to a connection of theirs that this one replaced.
+        this.#log('candidate-dropped', 'candidate before any remote description (from a replaced connection)');
+        return;
+      }
       if (cand && cand.candidate) {
         const info = parseCandidate(cand.candidate);
         if (info) this.candidates.remote.push(info);

@@ -115,6 +115,10 @@ pub mod close {
     /// 4001, to a socket whose session was resumed on another socket: the
     /// client has moved on and must not reconnect with this one.
     pub const SUPERSEDED: u16 = 4001;
+    /// 4002, when the store no longer knows the socket's session (it lost
+    /// its state, say an empty Redis restart): the client's resume will
+    /// fail and it joins afresh.
+    pub const SESSION_LOST: u16 = 4002;
     /// 1011, when the store failed under a numbered signal: the client
     /// resumes (or rejoins) and learns from the store what got through.
     pub const INTERNAL_ERROR: u16 = 1011;
@@ -457,10 +461,8 @@ impl Hub {
                 self.store(Op::Sweep, Wait::Sweep);
             }
         }
-        let refresh =
-            (self.cfg.resume_window / 4).clamp(Duration::from_secs(1), Duration::from_secs(5));
         if self.next_refresh.is_none_or(|t| now >= t) {
-            self.next_refresh = Some(now + refresh);
+            self.next_refresh = Some(now + self.refresh_every());
             let mut sessions: Vec<(SessionId, Epoch)> = self
                 .conns
                 .values()
@@ -474,7 +476,7 @@ impl Hub {
                 self.store(
                     Op::Refresh {
                         sessions,
-                        lease: self.cfg.resume_window,
+                        lease: self.lease(),
                     },
                     Wait::Other,
                 );
@@ -515,6 +517,25 @@ impl Hub {
         );
     }
 
+    /// Messages for this node may have been lost on the way (a shared
+    /// store's subscription was re-made): asks the store for whatever each
+    /// attached session has not had.
+    pub fn resync(&mut self) {
+        let mut ask: Vec<(SessionId, u64)> = Vec::new();
+        for c in self.conns.values_mut() {
+            if let State::Attached(a) = &mut c.state {
+                if !a.fetching {
+                    a.fetching = true;
+                    ask.push((a.sid, a.delivered));
+                }
+            }
+        }
+        ask.sort();
+        for (sid, after) in ask {
+            self.store(Op::Fetch { sid, after }, Wait::Fetch(sid));
+        }
+    }
+
     /// The store's reply to the oldest op not yet answered.
     pub fn handle_reply(&mut self, reply: Reply, now: Instant) {
         let Some(wait) = self.waits.pop_front() else {
@@ -547,13 +568,11 @@ impl Hub {
                 to,
                 kind,
             } => self.relayed(conn, sid, client_seq, &to, kind, reply),
-            Wait::Fetch(sid) => {
-                let frames = match reply {
-                    Reply::Fetched(f) => f,
-                    _ => Vec::new(),
-                };
-                self.fetched(sid, frames);
-            }
+            Wait::Fetch(sid) => match reply {
+                Reply::Fetched(frames) => self.fetched(sid, frames),
+                Reply::Stale => self.lost(sid),
+                _ => self.fetched(sid, Vec::new()),
+            },
             Wait::Sweep => {
                 if let Reply::Due(due) = reply {
                     for (sid, _room, peer) in due {
@@ -608,6 +627,19 @@ impl Hub {
     }
 
     // ---- internals ----
+
+    /// How often the leases of attached sessions are extended.
+    fn refresh_every(&self) -> Duration {
+        (self.cfg.resume_window / 4).clamp(Duration::from_secs(1), Duration::from_secs(5))
+    }
+
+    /// An attached session's lease: the window, counted from the last
+    /// refresh that can have happened, so a dead node's sessions last at
+    /// least a full window after it died. The slack covers the refresh
+    /// period and the tick that runs it (at most a second late).
+    fn lease(&self) -> Duration {
+        self.cfg.resume_window + self.refresh_every() + Duration::from_secs(1)
+    }
 
     /// Early deliveries for a pending session wait here, keyed by seq.
     fn early_for_pending(&mut self, sid: SessionId) -> &mut BTreeMap<u64, Arc<str>> {
@@ -733,7 +765,7 @@ impl Hub {
                 let State::Attached(a) = std::mem::replace(&mut c.state, State::Idle) else {
                     return Err(ProtocolError::new(ErrorCode::NotJoined, "not in a room"));
                 };
-                self.detach_local(&a);
+                self.detach_local(conn, &a);
                 self.end(&a);
                 Ok(())
             }
@@ -811,7 +843,7 @@ impl Hub {
             max_peers: self.cfg.max_room_peers,
             takeover,
             joined,
-            lease: self.cfg.resume_window,
+            lease: self.lease(),
             buffer: self.cfg.resume_buffer,
         };
         self.store(
@@ -944,7 +976,7 @@ impl Hub {
             peer: claim.peer.as_str().into(),
             last_seen,
             node: self.cfg.node,
-            lease: self.cfg.resume_window,
+            lease: self.lease(),
         };
         self.store(
             op,
@@ -1188,7 +1220,15 @@ impl Hub {
                 self.error(conn, e);
                 return;
             }
-            Reply::Stale => return,
+            Reply::Stale => {
+                // Not relayed, and never will be through this socket: the
+                // session was taken over or the store lost it.
+                if let Some(State::Attached(a)) = self.conns.get(&conn).map(|c| &c.state) {
+                    let sid = a.sid;
+                    self.lost(sid);
+                }
+                return;
+            }
             Reply::Unavailable(why) => {
                 if client_seq.is_some() {
                     // Acks are cumulative: acking a later seq would claim
@@ -1264,6 +1304,13 @@ impl Hub {
         }
     }
 
+    /// The store no longer has `sid` for the socket holding it here.
+    fn lost(&mut self, sid: SessionId) {
+        if let Some(conn) = self.sessions.get(&sid).copied() {
+            self.close(conn, close::SESSION_LOST, "session lost", Then::Nothing);
+        }
+    }
+
     fn fetched(&mut self, sid: SessionId, frames: Vec<(u64, Arc<str>)>) {
         let Some(conn) = self.sessions.get(&sid).copied() else {
             return;
@@ -1295,7 +1342,7 @@ impl Hub {
         };
         // A pending join or resume finds the connection gone when answered.
         if let State::Attached(a) = c.state {
-            self.detach_local(&a);
+            self.detach_local(conn, &a);
             match then {
                 Then::End => self.end(&a),
                 Then::Detach => self.store(
@@ -1313,8 +1360,10 @@ impl Hub {
     }
 
     /// Drops the local bookkeeping of an attached session.
-    fn detach_local(&mut self, a: &Attached) {
-        if self.sessions.get(&a.sid).is_some_and(|_| true) {
+    fn detach_local(&mut self, conn: ConnId, a: &Attached) {
+        // Only this socket's entry: a newer socket of the session may hold
+        // it already.
+        if self.sessions.get(&a.sid) == Some(&conn) {
             self.sessions.remove(&a.sid);
         }
         if let Some(n) = self.local_rooms.get_mut(&a.room) {
@@ -2122,5 +2171,38 @@ mod tests {
             .iter()
             .all(|(c, v)| *c != a || v["type"] != "peer-left"));
         assert_eq!(h.local.store.sessions(), 2);
+        // The shortest window, ticked once a second (the slowest the driver
+        // may): the lease covers the refresh period and a late tick.
+        let mut h = Harness::new(HubConfig {
+            resume_window: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(600),
+            ..HubConfig::default()
+        });
+        let (a, _b, _) = pair(&mut h);
+        for _ in 0..20 {
+            h.advance(Duration::from_millis(1000));
+            h.tick();
+        }
+        assert!(h
+            .sends()
+            .iter()
+            .all(|(c, v)| *c != a || v["type"] != "peer-left"));
+        assert_eq!(h.local.store.sessions(), 2);
+    }
+
+    #[test]
+    fn a_session_the_store_lost_closes_its_socket() {
+        let mut h = Harness::new(HubConfig::default());
+        let (a, b, _) = pair(&mut h);
+        // The store forgets everything (an empty Redis after a restart).
+        h.local.store = MemoryStore::new();
+        h.text(a, &signal("bob", 1, 1));
+        let (s, closes) = h.drain();
+        assert!(s.is_empty(), "{s:?}");
+        assert_eq!(closes, vec![(a, close::SESSION_LOST, "session lost")]);
+        // A resync finds the other one lost too.
+        h.hub().resync();
+        let (_, closes) = h.drain();
+        assert_eq!(closes, vec![(b, close::SESSION_LOST, "session lost")]);
     }
 }

@@ -63,7 +63,7 @@ pub struct MemberInfo {
 }
 
 /// Something for a store to do, atomically.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Op {
     /// Add a session to a room, unless the room is full or the id is
     /// taken; number `joined` into the buffer of every other member.
@@ -162,7 +162,8 @@ pub enum Op {
         lease: Duration,
     },
     /// The buffered messages of `sid` after seq `after` (to fill a gap in
-    /// what reached this node).
+    /// what reached this node); [`Reply::Stale`] if the store does not know
+    /// `sid`.
     Fetch {
         /// The session.
         sid: SessionId,

@@ -57,10 +57,12 @@ pub struct Metrics {
     pub connections: Gauge,
     pub rooms: Gauge,
     pub peers: Gauge,
-    /// Messages kept for sessions, unacked (in-memory store only).
+    /// Messages kept for sessions, unacked (with --redis: cluster-wide).
     pub buffered: Gauge,
     resumes: Family<OutcomeLabel, Counter>,
     store_errors: Counter,
+    redis_rtt: prometheus_client::metrics::histogram::Histogram,
+    redis_errors: Counter,
     relayed: Family<KindLabel, Counter>,
     sent: Family<TypeLabel, Counter>,
     errors: Family<CodeLabel, Counter>,
@@ -76,6 +78,10 @@ impl Metrics {
             buffered: Gauge::default(),
             resumes: Family::default(),
             store_errors: Counter::default(),
+            redis_rtt: prometheus_client::metrics::histogram::Histogram::new([
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0, 2.0,
+            ]),
+            redis_errors: Counter::default(),
             relayed: Family::default(),
             sent: Family::default(),
             errors: Family::default(),
@@ -95,7 +101,7 @@ impl Metrics {
         );
         registry.register(
             "session_buffered_messages",
-            "Unacked messages kept for sessions (in-memory store)",
+            "Unacked messages kept for sessions (with --redis: over the whole cluster)",
             m.buffered.clone(),
         );
         registry.register(
@@ -106,6 +112,16 @@ impl Metrics {
         for outcome in ["ok", "failed"] {
             let _ = m.resumes.get_or_create(&OutcomeLabel { outcome });
         }
+        registry.register(
+            "redis_roundtrip_seconds",
+            "Round trip of one Redis script call (a batch of store ops), --redis only",
+            m.redis_rtt.clone(),
+        );
+        registry.register(
+            "redis_errors",
+            "Redis script calls that failed or timed out, --redis only",
+            m.redis_errors.clone(),
+        );
         registry.register(
             "store_errors",
             "Store operations that failed because the store was unreachable",
@@ -185,6 +201,17 @@ impl Metrics {
                 .get_or_create(&CodeLabel { code: c.as_str() })
                 .inc();
         }
+    }
+
+    /// What the Redis store reports after each call.
+    pub fn redis_observer(&self) -> cluster::Observer {
+        let (rtt, errors) = (self.redis_rtt.clone(), self.redis_errors.clone());
+        std::sync::Arc::new(move |took, ok| {
+            rtt.observe(took.as_secs_f64());
+            if !ok {
+                errors.inc();
+            }
+        })
     }
 
     /// Counts what the hub noted.

@@ -19,9 +19,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt;
 use axum::Router;
+use cluster::{Incoming, RedisStore};
 use futures_util::SinkExt;
 use serde_json::value::RawValue;
-use signal::store::MemoryStore;
+use signal::store::{MemoryStore, Store};
+use signal::Tokens;
 use signal::{ConnId, FrameKind, Gone, Hub, IceServers, Output};
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -60,6 +62,11 @@ const BATCH_KEEP: usize = 16;
 enum Backend {
     /// Run at once, under the lock (single node).
     Memory(MemoryStore),
+    /// Sent to Redis; the replies come back, in order, through `replies`.
+    Redis {
+        store: RedisStore,
+        replies: tokio::sync::mpsc::UnboundedSender<<RedisStore as Store>::Reply>,
+    },
 }
 
 struct Shared {
@@ -72,6 +79,8 @@ struct Shared {
 
 struct App {
     shared: Mutex<Shared>,
+    /// The cluster store, for `/healthz`.
+    redis: Option<RedisStore>,
     metrics: Metrics,
     cfg: ServeConfig,
     tasks: TaskTracker,
@@ -100,6 +109,10 @@ impl Shared {
                         while let Some(ev) = store.poll_event() {
                             self.hub.handle_event(ev);
                         }
+                    }
+                    Backend::Redis { store, replies } => {
+                        // The receiver lives as long as the server.
+                        let _ = replies.send(store.apply(op, now));
                     }
                 },
                 Output::Note(note) => metrics.note(note),
@@ -144,6 +157,10 @@ impl Shared {
             Backend::Memory(store) => {
                 metrics.rooms.set(store.rooms() as i64);
                 metrics.buffered.set(store.buffered() as i64);
+            }
+            // Cluster-wide figures live in Redis; these are this node's.
+            Backend::Redis { .. } => {
+                metrics.rooms.set(self.hub.rooms() as i64);
             }
         }
     }
@@ -203,6 +220,28 @@ impl Running {
 /// is bound; the server runs on the current tokio runtime.
 pub async fn start(mut cfg: ServeConfig, listener: TcpListener) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
+    let metrics = Metrics::new();
+    // With Redis the hub's ops leave the lock; their replies come back on
+    // this queue, in order, and deliveries on the node's subscription.
+    let (backend, cluster) = match &cfg.redis {
+        None => (Backend::Memory(MemoryStore::new()), None),
+        Some(url) => {
+            let observe = metrics.redis_observer();
+            let store = RedisStore::connect(url, observe).await?;
+            if cfg.session_secret.is_none() {
+                cfg.hub.tokens = Tokens::new(store.shared_secret().await?);
+            }
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let events = store.subscribe(cfg.hub.node);
+            (
+                Backend::Redis {
+                    store: store.clone(),
+                    replies: tx,
+                },
+                Some((store, rx, events)),
+            )
+        }
+    };
     let shutdown = CancellationToken::new();
     let (turn, ice) = match &cfg.turn {
         Some(t) => {
@@ -216,17 +255,22 @@ pub async fn start(mut cfg: ServeConfig, listener: TcpListener) -> anyhow::Resul
     let app = Arc::new(App {
         shared: Mutex::new(Shared {
             hub: Hub::new(cfg.hub.clone()),
-            backend: Backend::Memory(MemoryStore::new()),
+            backend,
             outboxes: HashMap::new(),
             send_queue: cfg.send_queue,
         }),
-        metrics: Metrics::new(),
+        metrics,
         cfg,
+        redis: cluster.as_ref().map(|(store, _, _)| store.clone()),
         tasks: TaskTracker::new(),
         turn,
         ice,
     });
-    info!(%addr, ?turn_addr, ice_servers = ?app.cfg.ice_servers, "listening");
+    if let Some((_, replies, events)) = cluster {
+        tokio::spawn(cluster_replies(app.clone(), replies));
+        tokio::spawn(cluster_events(app.clone(), events));
+    }
+    info!(%addr, ?turn_addr, node = %app.cfg.hub.node, ice_servers = ?app.cfg.ice_servers, "listening");
     let task = tokio::spawn(serve(app, listener, shutdown.clone()));
     Ok(Running {
         addr,
@@ -267,7 +311,7 @@ async fn serve(
 
     let router = Router::new()
         .route("/v1/ws", get(ws_handler))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_handler))
         .route("/v1/ice-servers", get(ice_servers_handler))
         .route("/", get(web::page("index")))
@@ -305,6 +349,14 @@ async fn serve(
     // After a listener error too, so TURN and the sweeper stop with it.
     shutdown.cancel();
 
+    // Detaches queued at shutdown must reach a shared store, so resumes
+    // elsewhere find the sessions.
+    if app.redis.is_some() {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while app.lock().hub.waiting() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
     app.tasks.close();
     if tokio::time::timeout(Duration::from_secs(5), app.tasks.wait())
         .await
@@ -427,6 +479,42 @@ impl IceServers for IceProvider {
     }
 }
 
+/// Hands Redis replies to the hub in the order the ops were given out.
+async fn cluster_replies(
+    app: Arc<App>,
+    mut replies: tokio::sync::mpsc::UnboundedReceiver<<RedisStore as Store>::Reply>,
+) {
+    while let Some(reply) = replies.recv().await {
+        let reply = reply.await;
+        let mut s = app.lock();
+        s.hub.handle_reply(reply, Instant::now());
+        s.pump(&app.metrics);
+    }
+}
+
+/// Hands messages published for this node's sockets to the hub.
+async fn cluster_events(app: Arc<App>, mut events: tokio::sync::mpsc::UnboundedReceiver<Incoming>) {
+    while let Some(incoming) = events.recv().await {
+        let mut s = app.lock();
+        match incoming {
+            Incoming::Event(ev) => s.hub.handle_event(ev),
+            Incoming::Subscribed => s.hub.resync(),
+        }
+        s.pump(&app.metrics);
+    }
+}
+
+/// 200 while the node can do its job; 503 when its cluster store is
+/// unreachable.
+async fn healthz(State(app): State<Arc<App>>) -> Response {
+    match &app.redis {
+        Some(store) if !store.ping().await => {
+            (StatusCode::SERVICE_UNAVAILABLE, "redis unreachable\n").into_response()
+        }
+        _ => "ok\n".into_response(),
+    }
+}
+
 async fn ice_servers_handler(State(app): State<Arc<App>>) -> Response {
     let list = app.ice.for_peer("", "http");
     let body = format!(r#"{{"iceServers":{}}}"#, list.get());
@@ -435,6 +523,11 @@ async fn ice_servers_handler(State(app): State<Arc<App>>) -> Response {
 
 async fn metrics_handler(State(app): State<Arc<App>>) -> Response {
     app.lock().gauges(&app.metrics);
+    if let Some(store) = &app.redis {
+        if let Some(n) = store.buffered().await {
+            app.metrics.buffered.set(n);
+        }
+    }
     if let Some(turn) = &app.turn {
         app.metrics.update_turn(&turn.snapshot());
     }

@@ -146,6 +146,15 @@ impl Session {
     }
 }
 
+fn rand_suffix() -> u64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64
+        ^ u64::from(std::process::id())
+}
+
 fn server(args: &[&str]) -> (Option<InProcess>, String) {
     match std::env::var("SWITCHBOARD_TEST_WS") {
         Ok(url) => (None, url),
@@ -173,9 +182,15 @@ const FAST: &[&str] = &[
 #[tokio::test]
 async fn a_cut_mid_stream_loses_and_repeats_nothing_in_either_direction() {
     let (_server, url) = server(FAST);
-    let room = format!("cut{}", std::process::id());
-    let mut a = Session::join(&url, &room, "alice").await;
-    let mut b = Session::join(&url, &room, "bob").await;
+    cut_mid_stream(&url, &url, &url).await;
+}
+
+/// Alice on `a_url`, bob on `b_url`; bob's TCP connection is cut after 200
+/// of alice's signals and 300 of his own, and he resumes on `resume_url`.
+async fn cut_mid_stream(a_url: &str, b_url: &str, resume_url: &str) {
+    let room = format!("cut{}", rand_suffix());
+    let mut a = Session::join(a_url, &room, "alice").await;
+    let mut b = Session::join(b_url, &room, "bob").await;
     assert!(a.step().await); // peer-joined bob
 
     let alice = async {
@@ -208,7 +223,7 @@ async fn a_cut_mid_stream_loses_and_repeats_nothing_in_either_direction() {
                 while b.got.len() < 200 {
                     assert!(b.step().await);
                 }
-                let r = b.cut_and_resume(&url).await;
+                let r = b.cut_and_resume(resume_url).await;
                 assert_eq!(r["peer"], "bob");
                 assert_eq!(r["peers"], json!([{"peer":"alice","meta":{}}]));
             }
@@ -230,7 +245,7 @@ async fn a_cut_mid_stream_loses_and_repeats_nothing_in_either_direction() {
 #[tokio::test]
 async fn resumes_that_must_fail_and_leave_the_socket_usable() {
     let (_server, url) = server(&["--no-turn", "--resume-window", "1"]);
-    let room = format!("bad{}", std::process::id());
+    let room = format!("bad{}", rand_suffix());
     let _a = Session::join(&url, &room, "alice").await;
     let b = Session::join(&url, &room, "bob").await;
     let other = Session::join(&url, &format!("{room}x"), "carol").await;
@@ -283,4 +298,248 @@ async fn resumes_that_must_fail_and_leave_the_socket_usable() {
     tokio::time::sleep(Duration::from_millis(2300)).await;
     let (_, v) = try_resume(&url, json!({"type":"resume","session":token,"seq":0})).await;
     assert_eq!(v["code"], "resume-failed", "expired: {v}");
+}
+
+/// A real `redis-server` on a free loopback port, in a temp dir, without
+/// persistence; killed on drop.
+struct Redis {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Self::start_on(port)
+    }
+
+    fn start_on(port: u16) -> Redis {
+        let dir = tempfile::tempdir().unwrap();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian package redis-server; tests/run.sh installs it)");
+        let deadline = std::time::Instant::now() + WAIT;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Redis {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// kill -9, then a fresh, empty server on the same port.
+    fn restart_empty(self) -> Redis {
+        let port = self.port;
+        drop(self);
+        Self::start_on(port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn node(redis: &Redis, extra: &[&str]) -> InProcess {
+    let url = redis.url();
+    let mut args: Vec<&str> = FAST.to_vec();
+    args.extend(["--redis", url.as_str()]);
+    args.extend(extra);
+    InProcess::start(&args)
+}
+
+#[tokio::test]
+async fn across_two_nodes_on_redis_a_cut_and_a_resume_on_the_other_node_lose_nothing() {
+    let redis = Redis::start();
+    let (n1, n2) = (node(&redis, &[]), node(&redis, &[]));
+    // Alice on node 1, bob on node 2; bob resumes on node 1.
+    cut_mid_stream(&n1.url(), &n2.url(), &n1.url()).await;
+    // And the other way round, in another room.
+    cut_mid_stream(&n2.url(), &n1.url(), &n2.url()).await;
+    assert!(n1.metric("switchboard_resumes_total{outcome=\"ok\"}") >= 1.0);
+    assert!(n2.metric("switchboard_resumes_total{outcome=\"ok\"}") >= 1.0);
+    assert!(n1.metric("switchboard_redis_roundtrip_seconds_count") > 0.0);
+    // Cluster-wide, the same figure on both nodes: what the four sessions
+    // have not acked (the clients ack every 50th message).
+    let buffered = n1.metric("switchboard_session_buffered_messages");
+    assert!((1.0..200.0).contains(&buffered), "{buffered}");
+    assert_eq!(buffered, n2.metric("switchboard_session_buffered_messages"));
+}
+
+#[tokio::test]
+async fn room_limits_hold_across_nodes_and_a_dead_node_s_peers_leave_after_the_window() {
+    let redis = Redis::start();
+    let n1 = node(&redis, &["--max-room-peers", "2", "--resume-window", "2"]);
+    let n2 = node(&redis, &["--max-room-peers", "2", "--resume-window", "2"]);
+    let room = format!("lim{}", rand_suffix());
+    let mut a = Session::join(&n1.url(), &room, "alice").await;
+    // The id is taken on the other node too.
+    let mut ws = connect(&n2.url()).await;
+    let join = json!({"type":"join","room":room,"peer":"alice"});
+    ws.send(Message::Text(join.to_string().into()))
+        .await
+        .unwrap();
+    assert_eq!(next_frame(&mut ws).await.unwrap()["code"], "peer-id-taken");
+    let b = Session::join(&n2.url(), &room, "bob").await;
+    assert!(a.step().await); // peer-joined, across nodes
+    let join = json!({"type":"join","room":room});
+    ws.send(Message::Text(join.to_string().into()))
+        .await
+        .unwrap();
+    assert_eq!(next_frame(&mut ws).await.unwrap()["code"], "room-full");
+    assert_eq!(n1.metric("switchboard_peers"), 1.0);
+    assert_eq!(n2.metric("switchboard_peers"), 1.0);
+    // Node 2 dies without a word (its leases stop); bob never resumes.
+    drop(b);
+    drop(ws);
+    let stopped = std::time::Instant::now();
+    let _ = n2.shutdown();
+    // Shutdown detached bob; his window passes, and alice hears it.
+    let v = loop {
+        let v = next_frame(&mut a.ws).await.unwrap();
+        if v["type"] != "ack" {
+            break v;
+        }
+    };
+    assert_eq!(v["type"], "peer-left", "{v}");
+    assert_eq!(v["peer"], "bob");
+    assert!(
+        stopped.elapsed() >= Duration::from_millis(1500),
+        "{:?}",
+        stopped.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_redis_restart_fails_resumes_cleanly_and_a_fresh_join_works() {
+    let redis = Redis::start();
+    let n1 = node(&redis, &[]);
+    let room = format!("rr{}", rand_suffix());
+    let a = Session::join(&n1.url(), &room, "alice").await;
+    let mut b = Session::join(&n1.url(), &room, "bob").await;
+    let redis = redis.restart_empty();
+    // Bob's socket is still open, but his session is gone: once the node
+    // reaches Redis again it closes the socket (after re-subscribing, or at
+    // his next signal) so he rejoins. (While Redis is down, a numbered
+    // signal gets 1011 "store unavailable" instead, tested below.)
+    let deadline = std::time::Instant::now() + WAIT;
+    while n1.get("/healthz").0 != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node never reached Redis again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    b.send_signal("alice", 1).await;
+    let closed = loop {
+        match tokio::time::timeout(WAIT, b.ws.next())
+            .await
+            .expect("bob's socket kept open")
+        {
+            Some(Ok(Message::Close(f))) => {
+                break f.map(|f| (u16::from(f.code), f.reason.to_string()))
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => break None,
+        }
+    };
+    assert_eq!(closed, Some((4002, "session lost".to_string())));
+    drop(a.ws.into_inner());
+    // Redis is back but knows nothing: the resume fails, the rejoin works.
+    let mut ws = connect(&n1.url()).await;
+    let msg = json!({"type":"resume","session":a.token,"seq":0});
+    let v = loop {
+        ws.send(Message::Text(msg.to_string().into()))
+            .await
+            .unwrap();
+        let v = next_frame(&mut ws).await.unwrap();
+        // While the connection to Redis is re-made, the node says so.
+        if v["code"] == "resume-failed" && v["message"].as_str().unwrap().contains("unavailable") {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        break v;
+    };
+    assert_eq!(v["code"], "resume-failed", "{v}");
+    let join = json!({"type":"join","room":room,"peer":"alice"});
+    ws.send(Message::Text(join.to_string().into()))
+        .await
+        .unwrap();
+    assert_eq!(next_frame(&mut ws).await.unwrap()["type"], "welcome");
+    drop(redis);
+}
+
+#[tokio::test]
+async fn redis_down_is_reported_by_healthz_and_joins_get_unavailable() {
+    let redis = Redis::start();
+    let n1 = node(&redis, &[]);
+    assert_eq!(n1.get("/healthz").0, 200);
+    drop(redis);
+    let deadline = std::time::Instant::now() + WAIT;
+    while n1.get("/healthz").0 != 503 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "healthz never reported Redis down"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut ws = connect(&n1.url()).await;
+    let join = json!({"type":"join","room":"down"});
+    ws.send(Message::Text(join.to_string().into()))
+        .await
+        .unwrap();
+    let v = next_frame(&mut ws).await.unwrap();
+    assert_eq!(v["code"], "unavailable", "{v}");
+    drop(ws);
+    // An attached client's numbered signal is not relayed and not acked:
+    // it hears `unavailable` and its socket is closed, so it resumes later
+    // and learns from the store what got through.
+    let mut s = {
+        let redis = Redis::start();
+        let n = node(&redis, &[]);
+        let s = Session::join(&n.url(), "down2", "carol").await;
+        drop(redis);
+        (s, n)
+    };
+    let deadline = std::time::Instant::now() + WAIT;
+    while s.1.get("/healthz").0 != 503 {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    s.0.send_signal("nobody", 1).await;
+    let v = next_frame(&mut s.0.ws).await.unwrap();
+    assert_eq!(v["code"], "unavailable", "{v}");
+    let closed = loop {
+        match tokio::time::timeout(WAIT, s.0.ws.next())
+            .await
+            .expect("socket kept open")
+        {
+            Some(Ok(Message::Close(f))) => break f.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => break None,
+        }
+    };
+    assert_eq!(closed, Some(1011));
 }

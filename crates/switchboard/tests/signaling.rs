@@ -453,6 +453,8 @@ async fn http_endpoints() {
     // The embedded web/ folder: the SDK and its chat/file module.
     for path in [
         "/sdk/switchboard.js",
+        "/sdk/session.js",
+        "/sdk/session.d.ts",
         "/sdk/transfer.js",
         "/sdk/transfer.d.ts",
     ] {

@@ -195,14 +195,15 @@ impl MemoryStore {
                 else {
                     return Reply::ResumeRefused(ResumeRefused::Unknown);
                 };
-                if s.deadline <= now {
-                    return Reply::ResumeRefused(ResumeRefused::Expired);
-                }
+                // The order of these checks is the Redis store's too.
                 if last_seen > s.seq {
                     return Reply::ResumeRefused(ResumeRefused::AheadOfServer);
                 }
                 if last_seen < s.floor {
                     return Reply::ResumeRefused(ResumeRefused::Overflowed);
+                }
+                if s.deadline <= now || s.lost() {
+                    return Reply::ResumeRefused(ResumeRefused::Expired);
                 }
                 if s.attached {
                     self.events.push_back(Event::Evict {
@@ -281,18 +282,16 @@ impl MemoryStore {
                 }
                 Reply::Done
             }
-            Op::Fetch { sid, after } => Reply::Fetched(
-                self.sessions
-                    .get(&sid)
-                    .map(|s| {
-                        s.buffer
-                            .iter()
-                            .filter(|(n, _)| *n > after)
-                            .cloned()
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-            ),
+            Op::Fetch { sid, after } => match self.sessions.get(&sid) {
+                Some(s) => Reply::Fetched(
+                    s.buffer
+                        .iter()
+                        .filter(|(n, _)| *n > after)
+                        .cloned()
+                        .collect(),
+                ),
+                None => Reply::Stale,
+            },
         }
     }
 
