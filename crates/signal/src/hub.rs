@@ -2156,38 +2156,27 @@ mod tests {
 
     #[test]
     fn an_attached_session_outlives_its_lease_while_refreshed() {
-        let mut h = Harness::new(HubConfig {
-            resume_window: Duration::from_secs(4),
-            idle_timeout: Duration::from_secs(600),
-            ..HubConfig::default()
-        });
-        let (a, _b, _) = pair(&mut h);
-        for _ in 0..30 {
-            h.advance(Duration::from_millis(500));
-            h.tick();
+        // (window s, tick ms): a common case, and the shortest window ticked
+        // once a second (the slowest the driver may), where the lease must
+        // cover the refresh period and a late tick.
+        for (window, tick) in [(4, 500), (1, 1000)] {
+            let mut h = Harness::new(HubConfig {
+                resume_window: Duration::from_secs(window),
+                idle_timeout: Duration::from_secs(600),
+                ..HubConfig::default()
+            });
+            let (a, _b, _) = pair(&mut h);
+            for _ in 0..20 {
+                h.advance(Duration::from_millis(tick));
+                h.tick();
+            }
+            let s = h.sends();
+            assert!(
+                s.iter().all(|(c, v)| *c != a || v["type"] != "peer-left"),
+                "window {window}: {s:?}"
+            );
+            assert_eq!(h.local.store.sessions(), 2);
         }
-        assert!(h
-            .sends()
-            .iter()
-            .all(|(c, v)| *c != a || v["type"] != "peer-left"));
-        assert_eq!(h.local.store.sessions(), 2);
-        // The shortest window, ticked once a second (the slowest the driver
-        // may): the lease covers the refresh period and a late tick.
-        let mut h = Harness::new(HubConfig {
-            resume_window: Duration::from_secs(1),
-            idle_timeout: Duration::from_secs(600),
-            ..HubConfig::default()
-        });
-        let (a, _b, _) = pair(&mut h);
-        for _ in 0..20 {
-            h.advance(Duration::from_millis(1000));
-            h.tick();
-        }
-        assert!(h
-            .sends()
-            .iter()
-            .all(|(c, v)| *c != a || v["type"] != "peer-left"));
-        assert_eq!(h.local.store.sessions(), 2);
     }
 
     #[test]
