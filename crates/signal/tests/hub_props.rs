@@ -177,5 +177,6 @@ proptest! {
         local.hub.handle_timeout(now);
         while local.poll_output(now).is_some() {}
         prop_assert_eq!((local.store.sessions(), local.store.rooms()), (0, 0));
+        prop_assert_eq!(local.store.buffered(), 0);
     }
 }

@@ -47,6 +47,9 @@ pub struct MemoryStore {
     rooms: HashMap<Box<str>, Vec<SessionId>>,
     sessions: HashMap<SessionId, Session>,
     events: VecDeque<Event>,
+    /// Entries over all buffers, kept as they change: the gauge is read
+    /// after every message.
+    buffered: usize,
 }
 
 impl MemoryStore {
@@ -68,7 +71,7 @@ impl MemoryStore {
     /// Messages buffered over all sessions (the
     /// `switchboard_session_buffered_messages` gauge).
     pub fn buffered(&self) -> usize {
-        self.sessions.values().map(|s| s.buffer.len()).sum()
+        self.buffered
     }
 
     /// Runs one op at once.
@@ -175,6 +178,7 @@ impl MemoryStore {
                     let seq = seq.min(s.seq);
                     while s.buffer.front().is_some_and(|(n, _)| *n <= seq) {
                         s.buffer.pop_front();
+                        self.buffered -= 1;
                     }
                     s.floor = s.floor.max(seq);
                 }
@@ -217,6 +221,7 @@ impl MemoryStore {
                 s.deadline = now + lease;
                 while s.buffer.front().is_some_and(|(n, _)| *n <= last_seen) {
                     s.buffer.pop_front();
+                    self.buffered -= 1;
                 }
                 s.floor = last_seen.max(s.floor);
                 let replay = s.buffer.iter().cloned().collect();
@@ -322,9 +327,11 @@ impl MemoryStore {
         if s.buffer.len() >= s.cap {
             if let Some((n, _)) = s.buffer.pop_front() {
                 s.floor = n;
+                self.buffered -= 1;
             }
         }
         s.buffer.push_back((s.seq, numbered.clone()));
+        self.buffered += 1;
         if s.attached {
             self.events.push_back(Event::Deliver {
                 sid,
@@ -339,6 +346,7 @@ impl MemoryStore {
         let Some(s) = self.sessions.remove(&sid) else {
             return;
         };
+        self.buffered -= s.buffer.len();
         if s.attached {
             self.events.push_back(Event::Evict {
                 sid,
