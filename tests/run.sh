@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: the format/lint/doc gate, Rust unit and integration
-# tests, the browser end-to-end tests in headless Chromium, then the NAT lab.
+# tests (some start a real redis-server), the browser end-to-end tests in
+# headless Chromium, the cluster tests (redis-server, two serve nodes behind
+# haproxy, Chromium and the CLI), then the NAT lab.
 # Installs what the tests need when it is missing (Debian packages via
 # apt-get, npm packages via npm ci), so it works on a fresh machine.
 set -euo pipefail
