@@ -263,9 +263,6 @@ async fn memory_and_redis_stores_agree() {
             mem_events.push(show_event(&e));
         }
     }
-    if std::env::var_os("SHOW").is_some() {
-        eprintln!("{}\n{:#?}", mem_replies.join("\n"), mem_events);
-    }
     for (i, (m, r)) in mem_replies.iter().zip(&redis_replies).enumerate() {
         assert_eq!(m, r, "reply to op {i}");
     }
