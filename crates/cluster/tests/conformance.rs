@@ -11,49 +11,10 @@ use std::time::{Duration, Instant};
 const NODE: NodeId = NodeId(0xabc);
 const LEASE: Duration = Duration::from_secs(30);
 
-struct RedisServer {
-    child: std::process::Child,
-    port: u16,
-    _dir: std::path::PathBuf,
-}
-
-impl RedisServer {
-    fn start() -> RedisServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = std::env::temp_dir().join(format!("sb-conformance-{port}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&dir)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server (Debian package redis-server; tests/run.sh installs it)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        RedisServer {
-            child,
-            port,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self._dir);
-    }
-}
+// Shared with the switchboard crate's tests, which restart Redis too.
+#[path = "../../switchboard/tests/common/redis.rs"]
+#[allow(dead_code)]
+mod redis;
 
 fn raw(s: &str) -> Box<RawValue> {
     RawValue::from_string(s.to_string()).unwrap()
@@ -235,8 +196,8 @@ fn show_event(e: &Event) -> String {
 
 #[tokio::test]
 async fn memory_and_redis_stores_agree() {
-    let server = RedisServer::start();
-    let url = format!("redis://127.0.0.1:{}/", server.port);
+    let server = redis::Redis::start();
+    let url = server.url();
     let mut redis = RedisStore::connect(&url, Arc::new(|_, _| {}))
         .await
         .unwrap();

@@ -206,50 +206,59 @@ fn big_file(dir: &Path) -> PathBuf {
     src
 }
 
-fn names(evs: &[Value]) -> Vec<&str> {
-    evs.iter().filter_map(|e| e["event"].as_str()).collect()
+/// `recv` and `send` of one big file through `proxy`, in `room`.
+struct Transfer {
+    dir: PathBuf,
+    want: String,
+    out: PathBuf,
+    recv: Cli,
+    send: Cli,
 }
 
-#[test]
-fn send_and_recv_finish_a_transfer_across_a_signaling_reset() {
-    let server = InProcess::start(&["--no-turn", "--resume-window", "20"]);
-    let proxy = Proxy::start(server.addr);
-    let dir = tmpdir("cut");
-    let src = big_file(&dir);
-    let want = sha256_file(&src);
-    let out = dir.join("out");
-    let url = format!("http://{}", proxy.addr);
-    let common = [
-        "--server",
-        url.as_str(),
-        "--room",
-        "cut",
-        "--json",
-        "--loopback",
-    ];
-    let recv = Cli::spawn(
-        &[
-            &["recv"],
-            &common[..],
-            &["--out", out.to_str().unwrap(), "--count", "1"],
-        ]
-        .concat(),
-    );
-    std::thread::sleep(Duration::from_millis(300));
-    let mut send = Cli::spawn(
-        &[
-            &["send"],
-            &common[..],
-            &["--chunk", "1024", src.to_str().unwrap()],
-        ]
-        .concat(),
-    );
+impl Transfer {
+    fn start(proxy: &Proxy, room: &str) -> Transfer {
+        let dir = tmpdir(room);
+        let src = big_file(&dir);
+        let want = sha256_file(&src);
+        let out = dir.join("out");
+        let url = format!("http://{}", proxy.addr);
+        let common = [
+            "--server",
+            url.as_str(),
+            "--room",
+            room,
+            "--json",
+            "--loopback",
+        ];
+        let recv = Cli::spawn(
+            &[
+                &["recv"],
+                &common[..],
+                &["--out", out.to_str().unwrap(), "--count", "1"],
+            ]
+            .concat(),
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        let send = Cli::spawn(
+            &[
+                &["send"],
+                &common[..],
+                &["--chunk", "1024", src.to_str().unwrap()],
+            ]
+            .concat(),
+        );
+        Transfer {
+            dir,
+            want,
+            out,
+            recv,
+            send,
+        }
+    }
+}
 
-    // Mid-transfer: reset both signaling connections.
-    send.wait_for("progress", Duration::from_secs(30));
-    assert_eq!(proxy.cut(), 2, "both CLIs were connected through the proxy");
-    send.wait_for("resumed", Duration::from_secs(10));
-
+/// Both exit 0 and the file arrived whole; returns their events.
+fn finish_ok(send: Cli, recv: Cli, want: &str, out: &Path) -> (Vec<Value>, Vec<Value>) {
     let (send_code, sent) = send.finish(Duration::from_secs(90));
     let (recv_code, got) = recv.finish(Duration::from_secs(30));
     assert_eq!(send_code, Some(0), "send: {:?}", names(&sent));
@@ -262,10 +271,35 @@ fn send_and_recv_finish_a_transfer_across_a_signaling_reset() {
         .iter()
         .find(|e| e["event"] == "file-received")
         .expect("file-received");
-    assert_eq!(fs["sha256"], want.as_str());
+    assert_eq!(fs["sha256"], want);
     assert_eq!(fs["ok"], true);
-    assert_eq!(fr["sha256"], want.as_str());
+    assert_eq!(fr["sha256"], want);
     assert_eq!(sha256_file(&out.join("big.bin")), want);
+    (sent, got)
+}
+
+fn names(evs: &[Value]) -> Vec<&str> {
+    evs.iter().filter_map(|e| e["event"].as_str()).collect()
+}
+
+#[test]
+fn send_and_recv_finish_a_transfer_across_a_signaling_reset() {
+    let server = InProcess::start(&["--no-turn", "--resume-window", "20"]);
+    let proxy = Proxy::start(server.addr);
+    let Transfer {
+        dir,
+        want,
+        out,
+        recv,
+        mut send,
+    } = Transfer::start(&proxy, "cut");
+
+    // Mid-transfer: reset both signaling connections.
+    send.wait_for("progress", Duration::from_secs(30));
+    assert_eq!(proxy.cut(), 2, "both CLIs were connected through the proxy");
+    send.wait_for("resumed", Duration::from_secs(10));
+
+    let (sent, got) = finish_ok(send, recv, &want, &out);
     for (who, evs) in [("send", &sent), ("recv", &got)] {
         let n = names(evs);
         // The drop was seen and the session resumed: no rejoin, no restart.
@@ -299,36 +333,13 @@ fn send_and_recv_finish_a_transfer_across_a_signaling_reset() {
 fn a_transfer_survives_a_server_that_lost_every_session() {
     let first = InProcess::start(&["--no-turn"]);
     let proxy = Proxy::start(first.addr);
-    let dir = tmpdir("lost");
-    let src = big_file(&dir);
-    let want = sha256_file(&src);
-    let out = dir.join("out");
-    let url = format!("http://{}", proxy.addr);
-    let common = [
-        "--server",
-        url.as_str(),
-        "--room",
-        "lost",
-        "--json",
-        "--loopback",
-    ];
-    let recv = Cli::spawn(
-        &[
-            &["recv"],
-            &common[..],
-            &["--out", out.to_str().unwrap(), "--count", "1"],
-        ]
-        .concat(),
-    );
-    std::thread::sleep(Duration::from_millis(300));
-    let mut send = Cli::spawn(
-        &[
-            &["send"],
-            &common[..],
-            &["--chunk", "1024", src.to_str().unwrap()],
-        ]
-        .concat(),
-    );
+    let Transfer {
+        dir,
+        want,
+        out,
+        recv,
+        mut send,
+    } = Transfer::start(&proxy, "lost");
 
     // Mid-transfer the signaling lands on a server that knows nothing of
     // the sessions (a restarted node): resumes fail, both rejoin.
@@ -338,17 +349,7 @@ fn a_transfer_survives_a_server_that_lost_every_session() {
     assert_eq!(proxy.cut(), 2);
     send.wait_for("rejoined", Duration::from_secs(10));
 
-    let (send_code, sent) = send.finish(Duration::from_secs(90));
-    let (recv_code, got) = recv.finish(Duration::from_secs(30));
-    assert_eq!(send_code, Some(0), "send: {:?}", names(&sent));
-    assert_eq!(recv_code, Some(0), "recv: {:?}", names(&got));
-    let fs = sent
-        .iter()
-        .find(|e| e["event"] == "file-sent")
-        .expect("file-sent");
-    assert_eq!(fs["sha256"], want.as_str());
-    assert_eq!(fs["ok"], true);
-    assert_eq!(sha256_file(&out.join("big.bin")), want);
+    let (sent, got) = finish_ok(send, recv, &want, &out);
     for (who, evs) in [("send", &sent), ("recv", &got)] {
         let n = names(evs);
         assert!(n.contains(&"rejoined"), "{who}: {n:?}");

@@ -10,6 +10,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 mod common;
 
+use common::redis::Redis;
 use common::{InProcess, WAIT};
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -298,68 +299,6 @@ async fn resumes_that_must_fail_and_leave_the_socket_usable() {
     tokio::time::sleep(Duration::from_millis(2300)).await;
     let (_, v) = try_resume(&url, json!({"type":"resume","session":token,"seq":0})).await;
     assert_eq!(v["code"], "resume-failed", "expired: {v}");
-}
-
-/// A real `redis-server` on a free loopback port, in a temp dir, without
-/// persistence; killed on drop.
-struct Redis {
-    child: std::process::Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Self::start_on(port)
-    }
-
-    fn start_on(port: u16) -> Redis {
-        let dir = tempfile::tempdir().unwrap();
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server (Debian package redis-server; tests/run.sh installs it)");
-        let deadline = std::time::Instant::now() + WAIT;
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Redis {
-            child,
-            port,
-            _dir: dir,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    /// kill -9, then a fresh, empty server on the same port.
-    fn restart_empty(self) -> Redis {
-        let port = self.port;
-        drop(self);
-        Self::start_on(port)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn node(redis: &Redis, extra: &[&str]) -> InProcess {

@@ -2,6 +2,8 @@
 //! as a real process ([`Server`]) or in this test process ([`InProcess`]).
 #![allow(dead_code)]
 
+pub mod redis;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
