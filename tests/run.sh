@@ -10,6 +10,17 @@ cd "$(dirname "$0")/.."
 
 log() { printf '\n==> %s\n' "$*"; }
 
+# Runs a command with a time limit, so that a test process that hangs (one
+# once spun forever at exit in Node's handle cleanup) fails the run with a
+# message instead of using up CI's time.
+bounded() {
+    local limit=$1 rc=0
+    shift
+    timeout --kill-after=30s "$limit" "$@" || rc=$?
+    if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then echo "timed out after $limit: $*" >&2; fi
+    return "$rc"
+}
+
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
         echo "need root to run: $*" >&2; exit 1
@@ -58,10 +69,10 @@ cargo test --workspace --locked
 log "browser end-to-end tests (headless Chromium)"
 export SWITCHBOARD_BIN="$PWD/target/debug/switchboard"
 export SWITCHBOARD_MDNS_BIN="$PWD/target/debug/examples/mdns-resolve"
-node --test --test-concurrency=1 tests/e2e/*.test.mjs
+bounded 25m node --test --test-concurrency=1 tests/e2e/*.test.mjs
 
 log "cluster tests (redis-server, two serve nodes behind haproxy, Chromium and the CLI)"
-node --test --test-concurrency=1 tests/cluster/*.test.mjs
+bounded 10m node --test --test-concurrency=1 tests/cluster/*.test.mjs
 
 # Network namespaces need root; CI runs as root. The lab installs iproute2,
 # iptables and conntrack when missing and fails loudly if the kernel lacks

@@ -7,6 +7,24 @@
 import net from 'node:net';
 
 /**
+ * Reset `sock` (RST, like a network failure) unless it is already closing
+ * gracefully, in which case it is just destroyed.
+ *
+ * Why not always resetAndDestroy(): once end() has queued a shutdown, libuv
+ * refuses the reset (uv_tcp_close_reset returns EINVAL while a shutdown is
+ * pending) but Node 20 still marks the handle as closing. The handle then
+ * never closes: no 'close' event, and at exit the process spins at 100% CPU
+ * in Environment::CleanupHandles waiting for it. A socket that has ended
+ * has sent or is sending its FIN, so there is nothing left to reset.
+ * @param {net.Socket} sock
+ */
+export function kill(sock) {
+  if (sock.destroyed) return;
+  if (sock.writableEnded) sock.destroy();
+  else sock.resetAndDestroy();
+}
+
+/**
  * Start a proxy to 127.0.0.1:`targetPort` on a free port.
  * @param {number} targetPort
  */
@@ -20,33 +38,53 @@ export async function startProxy(targetPort) {
   let accepted = 0;
   let refused = 0;
 
-  const server = net.createServer((client) => {
+  /** Sockets whose peer closed cleanly, left to finish their own close. @type {Set<net.Socket>} */
+  const lingering = new Set();
+
+  // Half-open allowed on both legs: a FIN from one end is passed on (by
+  // the pipe) and the other direction keeps flowing, as on a real path.
+  const server = net.createServer({ allowHalfOpen: true }, (client) => {
     if (blocked) {
       // Like a network that is down: the connection dies at once.
       refused += 1;
-      client.resetAndDestroy();
+      kill(client);
       return;
     }
     accepted += 1;
     client.pause();
-    const upstream = net.connect({ host: '127.0.0.1', port: target });
+    const upstream = net.connect({ host: '127.0.0.1', port: target, allowHalfOpen: true });
     const pair = { client, upstream };
     pairs.add(pair);
-    const end = () => {
+    const forget = () => {
       pairs.delete(pair);
       frozen.delete(pair);
-      if (!client.destroyed) client.resetAndDestroy();
-      if (!upstream.destroyed) upstream.resetAndDestroy();
+    };
+    // A reset or error on one side resets the other, as a broken path would.
+    const broken = () => {
+      forget();
+      kill(client);
+      kill(upstream);
+    };
+    // A clean close on one side has already ended the other through the
+    // pipe: let it flush what it holds (a WebSocket close frame, say) and
+    // close when its own peer does, so that a server's close code arrives.
+    const closed = (other) => (hadError) => {
+      if (hadError) return broken();
+      forget();
+      if (other.destroyed) return;
+      lingering.add(other);
+      other.once('close', () => lingering.delete(other));
+      other.end();
     };
     upstream.on('connect', () => {
       client.pipe(upstream);
       upstream.pipe(client);
       client.resume();
     });
-    client.on('error', end);
-    upstream.on('error', end);
-    client.on('close', end);
-    upstream.on('close', end);
+    client.on('error', broken);
+    upstream.on('error', broken);
+    client.on('close', closed(upstream));
+    upstream.on('close', closed(client));
   });
   await new Promise((resolve, reject) => {
     server.once('error', reject);
@@ -76,8 +114,8 @@ export async function startProxy(targetPort) {
       if (opts.block) blocked = true;
       const n = pairs.size;
       for (const { client, upstream } of [...pairs]) {
-        client.resetAndDestroy();
-        upstream.resetAndDestroy();
+        kill(client);
+        kill(upstream);
       }
       pairs.clear();
       return n;
@@ -103,10 +141,12 @@ export async function startProxy(targetPort) {
     async close() {
       this.cut();
       for (const { client, upstream } of frozen) {
-        client.resetAndDestroy();
-        upstream.resetAndDestroy();
+        kill(client);
+        kill(upstream);
       }
       frozen.clear();
+      for (const sock of lingering) kill(sock);
+      lingering.clear();
       await new Promise((resolve) => server.close(resolve));
     },
   };
