@@ -18,7 +18,8 @@
 # Environment:
 #   SWITCHBOARD_BIN     binary under test (default target/debug/switchboard)
 #   LAB_FILE_MB         file size for the transfer scenarios (default 4)
-#   LAB_EIM_FILE_MB     file size for eim-eim, which must outlast ICE moving to the direct pair (default 48)
+#   LAB_EIM_RUNS        how many transfers eim-eim runs; every one must go direct (default 10)
+#   LAB_EIM_FILE_MB     file size for each eim-eim transfer (default 16)
 #   LAB_CHANGE_FILE_MB  file size for the network-change scenario (default 16)
 #   LAB_CHANGE_RATE     sender uplink in the network-change scenario (tc tbf rate, default 16mbit)
 #   LAB_CLI_TIMEOUT     the CLI's --timeout in the transfer scenarios (default 20)
@@ -45,7 +46,8 @@ now_ms() { date +%s%3N; }
 . "$HERE/lib/scenarios.sh"
 
 LAB_FILE_MB=${LAB_FILE_MB:-4}
-LAB_EIM_FILE_MB=${LAB_EIM_FILE_MB:-48}
+LAB_EIM_RUNS=${LAB_EIM_RUNS:-10}
+LAB_EIM_FILE_MB=${LAB_EIM_FILE_MB:-16}
 LAB_CHANGE_FILE_MB=${LAB_CHANGE_FILE_MB:-16}
 LAB_CHANGE_RATE=${LAB_CHANGE_RATE:-16mbit}
 CLI_TIMEOUT=${LAB_CLI_TIMEOUT:-20}

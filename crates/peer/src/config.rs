@@ -187,6 +187,15 @@ pub struct Config {
     pub udp_port: u16,
     /// Resolve Chromium's `.local` mDNS host candidates.
     pub resolve_mdns: bool,
+    /// Wait before the first retransmit of an unanswered ICE connectivity
+    /// check; it doubles with each retransmit up to 3 s. Behind two NATs
+    /// that filter by address and port, the first check each way is
+    /// dropped (the other NAT has no mapping yet), so this is how long a
+    /// direct pair trails a relayed one, which succeeds at once. str0m's
+    /// 250 ms let short transfers run entirely over TURN
+    /// (docs/nat-matrix.md); browsers re-check unanswered pairs about every
+    /// 50 ms.
+    pub ice_check_rto: Duration,
 }
 
 impl Default for Config {
@@ -201,6 +210,7 @@ impl Default for Config {
             channel_buffer: 512 << 10,
             udp_port: 0,
             resolve_mdns: true,
+            ice_check_rto: Duration::from_millis(50),
         }
     }
 }

@@ -32,7 +32,7 @@ use crate::net::{Datagram, UdpSock, BATCH, SLOT};
 use crate::tcp_turn::TcpTurns;
 use crate::{
     CandidateInfo, CandidatePair, CandidateType, DataChannel, DataChannelInit, Error, Event,
-    IceConnectionState, MediaFrame, RemoteTrack, Stats, TrackSender,
+    IceConnectionState, MediaFrame, PathBytes, RemoteTrack, Stats, TrackSender,
 };
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -168,6 +168,15 @@ pub(crate) struct Driver {
     /// The local base and remote address data last went out on: the
     /// selected pair, known the moment it changes.
     path: Option<(SocketAddr, SocketAddr)>,
+    /// Whether `path` goes through a TURN server (ours or the peer's).
+    path_relayed: bool,
+    /// The last (source, destination) data arrived on and whether it was
+    /// relayed: looked up once per change, not per datagram.
+    rx_path: Option<(SocketAddr, SocketAddr, bool)>,
+    /// `neg.kinds_version()` when `path_relayed` and `rx_path` were
+    /// worked out: a candidate signaled since may change the answer.
+    kinds_seen: u64,
+    paths: PathBytes,
     stats: Stats,
     closed: bool,
     rtc_timeout: Option<Instant>,
@@ -189,10 +198,11 @@ impl Driver {
         events: mpsc::UnboundedSender<Event>,
     ) -> Result<Driver, Error> {
         let start = now();
-        let rtc = Rtc::builder()
+        let mut builder = Rtc::builder()
             .set_stats_interval(Some(Duration::from_millis(500)))
-            .set_sctp_max_buffered_amount(cfg.channel_buffer)
-            .build(start);
+            .set_sctp_max_buffered_amount(cfg.channel_buffer);
+        builder.set_initial_stun_rto(cfg.ice_check_rto);
+        let rtc = builder.build(start);
         let udp4 = match UdpSock::bind(false, cfg.udp_port) {
             Ok(s) => Some(s),
             Err(e) => {
@@ -239,6 +249,10 @@ impl Driver {
             remote_tracks: HashMap::new(),
             live,
             path: None,
+            path_relayed: false,
+            rx_path: None,
+            kinds_seen: 0,
+            paths: PathBytes::default(),
             stats: Stats::default(),
             closed: false,
             rtc_timeout: None,
@@ -497,6 +511,23 @@ impl Driver {
             trace!("ignoring unparseable datagram from {source}");
             return;
         };
+        if !stun::is_stun(data) {
+            self.check_path_kinds();
+            let relayed = match self.rx_path {
+                Some((s, d, relayed)) if s == source && d == destination => relayed,
+                _ => {
+                    let relayed = self.relayed(destination, source);
+                    self.rx_path = Some((source, destination, relayed));
+                    relayed
+                }
+            };
+            let t = if relayed {
+                &mut self.paths.relay
+            } else {
+                &mut self.paths.direct
+            };
+            t.received += data.len() as u64;
+        }
         self.mutate(now, |d| match d.rtc.handle_input(Input::Receive(now, r)) {
             Ok(()) => d.liveness(|l| l.handle_receive(now)),
             Err(e) => debug!("str0m rejected a datagram from {source}: {e}"),
@@ -507,15 +538,23 @@ impl Driver {
     /// is one of our relayed addresses, from the host socket otherwise.
     fn transmit(&mut self, now: Instant, source: SocketAddr, destination: SocketAddr, data: &[u8]) {
         if !stun::is_stun(data) {
+            self.check_path_kinds();
             // Non-STUN traffic only goes out on the selected pair.
             let path = Some((source, destination));
             if self.path != path {
                 let had = self.path.is_some();
                 self.path = path;
+                self.path_relayed = self.relayed(source, destination);
                 if had {
                     self.emit(Event::SelectedPairChanged);
                 }
             }
+            let t = if self.path_relayed {
+                &mut self.paths.relay
+            } else {
+                &mut self.paths.direct
+            };
+            t.sent += data.len() as u64;
         }
         if self.gatherer.send_relayed(now, source, destination, data) {
             return;
@@ -793,8 +832,29 @@ impl Driver {
         }
     }
 
+    /// Forgets what `relayed` answered if the remote candidates changed.
+    fn check_path_kinds(&mut self) {
+        let v = self.neg.kinds_version();
+        if v != self.kinds_seen {
+            self.kinds_seen = v;
+            self.rx_path = None;
+            if let Some((src, dst)) = self.path {
+                self.path_relayed = self.relayed(src, dst);
+            }
+        }
+    }
+
+    /// Whether local `local` and remote `remote` talk through a TURN
+    /// server: `local` is one of our relayed addresses, or `remote` is a
+    /// relay candidate the peer signaled.
+    fn relayed(&self, local: SocketAddr, remote: SocketAddr) -> bool {
+        self.gatherer.relay_transport(local).is_some()
+            || self.neg.remote_kind(remote) == Some(CandidateType::Relay)
+    }
+
     fn current_stats(&self) -> Stats {
         let mut s = self.stats.clone();
+        s.paths = self.paths;
         s.local_candidates = self.gatherer.locals().len();
         s.remote_candidates = self.neg.remote_count();
         s.selected_pair = self.path.map(|(src, dst)| {

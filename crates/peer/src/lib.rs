@@ -215,6 +215,28 @@ pub struct CandidatePair {
     pub remote: CandidateInfo,
 }
 
+/// Bytes one way and the other on one kind of path.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Traffic {
+    /// Bytes we sent.
+    pub sent: u64,
+    /// Bytes we received.
+    pub received: u64,
+}
+
+/// What a connection moved on each kind of path: UDP payload bytes of
+/// every datagram but ICE checks (DTLS records, which carry the data
+/// channels and the media keys; SRTP), counted as each was sent or handed
+/// to str0m. Unlike `selected_pair`, which is a snapshot, this says where
+/// the bytes of a whole transfer went when the pair changed midway.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PathBytes {
+    /// Straight between the peers: no TURN server on the way.
+    pub direct: Traffic,
+    /// Through a TURN server: a local relay candidate, or the peer's.
+    pub relay: Traffic,
+}
+
 /// `getStats()`, the parts worth having.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Stats {
@@ -228,6 +250,8 @@ pub struct Stats {
     pub bytes_sent: u64,
     /// Bytes received from the peer, reported like `bytes_sent`.
     pub bytes_received: u64,
+    /// Bytes by kind of path, counted by the driver as they go (current).
+    pub paths: PathBytes,
     /// Local candidates gathered so far (host, srflx and relay).
     pub local_candidates: usize,
     /// Remote candidates learned, from the remote SDP and trickled.

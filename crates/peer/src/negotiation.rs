@@ -67,6 +67,8 @@ pub(crate) struct Negotiation {
     first_mid: Option<String>,
     remote_ufrag: Option<String>,
     remote_kinds: HashMap<SocketAddr, CandidateType>,
+    /// Bumped whenever `remote_kinds` changes, so that a cache of it knows.
+    kinds_version: u64,
     /// Candidates for a remote offer we have not answered yet.
     queued_remote: Vec<Candidate>,
     remote_count: usize,
@@ -227,6 +229,7 @@ impl Negotiation {
         let ufrag = sdp_attr(sdp, "ice-ufrag").map(str::to_string);
         if ufrag != self.remote_ufrag {
             self.remote_kinds.clear();
+            self.kinds_version += 1;
         }
         self.remote_ufrag = ufrag;
         for line in sdp.lines() {
@@ -234,6 +237,7 @@ impl Negotiation {
                 if c.starts_with("candidate:") {
                     if let Ok(cand) = Candidate::from_sdp_string(c) {
                         self.remote_kinds.insert(cand.addr(), kind_of(&cand));
+                        self.kinds_version += 1;
                         self.remote_count += 1;
                     }
                 }
@@ -310,7 +314,13 @@ impl Negotiation {
     /// `c` goes to str0m: remember its kind for the stats.
     pub fn note_remote(&mut self, c: &Candidate) {
         self.remote_kinds.entry(c.addr()).or_insert(kind_of(c));
+        self.kinds_version += 1;
         self.remote_count += 1;
+    }
+
+    /// Changes whenever what `remote_kind` answers may have changed.
+    pub fn kinds_version(&self) -> u64 {
+        self.kinds_version
     }
 
     pub fn remote_kind(&self, addr: SocketAddr) -> Option<CandidateType> {

@@ -61,6 +61,13 @@ async fn data_channel_both_ways_on_loopback() {
     let pair = stats.selected_pair.expect("a selected pair once connected");
     assert_eq!(pair.local.address.ip(), IpAddr::V4(Ipv4Addr::LOCALHOST));
     assert_eq!(pair.local.kind, peer::CandidateType::Host);
+    // Host to host on loopback: every byte direct, none relayed.
+    assert!(
+        stats.paths.direct.sent > 0 && stats.paths.direct.received > 0,
+        "{:?}",
+        stats.paths
+    );
+    assert_eq!(stats.paths.relay, peer::Traffic::default());
     a.pc.close().await;
     b.pc.close().await;
 }

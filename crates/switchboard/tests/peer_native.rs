@@ -77,17 +77,23 @@ async fn room_pair(server: &Server, room_name: &str, relay_only: bool, ice: Vec<
         Some(Message::Binary(vec![7; 1000]))
     );
     for pc in [&pc1, &pc2] {
-        let pair = pc
-            .stats()
-            .await
-            .unwrap()
-            .selected_pair
-            .expect("selected pair");
-        if relay_only {
+        let stats = pc.stats().await.unwrap();
+        let pair = stats.selected_pair.expect("selected pair");
+        // The per-path counts say the same as the pair: DTLS and both
+        // messages went one way only, in both directions.
+        let (used, unused) = if relay_only {
             assert_eq!(pair.local.kind, CandidateType::Relay, "{pair:?}");
+            (stats.paths.relay, stats.paths.direct)
         } else {
             assert_eq!(pair.local.kind, CandidateType::Host, "{pair:?}");
-        }
+            (stats.paths.direct, stats.paths.relay)
+        };
+        assert!(
+            used.sent > 1000 && used.received > 1000,
+            "{:?}",
+            stats.paths
+        );
+        assert_eq!(unused, peer::Traffic::default(), "{:?}", stats.paths);
     }
     pc1.close().await;
     pc2.close().await;

@@ -20,7 +20,7 @@ numbers by hand.
 - run: $(date -u '+%Y-%m-%d %H:%M UTC')
 - kernel: $(uname -sr), $(iptables --version 2>/dev/null)
 - commit: ${commit}${dirty:+ (the work tree had uncommitted changes under crates/)}; binary: ${version}
-- file: ${LAB_FILE_MB} MiB of random bytes per transfer (${LAB_EIM_FILE_MB} MiB in eim-eim, which must outlast ICE moving to the direct pair; ${LAB_CHANGE_FILE_MB} MiB with a ${LAB_CHANGE_RATE} uplink in the network-change scenario); CLI \`--timeout ${CLI_TIMEOUT}\` (\`${LAB_FAIL_TIMEOUT}\` in no-turn)
+- file: ${LAB_FILE_MB} MiB of random bytes per transfer (eim-eim runs ${LAB_EIM_RUNS} transfers of ${LAB_EIM_FILE_MB} MiB, each of which must end direct with at least 80% of its bytes direct; ${LAB_CHANGE_FILE_MB} MiB with a ${LAB_CHANGE_RATE} uplink in the network-change scenario); CLI \`--timeout ${CLI_TIMEOUT}\` (\`${LAB_FAIL_TIMEOUT}\` in no-turn)
 - result: $(( ${#SELECTED[@]} - FAILED )) passed, $FAILED failed
 
 ## Results

@@ -4,8 +4,8 @@
 //! a temporary name and renames only after the hash matches).
 
 use super::{
-    first_link, join, restarts_exhausted, room_config, CliEvent, Failure, Happened, Out, PeerArgs,
-    Tracker, EXIT_OTHER, EXIT_TRANSFER,
+    describe_paths, first_link, join, restarts_exhausted, room_config, CliEvent, Failure, Happened,
+    Out, PeerArgs, Tracker, EXIT_OTHER, EXIT_TRANSFER,
 };
 use clap::Args;
 use futures_util::future::BoxFuture;
@@ -199,6 +199,7 @@ pub async fn send(a: SendArgs, out: Out) -> Result<(), Failure> {
             AckOutcome::Mismatch { ours, .. } => ours.to_hex(),
         };
         let mbps = size as f64 / 1e6 / (ms.max(1) as f64 / 1000.0);
+        let paths = link.pc.stats().await.map(|s| s.paths).unwrap_or_default();
         out.event(
             CliEvent::FileSent {
                 peer: &peer,
@@ -207,12 +208,14 @@ pub async fn send(a: SendArgs, out: Out) -> Result<(), Failure> {
                 sha256: &sha,
                 ok,
                 ms,
+                paths,
             },
             || {
                 format!(
-                    "{} {name}: {size} bytes in {:.1} s ({mbps:.1} MB/s), sha256 {sha}",
+                    "{} {name}: {size} bytes in {:.1} s ({mbps:.1} MB/s), sha256 {sha}; on the wire: {}",
                     if ok { "sent" } else { "FAILED" },
-                    ms as f64 / 1000.0
+                    ms as f64 / 1000.0,
+                    describe_paths(&paths)
                 )
             },
         );
@@ -325,10 +328,11 @@ pub async fn recv(a: RecvArgs, out: Out) -> Result<(), Failure> {
                         let path = f.result.as_ref().ok().map(|p| p.display().to_string());
                         let why = f.result.as_ref().err().map(|e| format!("{e:?}"));
                         let sha = f.actual.to_hex();
+                        let paths = link.pc.stats().await.map(|s| s.paths).unwrap_or_default();
                         out.event(
-                            CliEvent::FileReceived { peer: &peer, name: &f.name, path: path.as_deref(), size: f.received, sha256: &sha, ok, ms },
+                            CliEvent::FileReceived { peer: &peer, name: &f.name, path: path.as_deref(), size: f.received, sha256: &sha, ok, ms, paths },
                             || match &path {
-                                Some(p) => format!("received {} ({} bytes, sha256 {sha}) -> {p}", f.name, f.received),
+                                Some(p) => format!("received {} ({} bytes, sha256 {sha}) -> {p}; on the wire: {}", f.name, f.received, describe_paths(&paths)),
                                 None => format!("FAILED {}: {}", f.name, why.clone().unwrap_or_default()),
                             },
                         );

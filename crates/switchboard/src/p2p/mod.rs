@@ -14,7 +14,7 @@ use futures_util::{FutureExt, StreamExt};
 use peer::room::{self, RoomConfig, RoomEvent};
 use peer::{
     CandidatePair, Config, DataChannel, Event, HostCandidates, IceConnectionState, IceServer,
-    IceUrl, PeerConnection,
+    IceUrl, PathBytes, PeerConnection,
 };
 use serde::Serialize;
 use serde_json::json;
@@ -243,6 +243,9 @@ pub enum CliEvent<'a> {
         ok: bool,
         /// Milliseconds from the start of sending to the ack.
         ms: u64,
+        /// What the connection to this peer has moved on each kind of path
+        /// so far: `direct` and `relay`, each with `sent` and `received`.
+        paths: PathBytes,
     },
     /// A file arrived; `path` is `null` when it failed its check.
     FileReceived {
@@ -260,6 +263,8 @@ pub enum CliEvent<'a> {
         ok: bool,
         /// Milliseconds from `file-start` to `file-end`.
         ms: u64,
+        /// As in `file-sent`.
+        paths: PathBytes,
     },
     /// The signaling connection dropped; attempt `attempt` (from 1) to
     /// get the session back follows after a backoff. Connections keep
@@ -856,6 +861,23 @@ impl Tracker {
     }
 }
 
+/// "direct 4.2 MB, relay 12.3 kB" of what went each way on each path.
+pub(crate) fn describe_paths(p: &PathBytes) -> String {
+    let total = |t: &peer::Traffic| t.sent + t.received;
+    let mb = |n: u64| {
+        if n >= 1_000_000 {
+            format!("{:.1} MB", n as f64 / 1e6)
+        } else {
+            format!("{:.1} kB", n as f64 / 1e3)
+        }
+    };
+    format!(
+        "direct {}, relay {}",
+        mb(total(&p.direct)),
+        mb(total(&p.relay))
+    )
+}
+
 fn describe(p: Option<&CandidatePair>) -> String {
     match p {
         None => "an unknown pair".into(),
@@ -917,6 +939,26 @@ pub async fn first_link(room: &mut room::Room, tracker: &mut Tracker) -> Result<
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn path_summary_counts_both_directions_in_readable_units() {
+        let p = PathBytes {
+            direct: peer::Traffic {
+                sent: 4_000_000,
+                received: 200_000,
+            },
+            relay: peer::Traffic {
+                sent: 12_000,
+                received: 300,
+            },
+        };
+        assert_eq!(describe_paths(&p), "direct 4.2 MB, relay 12.3 kB");
+        assert_eq!(
+            describe_paths(&PathBytes::default()),
+            "direct 0.0 kB, relay 0.0 kB"
+        );
+    }
+
     use super::*;
     use peer::{CandidateInfo, CandidateType};
 
@@ -1111,8 +1153,19 @@ mod tests {
                     sha256: "ab",
                     ok: true,
                     ms: 4,
+                    paths: PathBytes {
+                        direct: peer::Traffic {
+                            sent: 5,
+                            received: 6,
+                        },
+                        relay: peer::Traffic {
+                            sent: 7,
+                            received: 0,
+                        },
+                    },
                 },
-                json!({"event": "file-sent", "peer": "p", "name": "f", "size": 9, "sha256": "ab", "ok": true, "ms": 4}),
+                json!({"event": "file-sent", "peer": "p", "name": "f", "size": 9, "sha256": "ab", "ok": true, "ms": 4,
+                    "paths": {"direct": {"sent": 5, "received": 6}, "relay": {"sent": 7, "received": 0}}}),
             ),
             (
                 CliEvent::FileReceived {
@@ -1123,8 +1176,10 @@ mod tests {
                     sha256: "ab",
                     ok: true,
                     ms: 4,
+                    paths: PathBytes::default(),
                 },
-                json!({"event": "file-received", "peer": "p", "name": "f", "path": "/d/f", "size": 9, "sha256": "ab", "ok": true, "ms": 4}),
+                json!({"event": "file-received", "peer": "p", "name": "f", "path": "/d/f", "size": 9, "sha256": "ab", "ok": true, "ms": 4,
+                    "paths": {"direct": {"sent": 0, "received": 0}, "relay": {"sent": 0, "received": 0}}}),
             ),
             (
                 CliEvent::FileReceived {
@@ -1135,8 +1190,10 @@ mod tests {
                     sha256: "ab",
                     ok: false,
                     ms: 4,
+                    paths: PathBytes::default(),
                 },
-                json!({"event": "file-received", "peer": "p", "name": "f", "path": null, "size": 9, "sha256": "ab", "ok": false, "ms": 4}),
+                json!({"event": "file-received", "peer": "p", "name": "f", "path": null, "size": 9, "sha256": "ab", "ok": false, "ms": 4,
+                    "paths": {"direct": {"sent": 0, "received": 0}, "relay": {"sent": 0, "received": 0}}}),
             ),
             (
                 CliEvent::Reconnecting {
