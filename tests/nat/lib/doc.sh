@@ -45,7 +45,9 @@ other NAT's public address, `TURN/udp` or `TURN/tcp` to serve, `none` when
 nothing crossed the router. A connection that starts on a relay pair and moves
 to a direct one shows both. Each scenario also fails when the sender's last
 reported pair is direct but no data went directly, or through TURN but none
-went through TURN.
+went through TURN, and when the sender's own count of bytes sent direct and
+through TURN (`file-sent` `paths`, docs/cli.md) disagrees with conntrack on
+which of the two carried data.
 
 Notes from the run:
 
@@ -63,12 +65,12 @@ where the bytes went by the routers' own counters.
 | scenario | sender | receiver | checked |
 | --- | --- | --- | --- |
 | same-lan | p1a, LAN 10.0.1.0/24 behind EIM NAT r1 | p1b, same LAN | final pair host<->host on both sides; less than half the file crossed the router |
-| eim-eim | p1a behind EIM NAT r1 | p2 behind EIM NAT r2 | final pair direct on both sides (no relay; remote srflx or prflx) and data went directly between the NATs |
+| eim-eim | p1a behind EIM NAT r1 | p2 behind EIM NAT r2 | ${LAB_EIM_RUNS} transfers, fresh NAT state each: every one must end on a direct pair on both sides (no relay; remote srflx or prflx) with at least 80% of the file directly between the NATs; the row is the last run, the note lists every run's setup time and data path |
 | sym-eim | p3 behind symmetric NAT r3 | p2 behind EIM NAT r2 | connects; the pair is recorded (not host<->host) |
 | sym-sym | p3 behind symmetric NAT r3 | p4 behind symmetric NAT r4 | final pair through TURN on both sides; at least half the file through TURN and nothing directly |
 | tcp-only | p5 behind firewall r5 (only TCP 3478 and the signaling port out, no UDP) | p2 behind EIM NAT r2 | sender's final local candidate is relay with relay_protocol tcp; receiver's pair goes through TURN; at least half the file over TURN/TCP |
 | no-turn | p1a behind r1 | p2 behind r2, signaling on a \`serve --no-turn\` | both exit 4 within \`--timeout\` + 10 s with an error event, no connected event, no file; an outer \`timeout\` catches a hang |
-| browser | headless Chromium on \`/chat\` in p1a behind EIM NAT r1 (tests/nat/browser-chat.mjs, playwright-core) | \`switchboard recv\` in p2 behind EIM NAT r2 | the page gets a matching \`file-ack\`; recv's file has the right hash; the pairs and the data path are recorded, not required (Chromium, the controlling side, may nominate a relay pair first and move to a direct one later). The pair column shows the page's selected pair (getStats, right after connected) and recv's |
+| browser | headless Chromium on \`/chat\` in p1a behind EIM NAT r1 (tests/nat/browser-chat.mjs, playwright-core) | \`switchboard recv\` in p2 behind EIM NAT r2 | the page gets a matching \`file-ack\`; recv's file has the right hash; the pairs and the data path are recorded, not required: Chromium is the newcomer, so it offers, is the controlling agent and picks the pair (libwebrtc's logic; str0m follows its nomination), and it often ends on its relay although the direct path works. The pair column shows the page's selected pair (getStats, at the end) and recv's; the note gives recv's bytes received direct and through TURN, and its UDP datagram count (recv's host keeps \`/proc/net/snmp\`, the routers \`ip -s link\`, in the logs) |
 | net-change | p6 behind EIM NAT r6, uplink shaped with tc tbf | p2 behind r2 | once the receiver has a quarter of the file, r6 moves every mapping but the signaling WebSocket's (TCP to :8080) to a new public address and port range (SNAT 198.18.6.2:20000-29999) and deletes the conntrack entries of all UDP flows and of the TURN/TCP connection, so no candidate pair survives (the direct path, TURN/UDP and TURN/TCP all break) and only an ICE restart negotiated through serve can recover. Passes when the file completes with the right hash, one file-sent and one file-received, progress never going back (it resumed, not restarted), and a second \`connected\` event (ICE restart) on either side, and the last reported pairs must match where the data went after the change (conntrack): no side may still name the sender's old public address. Its "data went" is the path after the change (the change deleted the earlier flows) |
 
 Topology: an "internet" 198.18.0.0/15 (RFC 2544 benchmarking range) that is a
