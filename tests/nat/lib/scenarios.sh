@@ -556,6 +556,7 @@ scen_browser() {
     [ -f "$FILE" ] || make_file "$FILE" "$LAB_FILE_MB"
     ROOM="nat-$SCEN-$$-$RANDOM"
     mkdir -p "$SDIR/out"
+    in_ns "$RECV_NS" cat /proc/net/snmp >"$SDIR/snmp-recv-before.txt" 2>/dev/null
     start_cli recv "$RECV_NS" --json --server "$SIGNAL_URL" --room "$ROOM" --name recv \
         --timeout "$CLI_TIMEOUT" --count 1 --out "$SDIR/out"
     wait_event "$SDIR/recv.jsonl" 15 joined || echo "recv printed no joined event within 15 s" >>"$SDIR/notes"
@@ -595,7 +596,12 @@ scen_browser() {
     [ -z "$p" ] && p=$(path_problem any)
     local fr dgrams side="" ; fr=$(last_event "$SDIR/recv.jsonl" file-received)
     [ -n "$fr" ] && side=$(jq -r '.paths | "recv got \(.direct.received) bytes direct and \(.relay.received) through TURN"' <<<"$fr")
-    dgrams=$(awk '/^Udp:/ { if (h) print $2; h = 1 }' "$SDIR/snmp-recv.txt" 2>/dev/null)
+    # InDatagrams of recv's host during this scenario (the counters are the
+    # namespace's, kept across scenarios).
+    local in0 in1
+    in0=$(awk '/^Udp:/ { if (h) print $2; h = 1 }' "$SDIR/snmp-recv-before.txt" 2>/dev/null)
+    in1=$(awk '/^Udp:/ { if (h) print $2; h = 1 }' "$SDIR/snmp-recv.txt" 2>/dev/null)
+    [ -n "$in0" ] && [ -n "$in1" ] && dgrams=$((in1 - in0))
     local setup="-"
     [ -n "$b" ] && setup="$(jq -r '.page_setup_ms // "-"' <<<"$b" 2>/dev/null)/$( [ -n "$r" ] && jq -r '.setup_ms | floor' <<<"$r" || echo -)"
     result "$([ -z "$p" ] && echo PASS || echo FAIL)" "chromium $bpair, recv $( [ -n "$r" ] && pair_of "$r" || echo -)" \
