@@ -143,5 +143,35 @@ over plain http on a non-loopback address, which is not a secure context, so
 every byte but never `file-end`, and both sides would wait. A deployment
 puts serve behind TLS; the lab starts Chromium with
 `--unsafely-treat-insecure-origin-as-secure=<the serve origin>` instead.
+
+### Why a direct pair can trail a relayed one (eim-eim)
+
+Both NATs filter inbound packets by address and port, so a direct check gets
+through only after the other side has sent one the opposite way. When the
+two sides' first checks to each other's srflx cross, both are dropped, while
+a pair through TURN succeeds at once (each side's check to the other's relay
+opened its own NAT for the relay's address). The controlling peer then
+nominates the relayed pair, and the data moves to the direct pair when its
+check is retransmitted and answered.
+
+With str0m's 250 ms first retransmit and each trickled candidate delayed by
+Nagle's algorithm on the signaling socket (about 40 ms, waiting for a delayed
+ACK), a 4 MiB transfer usually finished before that: in one run of 10 4 MiB
+transfers on the old build, 9 went direct with setup times of 303-322 ms,
+and one went 93% through TURN. The native peer now retransmits unanswered
+checks after 50 ms (`Config::ice_check_rto`) and its signaling socket has
+Nagle off. Setup behind two EIM NATs dropped to about 110 ms. In 110 runs on
+debug and release builds (4 and 16 MiB), every transfer ended on the direct
+pair. In 3 of them the relay carried the start, 10-32% of a 4 MiB file,
+for about 63 ms before the switch.
+
+Two things in str0m's ICE agent (the `is` crate, 0.12) keep the remaining
+delay at about 100 ms. Upstream changes would remove them:
+- A pair that the controlling side nominates should have its check sent at
+  once. Instead, `CandidatePair::nominate` keeps the cached time of the
+  pair's next check, so the controlled side still waits for the retransmit.
+- There are no triggered checks (RFC 8445 section 7.3.1.4). A check that
+  arrives on a pair whose own check is in flight should retransmit that
+  check at once, rather than waiting out the RTO behind the 50 ms pacing (Ta).
 EOF
 }
