@@ -573,3 +573,182 @@ async fn ice_restart_over_turn_tcp_keeps_data_flowing_and_leaves_no_connection_b
     assert_eq!(bad.wait_for((3, 0)).await, (3, 0));
     assert_eq!(good.wait_for((1, 0)).await, (1, 0));
 }
+
+// ------------------------------------------------------------------ folders
+
+/// Random-looking bytes, `len` of them, from `seed`.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn cli_sends_a_folder_tree_and_recv_recreates_it() {
+    let server = Server::start(&[]);
+    let url = http(&server);
+    let dir = tmpdir("folder");
+    // 200 files: nested up to four levels, some empty, unicode names.
+    let src = dir.join("tree été");
+    let folders = ["", "a", "a/b", "a/b/c", "日本語", "日本語/données", "x y/z"];
+    for (i, f) in (0..200).zip(folders.iter().cycle()) {
+        let d = src.join(f);
+        std::fs::create_dir_all(&d).unwrap();
+        let size = if i % 10 == 0 { 0 } else { (i * 997) % 20_000 };
+        let name = match i % 4 {
+            0 => format!("f{i}.bin"),
+            1 => format!("ü {i}.txt"),
+            2 => format!("😀-{i}"),
+            _ => format!("n{i}.tar.gz"),
+        };
+        std::fs::write(d.join(name), noise(i as u64, size)).unwrap();
+    }
+    // Not sent: a hidden file (the receiver refuses leading dots) and a
+    // symlink (it could lead out of the folder).
+    std::fs::write(src.join("a/.hidden"), b"secret").unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", src.join("link")).unwrap();
+    let out = dir.join("out");
+    let common = [
+        "--server",
+        url.as_str(),
+        "--room",
+        "folder",
+        "--json",
+        "--loopback",
+        "--timeout",
+        "20",
+    ];
+    // recv's events go to a file: 200 files' worth would fill a pipe that
+    // nobody reads until send is done, and recv waits for a full stdout.
+    let log = dir.join("recv.jsonl");
+    let mut recv = cli(&[
+        &["recv"],
+        &common[..],
+        &["--out", out.to_str().unwrap(), "--count", "200"],
+    ]
+    .concat())
+    .stdout(std::fs::File::create(&log).unwrap())
+    .spawn()
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let send = cli(&[&["send"], &common[..], &[src.to_str().unwrap()]].concat())
+        .output()
+        .unwrap();
+    let status = recv.wait().unwrap();
+    assert!(send.status.success(), "send exit {:?}", send.status);
+    assert!(status.success(), "recv exit {status:?}");
+    let received = events(&std::fs::read(&log).unwrap())
+        .iter()
+        .filter(|e| e["event"] == "file-received" && e["ok"] == true)
+        .count();
+    assert_eq!(received, 200);
+    // The tree arrived under its own name, identical but for the two
+    // files that were skipped.
+    let diff = Command::new("diff")
+        .arg("-r")
+        .arg(&src)
+        .arg(out.join("tree été"))
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&diff.stdout);
+    let mut lines: Vec<&str> = report.lines().collect();
+    lines.sort();
+    let mut want = [
+        format!("Only in {}: link", src.display()),
+        format!("Only in {}: .hidden", src.join("a").display()),
+    ];
+    want.sort();
+    assert_eq!(lines, want, "diff -r: {report}");
+}
+
+#[tokio::test]
+async fn recv_refuses_hostile_paths_and_writes_nothing() {
+    let server = Server::start(&[]);
+    let url = http(&server);
+    for i in 0..4 {
+        let dir = tmpdir(&format!("hostile{i}"));
+        let abs = dir.join("abs.txt").display().to_string();
+        let path = [
+            "../escape.txt",
+            abs.as_str(),
+            "C:\\x.txt",
+            "ok/../../up.txt",
+        ][i];
+        let out = dir.join("out");
+        let room_name = format!("hostile-{i}");
+        let mut recv = cli(&[
+            "recv",
+            "--server",
+            &url,
+            "--room",
+            &room_name,
+            "--json",
+            "--loopback",
+            "--timeout",
+            "20",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .spawn()
+        .unwrap();
+        // A crafted sender: the real wire format, a path no honest sender makes.
+        let mut cfg = RoomConfig::new(url.clone(), room_name.as_str());
+        cfg.peer_config = Config {
+            host_candidates: loopback(),
+            ..Config::default()
+        };
+        let (_room, ch, pc) = join_and_link(cfg).await;
+        let data = noise(i as u64, 3000);
+        let start = transfer::Frame::FileStart {
+            id: format!("h{i}"),
+            name: "x.txt".into(),
+            size: data.len() as u64,
+            mime: None,
+            path: Some(path.into()),
+        };
+        ch.send_text(&start.to_json().unwrap()).await.unwrap();
+        ch.send_binary(&data).await.unwrap();
+        let end = transfer::Frame::FileEnd {
+            id: format!("h{i}"),
+            sha256: transfer::Digest::of(&data),
+        };
+        ch.send_text(&end.to_json().unwrap()).await.unwrap();
+        // The ack comes back: not ok.
+        let ack = timeout(Duration::from_secs(10), ch.recv())
+            .await
+            .expect("an ack in time");
+        let Some(Message::Text(ack)) = ack else {
+            panic!("{ack:?}")
+        };
+        let ack: Value = serde_json::from_str(&ack).unwrap();
+        assert_eq!(
+            (ack["type"].as_str(), ack["ok"].as_bool()),
+            (Some("file-ack"), Some(false)),
+            "{path}: {ack}"
+        );
+        let status = tokio::task::spawn_blocking(move || recv.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(status.code(), Some(5), "{path}");
+        pc.close().await;
+        // Nothing anywhere: not in --out, not beside it, not at the absolute path.
+        let mut left: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["out"], "{path}");
+        assert_eq!(
+            std::fs::read_dir(&out).unwrap().count(),
+            0,
+            "{path}: wrote into --out"
+        );
+    }
+}

@@ -94,7 +94,7 @@ pub enum Frame<'a> {
         /// The line as the user typed it.
         text: String,
     },
-    /// `{"type":"file-start","id":...,"name":...,"size":...,"mime":...?}`:
+    /// `{"type":"file-start","id":...,"name":...,"size":...,"mime":...?,"path":...?}`:
     /// a file follows as binary frames, then a `file-end`.
     FileStart {
         /// Names this file in the later `file-end`, `file-ack` and
@@ -108,6 +108,12 @@ pub enum Frame<'a> {
         size: u64,
         /// MIME type; `None` when the JSON had none, `null` or `""`.
         mime: Option<String>,
+        /// Where the file sits in a folder being sent: a relative,
+        /// `/`-separated path ending in the file's name
+        /// (`photos/2024/a.jpg`); `None` for a lone file (absent, `null` or
+        /// `""`). Peer-controlled: check it with
+        /// [`crate::check_relative_path`] before it touches a disk.
+        path: Option<String>,
     },
     /// `{"type":"file-end","id":...,"sha256":...}`: all chunks were sent.
     FileEnd {
@@ -258,6 +264,7 @@ pub fn parse(binary: bool, data: &[u8]) -> Result<Frame<'_>, ProtocolError> {
                 name: f.string("name")?,
                 size: f.u64("size")?,
                 mime: f.opt_string("mime")?,
+                path: f.opt_string("path")?,
             }
         }
         "file-end" => {
@@ -362,6 +369,8 @@ pub(crate) enum Wire<'a> {
         size: u64,
         #[serde(skip_serializing_if = "no_mime")]
         mime: Option<&'a str>,
+        #[serde(skip_serializing_if = "no_mime")]
+        path: Option<&'a str>,
     },
     FileEnd {
         id: &'a str,
@@ -400,11 +409,13 @@ impl<'a> Frame<'a> {
                 name,
                 size,
                 mime,
+                path,
             } => Wire::FileStart {
                 id,
                 name,
                 size: *size,
                 mime: mime.as_deref(),
+                path: path.as_deref(),
             },
             Frame::FileEnd { id, sha256 } => Wire::FileEnd { id, sha256 },
             Frame::FileAck { id, ok, sha256 } => Wire::FileAck {

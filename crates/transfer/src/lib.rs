@@ -24,7 +24,7 @@
 //! let dir = std::env::temp_dir().join(format!("transfer-doc-{}", std::process::id()));
 //! std::fs::create_dir_all(&dir).unwrap();
 //! let data = b"hello".to_vec();
-//! let info = FileInfo { id: "doc-1".into(), name: "hello.txt".into(), size: 5, mime: None };
+//! let info = FileInfo { id: "doc-1".into(), name: "hello.txt".into(), size: 5, mime: None, path: None };
 //! let mut tx = Sender::new(&data[..], info);
 //! let mut rx = Receiver::new(&dir);
 //! let mut ack = None;
@@ -49,7 +49,7 @@ pub mod sender;
 use std::io;
 
 pub use frame::{parse, Digest, Frame, Outbound, ProtocolError, DEFAULT_CHUNK, MAX_CHUNK};
-pub use name::{sanitize_name, MAX_NAME_BYTES};
+pub use name::{check_relative_path, sanitize_name, UnsafePath, MAX_NAME_BYTES, MAX_PATH_DEPTH};
 pub use receiver::{Failure, Finished, Progress, Received, Receiver};
 pub use sender::{new_file_id, AckOutcome, FileInfo, Sender};
 

@@ -93,6 +93,65 @@ fn truncate(name: String) -> String {
     format!("{stem}{ext}")
 }
 
+/// Deepest folder nesting a received path may have.
+pub const MAX_PATH_DEPTH: usize = 32;
+
+/// Why a peer's relative path was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unsafe path {path:?}: {why}")]
+pub struct UnsafePath {
+    /// The path as the peer sent it.
+    pub path: String,
+    /// What is wrong with it, for the message.
+    pub why: &'static str,
+}
+
+/// Checks a peer's `file-start` `path` (`dir/sub/name`) and returns its
+/// components, or refuses it. Unlike [`sanitize_name`], nothing is
+/// repaired: a path that needs repair is hostile or broken, and guessing
+/// where it was meant to go could put a file somewhere else than the
+/// sender and the user expect. Refused:
+/// - an empty path, a leading `/` (absolute), any `\` or `:` (Windows
+///   separators, drive letters, alternate streams);
+/// - empty, `.` and `..` components (`a//b`, `./a`, `a/../../b`);
+/// - a component that [`sanitize_name`] would change: control and bidi
+///   characters, characters Windows forbids, a leading dot (hidden files),
+///   trailing dots or spaces, device names (`con`, `aux.txt`), over
+///   [`MAX_NAME_BYTES`];
+/// - more than [`MAX_PATH_DEPTH`] components.
+pub fn check_relative_path(raw: &str) -> Result<Vec<&str>, UnsafePath> {
+    let refuse = |why| {
+        Err(UnsafePath {
+            path: raw.to_owned(),
+            why,
+        })
+    };
+    if raw.is_empty() {
+        return refuse("empty");
+    }
+    if raw.starts_with('/') {
+        return refuse("absolute");
+    }
+    if raw.contains('\\') || raw.contains(':') {
+        return refuse("contains \\ or : (a Windows path or drive)");
+    }
+    let parts: Vec<&str> = raw.split('/').collect();
+    if parts.len() > MAX_PATH_DEPTH {
+        return refuse("too deep");
+    }
+    for part in &parts {
+        match *part {
+            "" => return refuse("empty component"),
+            "." | ".." => return refuse("a . or .. component"),
+            p if sanitize_name(p) != p => {
+                return refuse("a component that is not a safe file name")
+            }
+            _ => {}
+        }
+    }
+    Ok(parts)
+}
+
 /// The `n`th candidate for a final name: `n == 0` is `name` itself, then
 /// `stem (1).ext`, `stem (2).ext`, ... like browsers' download folders.
 pub(crate) fn numbered(name: &str, n: u32) -> String {
@@ -113,6 +172,38 @@ mod tests {
         assert_eq!(numbered("a.txt", 1), "a (1).txt");
         assert_eq!(numbered("archive.tar.gz", 2), "archive.tar (2).gz");
         assert_eq!(numbered("README", 3), "README (3)");
+    }
+
+    #[test]
+    fn relative_paths() {
+        for ok in ["a.txt", "photos/2024/a.jpg", "données/été/ü.txt", "a b/c d"] {
+            assert_eq!(check_relative_path(ok).unwrap().join("/"), ok, "{ok}");
+        }
+        for bad in [
+            "",
+            "../x",
+            "/etc/x",
+            "C:\\x",
+            "C:/x",
+            "a/../../b",
+            "a//b",
+            "./a",
+            "a/.",
+            "a/",
+            "a\\b",
+            "a/.hidden",
+            "con/x",
+            "a/aux.txt",
+            "a/b. ",
+            "a/\u{202E}gpj.exe",
+            "a/\0b",
+        ] {
+            assert!(check_relative_path(bad).is_err(), "{bad:?} was accepted");
+        }
+        let deep = vec!["d"; MAX_PATH_DEPTH + 1].join("/");
+        assert!(check_relative_path(&deep).is_err());
+        let deepest = vec!["d"; MAX_PATH_DEPTH].join("/");
+        assert!(check_relative_path(&deepest).is_ok());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest as _, Sha256};
 
 use crate::frame::{Digest, Frame};
-use crate::name::{numbered, sanitize_name};
+use crate::name::{check_relative_path, numbered, sanitize_name, UnsafePath};
 use crate::TransferError;
 
 /// Give up looking for a free `name (n).ext` after this many.
@@ -106,6 +106,10 @@ pub enum Failure {
     SizeMismatch,
     /// Writing, syncing or renaming failed locally (disk full, permissions).
     Io(io::Error),
+    /// The `file-start` `path` was refused ([`crate::check_relative_path`]),
+    /// or a folder on the way already exists as a symlink or a file.
+    /// Nothing was written; the file's chunks were only counted and hashed.
+    UnsafePath(UnsafePath),
 }
 
 /// The file in progress, for progress display and resume.
@@ -123,6 +127,9 @@ pub struct Progress<'a> {
 
 struct Incoming {
     id: String,
+    /// The folder the file goes in: the output directory, or a folder
+    /// under it for a `file-start` with a `path`.
+    dir: PathBuf,
     name: String,
     mime: Option<String>,
     size: u64,
@@ -175,7 +182,8 @@ impl Receiver {
                 name,
                 size,
                 mime,
-            } => self.start(id, name, *size, mime.as_deref()),
+                path,
+            } => self.start(id, name, *size, mime.as_deref(), path.as_deref()),
             Frame::Chunk(data) => self.chunk(data),
             Frame::FileEnd { id, sha256 } => self.end(id, sha256),
             Frame::Text { .. } | Frame::FileAck { .. } | Frame::FileResume { .. } => {
@@ -190,23 +198,41 @@ impl Receiver {
         raw_name: &str,
         size: u64,
         mime: Option<&str>,
+        path: Option<&str>,
     ) -> Result<Received, TransferError> {
         // One file at a time: a new file-start means the sender gave up on
         // the old one (the browser does the same).
         let replaced = self.abort();
-        let name = sanitize_name(raw_name);
-        let (part, file) = create_part(&self.dir, &name, id)?;
-        self.current = Some(Incoming {
+        let placed = match path {
+            None => Ok((self.dir.clone(), sanitize_name(raw_name))),
+            Some(p) => self.folder_for(p),
+        };
+        let mut inc = Incoming {
             id: id.to_owned(),
-            name: name.clone(),
+            dir: self.dir.clone(),
+            name: sanitize_name(raw_name),
             mime: mime.map(str::to_owned),
             size,
-            part,
-            file: Some(file),
+            part: PathBuf::new(),
+            file: None,
             failure: None,
             hasher: Sha256::new(),
             received: 0,
-        });
+        };
+        match placed {
+            Ok((dir, name)) => {
+                let (part, file) = create_part(&dir, &name, id)?;
+                inc.dir = dir;
+                inc.name = name;
+                inc.part = part;
+                inc.file = Some(file);
+            }
+            // Refused: the chunks are still counted and hashed, so that the
+            // file-end gets its (failed) ack.
+            Err(why) => inc.failure = Some(why),
+        }
+        let name = inc.name.clone();
+        self.current = Some(inc);
         Ok(Received::Started {
             id: id.to_owned(),
             name,
@@ -214,6 +240,40 @@ impl Receiver {
             mime: mime.map(str::to_owned),
             replaced,
         })
+    }
+
+    /// The folder under the output directory that `raw` (a checked
+    /// relative path) puts its file in, created one level at a time, and
+    /// the file's name. A level that exists must be a real directory: a
+    /// symlink there could lead out of the output directory.
+    fn folder_for(&self, raw: &str) -> Result<(PathBuf, String), Failure> {
+        let parts = check_relative_path(raw).map_err(Failure::UnsafePath)?;
+        let (name, folders) = parts.split_last().expect("a checked path has a component");
+        let mut dir = self.dir.clone();
+        for folder in folders {
+            dir.push(folder);
+            match fs::symlink_metadata(&dir) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => {
+                    return Err(Failure::UnsafePath(UnsafePath {
+                        path: raw.to_owned(),
+                        why: "a folder on the way is a symlink or a file",
+                    }))
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => match fs::create_dir(&dir) {
+                    Ok(()) => {}
+                    // Made meanwhile by someone else: check it once more.
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                        if !fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
+                            return Err(Failure::Io(e));
+                        }
+                    }
+                    Err(e) => return Err(Failure::Io(e)),
+                },
+                Err(e) => return Err(Failure::Io(e)),
+            }
+        }
+        Ok((dir, (*name).to_owned()))
     }
 
     fn chunk(&mut self, data: &[u8]) -> Result<Received, TransferError> {
@@ -272,7 +332,7 @@ impl Receiver {
                 // Make the data durable before the name says "complete".
                 let placed = file.sync_all().and_then(|()| {
                     drop(file);
-                    place_final(&self.dir, &inc.name, &inc.part)
+                    place_final(&inc.dir, &inc.name, &inc.part)
                 });
                 placed.map_err(|e| {
                     remove_quietly(&inc.part);

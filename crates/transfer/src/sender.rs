@@ -27,6 +27,9 @@ pub struct FileInfo {
     pub size: u64,
     /// MIME type, if known; omitted from the JSON when `None` or empty.
     pub mime: Option<String>,
+    /// The file's place in a folder being sent (`dir/sub/name`, `/`
+    /// separators, relative); `None` for a lone file.
+    pub path: Option<String>,
 }
 
 /// The receiver's verdict on a file we sent.
@@ -116,6 +119,7 @@ impl<R: Read> Sender<R> {
                     name: &self.info.name,
                     size: self.info.size,
                     mime: self.info.mime.as_deref(),
+                    path: self.info.path.as_deref(),
                 }
                 .to_json();
                 self.state = if self.info.size == 0 {
@@ -302,6 +306,7 @@ impl Sender<File> {
                 name,
                 size: meta.len(),
                 mime: None,
+                path: None,
             },
         ))
     }

@@ -28,6 +28,7 @@ fn serializes_exactly_like_json_stringify() {
         name: "résumé 2.pdf".into(),
         size: 5242880,
         mime: Some("application/pdf".into()),
+        path: None,
     };
     assert_eq!(
         json(&start),
@@ -40,6 +41,7 @@ fn serializes_exactly_like_json_stringify() {
             name: "a".into(),
             size: 0,
             mime,
+            path: None,
         };
         assert_eq!(
             json(&f),
@@ -85,7 +87,7 @@ fn parses_what_the_browser_sends() {
     assert_eq!(
         parse(false, br#"{"type":"file-start","id":"m1-00ff","name":"a.png","size":16385,"mime":"image/png"}"#)
             .unwrap(),
-        Frame::FileStart { id: "m1-00ff".into(), name: "a.png".into(), size: 16385, mime: Some("image/png".into()) }
+        Frame::FileStart { id: "m1-00ff".into(), name: "a.png".into(), size: 16385, mime: Some("image/png".into()), path: None }
     );
     assert_eq!(
         parse(
@@ -97,7 +99,8 @@ fn parses_what_the_browser_sends() {
             id: "i".into(),
             name: "n".into(),
             size: 0,
-            mime: None
+            mime: None,
+            path: None
         }
     );
     let end = format!(r#"{{"type":"file-end","id":"i","sha256":"{EMPTY}"}}"#);
@@ -143,6 +146,7 @@ fn every_text_frame_survives_a_round_trip() {
             name: "../b".into(),
             size: u64::MAX,
             mime: Some("text/plain".into()),
+            path: Some("../b/c".into()),
         },
         Frame::FileEnd {
             id: "\n".into(),
@@ -178,7 +182,8 @@ fn unknown_fields_and_key_order_do_not_matter() {
             id: "i".into(),
             name: "n".into(),
             size: 3,
-            mime: None
+            mime: None,
+            path: None
         }
     );
     // Lenient on what the browser itself tolerates: uppercase hex, null mime.

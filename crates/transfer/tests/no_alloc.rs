@@ -54,6 +54,7 @@ fn chunks_do_not_allocate() {
         name: "na.bin".into(),
         size: data.len() as u64,
         mime: None,
+        path: None,
     };
     let mut tx = Sender::new(&data[..], info)
         .with_chunk_size(16 * 1024)

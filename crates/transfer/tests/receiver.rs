@@ -13,6 +13,7 @@ fn start(id: &str, name: &str, size: u64) -> Frame<'static> {
         name: name.into(),
         size,
         mime: None,
+        path: None,
     }
 }
 
@@ -419,4 +420,163 @@ fn text_and_acks_are_not_the_receivers_business() {
         assert!(matches!(rx.handle(&f).unwrap(), Received::Ignored));
     }
     assert_eq!(rx.bytes_received("t"), Some(0));
+}
+
+/// Feeds `frames` to `rx`: what each did (none may be an error).
+fn feed(rx: &mut Receiver, frames: &[Frame<'_>]) -> Vec<Received> {
+    frames.iter().map(|f| rx.handle(f).unwrap()).collect()
+}
+
+fn start_in(id: &str, path: &str, size: u64) -> Frame<'static> {
+    Frame::FileStart {
+        id: id.into(),
+        name: path.rsplit('/').next().unwrap().into(),
+        size,
+        mime: None,
+        path: Some(path.into()),
+    }
+}
+
+/// Every file and folder under `dir`, relative, sorted.
+fn tree(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            out.push(p.strip_prefix(dir).unwrap().to_string_lossy().into_owned());
+            if p.is_dir() && !p.is_symlink() {
+                stack.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_path_puts_the_file_in_folders_it_creates() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rx = Receiver::new(dir.path());
+    let data = bytes(3, 5000);
+    let f = finished(
+        feed(
+            &mut rx,
+            &[
+                start_in("p1", "photos/été/a.jpg", 5000),
+                Frame::Chunk(&data),
+                end("p1", &data),
+            ],
+        )
+        .pop()
+        .unwrap(),
+    );
+    let placed = f.result.unwrap();
+    assert_eq!(placed, dir.path().join("photos/été/a.jpg"));
+    assert_eq!(std::fs::read(&placed).unwrap(), data);
+    // A second file in the same folder, and one with the same name: numbered.
+    for (id, want) in [
+        ("p2", "photos/été/a (1).jpg"),
+        ("p3", "photos/été/a (2).jpg"),
+    ] {
+        let f = finished(
+            feed(
+                &mut rx,
+                &[start_in(id, "photos/été/a.jpg", 0), end(id, b"")],
+            )
+            .pop()
+            .unwrap(),
+        );
+        assert_eq!(f.result.unwrap(), dir.path().join(want));
+    }
+    assert_eq!(
+        tree(dir.path()),
+        [
+            "photos",
+            "photos/été",
+            "photos/été/a (1).jpg",
+            "photos/été/a (2).jpg",
+            "photos/été/a.jpg"
+        ]
+    );
+}
+
+#[test]
+fn hostile_paths_are_refused_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let mut rx = Receiver::new(&out);
+    let data = bytes(4, 3000);
+    for (i, path) in [
+        "../x",
+        "/etc/x",
+        "C:\\x",
+        "a/../../b",
+        "a//b",
+        "./a",
+        "a/.ssh/k",
+        "con/x",
+        "x\\..\\y",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let id = format!("h{i}");
+        let frames = [
+            start_in(&id, path, 3000),
+            Frame::Chunk(&data),
+            end(&id, &data),
+        ];
+        let f = finished(feed(&mut rx, &frames).pop().unwrap());
+        assert!(
+            matches!(f.result, Err(Failure::UnsafePath(_))),
+            "{path:?}: {:?}",
+            f.result
+        );
+        // The ack is honest: not ok, with the hash of what arrived.
+        assert_eq!(
+            f.ack(),
+            Frame::FileAck {
+                id: id.clone(),
+                ok: false,
+                sha256: Digest::of(&data)
+            }
+        );
+    }
+    assert!(
+        tree(dir.path()) == ["out"],
+        "something was written: {:?}",
+        tree(dir.path())
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn a_symlinked_folder_in_the_output_directory_is_not_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, out.join("docs")).unwrap();
+    std::fs::write(out.join("plain"), b"a file").unwrap();
+    let mut rx = Receiver::new(&out);
+    for (id, path) in [("s1", "docs/x.txt"), ("s2", "plain/x.txt")] {
+        let f = finished(
+            feed(
+                &mut rx,
+                &[start_in(id, path, 1), Frame::Chunk(b"z"), end(id, b"z")],
+            )
+            .pop()
+            .unwrap(),
+        );
+        assert!(
+            matches!(f.result, Err(Failure::UnsafePath(_))),
+            "{path}: {:?}",
+            f.result
+        );
+    }
+    assert!(list(&elsewhere).is_empty(), "wrote through the symlink");
+    assert_eq!(std::fs::read(out.join("plain")).unwrap(), b"a file");
 }

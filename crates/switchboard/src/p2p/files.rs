@@ -12,7 +12,7 @@ use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use peer::{DataChannel, Message};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use transfer::{AckOutcome, FileInfo, Frame, Outbound, Received, Receiver, Sender};
 
@@ -20,7 +20,8 @@ use transfer::{AckOutcome, FileInfo, Frame, Outbound, Received, Receiver, Sender
 pub struct SendArgs {
     #[command(flatten)]
     pub common: PeerArgs,
-    /// Files to send, one after another.
+    /// Files and folders to send, one file after another. A folder is sent
+    /// whole, as a tree under its own name; symlinks in it are skipped.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
     /// Bytes per binary message (at most 65536; the browser sends 16384).
@@ -72,20 +73,98 @@ impl Ticker {
     }
 }
 
-pub async fn send(a: SendArgs, out: Out) -> Result<(), Failure> {
-    // Check every file before joining: a typo should not cost a connection.
+/// One file to send: where it is, its size, and its place in a folder.
+struct Outgoing {
+    path: PathBuf,
+    size: u64,
+    /// `folder/sub/name` for a file of a folder argument.
+    rel: Option<String>,
+}
+
+/// The files that `args` name, folders expanded depth-first in name order.
+/// Checked before joining: a typo should not cost a connection.
+fn collect_files(args: &[PathBuf]) -> Result<Vec<Outgoing>, Failure> {
+    let bad =
+        |p: &Path, why: String| Failure::new(EXIT_OTHER, "file", format!("{}: {why}", p.display()));
     let mut files = Vec::new();
-    for path in &a.files {
-        let meta = std::fs::metadata(path)
-            .map_err(|e| Failure::new(EXIT_OTHER, "file", format!("{}: {e}", path.display())))?;
-        if !meta.is_file() {
-            return Err(Failure::new(
-                EXIT_OTHER,
-                "file",
-                format!("{}: not a regular file", path.display()),
-            ));
+    for path in args {
+        let meta = std::fs::metadata(path).map_err(|e| bad(path, e.to_string()))?;
+        if meta.is_dir() {
+            // "." and "dir/" name the folder by its real name.
+            let full = std::fs::canonicalize(path).map_err(|e| bad(path, e.to_string()))?;
+            let Some(root) = full.file_name().and_then(|n| n.to_str()) else {
+                return Err(bad(
+                    path,
+                    "a folder to send needs a name (not / or a non-UTF-8 one)".into(),
+                ));
+            };
+            walk(path, root.to_owned(), &mut files)?;
+        } else if meta.is_file() {
+            files.push(Outgoing {
+                path: path.clone(),
+                size: meta.len(),
+                rel: None,
+            });
+        } else {
+            return Err(bad(path, "not a regular file or a folder".into()));
         }
-        files.push((path.clone(), meta.len()));
+    }
+    Ok(files)
+}
+
+/// Adds the files under `dir` (whose place in the tree is `rel`) to
+/// `files`. Symlinks are skipped: following one could send files from
+/// outside the folder. So is anything the receiver would refuse as a path
+/// (a hidden file, a device name: [`transfer::check_relative_path`]), with
+/// a warning, since it could not arrive anyway.
+fn walk(dir: &Path, rel: String, files: &mut Vec<Outgoing>) -> Result<(), Failure> {
+    let bad =
+        |p: &Path, why: String| Failure::new(EXIT_OTHER, "file", format!("{}: {why}", p.display()));
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| bad(dir, e.to_string()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad(dir, e.to_string()))?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let path = e.path();
+        let Some(name) = e.file_name().to_str().map(str::to_owned) else {
+            tracing::warn!("skipping {}: its name is not UTF-8", path.display());
+            continue;
+        };
+        let child = format!("{rel}/{name}");
+        if let Err(why) = transfer::check_relative_path(&child) {
+            tracing::warn!(
+                "skipping {}: {why}; the receiver would refuse it",
+                path.display()
+            );
+            continue;
+        }
+        let meta = std::fs::symlink_metadata(&path).map_err(|e| bad(&path, e.to_string()))?;
+        if meta.file_type().is_symlink() {
+            tracing::warn!("skipping {}: a symlink", path.display());
+        } else if meta.is_dir() {
+            walk(&path, child, files)?;
+        } else if meta.is_file() {
+            files.push(Outgoing {
+                path,
+                size: meta.len(),
+                rel: Some(child),
+            });
+        } else {
+            tracing::warn!("skipping {}: not a regular file", path.display());
+        }
+    }
+    Ok(())
+}
+
+pub async fn send(a: SendArgs, out: Out) -> Result<(), Failure> {
+    let files = collect_files(&a.files)?;
+    if files.is_empty() {
+        return Err(Failure::new(
+            EXIT_OTHER,
+            "file",
+            "nothing to send: the folders hold no files",
+        ));
     }
     if a.chunk == 0 || a.chunk > transfer::MAX_CHUNK {
         return Err(Failure::new(
@@ -100,7 +179,7 @@ pub async fn send(a: SendArgs, out: Out) -> Result<(), Failure> {
     let link = first_link(&mut room, &mut tracker).await?;
     let peer = link.peer.clone();
 
-    for (path, size) in files {
+    for Outgoing { path, size, rel } in files {
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -112,6 +191,7 @@ pub async fn send(a: SendArgs, out: Out) -> Result<(), Failure> {
             name: name.clone(),
             size,
             mime: None,
+            path: rel.clone(),
         };
         let mut tx = Sender::new(std::io::BufReader::with_capacity(256 * 1024, file), info)
             .with_chunk_size(a.chunk)
@@ -326,7 +406,11 @@ pub async fn recv(a: RecvArgs, out: Out) -> Result<(), Failure> {
                         pb.finish_and_clear();
                         let ok = f.ok();
                         let path = f.result.as_ref().ok().map(|p| p.display().to_string());
-                        let why = f.result.as_ref().err().map(|e| format!("{e:?}"));
+                        let why = f.result.as_ref().err().map(|e| match e {
+                            transfer::Failure::UnsafePath(u) => u.to_string(),
+                            other => format!("{other:?}"),
+                        });
+                        let refused = matches!(f.result, Err(transfer::Failure::UnsafePath(_)));
                         let sha = f.actual.to_hex();
                         let paths = link.pc.stats().await.map(|s| s.paths).unwrap_or_default();
                         out.event(
@@ -336,6 +420,9 @@ pub async fn recv(a: RecvArgs, out: Out) -> Result<(), Failure> {
                                 None => format!("FAILED {}: {}", f.name, why.clone().unwrap_or_default()),
                             },
                         );
+                        if refused {
+                            return Err(Failure::new(EXIT_TRANSFER, "unsafe-path", format!("refused {}: {}; nothing was written", f.name, why.unwrap_or_default())));
+                        }
                         if !ok {
                             return Err(Failure::new(EXIT_TRANSFER, "hash-mismatch", format!("{} failed its check: {}", f.name, why.unwrap_or_default())));
                         }

@@ -27,6 +27,7 @@ pub fn info(id: &str, name: &str, size: u64) -> FileInfo {
         name: name.into(),
         size,
         mime: None,
+        path: None,
     }
 }
 
