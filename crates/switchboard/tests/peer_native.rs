@@ -752,3 +752,53 @@ async fn recv_refuses_hostile_paths_and_writes_nothing() {
         );
     }
 }
+
+#[test]
+fn cli_human_output_for_one_file_and_for_several() {
+    let server = Server::start(&[]);
+    let url = http(&server);
+    let dir = tmpdir("human");
+    let (a, b) = (dir.join("a.bin"), dir.join("b.bin"));
+    std::fs::write(&a, noise(1, 100_000)).unwrap();
+    std::fs::write(&b, noise(2, 1000)).unwrap();
+    // One file, then two: a single bar, then the overall bar with the file's.
+    for (k, files) in [vec![&a], vec![&a, &b]].into_iter().enumerate() {
+        let room_name = format!("human-{k}");
+        let common = [
+            "--server",
+            url.as_str(),
+            "--room",
+            room_name.as_str(),
+            "--loopback",
+            "--timeout",
+            "20",
+        ];
+        let out = dir.join(format!("out{k}"));
+        let count = files.len().to_string();
+        let recv = cli(&[
+            &["recv", "--json"],
+            &common[..],
+            &["--out", out.to_str().unwrap(), "--count", &count],
+        ]
+        .concat())
+        .spawn()
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let paths: Vec<&str> = files.iter().map(|p| p.to_str().unwrap()).collect();
+        // Human output goes to stderr.
+        let send = cli(&[&["send"], &common[..], &paths[..]].concat())
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let recv = recv.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&send.stderr);
+        assert!(send.status.success(), "send exit {:?}: {text}", send.status);
+        assert!(recv.status.success(), "recv exit {:?}", recv.status);
+        assert_eq!(
+            text.lines().filter(|l| l.starts_with("sent ")).count(),
+            files.len(),
+            "{text}"
+        );
+        assert!(text.contains("on the wire: direct"), "{text}");
+    }
+}

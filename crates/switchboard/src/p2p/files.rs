@@ -10,7 +10,7 @@ use super::{
 use clap::Args;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use peer::{DataChannel, Message};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -179,7 +179,19 @@ pub async fn send(a: SendArgs, out: Out) -> Result<(), Failure> {
     let link = first_link(&mut room, &mut tracker).await?;
     let peer = link.peer.clone();
 
-    for Outgoing { path, size, rel } in files {
+    // Several files: one overall bar (files done, bytes, rate, ETA) under
+    // the current file's.
+    let count = files.len();
+    let total: u64 = files.iter().map(|f| f.size).sum();
+    let bars = MultiProgress::new();
+    let overall = if count > 1 {
+        bars.add(bar(&out, "all", total))
+    } else {
+        ProgressBar::hidden()
+    };
+    let mut done: u64 = 0;
+    for (k, Outgoing { path, size, rel }) in files.into_iter().enumerate() {
+        overall.set_message(format!("{}/{count} files", k + 1));
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -197,7 +209,12 @@ pub async fn send(a: SendArgs, out: Out) -> Result<(), Failure> {
             .with_chunk_size(a.chunk)
             .map_err(|e| Failure::new(EXIT_OTHER, "file", e.to_string()))?;
         let started = Instant::now();
-        let pb = bar(&out, &name, size);
+        let pb = bar(&out, rel.as_deref().unwrap_or(&name), size);
+        let pb = if count > 1 {
+            bars.insert_before(&overall, pb)
+        } else {
+            bars.add(pb)
+        };
         let mut tick = Ticker {
             last: Instant::now(),
         };
@@ -221,6 +238,7 @@ pub async fn send(a: SendArgs, out: Out) -> Result<(), Failure> {
             if binary {
                 sent += len as u64;
                 pb.set_position(sent);
+                overall.set_position(done + sent);
                 if tick.due() {
                     out.event(
                         CliEvent::Progress {
@@ -236,11 +254,13 @@ pub async fn send(a: SendArgs, out: Out) -> Result<(), Failure> {
             while let Some(ev) = tracker.try_next(&mut room) {
                 if let Err(f) = sending_event(tracker.handle(ev).await, &peer, &name) {
                     pb.abandon();
+                    overall.abandon();
                     return Err(f);
                 }
             }
         }
         pb.finish_and_clear();
+        done += size;
         // Wait for the verdict; text frames from the peer are shown.
         let outcome = loop {
             tokio::select! {
@@ -280,25 +300,28 @@ pub async fn send(a: SendArgs, out: Out) -> Result<(), Failure> {
         };
         let mbps = size as f64 / 1e6 / (ms.max(1) as f64 / 1000.0);
         let paths = link.pc.stats().await.map(|s| s.paths).unwrap_or_default();
-        out.event(
-            CliEvent::FileSent {
-                peer: &peer,
-                name: &name,
-                size,
-                sha256: &sha,
-                ok,
-                ms,
-                paths,
-            },
-            || {
-                format!(
-                    "{} {name}: {size} bytes in {:.1} s ({mbps:.1} MB/s), sha256 {sha}; on the wire: {}",
-                    if ok { "sent" } else { "FAILED" },
-                    ms as f64 / 1000.0,
-                    describe_paths(&paths)
-                )
-            },
-        );
+        // Above the bars, not through them.
+        bars.suspend(|| {
+            out.event(
+                CliEvent::FileSent {
+                    peer: &peer,
+                    name: &name,
+                    size,
+                    sha256: &sha,
+                    ok,
+                    ms,
+                    paths,
+                },
+                || {
+                    format!(
+                        "{} {name}: {size} bytes in {:.1} s ({mbps:.1} MB/s), sha256 {sha}; on the wire: {}",
+                        if ok { "sent" } else { "FAILED" },
+                        ms as f64 / 1000.0,
+                        describe_paths(&paths)
+                    )
+                },
+            );
+        });
         if !ok {
             return Err(Failure::new(
                 EXIT_TRANSFER,
@@ -307,6 +330,7 @@ pub async fn send(a: SendArgs, out: Out) -> Result<(), Failure> {
             ));
         }
     }
+    overall.finish_and_clear();
     room.leave();
     link.pc.close().await;
     Ok(())
