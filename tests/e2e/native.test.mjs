@@ -342,6 +342,53 @@ test('/chat sends a 3 MB file to `switchboard recv` with a matching SHA-256', { 
   }
 });
 
+/** Every file under `dir`, as relative path -> SHA-256. @param {string} dir */
+function treeHashes(dir) {
+  /** @type {Record<string, string>} */
+  const out = {};
+  for (const rel of fs.readdirSync(dir, { recursive: true, encoding: 'utf8' })) {
+    const full = path.join(dir, rel);
+    if (fs.statSync(full).isFile()) out[rel.split(path.sep).join('/')] = sha256File(full);
+  }
+  return out;
+}
+
+test('/chat sends a folder (the folder picker) to `switchboard recv`, which recreates the tree', { timeout: 180_000 }, async () => {
+  const page = await newPage(browser, 'native-folder');
+  const room = roomName('n-folder');
+  const base = fs.mkdtempSync(path.join(os.tmpdir(), 'switchboard-folder-'));
+  const src = path.join(base, 'album été');
+  const out = path.join(base, 'out');
+  const files = ['a.txt', 'sub/b.bin', 'sub/deeper/ü 😀.dat', 'sub/empty', 'other/c.bin'];
+  files.forEach((rel, i) => {
+    fs.mkdirSync(path.dirname(path.join(src, rel)), { recursive: true });
+    fs.writeFileSync(path.join(src, rel), rel.endsWith('empty') ? '' : Buffer.alloc(20_000 * (i + 1), i + 1));
+  });
+  const recv = runCli('recv', ['recv', ...cliArgs(server, room), '--name', 'native-recv', '--out', out, '--count', String(files.length)]);
+  try {
+    await recv.waitEvent((e) => e.event === 'joined', 'joined', 20_000);
+    await page.goto(`${server.origin}/chat?room=${room}&name=browser`);
+    await waitFor(page, () => document.body.dataset.chatReady === 'true', undefined, 45_000);
+    await recv.waitEvent((e) => e.event === 'connected', 'connected', 30_000);
+    await page.setInputFiles('#folder-input', src);
+    const { code } = await recv.waitExit(60_000);
+    assert.equal(code, 0, `recv exits 0 after ${files.length} files:\n${recv.describe()}`);
+    const got = recv.events.filter((e) => e.event === 'file-received');
+    assert.equal(got.length, files.length);
+    assert.ok(got.every((e) => e.ok), JSON.stringify(got));
+    // The tree arrived under the folder's own name, every file intact.
+    assert.deepEqual(treeHashes(path.join(out, 'album été')), treeHashes(src));
+    assert.deepEqual(fs.readdirSync(out), ['album été']);
+    assert.deepEqual(page.errors, []);
+  } catch (err) {
+    throw withCliOutput(err, recv);
+  } finally {
+    await recv.kill();
+    await page.context().close();
+    fs.rmSync(base, { recursive: true, force: true });
+  }
+});
+
 test('`switchboard send` sends a file to /chat with a matching SHA-256', { timeout: 180_000 }, async () => {
   const page = await newPage(browser, 'native-send-to-chat');
   try {

@@ -36,7 +36,7 @@ export type Frame = TextFrame | FileStartFrame | FileEndFrame | FileAckFrame | F
 export declare function parse(data: string | ArrayBuffer | ArrayBufferView | Blob): Frame;
 
 export declare function textFrame(text: string): string;
-export declare function fileStart(info: { id: string; name: string; size: number; mime?: string }): string;
+export declare function fileStart(info: { id: string; name: string; size: number; mime?: string; path?: string }): string;
 export declare function fileEnd(id: string, sha256: string): string;
 export declare function fileAck(id: string, ok: boolean, sha256: string): string;
 
@@ -60,8 +60,11 @@ export declare class Sender {
     chunkSize?: number;
     /** The file's SHA-256 when it is already being computed. */
     sha256?: Promise<string>;
+    /** Its place in a folder being sent (`folder/sub/name`, e.g. a File's
+     * `webkitRelativePath`); native receivers recreate it, /chat ignores it. */
+    path?: string;
   });
-  readonly info: { id: string; name: string; size: number; mime?: string };
+  readonly info: { id: string; name: string; size: number; mime?: string; path?: string };
   readonly id: string;
   readonly size: number;
   readonly bytesSent: number;

@@ -147,12 +147,13 @@ function fields(obj, frame) {
 export const textFrame = (text) => JSON.stringify({ type: 'text', text });
 
 /**
- * @param {{id: string, name: string, size: number, mime?: string}} info
+ * @param {{id: string, name: string, size: number, mime?: string, path?: string}} info
  */
-export function fileStart({ id, name, size, mime }) {
+export function fileStart({ id, name, size, mime, path }) {
   /** @type {Record<string, unknown>} */
   const frame = { type: 'file-start', id, name, size };
   if (mime) frame.mime = mime;
+  if (path) frame.path = path;
   return JSON.stringify(frame);
 }
 
@@ -204,9 +205,10 @@ export class Sender {
 
   /**
    * @param {Blob & {name?: string}} file
-   * @param {{id?: string, name?: string, mime?: string, chunkSize?: number, sha256?: Promise<string>}} [opts]
+   * @param {{id?: string, name?: string, mime?: string, chunkSize?: number, sha256?: Promise<string>, path?: string}} [opts]
    *   `sha256`: the file's hash when it is already being computed (one file
-   *   sent to several peers is hashed once).
+   *   sent to several peers is hashed once). `path`: its place in a folder
+   *   being sent (`folder/sub/name`), which native receivers recreate.
    */
   constructor(file, opts = {}) {
     const chunkSize = opts.chunkSize ?? CHUNK;
@@ -215,10 +217,11 @@ export class Sender {
     }
     this.#file = file;
     this.#chunkSize = chunkSize;
-    /** @type {{id: string, name: string, size: number, mime?: string}} */
+    /** @type {{id: string, name: string, size: number, mime?: string, path?: string}} */
     this.info = { id: opts.id ?? newFileId(), name: opts.name ?? file.name ?? 'file', size: file.size };
     const mime = opts.mime ?? file.type;
     if (mime) this.info.mime = mime;
+    if (opts.path) this.info.path = opts.path;
     this.#sha256 = opts.sha256 ?? file.arrayBuffer().then(sha256Hex);
     // Hashing fails only when reading fails; next() reports that.
     this.#sha256.catch(() => {});
