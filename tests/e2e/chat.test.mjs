@@ -159,7 +159,8 @@ test('/sdk/transfer.js: frames exactly as docs/protocol.md, strict parsing, Send
       out.empty = [await empty.next(), await empty.next(), await empty.next()];
 
       // Wrong bytes: the ack says not ok and carries the receiver's hash; a new
-      // file-start replaces a file in progress; stray chunks and file-ends throw.
+      // file-start replaces a file in progress; a stray chunk throws, a stray
+      // file-end is answered not ok.
       const rx2 = new t.Receiver();
       rx2.handle(t.parse(t.fileStart({ id: 'a', name: 'a', size: 2 })));
       const replaced = rx2.handle(t.parse(t.fileStart({ id: 'b', name: 'b', size: 2 })));
@@ -170,8 +171,10 @@ test('/sdk/transfer.js: frames exactly as docs/protocol.md, strict parsing, Send
       out.mismatch = done && { ok: done.ok, ack: JSON.parse(done.ack) };
       out.stray = [
         (() => { try { rx2.handle({ type: 'chunk', data: new ArrayBuffer(1) }); return null; } catch (e) { return e.name; } })(),
-        (() => { try { rx2.handle(t.parse(t.fileEnd('zzz', hex))); return null; } catch (e) { return e.name; } })(),
+        rx2.handle(t.parse(t.fileEnd('zzz', hex))),
       ];
+      out.withPath = t.fileStart({ id: 'p', name: 'c.txt', size: 1, path: 'dir/sub/c.txt' });
+      out.senderPath = await new t.Sender(new File(['x'], 'c.txt'), { id: 'p', path: 'dir/sub/c.txt' }).next();
       out.badChunkSize = (() => { try { new t.Sender(file, { chunkSize: t.MAX_CHUNK + 1 }); return null; } catch (e) { return e.name; } })();
       return out;
     });
@@ -208,10 +211,61 @@ test('/sdk/transfer.js: frames exactly as docs/protocol.md, strict parsing, Send
     assert.equal(r.mismatch.ok, false);
     assert.equal(r.mismatch.ack.ok, false);
     assert.equal(r.mismatch.ack.sha256, 'a12871fee210fb8619291eaea194581cbd2531e4b23759d225f6806923f63222', 'the ack carries the receiver\'s own hash');
-    assert.deepEqual(r.stray, ['TransferError', 'TransferError']);
+    assert.deepEqual(r.stray, ['TransferError', {
+      kind: 'unknown-end', id: 'zzz',
+      ack: '{"type":"file-ack","id":"zzz","ok":false,"sha256":"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}',
+    }]);
+    assert.equal(r.withPath, '{"type":"file-start","id":"p","name":"c.txt","size":1,"path":"dir/sub/c.txt"}');
+    assert.equal(r.senderPath, r.withPath);
     assert.equal(r.badChunkSize, 'TransferError');
     assert.deepEqual(page.errors, []);
   } finally {
     await page.context().close();
+  }
+});
+
+test('/chat answers a stray file-end, offers no download for a failed check, and refuses to send without WebCrypto', { timeout: 120_000 }, async () => {
+  const room = roomName('chat-fail');
+  const alice = await newPage(browser, 'chat-fail-alice');
+  const bob = await newPage(browser, 'chat-fail-bob');
+  try {
+    await alice.goto(`${server.origin}/chat?room=${room}&name=alice`);
+    await waitFor(alice, () => document.body.dataset.joined === 'true');
+    await bob.goto(`${server.origin}/chat?room=${room}&name=bob`);
+    for (const page of [alice, bob]) await waitFor(page, () => document.body.dataset.chatReady === 'true', undefined, 45_000);
+    // bob plays a broken sender on the raw channel and records alice's answers.
+    await bob.evaluate(() => {
+      const ch = [...window.switchboardRoom.peers.values()][0].channels.get('chat');
+      window.__acks = [];
+      ch.addEventListener('message', (e) => { if (typeof e.data === 'string') window.__acks.push(JSON.parse(e.data)); });
+      ch.send(JSON.stringify({ type: 'file-end', id: 'never-started', sha256: '00'.repeat(32) }));
+      ch.send(JSON.stringify({ type: 'file-start', id: 'liar', name: 'liar.bin', size: 4 }));
+      ch.send(new Uint8Array([1, 2, 3, 4]).buffer);
+      ch.send(JSON.stringify({ type: 'file-end', id: 'liar', sha256: 'ab'.repeat(32) }));
+    });
+    await waitFor(bob, () => window.__acks.length >= 2, undefined, 20_000);
+    const acks = await bob.evaluate(() => window.__acks);
+    assert.deepEqual(acks.find((a) => a.id === 'never-started'),
+      { type: 'file-ack', id: 'never-started', ok: false, sha256: 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855' });
+    assert.equal(acks.find((a) => a.id === 'liar').ok, false);
+    // The failed file: mismatch shown, nothing to download.
+    const card = alice.locator('.transfer[data-direction="in"][data-status="mismatch"]');
+    await card.waitFor({ timeout: 10_000 });
+    assert.equal(await card.locator('a.download').count(), 0, 'no download link for a file that failed its check');
+    assert.match(await card.textContent(), /nothing to download/);
+
+    // Without WebCrypto (a page that is not a secure context) a pick is refused up front.
+    await alice.evaluate(() => Object.defineProperty(globalThis.crypto, 'subtle', { value: undefined, configurable: true }));
+    const f = randomFile(10_000, 'refused.bin');
+    try {
+      await alice.setInputFiles('#file-input', f.path);
+      await waitFor(alice, () => document.querySelector('#notices')?.textContent.includes('Cannot send files from this page'), undefined, 5_000);
+      assert.equal(await alice.locator('.transfer[data-direction="out"]').count(), 0, 'nothing was sent');
+    } finally {
+      f.cleanup();
+    }
+  } finally {
+    await alice.context().close();
+    await bob.context().close();
   }
 });

@@ -97,11 +97,13 @@ export type Received =
   | { kind: 'started'; id: string; name: string; size: number; mime?: string; replaced: { id: string; name: string } | null }
   | { kind: 'progress'; id: string; received: number; size: number }
   | { kind: 'finished'; id: string; done: Promise<Finished> }
+  /** A file-end for a file not in progress: send `ack` (ok false) back. */
+  | { kind: 'unknown-end'; id: string; ack: string }
   | { kind: 'ignored' };
 
 export declare class Receiver {
   readonly current: { id: string; name: string; size: number; mime?: string; received: number } | null;
-  /** Throws TransferError for a chunk outside a file or a file-end for another file. */
+  /** Throws TransferError for a chunk outside a file. */
   handle(frame: Frame): Received;
   abort(): { id: string; name: string } | null;
 }

@@ -160,6 +160,9 @@ export function fileStart({ id, name, size, mime, path }) {
 /** @param {string} id @param {string} sha256 lowercase hex */
 export const fileEnd = (id, sha256) => JSON.stringify({ type: 'file-end', id, sha256 });
 
+/** SHA-256 of no bytes: what a receiver holds of a file it never saw. */
+export const EMPTY_SHA256 = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
+
 /** @param {string} id @param {boolean} ok @param {string} sha256 the receiver's own hash */
 export const fileAck = (id, ok, sha256) => JSON.stringify({ type: 'file-ack', id, ok, sha256 });
 
@@ -329,8 +332,10 @@ export class Receiver {
       }
       case 'file-end': {
         const inc = this.#current;
-        // A file-end that is not for the file in progress gets no ack.
-        if (!inc || inc.id !== frame.id) throw new TransferError(`file-end for ${JSON.stringify(frame.id)}, which is not the file in progress`);
+        // A file-end that is not for the file in progress is answered, not
+        // ok, so that its sender does not wait forever; the file in
+        // progress (if any) carries on.
+        if (!inc || inc.id !== frame.id) return { kind: 'unknown-end', id: frame.id, ack: fileAck(frame.id, false, EMPTY_SHA256) };
         this.#current = null;
         return { kind: 'finished', id: inc.id, done: finish(inc, frame.sha256) };
       }

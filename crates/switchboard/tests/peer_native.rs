@@ -704,6 +704,26 @@ async fn recv_refuses_hostile_paths_and_writes_nothing() {
             ..Config::default()
         };
         let (_room, ch, pc) = join_and_link(cfg).await;
+        if i == 0 {
+            // A file-end for a file that never started is answered, not ok.
+            let stray = transfer::Frame::FileEnd {
+                id: "never-started".into(),
+                sha256: transfer::Digest::of(b"x"),
+            };
+            ch.send_text(&stray.to_json().unwrap()).await.unwrap();
+            let ack = timeout(Duration::from_secs(10), ch.recv())
+                .await
+                .expect("an ack in time");
+            let Some(Message::Text(ack)) = ack else {
+                panic!("{ack:?}")
+            };
+            let ack: Value = serde_json::from_str(&ack).unwrap();
+            assert_eq!(
+                ack,
+                serde_json::json!({"type": "file-ack", "id": "never-started", "ok": false,
+                    "sha256": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"})
+            );
+        }
         let data = noise(i as u64, 3000);
         let start = transfer::Frame::FileStart {
             id: format!("h{i}"),

@@ -400,3 +400,35 @@ fn error_messages_name_frame_and_field() {
     let e = parse(false, br#"{"type":"nope"}"#).unwrap_err();
     assert_eq!(e.to_string(), "unknown frame type \"nope\"");
 }
+
+#[test]
+fn file_start_with_a_path_matches_the_browser_and_round_trips() {
+    // web/sdk/transfer.js writes `path` last, after `mime` when there is one.
+    let f = Frame::FileStart {
+        id: "p".into(),
+        name: "c.txt".into(),
+        size: 1,
+        mime: None,
+        path: Some("dir/sub/c.txt".into()),
+    };
+    let json = f.to_json().unwrap();
+    assert_eq!(
+        json,
+        r#"{"type":"file-start","id":"p","name":"c.txt","size":1,"path":"dir/sub/c.txt"}"#
+    );
+    assert_eq!(parse(false, json.as_bytes()).unwrap(), f);
+    // Absent, null and "" are all "no path".
+    for raw in [
+        r#"{"type":"file-start","id":"p","name":"c","size":1}"#,
+        r#"{"type":"file-start","id":"p","name":"c","size":1,"path":null}"#,
+        r#"{"type":"file-start","id":"p","name":"c","size":1,"path":""}"#,
+    ] {
+        assert!(
+            matches!(
+                parse(false, raw.as_bytes()).unwrap(),
+                Frame::FileStart { path: None, .. }
+            ),
+            "{raw}"
+        );
+    }
+}

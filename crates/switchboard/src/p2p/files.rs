@@ -453,6 +453,14 @@ pub async fn recv(a: RecvArgs, out: Out) -> Result<(), Failure> {
                         done += 1;
                     }
                     Ok(Received::Ignored) => {}
+                    Err(transfer::TransferError::UnknownFileEnd { id }) => {
+                        // Answered, not ok, so its sender does not wait
+                        // forever (docs/protocol.md); the file in progress
+                        // carries on.
+                        tracing::warn!("file-end from {peer} for {id:?}, which is not the file in progress: answered not ok");
+                        let ack = Frame::FileAck { id, ok: false, sha256: transfer::Digest::of(b"") };
+                        send_frame(&link.channel, &ack).await?;
+                    }
                     Err(e) => tracing::warn!("bad transfer frame from {peer}: {e}"),
                 }
             }
