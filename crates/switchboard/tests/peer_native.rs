@@ -667,6 +667,17 @@ fn cli_sends_a_folder_tree_and_recv_recreates_it() {
     assert_eq!(lines, want, "diff -r: {report}");
 }
 
+/// The next message on `ch`, which must be a JSON text frame, within 10 s.
+async fn next_text_frame(ch: &peer::DataChannel) -> Value {
+    let m = timeout(Duration::from_secs(10), ch.recv())
+        .await
+        .expect("a frame in time");
+    let Some(Message::Text(t)) = m else {
+        panic!("want a text frame, got {m:?}")
+    };
+    serde_json::from_str(&t).unwrap()
+}
+
 #[tokio::test]
 async fn recv_refuses_hostile_paths_and_writes_nothing() {
     let server = Server::start(&[]);
@@ -711,13 +722,7 @@ async fn recv_refuses_hostile_paths_and_writes_nothing() {
                 sha256: transfer::Digest::of(b"x"),
             };
             ch.send_text(&stray.to_json().unwrap()).await.unwrap();
-            let ack = timeout(Duration::from_secs(10), ch.recv())
-                .await
-                .expect("an ack in time");
-            let Some(Message::Text(ack)) = ack else {
-                panic!("{ack:?}")
-            };
-            let ack: Value = serde_json::from_str(&ack).unwrap();
+            let ack = next_text_frame(&ch).await;
             assert_eq!(
                 ack,
                 serde_json::json!({"type": "file-ack", "id": "never-started", "ok": false,
@@ -740,13 +745,7 @@ async fn recv_refuses_hostile_paths_and_writes_nothing() {
         };
         ch.send_text(&end.to_json().unwrap()).await.unwrap();
         // The ack comes back: not ok.
-        let ack = timeout(Duration::from_secs(10), ch.recv())
-            .await
-            .expect("an ack in time");
-        let Some(Message::Text(ack)) = ack else {
-            panic!("{ack:?}")
-        };
-        let ack: Value = serde_json::from_str(&ack).unwrap();
+        let ack = next_text_frame(&ch).await;
         assert_eq!(
             (ack["type"].as_str(), ack["ok"].as_bool()),
             (Some("file-ack"), Some(false)),
