@@ -163,6 +163,37 @@ fn events(out: &[u8]) -> Vec<Value> {
         .collect()
 }
 
+/// What a `recv` then `send` run left: send's output (stdout and stderr),
+/// recv's exit status and its stdout.
+struct Pair {
+    send: std::process::Output,
+    recv: std::process::ExitStatus,
+    recv_stdout: Vec<u8>,
+}
+
+/// Starts `recv RECV..`, runs `send SEND..` 300 ms later (so recv joined
+/// first), then waits for recv. recv's stdout goes to a file in `dir`: a
+/// pipe nobody reads while send runs would fill with events, and recv
+/// waits for its stdout.
+fn send_to_recv(dir: &Path, recv: &[&str], send: &[&str]) -> Pair {
+    let log = dir.join("recv.jsonl");
+    let mut r = cli(&[&["recv"], recv].concat())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let send = cli(&[&["send"], send].concat())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let recv = r.wait().unwrap();
+    Pair {
+        send,
+        recv,
+        recv_stdout: std::fs::read(&log).unwrap(),
+    }
+}
+
 fn transfer_50mb(server: &Server, room_name: &str, extra: &[&str], want_local: &str) {
     let dir = tmpdir(room_name);
     let src = dir.join("big.bin");
@@ -188,23 +219,19 @@ fn transfer_50mb(server: &Server, room_name: &str, extra: &[&str], want_local: &
         "20",
     ];
     common.extend_from_slice(extra);
-    let recv = cli(&[
-        &["recv"],
-        &common[..],
-        &["--out", out.to_str().unwrap(), "--count", "1"],
-    ]
-    .concat())
-    .spawn()
-    .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    let send = cli(&[&["send"], &common[..], &[src.to_str().unwrap()]].concat())
-        .output()
-        .unwrap();
-    let recv = recv.wait_with_output().unwrap();
-    assert!(send.status.success(), "send exit {:?}", send.status);
-    assert!(recv.status.success(), "recv exit {:?}", recv.status);
-    let sent = events(&send.stdout);
-    let got = events(&recv.stdout);
+    let r = send_to_recv(
+        &dir,
+        &[
+            &common[..],
+            &["--out", out.to_str().unwrap(), "--count", "1"],
+        ]
+        .concat(),
+        &[&common[..], &[src.to_str().unwrap()]].concat(),
+    );
+    assert!(r.send.status.success(), "send exit {:?}", r.send.status);
+    assert!(r.recv.success(), "recv exit {:?}", r.recv);
+    let sent = events(&r.send.stdout);
+    let got = events(&r.recv_stdout);
     let fs = sent
         .iter()
         .find(|e| e["event"] == "file-sent")
@@ -624,26 +651,18 @@ fn cli_sends_a_folder_tree_and_recv_recreates_it() {
         "--timeout",
         "20",
     ];
-    // recv's events go to a file: 200 files' worth would fill a pipe that
-    // nobody reads until send is done, and recv waits for a full stdout.
-    let log = dir.join("recv.jsonl");
-    let mut recv = cli(&[
-        &["recv"],
-        &common[..],
-        &["--out", out.to_str().unwrap(), "--count", "200"],
-    ]
-    .concat())
-    .stdout(std::fs::File::create(&log).unwrap())
-    .spawn()
-    .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    let send = cli(&[&["send"], &common[..], &[src.to_str().unwrap()]].concat())
-        .output()
-        .unwrap();
-    let status = recv.wait().unwrap();
-    assert!(send.status.success(), "send exit {:?}", send.status);
-    assert!(status.success(), "recv exit {status:?}");
-    let received = events(&std::fs::read(&log).unwrap())
+    let r = send_to_recv(
+        &dir,
+        &[
+            &common[..],
+            &["--out", out.to_str().unwrap(), "--count", "200"],
+        ]
+        .concat(),
+        &[&common[..], &[src.to_str().unwrap()]].concat(),
+    );
+    assert!(r.send.status.success(), "send exit {:?}", r.send.status);
+    assert!(r.recv.success(), "recv exit {:?}", r.recv);
+    let received = events(&r.recv_stdout)
         .iter()
         .filter(|e| e["event"] == "file-received" && e["ok"] == true)
         .count();
@@ -794,25 +813,25 @@ fn cli_human_output_for_one_file_and_for_several() {
         ];
         let out = dir.join(format!("out{k}"));
         let count = files.len().to_string();
-        let recv = cli(&[
-            &["recv", "--json"],
-            &common[..],
-            &["--out", out.to_str().unwrap(), "--count", &count],
-        ]
-        .concat())
-        .spawn()
-        .unwrap();
-        std::thread::sleep(Duration::from_millis(300));
         let paths: Vec<&str> = files.iter().map(|p| p.to_str().unwrap()).collect();
+        let r = send_to_recv(
+            &dir,
+            &[
+                &["--json"],
+                &common[..],
+                &["--out", out.to_str().unwrap(), "--count", &count],
+            ]
+            .concat(),
+            &[&common[..], &paths[..]].concat(),
+        );
         // Human output goes to stderr.
-        let send = cli(&[&["send"], &common[..], &paths[..]].concat())
-            .stderr(Stdio::piped())
-            .output()
-            .unwrap();
-        let recv = recv.wait_with_output().unwrap();
-        let text = String::from_utf8_lossy(&send.stderr);
-        assert!(send.status.success(), "send exit {:?}: {text}", send.status);
-        assert!(recv.status.success(), "recv exit {:?}", recv.status);
+        let text = String::from_utf8_lossy(&r.send.stderr);
+        assert!(
+            r.send.status.success(),
+            "send exit {:?}: {text}",
+            r.send.status
+        );
+        assert!(r.recv.success(), "recv exit {:?}", r.recv);
         assert_eq!(
             text.lines().filter(|l| l.starts_with("sent ")).count(),
             files.len(),
