@@ -44,6 +44,8 @@ try {
       // missing and the page would never send file-end. A real deployment
       // puts serve behind TLS; the lab tells Chromium to treat it as secure.
       `--unsafely-treat-insecure-origin-as-secure=${origin}`,
+      // Extra flags from the caller (bench/lossy-link.sh turns mDNS off).
+      ...(process.env.BROWSER_CHAT_ARGS ?? '').split(' ').filter(Boolean),
     ],
   });
   const page = await browser.newPage();
