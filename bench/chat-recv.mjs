@@ -8,12 +8,9 @@
 // sender, it makes the Chromium <-> Chromium row.
 //
 //   node bench/chat-recv.mjs SERVER_ORIGIN ROOM TIMEOUT_SECS
-import path from 'node:path';
-import fs from 'node:fs';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { launchChromium } from '../tests/nat/chromium.mjs';
 
 const [origin, room, timeoutSecs = '120'] = process.argv.slice(2);
-const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const timeout = Number(timeoutSecs) * 1000;
 
 function out(obj, code) {
@@ -21,27 +18,11 @@ function out(obj, code) {
   process.exit(code);
 }
 
-const pw = await import(pathToFileURL(path.join(repo, 'tests/e2e/node_modules/playwright-core/index.mjs')).href)
-  .catch((e) => out({ ok: false, error: `playwright-core missing (npm ci in tests/e2e): ${e.message}` }, 1));
-const chromiumPath = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
-if (!fs.existsSync(chromiumPath)) out({ ok: false, error: `Chromium not found at ${chromiumPath}` }, 1);
-
 let browser;
 let result = { ok: false, error: 'not run' };
 let code = 1;
 try {
-  browser = await pw.chromium.launch({
-    executablePath: chromiumPath,
-    headless: true,
-    args: [
-      '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      // Plain http on a non-loopback address: see tests/nat/browser-chat.mjs.
-      `--unsafely-treat-insecure-origin-as-secure=${origin}`,
-      // Extra flags from the caller (bench/lossy-link.sh turns mDNS off).
-      ...(process.env.BROWSER_CHAT_ARGS ?? '').split(' ').filter(Boolean),
-    ],
-  });
+  browser = await launchChromium(origin);
   const page = await browser.newPage();
   await page.goto(`${origin}/chat?room=${encodeURIComponent(room)}&name=bench-recv`, { timeout });
   // Ready to receive as soon as the page has joined; the sender comes later.

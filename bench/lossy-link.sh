@@ -74,29 +74,15 @@ for _ in $(seq 50); do ip netns exec "$B" curl -fs "$ORIGIN/healthz" >/dev/null 
 
 mbps() { awk -v b="$1" -v ms="$2" 'BEGIN { if (ms > 0) printf "%.2f", b / 1e6 / (ms / 1000); else print "-" }'; }
 
-cli_row() { # FILE ROOM -> MB/s or "stalled"
+to_recv_row() { # FILE ROOM SENDER...: SENDER (in A) sends FILE to a recv in B -> MB/s or "stalled"
     local f=$1 room=$2 out="$work/out-$2" ms
-    mkdir -p "$out"
-    ip netns exec "$B" timeout "$TIMEOUT" "$BIN" recv --json --server "$ORIGIN" --room "$room" --out "$out" --count 1 \
-        --timeout 30 >"$work/recv-$room.jsonl" 2>"$work/recv-$room.err" &
-    local rp=$!
-    sleep 0.5
-    ip netns exec "$A" timeout "$TIMEOUT" "$BIN" send --json --server "$ORIGIN" --room "$room" --timeout 30 "$f" \
-        >"$work/send-$room.jsonl" 2>"$work/send-$room.err" || true
-    wait "$rp" || true
-    ms=$(jq -r 'select(.event == "file-received" and .ok) | .ms' "$work/recv-$room.jsonl" 2>/dev/null | tail -1)
-    if [ -n "$ms" ]; then mbps "$(stat -c %s "$f")" "$ms"; else echo "stalled"; fi
-}
-
-chromium_to_recv_row() { # FILE ROOM
-    local f=$1 room=$2 out="$work/out-$2" ms
+    shift 2
     mkdir -p "$out"
     ip netns exec "$B" timeout "$TIMEOUT" "$BIN" recv --json --server "$ORIGIN" --room "$room" --out "$out" --count 1 \
         --timeout 60 >"$work/recv-$room.jsonl" 2>"$work/recv-$room.err" &
     local rp=$!
     sleep 0.5
-    ip netns exec "$A" env HOME="$work" timeout "$TIMEOUT" node tests/nat/browser-chat.mjs "$ORIGIN" "$room" "$f" "$TIMEOUT" \
-        >"$work/chromium-$room.json" 2>&1 || true
+    ip netns exec "$A" env HOME="$work" timeout "$TIMEOUT" "$@" >"$work/send-$room.out" 2>&1 || true
     wait "$rp" || true
     ms=$(jq -r 'select(.event == "file-received" and .ok) | .ms' "$work/recv-$room.jsonl" 2>/dev/null | tail -1)
     if [ -n "$ms" ]; then mbps "$(stat -c %s "$f")" "$ms"; else echo "stalled"; fi
@@ -138,11 +124,13 @@ for p in $LOSSES; do
     head -c $((mib * 1024 * 1024)) /dev/urandom >"$f"
     loss "$p"
     echo "loss $p% each way, $mib MiB" >&2
-    c=$(cli_row "$f" "cli-$p");             echo "  CLI -> CLI          $c MB/s" >&2
+    c=$(to_recv_row "$f" "cli-$p" "$BIN" send --json --server "$ORIGIN" --room "cli-$p" --timeout 60 "$f")
+    echo "  CLI -> CLI          $c MB/s" >&2
     b="not run"
     if [ "${CHROMIUM_PAIR:-0}" = 1 ]; then b=$(chromium_row "$f" "chrome-$p"); fi
     echo "  Chromium -> Chromium $b MB/s" >&2
-    x=$(chromium_to_recv_row "$f" "x-$p");  echo "  Chromium -> CLI     $x MB/s" >&2
+    x=$(to_recv_row "$f" "x-$p" node tests/nat/browser-chat.mjs "$ORIGIN" "x-$p" "$f" "$TIMEOUT")
+    echo "  Chromium -> CLI     $x MB/s" >&2
     t=$(tcp_row "$f");                      echo "  TCP                 $t MB/s" >&2
     rows+=("| $p% | $mib MiB | $c | $b | $x | $t |")
 done

@@ -7,12 +7,9 @@
 // a matching SHA-256.
 //
 //   node browser-chat.mjs SERVER_ORIGIN ROOM FILE TIMEOUT_SECS
-import path from 'node:path';
-import fs from 'node:fs';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { launchChromium } from './chromium.mjs';
 
 const [origin, room, file, timeoutSecs = '60'] = process.argv.slice(2);
-const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const timeout = Number(timeoutSecs) * 1000;
 
 function out(obj, code) {
@@ -20,34 +17,11 @@ function out(obj, code) {
   process.exit(code);
 }
 
-let pw;
-try {
-  pw = await import(pathToFileURL(path.join(repo, 'tests/e2e/node_modules/playwright-core/index.mjs')).href);
-} catch (e) {
-  out({ ok: false, error: `playwright-core missing (npm ci in tests/e2e): ${e.message}` }, 1);
-}
-const chromiumPath = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
-if (!fs.existsSync(chromiumPath)) out({ ok: false, error: `Chromium not found at ${chromiumPath}` }, 1);
-
 let browser;
 let result = { ok: false, error: 'not run' };
 let code = 1;
 try {
-  browser = await pw.chromium.launch({
-    executablePath: chromiumPath,
-    headless: true,
-    args: [
-      '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      // The lab serves /chat over plain http on a non-loopback address, which
-      // is not a secure context: crypto.subtle (the page's SHA-256) would be
-      // missing and the page would never send file-end. A real deployment
-      // puts serve behind TLS; the lab tells Chromium to treat it as secure.
-      `--unsafely-treat-insecure-origin-as-secure=${origin}`,
-      // Extra flags from the caller (bench/lossy-link.sh turns mDNS off).
-      ...(process.env.BROWSER_CHAT_ARGS ?? '').split(' ').filter(Boolean),
-    ],
-  });
+  browser = await launchChromium(origin);
   const page = await browser.newPage();
   const t0 = Date.now();
   await page.goto(`${origin}/chat?room=${encodeURIComponent(room)}&name=browser`, { timeout });
