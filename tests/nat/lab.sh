@@ -22,6 +22,8 @@
 #   LAB_EIM_FILE_MB     file size for each eim-eim transfer (default 16)
 #   LAB_CHANGE_FILE_MB  file size for the network-change scenario (default 16)
 #   LAB_CHANGE_RATE     sender uplink in the network-change scenario (tc tbf rate, default 16mbit)
+#   LAB_LOSS_PCT        random loss each way at r1 in the lossy scenario (default 2)
+#   LAB_LOSS_FILE_MB    file size for the lossy scenario (default 5)
 #   LAB_CLI_TIMEOUT     the CLI's --timeout in the transfer scenarios (default 20)
 #   LAB_FAIL_TIMEOUT    the CLI's --timeout in the no-turn scenario (default 10)
 #   LAB_OUTER_TIMEOUT   hard limit per CLI process, seconds (default 180)
@@ -50,6 +52,8 @@ LAB_EIM_RUNS=${LAB_EIM_RUNS:-10}
 LAB_EIM_FILE_MB=${LAB_EIM_FILE_MB:-16}
 LAB_CHANGE_FILE_MB=${LAB_CHANGE_FILE_MB:-16}
 LAB_CHANGE_RATE=${LAB_CHANGE_RATE:-16mbit}
+LAB_LOSS_PCT=${LAB_LOSS_PCT:-2}
+LAB_LOSS_FILE_MB=${LAB_LOSS_FILE_MB:-5}
 CLI_TIMEOUT=${LAB_CLI_TIMEOUT:-20}
 LAB_FAIL_TIMEOUT=${LAB_FAIL_TIMEOUT:-10}
 LAB_OUTER_TIMEOUT=${LAB_OUTER_TIMEOUT:-180}

@@ -3,6 +3,7 @@
 //! candidates to offer, and the timeouts that decide `disconnected` and
 //! `failed`.
 
+use crate::redundancy::RedundancyConfig;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -196,6 +197,12 @@ pub struct Config {
     /// (docs/nat-matrix.md); browsers re-check unanswered pairs about every
     /// 50 ms.
     pub ice_check_rto: Duration,
+    /// When to send each data-channel datagram twice: the loss recovery of
+    /// str0m's SCTP waits at least 1 s for any loss fast retransmit misses,
+    /// so a second copy is what keeps throughput on lossy links
+    /// ([`crate::redundancy`]). `Auto` (default) switches it on when the
+    /// peer's datagrams arrive with 1% loss or more.
+    pub redundancy: RedundancyConfig,
 }
 
 impl Default for Config {
@@ -211,6 +218,7 @@ impl Default for Config {
             udp_port: 0,
             resolve_mdns: true,
             ice_check_rto: Duration::from_millis(50),
+            redundancy: RedundancyConfig::default(),
         }
     }
 }

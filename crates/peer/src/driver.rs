@@ -29,10 +29,11 @@ use crate::jsep::{
 use crate::liveness::{Change, Liveness};
 use crate::negotiation::{Negotiation, RemoteCandidate};
 use crate::net::{Datagram, UdpSock, BATCH, SLOT};
+use crate::redundancy::{self, LossMeter, Redundancy};
 use crate::tcp_turn::TcpTurns;
 use crate::{
     CandidateInfo, CandidatePair, CandidateType, DataChannel, DataChannelInit, Error, Event,
-    IceConnectionState, MediaFrame, PathBytes, RemoteTrack, Stats, TrackSender,
+    IceConnectionState, MediaFrame, PathBytes, RedundancyStats, RemoteTrack, Stats, TrackSender,
 };
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -178,6 +179,10 @@ pub(crate) struct Driver {
     kinds_seen: u64,
     paths: PathBytes,
     stats: Stats,
+    /// Loss of the peer's datagrams, and whether we send copies.
+    loss: LossMeter,
+    redundancy: Redundancy,
+    copies: u64,
     closed: bool,
     rtc_timeout: Option<Instant>,
     mdns: bool,
@@ -226,6 +231,7 @@ impl Driver {
         let mdns = cfg.resolve_mdns;
         let live = Liveness::new(cfg.disconnected_after, cfg.failed_after);
         let chans = Channels::new(cfg.channel_buffer);
+        let redundancy = cfg.redundancy;
         let mut d = Driver {
             cfg,
             rtc,
@@ -254,6 +260,9 @@ impl Driver {
             kinds_seen: 0,
             paths: PathBytes::default(),
             stats: Stats::default(),
+            loss: LossMeter::default(),
+            redundancy: Redundancy::new(redundancy),
+            copies: 0,
             closed: false,
             rtc_timeout: None,
             mdns,
@@ -527,6 +536,8 @@ impl Driver {
                 &mut self.paths.direct
             };
             t.received += data.len() as u64;
+            self.loss.datagram(data);
+            self.redundancy.update(self.loss.estimate());
         }
         self.mutate(now, |d| match d.rtc.handle_input(Input::Receive(now, r)) {
             Ok(()) => d.liveness(|l| l.handle_receive(now)),
@@ -555,7 +566,24 @@ impl Driver {
                 &mut self.paths.direct
             };
             t.sent += data.len() as u64;
+            if self.redundancy.active() && redundancy::is_dtls_app_data(data) {
+                // The copy goes first and the same way; see crate::redundancy.
+                t.sent += data.len() as u64;
+                self.copies += 1;
+                self.send_datagram(now, source, destination, data);
+            }
         }
+        self.send_datagram(now, source, destination, data);
+    }
+
+    /// One datagram out: through TURN when `source` is a relayed address.
+    fn send_datagram(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+    ) {
         if self.gatherer.send_relayed(now, source, destination, data) {
             return;
         }
@@ -857,6 +885,11 @@ impl Driver {
         s.paths = self.paths;
         s.local_candidates = self.gatherer.locals().len();
         s.remote_candidates = self.neg.remote_count();
+        s.redundancy = RedundancyStats {
+            loss_in: self.loss.estimate(),
+            active: self.redundancy.active(),
+            copies: self.copies,
+        };
         s.selected_pair = self.path.map(|(src, dst)| {
             let local = match self.gatherer.relay_transport(src) {
                 Some(relay) => CandidateInfo {

@@ -26,12 +26,14 @@ mod liveness;
 pub mod negotiate;
 mod negotiation;
 mod net;
+pub mod redundancy;
 pub mod room;
 pub mod session;
 mod tcp_turn;
 
 pub use config::{Config, HostCandidates, IceServer, IceUrl, TurnTransport, UrlError};
 pub use jsep::{IceCandidateInit, JsepError, SdpType, SessionDescription, SignalingState};
+pub use redundancy::{RedundancyConfig, RedundancyMode};
 pub use str0m::format::PayloadParams;
 pub use str0m::media::{MediaKind, MediaTime, Mid};
 
@@ -256,6 +258,20 @@ pub struct Stats {
     pub local_candidates: usize,
     /// Remote candidates learned, from the remote SDP and trickled.
     pub remote_candidates: usize,
+    /// Loss measured on what the peer sends, and whether we send copies.
+    pub redundancy: RedundancyStats,
+}
+
+/// What [`Config::redundancy`] is doing (current).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct RedundancyStats {
+    /// Estimated loss of the peer's datagrams (0.01 = 1%); `None` until
+    /// about a thousand data-channel datagrams arrived.
+    pub loss_in: Option<f64>,
+    /// Sending each data-channel datagram twice now.
+    pub active: bool,
+    /// Datagrams sent a second time so far.
+    pub copies: u64,
 }
 
 /// `RTCDataChannelInit`, the parts str0m supports.

@@ -10,7 +10,7 @@
 # share of the file size (what the sender's LAN host sent, headers included).
 # Scenarios run in a subshell: a failure ends the scenario, never the lab.
 
-SCENARIOS_DEFAULT="same-lan eim-eim sym-eim sym-sym tcp-only no-turn net-change browser"
+SCENARIOS_DEFAULT="same-lan eim-eim sym-eim sym-sym tcp-only no-turn net-change lossy browser"
 SCENARIOS_EXTRA="renumber"
 
 SIGNAL_URL="http://$SRV_IP:8080"
@@ -25,6 +25,7 @@ scenario_expected() {
         tcp-only)   echo "relay, TURN over TCP" ;;
         no-turn)    echo "exit 4 within --timeout" ;;
         net-change) echo "ICE restart, same transfer" ;;
+        lossy)      echo "direct, right hash, copies on" ;;
         renumber)   echo "ICE restart after WAN renumber" ;;
         browser)    echo "Chromium /chat: recorded" ;;
         *)          echo "?" ;;
@@ -40,6 +41,7 @@ scenario_title() {
         tcp-only)   echo "UDP blocked, only TCP 3478 open (sender) + EIM NAT" ;;
         no-turn)    echo "both behind EIM NATs, serve --no-turn (no STUN/TURN)" ;;
         net-change) echo "EIM NATs; sender's mappings (all but signaling) move mid-transfer" ;;
+        lossy)      echo "EIM NATs; ${LAB_LOSS_PCT}% random loss each way at the sender's router" ;;
         renumber)   echo "EIM NATs; sender's router renumbered mid-transfer (TCP too)" ;;
         browser)    echo "headless Chromium /chat behind EIM NAT r1 -> recv behind EIM NAT r2" ;;
         *)          echo "$1" ;;
@@ -376,6 +378,40 @@ scen_eim-eim() {
     else result FAIL "$pair" "$setup" "$rate" "$p; first failure: $first"; fi
 }
 scen_sym-sym()   { run_pair_scenario p3 p4 want_turn TURN; }
+
+# Issue 15: a lossy link. r1 drops LAB_LOSS_PCT% of everything it forwards,
+# each way (signaling, STUN and the data alike). The transfer must complete
+# with the right hash over the direct path, and both CLIs must have seen the
+# loss and sent copies (--redundancy auto, crate::redundancy in the peer).
+# How fast is the benchmark's business (bench/lossy-link.sh); this only
+# needs it done within the outer timeout.
+scen_lossy() {
+    local prob p fs fr
+    prob=$(awk -v p="$LAB_LOSS_PCT" 'BEGIN { printf "%.4f", p / 100 }')
+    in_ns r1 iptables -w -I FORWARD -m statistic --mode random --probability "$prob" -j DROP
+    SEND_NS=p1a RECV_NS=p2
+    FILE="$WORK/data-${LAB_LOSS_FILE_MB}M.bin"
+    [ -f "$FILE" ] || make_file "$FILE" "$LAB_LOSS_FILE_MB"
+    transfer "$SIGNAL_URL"
+    in_ns r1 iptables -w -D FORWARD -m statistic --mode random --probability "$prob" -j DROP
+    p=$(transfer_problem)
+    [ -z "$p" ] && p=$(both_sides want_direct_reflexive)
+    [ -z "$p" ] && p=$(path_problem direct)
+    fs=$(last_event "$SDIR/send.jsonl" file-sent); fr=$(last_event "$SDIR/recv.jsonl" file-received)
+    if [ -z "$p" ]; then
+        local role ev
+        for role in send recv; do
+            ev=$fs; [ "$role" = recv ] && ev=$fr
+            # The estimate is of the peer's datagrams: LAB_LOSS_PCT, within
+            # a factor of two either way.
+            jq -e --argjson p "$LAB_LOSS_PCT" '.redundancy.copies > 0
+                and .redundancy.loss_in != null
+                and .redundancy.loss_in * 100 >= $p / 2 and .redundancy.loss_in * 100 <= $p * 2' <<<"$ev" >/dev/null \
+                || { p="$role's redundancy does not reflect ${LAB_LOSS_PCT}% loss: $(jq -c .redundancy <<<"$ev")"; break; }
+        done
+    fi
+    finish "$p" "$( [ -n "$fs" ] && jq -r '"send: \(.redundancy.copies) copies, peer loss \(.redundancy.loss_in * 1000 | round / 10)%"' <<<"$fs")"
+}
 
 scen_sym-eim() {
     SEND_NS=p3 RECV_NS=p2

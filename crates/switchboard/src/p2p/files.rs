@@ -4,7 +4,7 @@
 //! a temporary name and renames only after the hash matches).
 
 use super::{
-    describe_paths, first_link, join, restarts_exhausted, room_config, CliEvent, Failure, Happened,
+    describe_link, first_link, join, restarts_exhausted, room_config, CliEvent, Failure, Happened,
     Out, PeerArgs, Tracker, EXIT_OTHER, EXIT_TRANSFER,
 };
 use clap::Args;
@@ -299,7 +299,8 @@ pub async fn send(a: SendArgs, out: Out) -> Result<(), Failure> {
             AckOutcome::Mismatch { ours, .. } => ours.to_hex(),
         };
         let mbps = size as f64 / 1e6 / (ms.max(1) as f64 / 1000.0);
-        let paths = link.pc.stats().await.map(|s| s.paths).unwrap_or_default();
+        let st = link.pc.stats().await.unwrap_or_default();
+        let (paths, redundancy) = (st.paths, st.redundancy);
         // Above the bars, not through them.
         bars.suspend(|| {
             out.event(
@@ -311,13 +312,14 @@ pub async fn send(a: SendArgs, out: Out) -> Result<(), Failure> {
                     ok,
                     ms,
                     paths,
+                    redundancy,
                 },
                 || {
                     format!(
                         "{} {name}: {size} bytes in {:.1} s ({mbps:.1} MB/s), sha256 {sha}; on the wire: {}",
                         if ok { "sent" } else { "FAILED" },
                         ms as f64 / 1000.0,
-                        describe_paths(&paths)
+                        describe_link(&paths, &redundancy)
                     )
                 },
             );
@@ -436,11 +438,12 @@ pub async fn recv(a: RecvArgs, out: Out) -> Result<(), Failure> {
                         });
                         let refused = matches!(f.result, Err(transfer::Failure::UnsafePath(_)));
                         let sha = f.actual.to_hex();
-                        let paths = link.pc.stats().await.map(|s| s.paths).unwrap_or_default();
+                        let st = link.pc.stats().await.unwrap_or_default();
+                        let (paths, redundancy) = (st.paths, st.redundancy);
                         out.event(
-                            CliEvent::FileReceived { peer: &peer, name: &f.name, path: path.as_deref(), size: f.received, sha256: &sha, ok, ms, paths },
+                            CliEvent::FileReceived { peer: &peer, name: &f.name, path: path.as_deref(), size: f.received, sha256: &sha, ok, ms, paths, redundancy },
                             || match &path {
-                                Some(p) => format!("received {} ({} bytes, sha256 {sha}) -> {p}; on the wire: {}", f.name, f.received, describe_paths(&paths)),
+                                Some(p) => format!("received {} ({} bytes, sha256 {sha}) -> {p}; on the wire: {}", f.name, f.received, describe_link(&paths, &redundancy)),
                                 None => format!("FAILED {}: {}", f.name, why.clone().unwrap_or_default()),
                             },
                         );

@@ -14,7 +14,7 @@ use futures_util::{FutureExt, StreamExt};
 use peer::room::{self, RoomConfig, RoomEvent};
 use peer::{
     CandidatePair, Config, DataChannel, Event, HostCandidates, IceConnectionState, IceServer,
-    IceUrl, PathBytes, PeerConnection,
+    IceUrl, PathBytes, PeerConnection, RedundancyConfig, RedundancyMode, RedundancyStats,
 };
 use serde::Serialize;
 use serde_json::json;
@@ -92,6 +92,23 @@ pub struct PeerArgs {
     /// Print one JSON event per line on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Send each data-channel datagram twice: `auto` (from the start, off
+    /// while the peer's datagrams arrive with under 0.2% loss, on again
+    /// from 0.5%), `on` or `off`. Keeps transfers going on lossy links at
+    /// the cost of bytes on the wire (docs/cli.md).
+    #[arg(long, value_enum, default_value_t = Redundancy::Auto)]
+    pub redundancy: Redundancy,
+}
+
+/// `--redundancy`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Redundancy {
+    /// On at the start and when loss is seen; off on a clean link.
+    Auto,
+    /// Always.
+    On,
+    /// Never.
+    Off,
 }
 
 /// A failure with its exit code (docs/cli.md).
@@ -246,6 +263,10 @@ pub enum CliEvent<'a> {
         /// What the connection to this peer has moved on each kind of path
         /// so far: `direct` and `relay`, each with `sent` and `received`.
         paths: PathBytes,
+        /// `--redundancy` on this connection: `loss_in` (estimated loss of
+        /// the peer's datagrams, `null` before enough arrived), `active`,
+        /// `copies` (datagrams sent twice).
+        redundancy: RedundancyStats,
     },
     /// A file arrived; `path` is `null` when it failed its check.
     FileReceived {
@@ -265,6 +286,8 @@ pub enum CliEvent<'a> {
         ms: u64,
         /// As in `file-sent`.
         paths: PathBytes,
+        /// As in `file-sent`.
+        redundancy: RedundancyStats,
     },
     /// The signaling connection dropped; attempt `attempt` (from 1) to
     /// get the session back follows after a backoff. Connections keep
@@ -418,6 +441,14 @@ pub fn room_config(a: &PeerArgs, default_name: &str) -> Result<RoomConfig, Failu
             HostCandidates::InterfacesAndLoopback
         } else {
             HostCandidates::Interfaces
+        },
+        redundancy: RedundancyConfig {
+            mode: match a.redundancy {
+                Redundancy::Auto => RedundancyMode::Auto,
+                Redundancy::On => RedundancyMode::On,
+                Redundancy::Off => RedundancyMode::Off,
+            },
+            ..RedundancyConfig::default()
         },
         ..Config::default()
     };
@@ -878,6 +909,18 @@ pub(crate) fn describe_paths(p: &PathBytes) -> String {
     )
 }
 
+/// [`describe_paths`], then the copies `--redundancy` sent, if any.
+pub(crate) fn describe_link(p: &PathBytes, r: &RedundancyStats) -> String {
+    let mut s = describe_paths(p);
+    if r.copies > 0 {
+        s += &format!("; {} datagrams sent twice", r.copies);
+        if let Some(l) = r.loss_in {
+            s += &format!(" (peer's loss {:.1}%)", l * 100.0);
+        }
+    }
+    s
+}
+
 fn describe(p: Option<&CandidatePair>) -> String {
     match p {
         None => "an unknown pair".into(),
@@ -956,6 +999,17 @@ mod tests {
         assert_eq!(
             describe_paths(&PathBytes::default()),
             "direct 0.0 kB, relay 0.0 kB"
+        );
+        let none = RedundancyStats::default();
+        assert_eq!(describe_link(&p, &none), "direct 4.2 MB, relay 12.3 kB");
+        let copies = RedundancyStats {
+            loss_in: Some(0.0123),
+            active: true,
+            copies: 812,
+        };
+        assert_eq!(
+            describe_link(&p, &copies),
+            "direct 4.2 MB, relay 12.3 kB; 812 datagrams sent twice (peer's loss 1.2%)"
         );
     }
 
@@ -1163,9 +1217,15 @@ mod tests {
                             received: 0,
                         },
                     },
+                    redundancy: RedundancyStats {
+                        loss_in: Some(0.02),
+                        active: true,
+                        copies: 3,
+                    },
                 },
                 json!({"event": "file-sent", "peer": "p", "name": "f", "size": 9, "sha256": "ab", "ok": true, "ms": 4,
-                    "paths": {"direct": {"sent": 5, "received": 6}, "relay": {"sent": 7, "received": 0}}}),
+                    "paths": {"direct": {"sent": 5, "received": 6}, "relay": {"sent": 7, "received": 0}},
+                    "redundancy": {"loss_in": 0.02, "active": true, "copies": 3}}),
             ),
             (
                 CliEvent::FileReceived {
@@ -1177,9 +1237,11 @@ mod tests {
                     ok: true,
                     ms: 4,
                     paths: PathBytes::default(),
+                    redundancy: RedundancyStats::default(),
                 },
                 json!({"event": "file-received", "peer": "p", "name": "f", "path": "/d/f", "size": 9, "sha256": "ab", "ok": true, "ms": 4,
-                    "paths": {"direct": {"sent": 0, "received": 0}, "relay": {"sent": 0, "received": 0}}}),
+                    "paths": {"direct": {"sent": 0, "received": 0}, "relay": {"sent": 0, "received": 0}},
+                    "redundancy": {"loss_in": null, "active": false, "copies": 0}}),
             ),
             (
                 CliEvent::FileReceived {
@@ -1191,9 +1253,11 @@ mod tests {
                     ok: false,
                     ms: 4,
                     paths: PathBytes::default(),
+                    redundancy: RedundancyStats::default(),
                 },
                 json!({"event": "file-received", "peer": "p", "name": "f", "path": null, "size": 9, "sha256": "ab", "ok": false, "ms": 4,
-                    "paths": {"direct": {"sent": 0, "received": 0}, "relay": {"sent": 0, "received": 0}}}),
+                    "paths": {"direct": {"sent": 0, "received": 0}, "relay": {"sent": 0, "received": 0}},
+                    "redundancy": {"loss_in": null, "active": false, "copies": 0}}),
             ),
             (
                 CliEvent::Reconnecting {
