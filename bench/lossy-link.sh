@@ -17,6 +17,7 @@
 #     MIB_LOSSY  file size with loss, default 20
 #   BIN=path/to/switchboard (default target/release/switchboard, built if missing)
 #   TIMEOUT    seconds per transfer before it counts as stalled (default 300)
+#   KEEP=1     keep the work directory (every process's output) for a look
 #   CHROMIUM_PAIR=1  also run the Chromium -> Chromium row. Off by default:
 #              in the first runs both browsers closed mid-connection (see
 #              docs/benchmarks.md), so the row measures nothing yet.
@@ -42,7 +43,9 @@ cleanup() {
         ip netns pids "$n" 2>/dev/null | xargs -r kill 2>/dev/null || true
         ip netns del "$n" 2>/dev/null || true
     done
-    [ -z "$work" ] || rm -rf "$work"
+    if [ -n "$work" ]; then
+        if [ "${KEEP:-0}" = 1 ]; then echo "logs kept in $work" >&2; else rm -rf "$work"; fi
+    fi
 }
 trap cleanup EXIT
 cleanup

@@ -29,7 +29,7 @@ use crate::jsep::{
 use crate::liveness::{Change, Liveness};
 use crate::negotiation::{Negotiation, RemoteCandidate};
 use crate::net::{Datagram, UdpSock, BATCH, SLOT};
-use crate::redundancy::{self, LossMeter, Redundancy};
+use crate::redundancy::{LossMeter, Redundancy, RedundancyMode};
 use crate::tcp_turn::TcpTurns;
 use crate::{
     CandidateInfo, CandidatePair, CandidateType, DataChannel, DataChannelInit, Error, Event,
@@ -260,7 +260,14 @@ impl Driver {
             kinds_seen: 0,
             paths: PathBytes::default(),
             stats: Stats::default(),
-            loss: LossMeter::default(),
+            // Native peers start with copies (RedundancyMode::Auto), so
+            // expect them; a browser's single copies correct it within
+            // about a hundred records.
+            loss: if redundancy.mode == RedundancyMode::Off {
+                LossMeter::default()
+            } else {
+                LossMeter::expecting_copies()
+            },
             redundancy: Redundancy::new(redundancy),
             copies: 0,
             closed: false,
@@ -566,7 +573,7 @@ impl Driver {
                 &mut self.paths.direct
             };
             t.sent += data.len() as u64;
-            if self.redundancy.active() && redundancy::is_dtls_app_data(data) {
+            if self.redundancy.copy(data, self.loss.peer_sent_copies()) {
                 // The copy goes first and the same way; see crate::redundancy.
                 t.sent += data.len() as u64;
                 self.copies += 1;

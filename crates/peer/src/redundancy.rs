@@ -23,7 +23,9 @@
 //!   peer's packets on the same path.
 //!
 //! Only DTLS application data (SCTP) is copied; STUN, DTLS handshakes and
-//! SRTP (media has its own NACK/FEC) are not. DTLS drops or SCTP ignores a
+//! SRTP (media has its own NACK/FEC) are not. Toward a peer that sends no
+//! copies of its own (a browser), only datagrams large enough to carry
+//! data are: its SCTP recovers fine and has no use for our SACKs twice. DTLS drops or SCTP ignores a
 //! duplicate. Both types are sans-IO, allocation-free, and take no clock.
 
 /// Whether to send data-channel datagrams twice.
@@ -74,8 +76,22 @@ const DECAY: f64 = 1.0 - 1.0 / 4096.0;
 /// Records retired before [`LossMeter::estimate`] answers.
 const MIN_SAMPLES: u64 = 200;
 /// Decay of the short average that tells whether the peer sends copies
-/// (about the last 128 records).
-const MODE_DECAY: f64 = 1.0 - 1.0 / 128.0;
+/// (about the last 16 records: a change must be seen before the records
+/// it affects outweigh the count).
+const MODE_DECAY: f64 = 1.0 - 1.0 / 16.0;
+/// Between these shares of records seen twice, whether the peer sends
+/// copies is unclear (it is switching), and there is no estimate. With
+/// copies, (1 - p)² of records arrive twice: above 0.75 up to 13% loss.
+const MODE_UNCLEAR: (f64, f64) = (0.25, 0.75);
+/// Records seen twice before [`LossMeter::peer_sent_copies`] says so.
+const PEER_COPIES_SEEN: u32 = 16;
+/// Datagrams shorter than this carry no SCTP DATA, or very little: mostly
+/// SACKs, which a browser's SCTP does not need twice.
+pub const SMALL_DATAGRAM: usize = 256;
+
+/// `seen` for a record that is not data-channel data (a DTLS handshake
+/// or alert record in a data epoch): never copied, so not counted.
+const EXEMPT: u8 = 3;
 
 /// Estimates the loss of the peer's datagrams from DTLS record sequence
 /// numbers (per epoch, 48 bits, in the clear in DTLS 1.2).
@@ -96,6 +112,9 @@ pub struct LossMeter {
     /// Short average of "seen twice": above one half, the peer sends copies.
     doubles: f64,
     peer_copies: bool,
+    /// Records retired with two copies, ever (saturating): a peer that sent
+    /// some is a native peer with copies on.
+    doubles_seen: u32,
 }
 
 impl Default for LossMeter {
@@ -109,19 +128,35 @@ impl Default for LossMeter {
             samples: 0,
             doubles: 0.0,
             peer_copies: false,
+            doubles_seen: 0,
         }
     }
 }
 
 impl LossMeter {
+    /// A meter for a peer expected to send copies from the start, as a
+    /// native peer in `On` or `Auto` does: no restart of the count when
+    /// its first records arrive twice.
+    pub fn expecting_copies() -> Self {
+        LossMeter {
+            doubles: 1.0,
+            peer_copies: true,
+            ..Default::default()
+        }
+    }
+
     /// Accounts every DTLS 1.2 record in one received datagram; anything
     /// else (STUN, SRTP, DTLS 1.3, garbage) is ignored.
     pub fn datagram(&mut self, data: &[u8]) {
         let mut rest = data;
-        while let Some((epoch, seq, len)) = record_header(rest) {
+        while let Some((ty, epoch, seq, len)) = record_header(rest) {
             // Handshake records (epoch 0) are retransmitted by DTLS itself.
             if epoch > 0 {
-                self.record(epoch, seq);
+                if ty == 23 {
+                    self.record(epoch, seq);
+                } else {
+                    self.exempt(epoch, seq);
+                }
             }
             let Some(next) = rest.get(13 + len..) else {
                 break;
@@ -130,8 +165,26 @@ impl LossMeter {
         }
     }
 
-    /// Accounts one record.
+    /// Accounts one application-data record.
     pub fn record(&mut self, epoch: u16, seq: u64) {
+        if let Some(slot) = self.slot(epoch, seq) {
+            if self.seen[slot] != EXEMPT {
+                self.seen[slot] = (self.seen[slot] + 1).min(2);
+            }
+        }
+    }
+
+    /// Takes note of a record of another type: it holds its sequence
+    /// number but says nothing about loss, as it is never copied.
+    pub fn exempt(&mut self, epoch: u16, seq: u64) {
+        if let Some(slot) = self.slot(epoch, seq) {
+            self.seen[slot] = EXEMPT;
+        }
+    }
+
+    /// Moves the window up to `seq` and returns its slot, or `None` for a
+    /// record too old to count.
+    fn slot(&mut self, epoch: u16, seq: u64) -> Option<usize> {
         if self.epoch != Some(epoch) {
             self.restart(epoch, seq);
         }
@@ -151,10 +204,9 @@ impl LossMeter {
             }
         } else if self.top - seq > WINDOW as u64 || seq < self.start {
             // Older than the window: already counted as lost.
-            return;
+            return None;
         }
-        let slot = (seq % WINDOW as u64) as usize;
-        self.seen[slot] = (self.seen[slot] + 1).min(2);
+        Some((seq % WINDOW as u64) as usize)
     }
 
     fn restart(&mut self, epoch: u16, seq: u64) {
@@ -165,6 +217,12 @@ impl LossMeter {
     }
 
     fn retire(&mut self, copies: u8) {
+        if copies == EXEMPT {
+            return;
+        }
+        if copies == 2 {
+            self.doubles_seen = self.doubles_seen.saturating_add(1);
+        }
         self.doubles = self.doubles * MODE_DECAY + if copies == 2 { 1.0 - MODE_DECAY } else { 0.0 };
         if (self.doubles > 0.5) != self.peer_copies {
             // A mix of both would read as heavy loss: count afresh.
@@ -179,6 +237,12 @@ impl LossMeter {
         self.samples += 1;
     }
 
+    /// Whether the peer has been seen sending copies (a native peer; a
+    /// browser never does).
+    pub fn peer_sent_copies(&self) -> bool {
+        self.doubles_seen >= PEER_COPIES_SEEN
+    }
+
     /// The estimated loss of one datagram from the peer (0.0..=1.0), or
     /// `None` before enough records were seen.
     ///
@@ -186,7 +250,7 @@ impl LossMeter {
     /// with one copy lost one and a missing record lost both, so each copy
     /// was lost with probability (one + 2·missing) / (2·total).
     pub fn estimate(&self) -> Option<f64> {
-        if self.samples < MIN_SAMPLES {
+        if self.samples < MIN_SAMPLES || (MODE_UNCLEAR.0..MODE_UNCLEAR.1).contains(&self.doubles) {
             return None;
         }
         let [lost, one, two] = self.tally;
@@ -202,9 +266,9 @@ impl LossMeter {
     }
 }
 
-/// Epoch, sequence number and fragment length of the DTLS 1.2 record at
-/// the start of `data` (RFC 6347 section 4.1), if it is one.
-fn record_header(data: &[u8]) -> Option<(u16, u64, usize)> {
+/// Content type, epoch, sequence number and fragment length of the DTLS
+/// 1.2 record at the start of `data` (RFC 6347 section 4.1), if it is one.
+fn record_header(data: &[u8]) -> Option<(u8, u16, u64, usize)> {
     let h = data.get(..13)?;
     // Content types 20..=25 and DTLS 1.2's wire version (RFC 6347: 254.253).
     if !(20..=25).contains(&h[0]) || h[1] != 0xfe || h[2] != 0xfd {
@@ -213,7 +277,7 @@ fn record_header(data: &[u8]) -> Option<(u16, u64, usize)> {
     let epoch = u16::from_be_bytes([h[3], h[4]]);
     let seq = u64::from_be_bytes([0, 0, h[5], h[6], h[7], h[8], h[9], h[10]]);
     let len = u16::from_be_bytes([h[11], h[12]]) as usize;
-    Some((epoch, seq, len))
+    Some((h[0], epoch, seq, len))
 }
 
 /// True for a datagram that starts with a DTLS 1.2 application-data
@@ -256,6 +320,15 @@ impl Redundancy {
     /// Send each data-channel datagram twice.
     pub fn active(&self) -> bool {
         self.active
+    }
+
+    /// Whether `data`, about to be sent, gets a copy: while active, every
+    /// data-channel datagram to a peer that sends copies itself (a native
+    /// peer, which gains from copied SACKs too); to one that does not (a
+    /// browser, whose own loss recovery works), only those large enough
+    /// to carry data, which is what our SCTP is slow to repair.
+    pub fn copy(&self, data: &[u8], peer_sent_copies: bool) -> bool {
+        self.active && is_dtls_app_data(data) && (peer_sent_copies || data.len() >= SMALL_DATAGRAM)
     }
 }
 
@@ -308,7 +381,7 @@ mod tests {
 
     #[test]
     fn estimates_loss_with_and_without_copies_from_the_peer() {
-        for p in [0.01, 0.02, 0.05, 0.2] {
+        for p in [0.01, 0.02, 0.05, 0.1] {
             for copies in [1, 2] {
                 let est = meter_after(40_000, p, copies, 7).estimate().unwrap();
                 assert!(
@@ -317,6 +390,23 @@ mod tests {
                 );
             }
         }
+        // Without copies any loss reads; with them, above ~13% too few
+        // records arrive twice to tell copies from none: no estimate.
+        assert!((meter_after(40_000, 0.3, 1, 7).estimate().unwrap() - 0.3).abs() < 0.05);
+        assert_eq!(meter_after(40_000, 0.3, 2, 7).estimate(), None);
+    }
+
+    #[test]
+    fn a_peer_that_sends_no_copies_after_all_is_measured_right() {
+        let mut m = LossMeter::expecting_copies();
+        let mut rng = Rng(9);
+        for seq in 0..40_000 {
+            if rng.unit() >= 0.03 {
+                m.record(1, seq);
+            }
+        }
+        let est = m.estimate().unwrap();
+        assert!((est - 0.03).abs() < 0.01, "estimated {est}");
     }
 
     #[test]
@@ -348,6 +438,18 @@ mod tests {
             m.datagram(&[0x80; 40]);
             m.datagram(&record(1, 9_999_999, 23, 0)[..12]);
             m.datagram(&record(0, seq, 22, 20));
+        }
+        assert_eq!(m.estimate(), Some(0.0));
+        // A handshake record in a data epoch (DTLS Finished, never copied)
+        // is neither a loss nor a single copy from a peer that copies.
+        let mut m = LossMeter::expecting_copies();
+        for seq in 0..6000 {
+            if seq % 50 == 0 {
+                m.datagram(&record(1, seq, 22, 20));
+            } else {
+                m.datagram(&record(1, seq, 23, 20));
+                m.datagram(&record(1, seq, 23, 20));
+            }
         }
         assert_eq!(m.estimate(), Some(0.0));
         // A record whose length runs past the datagram ends the walk.
@@ -398,6 +500,32 @@ mod tests {
         let mut r = Redundancy::new(off);
         r.update(Some(0.5));
         assert!(!r.active());
+    }
+
+    #[test]
+    fn small_datagrams_are_copied_only_to_a_peer_that_copies() {
+        let r = Redundancy::new(RedundancyConfig::default());
+        let sack = record(1, 5, 23, 60);
+        let data = record(1, 6, 23, 1100);
+        assert!(r.copy(&sack, true) && r.copy(&data, true));
+        assert!(!r.copy(&sack, false) && r.copy(&data, false));
+        assert!(!r.copy(&record(0, 1, 22, 1100), true), "handshake");
+        let off = Redundancy::new(RedundancyConfig {
+            mode: RedundancyMode::Off,
+            ..Default::default()
+        });
+        assert!(!off.copy(&data, true));
+
+        let mut m = LossMeter::expecting_copies();
+        for seq in 0..2000 {
+            m.record(1, seq);
+        }
+        assert!(!m.peer_sent_copies(), "a browser");
+        for seq in 2000..2200 {
+            m.record(1, seq);
+            m.record(1, seq);
+        }
+        assert!(m.peer_sent_copies());
     }
 
     #[test]
