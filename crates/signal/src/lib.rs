@@ -8,10 +8,12 @@
 //!   [`store::Store`] trait, in memory ([`store::MemoryStore`]) or shared
 //!   through Redis (the `switchboard-cluster` crate).
 //! - [`session`]: signed session tokens.
+//! - [`auth`]: room access tokens (JWT), checked at `join`.
 //!
 //! Nothing here touches a socket or a clock; `switchboard serve` is the
 //! tokio/axum driver around it.
 
+pub mod auth;
 pub mod hub;
 pub mod protocol;
 pub mod session;
@@ -20,6 +22,7 @@ pub mod store;
 pub use hub::{
     close, ConnId, Gone, Hub, HubConfig, IceServers, Local, Note, Output, Refused, StaticIceServers,
 };
+pub use auth::{Grant, RoomAuth, RoomClaims};
 pub use protocol::{ErrorCode, FrameKind, RelayKind};
 pub use session::Tokens;
 pub use store::{MemoryStore, NodeId, SessionId, Store};
