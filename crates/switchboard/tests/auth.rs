@@ -429,3 +429,51 @@ print(json.dumps(jwt.decode(sys.argv[2], sys.argv[1], algorithms=["HS256"])))
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--secret"));
 }
+
+#[test]
+fn the_cli_sends_its_token() {
+    let s = server();
+    let server_url = format!("http://{}", s.addr);
+    let echo = |token: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+        cmd.args(["echo", "--server", &server_url, "--room", "cli-room"])
+            .args(["--json", "--timeout", "5"])
+            .env_remove("SWITCHBOARD_TOKEN")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        if let Some(t) = token {
+            // Through the environment, as a script would.
+            cmd.env("SWITCHBOARD_TOKEN", t);
+        }
+        cmd.spawn().unwrap()
+    };
+    let first_event = |child: &mut std::process::Child| -> Value {
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"))
+    };
+    let mut refused = echo(None);
+    let ev = first_event(&mut refused);
+    assert_eq!(ev["event"], "error", "{ev}");
+    assert_eq!(ev["code"], "unauthorized", "{ev}");
+    assert_eq!(refused.wait().unwrap().code(), Some(3));
+    let mut expired = echo(Some(&mint(RoomClaims {
+        exp: now() - 100,
+        ..claims("cli-room")
+    })));
+    assert_eq!(first_event(&mut expired)["code"], "token-expired");
+    assert_eq!(expired.wait().unwrap().code(), Some(3));
+    let mut joined = echo(Some(&mint(RoomClaims {
+        peer: Some("cli".into()),
+        ..claims("cli-*")
+    })));
+    let ev = first_event(&mut joined);
+    assert_eq!(ev["event"], "joined", "{ev}");
+    assert_eq!(ev["peer"], "cli", "{ev}");
+    let _ = joined.kill();
+    let _ = joined.wait();
+}
