@@ -307,7 +307,9 @@ mod tests {
         for i in 0..t.len() {
             let mut b = t.clone().into_bytes();
             b[i] = if b[i] == b'A' { b'B' } else { b'A' };
-            let Ok(s) = String::from_utf8(b) else { continue };
+            let Ok(s) = String::from_utf8(b) else {
+                continue;
+            };
             if s == t {
                 continue;
             }

@@ -2512,7 +2512,10 @@ mod tests {
         let mut open = Harness::new(HubConfig::default());
         let now = open.now;
         let e = open.hub().connect_with_token(now, Some("junk")).unwrap();
-        assert_eq!(join_with(&mut open, e, json!({"type":"join","room":"r"}))["type"], "welcome");
+        assert_eq!(
+            join_with(&mut open, e, json!({"type":"join","room":"r"}))["type"],
+            "welcome"
+        );
     }
 
     #[test]

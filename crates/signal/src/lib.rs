@@ -19,10 +19,10 @@ pub mod protocol;
 pub mod session;
 pub mod store;
 
+pub use auth::{Grant, RoomAuth, RoomClaims};
 pub use hub::{
     close, ConnId, Gone, Hub, HubConfig, IceServers, Local, Note, Output, Refused, StaticIceServers,
 };
-pub use auth::{Grant, RoomAuth, RoomClaims};
 pub use protocol::{ErrorCode, FrameKind, RelayKind};
 pub use session::Tokens;
 pub use store::{MemoryStore, NodeId, SessionId, Store};

@@ -175,7 +175,9 @@ async fn prefix_tokens_turn_false_and_url_tokens() {
     assert_eq!(w["type"], "welcome", "{w}");
     assert!(!has_turn(&w["iceServers"]), "{w}");
     assert!(
-        urls(&w["iceServers"]).iter().any(|u| u.starts_with("stun:")),
+        urls(&w["iceServers"])
+            .iter()
+            .any(|u| u.starts_with("stun:")),
         "{w}"
     );
     assert!(!w["iceServers"].to_string().contains("credential"), "{w}");
