@@ -32,6 +32,9 @@ missing=()
 for pair in chromium:chromium node:nodejs npm:npm turnutils_uclient:coturn redis-server:redis-server haproxy:haproxy; do
     command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
 done
+# PyJWT has no command: the access-token interop tests
+# (crates/switchboard/tests/auth.rs) import it from Debian's python3.
+/usr/bin/python3 -c 'import jwt' 2>/dev/null || missing+=(python3-jwt)
 if [ ${#missing[@]} -gt 0 ]; then
     log "installing Debian packages: ${missing[*]}"
     as_root apt-get update -q

@@ -109,6 +109,12 @@ export function explainError(err, ctx = {}) {
       return { code, title: 'Invalid peer id.', text: `The server refused it: ${serverSays(err)}` };
     case 'peer-id-taken':
       return { code, title: 'Peer id already in use.', text: 'Another peer in this room already uses that id.' };
+    case 'unauthorized':
+      return { code, title: 'Access token needed.', text: `Open this page with a valid ?token= for ${room} (from the app that gave you the link). The server said: ${serverSays(err)}` };
+    case 'token-expired':
+      return { code, title: 'Access token expired.', text: 'Get a fresh token from the app that gave you this link, then reload.' };
+    case 'peer-not-allowed':
+      return { code, title: 'Peer id not allowed.', text: `The access token is for another peer id: ${serverSays(err)}` };
     case 'rate-limited':
       return { code, title: 'Slow down.', text: 'The server dropped a message because this page sent too many too fast.' };
     default:

@@ -269,7 +269,7 @@ export declare class SignalingChannel extends EventTarget {
    * Rejects with SwitchboardError (`room-full`, `signaling-unreachable`, ...).
    * After a server error the socket stays open and join() may be retried.
    */
-  join(room: string, opts?: { peer?: string; meta?: Record<string, unknown> }): Promise<WelcomeMessage>;
+  join(room: string, opts?: { peer?: string; meta?: Record<string, unknown>; token?: string }): Promise<WelcomeMessage>;
   /**
    * Relay to a peer. With a session the signal is numbered and kept until
    * acked, so one sent while reconnecting goes out after the resume.
@@ -297,6 +297,13 @@ export interface JoinOptions {
   peer?: string;
   /** Handed unchanged to the other peers. */
   meta?: Record<string, unknown>;
+  /**
+   * Room access token (a JWT from your backend, or `switchboard token`),
+   * sent in `join`; needed when the server runs with `--auth-secret`.
+   * Refusals reject with `unauthorized`, `token-expired` or
+   * `peer-not-allowed`. A resume needs none; a rejoin sends it again.
+   */
+  token?: string;
   /** Tracks to send to every peer. */
   localStream?: MediaStream | null;
   /** Data channels the newcomer creates for each peer. */

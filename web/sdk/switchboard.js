@@ -290,7 +290,7 @@ export class SignalingChannel extends EventTarget {
    * WebSocket stays open, so join() may be called again (say with another
    * peer id); call close() when giving up.
    * @param {string} room
-   * @param {{peer?: string, meta?: Record<string, unknown>}} [opts]
+   * @param {{peer?: string, meta?: Record<string, unknown>, token?: string}} [opts]
    * @returns {Promise<import('./switchboard').WelcomeMessage>}
    */
   join(room, opts = {}) {
@@ -300,8 +300,8 @@ export class SignalingChannel extends EventTarget {
     if (this.state === 'joined' || this.state === 'reconnecting') {
       return Promise.reject(new SwitchboardError('already-joined', `already in room "${this.room}"; leave() first`));
     }
-    this.#joinArgs = { room, peer: opts.peer, meta: opts.meta };
-    const msg = joinMessage(room, opts.peer, opts.meta);
+    this.#joinArgs = { room, peer: opts.peer, meta: opts.meta, token: opts.token };
+    const msg = joinMessage(room, opts.peer, opts.meta, opts.token);
 
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -545,7 +545,8 @@ export class SignalingChannel extends EventTarget {
     const args = this.#joinArgs;
     if (!args) return;
     const peer = this.#phase === 'rejoin-any' ? undefined : (this.peerId ?? args.peer);
-    const msg = joinMessage(args.room, peer, args.meta);
+    // A rejoin needs the access token again (a resume does not).
+    const msg = joinMessage(args.room, peer, args.meta, args.token);
     if (this.#session.token && this.#phase === 'rejoin') msg.session = this.#session.token;
     this.#sendRaw(msg);
   }
@@ -824,13 +825,15 @@ export class SignalingChannel extends EventTarget {
  * @param {string} room
  * @param {string | undefined | null} peer
  * @param {Record<string, unknown> | undefined} meta
+ * @param {string | undefined} [token] room access token (serve --auth-secret)
  * @returns {Record<string, unknown>}
  */
-function joinMessage(room, peer, meta) {
+function joinMessage(room, peer, meta, token) {
   /** @type {Record<string, unknown>} */
   const msg = { type: 'join', room };
   if (peer) msg.peer = peer;
   if (meta) msg.meta = meta;
+  if (token) msg.token = token;
   return msg;
 }
 
@@ -1417,7 +1420,9 @@ export class Room extends EventTarget {
     /** @type {import('./switchboard').WelcomeMessage} */
     let welcome;
     try {
-      welcome = await sig.join(this.name, { peer: this.options.peer, meta: this.options.meta });
+      welcome = await sig.join(this.name, {
+        peer: this.options.peer, meta: this.options.meta, token: this.options.token,
+      });
     } catch (err) {
       sig.close();
       throw err;
@@ -1625,7 +1630,8 @@ export class Room extends EventTarget {
 /**
  * Join a room: connect to the signaling server at `url`, send `join`, and
  * connect to every other peer. Rejects with a SwitchboardError (`.code`
- * `room-full`, `signaling-unreachable`, `invalid-room`, ...).
+ * `room-full`, `signaling-unreachable`, `invalid-room`, and on a server with
+ * access tokens `unauthorized`, `token-expired`, `peer-not-allowed`, ...).
  * @param {string} url signaling WebSocket URL (`ws(s)://host/v1/ws`)
  * @param {string} room room name
  * @param {import('./switchboard').JoinOptions} [options]

@@ -48,6 +48,10 @@ pub struct RoomConfig {
     /// `meta` of `join`: a JSON object the server hands to the other peers
     /// unchanged (`{}` by default).
     pub meta: Value,
+    /// The room access token sent in every `join` (a server started with
+    /// `--auth-secret` refuses joins without one, with `unauthorized`);
+    /// resumes need none.
+    pub token: Option<String>,
     /// Template for every connection; the server's `iceServers` are appended
     /// unless `use_server_ice` is false.
     pub peer_config: Config,
@@ -94,6 +98,7 @@ impl RoomConfig {
             room: room.into(),
             peer: None,
             meta: json!({}),
+            token: None,
             peer_config: Config::default(),
             use_server_ice: true,
             channel: Some("chat".into()),
@@ -433,6 +438,7 @@ fn join_frame(cfg: &RoomConfig, peer: Option<&str>, session: Option<&str>) -> St
         peer: peer.map(Cow::Borrowed),
         meta: meta.as_deref(),
         session: session.map(Cow::Borrowed),
+        token: cfg.token.as_deref().map(Cow::Borrowed),
     }
     .to_json()
 }

@@ -14,6 +14,7 @@
 //! events and the current time, then drains [`Output`]s and carries them out.
 //! [`Local`] is that driver loop for the in-memory store.
 
+use crate::auth::RoomAuth;
 use crate::protocol::{
     valid_id, ClientMessage, ErrorCode, FrameKind, PeerEntry, ProtocolError, RelayKind,
     ServerMessage,
@@ -80,6 +81,10 @@ pub struct HubConfig {
     pub resume_buffer: usize,
     /// Signs session tokens; every node of a cluster needs the same one.
     pub tokens: Tokens,
+    /// Checks room access tokens at `join` (`--auth-secret`); `None`:
+    /// anyone may join any room. The time it checks against is the one
+    /// given to [`Hub::set_wall_clock`].
+    pub auth: Option<RoomAuth>,
     /// This node, for the store's routing.
     pub node: NodeId,
 }
@@ -100,6 +105,7 @@ impl Default for HubConfig {
             resume_window: Duration::from_secs(20),
             resume_buffer: 256,
             tokens: Tokens::new(rand::random::<[u8; 32]>().to_vec()),
+            auth: None,
             node: NodeId(rand::random()),
         }
     }
@@ -201,6 +207,8 @@ enum Then {
 
 struct Conn {
     state: State,
+    /// The `?token=` of the WebSocket URL, for a `join` without `token`.
+    url_token: UrlToken,
     /// Client frames that arrived while a join or resume was in flight,
     /// handled in order once it is answered.
     held: VecDeque<Box<str>>,
@@ -208,6 +216,15 @@ struct Conn {
     strikes: u32,
     last_seen: Instant,
     last_rate_error: Option<Instant>,
+}
+
+/// A connection's `?token=`.
+enum UrlToken {
+    None,
+    Given(Box<str>),
+    /// Longer than [`RoomAuth::max_token_bytes`]: only its length is kept,
+    /// for the error message.
+    TooLong(usize),
 }
 
 enum State {
@@ -248,6 +265,7 @@ enum Wait {
         room: Box<str>,
         peer: Box<str>,
         token: Box<str>,
+        turn: bool,
     },
     Resume {
         conn: ConnId,
@@ -256,6 +274,7 @@ enum Wait {
         peer: Box<str>,
         token: Box<str>,
         last_seen: u64,
+        turn: bool,
     },
     Relay {
         conn: ConnId,
@@ -293,6 +312,8 @@ pub struct Hub {
     out: VecDeque<Output>,
     next_sweep: Option<Instant>,
     next_refresh: Option<Instant>,
+    /// Unix time (seconds) at a monotonic instant, for access tokens.
+    wall: Option<(Instant, u64)>,
 }
 
 const ID_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
@@ -323,7 +344,23 @@ impl Hub {
             out: VecDeque::new(),
             next_sweep: None,
             next_refresh: None,
+            wall: None,
         }
+    }
+
+    /// Tells the hub the wall-clock time: `unix` seconds since the Unix
+    /// epoch at `now`. Access tokens' `exp` and `nbf` are checked against
+    /// it, moved on by the monotonic `now` of each call; the driver calls
+    /// this at start and then every tick, so a stepped system clock is
+    /// followed within a tick. Until it is called, a server with
+    /// [`HubConfig::auth`] refuses every `join`.
+    pub fn set_wall_clock(&mut self, now: Instant, unix: u64) {
+        self.wall = Some((now, unix));
+    }
+
+    fn unix_at(&self, now: Instant) -> Option<u64> {
+        self.wall
+            .map(|(at, unix)| unix.saturating_add(now.saturating_duration_since(at).as_secs()))
     }
 
     /// The settings the hub was built with.
@@ -353,15 +390,36 @@ impl Hub {
 
     /// Admits a new connection, or refuses it when the server is full.
     pub fn connect(&mut self, now: Instant) -> Result<ConnId, Refused> {
+        self.connect_with_token(now, None)
+    }
+
+    /// [`Hub::connect`] for a WebSocket URL with `?token=`: the connection's
+    /// `join`s use it when they carry no `token` of their own.
+    pub fn connect_with_token(
+        &mut self,
+        now: Instant,
+        token: Option<&str>,
+    ) -> Result<ConnId, Refused> {
         if self.conns.len() >= self.cfg.max_connections {
             return Err(Refused::TooManyConnections);
         }
+        let limit = self
+            .cfg
+            .auth
+            .as_ref()
+            .map_or(crate::auth::DEFAULT_MAX_TOKEN_BYTES, |a| a.max_token_bytes);
+        let url_token = match token {
+            None | Some("") => UrlToken::None,
+            Some(t) if t.len() > limit => UrlToken::TooLong(t.len()),
+            Some(t) => UrlToken::Given(t.into()),
+        };
         let id = ConnId(self.next_conn);
         self.next_conn += 1;
         self.conns.insert(
             id,
             Conn {
                 state: State::Idle,
+                url_token,
                 held: VecDeque::new(),
                 bucket: TokenBucket::new(self.cfg.message_burst, self.cfg.max_message_rate, now),
                 strikes: 0,
@@ -552,7 +610,8 @@ impl Hub {
                 room,
                 peer,
                 token,
-            } => self.joined(conn, sid, room, peer, token, reply, now),
+                turn,
+            } => self.joined(conn, sid, room, peer, token, turn, reply, now),
             Wait::Resume {
                 conn,
                 sid,
@@ -560,7 +619,8 @@ impl Hub {
                 peer,
                 token,
                 last_seen,
-            } => self.resumed(conn, sid, room, peer, token, last_seen, reply, now),
+                turn,
+            } => self.resumed(conn, sid, room, peer, token, last_seen, turn, reply, now),
             Wait::Relay {
                 conn,
                 sid,
@@ -639,6 +699,17 @@ impl Hub {
     /// period and the tick that runs it (at most a second late).
     fn lease(&self) -> Duration {
         self.cfg.resume_window + self.refresh_every() + Duration::from_secs(1)
+    }
+
+    /// The `iceServers` of a welcome or resumed: without the TURN ones for
+    /// a session whose access token said `"turn": false`.
+    fn ice_servers(&self, room: &str, peer: &str, turn: bool) -> Box<RawValue> {
+        let list = self.cfg.ice_servers.for_peer(room, peer);
+        if turn {
+            list
+        } else {
+            without_turn(&list)
+        }
     }
 
     /// Early deliveries for a pending session wait here, keyed by seq.
@@ -753,7 +824,16 @@ impl Hub {
                 peer,
                 meta,
                 session,
-            } => self.join(conn, &room, peer.as_deref(), meta, session.as_deref()),
+                token,
+            } => self.join(
+                conn,
+                &room,
+                peer.as_deref(),
+                meta,
+                session.as_deref(),
+                token.as_deref(),
+                now,
+            ),
             ClientMessage::Resume { session, seq, room } => {
                 self.resume(conn, &session, seq, room.as_deref(), now)
             }
@@ -791,13 +871,54 @@ impl Hub {
         }
     }
 
+    /// Whether the connection's access token lets it join `room` as
+    /// `peer`: the grant's peer id (if the token pins one) and whether it
+    /// may have TURN. Without `--auth-secret`, anyone may, with TURN.
+    fn authorize(
+        &self,
+        c: &Conn,
+        room: &str,
+        peer: Option<&str>,
+        token: Option<&str>,
+        now: Instant,
+    ) -> Result<(Option<String>, bool), ProtocolError> {
+        let Some(auth) = &self.cfg.auth else {
+            return Ok((None, true));
+        };
+        let token = match (token, &c.url_token) {
+            (Some(t), _) => Some(t),
+            (None, UrlToken::Given(t)) => Some(&**t),
+            (None, UrlToken::TooLong(n)) => {
+                return Err(ProtocolError::new(
+                    ErrorCode::Unauthorized,
+                    format!(
+                        "?token= of {n} bytes is longer than the limit of {} bytes",
+                        auth.max_token_bytes
+                    ),
+                ))
+            }
+            (None, UrlToken::None) => None,
+        };
+        let Some(unix) = self.unix_at(now) else {
+            return Err(ProtocolError::new(
+                ErrorCode::Unauthorized,
+                "the server cannot check tokens yet (no wall clock)",
+            ));
+        };
+        let grant = auth.check(token, room, peer, unix)?;
+        Ok((grant.peer, grant.turn))
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn join(
         &mut self,
         conn: ConnId,
         room: &str,
         peer: Option<&str>,
         meta: Option<&RawValue>,
-        token: Option<&str>,
+        session: Option<&str>,
+        access: Option<&str>,
+        now: Instant,
     ) -> Result<(), ProtocolError> {
         let c = self.conns.get(&conn).expect("admitted connection exists");
         if let State::Attached(a) = &c.state {
@@ -809,7 +930,10 @@ impl Hub {
                 ),
             ));
         }
-        let peer: Box<str> = match peer {
+        let (pinned, turn) = self.authorize(c, room, peer, access, now)?;
+        // A token that pins an id makes it the id of a join that asked for
+        // none (authorize refused any other).
+        let peer: Box<str> = match peer.or(pinned.as_deref()) {
             Some(p) => {
                 debug_assert!(valid_id(p));
                 p.into()
@@ -817,7 +941,7 @@ impl Hub {
             None => random_id(&mut self.rng),
         };
         // Only a token for this very room and id may take the id over.
-        let takeover = token
+        let takeover = session
             .and_then(|t| self.cfg.tokens.verify(t))
             .filter(|claim| claim.room == room && *claim.peer == *peer)
             .map(|claim| claim.sid);
@@ -826,7 +950,11 @@ impl Hub {
             None => RawValue::from_string("{}".to_string()).expect("valid JSON"),
         };
         let sid = SessionId(self.rng.random());
-        let token = self.cfg.tokens.mint(sid, room, &peer).into_boxed_str();
+        let token = self
+            .cfg
+            .tokens
+            .mint(sid, room, &peer, turn)
+            .into_boxed_str();
         let joined = ServerMessage::PeerJoined {
             peer: &peer,
             meta: &meta,
@@ -854,6 +982,7 @@ impl Hub {
                 room: room.into(),
                 peer,
                 token,
+                turn,
             },
         );
         Ok(())
@@ -867,6 +996,7 @@ impl Hub {
         room: Box<str>,
         peer: Box<str>,
         token: Box<str>,
+        turn: bool,
         reply: Reply,
         now: Instant,
     ) {
@@ -898,7 +1028,7 @@ impl Hub {
                     self.end(&a);
                     return;
                 }
-                let ice_servers = self.cfg.ice_servers.for_peer(&a.room, &a.peer);
+                let ice_servers = self.ice_servers(&a.room, &a.peer, turn);
                 let welcome = ServerMessage::Welcome {
                     room: &a.room,
                     peer: &a.peer,
@@ -987,6 +1117,7 @@ impl Hub {
                 peer: claim.peer.into(),
                 token: token.into(),
                 last_seen,
+                turn: claim.turn,
             },
         );
         Ok(())
@@ -1001,6 +1132,7 @@ impl Hub {
         peer: Box<str>,
         token: Box<str>,
         last_seen: u64,
+        turn: bool,
         reply: Reply,
         now: Instant,
     ) {
@@ -1042,7 +1174,7 @@ impl Hub {
                         );
                     }
                 }
-                let ice_servers = self.cfg.ice_servers.for_peer(&room, &peer);
+                let ice_servers = self.ice_servers(&room, &peer, turn);
                 let frame = ServerMessage::Resumed {
                     room: &room,
                     peer: &peer,
@@ -1439,6 +1571,39 @@ fn entries(peers: &[MemberInfo]) -> Vec<PeerEntry<'_>> {
             meta: &m.meta,
         })
         .collect()
+}
+
+/// `list` (a JSON array of RTCIceServer) with every `turn:` and `turns:`
+/// URL removed, and each server left with no URL dropped; STUN stays.
+pub fn without_turn(list: &RawValue) -> Box<RawValue> {
+    let is_turn = |u: &serde_json::Value| {
+        u.as_str()
+            .is_some_and(|u| u.starts_with("turn:") || u.starts_with("turns:"))
+    };
+    let servers: Vec<serde_json::Value> = serde_json::from_str(list.get()).unwrap_or_default();
+    let kept: Vec<serde_json::Value> = servers
+        .into_iter()
+        .filter_map(|mut s| {
+            let urls = s.get_mut("urls")?;
+            match urls {
+                serde_json::Value::String(_) if is_turn(urls) => return None,
+                serde_json::Value::Array(list) => {
+                    list.retain(|u| !is_turn(u));
+                    if list.is_empty() {
+                        return None;
+                    }
+                }
+                _ => {}
+            }
+            // Credentials only ever serve TURN.
+            if let Some(obj) = s.as_object_mut() {
+                obj.remove("username");
+                obj.remove("credential");
+            }
+            Some(s)
+        })
+        .collect();
+    serde_json::value::to_raw_value(&kept).expect("JSON values serialize")
 }
 
 fn unavailable(why: &str) -> ProtocolError {
@@ -1990,7 +2155,7 @@ mod tests {
     fn resume_failures_grant_nothing() {
         let mut h = Harness::new(HubConfig::default());
         let (_a, b, token) = pair(&mut h);
-        let other = Tokens::new(b"another cluster".to_vec()).mint(SessionId(1), "r", "bob");
+        let other = Tokens::new(b"another cluster".to_vec()).mint(SessionId(1), "r", "bob", true);
         let mut chars: Vec<char> = token.chars().collect();
         chars[3] = if chars[3] == 'A' { 'B' } else { 'A' };
         let tampered: String = chars.into_iter().collect();
@@ -2193,5 +2358,224 @@ mod tests {
         h.hub().resync();
         let (_, closes) = h.drain();
         assert_eq!(closes, vec![(b, close::SESSION_LOST, "session lost")]);
+    }
+
+    // ---- access tokens ----
+
+    /// The wall clock of the auth tests: 2026-01-01T00:00:00Z.
+    const UNIX: u64 = 1_767_225_600;
+    const SECRET: &[u8] = b"hub test secret, at least 32 b..";
+
+    /// A hub with `--auth-secret`, TURN and STUN in its iceServers.
+    fn auth_harness() -> Harness {
+        let mut auth = RoomAuth::new(SECRET);
+        auth.leeway = 0;
+        let ice = RawValue::from_string(
+            r#"[{"urls":["stun:s.example:3478"]},{"urls":["turn:t.example:3478?transport=udp","turns:t.example:5349"],"username":"u","credential":"c"}]"#
+                .to_string(),
+        )
+        .unwrap();
+        let mut h = Harness::new(HubConfig {
+            auth: Some(auth),
+            ice_servers: Arc::new(StaticIceServers(ice)),
+            ..HubConfig::default()
+        });
+        let now = h.now;
+        h.hub().set_wall_clock(now, UNIX);
+        h
+    }
+
+    fn mint(room: &str, peer: Option<&str>, turn: Option<bool>) -> String {
+        RoomAuth::new(SECRET).mint(&crate::auth::RoomClaims {
+            room: room.into(),
+            peer: peer.map(Into::into),
+            exp: UNIX + 60,
+            nbf: None,
+            iat: None,
+            turn,
+        })
+    }
+
+    fn join_with(h: &mut Harness, c: ConnId, frame: Value) -> Value {
+        h.text(c, &frame.to_string());
+        h.sends().into_iter().find(|(to, _)| *to == c).unwrap().1
+    }
+
+    #[test]
+    fn with_auth_a_join_needs_a_token_for_its_room() {
+        let mut h = auth_harness();
+        let c = h.connect();
+        let v = join_with(&mut h, c, json!({"type":"join","room":"r"}));
+        assert_eq!(error_code(&v), "unauthorized");
+        let forged = RoomAuth::new(b"not the secret").mint(&crate::auth::RoomClaims {
+            room: "r".into(),
+            peer: None,
+            exp: UNIX + 60,
+            nbf: None,
+            iat: None,
+            turn: None,
+        });
+        let v = join_with(&mut h, c, json!({"type":"join","room":"r","token":forged}));
+        assert_eq!(error_code(&v), "unauthorized");
+        let other = mint("elsewhere", None, None);
+        let v = join_with(&mut h, c, json!({"type":"join","room":"r","token":other}));
+        assert_eq!(error_code(&v), "unauthorized");
+        // The connection stays open, and the right token lets it in.
+        let v = join_with(
+            &mut h,
+            c,
+            json!({"type":"join","room":"r","peer":"p","token":mint("r", None, None)}),
+        );
+        assert_eq!(v["type"], "welcome");
+        assert_eq!(v["peer"], "p");
+        // Full TURN list by default.
+        assert_eq!(v["iceServers"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn with_auth_expiry_and_nbf_follow_the_wall_clock() {
+        let mut h = auth_harness();
+        let t = mint("r", None, None);
+        // 61 s later by the monotonic clock; no new wall-clock reading.
+        h.advance(Duration::from_secs(61));
+        let c = h.connect();
+        let v = join_with(&mut h, c, json!({"type":"join","room":"r","token":t}));
+        assert_eq!(error_code(&v), "token-expired");
+        // A token not valid yet.
+        let later = RoomAuth::new(SECRET).mint(&crate::auth::RoomClaims {
+            room: "r".into(),
+            peer: None,
+            exp: UNIX + 600,
+            nbf: Some(UNIX + 300),
+            iat: None,
+            turn: None,
+        });
+        let v = join_with(&mut h, c, json!({"type":"join","room":"r","token":later}));
+        assert_eq!(error_code(&v), "unauthorized");
+        // The wall clock jumps forward (the driver's next tick).
+        let now = h.now;
+        h.hub().set_wall_clock(now, UNIX + 300);
+        let v = join_with(&mut h, c, json!({"type":"join","room":"r","token":later}));
+        assert_eq!(v["type"], "welcome");
+    }
+
+    #[test]
+    fn with_auth_the_peer_claim_is_the_id() {
+        let mut h = auth_harness();
+        let t = mint("r", Some("alice"), None);
+        let c = h.connect();
+        let v = join_with(
+            &mut h,
+            c,
+            json!({"type":"join","room":"r","peer":"mallory","token":t}),
+        );
+        assert_eq!(error_code(&v), "peer-not-allowed");
+        // No id asked for: the token's.
+        let v = join_with(&mut h, c, json!({"type":"join","room":"r","token":t}));
+        assert_eq!(v["type"], "welcome");
+        assert_eq!(v["peer"], "alice");
+        // A second holder of the same token cannot be alice too.
+        let d = h.connect();
+        let v = join_with(&mut h, d, json!({"type":"join","room":"r","token":t}));
+        assert_eq!(error_code(&v), "peer-id-taken");
+    }
+
+    #[test]
+    fn with_auth_the_url_token_serves_joins_without_one() {
+        let mut h = auth_harness();
+        let now = h.now;
+        let c = h
+            .hub()
+            .connect_with_token(now, Some(&mint("team-*", None, None)))
+            .unwrap();
+        let v = join_with(&mut h, c, json!({"type":"join","room":"team-a"}));
+        assert_eq!(v["type"], "welcome");
+        // The frame's own token wins over the URL's.
+        h.text(c, r#"{"type":"leave"}"#);
+        h.sends();
+        let v = join_with(
+            &mut h,
+            c,
+            json!({"type":"join","room":"team-b","token":mint("other", None, None)}),
+        );
+        assert_eq!(error_code(&v), "unauthorized");
+        // A prefix token does not open rooms outside its prefix.
+        let v = join_with(&mut h, c, json!({"type":"join","room":"teams"}));
+        assert_eq!(error_code(&v), "unauthorized");
+        // Over the size limit: refused with the length, nothing decoded.
+        let long = "x".repeat(crate::auth::DEFAULT_MAX_TOKEN_BYTES + 1);
+        let d = h.hub().connect_with_token(now, Some(&long)).unwrap();
+        let v = join_with(&mut h, d, json!({"type":"join","room":"team-a"}));
+        assert_eq!(error_code(&v), "unauthorized");
+        assert!(v["message"].as_str().unwrap().contains("limit"), "{v}");
+        // Without auth the URL token is ignored.
+        let mut open = Harness::new(HubConfig::default());
+        let now = open.now;
+        let e = open.hub().connect_with_token(now, Some("junk")).unwrap();
+        assert_eq!(
+            join_with(&mut open, e, json!({"type":"join","room":"r"}))["type"],
+            "welcome"
+        );
+    }
+
+    #[test]
+    fn with_auth_and_no_wall_clock_nobody_joins() {
+        let mut h = Harness::new(HubConfig {
+            auth: Some(RoomAuth::new(SECRET)),
+            ..HubConfig::default()
+        });
+        let c = h.connect();
+        let v = join_with(
+            &mut h,
+            c,
+            json!({"type":"join","room":"r","token":mint("r", None, None)}),
+        );
+        assert_eq!(error_code(&v), "unauthorized");
+    }
+
+    #[test]
+    fn turn_false_hands_out_stun_only_and_a_resume_keeps_it() {
+        let mut h = auth_harness();
+        let (a, b) = (h.connect(), h.connect());
+        let wa = join_with(
+            &mut h,
+            a,
+            json!({"type":"join","room":"r","peer":"alice","token":mint("r", None, None)}),
+        );
+        let w = join_with(
+            &mut h,
+            b,
+            json!({"type":"join","room":"r","peer":"bob","token":mint("r", None, Some(false))}),
+        );
+        assert_eq!(w["type"], "welcome");
+        assert_eq!(w["iceServers"], json!([{"urls":["stun:s.example:3478"]}]));
+        // A resume needs no access token, even after it expired, and keeps
+        // the restriction.
+        h.hub().disconnect(b, Gone::Lost);
+        h.advance(Duration::from_secs(61));
+        let (_, s) = resume(&mut h, w["session"].as_str().unwrap(), 0);
+        assert_eq!(s[0].1["type"], "resumed", "{s:?}");
+        assert_eq!(
+            s[0].1["iceServers"],
+            json!([{"urls":["stun:s.example:3478"]}])
+        );
+        // Alice's session, resumed too, keeps its TURN.
+        h.hub().disconnect(a, Gone::Lost);
+        let (_, s) = resume(&mut h, wa["session"].as_str().unwrap(), 0);
+        assert_eq!(s[0].1["type"], "resumed", "{s:?}");
+        assert_eq!(s[0].1["iceServers"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn without_turn_keeps_stun_and_drops_turn_urls() {
+        let raw = |s: &str| RawValue::from_string(s.to_string()).unwrap();
+        let v = |r: Box<RawValue>| serde_json::from_str::<Value>(r.get()).unwrap();
+        assert_eq!(v(without_turn(&raw("[]"))), json!([]));
+        assert_eq!(
+            v(without_turn(&raw(
+                r#"[{"urls":"turn:h"},{"urls":"stun:h"},{"urls":["stun:a","turns:b"],"username":"u","credential":"c"},{"urls":[]},{"x":1}]"#
+            ))),
+            json!([{"urls":"stun:h"},{"urls":["stun:a"]}])
+        );
     }
 }

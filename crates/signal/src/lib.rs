@@ -8,15 +8,18 @@
 //!   [`store::Store`] trait, in memory ([`store::MemoryStore`]) or shared
 //!   through Redis (the `switchboard-cluster` crate).
 //! - [`session`]: signed session tokens.
+//! - [`auth`]: room access tokens (JWT), checked at `join`.
 //!
 //! Nothing here touches a socket or a clock; `switchboard serve` is the
 //! tokio/axum driver around it.
 
+pub mod auth;
 pub mod hub;
 pub mod protocol;
 pub mod session;
 pub mod store;
 
+pub use auth::{Grant, RoomAuth, RoomClaims};
 pub use hub::{
     close, ConnId, Gone, Hub, HubConfig, IceServers, Local, Note, Output, Refused, StaticIceServers,
 };

@@ -54,11 +54,21 @@ pub enum ErrorCode {
     /// `unavailable`: the cluster store (Redis) cannot be reached; the frame
     /// was not handled.
     Unavailable,
+    /// `unauthorized`: the server needs an access token (`serve
+    /// --auth-secret`) and the `join` had none, or one that is forged,
+    /// malformed, not yet valid (`nbf`) or for another room.
+    Unauthorized,
+    /// `token-expired`: the access token's `exp` has passed; get a fresh
+    /// one and join again.
+    TokenExpired,
+    /// `peer-not-allowed`: the access token names a `peer` and the `join`
+    /// asked for another id.
+    PeerNotAllowed,
 }
 
 impl ErrorCode {
     /// Every code, for metrics to register each label up front.
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 15] = [
         ErrorCode::BadMessage,
         ErrorCode::NotJoined,
         ErrorCode::AlreadyJoined,
@@ -71,6 +81,9 @@ impl ErrorCode {
         ErrorCode::RateLimited,
         ErrorCode::ResumeFailed,
         ErrorCode::Unavailable,
+        ErrorCode::Unauthorized,
+        ErrorCode::TokenExpired,
+        ErrorCode::PeerNotAllowed,
     ];
 
     /// The code as it appears on the wire, e.g. `"bad-message"`.
@@ -88,6 +101,9 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate-limited",
             ErrorCode::ResumeFailed => "resume-failed",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::TokenExpired => "token-expired",
+            ErrorCode::PeerNotAllowed => "peer-not-allowed",
         }
     }
 }
@@ -122,8 +138,8 @@ impl ProtocolError {
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum ClientMessage<'a> {
-    /// `{"type":"join","room":R,"peer":P?,"meta":{...}?}`: enter a room;
-    /// must come first. Answered by `welcome` or an `error`.
+    /// `{"type":"join","room":R,"peer":P?,"meta":{...}?,"token":T?}`: enter
+    /// a room; must come first. Answered by `welcome` or an `error`.
     Join {
         /// The room, checked against [`ID_RULE`] (`invalid-room`).
         room: Cow<'a, str>,
@@ -140,6 +156,11 @@ pub enum ClientMessage<'a> {
         /// takes the id over instead of failing with `peer-id-taken`.
         #[serde(skip_serializing_if = "Option::is_none")]
         session: Option<Cow<'a, str>>,
+        /// The room access token (a JWT), on a server started with
+        /// `--auth-secret`; absent: the `?token=` of the WebSocket URL, if
+        /// any.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        token: Option<Cow<'a, str>>,
     },
     /// `{"type":"signal","to":P,"data":OBJ}`: relay `data` to peer `to` in
     /// our room.
@@ -198,6 +219,8 @@ struct Frame<'a> {
     data: Option<&'a RawValue>,
     #[serde(borrow)]
     session: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    token: Option<Cow<'a, str>>,
     // Raw so a bad value gets an error that names the field.
     #[serde(borrow)]
     seq: Option<&'a RawValue>,
@@ -276,6 +299,7 @@ impl<'a> ClientMessage<'a> {
                     peer: frame.peer,
                     meta,
                     session: frame.session,
+                    token: frame.token,
                 })
             }
             "signal" => {
@@ -804,6 +828,7 @@ mod tests {
             peer: None,
             meta: Some(&meta),
             session: None,
+            token: None,
         };
         assert_eq!(
             join.to_json(),
@@ -825,6 +850,7 @@ mod tests {
             peer: Some("p\"q".into()),
             meta: None,
             session: None,
+            token: None,
         };
         assert_eq!(
             join.to_json(),
@@ -946,6 +972,19 @@ mod tests {
         let m =
             ClientMessage::parse(r#"{"type":"join","room":"r","peer":"p","session":"s"}"#).unwrap();
         assert!(matches!(m, ClientMessage::Join { session: Some(s), .. } if s == "s"));
+        let join = ClientMessage::Join {
+            room: "r".into(),
+            peer: None,
+            meta: None,
+            session: None,
+            token: Some("a.b.c".into()),
+        }
+        .to_json();
+        assert_eq!(join, r#"{"type":"join","room":"r","token":"a.b.c"}"#);
+        assert!(matches!(
+            ClientMessage::parse(&join).unwrap(),
+            ClientMessage::Join { token: Some(t), .. } if t == "a.b.c"
+        ));
         for (text, why) in [
             (r#"{"type":"resume","seq":1}"#, "session"),
             (r#"{"type":"resume","session":"t"}"#, "seq"),

@@ -16,7 +16,7 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, Command, FromArgMatches, ValueEnum};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use signal::{HubConfig, StaticIceServers, Tokens};
+use signal::{HubConfig, RoomAuth, StaticIceServers, Tokens};
 use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -115,6 +115,23 @@ pub struct Settings {
     /// [default: random per start]
     #[arg(long, env = "SWITCHBOARD_SESSION_SECRET", value_name = "SECRET")]
     pub session_secret: Option<String>,
+
+    /// Require a room access token (HS256 JWT signed with this secret) on
+    /// every join, and a Bearer token on /v1/ice-servers
+    #[arg(long, env = "SWITCHBOARD_AUTH_SECRET", value_name = "SECRET")]
+    pub auth_secret: Option<String>,
+
+    /// Like --auth-secret, read from a file (trailing newline ignored)
+    #[arg(long, env = "SWITCHBOARD_AUTH_SECRET_FILE", value_name = "FILE")]
+    pub auth_secret_file: Option<PathBuf>,
+
+    /// Seconds of clock difference forgiven on a token's exp and nbf
+    #[arg(long, env = "SWITCHBOARD_AUTH_LEEWAY", value_name = "SECS")]
+    pub auth_leeway: u64,
+
+    /// Longest access token accepted, in bytes
+    #[arg(long, env = "SWITCHBOARD_MAX_TOKEN_BYTES", value_name = "BYTES")]
+    pub max_token_bytes: usize,
 
     /// Share rooms and sessions with other nodes through this Redis
     /// (redis://HOST:PORT/DB); without it everything stays in this process
@@ -222,6 +239,10 @@ impl Default for Settings {
             resume_window: hub.resume_window.as_secs_f64(),
             resume_buffer: hub.resume_buffer,
             session_secret: None,
+            auth_secret: None,
+            auth_secret_file: None,
+            auth_leeway: signal::auth::DEFAULT_LEEWAY,
+            max_token_bytes: signal::auth::DEFAULT_MAX_TOKEN_BYTES,
             redis: None,
             no_turn: false,
             turn_listen: SocketAddr::from(([0, 0, 0, 0], 3478)),
@@ -422,6 +443,7 @@ impl Settings {
                 Some(s) => Tokens::new(s.as_bytes().to_vec()),
                 None => HubConfig::default().tokens,
             },
+            auth: self.room_auth()?,
             node: HubConfig::default().node,
         };
         if hub.resume_window < Duration::from_secs(1) {
@@ -474,6 +496,26 @@ impl Settings {
             redis: self.redis,
             turn,
         })
+    }
+
+    /// `--auth-secret` or `--auth-secret-file` as the hub's token check.
+    fn room_auth(&self) -> Result<Option<RoomAuth>> {
+        let secret = match (&self.auth_secret, &self.auth_secret_file) {
+            (Some(_), Some(_)) => {
+                bail!("give --auth-secret or --auth-secret-file, not both")
+            }
+            (Some(s), None) => s.clone(),
+            (None, Some(path)) => read_secret_file(path, "--auth-secret-file")?,
+            (None, None) => return Ok(None),
+        };
+        check_auth_secret(&secret)?;
+        if self.max_token_bytes < 64 {
+            bail!("--max-token-bytes must be at least 64");
+        }
+        let mut auth = RoomAuth::new(secret.as_bytes());
+        auth.leeway = self.auth_leeway;
+        auth.max_token_bytes = self.max_token_bytes;
+        Ok(Some(auth))
     }
 
     fn check_turn(&self) -> Result<TurnConfig> {
@@ -546,6 +588,24 @@ impl Settings {
             workers,
         })
     }
+}
+
+/// Reads a secret kept in a file: the whole file less trailing whitespace
+/// (the newline an editor or `echo` leaves).
+pub fn read_secret_file(path: &std::path::Path, flag: &str) -> Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading {flag} {}", path.display()))?;
+    Ok(text.trim_end().to_string())
+}
+
+/// The rule for access-token secrets, shared by `serve` and `token`.
+pub fn check_auth_secret(secret: &str) -> Result<()> {
+    // HS256 is only as strong as its key; 16 bytes is the floor, 32 random
+    // ones (`openssl rand -hex 32`) the advice.
+    if secret.len() < 16 {
+        bail!("the access-token secret must be at least 16 characters");
+    }
+    Ok(())
 }
 
 fn user_pair(s: &str, origin: &str) -> Result<(String, String)> {
@@ -747,5 +807,54 @@ mod tests {
         let e = resolve(&["--config", path.to_str().unwrap()]).unwrap_err();
         assert!(e.to_string().contains("--relay-ports"), "{e}");
         assert!(resolve(&["--no-turn"]).unwrap().turn.is_none());
+    }
+
+    #[test]
+    fn auth_secret_from_flag_or_file() {
+        assert!(resolve(&[]).unwrap().hub.auth.is_none());
+        let a = resolve(&["--auth-secret", "0123456789abcdef0123"])
+            .unwrap()
+            .hub
+            .auth
+            .unwrap();
+        assert_eq!(a.leeway, signal::auth::DEFAULT_LEEWAY);
+        assert_eq!(a.max_token_bytes, signal::auth::DEFAULT_MAX_TOKEN_BYTES);
+        // The file's trailing newline is not part of the secret: a token
+        // minted with the bare secret passes.
+        let path = temp_file("auth-secret", "0123456789abcdef0123\n");
+        let a = resolve(&[
+            "--auth-secret-file",
+            path.to_str().unwrap(),
+            "--auth-leeway",
+            "0",
+            "--max-token-bytes",
+            "2000",
+        ])
+        .unwrap()
+        .hub
+        .auth
+        .unwrap();
+        assert_eq!((a.leeway, a.max_token_bytes), (0, 2000));
+        let t = RoomAuth::new(b"0123456789abcdef0123").mint(&signal::RoomClaims {
+            room: "r".into(),
+            peer: None,
+            exp: u64::MAX / 2,
+            nbf: None,
+            iat: None,
+            turn: None,
+        });
+        assert!(a.check(Some(&t), "r", None, 1).is_ok());
+        let e = resolve(&[
+            "--auth-secret",
+            "0123456789abcdef0123",
+            "--auth-secret-file",
+            path.to_str().unwrap(),
+        ])
+        .unwrap_err();
+        assert!(e.to_string().contains("not both"), "{e}");
+        let e = resolve(&["--auth-secret", "short"]).unwrap_err();
+        assert!(e.to_string().contains("16"), "{e}");
+        let e = resolve(&["--auth-secret-file", "/nonexistent/secret"]).unwrap_err();
+        assert!(e.to_string().contains("--auth-secret-file"), "{e}");
     }
 }

@@ -5,6 +5,7 @@
 //! metrics on a listener the caller has already bound, and hands back a
 //! [`serve::Running`] with a clean shutdown. [`config`] turns flags, the
 //! environment and a TOML file into the [`config::ServeConfig`] it takes.
+//! [`token`] mints room access tokens (`switchboard token`).
 //! The peer commands ([`p2p`]) and load generators ([`bench`](mod@bench)) are here too;
 //! `main.rs` only parses the command line and sets up the process.
 
@@ -14,4 +15,5 @@ mod metrics;
 pub mod p2p;
 mod relay;
 pub mod serve;
+pub mod token;
 mod web;

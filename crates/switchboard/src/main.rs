@@ -4,7 +4,7 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use switchboard::config::{LogFormat, ServeArgs};
-use switchboard::{bench, p2p, serve};
+use switchboard::{bench, p2p, serve, token};
 
 /// Self-hosted WebRTC connection service: signaling server, demo pages and
 /// browser SDK in one binary.
@@ -23,6 +23,8 @@ enum Command {
     /// Load generators: `bench turn` relays traffic through a TURN server,
     /// `bench peer` measures native peers on loopback.
     Bench(bench::BenchArgs),
+    /// Print a room access token for a server started with --auth-secret.
+    Token(token::TokenArgs),
     #[command(flatten)]
     Peer(p2p::PeerCommand),
 }
@@ -69,6 +71,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Bench(args) => bench::run(args),
+        Command::Token(args) => token::run(args),
         Command::Peer(cmd) => {
             init_peer_logging();
             p2p::run(cmd)

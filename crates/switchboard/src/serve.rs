@@ -13,8 +13,8 @@ use crate::metrics::Metrics;
 use crate::relay::{self, TurnHandle, TurnSettings};
 use crate::web;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, State};
-use axum::http::{header, StatusCode};
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt;
@@ -252,9 +252,11 @@ pub async fn start(mut cfg: ServeConfig, listener: TcpListener) -> anyhow::Resul
     };
     let turn_addr = turn.as_ref().map(|t| t.udp_addr);
     cfg.hub.ice_servers = ice.clone();
+    let mut hub = Hub::new(cfg.hub.clone());
+    hub.set_wall_clock(Instant::now(), turn::auth::unix_now());
     let app = Arc::new(App {
         shared: Mutex::new(Shared {
-            hub: Hub::new(cfg.hub.clone()),
+            hub,
             backend,
             outboxes: HashMap::new(),
             send_queue: cfg.send_queue,
@@ -300,7 +302,10 @@ async fn serve(
                 tokio::select! {
                     _ = tick.tick() => {
                         let mut s = app.lock();
-                        s.hub.handle_timeout(Instant::now());
+                        let now = Instant::now();
+                        // Access tokens' exp and nbf follow the system clock.
+                        s.hub.set_wall_clock(now, turn::auth::unix_now());
+                        s.hub.handle_timeout(now);
                         s.pump(&app.metrics);
                     }
                     _ = shutdown.cancelled() => break,
@@ -515,10 +520,54 @@ async fn healthz(State(app): State<Arc<App>>) -> Response {
     }
 }
 
-async fn ice_servers_handler(State(app): State<Arc<App>>) -> Response {
-    let list = app.ice.for_peer("", "http");
+/// The same `iceServers` a `welcome` carries. With `--auth-secret` it takes
+/// `Authorization: Bearer TOKEN`, a valid access token for any room; its
+/// `peer` claim names the TURN credentials and `"turn": false` leaves TURN
+/// out.
+async fn ice_servers_handler(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    let (peer, turn) = match &app.cfg.hub.auth {
+        None => ("http".to_string(), true),
+        Some(auth) => {
+            let bearer = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| {
+                    let (scheme, token) = v.trim().split_once(' ')?;
+                    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+                });
+            match auth.verify(bearer, turn::auth::unix_now()) {
+                Ok(grant) => (grant.peer.unwrap_or_else(|| "http".into()), grant.turn),
+                Err(e) => {
+                    let body = serde_json::json!({
+                        "error": e.code.as_str(),
+                        "message": e.message,
+                    });
+                    return (
+                        StatusCode::UNAUTHORIZED,
+                        [
+                            (header::CONTENT_TYPE, "application/json"),
+                            (header::WWW_AUTHENTICATE, "Bearer"),
+                        ],
+                        body.to_string(),
+                    )
+                        .into_response();
+                }
+            }
+        }
+    };
+    let mut list = app.ice.for_peer("", &peer);
+    if !turn {
+        list = signal::hub::without_turn(&list);
+    }
     let body = format!(r#"{{"iceServers":{}}}"#, list.get());
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// The query of `/v1/ws`: only `token` means anything; other keys are
+/// ignored.
+#[derive(serde::Deserialize)]
+struct WsQuery {
+    token: Option<String>,
 }
 
 async fn metrics_handler(State(app): State<Arc<App>>) -> Response {
@@ -545,11 +594,16 @@ async fn ws_handler(
     ws: WebSocketUpgrade,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     State(app): State<Arc<App>>,
+    query: Result<Query<WsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
+    // A query that does not parse counts as none: the join then says
+    // `unauthorized` where a token is needed, rather than the upgrade
+    // failing with a bare 400.
+    let token = query.ok().and_then(|Query(q)| q.token);
     let wake = Arc::new(Notify::new());
     let conn = {
         let mut s = app.lock();
-        match s.hub.connect(Instant::now()) {
+        match s.hub.connect_with_token(Instant::now(), token.as_deref()) {
             Ok(conn) => {
                 s.outboxes.insert(
                     conn,

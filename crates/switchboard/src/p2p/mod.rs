@@ -65,6 +65,10 @@ pub struct PeerArgs {
     /// Name shown to the other peers (meta.name).
     #[arg(long)]
     pub name: Option<String>,
+    /// Room access token, for a server started with --auth-secret (see
+    /// `switchboard token`).
+    #[arg(long, env = "SWITCHBOARD_TOKEN", value_name = "TOKEN")]
+    pub token: Option<String>,
     /// Use relay (TURN) candidates only.
     #[arg(long)]
     pub relay_only: bool,
@@ -434,6 +438,7 @@ pub fn room_config(a: &PeerArgs, default_name: &str) -> Result<RoomConfig, Failu
     let mut cfg = RoomConfig::new(a.server.clone(), a.room.clone());
     cfg.meta = json!({ "name": a.name.clone().unwrap_or_else(|| default_name.to_string()), "agent": "switchboard-cli" });
     cfg.use_server_ice = !a.no_server_ice;
+    cfg.token = a.token.clone();
     cfg.peer_config = Config {
         ice_servers: servers,
         relay_only: a.relay_only,
@@ -461,6 +466,13 @@ pub async fn join(cfg: RoomConfig, out: &Out) -> Result<room::Room, Failure> {
     let r = room::join(cfg).await.map_err(|e| {
         let kind = match &e {
             room::RoomError::Refused { code, .. } if code == "room-full" => "room-full",
+            // The access-token codes pass through, so scripts can tell
+            // "get a fresh token" from other refusals.
+            room::RoomError::Refused { code, .. } if code == "unauthorized" => "unauthorized",
+            room::RoomError::Refused { code, .. } if code == "token-expired" => "token-expired",
+            room::RoomError::Refused { code, .. } if code == "peer-not-allowed" => {
+                "peer-not-allowed"
+            }
             room::RoomError::Refused { .. } => "refused",
             room::RoomError::BadUrl(..) => return Failure::new(EXIT_USAGE, "usage", e.to_string()),
             _ => "signaling",
