@@ -86,6 +86,10 @@ loss() { # PERCENT: the same random drop on each side's way in
     done
 }
 
+ORIGIN="http://$IPA:8080"
+ip netns exec "$A" "$BIN" serve --listen "$IPA:8080" --no-turn >"$work/serve.log" 2>&1 &
+for _ in $(seq 50); do ip netns exec "$B" curl -fs "$ORIGIN/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+
 zero_counters() { local n; for n in "$A" "$B"; do ip netns exec "$n" iptables -w -Z INPUT; done; }
 # What the drop rules really dropped since zero_counters, each way, as a
 # check that the link did what the row says (stderr).
