@@ -72,6 +72,7 @@ where the bytes went by the routers' own counters.
 | no-turn | p1a behind r1 | p2 behind r2, signaling on a \`serve --no-turn\` | both exit 4 within \`--timeout\` + 10 s with an error event, no connected event, no file; an outer \`timeout\` catches a hang |
 | browser | headless Chromium on \`/chat\` in p1a behind EIM NAT r1 (tests/nat/browser-chat.mjs, playwright-core) | \`switchboard recv\` in p2 behind EIM NAT r2 | the page gets a matching \`file-ack\`; recv's file has the right hash; the pairs and the data path are recorded, not required: Chromium is the newcomer, so it offers, is the controlling agent and picks the pair (libwebrtc's logic; str0m follows its nomination), and it often ends on its relay although the direct path works. The pair column shows the page's selected pair (getStats, at the end) and recv's; the note gives recv's bytes received direct and through TURN, and its UDP datagram count (recv's host keeps \`/proc/net/snmp\`, the routers \`ip -s link\`, in the logs) |
 | net-change | p6 behind EIM NAT r6, uplink shaped with tc tbf | p2 behind r2 | once the receiver has a quarter of the file, r6 moves every mapping but the signaling WebSocket's (TCP to :8080) to a new public address and port range (SNAT 198.18.6.2:20000-29999) and deletes the conntrack entries of all UDP flows and of the TURN/TCP connection, so no candidate pair survives (the direct path, TURN/UDP and TURN/TCP all break) and only an ICE restart negotiated through serve can recover. Passes when the file completes with the right hash, one file-sent and one file-received, progress never going back (it resumed, not restarted), and a second \`connected\` event (ICE restart) on either side, and the last reported pairs must match where the data went after the change (conntrack): no side may still name the sender's old public address. Its "data went" is the path after the change (the change deleted the earlier flows) |
+| lossy | p1a behind EIM NAT r1, which drops ${LAB_LOSS_PCT}% of everything it forwards, each way (iptables statistic in FORWARD: signaling, STUN and data alike) | p2 behind EIM NAT r2 | a ${LAB_LOSS_FILE_MB} MiB file arrives with the right hash over a direct pair within the outer timeout, and both CLIs' \`redundancy\` (docs/cli.md) shows copies sent and the peer's loss estimated within a factor of two of ${LAB_LOSS_PCT}%. How fast is bench/lossy-link.sh's business; its "data went" counts the copies |
 
 Topology: an "internet" 198.18.0.0/15 (RFC 2544 benchmarking range) that is a
 bridge inside one namespace; \`serve\` at 198.18.0.10 (signaling :8080,
@@ -117,6 +118,14 @@ EOF
   reflexive type shows on the remote side.
 - **net-change MB/s** includes the outage, and the sender's uplink is shaped
   to 16 Mbit/s so that the transfer has a middle.
+- **More than 100% direct.** The CLI sends the first data-channel datagrams
+  twice until it has seen the link is clean (\`--redundancy auto\`), so a
+  clean 16 MiB transfer puts about 115% of the file on the wire, and the
+  lossy scenario, with copies on throughout, about 220%.
+- **When the browser row shows well over 100%**, that is Chromium
+  resending: the debug-build \`recv\` in the lab sometimes cannot keep up
+  and drops part of what Chromium sends (one run: 253% of the file, with
+  recv's \`redundancy.loss_in\` at 32%; the next, 105%).
 
 EOF
     cat <<EOF
