@@ -119,13 +119,13 @@ EOF
 - **net-change MB/s** includes the outage, and the sender's uplink is shaped
   to 16 Mbit/s so that the transfer has a middle.
 - **More than 100% direct.** The CLI sends the first data-channel datagrams
-  twice until it has seen the link is clean (\`--redundancy auto\`), so a
+  twice until it has seen the link is clean (`--redundancy auto`), so a
   clean 16 MiB transfer puts about 115% of the file on the wire, and the
   lossy scenario, with copies on throughout, about 220%.
 - **When the browser row shows well over 100%**, that is Chromium
-  resending: the debug-build \`recv\` in the lab sometimes cannot keep up
+  resending: the debug-build `recv` in the lab sometimes cannot keep up
   and drops part of what Chromium sends (one run: 253% of the file, with
-  recv's \`redundancy.loss_in\` at 32%; the next, 105%).
+  recv's `redundancy.loss_in` at 32%; the next, 105%).
 
 EOF
     cat <<EOF
