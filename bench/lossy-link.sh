@@ -22,9 +22,7 @@
 #   TIMEOUT    seconds per transfer before it counts as stalled (default 300)
 #   RUNS       transfers per CLI cell, reported as median (min-max); default 3
 #   KEEP=1     keep the work directory (every process's output) for a look
-#   CHROMIUM_PAIR=1  also run the Chromium -> Chromium row. Off by default:
-#              in the first runs both browsers closed mid-connection (see
-#              docs/benchmarks.md), so the row measures nothing yet.
+#   CHROMIUM_PAIR=0  skip the Chromium -> Chromium row (on by default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" -eq 0 ] || { echo "needs root (network namespaces)" >&2; exit 2; }
@@ -35,7 +33,16 @@ TIMEOUT=${TIMEOUT:-300}
 BIN=${BIN:-target/release/switchboard}
 [ -x "$BIN" ] || cargo build --release -p switchboard
 BIN=$(realpath "$BIN")
-for c in ip iptables curl python3 node jq; do command -v "$c" >/dev/null || { echo "missing: $c" >&2; exit 2; }; done
+# What a fresh machine lacks comes from Debian, as in tests/run.sh.
+missing=()
+for pair in ip:iproute2 iptables:iptables curl:curl python3:python3 node:nodejs npm:npm jq:jq chromium:chromium; do
+    command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing Debian packages: ${missing[*]}" >&2
+    apt-get update -q >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+fi
 [ -d tests/e2e/node_modules/playwright-core ] || (cd tests/e2e && npm ci --no-audit --no-fund)
 
 A=sbll-a B=sbll-b
@@ -179,7 +186,7 @@ for p in $LOSSES; do
     o=$(REDUNDANCY=off cli_cell "$f" "off-$p" "$BIN" send --json --server "$ORIGIN" --room @ROOM@ --timeout 60 --redundancy off "$f")
     echo "  CLI -> CLI, --redundancy off on both  $o MB/s" >&2
     b="not run"
-    if [ "${CHROMIUM_PAIR:-0}" = 1 ]; then b=$(chromium_row "$f" "chrome-$p"); fi
+    if [ "${CHROMIUM_PAIR:-1}" = 1 ]; then b=$(chromium_row "$f" "chrome-$p"); fi
     echo "  Chromium -> Chromium $b MB/s" >&2
     x=$(to_recv_row "$f" "x-$p" node tests/nat/browser-chat.mjs "$ORIGIN" "x-$p" "$f" "$TIMEOUT")
     echo "  Chromium -> CLI     $x MB/s" >&2
