@@ -336,16 +336,8 @@ impl Redundancy {
 mod tests {
     use super::*;
 
-    /// xorshift64*, so that the random losses are the same every run.
-    struct Rng(u64);
-    impl Rng {
-        fn unit(&mut self) -> f64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
-        }
-    }
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
 
     fn record(epoch: u16, seq: u64, ty: u8, len: usize) -> Vec<u8> {
         let mut r = vec![ty, 0xfe, 0xfd];
@@ -359,10 +351,10 @@ mod tests {
     /// `n` records with independent loss `p` per copy, `copies` copies each.
     fn meter_after(n: u64, p: f64, copies: u32, seed: u64) -> LossMeter {
         let mut m = LossMeter::default();
-        let mut rng = Rng(seed);
+        let mut rng = StdRng::seed_from_u64(seed);
         for seq in 0..n {
             for _ in 0..copies {
-                if rng.unit() >= p {
+                if rng.random::<f64>() >= p {
                     m.datagram(&record(1, seq, 23, 40));
                 }
             }
@@ -399,9 +391,9 @@ mod tests {
     #[test]
     fn a_peer_that_sends_no_copies_after_all_is_measured_right() {
         let mut m = LossMeter::expecting_copies();
-        let mut rng = Rng(9);
+        let mut rng = StdRng::seed_from_u64(9);
         for seq in 0..40_000 {
-            if rng.unit() >= 0.03 {
+            if rng.random::<f64>() >= 0.03 {
                 m.record(1, seq);
             }
         }

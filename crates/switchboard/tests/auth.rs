@@ -7,10 +7,8 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 mod common;
 
-use common::{InProcess, WAIT};
+use common::{http_get_with, InProcess, WAIT};
 use signal::{RoomAuth, RoomClaims};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use tokio::net::TcpStream as TokioTcp;
 use tokio_tungstenite::tungstenite::Message;
@@ -227,32 +225,16 @@ async fn a_resume_needs_no_token_and_keeps_turn_false() {
     assert!(!has_turn(&r["iceServers"]), "{r}");
 }
 
-/// GET with optional extra header lines; returns (status, headers, body).
-fn get(addr: SocketAddr, path: &str, extra: &str) -> (u16, String, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out[9..12].parse().unwrap();
-    let (head, body) = out.split_once("\r\n\r\n").unwrap();
-    (status, head.to_lowercase(), body.to_string())
-}
-
 #[test]
 fn ice_servers_need_a_bearer_token() {
     let s = server();
-    let (status, head, body) = get(s.addr, "/v1/ice-servers", "");
+    let (status, head, body) = http_get_with(s.addr, "/v1/ice-servers", "");
     assert_eq!(status, 401, "{body}");
     assert!(head.contains("www-authenticate: bearer"), "{head}");
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["error"], "unauthorized", "{v}");
     let forged = RoomAuth::new(b"some-other-secret-0123456789").mint(&claims("r"));
-    let (status, _, body) = get(
+    let (status, _, body) = http_get_with(
         s.addr,
         "/v1/ice-servers",
         &format!("Authorization: Bearer {forged}\r\n"),
@@ -262,7 +244,7 @@ fn ice_servers_need_a_bearer_token() {
         exp: now() - 100,
         ..claims("r")
     });
-    let (status, _, body) = get(
+    let (status, _, body) = http_get_with(
         s.addr,
         "/v1/ice-servers",
         &format!("Authorization: Bearer {expired}\r\n"),
@@ -273,7 +255,7 @@ fn ice_servers_need_a_bearer_token() {
         "token-expired"
     );
     // Any room's valid token will do.
-    let (status, _, body) = get(
+    let (status, _, body) = http_get_with(
         s.addr,
         "/v1/ice-servers",
         &format!("Authorization: Bearer {}\r\n", mint(claims("any-room"))),
@@ -285,7 +267,7 @@ fn ice_servers_need_a_bearer_token() {
         turn: Some(false),
         ..claims("r")
     });
-    let (status, _, body) = get(
+    let (status, _, body) = http_get_with(
         s.addr,
         "/v1/ice-servers",
         &format!("authorization: bearer {no_turn}\r\n"),
@@ -295,7 +277,7 @@ fn ice_servers_need_a_bearer_token() {
     assert!(!has_turn(&v["iceServers"]), "{v}");
     // Without --auth-secret nothing is asked for.
     let open = InProcess::start(&[]);
-    let (status, _, _) = get(open.addr, "/v1/ice-servers", "");
+    let (status, _, _) = http_get_with(open.addr, "/v1/ice-servers", "");
     assert_eq!(status, 200);
 }
 

@@ -74,22 +74,25 @@ impl Server {
 
 /// GET over plain HTTP/1.1; returns (status, body).
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let (status, _, body) = http_get_with(addr, path, "");
+    (status, body)
+}
+
+/// GET with `extra` header lines (each ending in CRLF); returns (status,
+/// the head lowercased, body).
+pub fn http_get_with(addr: SocketAddr, path: &str, extra: &str) -> (u16, String, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(WAIT)).unwrap();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n"
     )
     .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     let status = out[9..12].parse().unwrap();
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|x| x.1)
-        .unwrap_or("")
-        .to_string();
-    (status, body)
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    (status, head.to_lowercase(), body.to_string())
 }
 
 /// One value from `/metrics`, by the text before it on its line.
