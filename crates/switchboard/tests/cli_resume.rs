@@ -317,12 +317,17 @@ fn send_and_recv_finish_a_transfer_across_a_signaling_reset() {
         assert!(!n.contains(&"error"), "{who}: {n:?}");
         let first = evs.iter().find(|e| e["event"] == "reconnecting").unwrap();
         assert_eq!(first["attempt"], 1, "{who}: {first}");
-        // One connection came up, and it stayed up.
-        assert_eq!(
-            n.iter().filter(|e| **e == "connected").count(),
-            1,
-            "{who}: {n:?}"
-        );
+        // The connection came up before the cut and stayed up: no
+        // `connected` after it. (Before it there may be two: `connected`
+        // is also printed when data moves to another candidate pair, and
+        // on a loaded machine str0m can nominate a second loopback pair
+        // just after the first; that is not what this test is about.)
+        let c = n
+            .iter()
+            .position(|e| *e == "connected")
+            .unwrap_or_else(|| panic!("{who}: {n:?}"));
+        assert!(c < r, "{who}: {n:?}");
+        assert!(!n[r..].contains(&"connected"), "{who}: {n:?}");
     }
     // Two first connections, two resumed ones.
     assert!(proxy.accepted() >= 4, "accepted {}", proxy.accepted());
