@@ -25,8 +25,9 @@
 //! Only DTLS application data (SCTP) is copied; STUN, DTLS handshakes and
 //! SRTP (media has its own NACK/FEC) are not. Toward a peer that sends no
 //! copies of its own (a browser), only datagrams large enough to carry
-//! data are: its SCTP recovers fine and has no use for our SACKs twice. DTLS drops or SCTP ignores a
-//! duplicate. Both types are sans-IO, allocation-free, and take no clock.
+//! data are: its SCTP recovers fine and has no use for our SACKs twice.
+//! DTLS drops or SCTP ignores a duplicate. Both types are sans-IO,
+//! allocation-free, and take no clock.
 
 /// Whether to send data-channel datagrams twice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -97,11 +97,19 @@ pub struct PeerArgs {
     #[arg(long)]
     pub json: bool,
     /// Send each data-channel datagram twice: `auto` (from the start, off
-    /// while the peer's datagrams arrive with under 0.2% loss, on again
-    /// from 0.5%), `on` or `off`. Keeps transfers going on lossy links at
-    /// the cost of bytes on the wire (docs/cli.md).
+    /// while the peer's datagrams arrive with under --redundancy-off-at
+    /// loss, on again from --redundancy-on-at), `on` or `off`. Keeps
+    /// transfers going on lossy links at the cost of bytes on the wire
+    /// (docs/cli.md).
     #[arg(long, value_enum, default_value_t = Redundancy::Auto)]
     pub redundancy: Redundancy,
+    /// `--redundancy auto` sends copies again from this loss, in percent.
+    #[arg(long, value_name = "PCT", default_value_t = 0.5)]
+    pub redundancy_on_at: f64,
+    /// `--redundancy auto` stops sending copies below this loss, in
+    /// percent (at most --redundancy-on-at).
+    #[arg(long, value_name = "PCT", default_value_t = 0.2)]
+    pub redundancy_off_at: f64,
 }
 
 /// `--redundancy`.
@@ -435,6 +443,12 @@ pub fn room_config(a: &PeerArgs, default_name: &str) -> Result<RoomConfig, Failu
             credential: Some(pass.clone()),
         });
     }
+    let (on, off) = (a.redundancy_on_at, a.redundancy_off_at);
+    if !(0.0..=100.0).contains(&on) || !(0.0..=100.0).contains(&off) || off > on {
+        return Err(usage(format!(
+            "--redundancy-on-at {on} and --redundancy-off-at {off}: each must be a percentage (0-100), and off at most on"
+        )));
+    }
     let mut cfg = RoomConfig::new(a.server.clone(), a.room.clone());
     cfg.meta = json!({ "name": a.name.clone().unwrap_or_else(|| default_name.to_string()), "agent": "switchboard-cli" });
     cfg.use_server_ice = !a.no_server_ice;
@@ -453,7 +467,8 @@ pub fn room_config(a: &PeerArgs, default_name: &str) -> Result<RoomConfig, Failu
                 Redundancy::On => RedundancyMode::On,
                 Redundancy::Off => RedundancyMode::Off,
             },
-            ..RedundancyConfig::default()
+            on_at: on / 100.0,
+            off_at: off / 100.0,
         },
         ..Config::default()
     };
@@ -994,6 +1009,51 @@ pub async fn first_link(room: &mut room::Room, tracker: &mut Tracker) -> Result<
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn redundancy_thresholds_are_percentages_and_checked() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            a: PeerArgs,
+        }
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["x", "--room", "r"];
+            args.extend_from_slice(extra);
+            <Cli as clap::Parser>::try_parse_from(args).unwrap().a
+        };
+        let cfg = room_config(&parse(&[]), "t")
+            .unwrap()
+            .peer_config
+            .redundancy;
+        assert_eq!(
+            (cfg.mode, cfg.on_at, cfg.off_at),
+            (RedundancyMode::Auto, 0.005, 0.002)
+        );
+        let a = parse(&[
+            "--redundancy",
+            "on",
+            "--redundancy-on-at",
+            "2",
+            "--redundancy-off-at",
+            "1",
+        ]);
+        let cfg = room_config(&a, "t").unwrap().peer_config.redundancy;
+        assert_eq!(
+            (cfg.mode, cfg.on_at, cfg.off_at),
+            (RedundancyMode::On, 0.02, 0.01)
+        );
+        for bad in [["1", "2"], ["101", "1"], ["1", "-1"]] {
+            let (on, off) = (
+                format!("--redundancy-on-at={}", bad[0]),
+                format!("--redundancy-off-at={}", bad[1]),
+            );
+            let a = parse(&[&on, &off]);
+            let e = room_config(&a, "t").unwrap_err();
+            assert_eq!((e.code, e.kind), (EXIT_USAGE, "usage"), "{bad:?}");
+            assert!(e.message.contains("--redundancy-off-at"), "{}", e.message);
+        }
+    }
 
     #[test]
     fn path_summary_counts_both_directions_in_readable_units() {
