@@ -261,8 +261,8 @@ impl Driver {
             paths: PathBytes::default(),
             stats: Stats::default(),
             // Native peers start with copies (RedundancyMode::Auto), so
-            // expect them; a browser's single copies correct it within
-            // about a hundred records.
+            // expect them; a browser's single copies correct that within
+            // a few dozen records.
             loss: if redundancy.mode == RedundancyMode::Off {
                 LossMeter::default()
             } else {
