@@ -67,6 +67,12 @@ pub struct HubConfig {
     /// 1008 `idle timeout` (`--idle-timeout`). Any frame counts as life,
     /// including WebSocket ping/pong reported via [`Hub::handle_activity`].
     pub idle_timeout: Duration,
+    /// Time a connection may stay open without being in a room: from its
+    /// start, or from its `leave`, to a `join` or `resume` that succeeds
+    /// (`--join-timeout`). Pings and refused joins do not count, so a
+    /// socket that never joins cannot hold one of `max_connections` (or a
+    /// file descriptor) for longer; it is closed with 1008 `join timeout`.
+    pub join_timeout: Duration,
     /// Open connections at once (`--max-connections`); [`Hub::connect`]
     /// refuses more.
     pub max_connections: usize,
@@ -98,6 +104,7 @@ impl Default for HubConfig {
             message_burst: 200,
             rate_limit_strikes: 200,
             idle_timeout: Duration::from_secs(30),
+            join_timeout: Duration::from_secs(10),
             max_connections: 10_000,
             ice_servers: Arc::new(StaticIceServers(
                 RawValue::from_string("[]".to_string()).expect("valid JSON"),
@@ -215,6 +222,8 @@ struct Conn {
     bucket: TokenBucket,
     strikes: u32,
     last_seen: Instant,
+    /// When the connection last had no room: its start or its `leave`.
+    idle_since: Instant,
     last_rate_error: Option<Instant>,
 }
 
@@ -424,6 +433,7 @@ impl Hub {
                 bucket: TokenBucket::new(self.cfg.message_burst, self.cfg.max_message_rate, now),
                 strikes: 0,
                 last_seen: now,
+                idle_since: now,
                 last_rate_error: None,
             },
         );
@@ -492,11 +502,17 @@ impl Hub {
     /// second (acks are due within one).
     pub fn handle_timeout(&mut self, now: Instant) {
         let idle = self.cfg.idle_timeout;
+        let join = self.cfg.join_timeout;
         let mut dead: Vec<ConnId> = Vec::new();
+        let mut unjoined: Vec<ConnId> = Vec::new();
         let mut acks: Vec<(ConnId, u64)> = Vec::new();
         for (id, c) in &mut self.conns {
             if now.saturating_duration_since(c.last_seen) > idle {
                 dead.push(*id);
+            } else if matches!(c.state, State::Idle)
+                && now.saturating_duration_since(c.idle_since) > join
+            {
+                unjoined.push(*id);
             } else if let State::Attached(a) = &mut c.state {
                 if a.handled > a.acked {
                     a.acked = a.handled;
@@ -509,6 +525,11 @@ impl Hub {
         for conn in dead {
             // A client that went quiet (a sleeping laptop) may come back.
             self.close(conn, close::POLICY_VIOLATION, "idle timeout", Then::Detach);
+        }
+        unjoined.sort();
+        for conn in unjoined {
+            // In no room, so there is no session to keep.
+            self.close(conn, close::POLICY_VIOLATION, "join timeout", Then::Nothing);
         }
         for (conn, seq) in acks {
             self.send_ack(conn, seq);
@@ -845,6 +866,7 @@ impl Hub {
                 let State::Attached(a) = std::mem::replace(&mut c.state, State::Idle) else {
                     return Err(ProtocolError::new(ErrorCode::NotJoined, "not in a room"));
                 };
+                c.idle_since = now;
                 self.detach_local(conn, &a);
                 self.end(&a);
                 Ok(())
@@ -1947,6 +1969,50 @@ mod tests {
         );
         assert!(s.iter().any(|(c, v)| *c == b && v["type"] == "peer-left"));
         assert_eq!(h.hub().connections(), 1);
+    }
+
+    #[test]
+    fn a_connection_in_no_room_is_closed_after_the_join_timeout_pings_or_not() {
+        let mut h = Harness::new(HubConfig {
+            idle_timeout: Duration::from_secs(30),
+            join_timeout: Duration::from_secs(10),
+            ..HubConfig::default()
+        });
+        let (lurker, joined, left) = (h.connect(), h.connect(), h.connect());
+        h.join(joined, "r", "alice");
+        h.join(left, "r", "bob");
+        h.sends();
+        // The lurker answers every ping; bob leaves at 6 s.
+        for t in 1..=15 {
+            h.advance(Duration::from_secs(1));
+            let now = h.now;
+            for c in [lurker, joined, left] {
+                h.hub().handle_activity(c, now);
+            }
+            if t == 6 {
+                h.text(left, r#"{"type":"leave"}"#);
+            }
+            h.tick();
+            let (_, closes) = h.drain();
+            if t == 11 {
+                assert_eq!(
+                    closes,
+                    vec![(lurker, close::POLICY_VIOLATION, "join timeout")]
+                );
+            } else {
+                // Bob's clock started at his leave, at 6 s.
+                assert!(closes.is_empty(), "t={t}: {closes:?}");
+            }
+        }
+        for _ in 0..2 {
+            h.advance(Duration::from_secs(1));
+            h.tick();
+        }
+        let (_, closes) = h.drain();
+        assert_eq!(
+            closes,
+            vec![(left, close::POLICY_VIOLATION, "join timeout")]
+        );
     }
 
     #[test]

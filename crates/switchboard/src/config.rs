@@ -94,6 +94,11 @@ pub struct Settings {
     #[arg(long, env = "SWITCHBOARD_IDLE_TIMEOUT", value_name = "SECS")]
     pub idle_timeout: f64,
 
+    /// Seconds a WebSocket may stay open without being in a room (from its
+    /// start or its leave; pings do not count)
+    #[arg(long, env = "SWITCHBOARD_JOIN_TIMEOUT", value_name = "SECS")]
+    pub join_timeout: f64,
+
     /// Open WebSocket connections at most
     #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: usize,
@@ -233,6 +238,7 @@ impl Default for Settings {
             message_burst: hub.message_burst,
             rate_limit_strikes: hub.rate_limit_strikes,
             idle_timeout: hub.idle_timeout.as_secs_f64(),
+            join_timeout: hub.join_timeout.as_secs_f64(),
             max_connections: hub.max_connections,
             // The serve driver's own queue; no core has a say in it.
             send_queue: 1024,
@@ -435,6 +441,7 @@ impl Settings {
             message_burst: self.message_burst,
             rate_limit_strikes: self.rate_limit_strikes,
             idle_timeout: secs(self.idle_timeout, "idle-timeout")?,
+            join_timeout: secs(self.join_timeout, "join-timeout")?,
             max_connections: self.max_connections,
             ice_servers: Arc::new(StaticIceServers(ice_json)),
             resume_window: secs(self.resume_window, "resume-window")?,

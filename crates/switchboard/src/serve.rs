@@ -295,7 +295,8 @@ async fn serve(
         let app = app.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            let period = (app.cfg.hub.idle_timeout / 4)
+            let hub = &app.cfg.hub;
+            let period = (hub.idle_timeout.min(hub.join_timeout) / 4)
                 .clamp(Duration::from_millis(100), Duration::from_secs(1));
             let mut tick = tokio::time::interval(period);
             loop {

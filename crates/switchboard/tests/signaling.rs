@@ -286,6 +286,25 @@ async fn silent_peer_times_out() {
 }
 
 #[tokio::test]
+async fn a_socket_that_never_joins_is_closed_after_the_join_timeout() {
+    let server = InProcess::start(&["--join-timeout", "1", "--idle-timeout", "3"]);
+    let mut lurker = Client::connect(&server.url()).await;
+    let mut member = Client::connect(&server.url()).await;
+    member.join("r", "alice").await;
+    // The lurker reads, so it answers the server's pings (every second);
+    // that does not keep it. The member, in a room, stays.
+    let started = Instant::now();
+    let (code, reason) = lurker.expect_close().await;
+    let took = started.elapsed();
+    assert_eq!((code, reason.as_str()), (CloseCode::Policy, "join timeout"));
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(3500),
+        "closed after {took:?}"
+    );
+    member.ping_pong().await;
+}
+
+#[tokio::test]
 async fn rate_limiting_drops_then_closes() {
     let server = InProcess::start(&[
         "--max-message-rate",
