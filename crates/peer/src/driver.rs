@@ -29,7 +29,7 @@ use crate::jsep::{
 use crate::liveness::{Change, Liveness};
 use crate::negotiation::{Negotiation, RemoteCandidate};
 use crate::net::{Datagram, UdpSock, BATCH, SLOT};
-use crate::redundancy::{LossMeter, Redundancy, RedundancyMode};
+use crate::redundancy::{LossMeter, Redundancy};
 use crate::tcp_turn::TcpTurns;
 use crate::{
     CandidateInfo, CandidatePair, CandidateType, DataChannel, DataChannelInit, Error, Event,
@@ -260,14 +260,7 @@ impl Driver {
             kinds_seen: 0,
             paths: PathBytes::default(),
             stats: Stats::default(),
-            // Native peers start with copies (RedundancyMode::Auto), so
-            // expect them; a browser's single copies correct that within
-            // a few dozen records.
-            loss: if redundancy.mode == RedundancyMode::Off {
-                LossMeter::default()
-            } else {
-                LossMeter::expecting_copies()
-            },
+            loss: LossMeter::for_mode(redundancy.mode),
             redundancy: Redundancy::new(redundancy),
             copies: 0,
             closed: false,

@@ -135,6 +135,18 @@ impl Default for LossMeter {
 }
 
 impl LossMeter {
+    /// The meter for a connection whose own mode is `mode`: a native peer
+    /// runs the same policy, so unless we send no copies ourselves, expect
+    /// the peer's from the start (a browser's single copies correct that
+    /// within a few dozen records).
+    pub fn for_mode(mode: RedundancyMode) -> Self {
+        if mode == RedundancyMode::Off {
+            LossMeter::default()
+        } else {
+            LossMeter::expecting_copies()
+        }
+    }
+
     /// A meter for a peer expected to send copies from the start, as a
     /// native peer in `On` or `Auto` does: no restart of the count when
     /// its first records arrive twice.

@@ -231,11 +231,7 @@ fn transfer_on(
         rtc: Rtc::builder()
             .set_sctp_max_buffered_amount(buffer)
             .build(start),
-        meter: if redundancy.mode == RedundancyMode::Off {
-            LossMeter::default()
-        } else {
-            LossMeter::expecting_copies()
-        },
+        meter: LossMeter::for_mode(redundancy.mode),
         red: Redundancy::new(redundancy),
         copies: 0,
     };
