@@ -3,11 +3,11 @@
 //! independent JWT library (PyJWT, Debian's python3-jwt, which tests/run.sh
 //! installs).
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use serde_json::{json, Value};
 mod common;
 
-use common::{http_get_with, InProcess, WAIT};
+use common::{http_get_with, next_json, InProcess};
 use signal::{RoomAuth, RoomClaims};
 use std::process::Command;
 use tokio::net::TcpStream as TokioTcp;
@@ -48,26 +48,11 @@ async fn connect(url: &str) -> Ws {
     tokio_tungstenite::connect_async(url).await.unwrap().0
 }
 
-async fn recv(ws: &mut Ws) -> Value {
-    loop {
-        let m = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("timed out waiting for a message")
-            .expect("connection ended")
-            .expect("websocket error");
-        match m {
-            Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
-            Message::Ping(_) | Message::Pong(_) => continue,
-            other => panic!("expected a text frame, got {other:?}"),
-        }
-    }
-}
-
 async fn ask(ws: &mut Ws, frame: Value) -> Value {
     ws.send(Message::Text(frame.to_string().into()))
         .await
         .unwrap();
-    recv(ws).await
+    next_json(ws).await
 }
 
 fn code(v: &Value) -> &str {

@@ -6,7 +6,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 mod common;
 
-use common::{InProcess, WAIT};
+use common::{next_json, InProcess, WAIT};
 use std::time::Duration;
 use tokio::net::TcpStream as TokioTcp;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -15,19 +15,6 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 type Ws = WebSocketStream<MaybeTlsStream<TokioTcp>>;
 
-async fn recv(ws: &mut Ws) -> Value {
-    loop {
-        let m = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("timed out waiting for a message")
-            .expect("connection ended")
-            .expect("websocket error");
-        if let Message::Text(t) = m {
-            return serde_json::from_str(t.as_str()).unwrap();
-        }
-    }
-}
-
 async fn join(url: &str, peer: &str) -> Ws {
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
     ws.send(Message::text(
@@ -35,7 +22,7 @@ async fn join(url: &str, peer: &str) -> Ws {
     ))
     .await
     .unwrap();
-    assert_eq!(recv(&mut ws).await["type"], "welcome");
+    assert_eq!(next_json(&mut ws).await["type"], "welcome");
     ws
 }
 
@@ -55,9 +42,9 @@ async fn a_client_that_stops_reading_is_dropped_and_the_others_keep_everything()
     let mut slow = join(&url, "slow").await;
     let mut reader = join(&url, "reader").await;
     // `sender` sees both arrive; `slow` sees `reader`.
-    assert_eq!(recv(&mut sender).await["type"], "peer-joined");
-    assert_eq!(recv(&mut sender).await["type"], "peer-joined");
-    assert_eq!(recv(&mut slow).await["type"], "peer-joined");
+    assert_eq!(next_json(&mut sender).await["type"], "peer-joined");
+    assert_eq!(next_json(&mut sender).await["type"], "peer-joined");
+    assert_eq!(next_json(&mut slow).await["type"], "peer-joined");
 
     // 60 KB frames, to `slow` (which never reads from here on) and to
     // `reader`, until `slow` is gone: far more than the socket buffers hold.
@@ -65,7 +52,7 @@ async fn a_client_that_stops_reading_is_dropped_and_the_others_keep_everything()
     let reading = tokio::spawn(async move {
         let mut next = 0u64;
         loop {
-            let v = recv(&mut reader).await;
+            let v = next_json(&mut reader).await;
             match v["type"].as_str() {
                 Some("signal") => {
                     assert_eq!(v["data"]["n"], next, "reader lost or reordered a frame");

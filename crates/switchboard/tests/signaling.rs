@@ -6,7 +6,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 mod common;
 
-use common::{InProcess, Server, WAIT};
+use common::{next_json, InProcess, Server, WAIT};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream as TokioTcp;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -33,18 +33,7 @@ impl Client {
 
     /// Next JSON message, skipping WebSocket control frames.
     async fn recv(&mut self) -> Value {
-        loop {
-            let m = tokio::time::timeout(WAIT, self.ws.next())
-                .await
-                .expect("timed out waiting for a message")
-                .expect("connection ended")
-                .expect("websocket error");
-            match m {
-                Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
-                Message::Ping(_) | Message::Pong(_) => continue,
-                other => panic!("expected a text frame, got {other:?}"),
-            }
-        }
+        next_json(&mut self.ws).await
     }
 
     async fn expect_error(&mut self, code: &str) -> Value {
