@@ -9,22 +9,12 @@
 // sender, it makes the Chromium <-> Chromium row.
 //
 //   node bench/chat-recv.mjs SERVER_ORIGIN ROOM TIMEOUT_SECS
-import { launchChromium } from '../tests/nat/chromium.mjs';
+import { runPage } from '../tests/nat/chromium.mjs';
 
 const [origin, room, timeoutSecs = '120'] = process.argv.slice(2);
 const timeout = Number(timeoutSecs) * 1000;
 
-function out(obj, code) {
-  process.stdout.write(`${JSON.stringify(obj)}\n`);
-  process.exit(code);
-}
-
-let browser;
-let result = { ok: false, error: 'not run' };
-let code = 1;
-try {
-  browser = await launchChromium(origin);
-  const page = await browser.newPage();
+await runPage(origin, async (page) => {
   await page.goto(`${origin}/chat?room=${encodeURIComponent(room)}&name=bench-recv`, { timeout });
   // Ready to receive as soon as the page has joined; the sender comes later.
   await page.waitForFunction(() => document.body.dataset.joined === 'true', undefined, { timeout });
@@ -45,11 +35,5 @@ try {
   const card = page.locator('.transfer[data-direction="in"]').first();
   const status = await card.getAttribute('data-status');
   const bytes = Number(await card.getAttribute('data-size'));
-  result = { ok: status === 'ok', status, ms, bytes };
-  code = status === 'ok' ? 0 : 5;
-} catch (e) {
-  result = { ok: false, error: String(e.message || e).split('\n')[0] };
-} finally {
-  await browser?.close().catch(() => {});
-}
-out(result, code);
+  return { ok: status === 'ok', status, ms, bytes };
+});

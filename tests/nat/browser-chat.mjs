@@ -7,22 +7,12 @@
 // a matching SHA-256.
 //
 //   node browser-chat.mjs SERVER_ORIGIN ROOM FILE TIMEOUT_SECS
-import { launchChromium } from './chromium.mjs';
+import { runPage } from './chromium.mjs';
 
 const [origin, room, file, timeoutSecs = '60'] = process.argv.slice(2);
 const timeout = Number(timeoutSecs) * 1000;
 
-function out(obj, code) {
-  process.stdout.write(`${JSON.stringify(obj)}\n`);
-  process.exit(code);
-}
-
-let browser;
-let result = { ok: false, error: 'not run' };
-let code = 1;
-try {
-  browser = await launchChromium(origin);
-  const page = await browser.newPage();
+await runPage(origin, async (page) => {
   const t0 = Date.now();
   await page.goto(`${origin}/chat?room=${encodeURIComponent(room)}&name=browser`, { timeout });
   if (!(await page.evaluate(() => window.isSecureContext && !!crypto.subtle))) {
@@ -45,11 +35,5 @@ try {
     undefined, { timeout },
   );
   const status = await page.locator('.transfer[data-direction="out"]').first().getAttribute('data-status');
-  result = { ok: status === 'ok', status, pair, page_setup_ms: setupMs, ms: Date.now() - t1 };
-  code = status === 'ok' ? 0 : 5;
-} catch (e) {
-  result = { ok: false, error: String(e.message || e).split('\n')[0] };
-} finally {
-  await browser?.close().catch(() => {});
-}
-out(result, code);
+  return { ok: status === 'ok', status, pair, page_setup_ms: setupMs, ms: Date.now() - t1 };
+});

@@ -1,5 +1,6 @@
 // Headless Chromium for the pages that run inside lab (and bench) network
-// namespaces: tests/nat/browser-chat.mjs and bench/chat-recv.mjs. Debian's
+// namespaces: tests/nat/browser-chat.mjs and bench/chat-recv.mjs, and the
+// run-print-exit frame both share (runPage). Debian's
 // /usr/bin/chromium (or $CHROMIUM_PATH) through tests/e2e's playwright-core.
 import path from 'node:path';
 import fs from 'node:fs';
@@ -36,4 +37,31 @@ export async function launchChromium(origin) {
       ...(process.env.BROWSER_CHAT_ARGS ?? '').split(' ').filter(Boolean),
     ],
   });
+}
+
+/**
+ * The whole life of a one-page script: launches Chromium for `origin`, runs
+ * `body(page)` (which returns the result object, with `ok` true only on
+ * success), closes the browser, prints the result as one JSON line on
+ * stdout and exits 0 for ok, 5 for a transfer that finished badly, 1 for
+ * an error (then the result is {ok:false,error}).
+ * @param {string} origin
+ * @param {(page: any) => Promise<object>} body
+ */
+export async function runPage(origin, body) {
+  let browser;
+  let result;
+  let code;
+  try {
+    browser = await launchChromium(origin);
+    result = await body(await browser.newPage());
+    code = result.ok ? 0 : 5;
+  } catch (e) {
+    result = { ok: false, error: String(e.message || e).split('\n')[0] };
+    code = 1;
+  } finally {
+    await browser?.close().catch(() => {});
+  }
+  process.stdout.write(`${JSON.stringify(result)}\n`);
+  process.exit(code);
 }
