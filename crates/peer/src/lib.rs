@@ -406,6 +406,12 @@ impl DataChannel {
         self.0.rx.lock().await.recv().await
     }
 
+    /// A message that has already arrived, without waiting: `None` when
+    /// there is none, or while another task is in [`DataChannel::recv`].
+    pub fn try_recv(&self) -> Option<Message> {
+        self.0.rx.try_lock().ok()?.try_recv().ok()
+    }
+
     /// Waits until everything sent so far has left the SCTP send buffer.
     pub async fn flush(&self) -> Result<(), Error> {
         let (tx, rx) = oneshot::channel();

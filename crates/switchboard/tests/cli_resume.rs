@@ -4,6 +4,10 @@
 //! the file arrives whole. With the server gone for good, or a peer whose
 //! connection ICE restarts cannot bring back, they exit with code 6
 //! instead of hanging.
+//!
+//! A transfer whose `recv` or `send` is killed and started again picks up
+//! where it broke off: the receiver's kept part is offered with
+//! `file-resume`, and only the rest crosses the wire.
 
 mod common;
 
@@ -443,7 +447,9 @@ fn a_frozen_peer_ends_in_code_6_once_ice_restarts_are_exhausted() {
         &[
             &["send"],
             &common[..],
-            &["--chunk", "1024", src.to_str().unwrap()],
+            // Not the default 30 s wait for another receiver after
+            // the restarts: the test is about the exit code.
+            &["--chunk", "1024", "--timeout", "5", src.to_str().unwrap()],
         ]
         .concat(),
     );
@@ -465,5 +471,125 @@ fn a_frozen_peer_ends_in_code_6_once_ice_restarts_are_exhausted() {
     assert!(!names(&evs).contains(&"file-sent"), "{:?}", names(&evs));
     // Silence is noticed within ~11 s; three restarts of at most 10 s.
     assert!(took < Duration::from_secs(90), "took {took:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Waits until `cli` reports at least `bytes` of its file.
+fn wait_for_bytes(cli: &mut Cli, bytes: u64) {
+    loop {
+        let p = cli.wait_for("progress", Duration::from_secs(60));
+        if p["bytes"].as_u64().unwrap() >= bytes {
+            return;
+        }
+    }
+}
+
+/// The one `.part` file in `out` and its length.
+fn kept_part(out: &Path) -> u64 {
+    let parts: Vec<_> = std::fs::read_dir(out)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".part"))
+        .collect();
+    assert_eq!(parts.len(), 1, "{parts:?}");
+    parts[0].metadata().unwrap().len()
+}
+
+/// Starts `send` or `recv` (`what`) of the 40 MB file in `room`.
+fn transfer_cli(server: &InProcess, room: &str, what: &str, path: &Path) -> Cli {
+    let url = format!("http://{}", server.addr);
+    let mut args = vec![
+        what,
+        "--server",
+        url.as_str(),
+        "--room",
+        room,
+        "--json",
+        "--loopback",
+    ];
+    if what == "send" {
+        args.extend(["--chunk", "1024", path.to_str().unwrap()]);
+    } else {
+        args.extend(["--out", path.to_str().unwrap(), "--count", "1"]);
+    }
+    Cli::spawn(&args)
+}
+
+/// The survivor's and the restarted process's events agree on a resume
+/// from about where the first one was killed, and only the rest came over
+/// the wire again.
+fn check_resumed(sent: &[Value], got: &[Value], killed_at: u64) {
+    let size = 40_000_000u64;
+    let offered = sent
+        .iter()
+        .find(|e| e["event"] == "file-resumed")
+        .unwrap_or_else(|| panic!("send never resumed: {:?}", names(sent)));
+    let fr = got.iter().find(|e| e["event"] == "file-received").unwrap();
+    let at = fr["resumed_at"].as_u64().expect("resumed_at");
+    assert_eq!(offered["offset"].as_u64(), Some(at));
+    assert!(
+        at >= killed_at,
+        "resumed at {at}, but {killed_at} were on disk"
+    );
+    assert!(at >= size * 35 / 100, "resumed at {at} of {size}");
+    // The rest, plus what was sent from byte 0 before the seek came back.
+    let transferred = fr["transferred"].as_u64().unwrap();
+    assert!(
+        transferred <= size - at + size / 10,
+        "{transferred} bytes came over the wire after a resume at {at}"
+    );
+    assert!(
+        names(sent).contains(&"transfer-interrupted")
+            || names(got).contains(&"transfer-interrupted")
+    );
+}
+
+#[test]
+fn a_killed_recv_started_again_resumes_from_its_part_file() {
+    // A short window, so the sender learns soon that recv is gone.
+    let server = InProcess::start(&["--no-turn", "--resume-window", "2"]);
+    let dir = tmpdir("recv-killed");
+    let src = big_file(&dir);
+    let want = sha256_file(&src);
+    let out = dir.join("out");
+    let mut recv = transfer_cli(&server, "rk", "recv", &out);
+    std::thread::sleep(Duration::from_millis(300));
+    let send = transfer_cli(&server, "rk", "send", &src);
+    wait_for_bytes(&mut recv, 16_000_000);
+    recv.child.kill().unwrap();
+    recv.child.wait().unwrap();
+    let killed_at = kept_part(&out);
+    assert!(killed_at >= 16_000_000, "{killed_at}");
+
+    let recv = transfer_cli(&server, "rk", "recv", &out);
+    let (sent, got) = finish_ok(send, recv, &want, &out);
+    check_resumed(&sent, &got, killed_at);
+    let left: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["big.bin"], "the part is gone once the file is whole");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_killed_send_started_again_resumes_into_the_kept_part() {
+    let server = InProcess::start(&["--no-turn", "--resume-window", "2"]);
+    let dir = tmpdir("send-killed");
+    let src = big_file(&dir);
+    let want = sha256_file(&src);
+    let out = dir.join("out");
+    let mut recv = transfer_cli(&server, "sk", "recv", &out);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut send = transfer_cli(&server, "sk", "send", &src);
+    wait_for_bytes(&mut send, 16_000_000);
+    send.child.kill().unwrap();
+    send.child.wait().unwrap();
+    recv.wait_for("transfer-interrupted", Duration::from_secs(30));
+    let killed_at = kept_part(&out);
+
+    let send = transfer_cli(&server, "sk", "send", &src);
+    let (sent, got) = finish_ok(send, recv, &want, &out);
+    check_resumed(&sent, &got, killed_at);
     let _ = std::fs::remove_dir_all(&dir);
 }

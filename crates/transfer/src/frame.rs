@@ -134,15 +134,29 @@ pub enum Frame<'a> {
         /// or not it matched.
         sha256: Digest,
     },
-    /// `{"type":"file-resume","id":...,"offset":...}`: switchboard extension
-    /// (not sent or understood by the browser page), receiver to sender after
-    /// a reconnect: "I hold the first `offset` bytes of `id`; continue from
-    /// there." See docs/protocol.md.
+    /// `{"type":"file-resume","id":...,"offset":...,"sha256":...}`:
+    /// switchboard extension, receiver to sender, in answer to a
+    /// `file-start` for a file the receiver already holds a part of (from an
+    /// earlier connection or an earlier run): "I hold the first `offset`
+    /// bytes of `id`, and this is their SHA-256; if yours match, continue
+    /// from there." The sender answers with [`Frame::FileSeek`] or, when it
+    /// cannot or the prefix differs, not at all. See docs/protocol.md.
     FileResume {
-        /// The file in progress on the receiver.
+        /// The `id` of the `file-start` being answered.
         id: String,
-        /// Bytes of it the receiver already holds; the sender's next chunk
-        /// starts at this byte offset.
+        /// Bytes of the file the receiver holds.
+        offset: u64,
+        /// SHA-256 of those `offset` bytes.
+        sha256: Digest,
+    },
+    /// `{"type":"file-seek","id":...,"offset":...}`: switchboard extension,
+    /// sender to receiver, accepting a `file-resume`: the binary frames
+    /// after this one carry the file from byte `offset` on. Frames before it
+    /// still carry the file from byte 0.
+    FileSeek {
+        /// The file in progress.
+        id: String,
+        /// Where the next binary frame starts in the file.
         offset: u64,
     },
     /// A binary frame: the next bytes of the file in progress.
@@ -287,6 +301,14 @@ pub fn parse(binary: bool, data: &[u8]) -> Result<Frame<'_>, ProtocolError> {
             Frame::FileResume {
                 id: f.string("id")?,
                 offset: f.u64("offset")?,
+                sha256: f.digest("sha256")?,
+            }
+        }
+        "file-seek" => {
+            f.frame = "file-seek";
+            Frame::FileSeek {
+                id: f.string("id")?,
+                offset: f.u64("offset")?,
             }
         }
         _ => return Err(ProtocolError::UnknownType(ty)),
@@ -384,6 +406,11 @@ pub(crate) enum Wire<'a> {
     FileResume {
         id: &'a str,
         offset: u64,
+        sha256: &'a Digest,
+    },
+    FileSeek {
+        id: &'a str,
+        offset: u64,
     },
 }
 
@@ -423,7 +450,12 @@ impl<'a> Frame<'a> {
                 ok: *ok,
                 sha256,
             },
-            Frame::FileResume { id, offset } => Wire::FileResume {
+            Frame::FileResume { id, offset, sha256 } => Wire::FileResume {
+                id,
+                offset: *offset,
+                sha256,
+            },
+            Frame::FileSeek { id, offset } => Wire::FileSeek {
                 id,
                 offset: *offset,
             },

@@ -51,7 +51,7 @@ use std::io;
 pub use frame::{parse, Digest, Frame, Outbound, ProtocolError, DEFAULT_CHUNK, MAX_CHUNK};
 pub use name::{check_relative_path, sanitize_name, UnsafePath, MAX_NAME_BYTES, MAX_PATH_DEPTH};
 pub use receiver::{Failure, Finished, Progress, Received, Receiver};
-pub use sender::{new_file_id, AckOutcome, FileInfo, Sender};
+pub use sender::{new_file_id, AckOutcome, FileInfo, ResumeOutcome, Sender};
 
 /// Errors from driving a [`Sender`] or [`Receiver`].
 ///
@@ -108,6 +108,16 @@ pub enum TransferError {
         offset: u64,
         /// Why it was refused, for the message.
         reason: &'static str,
+    },
+    /// A `file-seek` that does not answer our `file-resume`.
+    #[error("file-seek to byte {offset} of {id:?} refused: {why}")]
+    UnexpectedSeek {
+        /// The `id` it named.
+        id: String,
+        /// The offset it asked for.
+        offset: u64,
+        /// Why it was refused.
+        why: &'static str,
     },
     /// Chunk size outside `1..=MAX_CHUNK`.
     #[error("chunk size {0} is not in 1..={max}", max = MAX_CHUNK)]

@@ -2,11 +2,22 @@
 //!
 //! [`Receiver`] owns at most one incoming file at a time (the protocol sends
 //! one file at a time per peer; use one `Receiver` per peer). It owns the
-//! temporary file for it: created on `file-start` as `.NAME.TAG.part`, which
-//! no final name can equal (sanitized names never start with a dot), and
-//! either renamed to the final name after a verified `file-end` or deleted on
-//! mismatch, replacement, [`Receiver::abort`] or drop. A complete-looking file
-//! therefore only ever appears once its size and SHA-256 matched.
+//! temporary file for it, `.NAME.KEY.part`, which no final name can equal
+//! (sanitized names never start with a dot). It is renamed to the final
+//! name after a verified `file-end` and deleted on a mismatch. A
+//! complete-looking file therefore only ever appears once its size and
+//! SHA-256 matched.
+//!
+//! **Resume.** KEY is derived from the file's path (or name) and size, not
+//! from its per-run id, so a part left by a transfer that broke off (the
+//! peer left, the connection or this process died: [`Receiver::abort`] and
+//! drop keep it) is found again when a `file-start` for the same path and
+//! size arrives, over any connection and in any later run. The receiver
+//! then hashes the part and answers with `file-resume` (offset and SHA-256
+//! of what it holds). Until the sender's `file-seek` arrives, the chunks
+//! it already sent from byte 0 go to a second part; if no seek comes (a
+//! sender that does not resume, or whose file differs), that stream simply
+//! completes. The final `file-end` hash covers the whole file either way.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -37,8 +48,21 @@ pub enum Received {
         size: u64,
         /// Declared MIME type, if any.
         mime: Option<String>,
-        /// Id of the file this one displaced, whose partial data is deleted.
+        /// Id of the file this one displaced; its part is kept for a
+        /// resume.
         replaced: Option<String>,
+        /// A `file-resume` to send back: a part of this file is on disk.
+        resume: Option<Frame<'static>>,
+    },
+    /// The sender accepted our `file-resume`: the file continues from
+    /// `offset`, the bytes before it being the ones already on disk.
+    Resumed {
+        /// The file's id.
+        id: String,
+        /// Bytes taken from the part on disk.
+        offset: u64,
+        /// Declared size in bytes.
+        size: u64,
     },
     /// Bytes of the current file arrived.
     Progress {
@@ -66,8 +90,13 @@ pub struct Finished {
     pub mime: Option<String>,
     /// Size declared in `file-start`.
     pub size: u64,
-    /// Bytes actually received.
+    /// Bytes of the file, counting those taken from a part on disk.
     pub received: u64,
+    /// Where the file continued from a part on disk, if it did.
+    pub resumed_at: Option<u64>,
+    /// Bytes of this file that arrived over the channel, including any the
+    /// sender sent from byte 0 before it accepted the resume.
+    pub transferred: u64,
     /// SHA-256 the sender claimed in `file-end`.
     pub expected: Digest,
     /// SHA-256 of the bytes we received.
@@ -134,6 +163,13 @@ struct Incoming {
     mime: Option<String>,
     size: u64,
     part: PathBuf,
+    /// `.NAME.KEY.part`: where a part of this file is kept for a resume.
+    canonical: PathBuf,
+    /// A part found on disk and offered with `file-resume`, until the
+    /// sender's `file-seek` or the end of the file.
+    offer: Option<Offer>,
+    resumed_at: Option<u64>,
+    transferred: u64,
     /// `None` once the file failed (overflow or write error): the temp file is
     /// gone, remaining chunks are only counted and hashed so `file-end` can
     /// still be answered with an honest ack.
@@ -141,6 +177,16 @@ struct Incoming {
     failure: Option<Failure>,
     hasher: Sha256,
     received: u64,
+}
+
+/// A part from an earlier transfer of the same path and size.
+struct Offer {
+    len: u64,
+    /// SHA-256 state over its `len` bytes.
+    hasher: Sha256,
+    /// Open and locked, so that another receiver writing into the same
+    /// directory cannot take it too.
+    file: File,
 }
 
 impl Incoming {
@@ -186,6 +232,7 @@ impl Receiver {
             } => self.start(id, name, *size, mime.as_deref(), path.as_deref()),
             Frame::Chunk(data) => self.chunk(data),
             Frame::FileEnd { id, sha256 } => self.end(id, sha256),
+            Frame::FileSeek { id, offset } => self.seek(id, *offset),
             Frame::Text { .. } | Frame::FileAck { .. } | Frame::FileResume { .. } => {
                 Ok(Received::Ignored)
             }
@@ -214,6 +261,10 @@ impl Receiver {
             mime: mime.map(str::to_owned),
             size,
             part: PathBuf::new(),
+            canonical: PathBuf::new(),
+            offer: None,
+            resumed_at: None,
+            transferred: 0,
             file: None,
             failure: None,
             hasher: Sha256::new(),
@@ -221,7 +272,12 @@ impl Receiver {
         };
         match placed {
             Ok((dir, name)) => {
-                let (part, file) = create_part(&dir, &name, id)?;
+                let key = part_key(path.unwrap_or(&name), size);
+                inc.canonical = dir.join(format!(".{name}.{key}.part"));
+                inc.offer = existing_part(&inc.canonical, size)?;
+                // With an offer the canonical name is taken, so the stream
+                // from byte 0 goes to a numbered part beside it.
+                let (part, file) = create_part(&dir, &name, &key)?;
                 inc.dir = dir;
                 inc.name = name;
                 inc.part = part;
@@ -232,6 +288,11 @@ impl Receiver {
             Err(why) => inc.failure = Some(why),
         }
         let name = inc.name.clone();
+        let resume = inc.offer.as_ref().map(|o| Frame::FileResume {
+            id: id.to_owned(),
+            offset: o.len,
+            sha256: Digest(o.hasher.clone().finalize().into()),
+        });
         self.current = Some(inc);
         Ok(Received::Started {
             id: id.to_owned(),
@@ -239,6 +300,54 @@ impl Receiver {
             size,
             mime: mime.map(str::to_owned),
             replaced,
+            resume,
+        })
+    }
+
+    /// The sender's `file-seek`: continue the file in the part we offered.
+    fn seek(&mut self, id: &str, offset: u64) -> Result<Received, TransferError> {
+        let unexpected = |why| TransferError::UnexpectedSeek {
+            id: id.to_owned(),
+            offset,
+            why,
+        };
+        let Some(inc) = self.current.as_mut().filter(|inc| inc.id == id) else {
+            return Err(unexpected("it is not the file in progress"));
+        };
+        let Some(offer) = inc.offer.take() else {
+            return Err(unexpected("no resume was offered for it"));
+        };
+        if offset > offer.len {
+            return Err(unexpected("that is past the part offered"));
+        }
+        if inc.failure.is_some() {
+            // The file already failed; its chunks are only counted now.
+            return Ok(Received::Ignored);
+        }
+        let Offer {
+            len,
+            hasher,
+            mut file,
+        } = offer;
+        let hasher = if offset == len {
+            hasher
+        } else {
+            hash_prefix(&mut file, offset)?
+        };
+        file.set_len(offset)?;
+        io::Seek::seek(&mut file, io::SeekFrom::End(0))?;
+        if inc.file.take().is_some() {
+            remove_quietly(&inc.part);
+        }
+        inc.part = inc.canonical.clone();
+        inc.file = Some(file);
+        inc.hasher = hasher;
+        inc.received = offset;
+        inc.resumed_at = Some(offset);
+        Ok(Received::Resumed {
+            id: id.to_owned(),
+            offset,
+            size: inc.size,
         })
     }
 
@@ -282,6 +391,7 @@ impl Receiver {
         };
         // Hash before any check: the ack reports what really arrived.
         inc.hasher.update(data);
+        inc.transferred = inc.transferred.saturating_add(data.len() as u64);
         inc.received = inc.received.saturating_add(data.len() as u64);
         let progress = Received::Progress {
             received: inc.received,
@@ -314,6 +424,7 @@ impl Receiver {
         }
         let mut inc = self.current.take().expect("checked above");
         let actual = Digest(std::mem::take(&mut inc.hasher).finalize().into());
+        // An offer never taken up: the stream from byte 0 is the file now.
         if inc.failure.is_none() {
             if inc.received != inc.size {
                 inc.fail(Failure::SizeMismatch);
@@ -329,6 +440,9 @@ impl Receiver {
                 Err(why)
             }
             (None, Some(file)) => {
+                if inc.offer.take().is_some() {
+                    remove_quietly(&inc.canonical);
+                }
                 // Make the data durable before the name says "complete".
                 let placed = file.sync_all().and_then(|()| {
                     drop(file);
@@ -347,6 +461,8 @@ impl Receiver {
             mime: inc.mime,
             size: inc.size,
             received: inc.received,
+            resumed_at: inc.resumed_at,
+            transferred: inc.transferred,
             expected: *expected,
             actual,
             result,
@@ -372,44 +488,49 @@ impl Receiver {
             .map(|inc| inc.received)
     }
 
-    /// After a reconnect: the `file-resume` frame asking the sender to
-    /// continue the file in progress, or `None` if there is nothing to resume
-    /// (no file, or it already failed).
-    pub fn resume_frame(&self) -> Option<Frame<'static>> {
-        let inc = self.current.as_ref()?;
-        if inc.failure.is_some() {
-            return None;
+    /// Abandons the file in progress (peer left, channel closed) and
+    /// keeps what arrived of it as `.NAME.KEY.part`, for a later
+    /// `file-start` of the same path and size to resume. Returns its id.
+    pub fn abort(&mut self) -> Option<String> {
+        let mut inc = self.current.take()?;
+        if inc.file.take().is_some() {
+            // Keep whichever holds more: ours, or the part we offered.
+            let offered = inc.offer.as_ref().map(|o| o.len);
+            let keep_ours = inc.received > 0 && offered.is_none_or(|len| inc.received > len);
+            if !keep_ours {
+                if inc.part != inc.canonical || offered.is_none() {
+                    remove_quietly(&inc.part);
+                }
+            } else if inc.part != inc.canonical
+                && (in_use(&inc.canonical) || fs::rename(&inc.part, &inc.canonical).is_err())
+            {
+                remove_quietly(&inc.part);
+            }
         }
-        Some(Frame::FileResume {
-            id: inc.id.clone(),
-            offset: inc.received,
-        })
+        Some(inc.id)
     }
 
-    /// Abandons the file in progress (peer left, channel closed for good)
-    /// and deletes its temporary file. Returns its id.
-    pub fn abort(&mut self) -> Option<String> {
+    /// Like [`Receiver::abort`], but deletes the partial data too.
+    pub fn discard(&mut self) -> Option<String> {
         let mut inc = self.current.take()?;
         if inc.file.take().is_some() {
             remove_quietly(&inc.part);
         }
+        remove_quietly(&inc.canonical);
         Some(inc.id)
     }
 }
 
 impl Drop for Receiver {
-    /// A partial file must not outlive the receiver that could finish it.
+    /// What arrived is kept for a resume, as on [`Receiver::abort`].
     fn drop(&mut self) {
         self.abort();
     }
 }
 
-/// Creates `.NAME.TAG.part` in `dir`, never reusing an existing path.
-/// The tag is derived from the id (peer-controlled, so it is hashed rather
-/// than put into a path) plus a counter for the rare collision.
-fn create_part(dir: &Path, name: &str, id: &str) -> io::Result<(PathBuf, File)> {
-    let tag = Digest::of(id.as_bytes()).to_hex();
-    let tag = &tag[..12];
+/// Creates `.NAME.KEY.part` in `dir`, or `.NAME.KEY-N.part` when that
+/// exists, never reusing an existing path.
+fn create_part(dir: &Path, name: &str, tag: &str) -> io::Result<(PathBuf, File)> {
     for n in 0u32.. {
         let file_name = if n == 0 {
             format!(".{name}.{tag}.part")
@@ -418,12 +539,116 @@ fn create_part(dir: &Path, name: &str, id: &str) -> io::Result<(PathBuf, File)> 
         };
         let path = dir.join(file_name);
         match OpenOptions::new().write(true).create_new(true).open(&path) {
-            Ok(f) => return Ok((path, f)),
+            Ok(f) => {
+                // Held while we write it: another receiver then neither
+                // offers nor replaces it. Advisory, best effort.
+                let _ = try_lock(&f);
+                return Ok((path, f));
+            }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists && n < MAX_COLLISIONS => continue,
             Err(e) => return Err(e),
         }
     }
     unreachable!("the loop returns")
+}
+
+/// The part file's KEY: 12 hex digits of SHA-256 over the path (or name)
+/// and size. Peer-controlled, so hashed rather than put into a path; the
+/// same for the same file in every run, which is what lets a part be found
+/// again.
+fn part_key(path: &str, size: u64) -> String {
+    let mut h = Sha256::new();
+    h.update(path.as_bytes());
+    h.update([0]);
+    h.update(size.to_be_bytes());
+    Digest(h.finalize().into()).to_hex()[..12].to_owned()
+}
+
+/// Opens `path` for reading and writing without following a symlink
+/// there (a planted one could lead out of the output directory).
+fn open_part(path: &Path) -> io::Result<File> {
+    let mut o = OpenOptions::new();
+    o.read(true).write(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(
+        &mut o,
+        rustix::fs::OFlags::NOFOLLOW.bits() as i32,
+    );
+    o.open(path)
+}
+
+/// Takes an exclusive advisory lock on `f` without waiting: `Ok(false)`
+/// when another open file holds one. Released when `f` is closed, by
+/// exit or crash too. Where there is no flock, always `Ok(true)`.
+fn try_lock(f: &File) -> io::Result<bool> {
+    #[cfg(unix)]
+    {
+        use rustix::fs::{flock, FlockOperation};
+        match flock(f, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Ok(true),
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = f;
+        Ok(true)
+    }
+}
+
+/// Whether another receiver holds the part at `path` open for writing.
+fn in_use(path: &Path) -> bool {
+    match open_part(path) {
+        Ok(f) => matches!(try_lock(&f), Ok(false)),
+        Err(_) => false,
+    }
+}
+
+/// A resumable part at `path`: a regular file (not a symlink) holding
+/// between 1 and `size` bytes that no other receiver is writing, locked
+/// and hashed. Anything else there is left alone and not offered.
+fn existing_part(path: &Path, size: u64) -> io::Result<Option<Offer>> {
+    let mut file = match open_part(path) {
+        Ok(f) => f,
+        // Absent, a symlink (ELOOP), a folder...: nothing to offer.
+        Err(_) => return Ok(None),
+    };
+    let meta = file.metadata()?;
+    if !meta.is_file() || meta.len() == 0 || meta.len() > size {
+        return Ok(None);
+    }
+    if !try_lock(&file)? {
+        return Ok(None);
+    }
+    let len = meta.len();
+    let hasher = hash_prefix(&mut file, len)?;
+    Ok(Some(Offer { len, hasher, file }))
+}
+
+/// SHA-256 state over the first `len` bytes of `file`, which is left
+/// positioned after them.
+fn hash_prefix(file: &mut File, len: u64) -> io::Result<Sha256> {
+    let mut h = Sha256::new();
+    io::Seek::seek(file, io::SeekFrom::Start(0))?;
+    let mut f = io::Read::take(&mut *file, len);
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut got = 0u64;
+    loop {
+        let n = io::Read::read(&mut f, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        got += n as u64;
+    }
+    if got < len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "a partial file shrank while being read",
+        ));
+    }
+    Ok(h)
 }
 
 /// Moves `part` to the first free `name`, `name (1)`, ... in `dir`.

@@ -80,6 +80,8 @@ pub struct Sender<R> {
     hasher: Sha256,
     sent: u64,
     state: State,
+    /// A `file-seek` to send before the next chunk.
+    seek: Option<u64>,
 }
 
 impl<R: Read> Sender<R> {
@@ -93,6 +95,7 @@ impl<R: Read> Sender<R> {
             hasher: Sha256::new(),
             sent: 0,
             state: State::Start,
+            seek: None,
         }
     }
 
@@ -112,6 +115,12 @@ impl<R: Read> Sender<R> {
     /// The returned chunk borrows the sender's buffer: send it before calling
     /// again. After an error, give up on this sender.
     pub fn next_message(&mut self) -> Result<Option<Outbound<'_>>, TransferError> {
+        if let Some(offset) = self.seek.take() {
+            let id = &self.info.id;
+            return Ok(Some(Outbound::Text(
+                Wire::FileSeek { id, offset }.to_json(),
+            )));
+        }
         match self.state {
             State::Start => {
                 let json = Wire::FileStart {
@@ -239,26 +248,50 @@ impl<R> Sender<R> {
     }
 }
 
+/// What [`Sender::handle_resume`] did with a `file-resume`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResumeOutcome {
+    /// Our first `offset` bytes hash the same: the next message is a
+    /// `file-seek`, then the chunks from `offset` on.
+    Seeking {
+        /// Where the file continues.
+        offset: u64,
+    },
+    /// Our first `offset` bytes hash differently (the file changed, or it
+    /// is another file of the same name and size): we carry on from where
+    /// we are, and the receiver keeps the bytes it is getting.
+    Mismatch,
+    /// Not for the file being sent, or it came too late (`file-end` already
+    /// went out): nothing to do.
+    Ignored,
+}
+
 impl<R: Read + Seek> Sender<R> {
-    /// Continues after a reconnect from `offset`, the byte count the receiver
-    /// reported in `file-resume`. No new `file-start` is sent; the next
-    /// messages are the chunks from `offset` on, then `file-end`.
+    /// Feeds a received `file-resume`: the receiver holds the first
+    /// `offset` bytes of the file, hashing to `sha256`.
     ///
-    /// Re-reads and re-hashes the first `offset` bytes from the source, so
-    /// `file-end` still covers the whole file (and a file that changed on
-    /// disk meanwhile shows up as a mismatch instead of a silent splice).
-    pub fn resume(&mut self, offset: u64) -> Result<(), TransferError> {
-        let bad = |reason| Err(TransferError::BadResume { offset, reason });
-        match self.state {
-            State::Start => return bad("file-start was never sent"),
-            State::Done(..) => return bad("the file was already acknowledged"),
-            _ => {}
+    /// Re-reads and hashes our own first `offset` bytes (a file that
+    /// changed on disk then shows up as a mismatch, never as a splice). On a
+    /// match the stream continues from `offset`, and `file-end` still
+    /// covers the whole file. On a mismatch the stream carries on where it
+    /// was. An offset past the file's size is an error.
+    pub fn handle_resume(
+        &mut self,
+        id: &str,
+        offset: u64,
+        sha256: &Digest,
+    ) -> Result<ResumeOutcome, TransferError> {
+        if id != self.info.id || !matches!(self.state, State::Chunks | State::End) {
+            return Ok(ResumeOutcome::Ignored);
         }
-        if offset > self.sent {
-            return bad("that is more than was sent");
+        if offset > self.info.size {
+            return Err(TransferError::BadResume {
+                offset,
+                reason: "that is past the end of the file",
+            });
         }
         self.source.seek(SeekFrom::Start(0))?;
-        self.hasher = Sha256::new();
+        let mut prefix = Sha256::new();
         let mut left = offset;
         while left > 0 {
             let want = left.min(self.buf.len() as u64) as usize;
@@ -269,16 +302,23 @@ impl<R: Read + Seek> Sender<R> {
                     got: offset - left + got as u64,
                 });
             }
-            self.hasher.update(&self.buf[..got]);
+            prefix.update(&self.buf[..got]);
             left -= got as u64;
         }
+        if Digest(prefix.clone().finalize().into()) != *sha256 {
+            // Back to where the stream was.
+            self.source.seek(SeekFrom::Start(self.sent))?;
+            return Ok(ResumeOutcome::Mismatch);
+        }
+        self.hasher = prefix;
         self.sent = offset;
+        self.seek = Some(offset);
         self.state = if offset == self.info.size {
             State::End
         } else {
             State::Chunks
         };
-        Ok(())
+        Ok(ResumeOutcome::Seeking { offset })
     }
 }
 

@@ -160,6 +160,11 @@ fn every_text_frame_survives_a_round_trip() {
         Frame::FileResume {
             id: "r".into(),
             offset: 123,
+            sha256: Digest::of(b"z"),
+        },
+        Frame::FileSeek {
+            id: "r".into(),
+            offset: 0,
         },
     ];
     for f in frames {

@@ -288,7 +288,6 @@ fn chunk_beyond_declared_size() {
             size: 4
         }
     ));
-    assert!(rx.resume_frame().is_none());
     // file-end still gets an honest negative ack.
     let f = finished(rx.handle(&end("o", b"abcdef")).unwrap());
     assert!(matches!(f.result, Err(Failure::SizeMismatch)));
@@ -317,9 +316,11 @@ fn second_file_start_aborts_the_first() {
         }
         other => panic!("{other:?}"),
     }
+    // The first file's part is kept for a resume.
     let names = list(dir.path());
-    assert_eq!(names.len(), 1);
-    assert!(names[0].starts_with(".two.bin."), "{names:?}");
+    assert_eq!(names.len(), 2);
+    assert!(names[0].starts_with(".one.bin."), "{names:?}");
+    assert!(names[1].starts_with(".two.bin."), "{names:?}");
     // The old id is no longer known.
     assert!(matches!(
         rx.handle(&end("one", b"")),
@@ -328,7 +329,7 @@ fn second_file_start_aborts_the_first() {
     let _ = rx.handle(&Frame::Chunk(b"xyz")).unwrap();
     let f = finished(rx.handle(&end("two", b"xyz")).unwrap());
     assert!(f.ok());
-    assert_eq!(list(dir.path()), ["two.bin"]);
+    assert_eq!(list(dir.path()), [names[0].as_str(), "two.bin"]);
 }
 
 #[test]
@@ -350,7 +351,7 @@ fn file_end_with_unknown_id_keeps_the_current_file() {
 }
 
 #[test]
-fn abort_and_drop_remove_the_temp_file() {
+fn abort_and_drop_keep_the_part_for_a_resume_and_discard_removes_it() {
     let dir = tempfile::tempdir().unwrap();
     let mut rx = Receiver::new(dir.path());
     assert_eq!(rx.abort(), None);
@@ -358,17 +359,92 @@ fn abort_and_drop_remove_the_temp_file() {
     let _ = rx.handle(&Frame::Chunk(&[7; 50])).unwrap();
     assert_eq!(list(dir.path()).len(), 1);
     assert_eq!(rx.abort().as_deref(), Some("a"));
-    assert!(list(dir.path()).is_empty());
+    let kept = list(dir.path());
+    assert_eq!(kept.len(), 1);
+    assert_eq!(std::fs::read(dir.path().join(&kept[0])).unwrap(), [7; 50]);
     assert!(rx.in_progress().is_none());
     assert!(matches!(
         rx.handle(&Frame::Chunk(b"x")),
         Err(TransferError::UnexpectedChunk { .. })
     ));
 
-    let _ = rx.handle(&start("b", "b", 100)).unwrap();
-    assert_eq!(list(dir.path()).len(), 1);
+    // The same path and size again: offered, whatever the id.
+    match rx.handle(&start("a2", "a", 100)).unwrap() {
+        Received::Started {
+            resume: Some(Frame::FileResume { id, offset, sha256 }),
+            ..
+        } => {
+            assert_eq!((id.as_str(), offset), ("a2", 50));
+            assert_eq!(sha256, Digest::of(&[7; 50]));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Another size is another file: not offered.
     drop(rx);
-    assert!(list(dir.path()).is_empty());
+    let mut rx = Receiver::new(dir.path());
+    assert!(matches!(
+        rx.handle(&start("c", "a", 99)).unwrap(),
+        Received::Started { resume: None, .. }
+    ));
+    assert_eq!(rx.discard().as_deref(), Some("c"));
+    // discard removed only its own file's part.
+    assert_eq!(list(dir.path()), kept);
+
+    // An empty part is not worth keeping.
+    let _ = rx.handle(&start("b", "b", 100)).unwrap();
+    drop(rx);
+    assert_eq!(list(dir.path()), kept);
+}
+
+#[test]
+fn a_part_another_receiver_is_writing_is_neither_offered_nor_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut r1 = Receiver::new(dir.path());
+    let mut r2 = Receiver::new(dir.path());
+    let _ = r1.handle(&start("x", "same", 10)).unwrap();
+    let _ = r1.handle(&Frame::Chunk(b"abcd")).unwrap();
+    assert!(matches!(
+        r2.handle(&start("x", "same", 10)).unwrap(),
+        Received::Started { resume: None, .. }
+    ));
+    let _ = r2.handle(&Frame::Chunk(b"ABCDEFG")).unwrap();
+    // r2 has more, but r1 still writes the kept part: r2's goes.
+    r2.abort();
+    let _ = r1.handle(&Frame::Chunk(b"efghij")).unwrap();
+    assert!(finished(r1.handle(&end("x", b"abcdefghij")).unwrap()).ok());
+    assert_eq!(list(dir.path()), ["same"]);
+}
+
+#[cfg(unix)]
+#[test]
+fn a_symlink_where_the_part_would_be_is_not_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let secret = outside.path().join("secret");
+    std::fs::write(&secret, b"0123456789").unwrap();
+    // Learn the part's name, then plant a symlink there.
+    let mut rx = Receiver::new(dir.path());
+    let _ = rx.handle(&start("s", "f", 10)).unwrap();
+    let _ = rx.handle(&Frame::Chunk(b"zz")).unwrap();
+    rx.abort();
+    let part = dir.path().join(&list(dir.path())[0]);
+    std::fs::remove_file(&part).unwrap();
+    std::os::unix::fs::symlink(&secret, &part).unwrap();
+    let mut rx = Receiver::new(dir.path());
+    assert!(matches!(
+        rx.handle(&start("s", "f", 10)).unwrap(),
+        Received::Started { resume: None, .. }
+    ));
+    assert!(matches!(
+        rx.handle(&Frame::FileSeek {
+            id: "s".into(),
+            offset: 4
+        }),
+        Err(TransferError::UnexpectedSeek { .. })
+    ));
+    let _ = rx.handle(&Frame::Chunk(b"abcdefghij")).unwrap();
+    assert!(finished(rx.handle(&end("s", b"abcdefghij")).unwrap()).ok());
+    assert_eq!(std::fs::read(&secret).unwrap(), b"0123456789");
 }
 
 #[test]
@@ -415,6 +491,7 @@ fn text_and_acks_are_not_the_receivers_business() {
         Frame::FileResume {
             id: "t".into(),
             offset: 0,
+            sha256: Digest::empty(),
         },
     ] {
         assert!(matches!(rx.handle(&f).unwrap(), Received::Ignored));

@@ -8,8 +8,8 @@ use std::io::Cursor;
 
 use common::{bytes, info, list, run, Msg};
 use transfer::{
-    parse, AckOutcome, Digest, Frame, Outbound, Received, Receiver, Sender, TransferError,
-    DEFAULT_CHUNK, MAX_CHUNK,
+    parse, AckOutcome, Digest, Frame, Outbound, Received, Receiver, ResumeOutcome, Sender,
+    TransferError, DEFAULT_CHUNK, MAX_CHUNK,
 };
 
 fn check_round_trip(len: usize, chunk: usize, expect_chunks: usize) {
@@ -293,113 +293,248 @@ fn interleaved_text_both_directions() {
     assert_eq!(a.texts, want_b);
 }
 
-#[test]
-fn resume_after_lost_messages() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = bytes(12, 200_000);
-    let mut tx = Sender::new(
-        Cursor::new(data.clone()),
-        info("r1", "big.bin", data.len() as u64),
-    )
-    .with_chunk_size(16 * 1024)
-    .unwrap();
-    let mut rx = Receiver::new(dir.path());
-
-    // file-start and 5 chunks arrive; 3 more chunks are "in flight" when the
-    // connection dies and are lost.
-    for i in 0..9 {
-        let m = tx.next_message().unwrap().unwrap();
-        let (binary, bytes) = (m.is_binary(), m.as_bytes().to_vec());
-        if i < 6 {
-            let _ = rx.handle(&parse(binary, &bytes).unwrap()).unwrap();
-        }
-    }
-    assert_eq!(tx.bytes_sent(), 8 * 16 * 1024);
-    assert_eq!(rx.bytes_received("r1"), Some(5 * 16 * 1024));
-    assert_eq!(rx.bytes_received("other"), None);
-    let p = rx.in_progress().unwrap();
-    assert_eq!(
-        (p.id, p.name, p.received, p.size),
-        ("r1", "big.bin", 5 * 16 * 1024, data.len() as u64)
-    );
-
-    // New connection: receiver asks to resume; the frame survives the codec.
-    let resume = rx.resume_frame().unwrap().encode().as_bytes().to_vec();
-    assert_eq!(
-        String::from_utf8(resume.clone()).unwrap(),
-        r#"{"type":"file-resume","id":"r1","offset":81920}"#
-    );
-    let Frame::FileResume { id, offset } = parse(false, &resume).unwrap() else {
-        panic!()
-    };
-    assert_eq!(id, "r1");
-    assert!(matches!(
-        tx.resume(tx.bytes_sent() + 1),
-        Err(TransferError::BadResume { .. })
-    ));
-    tx.resume(offset).unwrap();
-    assert_eq!(tx.bytes_sent(), offset);
-
-    let mut fin = None;
+/// Delivers every message `tx` produces until `stop` says so, returning the
+/// last `Received`.
+fn pump(
+    tx: &mut Sender<Cursor<Vec<u8>>>,
+    rx: &mut Receiver,
+    mut stop: impl FnMut(&Received) -> bool,
+) -> Option<Received> {
     while let Some(m) = tx.next_message().unwrap() {
-        assert!(!matches!(
-            parse(m.is_binary(), m.as_bytes()).unwrap(),
-            Frame::FileStart { .. }
-        ));
-        if let Received::Finished(f) = rx
+        let r = rx
             .handle(&parse(m.is_binary(), m.as_bytes()).unwrap())
-            .unwrap()
-        {
-            fin = Some(f);
+            .unwrap();
+        if stop(&r) {
+            return Some(r);
         }
     }
-    let fin = fin.unwrap();
+    None
+}
+
+fn resume_frame(r: &Received) -> (u64, Digest) {
+    let Received::Started {
+        resume: Some(Frame::FileResume { offset, sha256, .. }),
+        ..
+    } = r
+    else {
+        panic!("no resume offered: {r:?}")
+    };
+    (*offset, *sha256)
+}
+
+#[test]
+fn a_part_left_by_a_broken_transfer_is_resumed_by_a_later_sender() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = bytes(11, 300 * 1024);
+    let chunk = 16 * 1024;
+    let size = data.len() as u64;
+
+    // First run: file-start and 5 chunks arrive, then the peer is gone.
+    let mut tx = Sender::new(Cursor::new(data.clone()), info("run1", "big.bin", size))
+        .with_chunk_size(chunk)
+        .unwrap();
+    let mut rx = Receiver::new(dir.path());
+    let mut n = 0;
+    pump(&mut tx, &mut rx, |_| {
+        n += 1;
+        n == 6
+    });
+    assert_eq!(rx.abort().as_deref(), Some("run1"));
+    drop(rx);
+    let parts = list(dir.path());
+    assert_eq!(parts.len(), 1, "{parts:?}");
+    assert!(parts[0].starts_with(".big.bin.") && parts[0].ends_with(".part"));
+
+    // A new receiver (a restarted process) and a new sender with another id.
+    let mut rx = Receiver::new(dir.path());
+    let mut tx = Sender::new(Cursor::new(data.clone()), info("run2", "big.bin", size))
+        .with_chunk_size(chunk)
+        .unwrap();
+    let m = tx.next_message().unwrap().unwrap();
+    let started = rx.handle(&parse(false, m.as_bytes()).unwrap()).unwrap();
+    let (offset, prefix) = resume_frame(&started);
+    assert_eq!(offset, 5 * chunk as u64);
+    assert_eq!(prefix, Digest::of(&data[..offset as usize]));
+    // The frame survives the codec.
+    let Received::Started {
+        resume: Some(frame),
+        ..
+    } = &started
+    else {
+        unreachable!()
+    };
+    let wire = frame.encode().as_bytes().to_vec();
+    assert_eq!(parse(false, &wire).unwrap(), *frame);
+    assert!(String::from_utf8(wire)
+        .unwrap()
+        .starts_with(r#"{"type":"file-resume","id":"run2","offset":81920,"sha256":""#));
+
+    // Two chunks from byte 0 are already on their way when the resume
+    // reaches the sender.
+    for _ in 0..2 {
+        let m = tx.next_message().unwrap().unwrap();
+        let _ = rx.handle(&parse(true, m.as_bytes()).unwrap()).unwrap();
+    }
+    assert_eq!(
+        tx.handle_resume("run2", offset, &prefix).unwrap(),
+        ResumeOutcome::Seeking { offset }
+    );
+    assert_eq!(tx.bytes_sent(), offset);
+    let m = tx.next_message().unwrap().unwrap();
+    assert_eq!(
+        parse(false, m.as_bytes()).unwrap(),
+        Frame::FileSeek {
+            id: "run2".into(),
+            offset
+        }
+    );
+    let r = rx.handle(&parse(false, m.as_bytes()).unwrap()).unwrap();
+    assert!(matches!(r, Received::Resumed { offset: o, .. } if o == offset));
+    let Some(Received::Finished(fin)) =
+        pump(&mut tx, &mut rx, |r| matches!(r, Received::Finished(_)))
+    else {
+        panic!("no file-end")
+    };
     assert!(fin.ok(), "{:?}", fin.result);
+    assert_eq!(fin.resumed_at, Some(offset));
+    assert_eq!(fin.transferred, 2 * chunk as u64 + size - offset);
     let Frame::FileAck { ok, sha256, .. } = fin.ack() else {
         panic!()
     };
     assert_eq!(
-        tx.handle_ack("r1", ok, &sha256).unwrap(),
+        tx.handle_ack("run2", ok, &sha256).unwrap(),
         Some(AckOutcome::Verified)
     );
     assert_eq!(std::fs::read(dir.path().join("big.bin")).unwrap(), data);
+    assert_eq!(list(dir.path()), ["big.bin"], "no part left behind");
 }
 
 #[test]
-fn resume_when_only_file_end_was_lost() {
+fn a_file_that_changed_is_sent_whole_not_spliced() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = bytes(1, 100_000);
+    let new = bytes(2, 100_000);
+    let mut rx = Receiver::new(dir.path());
+    let mut tx = Sender::new(Cursor::new(old), info("a", "f.bin", 100_000))
+        .with_chunk_size(10_000)
+        .unwrap();
+    let mut n = 0;
+    pump(&mut tx, &mut rx, |_| {
+        n += 1;
+        n == 4
+    });
+    rx.abort();
+
+    let mut tx = Sender::new(Cursor::new(new.clone()), info("b", "f.bin", 100_000))
+        .with_chunk_size(10_000)
+        .unwrap();
+    let m = tx.next_message().unwrap().unwrap();
+    let (offset, prefix) = resume_frame(&rx.handle(&parse(false, m.as_bytes()).unwrap()).unwrap());
+    assert_eq!(offset, 30_000);
+    let m = tx.next_message().unwrap().unwrap();
+    let _ = rx.handle(&parse(true, m.as_bytes()).unwrap()).unwrap();
+    assert_eq!(
+        tx.handle_resume("b", offset, &prefix).unwrap(),
+        ResumeOutcome::Mismatch
+    );
+    // The stream carries on where it was: chunk 2, not a seek.
+    assert_eq!(tx.bytes_sent(), 10_000);
+    let Some(Received::Finished(fin)) =
+        pump(&mut tx, &mut rx, |r| matches!(r, Received::Finished(_)))
+    else {
+        panic!("no file-end")
+    };
+    assert!(fin.ok(), "{:?}", fin.result);
+    assert_eq!(fin.resumed_at, None);
+    assert_eq!(std::fs::read(dir.path().join("f.bin")).unwrap(), new);
+    assert_eq!(list(dir.path()), ["f.bin"], "the stale part is gone too");
+}
+
+#[test]
+fn a_whole_part_resumes_straight_to_file_end() {
     let dir = tempfile::tempdir().unwrap();
     let data = bytes(13, 1000);
-    let mut tx = Sender::new(Cursor::new(data.clone()), info("r2", "f", 1000));
     let mut rx = Receiver::new(dir.path());
-    let mut msgs = vec![];
-    while let Some(m) = tx.next_message().unwrap() {
-        msgs.push((m.is_binary(), m.as_bytes().to_vec()));
-    }
+    let mut tx = Sender::new(Cursor::new(data.clone()), info("r1", "f", 1000));
     // Everything but file-end arrived.
-    for (b, d) in &msgs[..msgs.len() - 1] {
-        let _ = rx.handle(&parse(*b, d).unwrap()).unwrap();
-    }
-    let Some(Frame::FileResume { offset, .. }) = rx.resume_frame() else {
-        panic!()
-    };
-    assert_eq!(offset, 1000);
-    tx.resume(offset).unwrap();
+    pump(&mut tx, &mut rx, |r| {
+        matches!(r, Received::Progress { received: 1000, .. })
+    });
+    drop(rx);
+
+    let mut rx = Receiver::new(dir.path());
+    let mut tx = Sender::new(Cursor::new(data.clone()), info("r2", "f", 1000));
     let m = tx.next_message().unwrap().unwrap();
-    assert_eq!((m.is_binary(), m.as_bytes().to_vec()), msgs[msgs.len() - 1]);
-    let Received::Finished(f) = rx.handle(&parse(false, m.as_bytes()).unwrap()).unwrap() else {
+    let (offset, prefix) = resume_frame(&rx.handle(&parse(false, m.as_bytes()).unwrap()).unwrap());
+    assert_eq!(offset, 1000);
+    assert_eq!(
+        tx.handle_resume("r2", offset, &prefix).unwrap(),
+        ResumeOutcome::Seeking { offset: 1000 }
+    );
+    let seek = tx.next_message().unwrap().unwrap();
+    assert!(matches!(
+        rx.handle(&parse(false, seek.as_bytes()).unwrap()).unwrap(),
+        Received::Resumed { .. }
+    ));
+    let end = tx.next_message().unwrap().unwrap();
+    assert!(matches!(
+        parse(false, end.as_bytes()).unwrap(),
+        Frame::FileEnd { .. }
+    ));
+    let Received::Finished(f) = rx.handle(&parse(false, end.as_bytes()).unwrap()).unwrap() else {
         panic!()
     };
     assert!(f.ok());
+    assert_eq!((f.resumed_at, f.transferred), (Some(1000), 0));
+    assert_eq!(std::fs::read(dir.path().join("f")).unwrap(), data);
 }
 
 #[test]
-fn resume_rejected_before_start_and_after_ack() {
-    let data = [0u8; 4];
-    let mut tx = Sender::new(Cursor::new(data), info("r3", "f", 4));
-    assert!(matches!(tx.resume(0), Err(TransferError::BadResume { .. })));
-    while tx.next_message().unwrap().is_some() {}
-    tx.handle_ack("r3", true, &Digest::of(&data)).unwrap();
-    assert!(matches!(tx.resume(4), Err(TransferError::BadResume { .. })));
+fn bad_resumes_and_seeks_are_refused_without_harm() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = bytes(5, 4000);
+    let mut tx = Sender::new(Cursor::new(data.clone()), info("r3", "f", 4000))
+        .with_chunk_size(1000)
+        .unwrap();
+    let mut rx = Receiver::new(dir.path());
+    // Before file-start, for another id: nothing happens.
+    assert_eq!(
+        tx.handle_resume("r3", 0, &Digest::empty()).unwrap(),
+        ResumeOutcome::Ignored
+    );
+    pump(&mut tx, &mut rx, |r| {
+        matches!(r, Received::Progress { received: 2000, .. })
+    });
+    assert_eq!(
+        tx.handle_resume("other", 0, &Digest::empty()).unwrap(),
+        ResumeOutcome::Ignored
+    );
+    assert!(matches!(
+        tx.handle_resume("r3", 4001, &Digest::empty()),
+        Err(TransferError::BadResume { .. })
+    ));
+    // A seek nobody asked for.
+    let seek = Frame::FileSeek {
+        id: "r3".into(),
+        offset: 0,
+    };
+    assert!(matches!(
+        rx.handle(&seek),
+        Err(TransferError::UnexpectedSeek { .. })
+    ));
+    // The transfer is unharmed.
+    let Some(Received::Finished(f)) =
+        pump(&mut tx, &mut rx, |r| matches!(r, Received::Finished(_)))
+    else {
+        panic!()
+    };
+    assert!(f.ok());
+    // After file-end a resume comes too late and is ignored.
+    assert_eq!(
+        tx.handle_resume("r3", 1000, &Digest::of(&data[..1000]))
+            .unwrap(),
+        ResumeOutcome::Ignored
+    );
 }
 
 #[test]

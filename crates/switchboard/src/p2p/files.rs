@@ -3,6 +3,7 @@
 //! no partial file ever left under its final name (the receiver writes to
 //! a temporary name and renames only after the hash matches).
 
+use super::Link;
 use super::{
     describe_link, first_link, join, restarts_exhausted, room_config, CliEvent, Failure, Happened,
     Out, PeerArgs, Tracker, EXIT_OTHER, EXIT_TRANSFER,
@@ -14,7 +15,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use peer::{DataChannel, Message};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use transfer::{AckOutcome, FileInfo, Frame, Outbound, Received, Receiver, Sender};
+use transfer::{AckOutcome, FileInfo, Frame, Outbound, Received, Receiver, ResumeOutcome, Sender};
 
 #[derive(Args)]
 pub struct SendArgs {
@@ -176,8 +177,9 @@ pub async fn send(a: SendArgs, out: Out) -> Result<(), Failure> {
     let cfg = room_config(&a.common, "send")?;
     let mut room = join(cfg, &out).await?;
     let mut tracker = Tracker::new(out.clone(), a.common.timeout);
-    let link = first_link(&mut room, &mut tracker).await?;
-    let peer = link.peer.clone();
+    let mut link = first_link(&mut room, &mut tracker).await?;
+    let mut spare = None;
+    let wait = Duration::from_secs(a.common.timeout.max(1));
 
     // Several files: one overall bar (files done, bytes, rate, ETA) under
     // the current file's.
@@ -190,114 +192,56 @@ pub async fn send(a: SendArgs, out: Out) -> Result<(), Failure> {
         ProgressBar::hidden()
     };
     let mut done: u64 = 0;
-    for (k, Outgoing { path, size, rel }) in files.into_iter().enumerate() {
+    for (k, file) in files.iter().enumerate() {
         overall.set_message(format!("{}/{count} files", k + 1));
-        let name = path
+        let name = file
+            .path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "file".into());
-        let file = std::fs::File::open(&path)
-            .map_err(|e| Failure::new(EXIT_OTHER, "file", format!("{}: {e}", path.display())))?;
-        let info = FileInfo {
-            id: transfer::new_file_id(),
-            name: name.clone(),
-            size,
-            mime: None,
-            path: rel.clone(),
-        };
-        let mut tx = Sender::new(std::io::BufReader::with_capacity(256 * 1024, file), info)
-            .with_chunk_size(a.chunk)
-            .map_err(|e| Failure::new(EXIT_OTHER, "file", e.to_string()))?;
         let started = Instant::now();
-        let pb = bar(&out, rel.as_deref().unwrap_or(&name), size);
-        let pb = if count > 1 {
-            bars.insert_before(&overall, pb)
-        } else {
-            bars.add(pb)
-        };
-        let mut tick = Ticker {
-            last: Instant::now(),
-        };
-        let mut sent: u64 = 0;
-        // Produce and send every message. Room events are handled while a
-        // message waits for room in the send buffer (a connection that
-        // died leaves it waiting forever), and between messages, so a
-        // vanished peer ends the transfer promptly.
-        loop {
-            let msg = tx
-                .next_message()
-                .map_err(|e| Failure::new(EXIT_OTHER, "file", e.to_string()))?;
-            let Some(msg) = msg else { break };
-            let (binary, len) = (msg.is_binary(), msg.as_bytes().len());
-            let sending = match msg {
-                Outbound::Text(t) => link.channel.send(Message::Text(t)).boxed(),
-                Outbound::Binary(b) => link.channel.send_binary(b).boxed(),
+        // A peer that goes away in the middle of the file may come back
+        // (or another may take its place): the file starts again on the
+        // new connection, and the receiver's kept part makes that a resume.
+        let (outcome, sha) = loop {
+            let mut job = Job {
+                file,
+                name: &name,
+                chunk: a.chunk,
+                out: &out,
+                bars: &bars,
+                overall: &overall,
+                done,
+                spare: &mut spare,
             };
-            let r = send_watching(sending, &mut room, &mut tracker, &peer, &name).await?;
-            r.map_err(|e| Failure::new(EXIT_TRANSFER, "transfer", format!("sending {name}: {e}")))?;
-            if binary {
-                sent += len as u64;
-                pb.set_position(sent);
-                overall.set_position(done + sent);
-                if tick.due() {
+            match job.run(&link, &mut room, &mut tracker).await? {
+                Sent::Acked(outcome, sha) => break (outcome, sha),
+                Sent::Lost(lost) => {
+                    let peer = link.peer.clone();
                     out.event(
-                        CliEvent::Progress {
+                        CliEvent::TransferInterrupted {
                             peer: &peer,
                             name: &name,
-                            bytes: sent,
-                            size,
+                            reason: lost.reason(),
                         },
-                        String::new,
+                        || {
+                            format!(
+                                "{peer} is gone in the middle of {name} ({}); waiting up to {} s for a receiver",
+                                lost.reason(),
+                                wait.as_secs()
+                            )
+                        },
                     );
-                }
-            }
-            while let Some(ev) = tracker.try_next(&mut room) {
-                if let Err(f) = sending_event(tracker.handle(ev).await, &peer, &name) {
-                    pb.abandon();
-                    overall.abandon();
-                    return Err(f);
-                }
-            }
-        }
-        pb.finish_and_clear();
-        done += size;
-        // Wait for the verdict; text frames from the peer are shown.
-        let outcome = loop {
-            tokio::select! {
-                m = link.channel.recv() => {
-                    let Some(m) = m else {
-                        return Err(Failure::new(EXIT_TRANSFER, "transfer", format!("channel closed before {name} was acknowledged")));
-                    };
-                    let (binary, bytes): (bool, &[u8]) = match &m { Message::Text(t) => (false, t.as_bytes()), Message::Binary(b) => (true, b) };
-                    match transfer::parse(binary, bytes) {
-                        Ok(Frame::FileAck { id, ok, sha256 }) => {
-                            if let Ok(Some(o)) = tx.handle_ack(&id, ok, &sha256) {
-                                break o;
-                            }
-                        }
-                        Ok(Frame::Text { text }) => out.event(CliEvent::Text { peer: &peer, text: &text }, || format!("{peer}: {text}")),
-                        Ok(_) => {}
-                        Err(e) => tracing::debug!("ignoring a bad frame: {e}"),
-                    }
-                }
-                ev = tracker.next(&mut room) => {
-                    let Some(ev) = ev else { continue };
-                    match tracker.handle(ev).await? {
-                        Happened::PeerLeft(p) if p == peer => {
-                            return Err(Failure::new(EXIT_TRANSFER, "peer-left", format!("{peer} left before acknowledging {name}")));
-                        }
-                        Happened::RestartsExhausted(p) if p == peer => return Err(restarts_exhausted(&peer)),
-                        _ => {}
-                    }
+                    link =
+                        next_link(&mut spare, &mut room, &mut tracker, wait, &peer, lost).await?;
                 }
             }
         };
+        done += file.size;
+        let peer = link.peer.clone();
+        let size = file.size;
         let ms = started.elapsed().as_millis() as u64;
         let ok = outcome.is_verified();
-        let sha = match &outcome {
-            AckOutcome::Verified => tx_digest_hex(&tx),
-            AckOutcome::Mismatch { ours, .. } => ours.to_hex(),
-        };
         let mbps = size as f64 / 1e6 / (ms.max(1) as f64 / 1000.0);
         let st = link.pc.stats().await.unwrap_or_default();
         let (paths, redundancy) = (st.paths, st.redundancy);
@@ -338,38 +282,322 @@ pub async fn send(a: SendArgs, out: Out) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Why the peer of a transfer is taken to be gone.
+#[derive(Clone, Copy)]
+enum Lost {
+    Left,
+    RestartsExhausted,
+    ChannelClosed,
+}
+
+impl Lost {
+    fn reason(self) -> &'static str {
+        match self {
+            Lost::Left => "left the room",
+            Lost::RestartsExhausted => {
+                "the connection failed and ICE restarts did not bring it back"
+            }
+            Lost::ChannelClosed => "the data channel closed",
+        }
+    }
+
+    /// The failure to end with when nobody comes back.
+    fn failure(self, peer: &str, name: &str) -> Failure {
+        match self {
+            Lost::RestartsExhausted => restarts_exhausted(peer),
+            Lost::Left => Failure::new(
+                EXIT_TRANSFER,
+                "peer-left",
+                format!("{peer} left in the middle of {name}, and no other peer came"),
+            ),
+            Lost::ChannelClosed => Failure::new(
+                EXIT_TRANSFER,
+                "transfer",
+                format!(
+                    "the channel to {peer} closed in the middle of {name}, and no other peer came"
+                ),
+            ),
+        }
+    }
+}
+
+/// What a room event means while a file is being sent to or received from
+/// `peer`: the peer is gone, or not. A newly linked other peer is kept in
+/// `spare` (the latest one), to carry on with if this one goes.
+fn watch_event(happened: Happened, peer: &str, spare: &mut Option<Link>) -> Option<Lost> {
+    match happened {
+        Happened::PeerLeft(p) if p == peer => Some(Lost::Left),
+        Happened::RestartsExhausted(p) if p == peer => Some(Lost::RestartsExhausted),
+        Happened::PeerLeft(p) | Happened::RestartsExhausted(p) => {
+            if spare.as_ref().is_some_and(|l| l.peer == p) {
+                *spare = None;
+            }
+            None
+        }
+        Happened::Linked(l) if l.peer != peer => {
+            *spare = Some(l);
+            None
+        }
+        _ => None,
+    }
+}
+
+/// The link to carry on with after `lost` went away for `why`: the spare,
+/// or the next peer to link within `wait`.
+async fn next_link(
+    spare: &mut Option<Link>,
+    room: &mut peer::room::Room,
+    tracker: &mut Tracker,
+    wait: Duration,
+    lost: &str,
+    why: Lost,
+) -> Result<Link, Failure> {
+    if let Some(l) = spare.take() {
+        return Ok(l);
+    }
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let Ok(ev) = tokio::time::timeout_at(deadline, tracker.next(room)).await else {
+            return Err(why.failure(lost, "the file"));
+        };
+        let Some(ev) = ev else {
+            return Err(Failure::new(
+                super::EXIT_SIGNALING,
+                "signaling",
+                "room task ended",
+            ));
+        };
+        match tracker.handle(ev).await? {
+            Happened::Linked(l) => return Ok(l),
+            Happened::SignalingClosed(r) => {
+                return Err(Failure::new(
+                    super::EXIT_SIGNALING,
+                    "signaling",
+                    format!("signaling connection lost while waiting for a peer: {r}"),
+                ))
+            }
+            _ => {}
+        }
+    }
+}
+
+/// How one attempt at sending a file ended.
+enum Sent {
+    /// The receiver's verdict, and our SHA-256 of the file.
+    Acked(AckOutcome, String),
+    /// The peer went away first.
+    Lost(Lost),
+}
+
+/// One attempt at sending one file over one link.
+struct Job<'a> {
+    file: &'a Outgoing,
+    name: &'a str,
+    chunk: usize,
+    out: &'a Out,
+    bars: &'a MultiProgress,
+    overall: &'a ProgressBar,
+    /// Bytes of the files before this one.
+    done: u64,
+    spare: &'a mut Option<Link>,
+}
+
+impl Job<'_> {
+    async fn run(
+        &mut self,
+        link: &Link,
+        room: &mut peer::room::Room,
+        tracker: &mut Tracker,
+    ) -> Result<Sent, Failure> {
+        let (name, size, peer) = (self.name, self.file.size, link.peer.as_str());
+        let path = &self.file.path;
+        let source = std::fs::File::open(path)
+            .map_err(|e| Failure::new(EXIT_OTHER, "file", format!("{}: {e}", path.display())))?;
+        let info = FileInfo {
+            id: transfer::new_file_id(),
+            name: name.to_owned(),
+            size,
+            mime: None,
+            path: self.file.rel.clone(),
+        };
+        let mut tx = Sender::new(std::io::BufReader::with_capacity(256 * 1024, source), info)
+            .with_chunk_size(self.chunk)
+            .map_err(|e| Failure::new(EXIT_OTHER, "file", e.to_string()))?;
+        let pb = bar(self.out, self.file.rel.as_deref().unwrap_or(name), size);
+        let pb = if self.overall.is_hidden() {
+            self.bars.add(pb)
+        } else {
+            self.bars.insert_before(self.overall, pb)
+        };
+        let mut tick = Ticker {
+            last: Instant::now(),
+        };
+        // Produce and send every message. Room events are handled while a
+        // message waits for room in the send buffer (a connection that
+        // died leaves it waiting forever), and between messages, so a
+        // vanished peer ends the attempt promptly; so are the receiver's
+        // messages (a `file-resume` answers our `file-start`).
+        loop {
+            while let Some(m) = link.channel.try_recv() {
+                self.on_receiver_message(&mut tx, &m, peer, &pb)?;
+            }
+            let msg = tx
+                .next_message()
+                .map_err(|e| Failure::new(EXIT_OTHER, "file", e.to_string()))?;
+            let Some(msg) = msg else { break };
+            let binary = msg.is_binary();
+            let sending = match msg {
+                Outbound::Text(t) => link.channel.send(Message::Text(t)).boxed(),
+                Outbound::Binary(b) => link.channel.send_binary(b).boxed(),
+            };
+            let r = match send_watching(sending, room, tracker, peer, self.spare).await? {
+                Ok(r) => r,
+                Err(lost) => {
+                    pb.abandon();
+                    return Ok(Sent::Lost(lost));
+                }
+            };
+            if let Err(e) = r {
+                tracing::debug!("sending {name}: {e}");
+                pb.abandon();
+                return Ok(Sent::Lost(Lost::ChannelClosed));
+            }
+            if binary {
+                let sent = tx.bytes_sent();
+                pb.set_position(sent);
+                self.overall.set_position(self.done + sent);
+                if tick.due() {
+                    self.out.event(
+                        CliEvent::Progress {
+                            peer,
+                            name,
+                            bytes: sent,
+                            size,
+                        },
+                        String::new,
+                    );
+                }
+            }
+            while let Some(ev) = tracker.try_next(room) {
+                if let Some(lost) = watch_event(tracker.handle(ev).await?, peer, self.spare) {
+                    pb.abandon();
+                    return Ok(Sent::Lost(lost));
+                }
+            }
+        }
+        pb.finish_and_clear();
+        // Wait for the verdict; text frames from the peer are shown.
+        loop {
+            tokio::select! {
+                m = link.channel.recv() => {
+                    let Some(m) = m else { return Ok(Sent::Lost(Lost::ChannelClosed)) };
+                    let (binary, bytes): (bool, &[u8]) = match &m { Message::Text(t) => (false, t.as_bytes()), Message::Binary(b) => (true, b) };
+                    match transfer::parse(binary, bytes) {
+                        Ok(Frame::FileAck { id, ok, sha256 }) => {
+                            if let Ok(Some(o)) = tx.handle_ack(&id, ok, &sha256) {
+                                let sha = match &o {
+                                    AckOutcome::Verified => tx_digest_hex(&tx),
+                                    AckOutcome::Mismatch { ours, .. } => ours.to_hex(),
+                                };
+                                return Ok(Sent::Acked(o, sha));
+                            }
+                        }
+                        Ok(Frame::Text { text }) => self.out.event(CliEvent::Text { peer, text: &text }, || format!("{peer}: {text}")),
+                        // A file-resume now comes too late: file-end is out.
+                        Ok(_) => {}
+                        Err(e) => tracing::debug!("ignoring a bad frame: {e}"),
+                    }
+                }
+                ev = tracker.next(room) => {
+                    let Some(ev) = ev else { continue };
+                    if let Some(lost) = watch_event(tracker.handle(ev).await?, peer, self.spare) {
+                        return Ok(Sent::Lost(lost));
+                    }
+                }
+            }
+        }
+    }
+
+    /// A message from the receiver while the file is going out.
+    fn on_receiver_message<R: std::io::Read + std::io::Seek>(
+        &self,
+        tx: &mut Sender<R>,
+        m: &Message,
+        peer: &str,
+        pb: &ProgressBar,
+    ) -> Result<(), Failure> {
+        let (binary, bytes): (bool, &[u8]) = match m {
+            Message::Text(t) => (false, t.as_bytes()),
+            Message::Binary(b) => (true, b),
+        };
+        match transfer::parse(binary, bytes) {
+            Ok(Frame::FileResume { id, offset, sha256 }) => {
+                match tx.handle_resume(&id, offset, &sha256) {
+                    Ok(ResumeOutcome::Seeking { offset }) => {
+                        pb.set_position(offset);
+                        self.out.event(
+                            CliEvent::FileResumed {
+                                peer,
+                                name: self.name,
+                                offset,
+                                size: self.file.size,
+                            },
+                            || {
+                                format!(
+                                    "{peer} holds {offset} bytes of {} already: resuming from there",
+                                    self.name
+                                )
+                            },
+                        );
+                    }
+                    Ok(ResumeOutcome::Mismatch) => tracing::info!(
+                        "{peer}'s partial {} differs from ours: sending it whole",
+                        self.name
+                    ),
+                    Ok(ResumeOutcome::Ignored) => {}
+                    Err(transfer::TransferError::Io(e)) => {
+                        return Err(Failure::new(
+                            EXIT_OTHER,
+                            "file",
+                            format!("{}: {e}", self.file.path.display()),
+                        ))
+                    }
+                    Err(e) => tracing::warn!("refused a resume from {peer}: {e}"),
+                }
+            }
+            Ok(Frame::Text { text }) => {
+                self.out.event(CliEvent::Text { peer, text: &text }, || {
+                    format!("{peer}: {text}")
+                })
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!("ignoring a bad frame: {e}"),
+        }
+        Ok(())
+    }
+}
+
 /// Waits for one message to be taken by the channel while handling room
-/// events; Err when one of them ends the transfer.
+/// events; `Err(lost)` when the peer is gone meanwhile.
 async fn send_watching(
     sending: BoxFuture<'_, Result<(), peer::Error>>,
     room: &mut peer::room::Room,
     tracker: &mut Tracker,
     peer: &str,
-    name: &str,
-) -> Result<Result<(), peer::Error>, Failure> {
+    spare: &mut Option<Link>,
+) -> Result<Result<Result<(), peer::Error>, Lost>, Failure> {
     tokio::pin!(sending);
     loop {
         tokio::select! {
-            r = &mut sending => return Ok(r),
+            r = &mut sending => return Ok(Ok(r)),
             ev = tracker.next(room) => {
                 // The room's events ended: only the send is left to wait for.
-                let Some(ev) = ev else { return Ok(sending.await) };
-                sending_event(tracker.handle(ev).await, peer, name)?;
+                let Some(ev) = ev else { return Ok(Ok(sending.await)) };
+                if let Some(lost) = watch_event(tracker.handle(ev).await?, peer, spare) {
+                    return Ok(Err(lost));
+                }
             }
         }
-    }
-}
-
-/// What a room event means while `name` is being sent to `peer`.
-fn sending_event(h: Result<Happened, Failure>, peer: &str, name: &str) -> Result<(), Failure> {
-    match h? {
-        Happened::PeerLeft(p) if p == peer => Err(Failure::new(
-            EXIT_TRANSFER,
-            "peer-left",
-            format!("{peer} left while {name} was being sent"),
-        )),
-        Happened::RestartsExhausted(p) if p == peer => Err(restarts_exhausted(peer)),
-        _ => Ok(()),
     }
 }
 
@@ -383,8 +611,10 @@ pub async fn recv(a: RecvArgs, out: Out) -> Result<(), Failure> {
     let cfg = room_config(&a.common, "recv")?;
     let mut room = join(cfg, &out).await?;
     let mut tracker = Tracker::new(out.clone(), a.common.timeout);
-    let link = first_link(&mut room, &mut tracker).await?;
-    let peer = link.peer.clone();
+    let mut link = first_link(&mut room, &mut tracker).await?;
+    let mut spare = None;
+    let wait = Duration::from_secs(a.common.timeout.max(1));
+    // Kept parts are resumed from; `abort` (and drop) keep what arrived.
     let mut rx = Receiver::new(&a.out);
     let mut done: u64 = 0;
     let mut current: Option<(String, u64, Instant, ProgressBar)> = None;
@@ -395,101 +625,214 @@ pub async fn recv(a: RecvArgs, out: Out) -> Result<(), Failure> {
         if a.count.is_some_and(|n| done >= n) {
             break;
         }
-        tokio::select! {
-            m = link.channel.recv() => {
-                let Some(m) = m else {
-                    if rx.abort().is_some() {
-                        return Err(Failure::new(EXIT_TRANSFER, "transfer", "channel closed in the middle of a file"));
-                    }
-                    break;
-                };
-                let (binary, bytes): (bool, &[u8]) = match &m { Message::Text(t) => (false, t.as_bytes()), Message::Binary(b) => (true, b) };
-                let frame = match transfer::parse(binary, bytes) {
-                    Ok(f) => f,
-                    Err(e) => { tracing::debug!("ignoring a bad frame: {e}"); continue; }
-                };
-                if let Frame::Text { text } = &frame {
-                    out.event(CliEvent::Text { peer: &peer, text }, || format!("{peer}: {text}"));
-                    continue;
-                }
-                match rx.handle(&frame) {
-                    Ok(Received::Started { name, size, .. }) => {
-                        let pb = bar(&out, &name, size);
-                        current = Some((name, size, Instant::now(), pb));
-                    }
-                    Ok(Received::Progress { received, size }) => {
-                        if let Some((name, _, _, pb)) = &current {
-                            pb.set_position(received);
-                            if tick.due() {
-                                out.event(CliEvent::Progress { peer: &peer, name, bytes: received, size }, String::new);
+        let peer = link.peer.clone();
+        let lost = tokio::select! {
+            m = link.channel.recv() => match m {
+                None => Some(Lost::ChannelClosed),
+                Some(m) => {
+                    let (binary, bytes): (bool, &[u8]) = match &m { Message::Text(t) => (false, t.as_bytes()), Message::Binary(b) => (true, b) };
+                    match transfer::parse(binary, bytes) {
+                        Ok(Frame::Text { text }) => out.event(CliEvent::Text { peer: &peer, text: &text }, || format!("{peer}: {text}")),
+                        Ok(frame) => {
+                            let r = rx.handle(&frame);
+                            if on_received(r, &link, &out, &mut current, &mut tick).await? {
+                                done += 1;
                             }
                         }
+                        Err(e) => tracing::debug!("ignoring a bad frame: {e}"),
                     }
-                    Ok(Received::Finished(f)) => {
-                        let ack = f.ack();
-                        send_frame(&link.channel, &ack).await?;
-                        let (ms, pb) = match current.take() { Some((_, _, t, pb)) => (t.elapsed().as_millis() as u64, pb), None => (0, ProgressBar::hidden()) };
-                        pb.finish_and_clear();
-                        let ok = f.ok();
-                        let path = f.result.as_ref().ok().map(|p| p.display().to_string());
-                        let why = f.result.as_ref().err().map(|e| match e {
-                            transfer::Failure::UnsafePath(u) => u.to_string(),
-                            other => format!("{other:?}"),
-                        });
-                        let refused = matches!(f.result, Err(transfer::Failure::UnsafePath(_)));
-                        let sha = f.actual.to_hex();
-                        let st = link.pc.stats().await.unwrap_or_default();
-                        let (paths, redundancy) = (st.paths, st.redundancy);
-                        out.event(
-                            CliEvent::FileReceived { peer: &peer, name: &f.name, path: path.as_deref(), size: f.received, sha256: &sha, ok, ms, paths, redundancy },
-                            || match &path {
-                                Some(p) => format!("received {} ({} bytes, sha256 {sha}) -> {p}; on the wire: {}", f.name, f.received, describe_link(&paths, &redundancy)),
-                                None => format!("FAILED {}: {}", f.name, why.clone().unwrap_or_default()),
-                            },
-                        );
-                        if refused {
-                            return Err(Failure::new(EXIT_TRANSFER, "unsafe-path", format!("refused {}: {}; nothing was written", f.name, why.unwrap_or_default())));
-                        }
-                        if !ok {
-                            return Err(Failure::new(EXIT_TRANSFER, "hash-mismatch", format!("{} failed its check: {}", f.name, why.unwrap_or_default())));
-                        }
-                        done += 1;
-                    }
-                    Ok(Received::Ignored) => {}
-                    Err(transfer::TransferError::UnknownFileEnd { id }) => {
-                        // Answered, not ok, so its sender does not wait
-                        // forever (docs/protocol.md); the file in progress
-                        // carries on.
-                        tracing::warn!("file-end from {peer} for {id:?}, which is not the file in progress: answered not ok");
-                        let ack = Frame::FileAck { id, ok: false, sha256: transfer::Digest::of(b"") };
-                        send_frame(&link.channel, &ack).await?;
-                    }
-                    Err(e) => tracing::warn!("bad transfer frame from {peer}: {e}"),
+                    None
                 }
-            }
+            },
             ev = tracker.next(&mut room) => {
                 let Some(ev) = ev else { continue };
-                match tracker.handle(ev).await? {
-                    Happened::RestartsExhausted(p) if p == peer => return Err(restarts_exhausted(&peer)),
-                    Happened::PeerLeft(p) if p == peer => {
-                        if rx.abort().is_some() {
-                            return Err(Failure::new(EXIT_TRANSFER, "peer-left", format!("{peer} left in the middle of a file; the partial file was removed")));
-                        }
-                        if done > 0 {
-                            break;
-                        }
-                        return Err(Failure::new(EXIT_TRANSFER, "peer-left", format!("{peer} left before sending a file")));
-                    }
-                    _ => {}
-                }
+                watch_event(tracker.handle(ev).await?, &peer, &mut spare)
             }
+        };
+        let Some(lost) = lost else { continue };
+        let Some(p) = rx.in_progress() else {
+            // Between files: the sender is done.
+            match lost {
+                Lost::Left if done == 0 => {
+                    return Err(Failure::new(
+                        EXIT_TRANSFER,
+                        "peer-left",
+                        format!("{peer} left before sending a file"),
+                    ))
+                }
+                Lost::RestartsExhausted => return Err(restarts_exhausted(&peer)),
+                _ => break,
+            }
+        };
+        let (name, received) = (p.name.to_owned(), p.received);
+        rx.abort();
+        if let Some((_, _, _, pb)) = current.take() {
+            pb.abandon();
         }
+        out.event(
+            CliEvent::TransferInterrupted {
+                peer: &peer,
+                name: &name,
+                reason: lost.reason(),
+            },
+            || {
+                format!(
+                    "{peer} is gone in the middle of {name} ({}); {received} bytes are kept; waiting up to {} s for a sender",
+                    lost.reason(),
+                    wait.as_secs()
+                )
+            },
+        );
+        link = next_link(&mut spare, &mut room, &mut tracker, wait, &peer, lost)
+            .await
+            .map_err(|mut f| {
+                f.message = format!(
+                    "{}; the {received} bytes of {name} that arrived are kept in {}: run recv again with the same --out to resume",
+                    f.message,
+                    a.out.display()
+                );
+                f
+            })?;
     }
     // Give the last ack time to leave before the connection closes.
     let _ = tokio::time::timeout(Duration::from_secs(2), link.channel.flush()).await;
     room.leave();
     link.pc.close().await;
     Ok(())
+}
+
+/// Acts on what a frame did to the receiver: progress, the resume offer,
+/// the ack. `Ok(true)` when a file was received and verified.
+async fn on_received(
+    r: Result<Received, transfer::TransferError>,
+    link: &Link,
+    out: &Out,
+    current: &mut Option<(String, u64, Instant, ProgressBar)>,
+    tick: &mut Ticker,
+) -> Result<bool, Failure> {
+    let peer = link.peer.as_str();
+    match r {
+        Ok(Received::Started {
+            name, size, resume, ..
+        }) => {
+            if let Some(frame) = resume {
+                send_frame(&link.channel, &frame).await?;
+            }
+            let pb = bar(out, &name, size);
+            *current = Some((name, size, Instant::now(), pb));
+        }
+        Ok(Received::Resumed { offset, size, .. }) => {
+            if let Some((name, _, _, pb)) = current {
+                pb.set_position(offset);
+                out.event(
+                    CliEvent::FileResumed {
+                        peer,
+                        name,
+                        offset,
+                        size,
+                    },
+                    || format!("resuming {name} from byte {offset}, kept from an earlier transfer"),
+                );
+            }
+        }
+        Ok(Received::Progress { received, size }) => {
+            if let Some((name, _, _, pb)) = current {
+                pb.set_position(received);
+                if tick.due() {
+                    out.event(
+                        CliEvent::Progress {
+                            peer,
+                            name,
+                            bytes: received,
+                            size,
+                        },
+                        String::new,
+                    );
+                }
+            }
+        }
+        Ok(Received::Finished(f)) => {
+            let ack = f.ack();
+            send_frame(&link.channel, &ack).await?;
+            let (ms, pb) = match current.take() {
+                Some((_, _, t, pb)) => (t.elapsed().as_millis() as u64, pb),
+                None => (0, ProgressBar::hidden()),
+            };
+            pb.finish_and_clear();
+            let ok = f.ok();
+            let path = f.result.as_ref().ok().map(|p| p.display().to_string());
+            let why = f.result.as_ref().err().map(|e| match e {
+                transfer::Failure::UnsafePath(u) => u.to_string(),
+                other => format!("{other:?}"),
+            });
+            let refused = matches!(f.result, Err(transfer::Failure::UnsafePath(_)));
+            let sha = f.actual.to_hex();
+            let st = link.pc.stats().await.unwrap_or_default();
+            let (paths, redundancy) = (st.paths, st.redundancy);
+            out.event(
+                CliEvent::FileReceived {
+                    peer,
+                    name: &f.name,
+                    path: path.as_deref(),
+                    size: f.received,
+                    sha256: &sha,
+                    ok,
+                    ms,
+                    paths,
+                    redundancy,
+                    resumed_at: f.resumed_at,
+                    transferred: f.transferred,
+                },
+                || match &path {
+                    Some(p) => format!(
+                        "received {} ({} bytes{}, sha256 {sha}) -> {p}; on the wire: {}",
+                        f.name,
+                        f.received,
+                        f.resumed_at
+                            .map(|o| format!(", resumed at byte {o}"))
+                            .unwrap_or_default(),
+                        describe_link(&paths, &redundancy)
+                    ),
+                    None => format!("FAILED {}: {}", f.name, why.clone().unwrap_or_default()),
+                },
+            );
+            if refused {
+                return Err(Failure::new(
+                    EXIT_TRANSFER,
+                    "unsafe-path",
+                    format!(
+                        "refused {}: {}; nothing was written",
+                        f.name,
+                        why.unwrap_or_default()
+                    ),
+                ));
+            }
+            if !ok {
+                return Err(Failure::new(
+                    EXIT_TRANSFER,
+                    "hash-mismatch",
+                    format!("{} failed its check: {}", f.name, why.unwrap_or_default()),
+                ));
+            }
+            return Ok(true);
+        }
+        Ok(Received::Ignored) => {}
+        Err(transfer::TransferError::UnknownFileEnd { id }) => {
+            // Answered, not ok, so its sender does not wait forever
+            // (docs/protocol.md); the file in progress carries on.
+            tracing::warn!(
+                "file-end from {peer} for {id:?}, which is not the file in progress: answered not ok"
+            );
+            let ack = Frame::FileAck {
+                id,
+                ok: false,
+                sha256: transfer::Digest::of(b""),
+            };
+            send_frame(&link.channel, &ack).await?;
+        }
+        Err(e) => tracing::warn!("bad transfer frame from {peer}: {e}"),
+    }
+    Ok(false)
 }
 
 async fn send_frame(ch: &DataChannel, f: &Frame<'_>) -> Result<(), Failure> {

@@ -300,6 +300,35 @@ pub enum CliEvent<'a> {
         paths: PathBytes,
         /// As in `file-sent`.
         redundancy: RedundancyStats,
+        /// Where the file continued from a part kept by an earlier
+        /// transfer; `null` when it came whole.
+        resumed_at: Option<u64>,
+        /// Bytes of it that came over this connection (with a resume, the
+        /// rest was on disk already).
+        transferred: u64,
+    },
+    /// A file continues from a part the receiver kept from an earlier
+    /// transfer (another connection, or an earlier run of `recv` or
+    /// `send`): `offset` bytes of `size` need not be sent again.
+    FileResumed {
+        /// The other peer.
+        peer: &'a str,
+        /// The file's name.
+        name: &'a str,
+        /// Bytes already on the receiver's disk, checked by SHA-256.
+        offset: u64,
+        /// The file's size.
+        size: u64,
+    },
+    /// The peer a file was going to or coming from is gone in the middle
+    /// of it; waiting up to `--timeout` for it (or another) to come back.
+    TransferInterrupted {
+        /// The peer that went away.
+        peer: &'a str,
+        /// The file in progress.
+        name: &'a str,
+        /// Why we think it is gone.
+        reason: &'a str,
     },
     /// The signaling connection dropped; attempt `attempt` (from 1) to
     /// get the session back follows after a backoff. Connections keep
@@ -1310,10 +1339,29 @@ mod tests {
                     ms: 4,
                     paths: PathBytes::default(),
                     redundancy: RedundancyStats::default(),
+                    resumed_at: Some(4),
+                    transferred: 5,
                 },
                 json!({"event": "file-received", "peer": "p", "name": "f", "path": "/d/f", "size": 9, "sha256": "ab", "ok": true, "ms": 4,
                     "paths": {"direct": {"sent": 0, "received": 0}, "relay": {"sent": 0, "received": 0}},
-                    "redundancy": {"loss_in": null, "active": false, "copies": 0}}),
+                    "redundancy": {"loss_in": null, "active": false, "copies": 0}, "resumed_at": 4, "transferred": 5}),
+            ),
+            (
+                CliEvent::FileResumed {
+                    peer: "p",
+                    name: "f",
+                    offset: 4,
+                    size: 9,
+                },
+                json!({"event": "file-resumed", "peer": "p", "name": "f", "offset": 4, "size": 9}),
+            ),
+            (
+                CliEvent::TransferInterrupted {
+                    peer: "p",
+                    name: "f",
+                    reason: "left",
+                },
+                json!({"event": "transfer-interrupted", "peer": "p", "name": "f", "reason": "left"}),
             ),
             (
                 CliEvent::FileReceived {
@@ -1326,6 +1374,8 @@ mod tests {
                     ms: 4,
                     paths: PathBytes::default(),
                     redundancy: RedundancyStats::default(),
+                    resumed_at: None,
+                    transferred: 9,
                 },
                 json!({"event": "file-received", "peer": "p", "name": "f", "path": null, "size": 9, "sha256": "ab", "ok": false, "ms": 4,
                     "paths": {"direct": {"sent": 0, "received": 0}, "relay": {"sent": 0, "received": 0}},

@@ -68,7 +68,9 @@ pub fn run(
         match rx.handle(&parse(binary, &bytes).unwrap()).unwrap() {
             Received::Finished(f) => finished = Some(f),
             Received::Started { .. } | Received::Progress { .. } => {}
-            Received::Ignored => panic!("receiver ignored a file frame"),
+            r @ (Received::Ignored | Received::Resumed { .. }) => {
+                panic!("a plain transfer got {r:?}")
+            }
         }
     }
     assert_eq!(tx.bytes_sent(), data.len() as u64);
