@@ -13,7 +13,7 @@ import path from 'node:path';
 import { chromium } from 'playwright-core';
 import {
   startServer, launchBrowser, newPage, screenshot, waitFor, roomName, randomFile,
-  serverBinary, repoRoot, CHROMIUM, CHROMIUM_ARGS,
+  serverBinary, repoRoot, CHROMIUM, CHROMIUM_ARGS, sampleHeap, BIG_MIB, HEAP_LIMIT,
 } from './helpers.mjs';
 
 const verbose = !!process.env.E2E_VERBOSE;
@@ -397,6 +397,68 @@ test('`switchboard send` sends a file to /chat with a matching SHA-256', { timeo
     assert.deepEqual(page.errors, []);
   } finally {
     await page.context().close();
+  }
+});
+
+test(`a ${BIG_MIB} MiB file both ways between /chat and the CLI, with the page's JS heap under ${HEAP_LIMIT >> 20} MB`, { timeout: 900_000 }, async () => {
+  const file = randomFile(BIG_MIB * 1024 * 1024, 'large.bin');
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), 'switchboard-e2e-big-'));
+  const page = await newPage(browser, 'native-large');
+  let recv;
+  let send;
+  try {
+    // /chat -> recv: the page reads and hashes the file block by block.
+    const room = roomName('n-big');
+    recv = runCli('recv', ['recv', ...cliArgs(server, room), '--name', 'native-recv', '--out', out, '--count', '1']);
+    await recv.waitEvent((e) => e.event === 'joined', 'joined', 20_000);
+    await page.goto(`${server.origin}/chat?room=${room}&name=browser`);
+    await waitFor(page, () => document.body.dataset.chatReady === 'true', undefined, 45_000);
+    const up = await sampleHeap(page);
+    const t0 = Date.now();
+    await page.setInputFiles('#file-input', file.path);
+    const got = await recv.waitEvent((e) => e.event === 'file-received', 'file-received', 600_000);
+    const upSecs = (Date.now() - t0) / 1000;
+    const upHeap = await up.stop();
+    assert.equal(got.ok, true);
+    assert.equal(got.sha256, file.sha256);
+    assert.equal(sha256File(got.path), file.sha256);
+    assert.equal((await recv.waitExit(30_000)).code, 0, recv.describe());
+    fs.rmSync(got.path);
+
+    // send -> /chat: the page writes it to the Origin Private File System
+    // as it arrives.
+    await page.goto(`${server.origin}/chat?room=${room}-back&name=browser`);
+    await waitFor(page, () => document.body.dataset.joined === 'true');
+    const down = await sampleHeap(page);
+    const t1 = Date.now();
+    send = runCli('send', ['send', ...cliArgs(server, `${room}-back`), '--name', 'native-send', file.path]);
+    const sent = await send.waitEvent((e) => e.event === 'file-sent', 'file-sent', 600_000);
+    const downSecs = (Date.now() - t1) / 1000;
+    const downHeap = await down.stop();
+    assert.equal(sent.ok, true, 'the page verified the whole file');
+    const card = page.locator('.transfer[data-direction="in"]').first();
+    assert.equal(await card.getAttribute('data-sha256'), file.sha256);
+    // The download is the file on disk: hashed here, independently.
+    const [download] = await Promise.all([page.waitForEvent('download'), card.locator('a.download').click()]);
+    assert.equal(sha256File(await download.path()), file.sha256);
+    assert.equal((await send.waitExit(30_000)).code, 0, send.describe());
+
+    const mb = (x) => (x / 1e6).toFixed(1);
+    console.log(`large file ${BIG_MIB} MiB: /chat -> recv ${mb(file.size / upSecs)} MB/s, JS heap max ${mb(upHeap.max)} MB, renderer RSS growth ${mb(upHeap.rssGrowth)} MB (${upHeap.samples} samples); send -> /chat ${mb(file.size / downSecs)} MB/s, JS heap max ${mb(downHeap.max)} MB, renderer RSS growth ${mb(downHeap.rssGrowth)} MB (${downHeap.samples} samples)`);
+    assert.ok(upHeap.samples >= 4 && downHeap.samples >= 4, 'the heap was sampled during both transfers');
+    assert.ok(upHeap.max < HEAP_LIMIT, `sending page's heap peaked at ${mb(upHeap.max)} MB`);
+    assert.ok(downHeap.max < HEAP_LIMIT, `receiving page's heap peaked at ${mb(downHeap.max)} MB`);
+    assert.ok(upHeap.rssGrowth < HEAP_LIMIT, `a renderer grew by ${mb(upHeap.rssGrowth)} MB while the page sent`);
+    assert.ok(downHeap.rssGrowth < HEAP_LIMIT, `a renderer grew by ${mb(downHeap.rssGrowth)} MB while the page received`);
+    assert.deepEqual(page.errors, []);
+  } catch (err) {
+    throw recv || send ? withCliOutput(err, send ?? recv) : err;
+  } finally {
+    await recv?.kill();
+    await send?.kill();
+    await page.context().close();
+    file.cleanup();
+    fs.rmSync(out, { recursive: true, force: true });
   }
 });
 

@@ -15,8 +15,8 @@ const timeout = Number(timeoutSecs) * 1000;
 await runPage(origin, async (page) => {
   const t0 = Date.now();
   await page.goto(`${origin}/chat?room=${encodeURIComponent(room)}&name=browser`, { timeout });
-  if (!(await page.evaluate(() => window.isSecureContext && !!crypto.subtle))) {
-    throw new Error('the page is not a secure context (no crypto.subtle)');
+  if (!(await page.evaluate(() => window.isSecureContext && !!navigator.storage?.getDirectory))) {
+    throw new Error('the page is not a secure context (no Origin Private File System)');
   }
   await page.waitForFunction(() => document.body.dataset.chatReady === 'true', undefined, { timeout });
   await page.waitForFunction(

@@ -29,9 +29,9 @@ export async function launchChromium(origin) {
       '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
       // The lab serves /chat over plain http on a non-loopback address, which
-      // is not a secure context: crypto.subtle (the page's SHA-256) would be
-      // missing. A real deployment puts serve behind TLS; the lab tells
-      // Chromium to treat it as secure.
+      // is not a secure context: received files would go to memory, not to
+      // the Origin Private File System. A real deployment puts serve behind
+      // TLS; the lab tells Chromium to treat it as secure.
       `--unsafely-treat-insecure-origin-as-secure=${origin}`,
       // Extra flags from the caller (bench/lossy-link.sh turns mDNS off).
       ...(process.env.BROWSER_CHAT_ARGS ?? '').split(' ').filter(Boolean),

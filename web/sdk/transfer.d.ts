@@ -88,10 +88,29 @@ export interface Finished {
   expected: string;
   actual: string;
   ok: boolean;
-  blob: Blob;
+  /** The verified file (on disk with `opfsSink`); null when it failed. */
+  blob: Blob | null;
+  /** Why it failed other than by its hash (a write error), or null. */
+  failure: string | null;
   /** The file-ack to send back. */
   ack: string;
 }
+
+/** Where a Receiver writes one incoming file. */
+export interface Sink {
+  write(chunk: ArrayBuffer | ArrayBufferView | Blob): Promise<void> | void;
+  finish(): Promise<Blob>;
+  discard(): Promise<void> | void;
+}
+
+export interface IncomingInfo { id: string; name: string; size: number; mime?: string }
+
+/** Bytes a disk sink gathers before each write. */
+export declare const WRITE_BATCH: number;
+/** Chunks kept in memory, one Blob at the end. */
+export declare function memorySink(info: IncomingInfo): Sink;
+/** Files written into the Origin Private File System directory `dir` as they arrive. */
+export declare function opfsSink(dir: FileSystemDirectoryHandle): (info: IncomingInfo) => Promise<Sink>;
 
 export type Received =
   | { kind: 'started'; id: string; name: string; size: number; mime?: string; replaced: { id: string; name: string } | null }
@@ -102,6 +121,7 @@ export type Received =
   | { kind: 'ignored' };
 
 export declare class Receiver {
+  constructor(opts?: { sink?: (info: IncomingInfo) => Sink | Promise<Sink> });
   readonly current: { id: string; name: string; size: number; mime?: string; received: number } | null;
   /** Throws TransferError for a chunk outside a file. */
   handle(frame: Frame): Received;

@@ -15,6 +15,13 @@
 //
 // Like the Rust crate, Sender and Receiver never touch a data channel; only
 // `sendFile` does. No DOM, so it also runs in a worker.
+//
+// Memory stays flat whatever the file's size: the sender reads and hashes
+// one READ_BLOCK at a time (./sha256.js, incremental), and the receiver
+// hashes each chunk as it comes and hands it to a sink (the page's writes
+// to disk, `opfsSink`), keeping none of them.
+
+import { Sha256 } from './sha256.js';
 
 /** Label of the data channel; the newcomer creates it, ordered and reliable. */
 export const LABEL = 'chat';
@@ -24,6 +31,8 @@ export const MAX_CHUNK = 64 * 1024;
 export const CHUNK = 16 * 1024;
 /** Bytes read from the file at a time; cut into chunks. */
 export const READ_BLOCK = 1024 * 1024;
+/** Bytes a disk sink gathers before each write. */
+export const WRITE_BATCH = 1024 * 1024;
 /** `sendFile` pauses above this many buffered bytes... */
 export const HIGH_WATER = 4 * 1024 * 1024;
 /** ...and resumes at this low-water mark (`bufferedAmountLowThreshold`). */
@@ -167,13 +176,12 @@ export const EMPTY_SHA256 = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca49
 export const fileAck = (id, ok, sha256) => JSON.stringify({ type: 'file-ack', id, ok, sha256 });
 
 /**
- * Lowercase hex SHA-256. SubtleCrypto hashes in one go only, so callers pass
- * the whole file.
+ * Lowercase hex SHA-256 of a whole buffer (./sha256.js, so it works on
+ * pages without WebCrypto too).
  * @param {ArrayBuffer | ArrayBufferView} buf
  */
 export async function sha256Hex(buf) {
-  const digest = await crypto.subtle.digest('SHA-256', buf);
-  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('');
+  return new Sha256().update(buf).hex();
 }
 
 /** A file id unique for this sender: base-36 milliseconds, a dash, 12 random hex digits. */
@@ -195,8 +203,10 @@ export class Sender {
   #state = 'start';
   #file;
   #chunkSize;
-  /** @type {Promise<string>} */
-  #sha256;
+  /** @type {Promise<string> | null} */
+  #sha256 = null;
+  /** @type {Sha256 | null} */
+  #hasher = null;
   /** @type {ArrayBuffer | null} */
   #block = null;
   #blockStart = 0;
@@ -225,9 +235,14 @@ export class Sender {
     const mime = opts.mime ?? file.type;
     if (mime) this.info.mime = mime;
     if (opts.path) this.info.path = opts.path;
-    this.#sha256 = opts.sha256 ?? file.arrayBuffer().then(sha256Hex);
-    // Hashing fails only when reading fails; next() reports that.
-    this.#sha256.catch(() => {});
+    if (opts.sha256) {
+      this.#sha256 = opts.sha256;
+      // Hashing fails only when reading fails; next() reports that.
+      this.#sha256.catch(() => {});
+    } else {
+      // Hashed block by block as the chunks are read.
+      this.#hasher = new Sha256();
+    }
   }
 
   get id() { return this.info.id; }
@@ -257,6 +272,9 @@ export class Sender {
           if (this.#block.byteLength === 0) {
             throw new TransferError(`source ended after ${this.#sent} of the ${this.info.size} bytes announced`);
           }
+          // A block past the announced size is cut, as the chunks are.
+          const keep = Math.min(this.#block.byteLength, this.info.size - this.#sent);
+          this.#hasher?.update(new Uint8Array(this.#block, 0, keep));
         }
         const at = this.#sent - this.#blockStart;
         const chunk = this.#block.slice(at, Math.min(at + this.#chunkSize, this.#block.byteLength));
@@ -268,7 +286,7 @@ export class Sender {
         return chunk;
       }
       case 'end': {
-        const sha256 = await this.#sha256;
+        const sha256 = this.#hasher ? this.#hasher.hex() : await /** @type {Promise<string>} */ (this.#sha256);
         this.#digest = sha256;
         this.#state = 'await-ack';
         return fileEnd(this.info.id, sha256);
@@ -297,12 +315,92 @@ export class Sender {
 }
 
 /**
+ * Where a Receiver puts the bytes of one incoming file. `write` calls come
+ * in order and are not awaited one by one (the receiver chains them);
+ * `finish` resolves to the whole file as a Blob (on disk, for `opfsSink`);
+ * `discard` deletes whatever was written.
+ * @typedef {{write(chunk: ArrayBuffer | ArrayBufferView | Blob): Promise<void> | void, finish(): Promise<Blob>, discard(): Promise<void> | void}} Sink
+ */
+
+/**
+ * Keeps the chunks in memory and builds a Blob at the end: for pages
+ * without a disk to write to. Chromium moves large Blobs to disk itself.
+ * @param {{mime?: string}} info
+ * @returns {Sink}
+ */
+export function memorySink(info) {
+  /** @type {any[]} */
+  let parts = [];
+  return {
+    write(chunk) { parts.push(chunk); },
+    async finish() { return new Blob(parts, { type: info.mime ?? 'application/octet-stream' }); },
+    discard() { parts = []; },
+  };
+}
+
+/**
+ * Writes the file into the Origin Private File System as it arrives, under
+ * `dir` (a FileSystemDirectoryHandle from `navigator.storage.getDirectory()`),
+ * named after its id, so memory does not grow with the file. The Blob that
+ * `finish` gives is the file on disk.
+ * @param {FileSystemDirectoryHandle} dir
+ * @returns {(info: {id: string}) => Promise<Sink>}
+ */
+export function opfsSink(dir) {
+  return async ({ id }) => {
+    const name = `incoming-${id.replace(/[^A-Za-z0-9_-]/g, '_')}`;
+    const handle = await dir.getFileHandle(name, { create: true });
+    const writable = await handle.createWritable();
+    let closed = false;
+    // Chunks are 16 KiB: written one by one, each write is a round trip to
+    // the browser's storage process. They go in batches of WRITE_BATCH.
+    /** @type {any[]} */
+    let batch = [];
+    let batched = 0;
+    const flush = () => {
+      const parts = batch;
+      batch = [];
+      batched = 0;
+      return writable.write(new Blob(parts));
+    };
+    return {
+      write(chunk) {
+        batch.push(chunk);
+        batched += byteLength(chunk);
+        return batched >= WRITE_BATCH ? flush() : undefined;
+      },
+      async finish() {
+        if (batched > 0) await flush();
+        closed = true;
+        await writable.close();
+        return handle.getFile();
+      },
+      async discard() {
+        if (!closed) await writable.abort().catch(() => {});
+        await dir.removeEntry(name).catch(() => {});
+      },
+    };
+  };
+}
+
+/**
  * Incoming files from one peer, one at a time. `handle(frame)` is
- * synchronous so chunks stay in order; only the hash at file-end is async.
+ * synchronous so chunks stay in order: each one is hashed at once and its
+ * write to the sink is chained behind the previous one; only the verdict
+ * at file-end is async.
  */
 export class Receiver {
-  /** @type {{id: string, name: string, size: number, mime?: string, chunks: any[], received: number} | null} */
+  /** @type {{id: string, name: string, size: number, mime?: string, received: number, hasher: Sha256, sink: Promise<Sink>, writing: Promise<unknown>} | null} */
   #current = null;
+  #open;
+
+  /**
+   * @param {{sink?: (info: {id: string, name: string, size: number, mime?: string}) => Sink | Promise<Sink>}} [opts]
+   *   Where files go; `memorySink` by default, `opfsSink(dir)` to disk.
+   */
+  constructor(opts = {}) {
+    this.#open = opts.sink ?? memorySink;
+  }
 
   /** The file in progress, if any. */
   get current() {
@@ -319,14 +417,28 @@ export class Receiver {
       case 'file-start': {
         // A new file-start abandons the file in progress (docs/protocol.md).
         const replaced = this.abort();
-        this.#current = { id: frame.id, name: frame.name, size: frame.size, mime: frame.mime, chunks: [], received: 0 };
+        const info = { id: frame.id, name: frame.name, size: frame.size, mime: frame.mime };
+        const sink = Promise.resolve().then(() => this.#open(info));
+        this.#current = { ...info, received: 0, hasher: new Sha256(), sink, writing: sink };
         return { kind: 'started', id: frame.id, name: frame.name, size: frame.size, mime: frame.mime, replaced };
       }
       case 'chunk': {
         const inc = this.#current;
         const len = byteLength(frame.data);
         if (!inc) throw new TransferError(`binary frame (${len} bytes) outside of a file transfer`);
-        inc.chunks.push(frame.data);
+        if (frame.data instanceof Blob) {
+          // binaryType 'blob': hashed in order by chaining the reads too.
+          const data = frame.data;
+          inc.writing = inc.writing.then(async () => {
+            const buf = await data.arrayBuffer();
+            inc.hasher.update(buf);
+            return (await inc.sink).write(buf);
+          });
+        } else {
+          inc.hasher.update(frame.data);
+          const data = frame.data;
+          inc.writing = inc.writing.then(async () => (await inc.sink).write(data));
+        }
         inc.received += len;
         return { kind: 'progress', id: inc.id, received: inc.received, size: inc.size };
       }
@@ -345,30 +457,52 @@ export class Receiver {
   }
 
   /**
-   * Drop the file in progress (channel closed, peer left). Returns its id
-   * and name, or null when there was none.
+   * Drop the file in progress (channel closed, peer left) and what was
+   * written of it. Returns its id and name, or null when there was none.
    */
   abort() {
     const c = this.#current;
     this.#current = null;
+    if (c) {
+      c.writing.catch(() => {}).then(async () => (await c.sink).discard()).catch((err) => console.warn('discarding a partial file:', err));
+    }
     return c && { id: c.id, name: c.name };
   }
 }
 
 /**
- * Hash what arrived and judge it: ok only when both the byte count and the
- * SHA-256 match; the ack carries our own hash either way.
- * @param {{id: string, name: string, size: number, mime?: string, chunks: any[], received: number}} inc
+ * Judge what arrived: ok only when both the byte count and the SHA-256
+ * match; the ack carries our own hash either way. A file that fails (or
+ * whose writes failed) is discarded, so nothing of it can be downloaded.
+ * @param {{id: string, name: string, size: number, mime?: string, received: number, hasher: Sha256, sink: Promise<Sink>, writing: Promise<unknown>}} inc
  * @param {string} expected
  * @returns {Promise<import('./transfer').Finished>}
  */
 async function finish(inc, expected) {
-  const blob = new Blob(inc.chunks, { type: inc.mime ?? 'application/octet-stream' });
-  const actual = await sha256Hex(await blob.arrayBuffer());
-  const ok = blob.size === inc.size && actual === expected;
+  /** @type {string | null} */
+  let failure = null;
+  try {
+    await inc.writing;
+  } catch (err) {
+    failure = `could not write the file: ${err instanceof Error ? err.message : err}`;
+  }
+  const actual = inc.hasher.hex();
+  const sink = await inc.sink.catch(() => null);
+  let ok = failure === null && inc.received === inc.size && actual === expected;
+  /** @type {Blob | null} */
+  let blob = null;
+  if (ok && sink) {
+    try {
+      blob = await sink.finish();
+    } catch (err) {
+      ok = false;
+      failure = `could not keep the file: ${err instanceof Error ? err.message : err}`;
+    }
+  }
+  if (!ok) await sink?.discard();
   return {
-    id: inc.id, name: inc.name, mime: inc.mime, size: inc.size, received: blob.size,
-    expected, actual, ok, blob, ack: fileAck(inc.id, ok, actual),
+    id: inc.id, name: inc.name, mime: inc.mime, size: inc.size, received: inc.received,
+    expected, actual, ok, blob, failure, ack: fileAck(inc.id, ok, actual),
   };
 }
 

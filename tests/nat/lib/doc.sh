@@ -148,9 +148,9 @@ EOF
 Chromium runs inside a lab host like any other program (`ip netns exec`),
 headless, as root with `--no-sandbox`. One catch: the lab serves `/chat`
 over plain http on a non-loopback address, which is not a secure context, so
-`crypto.subtle` is missing and the page computes no SHA-256: it would send
-every byte but never `file-end`, and both sides would wait. A deployment
-puts serve behind TLS; the lab starts Chromium with
+the page would have no Origin Private File System to write received files to
+and would keep them in memory instead. A deployment puts serve behind TLS;
+the lab starts Chromium with
 `--unsafely-treat-insecure-origin-as-secure=<the serve origin>` instead.
 
 ### Why a direct pair can trail a relayed one (eim-eim)
