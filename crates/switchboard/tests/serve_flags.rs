@@ -128,7 +128,7 @@ fn readme_flag_table_matches_serve_help() {
     assert_eq!(help["--listen"].default.as_deref(), Some("0.0.0.0:8080"));
     assert_eq!(
         help["--relay-bandwidth"].default.as_deref(),
-        Some("4194304")
+        Some("67108864")
     );
     assert_eq!(
         help["--no-turn"],

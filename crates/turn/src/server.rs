@@ -60,6 +60,10 @@ pub struct Config {
     /// count until [`Server::handle_timeout`] drops them.
     pub max_permissions: usize,
     /// Relayed bytes per second per allocation, each direction; 0 = no limit.
+    /// The default, 64 MiB/s (about 540 Mbit/s), is an abuse limit that a
+    /// person sending a file through the relay does not meet: it stops one
+    /// allocation from taking a fast server's whole link, while the NIC and
+    /// `max_allocations` bound the server as a whole.
     pub bandwidth: u32,
     /// Unauthenticated requests (Binding, and requests answered with 401)
     /// per second per source IP.
@@ -82,7 +86,7 @@ impl Default for Config {
             channel_lifetime: Duration::from_secs(600),
             nonce_lifetime: Duration::from_secs(600),
             max_permissions: 64,
-            bandwidth: 4 * 1024 * 1024,
+            bandwidth: 64 * 1024 * 1024,
             unauth_rate: 20.0,
             unauth_burst: 40,
             max_tracked_sources: 65_536,
