@@ -56,6 +56,35 @@ pub struct Settings {
     #[arg(long, env = "SWITCHBOARD_LISTEN", value_name = "ADDR")]
     pub listen: SocketAddr,
 
+    /// PEM certificate chain (leaf first): serve HTTPS and WSS on --listen.
+    /// Reloaded on SIGHUP and when the file changes
+    #[arg(long, env = "SWITCHBOARD_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1)
+    #[arg(long, env = "SWITCHBOARD_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Also serve plain HTTP here, redirecting every request to https on
+    /// --listen (needs --tls-cert)
+    #[arg(long, env = "SWITCHBOARD_HTTP_REDIRECT", value_name = "ADDR")]
+    pub http_redirect: Option<SocketAddr>,
+
+    /// Seconds a TLS handshake may take before the connection is closed
+    #[arg(long, env = "SWITCHBOARD_TLS_HANDSHAKE_TIMEOUT", value_name = "SECS")]
+    pub tls_handshake_timeout: f64,
+
+    /// Seconds a client has to send a request's headers, from its
+    /// connection (or its previous response) on; closes idle keep-alive
+    /// connections too
+    #[arg(long, env = "SWITCHBOARD_HEADER_READ_TIMEOUT", value_name = "SECS")]
+    pub header_read_timeout: f64,
+
+    /// Concurrent connections to --listen from one source address (an IPv6
+    /// /64 counts as one), WebSockets included; 0 = no cap
+    #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS_PER_IP", value_name = "N")]
+    pub max_connections_per_ip: usize,
+
     /// Log line format
     #[arg(long, env = "SWITCHBOARD_LOG_FORMAT", value_enum)]
     pub log_format: LogFormat,
@@ -230,6 +259,15 @@ impl Default for Settings {
         let turn = turn::server::Config::default();
         Settings {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            tls_cert: None,
+            tls_key: None,
+            http_redirect: None,
+            tls_handshake_timeout: 10.0,
+            header_read_timeout: 10.0,
+            // Room for an office behind one NAT address (a WebSocket and a
+            // few page loads per person), far below the ~20,000 descriptors
+            // one process may hold.
+            max_connections_per_ip: 256,
             log_format: LogFormat::default(),
             ice_server: Vec::new(),
             max_room_peers: hub.max_room_peers,
@@ -373,6 +411,12 @@ impl ServeArgs {
 pub struct ServeConfig {
     /// Where the binary binds; [`crate::serve::start`] takes a bound listener.
     pub listen: SocketAddr,
+    /// `--tls-cert` and `--tls-key`: serve HTTPS and WSS.
+    pub tls: Option<TlsFiles>,
+    /// `--http-redirect`: a plain-HTTP listener that redirects to https.
+    pub http_redirect: Option<SocketAddr>,
+    /// Deadlines and the per-source cap of the HTTP listener.
+    pub limits: crate::listen::Limits,
     /// How log lines look (`--log-format`).
     pub log_format: LogFormat,
     /// The `--ice-server` URLs, checked to start with `stun:`, `stuns:`,
@@ -392,6 +436,15 @@ pub struct ServeConfig {
     pub redis: Option<String>,
     /// `None` when started with `--no-turn`.
     pub turn: Option<TurnConfig>,
+}
+
+/// The certificate files of `--tls-cert` / `--tls-key`.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// PEM chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
 }
 
 /// Resolved settings of the STUN/TURN server.
@@ -488,6 +541,22 @@ impl Settings {
         if self.send_queue == 0 {
             bail!("--send-queue must be at least 1");
         }
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            (None, None) => None,
+            _ => bail!("--tls-cert and --tls-key go together"),
+        };
+        if self.http_redirect.is_some() && tls.is_none() {
+            bail!("--http-redirect needs --tls-cert and --tls-key (it redirects to https)");
+        }
+        let limits = crate::listen::Limits {
+            handshake_timeout: secs(self.tls_handshake_timeout, "tls-handshake-timeout")?,
+            header_timeout: secs(self.header_read_timeout, "header-read-timeout")?,
+            max_per_ip: self.max_connections_per_ip,
+        };
         let turn = if self.no_turn {
             None
         } else {
@@ -495,6 +564,9 @@ impl Settings {
         };
         Ok(ServeConfig {
             listen: self.listen,
+            tls,
+            http_redirect: self.http_redirect,
+            limits,
             log_format: self.log_format,
             ice_servers: self.ice_server,
             hub,
