@@ -80,6 +80,11 @@ pub struct Settings {
     #[arg(long, env = "SWITCHBOARD_HEADER_READ_TIMEOUT", value_name = "SECS")]
     pub header_read_timeout: f64,
 
+    /// Largest request head (request line and headers) read, in bytes;
+    /// larger gets 431. At least 8192
+    #[arg(long, env = "SWITCHBOARD_MAX_HEADER_BYTES", value_name = "BYTES")]
+    pub max_header_bytes: usize,
+
     /// Concurrent connections to --listen from one source address (an IPv6
     /// /64 counts as one), WebSockets included; 0 = no cap
     #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS_PER_IP", value_name = "N")]
@@ -268,6 +273,9 @@ impl Default for Settings {
             // few page loads per person), far below the ~20,000 descriptors
             // one process may hold.
             max_connections_per_ip: 256,
+            // Pages, the SDK and an upgrade need a few hundred bytes;
+            // cookies of the site around it may add some KiB.
+            max_header_bytes: 32 * 1024,
             log_format: LogFormat::default(),
             ice_server: Vec::new(),
             max_room_peers: hub.max_room_peers,
@@ -556,7 +564,11 @@ impl Settings {
             handshake_timeout: secs(self.tls_handshake_timeout, "tls-handshake-timeout")?,
             header_timeout: secs(self.header_read_timeout, "header-read-timeout")?,
             max_per_ip: self.max_connections_per_ip,
+            max_header_bytes: self.max_header_bytes,
         };
+        if limits.max_header_bytes < 8192 {
+            bail!("--max-header-bytes must be at least 8192");
+        }
         let turn = if self.no_turn {
             None
         } else {

@@ -40,6 +40,9 @@ pub struct Limits {
     /// the connection's start or the previous response, so it also closes
     /// idle keep-alive connections (`--header-read-timeout`).
     pub header_timeout: Duration,
+    /// Largest request head read; a larger one gets 431 and the
+    /// connection is closed (`--max-header-bytes`, at least 8192).
+    pub max_header_bytes: usize,
     /// Concurrent connections from one source (an IPv4 address, an IPv6
     /// /64), WebSockets included; 0 = no cap (`--max-connections-per-ip`).
     pub max_per_ip: usize,
@@ -337,7 +340,9 @@ async fn serve_http<I>(
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
+        .header_read_timeout(limits.header_timeout)
+        // hyper's floor; the config refuses less.
+        .max_buf_size(limits.max_header_bytes.max(8192));
     let conn = builder
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();

@@ -413,3 +413,133 @@ async fn per_ip_cap_refuses_the_extra_connection() {
     }
     assert!(ok, "no slot came back after a connection closed");
 }
+
+/// Out of descriptors (EMFILE), the accept loop backs off instead of
+/// spinning, logs at most about once a second, and serves again once
+/// descriptors are free.
+#[tokio::test]
+async fn out_of_descriptors_backs_off_and_recovers() {
+    use std::io::BufRead;
+    // Room for the runtime and a few connections, then EMFILE.
+    let mut child = std::process::Command::new("prlimit")
+        .args(["--nofile=48:48", env!("CARGO_BIN_EXE_switchboard")])
+        .args(["serve", "--listen", "127.0.0.1:0", "--no-turn"])
+        .env("RUST_LOG", "warn")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start switchboard under prlimit");
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let addr: SocketAddr = loop {
+        let mut line = String::new();
+        assert!(out.read_line(&mut line).unwrap() > 0, "serve exited");
+        if let Some(a) = line.trim().strip_prefix("switchboard listening on http://") {
+            break a.parse().unwrap();
+        }
+    };
+    let lines = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let err = child.stderr.take().unwrap();
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+
+    let mut held = Vec::new();
+    for _ in 0..80 {
+        held.push(TcpStream::connect(addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let logged: Vec<String> = lines
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains("accept failed"))
+        .cloned()
+        .collect();
+    assert!(!logged.is_empty(), "no accept error was logged");
+    assert!(
+        logged.len() <= 5,
+        "more than about one line a second: {logged:#?}"
+    );
+    // The failures each line counts: a spinning loop would have millions.
+    let failures: u64 = logged
+        .iter()
+        .filter_map(|l| {
+            l.split("errors=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    assert!(
+        failures >= logged.len() as u64,
+        "no errors=N in {logged:#?}"
+    );
+    assert!(
+        failures < 100,
+        "{failures} failed accepts in 3 s: {logged:#?}"
+    );
+    assert!(logged[0].contains("Too many open files"), "{}", logged[0]);
+
+    drop(held);
+    let mut served = false;
+    for _ in 0..100 {
+        if let Ok(mut s) = TcpStream::connect(addr).await {
+            let _ = s
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await;
+            let mut body = String::new();
+            if tokio::time::timeout(WAIT, s.read_to_string(&mut body))
+                .await
+                .is_ok()
+                && body.starts_with("HTTP/1.1 200")
+            {
+                served = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        served,
+        "the server did not serve again once descriptors were free"
+    );
+}
+
+#[tokio::test]
+async fn an_oversized_request_head_gets_431() {
+    let server = Server::start(&["--no-turn", "--max-header-bytes", "8192"]);
+    let mut s = TcpStream::connect(server.addr).await.unwrap();
+    let big = "a".repeat(9000);
+    let req = format!("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n");
+    // The server may stop reading and answer before all of it is written.
+    let _ = s.write_all(req.as_bytes()).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut out)).await;
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 431"), "{out}");
+    // Just under the limit is served.
+    let (status, _, _) = common::http_get_with(
+        server.addr,
+        "/healthz",
+        &format!("X-Big: {}\r\n", "a".repeat(7000)),
+    );
+    assert_eq!(status, 200);
+    let err = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["serve", "--max-header-bytes", "100"])
+        .output()
+        .unwrap();
+    assert_eq!(err.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&err.stderr);
+    assert!(
+        text.contains("--max-header-bytes must be at least 8192"),
+        "{text}"
+    );
+}
