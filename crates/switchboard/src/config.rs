@@ -65,6 +65,36 @@ pub struct Settings {
     #[arg(long, env = "SWITCHBOARD_TLS_KEY", value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
 
+    /// Obtain and renew a certificate for this domain by ACME (TLS-ALPN-01
+    /// on --listen, which must be reachable on port 443 of DOMAIN);
+    /// repeatable for more names on one certificate
+    #[arg(
+        long = "acme",
+        env = "SWITCHBOARD_ACME",
+        value_name = "DOMAIN",
+        value_delimiter = ','
+    )]
+    pub acme: Vec<String>,
+
+    /// Contact address given to the ACME CA (for expiry notices)
+    #[arg(long, env = "SWITCHBOARD_ACME_EMAIL", value_name = "EMAIL")]
+    pub acme_email: Option<String>,
+
+    /// ACME directory URL
+    #[arg(long, env = "SWITCHBOARD_ACME_DIRECTORY", value_name = "URL")]
+    pub acme_directory: String,
+
+    /// Directory that keeps the ACME account and certificate across
+    /// restarts (strongly advised: without it every start orders a new
+    /// certificate)
+    #[arg(long, env = "SWITCHBOARD_ACME_CACHE", value_name = "DIR")]
+    pub acme_cache: Option<PathBuf>,
+
+    /// PEM CA certificates to trust for the ACME directory instead of the
+    /// built-in web roots (a private or test CA such as pebble's)
+    #[arg(long, env = "SWITCHBOARD_ACME_CA_FILE", value_name = "FILE")]
+    pub acme_ca_file: Option<PathBuf>,
+
     /// Also serve plain HTTP here, redirecting every request to https on
     /// --listen (needs --tls-cert)
     #[arg(long, env = "SWITCHBOARD_HTTP_REDIRECT", value_name = "ADDR")]
@@ -267,6 +297,11 @@ impl Default for Settings {
             tls_cert: None,
             tls_key: None,
             http_redirect: None,
+            acme: Vec::new(),
+            acme_email: None,
+            acme_directory: "https://acme-v02.api.letsencrypt.org/directory".to_string(),
+            acme_cache: None,
+            acme_ca_file: None,
             tls_handshake_timeout: 10.0,
             header_read_timeout: 10.0,
             // Room for an office behind one NAT address (a WebSocket and a
@@ -421,6 +456,8 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     /// `--tls-cert` and `--tls-key`: serve HTTPS and WSS.
     pub tls: Option<TlsFiles>,
+    /// `--acme`: certificates by ACME instead of files.
+    pub acme: Option<AcmeSettings>,
     /// `--http-redirect`: a plain-HTTP listener that redirects to https.
     pub http_redirect: Option<SocketAddr>,
     /// Deadlines and the per-source cap of the HTTP listener.
@@ -453,6 +490,21 @@ pub struct TlsFiles {
     pub cert: PathBuf,
     /// PEM private key.
     pub key: PathBuf,
+}
+
+/// `--acme` and its companions.
+#[derive(Debug, Clone)]
+pub struct AcmeSettings {
+    /// Names on the certificate, at least one.
+    pub domains: Vec<String>,
+    /// `--acme-email`.
+    pub email: Option<String>,
+    /// `--acme-directory`.
+    pub directory: String,
+    /// `--acme-cache`.
+    pub cache: Option<PathBuf>,
+    /// `--acme-ca-file`.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Resolved settings of the STUN/TURN server.
@@ -557,8 +609,38 @@ impl Settings {
             (None, None) => None,
             _ => bail!("--tls-cert and --tls-key go together"),
         };
-        if self.http_redirect.is_some() && tls.is_none() {
-            bail!("--http-redirect needs --tls-cert and --tls-key (it redirects to https)");
+        let acme = if self.acme.is_empty() {
+            None
+        } else {
+            if tls.is_some() {
+                bail!("give --acme or --tls-cert/--tls-key, not both");
+            }
+            for d in &self.acme {
+                let ok = !d.is_empty()
+                    && d.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+                if !ok {
+                    bail!("--acme {d:?} must be a DNS name");
+                }
+            }
+            if !self.acme_directory.starts_with("https://") {
+                bail!(
+                    "--acme-directory {:?} must be an https:// URL",
+                    self.acme_directory
+                );
+            }
+            Some(AcmeSettings {
+                domains: self.acme.clone(),
+                email: self.acme_email.clone(),
+                directory: self.acme_directory.clone(),
+                cache: self.acme_cache.clone(),
+                ca_file: self.acme_ca_file.clone(),
+            })
+        };
+        if self.http_redirect.is_some() && tls.is_none() && acme.is_none() {
+            bail!(
+                "--http-redirect needs --tls-cert and --tls-key or --acme (it redirects to https)"
+            );
         }
         let limits = crate::listen::Limits {
             handshake_timeout: secs(self.tls_handshake_timeout, "tls-handshake-timeout")?,
@@ -577,6 +659,7 @@ impl Settings {
         Ok(ServeConfig {
             listen: self.listen,
             tls,
+            acme,
             http_redirect: self.http_redirect,
             limits,
             log_format: self.log_format,

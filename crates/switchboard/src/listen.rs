@@ -31,6 +31,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, warn};
 
+/// The ALPN id of ACME's TLS-ALPN-01 validation (RFC 8737).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
 /// The limits of one listener.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -294,6 +297,12 @@ pub async fn run(
                     match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(io)).await
                     {
                         Ok(Ok(stream)) => {
+                            // An ACME TLS-ALPN-01 validation: the handshake
+                            // was the answer; there is no HTTP to serve.
+                            if stream.get_ref().1.alpn_protocol() == Some(ACME_TLS_ALPN) {
+                                debug!(%remote, "answered an ACME tls-alpn-01 validation");
+                                return;
+                            }
                             serve_http(stream, remote, router, limits, &counters, shutdown).await
                         }
                         Ok(Err(e)) => {

@@ -265,6 +265,10 @@ pub async fn start(mut cfg: ServeConfig, listener: TcpListener) -> anyhow::Resul
             Some(tokio_rustls::TlsAcceptor::from(config))
         }
     };
+    let tls = match (&cfg.acme, tls) {
+        (Some(acme), None) => Some(start_acme(acme, shutdown.clone())?),
+        (_, tls) => tls,
+    };
     let redirect = match cfg.http_redirect {
         Some(at) => Some(bind(at).await?),
         None => None,
@@ -420,6 +424,61 @@ async fn serve(
     }
     info!("stopped");
     served.map_err(Into::into)
+}
+
+/// Orders and renews the certificate by ACME (rustls-acme, TLS-ALPN-01 on
+/// the HTTPS listener) in a task of its own; handshakes get whatever it
+/// holds (none until the first order or the cache delivers one).
+fn start_acme(
+    acme: &crate::config::AcmeSettings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    use futures_util::StreamExt;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    let mut config = rustls_acme::AcmeConfig::new(&acme.domains)
+        .directory(&acme.directory)
+        .cache_option(acme.cache.clone().map(rustls_acme::caches::DirCache::new));
+    if let Some(email) = &acme.email {
+        config = config.contact_push(format!("mailto:{email}"));
+    }
+    if let Some(path) = &acme.ca_file {
+        let pem = std::fs::read(path)
+            .map_err(|e| anyhow::anyhow!("--acme-ca-file {}: {e}", path.display()))?;
+        let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+        for cert in tokio_rustls::rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+            let cert =
+                cert.map_err(|e| anyhow::anyhow!("--acme-ca-file {}: {e}", path.display()))?;
+            roots.add(cert)?;
+        }
+        if roots.is_empty() {
+            anyhow::bail!("--acme-ca-file {}: no certificate in it", path.display());
+        }
+        let client = tokio_rustls::rustls::ClientConfig::builder_with_provider(tls::provider())
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config = config.client_tls_config(Arc::new(client));
+    }
+    let mut state = config.state();
+    let mut server = tokio_rustls::rustls::ServerConfig::builder_with_provider(tls::provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(state.resolver());
+    server.alpn_protocols = vec![b"http/1.1".to_vec(), listen::ACME_TLS_ALPN.to_vec()];
+    let domains = acme.domains.join(",");
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                event = state.next() => match event {
+                    Some(Ok(ok)) => info!(domains = %domains, "ACME: {ok:?}"),
+                    Some(Err(e)) => warn!(domains = %domains, "ACME failed, retrying with backoff: {e}"),
+                    None => break,
+                },
+            }
+        }
+    });
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(server)))
 }
 
 /// How often the certificate files are checked for a change.
