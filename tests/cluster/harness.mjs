@@ -227,7 +227,9 @@ async function startNodeOn(name, port, turnPort, extra) {
   if (!fs.existsSync(bin)) throw new Error(`switchboard binary not found at ${bin}: set SWITCHBOARD_BIN`);
   const args = [
     'serve', '--listen', `127.0.0.1:${port}`, '--turn-listen', `127.0.0.1:${turnPort}`,
-    '--allow-peer', '127.0.0.0/8', ...extra,
+    '--allow-peer', '127.0.0.0/8',
+    // Behind haproxy every connection comes from its address (docs/deploy.md).
+    '--max-connections-per-ip', '0', ...extra,
   ];
   const origin = `http://127.0.0.1:${port}`;
   /** @type {ReturnType<typeof spawnProc>} */

@@ -56,6 +56,70 @@ pub struct Settings {
     #[arg(long, env = "SWITCHBOARD_LISTEN", value_name = "ADDR")]
     pub listen: SocketAddr,
 
+    /// PEM certificate chain (leaf first): serve HTTPS and WSS on --listen.
+    /// Reloaded on SIGHUP and when the file changes
+    #[arg(long, env = "SWITCHBOARD_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1)
+    #[arg(long, env = "SWITCHBOARD_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Obtain and renew a certificate for this domain by ACME (TLS-ALPN-01
+    /// on --listen, which must be reachable on port 443 of DOMAIN);
+    /// repeatable for more names on one certificate
+    #[arg(
+        long = "acme",
+        env = "SWITCHBOARD_ACME",
+        value_name = "DOMAIN",
+        value_delimiter = ','
+    )]
+    pub acme: Vec<String>,
+
+    /// Contact address given to the ACME CA (for expiry notices)
+    #[arg(long, env = "SWITCHBOARD_ACME_EMAIL", value_name = "EMAIL")]
+    pub acme_email: Option<String>,
+
+    /// ACME directory URL
+    #[arg(long, env = "SWITCHBOARD_ACME_DIRECTORY", value_name = "URL")]
+    pub acme_directory: String,
+
+    /// Directory that keeps the ACME account and certificate across
+    /// restarts (strongly advised: without it every start orders a new
+    /// certificate)
+    #[arg(long, env = "SWITCHBOARD_ACME_CACHE", value_name = "DIR")]
+    pub acme_cache: Option<PathBuf>,
+
+    /// PEM CA certificates to trust for the ACME directory instead of the
+    /// built-in web roots (a private or test CA such as pebble's)
+    #[arg(long, env = "SWITCHBOARD_ACME_CA_FILE", value_name = "FILE")]
+    pub acme_ca_file: Option<PathBuf>,
+
+    /// Also serve plain HTTP here, redirecting every request to https on
+    /// --listen (needs --tls-cert)
+    #[arg(long, env = "SWITCHBOARD_HTTP_REDIRECT", value_name = "ADDR")]
+    pub http_redirect: Option<SocketAddr>,
+
+    /// Seconds a TLS handshake may take before the connection is closed
+    #[arg(long, env = "SWITCHBOARD_TLS_HANDSHAKE_TIMEOUT", value_name = "SECS")]
+    pub tls_handshake_timeout: f64,
+
+    /// Seconds a client has to send a request's headers, from its
+    /// connection (or its previous response) on; closes idle keep-alive
+    /// connections too
+    #[arg(long, env = "SWITCHBOARD_HEADER_READ_TIMEOUT", value_name = "SECS")]
+    pub header_read_timeout: f64,
+
+    /// Largest request head (request line and headers) read, in bytes;
+    /// larger gets 431. At least 8192
+    #[arg(long, env = "SWITCHBOARD_MAX_HEADER_BYTES", value_name = "BYTES")]
+    pub max_header_bytes: usize,
+
+    /// Concurrent connections to --listen from one source address (an IPv6
+    /// /64 counts as one), WebSockets included; 0 = no cap
+    #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS_PER_IP", value_name = "N")]
+    pub max_connections_per_ip: usize,
+
     /// Log line format
     #[arg(long, env = "SWITCHBOARD_LOG_FORMAT", value_enum)]
     pub log_format: LogFormat,
@@ -230,6 +294,23 @@ impl Default for Settings {
         let turn = turn::server::Config::default();
         Settings {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            tls_cert: None,
+            tls_key: None,
+            http_redirect: None,
+            acme: Vec::new(),
+            acme_email: None,
+            acme_directory: "https://acme-v02.api.letsencrypt.org/directory".to_string(),
+            acme_cache: None,
+            acme_ca_file: None,
+            tls_handshake_timeout: 10.0,
+            header_read_timeout: 10.0,
+            // Room for an office behind one NAT address (a WebSocket and a
+            // few page loads per person), far below the ~20,000 descriptors
+            // one process may hold.
+            max_connections_per_ip: 256,
+            // Pages, the SDK and an upgrade need a few hundred bytes;
+            // cookies of the site around it may add some KiB.
+            max_header_bytes: 32 * 1024,
             log_format: LogFormat::default(),
             ice_server: Vec::new(),
             max_room_peers: hub.max_room_peers,
@@ -373,6 +454,14 @@ impl ServeArgs {
 pub struct ServeConfig {
     /// Where the binary binds; [`crate::serve::start`] takes a bound listener.
     pub listen: SocketAddr,
+    /// `--tls-cert` and `--tls-key`: serve HTTPS and WSS.
+    pub tls: Option<TlsFiles>,
+    /// `--acme`: certificates by ACME instead of files.
+    pub acme: Option<AcmeSettings>,
+    /// `--http-redirect`: a plain-HTTP listener that redirects to https.
+    pub http_redirect: Option<SocketAddr>,
+    /// Deadlines and the per-source cap of the HTTP listener.
+    pub limits: crate::listen::Limits,
     /// How log lines look (`--log-format`).
     pub log_format: LogFormat,
     /// The `--ice-server` URLs, checked to start with `stun:`, `stuns:`,
@@ -392,6 +481,30 @@ pub struct ServeConfig {
     pub redis: Option<String>,
     /// `None` when started with `--no-turn`.
     pub turn: Option<TurnConfig>,
+}
+
+/// The certificate files of `--tls-cert` / `--tls-key`.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// PEM chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// `--acme` and its companions.
+#[derive(Debug, Clone)]
+pub struct AcmeSettings {
+    /// Names on the certificate, at least one.
+    pub domains: Vec<String>,
+    /// `--acme-email`.
+    pub email: Option<String>,
+    /// `--acme-directory`.
+    pub directory: String,
+    /// `--acme-cache`.
+    pub cache: Option<PathBuf>,
+    /// `--acme-ca-file`.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Resolved settings of the STUN/TURN server.
@@ -488,6 +601,56 @@ impl Settings {
         if self.send_queue == 0 {
             bail!("--send-queue must be at least 1");
         }
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            (None, None) => None,
+            _ => bail!("--tls-cert and --tls-key go together"),
+        };
+        let acme = if self.acme.is_empty() {
+            None
+        } else {
+            if tls.is_some() {
+                bail!("give --acme or --tls-cert/--tls-key, not both");
+            }
+            for d in &self.acme {
+                let ok = !d.is_empty()
+                    && d.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+                if !ok {
+                    bail!("--acme {d:?} must be a DNS name");
+                }
+            }
+            if !self.acme_directory.starts_with("https://") {
+                bail!(
+                    "--acme-directory {:?} must be an https:// URL",
+                    self.acme_directory
+                );
+            }
+            Some(AcmeSettings {
+                domains: self.acme.clone(),
+                email: self.acme_email.clone(),
+                directory: self.acme_directory.clone(),
+                cache: self.acme_cache.clone(),
+                ca_file: self.acme_ca_file.clone(),
+            })
+        };
+        if self.http_redirect.is_some() && tls.is_none() && acme.is_none() {
+            bail!(
+                "--http-redirect needs --tls-cert and --tls-key or --acme (it redirects to https)"
+            );
+        }
+        let limits = crate::listen::Limits {
+            handshake_timeout: secs(self.tls_handshake_timeout, "tls-handshake-timeout")?,
+            header_timeout: secs(self.header_read_timeout, "header-read-timeout")?,
+            max_per_ip: self.max_connections_per_ip,
+            max_header_bytes: self.max_header_bytes,
+        };
+        if limits.max_header_bytes < 8192 {
+            bail!("--max-header-bytes must be at least 8192");
+        }
         let turn = if self.no_turn {
             None
         } else {
@@ -495,6 +658,10 @@ impl Settings {
         };
         Ok(ServeConfig {
             listen: self.listen,
+            tls,
+            acme,
+            http_redirect: self.http_redirect,
+            limits,
             log_format: self.log_format,
             ice_servers: self.ice_server,
             hub,

@@ -11,6 +11,7 @@
 
 pub mod bench;
 pub mod config;
+pub mod listen;
 mod metrics;
 pub mod p2p;
 mod relay;

@@ -87,7 +87,14 @@ fn main() -> Result<()> {
                 if let Some(turn) = server.turn_addr() {
                     println!("switchboard TURN on udp+tcp {turn}");
                 }
-                println!("switchboard listening on http://{}", server.local_addr());
+                let scheme = if server.is_tls() { "https" } else { "http" };
+                if let Some(at) = server.redirect_addr() {
+                    println!("switchboard redirecting http://{at} to https");
+                }
+                println!(
+                    "switchboard listening on {scheme}://{}",
+                    server.local_addr()
+                );
                 let stop = server.shutdown_token();
                 tokio::spawn(async move {
                     shutdown_signal().await;

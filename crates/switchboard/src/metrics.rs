@@ -54,6 +54,8 @@ struct TurnMetrics {
 pub struct Metrics {
     registry: Registry,
     turn: TurnMetrics,
+    /// The HTTP listeners' refusals and deadlines.
+    pub http: crate::listen::Counters,
     pub connections: Gauge,
     pub rooms: Gauge,
     pub peers: Gauge,
@@ -87,7 +89,28 @@ impl Metrics {
             errors: Family::default(),
             registry: Registry::default(),
             turn: TurnMetrics::default(),
+            http: crate::listen::Counters::default(),
         };
+        registry.register(
+            "http_refused_per_ip",
+            "HTTP connections closed at accept: their source was at --max-connections-per-ip",
+            m.http.refused_per_ip.clone(),
+        );
+        registry.register(
+            "tls_handshake_timeouts",
+            "TLS handshakes not finished within --tls-handshake-timeout",
+            m.http.handshake_timeouts.clone(),
+        );
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes that failed (untrusted certificate, not TLS, ...)",
+            m.http.handshake_failures.clone(),
+        );
+        registry.register(
+            "http_header_timeouts",
+            "HTTP connections closed because request headers did not arrive within --header-read-timeout",
+            m.http.header_timeouts.clone(),
+        );
         registry.register(
             "connections",
             "Open WebSocket connections",

@@ -9,15 +9,15 @@
 //! server; the binary and the in-process tests both start it that way.
 
 use crate::config::{ServeConfig, TurnConfig};
+use crate::listen;
 use crate::metrics::Metrics;
 use crate::relay::{self, TurnHandle, TurnSettings};
 use crate::web;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use axum::Router;
 use cluster::{Incoming, RedisStore};
 use futures_util::SinkExt;
@@ -178,6 +178,8 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 /// [`Running::shutdown`] or cancel [`Running::shutdown_token`].
 pub struct Running {
     addr: SocketAddr,
+    tls: bool,
+    redirect_addr: Option<SocketAddr>,
     turn_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -187,6 +189,16 @@ impl Running {
     /// The HTTP and WebSocket address.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Whether `local_addr` speaks HTTPS (`--tls-cert`).
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    /// The plain-HTTP redirect listener's address (`--http-redirect`).
+    pub fn redirect_addr(&self) -> Option<SocketAddr> {
+        self.redirect_addr
     }
 
     /// The STUN/TURN address (UDP and TCP), unless TURN is off.
@@ -243,6 +255,25 @@ pub async fn start(mut cfg: ServeConfig, listener: TcpListener) -> anyhow::Resul
         }
     };
     let shutdown = CancellationToken::new();
+    let tls = match &cfg.tls {
+        None => None,
+        Some(files) => {
+            let store = tls::CertStore::open(&files.cert, &files.key)
+                .map_err(|e| anyhow::anyhow!("--tls-cert/--tls-key: {e}"))?;
+            let config = store.server_config(&[b"http/1.1"])?;
+            store.watch(CERT_POLL, shutdown.clone());
+            Some(tokio_rustls::TlsAcceptor::from(config))
+        }
+    };
+    let tls = match (&cfg.acme, tls) {
+        (Some(acme), None) => Some(start_acme(acme, shutdown.clone())?),
+        (_, tls) => tls,
+    };
+    let redirect = match cfg.http_redirect {
+        Some(at) => Some(bind(at).await?),
+        None => None,
+    };
+    let redirect_addr = redirect.as_ref().map(|l| l.local_addr()).transpose()?;
     let (turn, ice) = match &cfg.turn {
         Some(t) => {
             let (handle, ice) = start_turn(t, &cfg.ice_servers, shutdown.clone())?;
@@ -272,10 +303,13 @@ pub async fn start(mut cfg: ServeConfig, listener: TcpListener) -> anyhow::Resul
         tokio::spawn(cluster_replies(app.clone(), replies));
         tokio::spawn(cluster_events(app.clone(), events));
     }
-    info!(%addr, ?turn_addr, node = %app.cfg.hub.node, ice_servers = ?app.cfg.ice_servers, "listening");
-    let task = tokio::spawn(serve(app, listener, shutdown.clone()));
+    let is_tls = tls.is_some();
+    info!(%addr, tls = is_tls, ?redirect_addr, ?turn_addr, node = %app.cfg.hub.node, ice_servers = ?app.cfg.ice_servers, "listening");
+    let task = tokio::spawn(serve(app, listener, tls, redirect, shutdown.clone()));
     Ok(Running {
         addr,
+        tls: is_tls,
+        redirect_addr,
         turn_addr,
         shutdown,
         task,
@@ -287,8 +321,11 @@ pub async fn start(mut cfg: ServeConfig, listener: TcpListener) -> anyhow::Resul
 async fn serve(
     app: Arc<App>,
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    redirect: Option<TcpListener>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let https_port = listener.local_addr()?.port();
     // The hub reads no clock; this task tells it the time so idle
     // connections get dropped.
     let sweeper = {
@@ -339,21 +376,28 @@ async fn serve(
             s.pump(&app.metrics);
         }
     };
-    // Signaling frames are small and latency-bound: Nagle would hold a
-    // relayed frame back until the previous one is acknowledged.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            warn!("cannot set TCP_NODELAY: {e}");
+    let limits = app.cfg.limits;
+    let counters = app.metrics.http.clone();
+    let redirects = {
+        let (counters, shutdown) = (counters.clone(), shutdown.clone());
+        async move {
+            match redirect {
+                Some(l) => {
+                    let router = redirect_router(https_port);
+                    listen::run(l, router, None, limits, counters, shutdown).await
+                }
+                None => Ok(()),
+            }
         }
-    });
-    let served = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(graceful)
-    .await;
-    // After a listener error too, so TURN and the sweeper stop with it.
-    shutdown.cancel();
+    };
+    let main = async {
+        let served = listen::run(listener, router, tls, limits, counters, shutdown.clone()).await;
+        // After a listener error too, so TURN and the sweeper stop with it.
+        shutdown.cancel();
+        served
+    };
+    let (served, redirected, ()) = tokio::join!(main, redirects, graceful);
+    let served = served.and(redirected);
 
     // Detaches queued at shutdown must reach a shared store, so resumes
     // elsewhere find the sessions.
@@ -380,6 +424,106 @@ async fn serve(
     }
     info!("stopped");
     served.map_err(Into::into)
+}
+
+/// Orders and renews the certificate by ACME (rustls-acme, TLS-ALPN-01 on
+/// the HTTPS listener) in a task of its own; handshakes get whatever it
+/// holds (none until the first order or the cache delivers one).
+fn start_acme(
+    acme: &crate::config::AcmeSettings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    use futures_util::StreamExt;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    let mut config = rustls_acme::AcmeConfig::new(&acme.domains)
+        .directory(&acme.directory)
+        .cache_option(acme.cache.clone().map(rustls_acme::caches::DirCache::new));
+    if let Some(email) = &acme.email {
+        config = config.contact_push(format!("mailto:{email}"));
+    }
+    if let Some(path) = &acme.ca_file {
+        let pem = std::fs::read(path)
+            .map_err(|e| anyhow::anyhow!("--acme-ca-file {}: {e}", path.display()))?;
+        let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+        for cert in tokio_rustls::rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+            let cert =
+                cert.map_err(|e| anyhow::anyhow!("--acme-ca-file {}: {e}", path.display()))?;
+            roots.add(cert)?;
+        }
+        if roots.is_empty() {
+            anyhow::bail!("--acme-ca-file {}: no certificate in it", path.display());
+        }
+        let client = tokio_rustls::rustls::ClientConfig::builder_with_provider(tls::provider())
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config = config.client_tls_config(Arc::new(client));
+    }
+    let mut state = config.state();
+    let mut server = tokio_rustls::rustls::ServerConfig::builder_with_provider(tls::provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(state.resolver());
+    server.alpn_protocols = vec![b"http/1.1".to_vec(), listen::ACME_TLS_ALPN.to_vec()];
+    let domains = acme.domains.join(",");
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                event = state.next() => match event {
+                    Some(Ok(ok)) => info!(domains = %domains, "ACME: {ok:?}"),
+                    Some(Err(e)) => warn!(domains = %domains, "ACME failed, retrying with backoff: {e}"),
+                    None => break,
+                },
+            }
+        }
+    });
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(server)))
+}
+
+/// How often the certificate files are checked for a change.
+const CERT_POLL: Duration = Duration::from_secs(5);
+
+/// The `--http-redirect` listener's one route: every request goes to the
+/// same host and path over https on the TLS port.
+fn redirect_router(https_port: u16) -> Router {
+    Router::new().fallback(move |headers: HeaderMap, uri: Uri| async move {
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        match host.and_then(|h| redirect_target(h, path, https_port)) {
+            Some(to) => (StatusCode::PERMANENT_REDIRECT, [(header::LOCATION, to)]).into_response(),
+            None => (StatusCode::BAD_REQUEST, "missing or bad Host header\n").into_response(),
+        }
+    })
+}
+
+/// `https://HOST[:PORT]PATH` for a plain request to `host` (a Host header,
+/// with or without its port). `None` for a host that is not a name or an
+/// address.
+fn redirect_target(host: &str, path: &str, https_port: u16) -> Option<String> {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        // [v6]:port or [v6]
+        let end = rest.find(']')?;
+        &host[..end + 2]
+    } else {
+        match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            Some(_) => return None,
+            None => host,
+        }
+    };
+    let ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.[]:_".contains(&b));
+    if !ok {
+        return None;
+    }
+    Some(if https_port == 443 {
+        format!("https://{name}{path}")
+    } else {
+        format!("https://{name}:{https_port}{path}")
+    })
 }
 
 /// Starts STUN/TURN and builds the `iceServers` source that points at it.
@@ -760,4 +904,35 @@ fn close_frame(code: u16, reason: &'static str) -> Message {
         code,
         reason: reason.into(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redirect_target;
+
+    #[test]
+    fn redirects_keep_host_and_path_and_use_the_tls_port() {
+        let t = |h, p, port| redirect_target(h, p, port);
+        assert_eq!(
+            t("example.com", "/call?room=a", 443).as_deref(),
+            Some("https://example.com/call?room=a")
+        );
+        assert_eq!(
+            t("example.com:80", "/", 8443).as_deref(),
+            Some("https://example.com:8443/")
+        );
+        assert_eq!(
+            t("[2001:db8::1]:80", "/x", 443).as_deref(),
+            Some("https://[2001:db8::1]/x")
+        );
+        assert_eq!(
+            t("127.0.0.1", "/", 9).as_deref(),
+            Some("https://127.0.0.1:9/")
+        );
+        assert_eq!(t("", "/", 443), None);
+        assert_eq!(t("evil.com/x", "/", 443), None);
+        assert_eq!(t("a b", "/", 443), None);
+        assert_eq!(t("host:notaport", "/", 443), None);
+        assert_eq!(t("[::1", "/", 443), None);
+    }
 }

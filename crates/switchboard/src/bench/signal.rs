@@ -50,8 +50,9 @@ const PEERJS_HEARTBEAT: Duration = Duration::from_secs(5);
 /// File descriptors the bench keeps for itself beyond one per connection.
 const SPARE_FDS: u64 = 64;
 /// Connections per source address when spreading over 127.0.0.x (each
-/// address has its own ephemeral port range).
-const PER_SOURCE_IP: u32 = 8000;
+/// address has its own ephemeral port range): under serve's default
+/// --max-connections-per-ip (256), so 250 addresses carry 50,000.
+const PER_SOURCE_IP: u32 = 200;
 /// A realistic trickled candidate, as browsers send them.
 const CANDIDATE: &str = r#"{"candidate":"candidate:842163049 1 udp 1677729535 192.0.2.7 54321 typ srflx raddr 0.0.0.0 rport 0 generation 0 ufrag Xq1v network-cost 999","sdpMid":"0","sdpMLineIndex":0,"usernameFragment":"Xq1v"}"#;
 

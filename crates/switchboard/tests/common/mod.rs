@@ -19,6 +19,8 @@ pub struct Server {
     pub addr: SocketAddr,
     /// STUN/TURN address (UDP and TCP), unless started with --no-turn.
     pub turn: Option<SocketAddr>,
+    /// The --http-redirect listener, when started with one.
+    pub redirect: Option<SocketAddr>,
 }
 
 impl Server {
@@ -34,6 +36,7 @@ impl Server {
             .expect("start switchboard");
         let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut turn = None;
+        let mut redirect = None;
         let addr = loop {
             let mut line = String::new();
             assert!(
@@ -43,11 +46,20 @@ impl Server {
             if let Some(a) = line.trim().strip_prefix("switchboard TURN on udp+tcp ") {
                 turn = Some(a.parse().unwrap());
             }
-            if let Some(a) = line.trim().strip_prefix("switchboard listening on http://") {
+            if let Some(a) = line.trim().strip_prefix("switchboard redirecting http://") {
+                redirect = Some(a.trim_end_matches(" to https").parse().unwrap());
+            }
+            let line = line.trim().replace("https://", "http://");
+            if let Some(a) = line.strip_prefix("switchboard listening on http://") {
                 break a.parse().unwrap();
             }
         };
-        Server { child, addr, turn }
+        Server {
+            child,
+            addr,
+            turn,
+            redirect,
+        }
     }
 
     pub fn url(&self) -> String {

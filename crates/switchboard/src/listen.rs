@@ -1,0 +1,439 @@
+//! The HTTP listener's accept loop: optional TLS, deadlines, a per-source-IP
+//! cap, and hyper's HTTP/1.1 with upgrades under an axum [`Router`].
+//!
+//! It owns what `axum::serve` left open to the network: a TLS handshake that
+//! never finishes, request headers that never finish (slowloris), and one
+//! host opening connections until the process runs out of descriptors. The
+//! bookkeeping that decides ([`PerIp`], [`AcceptBackoff`]) has no sockets and
+//! no clock of its own; [`run`] is the thin tokio driver around it.
+//!
+//! HTTP/2 is not offered: every route is a small page or a WebSocket upgrade,
+//! which is HTTP/1.1, and HTTP/1.1 has a header deadline in hyper where an
+//! idle HTTP/2 connection has none.
+
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper::Request;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus_client::metrics::counter::Counter;
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error, warn};
+
+/// The ALPN id of ACME's TLS-ALPN-01 validation (RFC 8737).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
+/// The limits of one listener.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// A TLS handshake must finish within this (`--tls-handshake-timeout`).
+    pub handshake_timeout: Duration,
+    /// Each request's headers must arrive whole within this, counted from
+    /// the connection's start or the previous response, so it also closes
+    /// idle keep-alive connections (`--header-read-timeout`).
+    pub header_timeout: Duration,
+    /// Largest request head read; a larger one gets 431 and the
+    /// connection is closed (`--max-header-bytes`, at least 8192).
+    pub max_header_bytes: usize,
+    /// Concurrent connections from one source (an IPv4 address, an IPv6
+    /// /64), WebSockets included; 0 = no cap (`--max-connections-per-ip`).
+    pub max_per_ip: usize,
+}
+
+/// What the listener counts, exported on `/metrics`.
+#[derive(Debug, Default, Clone)]
+pub struct Counters {
+    /// Connections closed at accept because their source was at the cap.
+    pub refused_per_ip: Counter,
+    /// TLS handshakes that did not finish within the deadline.
+    pub handshake_timeouts: Counter,
+    /// TLS handshakes that failed (a client that does not trust the
+    /// certificate, plain HTTP on the TLS port).
+    pub handshake_failures: Counter,
+    /// Connections closed because request headers did not arrive in time.
+    pub header_timeouts: Counter,
+}
+
+/// The key a source is counted under: an IPv4 address, or an IPv6 /64 (one
+/// host usually holds a whole /64). IPv4-mapped IPv6 counts as IPv4.
+fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+/// Open connections per source, capped.
+#[derive(Debug)]
+pub struct PerIp {
+    max: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl PerIp {
+    /// A table allowing `max` connections per source; 0 = no cap.
+    pub fn new(max: usize) -> Arc<PerIp> {
+        Arc::new(PerIp {
+            max,
+            open: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A slot for one more connection from `ip`, held until the slot drops;
+    /// `None` when the source is at the cap.
+    pub fn acquire(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
+        if self.max == 0 {
+            return Some(Slot(None));
+        }
+        let key = source_key(ip);
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(key).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(Slot(Some((self.clone(), key))))
+    }
+
+    /// Connections open from `ip`'s source now.
+    pub fn open(&self, ip: IpAddr) -> usize {
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.get(&source_key(ip)).copied().unwrap_or(0)
+    }
+}
+
+/// One connection's place in [`PerIp`]; gives it back on drop.
+#[derive(Debug)]
+pub struct Slot(Option<(Arc<PerIp>, IpAddr)>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some((table, key)) = self.0.take() {
+            let mut open = table.open.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = open.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    open.remove(&key);
+                }
+            }
+        }
+    }
+}
+
+/// How the accept loop waits after an error such as EMFILE (out of
+/// descriptors), which would otherwise fail again at once, forever: a delay
+/// that doubles from 10 ms to 1 s while errors go on, and a log line at most
+/// once a second that says how many there were.
+#[derive(Debug, Default)]
+pub struct AcceptBackoff {
+    delay: Duration,
+    last_log: Option<Instant>,
+    unlogged: u64,
+}
+
+impl AcceptBackoff {
+    const FIRST: Duration = Duration::from_millis(10);
+    const MAX: Duration = Duration::from_secs(1);
+
+    /// An accept failed at `now`: how long to wait before the next, and
+    /// `Some(n)` when it is time to log (n failures since the last line).
+    pub fn failed(&mut self, now: Instant) -> (Duration, Option<u64>) {
+        self.delay = (self.delay * 2).clamp(Self::FIRST, Self::MAX);
+        self.unlogged += 1;
+        let log = match self.last_log {
+            Some(t) if now.duration_since(t) < Duration::from_secs(1) => None,
+            _ => {
+                self.last_log = Some(now);
+                Some(std::mem::take(&mut self.unlogged))
+            }
+        };
+        (self.delay, log)
+    }
+
+    /// An accept succeeded: the next error starts from the shortest delay.
+    pub fn succeeded(&mut self) {
+        self.delay = Duration::ZERO;
+    }
+}
+
+/// Errors of one incoming connection (it went away before accept returned),
+/// not of the listener: accept again at once.
+fn is_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
+}
+
+/// A stream that holds its connection's [`Slot`]: the slot goes when the
+/// stream does, which for a WebSocket is when the upgraded socket closes,
+/// long after hyper let go of the connection.
+struct Counted<S> {
+    inner: S,
+    _slot: Slot,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Accepts on `listener` until `shutdown`, serving `router` on each
+/// connection (over TLS when `tls` is given), then asks the open HTTP
+/// connections to finish and waits up to 5 s for them. Upgraded WebSockets
+/// are not waited for here; their owner closes them.
+pub async fn run(
+    listener: TcpListener,
+    router: Router,
+    tls: Option<TlsAcceptor>,
+    limits: Limits,
+    counters: Counters,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let per_ip = PerIp::new(limits.max_per_ip);
+    let conns = TaskTracker::new();
+    let mut backoff = AcceptBackoff::default();
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => r,
+        };
+        let (tcp, remote) = match accepted {
+            Ok(a) => {
+                backoff.succeeded();
+                a
+            }
+            Err(e) if is_connection_error(&e) => continue,
+            Err(e) => {
+                let (delay, log) = backoff.failed(Instant::now());
+                if let Some(n) = log {
+                    error!(errors = n, "accept failed, retrying in {delay:?}: {e}");
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(delay) => continue,
+                }
+            }
+        };
+        let Some(slot) = per_ip.acquire(remote.ip()) else {
+            // Closed before any read or allocation: the cheapest refusal.
+            counters.refused_per_ip.inc();
+            debug!(%remote, "refused: --max-connections-per-ip reached");
+            continue;
+        };
+        // Signaling frames are small and latency-bound: Nagle would hold a
+        // relayed frame back until the previous one is acknowledged.
+        if let Err(e) = tcp.set_nodelay(true) {
+            warn!("cannot set TCP_NODELAY: {e}");
+        }
+        let io = Counted {
+            inner: tcp,
+            _slot: slot,
+        };
+        let (router, tls, counters, shutdown) = (
+            router.clone(),
+            tls.clone(),
+            counters.clone(),
+            shutdown.clone(),
+        );
+        conns.spawn(async move {
+            match tls {
+                None => serve_http(io, remote, router, limits, &counters, shutdown).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(io)).await
+                    {
+                        Ok(Ok(stream)) => {
+                            // An ACME TLS-ALPN-01 validation: the handshake
+                            // was the answer; there is no HTTP to serve.
+                            if stream.get_ref().1.alpn_protocol() == Some(ACME_TLS_ALPN) {
+                                debug!(%remote, "answered an ACME tls-alpn-01 validation");
+                                return;
+                            }
+                            serve_http(stream, remote, router, limits, &counters, shutdown).await
+                        }
+                        Ok(Err(e)) => {
+                            counters.handshake_failures.inc();
+                            debug!(%remote, "TLS handshake failed: {e}");
+                        }
+                        Err(_) => {
+                            counters.handshake_timeouts.inc();
+                            debug!(%remote, "TLS handshake timed out");
+                        }
+                    }
+                }
+            }
+        });
+    }
+    drop(listener);
+    conns.close();
+    if tokio::time::timeout(Duration::from_secs(5), conns.wait())
+        .await
+        .is_err()
+    {
+        warn!("some HTTP connections did not finish within 5 s of the shutdown");
+    }
+    Ok(())
+}
+
+/// Serves HTTP/1.1 with upgrades on one connection until it closes, its
+/// headers time out, or `shutdown` asks it to finish.
+async fn serve_http<I>(
+    io: I,
+    remote: SocketAddr,
+    router: Router,
+    limits: Limits,
+    counters: &Counters,
+    shutdown: CancellationToken,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    // Handlers read the peer address as axum::serve gave it to them.
+    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(remote));
+        tower_service::Service::call(&mut router.clone(), req)
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        // hyper's floor; the config refuses less.
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    let conn = builder
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        if e.is_timeout() {
+            counters.header_timeouts.inc();
+            debug!(%remote, "closed: request headers did not arrive within the deadline");
+        } else {
+            debug!(%remote, "HTTP connection error: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_ip_caps_and_gives_back() {
+        let table = PerIp::new(2);
+        let a: IpAddr = "127.0.0.2".parse().unwrap();
+        let b: IpAddr = "127.0.0.3".parse().unwrap();
+        let s1 = table.acquire(a).unwrap();
+        let _s2 = table.acquire(a).unwrap();
+        assert!(table.acquire(a).is_none(), "a third from one source");
+        let _other = table.acquire(b).expect("another source has its own count");
+        drop(s1);
+        assert_eq!(table.open(a), 1);
+        let _s3 = table.acquire(a).expect("a slot came back");
+        assert!(table.acquire(a).is_none());
+    }
+
+    #[test]
+    fn per_ip_counts_a_v6_slash_64_and_mapped_v4_as_one_source() {
+        let table = PerIp::new(1);
+        let _x = table.acquire("2001:db8:1:2::1".parse().unwrap()).unwrap();
+        assert!(table
+            .acquire("2001:db8:1:2:ffff::9".parse().unwrap())
+            .is_none());
+        assert!(table.acquire("2001:db8:1:3::1".parse().unwrap()).is_some());
+        let _y = table.acquire("10.0.0.1".parse().unwrap()).unwrap();
+        assert!(table.acquire("::ffff:10.0.0.1".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn per_ip_zero_is_no_cap_and_keeps_no_table() {
+        let table = PerIp::new(0);
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let slots: Vec<_> = (0..1000).map(|_| table.acquire(ip).unwrap()).collect();
+        assert_eq!(slots.len(), 1000);
+        assert_eq!(table.open(ip), 0);
+    }
+
+    #[test]
+    fn accept_backoff_grows_and_logs_once_a_second() {
+        let mut b = AcceptBackoff::default();
+        let t0 = Instant::now();
+        let (d, log) = b.failed(t0);
+        assert_eq!((d, log), (Duration::from_millis(10), Some(1)));
+        let mut logged = 0;
+        let mut delay = d;
+        // 100 failures within half a second: one doubling each, no line.
+        for i in 1..100 {
+            let (d, log) = b.failed(t0 + Duration::from_millis(5 * i));
+            assert!(d >= delay);
+            delay = d;
+            logged += log.is_some() as u32;
+        }
+        assert_eq!(logged, 0);
+        assert_eq!(delay, Duration::from_secs(1), "capped at 1 s");
+        let (_, log) = b.failed(t0 + Duration::from_millis(1000));
+        assert_eq!(log, Some(100), "the next line counts what it held back");
+        b.succeeded();
+        let (d, _) = b.failed(t0 + Duration::from_secs(5));
+        assert_eq!(d, Duration::from_millis(10));
+    }
+}

@@ -1,0 +1,201 @@
+//! `serve --acme`: a certificate ordered from Debian's `pebble` (a local
+//! ACME test CA, started here on loopback) is served on --listen, kept in
+//! --acme-cache and served again from the cache after a restart.
+//!
+//! pebble runs with PEBBLE_VA_ALWAYS_VALID=1: it does not dial back to
+//! validate the TLS-ALPN-01 challenge, since the test domain has no DNS.
+
+mod common;
+
+use common::Server;
+use rcgen::{CertificateParams, KeyPair, SanType};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+use tokio_rustls::TlsConnector;
+
+const DOMAIN: &str = "switchboard.test";
+
+struct Dir(PathBuf);
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct Pebble {
+    child: Child,
+    dir_url: String,
+    mgmt: SocketAddr,
+}
+
+impl Drop for Pebble {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts pebble with an HTTPS certificate for 127.0.0.1 that `ca.pem` in
+/// `dir` signs itself (self-signed, used as its own CA).
+fn start_pebble(dir: &Path) -> Pebble {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params
+        .subject_alt_names
+        .push(SanType::IpAddress([127, 0, 0, 1].into()));
+    let cert = params.self_signed(&key).unwrap();
+    std::fs::write(dir.join("pebble-cert.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("pebble-key.pem"), key.serialize_pem()).unwrap();
+    std::fs::write(dir.join("ca.pem"), cert.pem()).unwrap();
+    let (port, mgmt) = (free_port(), free_port());
+    let config = serde_json::json!({"pebble": {
+        "listenAddress": format!("127.0.0.1:{port}"),
+        "managementListenAddress": format!("127.0.0.1:{mgmt}"),
+        "certificate": dir.join("pebble-cert.pem"),
+        "privateKey": dir.join("pebble-key.pem"),
+        "httpPort": free_port(),
+        "tlsPort": free_port(),
+        "ocspResponderURL": "",
+        "externalAccountBindingRequired": false,
+    }});
+    std::fs::write(dir.join("pebble.json"), config.to_string()).unwrap();
+    let child = Command::new("pebble")
+        .arg("-config")
+        .arg(dir.join("pebble.json"))
+        .env("PEBBLE_VA_ALWAYS_VALID", "1")
+        .env("PEBBLE_VA_NOSLEEP", "1")
+        .env("PEBBLE_WFE_NONCEREJECT", "0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("pebble is not installed (tests/run.sh installs Debian's pebble)");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "pebble did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Pebble {
+        child,
+        dir_url: format!("https://127.0.0.1:{port}/dir"),
+        mgmt: SocketAddr::from(([127, 0, 0, 1], mgmt)),
+    }
+}
+
+fn connector(roots: &[CertificateDer<'static>]) -> TlsConnector {
+    let mut store = RootCertStore::empty();
+    for r in roots {
+        store.add(r.clone()).unwrap();
+    }
+    let provider = Arc::new(tokio_rustls::rustls::crypto::aws_lc_rs::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    TlsConnector::from(Arc::new(config))
+}
+
+/// GET over TLS; the whole response, and the leaf the server showed.
+async fn get(
+    tls: &TlsConnector,
+    addr: SocketAddr,
+    name: &str,
+    path: &str,
+) -> std::io::Result<(String, CertificateDer<'static>)> {
+    let tcp = TcpStream::connect(addr).await?;
+    let name = ServerName::try_from(name.to_string()).unwrap();
+    let mut s = tls.connect(name, tcp).await?;
+    let leaf = s.get_ref().1.peer_certificates().unwrap()[0].clone();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await?;
+    Ok((String::from_utf8_lossy(&out).into_owned(), leaf))
+}
+
+/// Waits until `serve` shows a certificate that `roots` trust for DOMAIN.
+async fn wait_for_cert(server: &Server, tls: &TlsConnector) -> CertificateDer<'static> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match get(tls, server.addr, DOMAIN, "/healthz").await {
+            Ok((resp, leaf)) => {
+                assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+                return leaf;
+            }
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "no ACME certificate within 60 s: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_certificate_from_pebble_is_served_and_cached() {
+    let dir = Dir(std::env::temp_dir().join(format!("sb-acme-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&dir.0);
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let pebble = start_pebble(&dir.0);
+    let pebble_ca = CertificateDer::from_pem_file(dir.0.join("ca.pem")).unwrap();
+
+    let cache = dir.0.join("cache");
+    let ca_file = dir.0.join("ca.pem");
+    let args = [
+        "--no-turn",
+        "--acme",
+        DOMAIN,
+        "--acme-email",
+        "ops@switchboard.test",
+        "--acme-directory",
+        &pebble.dir_url,
+        "--acme-ca-file",
+        ca_file.to_str().unwrap(),
+        "--acme-cache",
+        cache.to_str().unwrap(),
+    ];
+    let server = Server::start(&args);
+
+    // pebble's issuing root, from its management interface.
+    let mgmt = connector(std::slice::from_ref(&pebble_ca));
+    let (resp, _) = get(&mgmt, pebble.mgmt, "127.0.0.1", "/roots/0")
+        .await
+        .unwrap();
+    let pem = resp.split_once("\r\n\r\n").unwrap().1;
+    let root = CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+    let client = connector(&[root]);
+
+    let first = wait_for_cert(&server, &client).await;
+    assert!(
+        std::fs::read_dir(&cache).unwrap().count() >= 2,
+        "account and certificate are cached"
+    );
+    // Not for another name, and not for a client that does not trust pebble.
+    assert!(get(&client, server.addr, "other.test", "/").await.is_err());
+    assert!(get(&mgmt, server.addr, DOMAIN, "/").await.is_err());
+    drop(server);
+
+    // A restart serves the cached certificate without ordering again.
+    let server = Server::start(&args);
+    let again = wait_for_cert(&server, &client).await;
+    assert_eq!(again, first, "the restart ordered a new certificate");
+}
