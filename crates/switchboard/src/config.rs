@@ -220,6 +220,25 @@ pub struct Settings {
     /// TURN worker threads [default: CPU count]
     #[arg(long, env = "SWITCHBOARD_TURN_WORKERS", value_name = "N")]
     pub turn_workers: Option<usize>,
+
+    /// Seconds a TURN connection over TCP or TLS may stay open without an
+    /// allocation (from its accept, or from the end of its allocation)
+    #[arg(
+        long,
+        env = "SWITCHBOARD_TURN_TCP_ALLOCATE_TIMEOUT",
+        value_name = "SECS"
+    )]
+    pub turn_tcp_allocate_timeout: f64,
+
+    /// Seconds without a byte from the client before a TURN connection over
+    /// TCP or TLS that has an allocation is closed
+    #[arg(long, env = "SWITCHBOARD_TURN_TCP_IDLE_TIMEOUT", value_name = "SECS")]
+    pub turn_tcp_idle_timeout: f64,
+
+    /// Concurrent TURN connections over TCP and TLS per source IP (IPv6:
+    /// per /64), 0 for no cap
+    #[arg(long, env = "SWITCHBOARD_MAX_TURN_TCP_PER_IP", value_name = "N")]
+    pub max_turn_tcp_per_ip: usize,
 }
 
 impl Default for Settings {
@@ -228,6 +247,7 @@ impl Default for Settings {
     fn default() -> Self {
         let hub = HubConfig::default();
         let turn = turn::server::Config::default();
+        let tcp = turn::tcp::TcpLimits::default();
         Settings {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             log_format: LogFormat::default(),
@@ -266,9 +286,16 @@ impl Default for Settings {
             relay_bandwidth: turn.bandwidth,
             turn_unauth_rate: turn.unauth_rate,
             turn_workers: None,
+            turn_tcp_allocate_timeout: tcp.allocate_timeout.as_secs_f64(),
+            turn_tcp_idle_timeout: tcp.idle_timeout.as_secs_f64(),
+            max_turn_tcp_per_ip: DEFAULT_MAX_TURN_TCP_PER_IP,
         }
     }
 }
+
+/// `--max-turn-tcp-per-ip`: enough for an office of callers behind one
+/// NAT address, far below the 20,000-odd descriptors of one process.
+pub const DEFAULT_MAX_TURN_TCP_PER_IP: usize = 256;
 
 /// `--config`, kept out of [`Settings`] because a file cannot name a file.
 #[derive(Debug, Args)]
@@ -428,6 +455,12 @@ pub struct TurnConfig {
     /// TURN worker threads, at least 1 (`--turn-workers`, else the CPU
     /// count).
     pub workers: usize,
+    /// Deadlines of TURN over TCP and TLS (`--turn-tcp-allocate-timeout`,
+    /// `--turn-tcp-idle-timeout`).
+    pub tcp_limits: turn::tcp::TcpLimits,
+    /// Concurrent TCP and TLS connections per source, 0 = no cap
+    /// (`--max-turn-tcp-per-ip`).
+    pub max_tcp_per_ip: usize,
 }
 
 impl Settings {
@@ -593,6 +626,14 @@ impl Settings {
                 ..turn::server::Config::default()
             },
             workers,
+            tcp_limits: turn::tcp::TcpLimits {
+                allocate_timeout: secs(
+                    self.turn_tcp_allocate_timeout,
+                    "turn-tcp-allocate-timeout",
+                )?,
+                idle_timeout: secs(self.turn_tcp_idle_timeout, "turn-tcp-idle-timeout")?,
+            },
+            max_tcp_per_ip: self.max_turn_tcp_per_ip,
         })
     }
 }

@@ -41,6 +41,7 @@ use turn::policy::PeerPolicy;
 use turn::server::{
     Action, BindError, Bound, Config, FiveTuple, Quota, RelayId, Relays, Server, Stats, Transport,
 };
+use turn::tcp::{ConnClock, IpSlot, PerIpCap, TcpLimits};
 
 /// Everything the TURN server needs, resolved from flags.
 #[derive(Debug, Clone)]
@@ -55,6 +56,10 @@ pub struct TurnSettings {
     pub policy: Arc<PeerPolicy>,
     pub max_allocations: usize,
     pub max_allocations_per_user: usize,
+    /// Deadlines of TURN connections over TCP (and TLS).
+    pub tcp_limits: TcpLimits,
+    /// Concurrent TCP (and TLS) connections per source address; 0 = no cap.
+    pub max_tcp_per_ip: usize,
 }
 
 /// Counters and gauges of one worker, copied out once a second for
@@ -67,6 +72,11 @@ pub struct Snapshot {
     pub channels: usize,
     /// Packets dropped because a socket buffer or TCP queue was full.
     pub send_drops: u64,
+    /// Open TURN connections over TCP and TLS.
+    pub tcp_connections: usize,
+    /// Stream connections closed by their deadlines (no allocation in
+    /// time, or idle).
+    pub tcp_expired: u64,
 }
 
 /// A running TURN server.
@@ -88,6 +98,8 @@ impl TurnHandle {
             t.permissions += s.permissions;
             t.channels += s.channels;
             t.send_drops += s.send_drops;
+            t.tcp_connections += s.tcp_connections;
+            t.tcp_expired += s.tcp_expired;
         }
         t
     }
@@ -110,6 +122,17 @@ fn reuseport_udp(addr: SocketAddr) -> Result<std::net::UdpSocket> {
     let _ = s.set_send_buffer_size(4 << 20);
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
+/// A TCP listener with a deep accept queue: a burst of connections (a
+/// flood of idle ones among them) must not leave real clients' SYNs
+/// dropped while the acceptor catches up. std's default backlog is 128.
+fn tcp_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())?;
+    s.listen(4096)?;
     Ok(s.into())
 }
 
@@ -208,7 +231,7 @@ pub fn start(settings: TurnSettings, shutdown: CancellationToken) -> Result<Turn
         let first = reuseport_udp(settings.listen)
             .with_context(|| format!("cannot bind TURN UDP socket on {}", settings.listen))?;
         let udp_addr = first.local_addr()?;
-        match std::net::TcpListener::bind(udp_addr) {
+        match tcp_listener(udp_addr) {
             Ok(tcp) => {
                 bound = Some((first, udp_addr, tcp));
                 break;
@@ -233,7 +256,7 @@ pub fn start(settings: TurnSettings, shutdown: CancellationToken) -> Result<Turn
     for (i, sock) in udp_sockets.into_iter().enumerate() {
         let snap = Arc::new(Mutex::new(Snapshot::default()));
         snapshots.push(snap.clone());
-        let (tx, rx) = mpsc::unbounded_channel::<std::net::TcpStream>();
+        let (tx, rx) = mpsc::unbounded_channel::<Accepted>();
         tcp_handoff.push(tx);
         let server = Server::new(
             settings.core.clone(),
@@ -264,28 +287,18 @@ pub fn start(settings: TurnSettings, shutdown: CancellationToken) -> Result<Turn
 
     // TCP accept runs on the caller's runtime and deals connections out to
     // the workers.
+    let cap = PerIpCap::new(settings.max_tcp_per_ip);
     let tcp = TcpListener::from_std(tcp)?;
-    tokio::spawn(async move {
-        let mut next = 0usize;
-        loop {
-            tokio::select! {
-                r = tcp.accept() => match r {
-                    Ok((stream, _)) => {
-                        let _ = stream.set_nodelay(true);
-                        if let Ok(std) = stream.into_std() {
-                            let _ = tcp_handoff[next % tcp_handoff.len()].send(std);
-                            next += 1;
-                        }
-                    }
-                    Err(e) => {
-                        warn!("TURN TCP accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                },
-                _ = shutdown.cancelled() => break,
-            }
-        }
-    });
+    let dealer = Dealer {
+        workers: Arc::new(tcp_handoff),
+        next: Arc::new(AtomicU32::new(0)),
+    };
+    tokio::spawn(accept_tcp(
+        tcp,
+        cap.clone(),
+        dealer.clone(),
+        shutdown.clone(),
+    ));
 
     info!(%udp_addr, %tcp_addr, workers = settings.workers, external_ip = %settings.external_ip,
         relay_ports = ?settings.relay_ports, "STUN/TURN listening");
@@ -296,12 +309,71 @@ pub fn start(settings: TurnSettings, shutdown: CancellationToken) -> Result<Turn
     })
 }
 
+/// A stream connection on its way from an acceptor to a worker.
+struct Accepted {
+    stream: std::net::TcpStream,
+    /// Its place under the per-source cap, held as long as it is open.
+    slot: IpSlot,
+    /// When it was accepted: the allocate deadline counts from here.
+    opened: Instant,
+}
+
+/// Deals accepted connections out to the workers, round-robin.
+#[derive(Clone)]
+struct Dealer {
+    workers: Arc<Vec<mpsc::UnboundedSender<Accepted>>>,
+    next: Arc<AtomicU32>,
+}
+
+impl Dealer {
+    fn deal(&self, a: Accepted) {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) as usize % self.workers.len();
+        let _ = self.workers[i].send(a);
+    }
+}
+
+/// Takes a slot under the per-source cap for a new connection; `None`
+/// (and the connection is dropped, so closed) when its source is full.
+fn admit(cap: &Arc<PerIpCap>, peer: SocketAddr, what: &str) -> Option<IpSlot> {
+    let slot = cap.try_acquire(peer.ip());
+    if slot.is_none() {
+        debug!(%peer, "TURN {what} connection refused: per-source cap reached");
+    }
+    slot
+}
+
+async fn accept_tcp(
+    tcp: TcpListener,
+    cap: Arc<PerIpCap>,
+    dealer: Dealer,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            r = tcp.accept() => match r {
+                Ok((stream, peer)) => {
+                    let Some(slot) = admit(&cap, peer, "TCP") else { continue };
+                    let _ = stream.set_nodelay(true);
+                    if let Ok(stream) = stream.into_std() {
+                        dealer.deal(Accepted { stream, slot, opened: Instant::now() });
+                    }
+                }
+                Err(e) => {
+                    warn!("TURN TCP accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        }
+    }
+}
+
 struct WorkerInit {
     settings: Arc<TurnSettings>,
     ports: Arc<PortPool>,
     server: Server,
     sock: std::net::UdpSocket,
-    tcp: mpsc::UnboundedReceiver<std::net::TcpStream>,
+    tcp: mpsc::UnboundedReceiver<Accepted>,
     snap: Arc<Mutex<Snapshot>>,
     shutdown: CancellationToken,
 }
@@ -333,6 +405,9 @@ struct Worker {
     out: Vec<u8>,
     /// Packets dropped because a socket buffer or TCP queue was full.
     send_drops: u64,
+    /// Stream connections closed by their deadlines.
+    tcp_expired: u64,
+    tcp_limits: TcpLimits,
     ready: Ready,
 }
 
@@ -362,6 +437,8 @@ struct TcpClient {
     framer: Framer,
     tuple: FiveTuple,
     ready: Handle,
+    clock: ConnClock,
+    _slot: IpSlot,
     /// Apart from the framer, whose frames are being answered while it
     /// writes.
     io: TcpIo,
@@ -523,6 +600,8 @@ fn run_worker(init: WorkerInit) -> Result<()> {
             batch: udp::batch_buffer(BATCH),
             out: Vec::with_capacity(udp::SLOT + 64),
             send_drops: 0,
+            tcp_expired: 0,
+            tcp_limits: init.settings.tcp_limits,
             ready,
         };
         // The loop's other inputs are sources too, polled with their own
@@ -562,7 +641,7 @@ fn run_worker(init: WorkerInit) -> Result<()> {
 struct Control {
     tick: tokio::time::Interval,
     tick_ready: Handle,
-    handoff: mpsc::UnboundedReceiver<std::net::TcpStream>,
+    handoff: mpsc::UnboundedReceiver<Accepted>,
     handoff_ready: Handle,
     shutdown: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
     shutdown_ready: Handle,
@@ -581,8 +660,8 @@ impl Control {
     fn handoff(&mut self, w: &mut Worker) {
         self.handoff_ready.rearm();
         let mut cx = std::task::Context::from_waker(self.handoff_ready.waker());
-        while let Poll::Ready(Some(stream)) = self.handoff.poll_recv(&mut cx) {
-            w.adopt_tcp(stream);
+        while let Poll::Ready(Some(a)) = self.handoff.poll_recv(&mut cx) {
+            w.adopt_tcp(a);
         }
     }
 
@@ -595,14 +674,45 @@ impl Control {
 
 impl Worker {
     fn tick(&mut self, snap: &Mutex<Snapshot>) {
-        self.server.handle_timeout(Instant::now(), &mut self.relays);
+        let now = Instant::now();
+        self.server.handle_timeout(now, &mut self.relays);
+        self.expire_tcp(now);
         *snap.lock().unwrap_or_else(|e| e.into_inner()) = Snapshot {
             stats: self.server.stats(),
             allocations: self.server.allocations(),
             permissions: self.server.permissions(),
             channels: self.server.channels(),
             send_drops: self.send_drops,
+            tcp_connections: self.tcp.clients.len(),
+            tcp_expired: self.tcp_expired,
         };
+    }
+
+    /// Closes the stream connections whose deadline passed. A scan a
+    /// second over every connection: a comparison each, even at tens of
+    /// thousands.
+    fn expire_tcp(&mut self, now: Instant) {
+        let Worker {
+            server,
+            tcp,
+            tcp_limits,
+            ..
+        } = self;
+        let expired: Vec<(u64, turn::tcp::Expiry)> = tcp
+            .clients
+            .iter_mut()
+            .filter_map(|(id, c)| {
+                let allocated = server.has_allocation(&c.tuple, now);
+                c.clock.check(now, allocated, tcp_limits).map(|e| (*id, e))
+            })
+            .collect();
+        for (id, why) in expired {
+            if let Some(c) = self.tcp.clients.get(&id) {
+                debug!(client = %c.tuple.client, ?why, "TURN stream connection closed by its deadline");
+            }
+            self.tcp_expired += 1;
+            self.close_tcp(id);
+        }
     }
 
     fn service(&mut self, src: Source) {
@@ -695,6 +805,7 @@ impl Worker {
         c.ready.rearm();
         let mut cx = std::task::Context::from_waker(c.ready.waker());
         let mut reads = 0;
+        let now = Instant::now();
         let open = 'conn: loop {
             match c.io.stream.poll_read_ready(&mut cx) {
                 Poll::Pending => break true,
@@ -709,7 +820,10 @@ impl Worker {
                 reads += 1;
                 match c.io.stream.try_read(c.framer.read_buf()) {
                     Ok(0) => break 'conn false,
-                    Ok(n) => c.framer.advance(n),
+                    Ok(n) => {
+                        c.framer.advance(n);
+                        c.clock.received(now);
+                    }
                     // Readiness is cleared: poll again to register.
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(_) => break 'conn false,
@@ -769,8 +883,8 @@ impl Worker {
         }
     }
 
-    fn adopt_tcp(&mut self, stream: std::net::TcpStream) {
-        let stream = match TcpStream::from_std(stream) {
+    fn adopt_tcp(&mut self, a: Accepted) {
+        let stream = match TcpStream::from_std(a.stream) {
             Ok(s) => s,
             Err(e) => return warn!("adopting TURN TCP connection: {e}"),
         };
@@ -793,6 +907,8 @@ impl Worker {
                     transport: Transport::Tcp,
                 },
                 ready: self.ready.register(Source::Tcp(id)),
+                clock: ConnClock::new(a.opened),
+                _slot: a.slot,
                 io: TcpIo {
                     stream,
                     unsent: Vec::new(),

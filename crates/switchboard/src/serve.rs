@@ -431,6 +431,8 @@ fn start_turn(
         policy: Arc::new(policy),
         max_allocations: t.max_allocations,
         max_allocations_per_user: t.max_allocations_per_user,
+        tcp_limits: t.tcp_limits,
+        max_tcp_per_ip: t.max_tcp_per_ip,
     };
     let handle = relay::start(settings, shutdown)?;
     let host = SocketAddr::new(external_ip, handle.udp_addr.port());
