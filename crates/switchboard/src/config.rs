@@ -239,6 +239,24 @@ pub struct Settings {
     /// per /64), 0 for no cap
     #[arg(long, env = "SWITCHBOARD_MAX_TURN_TCP_PER_IP", value_name = "N")]
     pub max_turn_tcp_per_ip: usize,
+
+    /// TLS certificate chain, PEM (reloaded on SIGHUP and when it changes)
+    #[arg(long, env = "SWITCHBOARD_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS private key, PEM, for --tls-cert
+    #[arg(long, env = "SWITCHBOARD_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// TURN over TLS address, with the --tls-cert certificate [default:
+    /// 0.0.0.0:5349 when --tls-cert is given]
+    #[arg(long, env = "SWITCHBOARD_TURN_TLS_LISTEN", value_name = "ADDR")]
+    pub turn_tls_listen: Option<SocketAddr>,
+
+    /// Host name clients reach this server by, the name on the certificate:
+    /// the HOST of the turns: URLs handed out [default: the --external-ip]
+    #[arg(long, env = "SWITCHBOARD_PUBLIC_HOST", value_name = "HOST")]
+    pub public_host: Option<String>,
 }
 
 impl Default for Settings {
@@ -289,6 +307,10 @@ impl Default for Settings {
             turn_tcp_allocate_timeout: tcp.allocate_timeout.as_secs_f64(),
             turn_tcp_idle_timeout: tcp.idle_timeout.as_secs_f64(),
             max_turn_tcp_per_ip: DEFAULT_MAX_TURN_TCP_PER_IP,
+            tls_cert: None,
+            tls_key: None,
+            turn_tls_listen: None,
+            public_host: None,
         }
     }
 }
@@ -419,6 +441,17 @@ pub struct ServeConfig {
     pub redis: Option<String>,
     /// `None` when started with `--no-turn`.
     pub turn: Option<TurnConfig>,
+    /// `--tls-cert` and `--tls-key`, when given (both or neither).
+    pub tls: Option<TlsFiles>,
+}
+
+/// A PEM certificate chain and its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// `--tls-cert`.
+    pub cert: PathBuf,
+    /// `--tls-key`.
+    pub key: PathBuf,
 }
 
 /// Resolved settings of the STUN/TURN server.
@@ -461,6 +494,12 @@ pub struct TurnConfig {
     /// Concurrent TCP and TLS connections per source, 0 = no cap
     /// (`--max-turn-tcp-per-ip`).
     pub max_tcp_per_ip: usize,
+    /// TURN over TLS (`--turn-tls-listen`; 0.0.0.0:5349 when a certificate
+    /// is configured, else off).
+    pub tls_listen: Option<SocketAddr>,
+    /// The HOST of the `turns:` URLs (`--public-host`; `None`: the
+    /// external IP).
+    pub public_host: Option<String>,
 }
 
 impl Settings {
@@ -521,10 +560,18 @@ impl Settings {
         if self.send_queue == 0 {
             bail!("--send-queue must be at least 1");
         }
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            (None, None) => None,
+            _ => bail!("give --tls-cert and --tls-key together"),
+        };
         let turn = if self.no_turn {
             None
         } else {
-            Some(self.check_turn()?)
+            Some(self.check_turn(tls.is_some())?)
         };
         Ok(ServeConfig {
             listen: self.listen,
@@ -535,6 +582,7 @@ impl Settings {
             session_secret: self.session_secret,
             redis: self.redis,
             turn,
+            tls,
         })
     }
 
@@ -558,7 +606,7 @@ impl Settings {
         Ok(Some(auth))
     }
 
-    fn check_turn(&self) -> Result<TurnConfig> {
+    fn check_turn(&self, has_cert: bool) -> Result<TurnConfig> {
         let s = &self.relay_ports;
         let parsed = s.split_once('-').and_then(|(lo, hi)| {
             Some((
@@ -634,6 +682,18 @@ impl Settings {
                 idle_timeout: secs(self.turn_tcp_idle_timeout, "turn-tcp-idle-timeout")?,
             },
             max_tcp_per_ip: self.max_turn_tcp_per_ip,
+            tls_listen: match (self.turn_tls_listen, has_cert) {
+                (Some(a), true) => Some(a),
+                (None, true) => Some(SocketAddr::from(([0, 0, 0, 0], 5349))),
+                (Some(_), false) => bail!("--turn-tls-listen needs --tls-cert and --tls-key"),
+                (None, false) => None,
+            },
+            public_host: match &self.public_host {
+                Some(h) if h.is_empty() || h.contains(['/', '?', ' ']) => {
+                    bail!("--public-host {h:?} must be a bare host name or IP address")
+                }
+                h => h.clone(),
+            },
         })
     }
 }

@@ -87,6 +87,9 @@ fn main() -> Result<()> {
                 if let Some(turn) = server.turn_addr() {
                     println!("switchboard TURN on udp+tcp {turn}");
                 }
+                if let Some(turn) = server.turn_tls_addr() {
+                    println!("switchboard TURN on tls {turn}");
+                }
                 println!("switchboard listening on http://{}", server.local_addr());
                 let stop = server.shutdown_token();
                 tokio::spawn(async move {

@@ -60,6 +60,24 @@ pub struct TurnSettings {
     pub tcp_limits: TcpLimits,
     /// Concurrent TCP (and TLS) connections per source address; 0 = no cap.
     pub max_tcp_per_ip: usize,
+    /// TURN over TLS, when a certificate is configured.
+    pub tls: Option<TurnTls>,
+}
+
+/// The TURN-over-TLS listener.
+#[derive(Clone)]
+pub struct TurnTls {
+    pub listen: SocketAddr,
+    /// Takes its certificate from serve's reloading store.
+    pub config: Arc<rustls::ServerConfig>,
+}
+
+impl std::fmt::Debug for TurnTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TurnTls")
+            .field("listen", &self.listen)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Counters and gauges of one worker, copied out once a second for
@@ -83,6 +101,8 @@ pub struct Snapshot {
 pub struct TurnHandle {
     /// The TURN address, for UDP and TCP alike.
     pub udp_addr: SocketAddr,
+    /// The TURN-over-TLS address, if it listens.
+    pub tls_addr: Option<SocketAddr>,
     snapshots: Vec<Arc<Mutex<Snapshot>>>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
@@ -299,11 +319,32 @@ pub fn start(settings: TurnSettings, shutdown: CancellationToken) -> Result<Turn
         dealer.clone(),
         shutdown.clone(),
     ));
+    let tls_addr = match &settings.tls {
+        Some(t) => {
+            let l = tcp_listener(t.listen)
+                .with_context(|| format!("cannot bind TURN TLS listener on {}", t.listen))?;
+            l.set_nonblocking(true)?;
+            let addr = l.local_addr()?;
+            let acceptor = tokio_rustls::TlsAcceptor::from(t.config.clone());
+            tokio::spawn(accept_tls(
+                TcpListener::from_std(l)?,
+                acceptor,
+                settings.tcp_limits.allocate_timeout,
+                cap,
+                dealer,
+                shutdown.clone(),
+            ));
+            info!(%addr, "TURN over TLS listening");
+            Some(addr)
+        }
+        None => None,
+    };
 
     info!(%udp_addr, %tcp_addr, workers = settings.workers, external_ip = %settings.external_ip,
         relay_ports = ?settings.relay_ports, "STUN/TURN listening");
     Ok(TurnHandle {
         udp_addr,
+        tls_addr,
         snapshots,
         threads,
     })
@@ -316,6 +357,8 @@ struct Accepted {
     slot: IpSlot,
     /// When it was accepted: the allocate deadline counts from here.
     opened: Instant,
+    /// TURN over TLS: the session, its handshake done.
+    tls: Option<Box<rustls::ServerConnection>>,
 }
 
 /// Deals accepted connections out to the workers, round-robin.
@@ -355,7 +398,7 @@ async fn accept_tcp(
                     let Some(slot) = admit(&cap, peer, "TCP") else { continue };
                     let _ = stream.set_nodelay(true);
                     if let Ok(stream) = stream.into_std() {
-                        dealer.deal(Accepted { stream, slot, opened: Instant::now() });
+                        dealer.deal(Accepted { stream, slot, opened: Instant::now(), tls: None });
                     }
                 }
                 Err(e) => {
@@ -365,6 +408,58 @@ async fn accept_tcp(
             },
             _ = shutdown.cancelled() => break,
         }
+    }
+}
+
+/// Accepts TURN over TLS. Each handshake runs as its own task on this
+/// runtime, bounded by `deadline` (the allocate deadline, which counts
+/// from the accept anyway); the worker then gets the socket and the
+/// rustls session and does the record layer itself.
+async fn accept_tls(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    deadline: Duration,
+    cap: Arc<PerIpCap>,
+    dealer: Dealer,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(a) => a,
+                Err(e) => {
+                    warn!("TURN TLS accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let Some(slot) = admit(&cap, peer, "TLS") else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let opened = Instant::now();
+        let (acceptor, dealer) = (acceptor.clone(), dealer.clone());
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => return debug!(%peer, "TURN TLS handshake failed: {e}"),
+                Err(_) => return debug!(%peer, "TURN TLS handshake timed out"),
+            };
+            let (stream, mut conn) = tls.into_inner();
+            // The worker bounds what is queued per connection itself, and
+            // never has a frame cut by rustls' own limit.
+            conn.set_buffer_limit(None);
+            if let Ok(stream) = stream.into_std() {
+                dealer.deal(Accepted {
+                    stream,
+                    slot,
+                    opened,
+                    tls: Some(Box::new(conn)),
+                });
+            }
+        });
     }
 }
 
@@ -447,9 +542,34 @@ struct TcpClient {
 struct TcpIo {
     stream: TcpStream,
     /// Bytes the kernel would not take yet; `unsent[sent..]` is left.
+    /// Plain TCP only: over TLS, rustls keeps what is unsent.
     unsent: Vec<u8>,
     sent: usize,
     write_ready: Handle,
+    /// TURN over TLS. Its record layer allocates a buffer per record sent
+    /// (rustls' buffered API), unlike plain TCP's reused queue.
+    tls: Option<Box<rustls::ServerConnection>>,
+    /// Plaintext handed to rustls since its queue was last empty: the
+    /// bound on what a slow TLS client may have waiting.
+    tls_queued: usize,
+}
+
+/// The nonblocking socket as `io::Read`/`io::Write` for rustls.
+struct TryIo<'a>(&'a TcpStream);
+
+impl io::Read for TryIo<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.try_read(buf)
+    }
+}
+
+impl io::Write for TryIo<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.try_write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 #[derive(Default)]
@@ -465,6 +585,16 @@ impl TcpIo {
     /// still unsent. False when it was dropped (queue full or connection
     /// broken); a frame is never cut, so the stream keeps its framing.
     fn send(&mut self, frame: &[u8]) -> bool {
+        if let Some(tls) = &mut self.tls {
+            if tls.wants_write() && self.tls_queued + frame.len() > TCP_QUEUE_BYTES {
+                return false;
+            }
+            if io::Write::write_all(&mut tls.writer(), frame).is_err() {
+                return false;
+            }
+            self.tls_queued += frame.len();
+            return self.write_tls();
+        }
         if self.sent < self.unsent.len() {
             if self.unsent.len() - self.sent + frame.len() > TCP_QUEUE_BYTES {
                 return false;
@@ -493,11 +623,67 @@ impl TcpIo {
         true
     }
 
+    /// Writes what rustls holds while the socket takes it; the rest waits
+    /// for write readiness. False when the connection is broken.
+    fn write_tls(&mut self) -> bool {
+        let Some(tls) = &mut self.tls else {
+            return true;
+        };
+        while tls.wants_write() {
+            match tls.write_tls(&mut TryIo(&self.stream)) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.write_ready.requeue();
+                    return true;
+                }
+                Err(_) => return false,
+            }
+        }
+        self.tls_queued = 0;
+        true
+    }
+
+    /// Plaintext from the connection into `framer`: the byte count, 0 at
+    /// the end of the stream, `WouldBlock` when nothing more is there now.
+    fn read(&mut self, framer: &mut Framer) -> io::Result<usize> {
+        let Some(tls) = &mut self.tls else {
+            let n = self.stream.try_read(framer.read_buf())?;
+            framer.advance(n);
+            return Ok(n);
+        };
+        loop {
+            match io::Read::read(&mut tls.reader(), framer.read_buf()) {
+                Ok(n) => {
+                    framer.advance(n);
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            if tls.read_tls(&mut TryIo(&self.stream))? == 0 {
+                return Ok(0);
+            }
+            let processed = tls.process_new_packets();
+            // Answers rustls owes (an alert for a bad record, a key update).
+            let _ = tls.write_tls(&mut TryIo(&self.stream));
+            if let Err(e) = processed {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            }
+        }
+    }
+
     /// Writes queued bytes while the socket takes them. False when the
     /// connection is broken.
     fn flush(&mut self) -> bool {
         self.write_ready.rearm();
         let mut cx = std::task::Context::from_waker(self.write_ready.waker());
+        if self.tls.is_some() {
+            return match self.stream.poll_write_ready(&mut cx) {
+                Poll::Pending => true,
+                Poll::Ready(Err(_)) => false,
+                Poll::Ready(Ok(())) => self.write_tls(),
+            };
+        }
         while self.sent < self.unsent.len() {
             match self.stream.poll_write_ready(&mut cx) {
                 Poll::Pending => return true,
@@ -818,12 +1004,9 @@ impl Worker {
                     break 'conn true;
                 }
                 reads += 1;
-                match c.io.stream.try_read(c.framer.read_buf()) {
+                match c.io.read(&mut c.framer) {
                     Ok(0) => break 'conn false,
-                    Ok(n) => {
-                        c.framer.advance(n);
-                        c.clock.received(now);
-                    }
+                    Ok(_) => c.clock.received(now),
                     // Readiness is cleared: poll again to register.
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(_) => break 'conn false,
@@ -914,6 +1097,8 @@ impl Worker {
                     unsent: Vec::new(),
                     sent: 0,
                     write_ready: self.ready.register(Source::TcpWrite(id)),
+                    tls: a.tls,
+                    tls_queued: 0,
                 },
             },
         );

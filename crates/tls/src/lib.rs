@@ -251,17 +251,16 @@ impl CertStore {
         let store = self.clone();
         tokio::spawn(async move {
             #[cfg(unix)]
-            let mut hup = match tokio::signal::unix::signal(
-                tokio::signal::unix::SignalKind::hangup(),
-            ) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    error!(
+            let mut hup =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        error!(
                         "cannot listen for SIGHUP, certificates reload on file change only: {e}"
                     );
-                    None
-                }
-            };
+                        None
+                    }
+                };
             let mut tick = tokio::time::interval(poll.max(Duration::from_millis(10)));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick.tick().await;

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod redis;
+pub mod test_ca;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -19,6 +20,8 @@ pub struct Server {
     pub addr: SocketAddr,
     /// STUN/TURN address (UDP and TCP), unless started with --no-turn.
     pub turn: Option<SocketAddr>,
+    /// TURN-over-TLS address, when started with a certificate.
+    pub turn_tls: Option<SocketAddr>,
 }
 
 impl Server {
@@ -34,6 +37,7 @@ impl Server {
             .expect("start switchboard");
         let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut turn = None;
+        let mut turn_tls = None;
         let addr = loop {
             let mut line = String::new();
             assert!(
@@ -43,11 +47,19 @@ impl Server {
             if let Some(a) = line.trim().strip_prefix("switchboard TURN on udp+tcp ") {
                 turn = Some(a.parse().unwrap());
             }
+            if let Some(a) = line.trim().strip_prefix("switchboard TURN on tls ") {
+                turn_tls = Some(a.parse().unwrap());
+            }
             if let Some(a) = line.trim().strip_prefix("switchboard listening on http://") {
                 break a.parse().unwrap();
             }
         };
-        Server { child, addr, turn }
+        Server {
+            child,
+            addr,
+            turn,
+            turn_tls,
+        }
     }
 
     pub fn url(&self) -> String {
