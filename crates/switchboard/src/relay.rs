@@ -993,11 +993,9 @@ impl Worker {
         let mut reads = 0;
         let now = Instant::now();
         let open = 'conn: loop {
-            match c.io.stream.poll_read_ready(&mut cx) {
-                Poll::Pending => break true,
-                Poll::Ready(Err(_)) => break false,
-                Poll::Ready(Ok(())) => {}
-            }
+            // Read before polling: over TLS, rustls may hold plaintext
+            // (sent along with the handshake, or left by the budget) that
+            // no readiness event will announce.
             loop {
                 if reads == DRAIN_BUDGET {
                     c.ready.requeue();
@@ -1042,6 +1040,11 @@ impl Worker {
                         }
                     }
                 }
+            }
+            match c.io.stream.poll_read_ready(&mut cx) {
+                Poll::Pending => break true,
+                Poll::Ready(Err(_)) => break false,
+                Poll::Ready(Ok(())) => {}
             }
         };
         if !open {
