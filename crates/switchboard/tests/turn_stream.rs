@@ -231,3 +231,72 @@ fn fifteen_thousand_idle_connections() {
     client.set_read_timeout(Some(common::WAIT)).unwrap();
     assert!(binding(&mut client), "the allocated client was closed");
 }
+
+/// A rustls client session to `addr`, trusting the test CA, handshake done.
+fn tls_client(
+    ca: &common::test_ca::TestCa,
+    addr: SocketAddr,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from_pem_file(&ca.ca).unwrap())
+        .unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let mut tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(common::WAIT)).unwrap();
+    while conn.is_handshaking() {
+        conn.complete_io(&mut tcp).unwrap();
+    }
+    rustls::StreamOwned::new(conn, tcp)
+}
+
+#[test]
+fn tls_connections_get_the_same_deadlines() {
+    let ca = common::test_ca::TestCa::new();
+    let (cert, key) = (ca.cert_arg(), ca.key_arg());
+    let server = server(&[
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--turn-tls-listen",
+        "127.0.0.1:0",
+        "--turn-tcp-allocate-timeout",
+        "2",
+    ]);
+    let tls = server.turn_tls.unwrap();
+    // No handshake at all: the handshake deadline ends it.
+    let mut silent = TcpStream::connect(tls).unwrap();
+    // A handshake, then nothing: the allocate deadline ends it.
+    let mut handshaken = tls_client(&ca, tls);
+    let mut allocated = tls_client(&ca, tls);
+    assert_eq!(allocate(&mut allocated, tls).map(|_| ()), Ok(()));
+    assert!(closed_within(&mut silent, Duration::from_secs(10)));
+    handshaken
+        .sock
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut b = [0u8; 16];
+    let closed = match handshaken.read(&mut b) {
+        Ok(0) => true,
+        // A timeout means it is still open.
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+        Ok(_) => false,
+    };
+    assert!(closed, "a TLS connection that never allocated was kept");
+    assert!(
+        binding(&mut allocated),
+        "the allocated TLS connection was closed"
+    );
+}
