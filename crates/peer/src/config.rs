@@ -44,6 +44,9 @@ pub enum TurnTransport {
     /// `?transport=tcp`: we reach the server over TCP; the relayed address
     /// it allocates toward peers is still UDP.
     Tcp,
+    /// `turns:`: TURN over TLS over TCP, the certificate checked against
+    /// the URL's host; the relayed address is still UDP.
+    Tls,
 }
 
 /// A parsed ICE server URL.
@@ -56,12 +59,13 @@ pub enum IceUrl {
         /// UDP port; 3478 when the URL has none.
         port: u16,
     },
-    /// `turn:host[:port][?transport=udp|tcp]`: a TURN server for relay
+    /// `turn:host[:port][?transport=udp|tcp]` or
+    /// `turns:host[:port][?transport=tcp]`: a TURN server for relay
     /// candidates.
     Turn {
         /// Host name or IP address, without brackets.
         host: String,
-        /// Port; 3478 when the URL has none.
+        /// Port; 3478 when the URL has none (`turns:`: 5349).
         port: u16,
         /// How we reach the server; UDP unless `?transport=tcp`.
         transport: TurnTransport,
@@ -71,10 +75,10 @@ pub enum IceUrl {
 /// Why an ICE server URL was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UrlError {
-    /// Not `stun:` or `turn:` (case-insensitive): no scheme, another one, or
-    /// the TLS forms `stuns:`/`turns:`, which are not implemented.
+    /// Not `stun:`, `turn:` or `turns:` (case-insensitive): no scheme,
+    /// another one, or `stuns:`, which is not implemented.
     #[error(
-        "ICE server URL {0:?}: scheme must be stun: or turn: (stuns:/turns: are not supported)"
+        "ICE server URL {0:?}: scheme must be stun:, turn: or turns: (stuns: is not supported)"
     )]
     Scheme(String),
     /// Nothing between the scheme and the port.
@@ -84,13 +88,15 @@ pub enum UrlError {
     /// followed by something other than `:port`.
     #[error("ICE server URL {0:?}: bad port")]
     Port(String),
-    /// A `transport=` other than `udp` or `tcp`.
-    #[error("ICE server URL {0:?}: transport must be udp or tcp")]
+    /// A `transport=` other than `udp` or `tcp` (`turns:`: other than
+    /// `tcp`, as TURN over DTLS is not implemented).
+    #[error("ICE server URL {0:?}: transport must be udp or tcp (turns: only tcp)")]
     Transport(String),
 }
 
 impl IceUrl {
-    /// Parses `stun:host[:port]` or `turn:host[:port][?transport=udp|tcp]`.
+    /// Parses `stun:host[:port]`, `turn:host[:port][?transport=udp|tcp]`
+    /// or `turns:host[:port][?transport=tcp]`.
     /// IPv6 hosts are bracketed: `stun:[2001:db8::1]:3478`.
     pub fn parse(url: &str) -> Result<IceUrl, UrlError> {
         let err_scheme = || UrlError::Scheme(url.to_string());
@@ -104,17 +110,24 @@ impl IceUrl {
         if host.is_empty() {
             return Err(UrlError::Host(url.to_string()));
         }
-        let port = port.unwrap_or(3478);
-        match scheme.to_ascii_lowercase().as_str() {
+        let scheme = scheme.to_ascii_lowercase();
+        let port = port.unwrap_or(if scheme == "turns" { 5349 } else { 3478 });
+        match scheme.as_str() {
             "stun" => Ok(IceUrl::Stun { host, port }),
-            "turn" => {
-                let mut transport = TurnTransport::Udp;
+            "turn" | "turns" => {
+                let tls = scheme == "turns";
+                let mut transport = if tls {
+                    TurnTransport::Tls
+                } else {
+                    TurnTransport::Udp
+                };
                 if let Some(q) = query {
                     for kv in q.split('&') {
                         if let Some(v) = kv.strip_prefix("transport=") {
-                            transport = match v {
-                                "udp" => TurnTransport::Udp,
-                                "tcp" => TurnTransport::Tcp,
+                            transport = match (v, tls) {
+                                ("udp", false) => TurnTransport::Udp,
+                                ("tcp", false) => TurnTransport::Tcp,
+                                ("tcp", true) => TurnTransport::Tls,
                                 _ => return Err(UrlError::Transport(url.to_string())),
                             };
                         }
@@ -203,6 +216,8 @@ pub struct Config {
     /// ([`crate::redundancy`]). `Auto` (default) switches it on when the
     /// peer's datagrams arrive with 1% loss or more.
     pub redundancy: RedundancyConfig,
+    /// What `turns:` relays trust; `None`: the system's roots.
+    pub tls: Option<crate::tls::TlsClient>,
 }
 
 impl Default for Config {
@@ -219,6 +234,7 @@ impl Default for Config {
             resolve_mdns: true,
             ice_check_rto: Duration::from_millis(50),
             redundancy: RedundancyConfig::default(),
+            tls: None,
         }
     }
 }
@@ -230,6 +246,8 @@ pub(crate) enum Resolved {
     Turn {
         addr: SocketAddr,
         transport: TurnTransport,
+        /// The URL's host, which a `turns:` server's certificate must carry.
+        host: String,
         username: String,
         password: String,
     },
@@ -266,13 +284,16 @@ pub(crate) async fn resolve(servers: &[IceServer]) -> Result<Vec<Resolved>, crat
                 }
                 match &parsed {
                     IceUrl::Stun { .. } => out.push(Resolved::Stun(addr)),
-                    IceUrl::Turn { transport, .. } => {
+                    IceUrl::Turn {
+                        transport, host, ..
+                    } => {
                         let (Some(u), Some(p)) = (&s.username, &s.credential) else {
                             return Err(crate::Error::MissingCredential(url.clone()));
                         };
                         out.push(Resolved::Turn {
                             addr,
                             transport: *transport,
+                            host: host.clone(),
                             username: u.clone(),
                             password: p.clone(),
                         });
@@ -312,8 +333,28 @@ mod tests {
                 port: 19302
             }
         );
+        assert_eq!(
+            IceUrl::parse("turns:turn.example?transport=tcp").unwrap(),
+            IceUrl::Turn {
+                host: "turn.example".into(),
+                port: 5349,
+                transport: TurnTransport::Tls
+            }
+        );
+        assert_eq!(
+            IceUrl::parse("TURNS:[::1]:443").unwrap(),
+            IceUrl::Turn {
+                host: "::1".into(),
+                port: 443,
+                transport: TurnTransport::Tls
+            }
+        );
         assert!(matches!(
-            IceUrl::parse("turns:x:5349"),
+            IceUrl::parse("turns:x?transport=udp"),
+            Err(UrlError::Transport(_))
+        ));
+        assert!(matches!(
+            IceUrl::parse("stuns:x:5349"),
             Err(UrlError::Scheme(_))
         ));
         assert!(matches!(

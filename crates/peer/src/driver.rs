@@ -347,9 +347,10 @@ impl Driver {
                         }
                     }
                 }
-                gather::Output::ConnectTcp { relay, server } => {
+                gather::Output::ConnectTcp { relay, server, tls } => {
                     let tx = self.strong_tx();
-                    self.tcp.connect(relay, server, tx);
+                    let tls = tls.map(|name| (name, self.cfg.tls.clone()));
+                    self.tcp.connect(relay, server, tls, tx);
                 }
                 gather::Output::DropTcp { relay } => self.tcp.remove(relay),
             }
@@ -367,7 +368,7 @@ impl Driver {
             ..
         } = self;
         gatherer.drain_relay_transmits(|relay, transport, dst, data| match transport {
-            TurnTransport::Tcp => tcp.send(relay, data),
+            TurnTransport::Tcp | TurnTransport::Tls => tcp.send(relay, data),
             TurnTransport::Udp => send_via(udp4, udp6, backlog, None, dst, data),
         });
     }
@@ -899,6 +900,7 @@ impl Driver {
                     relay_protocol: relay.map(|t| match t {
                         TurnTransport::Udp => "udp",
                         TurnTransport::Tcp => "tcp",
+                        TurnTransport::Tls => "tls",
                     }),
                 },
                 None => CandidateInfo {

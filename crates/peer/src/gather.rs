@@ -44,8 +44,13 @@ pub(crate) enum Output {
         kind: CandidateType,
         relay: Option<TurnTransport>,
     },
-    /// Open a TCP connection to this TURN server for `relay`.
-    ConnectTcp { relay: RelayId, server: SocketAddr },
+    /// Open a TCP connection to this TURN server for `relay`; with `tls`,
+    /// run TLS on it for that server name (`turns:`).
+    ConnectTcp {
+        relay: RelayId,
+        server: SocketAddr,
+        tls: Option<String>,
+    },
     /// `relay` is gone: close its TCP connection.
     DropTcp { relay: RelayId },
 }
@@ -197,6 +202,7 @@ impl Gatherer {
             let Resolved::Turn {
                 addr,
                 transport,
+                host,
                 username,
                 password,
             } = s
@@ -220,7 +226,7 @@ impl Gatherer {
                     continue;
                 }
                 let old = self.relays.remove(i);
-                if old.transport == TurnTransport::Tcp {
+                if old.transport != TurnTransport::Udp {
                     self.out.push_back(Output::DropTcp { relay: old.id });
                 }
             }
@@ -228,7 +234,8 @@ impl Gatherer {
                 addr,
                 match transport {
                     TurnTransport::Udp => turn::client::Transport::Udp,
-                    TurnTransport::Tcp => turn::client::Transport::Tcp,
+                    // TLS carries the same framing as TCP.
+                    TurnTransport::Tcp | TurnTransport::Tls => turn::client::Transport::Tcp,
                 },
                 username.clone(),
                 password.clone(),
@@ -251,10 +258,11 @@ impl Gatherer {
                 relayed: None,
                 done: false,
             });
-            if transport == TurnTransport::Tcp {
+            if transport != TurnTransport::Udp {
                 self.out.push_back(Output::ConnectTcp {
                     relay: id,
                     server: addr,
+                    tls: (transport == TurnTransport::Tls).then(|| host.clone()),
                 });
             }
         }
@@ -425,7 +433,7 @@ impl Gatherer {
 
     pub fn handle_tcp_closed(&mut self, relay: RelayId, why: &str) {
         if let Some(t) = self.relays.iter_mut().find(|t| t.id == relay) {
-            warn!("TURN/TCP {}: {why}", t.server);
+            warn!("TURN/{:?} {}: {why}", t.transport, t.server);
             t.done = true;
             t.relayed = None;
         }
@@ -646,6 +654,7 @@ mod tests {
         Resolved::Turn {
             addr: addr(a),
             transport: TurnTransport::Tcp,
+            host: a.into(),
             username: "u".into(),
             password: "p".into(),
         }
@@ -772,8 +781,16 @@ mod tests {
             matches!(
                 &out[..],
                 [
-                    Output::ConnectTcp { relay: 1, server: sa },
-                    Output::ConnectTcp { relay: 2, server: sb }
+                    Output::ConnectTcp {
+                        relay: 1,
+                        server: sa,
+                        tls: None
+                    },
+                    Output::ConnectTcp {
+                        relay: 2,
+                        server: sb,
+                        tls: None
+                    }
                 ] if *sa == addr(a) && *sb == addr(b)
             ),
             "{out:?}"
@@ -801,7 +818,11 @@ mod tests {
                 &out[..],
                 [
                     Output::DropTcp { relay: 1 },
-                    Output::ConnectTcp { relay: 3, server: sa }
+                    Output::ConnectTcp {
+                        relay: 3,
+                        server: sa,
+                        tls: None
+                    }
                 ] if *sa == addr(a)
             ),
             "{out:?}"

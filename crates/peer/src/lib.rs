@@ -30,12 +30,14 @@ pub mod redundancy;
 pub mod room;
 pub mod session;
 mod tcp_turn;
+pub mod tls;
 
 pub use config::{Config, HostCandidates, IceServer, IceUrl, TurnTransport, UrlError};
 pub use jsep::{IceCandidateInit, JsepError, SdpType, SessionDescription, SignalingState};
 pub use redundancy::{RedundancyConfig, RedundancyMode};
 pub use str0m::format::PayloadParams;
 pub use str0m::media::{MediaKind, MediaTime, Mid};
+pub use tls::{TlsClient, TlsError, TlsOptions};
 
 use serde::Serialize;
 use std::net::SocketAddr;

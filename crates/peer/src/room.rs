@@ -52,6 +52,9 @@ pub struct RoomConfig {
     /// `--auth-secret` refuses joins without one, with `unauthorized`);
     /// resumes need none.
     pub token: Option<String>,
+    /// What a `wss://` server's certificate is checked against; `None`:
+    /// the system's roots. (`turns:` relays use `peer_config.tls`.)
+    pub tls: Option<crate::tls::TlsClient>,
     /// Template for every connection; the server's `iceServers` are appended
     /// unless `use_server_ice` is false.
     pub peer_config: Config,
@@ -99,6 +102,7 @@ impl RoomConfig {
             peer: None,
             meta: json!({}),
             token: None,
+            tls: None,
             peer_config: Config::default(),
             use_server_ice: true,
             channel: Some("chat".into()),
@@ -115,11 +119,15 @@ impl RoomConfig {
 /// Why joining or staying in a room failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RoomError {
-    /// [`RoomConfig::server`] is not an `http://` or `ws://` URL with a
-    /// host (and a numeric port, if any); `https`/`wss` are refused too,
-    /// as TLS is not built in: (URL, why).
+    /// [`RoomConfig::server`] is not an `http(s)://` or `ws(s)://` URL
+    /// with a host (and a numeric port, if any): (URL, why).
     #[error("bad server URL {0:?}: {1}")]
     BadUrl(String, &'static str),
+    /// TLS to a `wss://` server failed: its certificate is not trusted
+    /// (the sentence says why), the handshake failed, or no roots could
+    /// be loaded: (WebSocket URL, why).
+    #[error("TLS to the signaling server at {0} failed: {1}")]
+    Tls(String, String),
     /// The WebSocket connection failed or took longer than 10 s:
     /// (WebSocket URL, why). A server at `--max-connections` lands here
     /// (HTTP 503).
@@ -300,7 +308,7 @@ pub fn ws_url(server: &str) -> Result<String, RoomError> {
         .ok_or_else(|| bad("expected http://, https://, ws:// or wss://"))?;
     let ws_scheme = match scheme.to_ascii_lowercase().as_str() {
         "http" | "ws" => "ws",
-        "https" | "wss" => return Err(bad("TLS (https/wss) is not built into this client; put the server on http or use a local proxy")),
+        "https" | "wss" => "wss",
         _ => return Err(bad("expected http://, https://, ws:// or wss://")),
     };
     let (hostport, path) = match rest.find('/') {
@@ -326,8 +334,7 @@ pub fn ws_url(server: &str) -> Result<String, RoomError> {
     Ok(format!("{ws_scheme}://{hostport}{path}"))
 }
 
-type WsStream =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type WsStream = tokio_tungstenite::WebSocketStream<Box<dyn crate::tls::Stream>>;
 
 /// `welcome` or `resumed`, as the room needs them.
 struct Greeting {
@@ -346,16 +353,56 @@ enum Answer {
     Refused { code: String, message: String },
 }
 
-async fn connect(url: &str) -> Result<WsStream, RoomError> {
-    // Nagle off: an offer and the candidates right behind it are small
-    // writes in a row, and with Nagle each one after the first waited for
-    // the server's delayed ACK, about 40 ms per trickled candidate.
-    let connecting = tokio_tungstenite::connect_async_with_config(url, None, true);
-    let (ws, _) = tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting)
+/// `ws(s)://host[:port]/…` (as [`ws_url`] made it) to (TLS, host without
+/// brackets, port).
+fn ws_target(url: &str) -> Option<(bool, &str, u16)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let tls = scheme == "wss";
+    let hostport = rest.split('/').next()?;
+    let default = if tls { 443 } else { 80 };
+    if let Some(v6) = hostport.strip_prefix('[') {
+        let (host, after) = v6.split_once(']')?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().ok()?,
+            None => default,
+        };
+        return Some((tls, host, port));
+    }
+    match hostport.rsplit_once(':') {
+        Some((h, p)) => Some((tls, h, p.parse().ok()?)),
+        None => Some((tls, hostport, default)),
+    }
+}
+
+async fn connect(url: &str, tls: Option<&crate::tls::TlsClient>) -> Result<WsStream, RoomError> {
+    let fail = |why: String| RoomError::Connect(url.to_string(), why);
+    let (secure, host, port) = ws_target(url).ok_or_else(|| fail("bad URL".into()))?;
+    let connecting = async {
+        let tcp = tokio::net::TcpStream::connect((host, port))
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        // Nagle off: an offer and the candidates right behind it are small
+        // writes in a row, and with Nagle each one after the first waited
+        // for the server's delayed ACK, about 40 ms per trickled candidate.
+        let _ = tcp.set_nodelay(true);
+        let stream: Box<dyn crate::tls::Stream> = if secure {
+            let tls_err = |why: String| RoomError::Tls(url.to_string(), why);
+            let client = match tls {
+                Some(c) => c.clone(),
+                None => crate::tls::TlsClient::system().map_err(|e| tls_err(e.to_string()))?,
+            };
+            Box::new(client.connect(host, tcp).await.map_err(tls_err)?)
+        } else {
+            Box::new(tcp)
+        };
+        let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, None)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        Ok(ws)
+    };
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting)
         .await
-        .map_err(|_| RoomError::Connect(url.to_string(), "timed out".into()))?
-        .map_err(|e| RoomError::Connect(url.to_string(), e.to_string()))?;
-    Ok(ws)
+        .map_err(|_| fail("timed out".into()))?
 }
 
 /// Sends `first` and waits for `welcome`, `resumed` or an `error`. What
@@ -453,7 +500,7 @@ pub async fn join(cfg: RoomConfig) -> Result<Room, RoomError> {
     let url = ws_url(&cfg.server)?;
     serde_json::value::to_raw_value(&cfg.meta)
         .map_err(|e| RoomError::Protocol(format!("meta: {e}")))?;
-    let mut ws = connect(&url).await?;
+    let mut ws = connect(&url, cfg.tls.as_ref()).await?;
     let g = match handshake(&mut ws, join_frame(&cfg, cfg.peer.as_deref(), None)).await? {
         Answer::Greeting(g) if g.ack.is_none() => g,
         Answer::Greeting(_) => {
@@ -563,8 +610,14 @@ enum Outcome {
 /// One connection attempt: connect, `resume` if asked (falling back to
 /// `join` on the same socket when it is refused), or `join` straight away;
 /// `join_any` (no id asked for) when our id was taken.
-async fn reconnect(url: String, resume: Option<String>, join: String, join_any: String) -> Outcome {
-    let mut ws = match connect(&url).await {
+async fn reconnect(
+    url: String,
+    tls: Option<crate::tls::TlsClient>,
+    resume: Option<String>,
+    join: String,
+    join_any: String,
+) -> Outcome {
+    let mut ws = match connect(&url, tls.as_ref()).await {
         Ok(ws) => ws,
         Err(e) => {
             return Outcome::Failed {
@@ -969,7 +1022,8 @@ impl RoomTask {
             if resume.is_some() { "resume" } else { "rejoin" }
         );
         let join_any = join_frame(&self.cfg, None, None);
-        self.attempt = Some(reconnect(self.url.clone(), resume, join, join_any).boxed());
+        let tls = self.cfg.tls.clone();
+        self.attempt = Some(reconnect(self.url.clone(), tls, resume, join, join_any).boxed());
         None
     }
 
@@ -1428,6 +1482,13 @@ mod tests {
         assert!(ws_url("ftp://x").is_err());
         assert!(ws_url("http://x:notaport").is_err());
         assert!(ws_url("http://").is_err());
-        assert!(ws_url("https://x").is_err());
+        assert_eq!(ws_url("https://x").unwrap(), "wss://x/v1/ws");
+        assert_eq!(ws_url("wss://h:8443/v1/ws").unwrap(), "wss://h:8443/v1/ws");
+        assert_eq!(ws_target("wss://x/v1/ws"), Some((true, "x", 443)));
+        assert_eq!(
+            ws_target("ws://[::1]:8080/v1/ws"),
+            Some((false, "::1", 8080))
+        );
+        assert_eq!(ws_target("ws://h/v1/ws"), Some((false, "h", 80)));
     }
 }

@@ -1,5 +1,6 @@
-//! TURN over TCP, the I/O side: one task per TCP relay connects to the
-//! server and shuttles whole frames between the stream and the driver.
+//! TURN over TCP and over TLS (`turns:`), the I/O side: one task per
+//! stream relay connects to the server (and runs the TLS handshake) and
+//! shuttles whole frames between the stream and the driver.
 //!
 //! [`TcpTurns`] keeps every task by its relay's stable id, with the sender
 //! for outgoing frames once connected. A relay that is replaced or dropped
@@ -8,6 +9,7 @@
 
 use crate::driver::Cmd;
 use crate::gather::RelayId;
+use crate::tls::{Stream, TlsClient};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -28,8 +30,16 @@ pub(crate) struct TcpTurns {
 impl TcpTurns {
     /// Starts the connection task for `relay`. Its news comes back as
     /// [`Cmd::TcpConnected`], [`Cmd::TcpFrame`] and [`Cmd::TcpClosed`].
-    pub fn connect(&mut self, relay: RelayId, server: SocketAddr, cmd: mpsc::UnboundedSender<Cmd>) {
-        let reader = tokio::spawn(tcp_turn(relay, server, cmd));
+    /// `tls`: the server name to verify, and what to trust (`None`: the
+    /// system's roots).
+    pub fn connect(
+        &mut self,
+        relay: RelayId,
+        server: SocketAddr,
+        tls: Option<(String, Option<TlsClient>)>,
+        cmd: mpsc::UnboundedSender<Cmd>,
+    ) {
+        let reader = tokio::spawn(tcp_turn(relay, server, tls, cmd));
         if let Some(old) = self.tasks.insert(relay, Task { tx: None, reader }) {
             old.reader.abort();
         }
@@ -70,9 +80,18 @@ impl Drop for TcpTurns {
     }
 }
 
-/// Connects to a TURN server over TCP and shuttles frames both ways.
-async fn tcp_turn(relay: RelayId, addr: SocketAddr, cmd: mpsc::UnboundedSender<Cmd>) {
+/// Connects to a TURN server over TCP (and TLS) and shuttles frames both
+/// ways.
+async fn tcp_turn(
+    relay: RelayId,
+    addr: SocketAddr,
+    tls: Option<(String, Option<TlsClient>)>,
+    cmd: mpsc::UnboundedSender<Cmd>,
+) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let closed = |why: String| {
+        let _ = cmd.send(Cmd::TcpClosed { turn: relay, why });
+    };
     let stream =
         match tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
             .await
@@ -94,7 +113,22 @@ async fn tcp_turn(relay: RelayId, addr: SocketAddr, cmd: mpsc::UnboundedSender<C
             }
         };
     let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = stream.into_split();
+    let stream: Box<dyn Stream> = match tls {
+        None => Box::new(stream),
+        Some((name, client)) => {
+            let client = match client.map(Ok).unwrap_or_else(TlsClient::system) {
+                Ok(c) => c,
+                Err(e) => return closed(e.to_string()),
+            };
+            match tokio::time::timeout(Duration::from_secs(5), client.connect(&name, stream)).await
+            {
+                Ok(Ok(s)) => Box::new(s),
+                Ok(Err(why)) => return closed(why),
+                Err(_) => return closed("TLS handshake timed out".into()),
+            }
+        }
+    };
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
     if cmd.send(Cmd::TcpConnected { turn: relay, tx }).is_err() {
         return;

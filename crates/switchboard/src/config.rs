@@ -284,6 +284,35 @@ pub struct Settings {
     /// TURN worker threads [default: CPU count]
     #[arg(long, env = "SWITCHBOARD_TURN_WORKERS", value_name = "N")]
     pub turn_workers: Option<usize>,
+
+    /// Seconds a TURN connection over TCP or TLS may stay open without an
+    /// allocation (from its accept, or from the end of its allocation)
+    #[arg(
+        long,
+        env = "SWITCHBOARD_TURN_TCP_ALLOCATE_TIMEOUT",
+        value_name = "SECS"
+    )]
+    pub turn_tcp_allocate_timeout: f64,
+
+    /// Seconds without a byte from the client before a TURN connection over
+    /// TCP or TLS that has an allocation is closed
+    #[arg(long, env = "SWITCHBOARD_TURN_TCP_IDLE_TIMEOUT", value_name = "SECS")]
+    pub turn_tcp_idle_timeout: f64,
+
+    /// Concurrent TURN connections over TCP and TLS per source IP (IPv6:
+    /// per /64), 0 for no cap
+    #[arg(long, env = "SWITCHBOARD_MAX_TURN_TCP_PER_IP", value_name = "N")]
+    pub max_turn_tcp_per_ip: usize,
+
+    /// TURN over TLS address, with the --tls-cert certificate [default:
+    /// 0.0.0.0:5349 when --tls-cert is given]
+    #[arg(long, env = "SWITCHBOARD_TURN_TLS_LISTEN", value_name = "ADDR")]
+    pub turn_tls_listen: Option<SocketAddr>,
+
+    /// Host name clients reach this server by, the name on the certificate:
+    /// the HOST of the turns: URLs handed out [default: the --external-ip]
+    #[arg(long, env = "SWITCHBOARD_PUBLIC_HOST", value_name = "HOST")]
+    pub public_host: Option<String>,
 }
 
 impl Default for Settings {
@@ -292,6 +321,7 @@ impl Default for Settings {
     fn default() -> Self {
         let hub = HubConfig::default();
         let turn = turn::server::Config::default();
+        let tcp = turn::tcp::TcpLimits::default();
         Settings {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             tls_cert: None,
@@ -347,9 +377,18 @@ impl Default for Settings {
             relay_bandwidth: turn.bandwidth,
             turn_unauth_rate: turn.unauth_rate,
             turn_workers: None,
+            turn_tcp_allocate_timeout: tcp.allocate_timeout.as_secs_f64(),
+            turn_tcp_idle_timeout: tcp.idle_timeout.as_secs_f64(),
+            max_turn_tcp_per_ip: DEFAULT_MAX_TURN_TCP_PER_IP,
+            turn_tls_listen: None,
+            public_host: None,
         }
     }
 }
+
+/// `--max-turn-tcp-per-ip`: enough for an office of callers behind one
+/// NAT address, far below the 20,000-odd descriptors of one process.
+pub const DEFAULT_MAX_TURN_TCP_PER_IP: usize = 256;
 
 /// `--config`, kept out of [`Settings`] because a file cannot name a file.
 #[derive(Debug, Args)]
@@ -483,12 +522,12 @@ pub struct ServeConfig {
     pub turn: Option<TurnConfig>,
 }
 
-/// The certificate files of `--tls-cert` / `--tls-key`.
-#[derive(Debug, Clone)]
+/// A PEM certificate chain and its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
-    /// PEM chain, leaf first.
+    /// `--tls-cert`.
     pub cert: PathBuf,
-    /// PEM private key.
+    /// `--tls-key`.
     pub key: PathBuf,
 }
 
@@ -541,6 +580,18 @@ pub struct TurnConfig {
     /// TURN worker threads, at least 1 (`--turn-workers`, else the CPU
     /// count).
     pub workers: usize,
+    /// Deadlines of TURN over TCP and TLS (`--turn-tcp-allocate-timeout`,
+    /// `--turn-tcp-idle-timeout`).
+    pub tcp_limits: turn::tcp::TcpLimits,
+    /// Concurrent TCP and TLS connections per source, 0 = no cap
+    /// (`--max-turn-tcp-per-ip`).
+    pub max_tcp_per_ip: usize,
+    /// TURN over TLS (`--turn-tls-listen`; 0.0.0.0:5349 when a certificate
+    /// is configured, else off).
+    pub tls_listen: Option<SocketAddr>,
+    /// The HOST of the `turns:` URLs (`--public-host`; `None`: the
+    /// external IP).
+    pub public_host: Option<String>,
 }
 
 impl Settings {
@@ -654,7 +705,7 @@ impl Settings {
         let turn = if self.no_turn {
             None
         } else {
-            Some(self.check_turn()?)
+            Some(self.check_turn(tls.is_some())?)
         };
         Ok(ServeConfig {
             listen: self.listen,
@@ -692,7 +743,7 @@ impl Settings {
         Ok(Some(auth))
     }
 
-    fn check_turn(&self) -> Result<TurnConfig> {
+    fn check_turn(&self, has_cert: bool) -> Result<TurnConfig> {
         let s = &self.relay_ports;
         let parsed = s.split_once('-').and_then(|(lo, hi)| {
             Some((
@@ -760,6 +811,26 @@ impl Settings {
                 ..turn::server::Config::default()
             },
             workers,
+            tcp_limits: turn::tcp::TcpLimits {
+                allocate_timeout: secs(
+                    self.turn_tcp_allocate_timeout,
+                    "turn-tcp-allocate-timeout",
+                )?,
+                idle_timeout: secs(self.turn_tcp_idle_timeout, "turn-tcp-idle-timeout")?,
+            },
+            max_tcp_per_ip: self.max_turn_tcp_per_ip,
+            tls_listen: match (self.turn_tls_listen, has_cert) {
+                (Some(a), true) => Some(a),
+                (None, true) => Some(SocketAddr::from(([0, 0, 0, 0], 5349))),
+                (Some(_), false) => bail!("--turn-tls-listen needs --tls-cert and --tls-key"),
+                (None, false) => None,
+            },
+            public_host: match &self.public_host {
+                Some(h) if h.is_empty() || h.contains(['/', '?', ' ']) => {
+                    bail!("--public-host {h:?} must be a bare host name or IP address")
+                }
+                h => h.clone(),
+            },
         })
     }
 }

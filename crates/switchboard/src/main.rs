@@ -87,6 +87,9 @@ fn main() -> Result<()> {
                 if let Some(turn) = server.turn_addr() {
                     println!("switchboard TURN on udp+tcp {turn}");
                 }
+                if let Some(turn) = server.turn_tls_addr() {
+                    println!("switchboard TURN on tls {turn}");
+                }
                 let scheme = if server.is_tls() { "https" } else { "http" };
                 if let Some(at) = server.redirect_addr() {
                     println!("switchboard redirecting http://{at} to https");

@@ -48,7 +48,9 @@ struct TurnMetrics {
     auth_failures: Counter,
     denied_peers: Counter,
     dropped: Family<ReasonLabel, Counter>,
-    last: std::sync::Mutex<(turn::server::Stats, u64)>,
+    stream_connections: Gauge,
+    stream_expired: Counter,
+    last: std::sync::Mutex<(turn::server::Stats, u64, u64)>,
 }
 
 pub struct Metrics {
@@ -202,6 +204,16 @@ impl Metrics {
             "Packets not relayed, by reason",
             t.dropped.clone(),
         );
+        registry.register(
+            "turn_stream_connections",
+            "Open TURN connections over TCP and TLS",
+            t.stream_connections.clone(),
+        );
+        registry.register(
+            "turn_stream_expired",
+            "TURN connections over TCP and TLS closed by a deadline (no allocation in time, or idle)",
+            t.stream_expired.clone(),
+        );
         // Touch every label value so dashboards see zeros rather than gaps.
         for k in RelayKind::ALL {
             let _ = m.relayed.get_or_create(&KindLabel { kind: k.as_str() });
@@ -268,7 +280,10 @@ impl Metrics {
         t.permissions.set(s.permissions as i64);
         t.channels.set(s.channels as i64);
         let mut last = t.last.lock().unwrap_or_else(|e| e.into_inner());
-        let ((new, new_drops), (old, old_drops)) = ((s.stats, s.send_drops), *last);
+        t.stream_connections.set(s.tcp_connections as i64);
+        let ((new, new_drops, new_exp), (old, old_drops, old_exp)) =
+            ((s.stats, s.send_drops, s.tcp_expired), *last);
+        t.stream_expired.inc_by(new_exp - old_exp);
         let dir = |d| DirLabel { direction: d };
         let why = |r| ReasonLabel { reason: r };
         t.packets
@@ -301,7 +316,7 @@ impl Metrics {
         t.dropped
             .get_or_create(&why("send_buffer_full"))
             .inc_by(new_drops - old_drops);
-        *last = (new, new_drops);
+        *last = (new, new_drops, new_exp);
     }
 
     pub fn encode(&self) -> String {

@@ -41,6 +41,7 @@ use turn::policy::PeerPolicy;
 use turn::server::{
     Action, BindError, Bound, Config, FiveTuple, Quota, RelayId, Relays, Server, Stats, Transport,
 };
+use turn::tcp::{ConnClock, IpSlot, PerIpCap, TcpLimits};
 
 /// Everything the TURN server needs, resolved from flags.
 #[derive(Debug, Clone)]
@@ -55,6 +56,28 @@ pub struct TurnSettings {
     pub policy: Arc<PeerPolicy>,
     pub max_allocations: usize,
     pub max_allocations_per_user: usize,
+    /// Deadlines of TURN connections over TCP (and TLS).
+    pub tcp_limits: TcpLimits,
+    /// Concurrent TCP (and TLS) connections per source address; 0 = no cap.
+    pub max_tcp_per_ip: usize,
+    /// TURN over TLS, when a certificate is configured.
+    pub tls: Option<TurnTls>,
+}
+
+/// The TURN-over-TLS listener.
+#[derive(Clone)]
+pub struct TurnTls {
+    pub listen: SocketAddr,
+    /// Takes its certificate from serve's reloading store.
+    pub config: Arc<rustls::ServerConfig>,
+}
+
+impl std::fmt::Debug for TurnTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TurnTls")
+            .field("listen", &self.listen)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Counters and gauges of one worker, copied out once a second for
@@ -67,12 +90,19 @@ pub struct Snapshot {
     pub channels: usize,
     /// Packets dropped because a socket buffer or TCP queue was full.
     pub send_drops: u64,
+    /// Open TURN connections over TCP and TLS.
+    pub tcp_connections: usize,
+    /// Stream connections closed by their deadlines (no allocation in
+    /// time, or idle).
+    pub tcp_expired: u64,
 }
 
 /// A running TURN server.
 pub struct TurnHandle {
     /// The TURN address, for UDP and TCP alike.
     pub udp_addr: SocketAddr,
+    /// The TURN-over-TLS address, if it listens.
+    pub tls_addr: Option<SocketAddr>,
     snapshots: Vec<Arc<Mutex<Snapshot>>>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
@@ -88,6 +118,8 @@ impl TurnHandle {
             t.permissions += s.permissions;
             t.channels += s.channels;
             t.send_drops += s.send_drops;
+            t.tcp_connections += s.tcp_connections;
+            t.tcp_expired += s.tcp_expired;
         }
         t
     }
@@ -110,6 +142,17 @@ fn reuseport_udp(addr: SocketAddr) -> Result<std::net::UdpSocket> {
     let _ = s.set_send_buffer_size(4 << 20);
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
+/// A TCP listener with a deep accept queue: a burst of connections (a
+/// flood of idle ones among them) must not leave real clients' SYNs
+/// dropped while the acceptor catches up. std's default backlog is 128.
+fn tcp_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())?;
+    s.listen(4096)?;
     Ok(s.into())
 }
 
@@ -208,7 +251,7 @@ pub fn start(settings: TurnSettings, shutdown: CancellationToken) -> Result<Turn
         let first = reuseport_udp(settings.listen)
             .with_context(|| format!("cannot bind TURN UDP socket on {}", settings.listen))?;
         let udp_addr = first.local_addr()?;
-        match std::net::TcpListener::bind(udp_addr) {
+        match tcp_listener(udp_addr) {
             Ok(tcp) => {
                 bound = Some((first, udp_addr, tcp));
                 break;
@@ -233,7 +276,7 @@ pub fn start(settings: TurnSettings, shutdown: CancellationToken) -> Result<Turn
     for (i, sock) in udp_sockets.into_iter().enumerate() {
         let snap = Arc::new(Mutex::new(Snapshot::default()));
         snapshots.push(snap.clone());
-        let (tx, rx) = mpsc::unbounded_channel::<std::net::TcpStream>();
+        let (tx, rx) = mpsc::unbounded_channel::<Accepted>();
         tcp_handoff.push(tx);
         let server = Server::new(
             settings.core.clone(),
@@ -264,36 +307,160 @@ pub fn start(settings: TurnSettings, shutdown: CancellationToken) -> Result<Turn
 
     // TCP accept runs on the caller's runtime and deals connections out to
     // the workers.
+    let cap = PerIpCap::new(settings.max_tcp_per_ip);
     let tcp = TcpListener::from_std(tcp)?;
-    tokio::spawn(async move {
-        let mut next = 0usize;
-        loop {
-            tokio::select! {
-                r = tcp.accept() => match r {
-                    Ok((stream, _)) => {
-                        let _ = stream.set_nodelay(true);
-                        if let Ok(std) = stream.into_std() {
-                            let _ = tcp_handoff[next % tcp_handoff.len()].send(std);
-                            next += 1;
-                        }
-                    }
-                    Err(e) => {
-                        warn!("TURN TCP accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                },
-                _ = shutdown.cancelled() => break,
-            }
+    let dealer = Dealer {
+        workers: Arc::new(tcp_handoff),
+        next: Arc::new(AtomicU32::new(0)),
+    };
+    tokio::spawn(accept_tcp(
+        tcp,
+        cap.clone(),
+        dealer.clone(),
+        shutdown.clone(),
+    ));
+    let tls_addr = match &settings.tls {
+        Some(t) => {
+            let l = tcp_listener(t.listen)
+                .with_context(|| format!("cannot bind TURN TLS listener on {}", t.listen))?;
+            l.set_nonblocking(true)?;
+            let addr = l.local_addr()?;
+            let acceptor = tokio_rustls::TlsAcceptor::from(t.config.clone());
+            tokio::spawn(accept_tls(
+                TcpListener::from_std(l)?,
+                acceptor,
+                settings.tcp_limits.allocate_timeout,
+                cap,
+                dealer,
+                shutdown.clone(),
+            ));
+            info!(%addr, "TURN over TLS listening");
+            Some(addr)
         }
-    });
+        None => None,
+    };
 
     info!(%udp_addr, %tcp_addr, workers = settings.workers, external_ip = %settings.external_ip,
         relay_ports = ?settings.relay_ports, "STUN/TURN listening");
     Ok(TurnHandle {
         udp_addr,
+        tls_addr,
         snapshots,
         threads,
     })
+}
+
+/// A stream connection on its way from an acceptor to a worker.
+struct Accepted {
+    stream: std::net::TcpStream,
+    /// Its place under the per-source cap, held as long as it is open.
+    slot: IpSlot,
+    /// When it was accepted: the allocate deadline counts from here.
+    opened: Instant,
+    /// TURN over TLS: the session, its handshake done.
+    tls: Option<Box<rustls::ServerConnection>>,
+}
+
+/// Deals accepted connections out to the workers, round-robin.
+#[derive(Clone)]
+struct Dealer {
+    workers: Arc<Vec<mpsc::UnboundedSender<Accepted>>>,
+    next: Arc<AtomicU32>,
+}
+
+impl Dealer {
+    fn deal(&self, a: Accepted) {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) as usize % self.workers.len();
+        let _ = self.workers[i].send(a);
+    }
+}
+
+/// Takes a slot under the per-source cap for a new connection; `None`
+/// (and the connection is dropped, so closed) when its source is full.
+fn admit(cap: &Arc<PerIpCap>, peer: SocketAddr, what: &str) -> Option<IpSlot> {
+    let slot = cap.try_acquire(peer.ip());
+    if slot.is_none() {
+        debug!(%peer, "TURN {what} connection refused: per-source cap reached");
+    }
+    slot
+}
+
+async fn accept_tcp(
+    tcp: TcpListener,
+    cap: Arc<PerIpCap>,
+    dealer: Dealer,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            r = tcp.accept() => match r {
+                Ok((stream, peer)) => {
+                    let Some(slot) = admit(&cap, peer, "TCP") else { continue };
+                    let _ = stream.set_nodelay(true);
+                    if let Ok(stream) = stream.into_std() {
+                        dealer.deal(Accepted { stream, slot, opened: Instant::now(), tls: None });
+                    }
+                }
+                Err(e) => {
+                    warn!("TURN TCP accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        }
+    }
+}
+
+/// Accepts TURN over TLS. Each handshake runs as its own task on this
+/// runtime, bounded by `deadline` (the allocate deadline, which counts
+/// from the accept anyway); the worker then gets the socket and the
+/// rustls session and does the record layer itself.
+async fn accept_tls(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    deadline: Duration,
+    cap: Arc<PerIpCap>,
+    dealer: Dealer,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(a) => a,
+                Err(e) => {
+                    warn!("TURN TLS accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let Some(slot) = admit(&cap, peer, "TLS") else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let opened = Instant::now();
+        let (acceptor, dealer) = (acceptor.clone(), dealer.clone());
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => return debug!(%peer, "TURN TLS handshake failed: {e}"),
+                Err(_) => return debug!(%peer, "TURN TLS handshake timed out"),
+            };
+            let (stream, mut conn) = tls.into_inner();
+            // The worker bounds what is queued per connection itself, and
+            // never has a frame cut by rustls' own limit.
+            conn.set_buffer_limit(None);
+            if let Ok(stream) = stream.into_std() {
+                dealer.deal(Accepted {
+                    stream,
+                    slot,
+                    opened,
+                    tls: Some(Box::new(conn)),
+                });
+            }
+        });
+    }
 }
 
 struct WorkerInit {
@@ -301,7 +468,7 @@ struct WorkerInit {
     ports: Arc<PortPool>,
     server: Server,
     sock: std::net::UdpSocket,
-    tcp: mpsc::UnboundedReceiver<std::net::TcpStream>,
+    tcp: mpsc::UnboundedReceiver<Accepted>,
     snap: Arc<Mutex<Snapshot>>,
     shutdown: CancellationToken,
 }
@@ -333,6 +500,9 @@ struct Worker {
     out: Vec<u8>,
     /// Packets dropped because a socket buffer or TCP queue was full.
     send_drops: u64,
+    /// Stream connections closed by their deadlines.
+    tcp_expired: u64,
+    tcp_limits: TcpLimits,
     ready: Ready,
 }
 
@@ -362,6 +532,8 @@ struct TcpClient {
     framer: Framer,
     tuple: FiveTuple,
     ready: Handle,
+    clock: ConnClock,
+    _slot: IpSlot,
     /// Apart from the framer, whose frames are being answered while it
     /// writes.
     io: TcpIo,
@@ -370,9 +542,34 @@ struct TcpClient {
 struct TcpIo {
     stream: TcpStream,
     /// Bytes the kernel would not take yet; `unsent[sent..]` is left.
+    /// Plain TCP only: over TLS, rustls keeps what is unsent.
     unsent: Vec<u8>,
     sent: usize,
     write_ready: Handle,
+    /// TURN over TLS. Its record layer allocates a buffer per record sent
+    /// (rustls' buffered API), unlike plain TCP's reused queue.
+    tls: Option<Box<rustls::ServerConnection>>,
+    /// Plaintext handed to rustls since its queue was last empty: the
+    /// bound on what a slow TLS client may have waiting.
+    tls_queued: usize,
+}
+
+/// The nonblocking socket as `io::Read`/`io::Write` for rustls.
+struct TryIo<'a>(&'a TcpStream);
+
+impl io::Read for TryIo<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.try_read(buf)
+    }
+}
+
+impl io::Write for TryIo<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.try_write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 #[derive(Default)]
@@ -388,6 +585,16 @@ impl TcpIo {
     /// still unsent. False when it was dropped (queue full or connection
     /// broken); a frame is never cut, so the stream keeps its framing.
     fn send(&mut self, frame: &[u8]) -> bool {
+        if let Some(tls) = &mut self.tls {
+            if tls.wants_write() && self.tls_queued + frame.len() > TCP_QUEUE_BYTES {
+                return false;
+            }
+            if io::Write::write_all(&mut tls.writer(), frame).is_err() {
+                return false;
+            }
+            self.tls_queued += frame.len();
+            return self.write_tls();
+        }
         if self.sent < self.unsent.len() {
             if self.unsent.len() - self.sent + frame.len() > TCP_QUEUE_BYTES {
                 return false;
@@ -416,11 +623,67 @@ impl TcpIo {
         true
     }
 
+    /// Writes what rustls holds while the socket takes it; the rest waits
+    /// for write readiness. False when the connection is broken.
+    fn write_tls(&mut self) -> bool {
+        let Some(tls) = &mut self.tls else {
+            return true;
+        };
+        while tls.wants_write() {
+            match tls.write_tls(&mut TryIo(&self.stream)) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.write_ready.requeue();
+                    return true;
+                }
+                Err(_) => return false,
+            }
+        }
+        self.tls_queued = 0;
+        true
+    }
+
+    /// Plaintext from the connection into `framer`: the byte count, 0 at
+    /// the end of the stream, `WouldBlock` when nothing more is there now.
+    fn read(&mut self, framer: &mut Framer) -> io::Result<usize> {
+        let Some(tls) = &mut self.tls else {
+            let n = self.stream.try_read(framer.read_buf())?;
+            framer.advance(n);
+            return Ok(n);
+        };
+        loop {
+            match io::Read::read(&mut tls.reader(), framer.read_buf()) {
+                Ok(n) => {
+                    framer.advance(n);
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            if tls.read_tls(&mut TryIo(&self.stream))? == 0 {
+                return Ok(0);
+            }
+            let processed = tls.process_new_packets();
+            // Answers rustls owes (an alert for a bad record, a key update).
+            let _ = tls.write_tls(&mut TryIo(&self.stream));
+            if let Err(e) = processed {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            }
+        }
+    }
+
     /// Writes queued bytes while the socket takes them. False when the
     /// connection is broken.
     fn flush(&mut self) -> bool {
         self.write_ready.rearm();
         let mut cx = std::task::Context::from_waker(self.write_ready.waker());
+        if self.tls.is_some() {
+            return match self.stream.poll_write_ready(&mut cx) {
+                Poll::Pending => true,
+                Poll::Ready(Err(_)) => false,
+                Poll::Ready(Ok(())) => self.write_tls(),
+            };
+        }
         while self.sent < self.unsent.len() {
             match self.stream.poll_write_ready(&mut cx) {
                 Poll::Pending => return true,
@@ -523,6 +786,8 @@ fn run_worker(init: WorkerInit) -> Result<()> {
             batch: udp::batch_buffer(BATCH),
             out: Vec::with_capacity(udp::SLOT + 64),
             send_drops: 0,
+            tcp_expired: 0,
+            tcp_limits: init.settings.tcp_limits,
             ready,
         };
         // The loop's other inputs are sources too, polled with their own
@@ -562,7 +827,7 @@ fn run_worker(init: WorkerInit) -> Result<()> {
 struct Control {
     tick: tokio::time::Interval,
     tick_ready: Handle,
-    handoff: mpsc::UnboundedReceiver<std::net::TcpStream>,
+    handoff: mpsc::UnboundedReceiver<Accepted>,
     handoff_ready: Handle,
     shutdown: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
     shutdown_ready: Handle,
@@ -581,8 +846,8 @@ impl Control {
     fn handoff(&mut self, w: &mut Worker) {
         self.handoff_ready.rearm();
         let mut cx = std::task::Context::from_waker(self.handoff_ready.waker());
-        while let Poll::Ready(Some(stream)) = self.handoff.poll_recv(&mut cx) {
-            w.adopt_tcp(stream);
+        while let Poll::Ready(Some(a)) = self.handoff.poll_recv(&mut cx) {
+            w.adopt_tcp(a);
         }
     }
 
@@ -595,14 +860,45 @@ impl Control {
 
 impl Worker {
     fn tick(&mut self, snap: &Mutex<Snapshot>) {
-        self.server.handle_timeout(Instant::now(), &mut self.relays);
+        let now = Instant::now();
+        self.server.handle_timeout(now, &mut self.relays);
+        self.expire_tcp(now);
         *snap.lock().unwrap_or_else(|e| e.into_inner()) = Snapshot {
             stats: self.server.stats(),
             allocations: self.server.allocations(),
             permissions: self.server.permissions(),
             channels: self.server.channels(),
             send_drops: self.send_drops,
+            tcp_connections: self.tcp.clients.len(),
+            tcp_expired: self.tcp_expired,
         };
+    }
+
+    /// Closes the stream connections whose deadline passed. A scan a
+    /// second over every connection: a comparison each, even at tens of
+    /// thousands.
+    fn expire_tcp(&mut self, now: Instant) {
+        let Worker {
+            server,
+            tcp,
+            tcp_limits,
+            ..
+        } = self;
+        let expired: Vec<(u64, turn::tcp::Expiry)> = tcp
+            .clients
+            .iter_mut()
+            .filter_map(|(id, c)| {
+                let allocated = server.has_allocation(&c.tuple, now);
+                c.clock.check(now, allocated, tcp_limits).map(|e| (*id, e))
+            })
+            .collect();
+        for (id, why) in expired {
+            if let Some(c) = self.tcp.clients.get(&id) {
+                debug!(client = %c.tuple.client, ?why, "TURN stream connection closed by its deadline");
+            }
+            self.tcp_expired += 1;
+            self.close_tcp(id);
+        }
     }
 
     fn service(&mut self, src: Source) {
@@ -695,21 +991,20 @@ impl Worker {
         c.ready.rearm();
         let mut cx = std::task::Context::from_waker(c.ready.waker());
         let mut reads = 0;
+        let now = Instant::now();
         let open = 'conn: loop {
-            match c.io.stream.poll_read_ready(&mut cx) {
-                Poll::Pending => break true,
-                Poll::Ready(Err(_)) => break false,
-                Poll::Ready(Ok(())) => {}
-            }
+            // Read before polling: over TLS, rustls may hold plaintext
+            // (sent along with the handshake, or left by the budget) that
+            // no readiness event will announce.
             loop {
                 if reads == DRAIN_BUDGET {
                     c.ready.requeue();
                     break 'conn true;
                 }
                 reads += 1;
-                match c.io.stream.try_read(c.framer.read_buf()) {
+                match c.io.read(&mut c.framer) {
                     Ok(0) => break 'conn false,
-                    Ok(n) => c.framer.advance(n),
+                    Ok(_) => c.clock.received(now),
                     // Readiness is cleared: poll again to register.
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(_) => break 'conn false,
@@ -746,6 +1041,11 @@ impl Worker {
                     }
                 }
             }
+            match c.io.stream.poll_read_ready(&mut cx) {
+                Poll::Pending => break true,
+                Poll::Ready(Err(_)) => break false,
+                Poll::Ready(Ok(())) => {}
+            }
         };
         if !open {
             self.close_tcp(id);
@@ -769,8 +1069,8 @@ impl Worker {
         }
     }
 
-    fn adopt_tcp(&mut self, stream: std::net::TcpStream) {
-        let stream = match TcpStream::from_std(stream) {
+    fn adopt_tcp(&mut self, a: Accepted) {
+        let stream = match TcpStream::from_std(a.stream) {
             Ok(s) => s,
             Err(e) => return warn!("adopting TURN TCP connection: {e}"),
         };
@@ -793,11 +1093,15 @@ impl Worker {
                     transport: Transport::Tcp,
                 },
                 ready: self.ready.register(Source::Tcp(id)),
+                clock: ConnClock::new(a.opened),
+                _slot: a.slot,
                 io: TcpIo {
                     stream,
                     unsent: Vec::new(),
                     sent: 0,
                     write_ready: self.ready.register(Source::TcpWrite(id)),
+                    tls: a.tls,
+                    tls_queued: 0,
                 },
             },
         );

@@ -11,8 +11,9 @@
 use crate::config::{ServeConfig, TurnConfig};
 use crate::listen;
 use crate::metrics::Metrics;
-use crate::relay::{self, TurnHandle, TurnSettings};
+use crate::relay::{self, TurnHandle, TurnSettings, TurnTls};
 use crate::web;
+use anyhow::Context as _;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
@@ -181,6 +182,7 @@ pub struct Running {
     tls: bool,
     redirect_addr: Option<SocketAddr>,
     turn_addr: Option<SocketAddr>,
+    turn_tls_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -204,6 +206,11 @@ impl Running {
     /// The STUN/TURN address (UDP and TCP), unless TURN is off.
     pub fn turn_addr(&self) -> Option<SocketAddr> {
         self.turn_addr
+    }
+
+    /// The TURN-over-TLS address, if it listens.
+    pub fn turn_tls_addr(&self) -> Option<SocketAddr> {
+        self.turn_tls_addr
     }
 
     /// Cancelling it starts the graceful shutdown: every WebSocket is closed
@@ -255,15 +262,27 @@ pub async fn start(mut cfg: ServeConfig, listener: TcpListener) -> anyhow::Resul
         }
     };
     let shutdown = CancellationToken::new();
-    let tls = match &cfg.tls {
-        None => None,
-        Some(files) => {
-            let store = tls::CertStore::open(&files.cert, &files.key)
-                .map_err(|e| anyhow::anyhow!("--tls-cert/--tls-key: {e}"))?;
-            let config = store.server_config(&[b"http/1.1"])?;
+    // One store for every TLS listener (HTTPS and TURN over TLS), so a
+    // reload reaches them all.
+    let certs = match &cfg.tls {
+        Some(f) => {
+            let store = tls::CertStore::open(&f.cert, &f.key).with_context(|| {
+                format!(
+                    "loading --tls-cert {} and --tls-key {}",
+                    f.cert.display(),
+                    f.key.display()
+                )
+            })?;
             store.watch(CERT_POLL, shutdown.clone());
-            Some(tokio_rustls::TlsAcceptor::from(config))
+            Some(store)
         }
+        None => None,
+    };
+    let tls = match &certs {
+        Some(store) => Some(tokio_rustls::TlsAcceptor::from(
+            store.server_config(&[b"http/1.1"])?,
+        )),
+        None => None,
     };
     let tls = match (&cfg.acme, tls) {
         (Some(acme), None) => Some(start_acme(acme, shutdown.clone())?),
@@ -276,12 +295,13 @@ pub async fn start(mut cfg: ServeConfig, listener: TcpListener) -> anyhow::Resul
     let redirect_addr = redirect.as_ref().map(|l| l.local_addr()).transpose()?;
     let (turn, ice) = match &cfg.turn {
         Some(t) => {
-            let (handle, ice) = start_turn(t, &cfg.ice_servers, shutdown.clone())?;
+            let (handle, ice) = start_turn(t, &cfg.ice_servers, certs.as_ref(), shutdown.clone())?;
             (Some(handle), ice)
         }
         None => (None, cfg.hub.ice_servers.clone()),
     };
     let turn_addr = turn.as_ref().map(|t| t.udp_addr);
+    let turn_tls_addr = turn.as_ref().and_then(|t| t.tls_addr);
     cfg.hub.ice_servers = ice.clone();
     let mut hub = Hub::new(cfg.hub.clone());
     hub.set_wall_clock(Instant::now(), turn::auth::unix_now());
@@ -311,6 +331,7 @@ pub async fn start(mut cfg: ServeConfig, listener: TcpListener) -> anyhow::Resul
         tls: is_tls,
         redirect_addr,
         turn_addr,
+        turn_tls_addr,
         shutdown,
         task,
     })
@@ -530,6 +551,7 @@ fn redirect_target(host: &str, path: &str, https_port: u16) -> Option<String> {
 fn start_turn(
     t: &TurnConfig,
     static_urls: &[String],
+    certs: Option<&Arc<tls::CertStore>>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(TurnHandle, Arc<dyn IceServers>)> {
     let detected = detect_primary_ip();
@@ -575,12 +597,37 @@ fn start_turn(
         policy: Arc::new(policy),
         max_allocations: t.max_allocations,
         max_allocations_per_user: t.max_allocations_per_user,
+        tcp_limits: t.tcp_limits,
+        max_tcp_per_ip: t.max_tcp_per_ip,
+        tls: match (t.tls_listen, certs) {
+            (Some(listen), Some(certs)) => Some(TurnTls {
+                listen,
+                // No ALPN: TURN clients rarely offer one (RFC 7443's
+                // "stun.turn"), and one we did not list would fail them.
+                config: certs.server_config(&[])?,
+            }),
+            _ => None,
+        },
     };
     let handle = relay::start(settings, shutdown)?;
     let host = SocketAddr::new(external_ip, handle.udp_addr.port());
+    // Browsers check the certificate against the URL's host, so it is the
+    // name clients know the server by, not the relay address.
+    let turns_url = handle.tls_addr.map(|a| {
+        let name = match &t.public_host {
+            Some(h) if h.contains(':') && !h.starts_with('[') => format!("[{h}]"),
+            Some(h) => h.clone(),
+            None => match external_ip {
+                IpAddr::V6(v6) => format!("[{v6}]"),
+                ip => ip.to_string(),
+            },
+        };
+        format!("turns:{name}:{}?transport=tcp", a.port())
+    });
     let ice = IceProvider {
         static_urls: static_urls.to_vec(),
         turn_host: host.to_string(),
+        turns_url,
         secret,
         ttl: t.ttl,
     };
@@ -604,6 +651,8 @@ fn detect_primary_ip() -> Option<IpAddr> {
 struct IceProvider {
     static_urls: Vec<String>,
     turn_host: String,
+    /// `turns:HOST:PORT?transport=tcp` when TURN over TLS listens.
+    turns_url: Option<String>,
     secret: Vec<u8>,
     ttl: u64,
 }
@@ -620,8 +669,13 @@ impl IceServers for IceProvider {
             .map(|u| serde_json::json!({ "urls": [u] }))
             .collect();
         list.push(serde_json::json!({ "urls": [format!("stun:{h}")] }));
+        let mut urls = vec![
+            format!("turn:{h}?transport=udp"),
+            format!("turn:{h}?transport=tcp"),
+        ];
+        urls.extend(self.turns_url.clone());
         list.push(serde_json::json!({
-            "urls": [format!("turn:{h}?transport=udp"), format!("turn:{h}?transport=tcp")],
+            "urls": urls,
             "username": username,
             "credential": credential,
         }));

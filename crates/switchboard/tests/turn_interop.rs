@@ -36,7 +36,11 @@ fn turn_server(extra: &[&str]) -> Server {
 
 /// Runs uclient; returns (success, sent, received, lost, full output).
 fn uclient(server: &Server, args: &[&str]) -> (bool, u64, u64, Option<u64>, String) {
-    let turn = server.turn.unwrap();
+    uclient_at(server.turn.unwrap(), args)
+}
+
+/// Runs uclient against `turn` (the TLS port, say).
+fn uclient_at(turn: std::net::SocketAddr, args: &[&str]) -> (bool, u64, u64, Option<u64>, String) {
     let out: Output = tool("turnutils_uclient")
         .args([
             "-p",
@@ -81,7 +85,11 @@ fn uclient(server: &Server, args: &[&str]) -> (bool, u64, u64, Option<u64>, Stri
 }
 
 fn assert_clean_relay(server: &Server, args: &[&str]) {
-    let (ok, sent, recv, lost, text) = uclient(server, args);
+    assert_clean_relay_at(server.turn.unwrap(), args)
+}
+
+fn assert_clean_relay_at(turn: std::net::SocketAddr, args: &[&str]) {
+    let (ok, sent, recv, lost, text) = uclient_at(turn, args);
     assert!(ok, "uclient {args:?} failed:\n{text}");
     assert!(sent >= 240, "uclient {args:?} sent only {sent}:\n{text}");
     assert_eq!((recv, lost), (sent, Some(0)), "uclient {args:?}:\n{text}");
@@ -218,4 +226,85 @@ fn refusals_seen_by_coturn_client() {
     // Wrong REST secret.
     let (ok, _, _, _, text) = uclient(&server, &["-s", "-y", "-W", "not-the-secret"]);
     assert!(!ok, "wrong secret must fail:\n{text}");
+}
+
+#[test]
+fn relay_over_tls_with_the_served_certificate() {
+    let ca = common::test_ca::TestCa::new();
+    let (cert, key, ca_file) = (ca.cert_arg(), ca.key_arg(), ca.ca_arg());
+    let server = turn_server(&[
+        "--allow-peer",
+        "127.0.0.0/8",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--turn-tls-listen",
+        "127.0.0.1:0",
+    ]);
+    let tls = server.turn_tls.expect("no TURN over TLS listener");
+    // -E: uclient verifies our certificate against the test CA.
+    let args = ["-s", "-y", "-t", "-S", "-E", &ca_file];
+    let with_user: Vec<&str> = args
+        .iter()
+        .copied()
+        .chain(["-u", "alice", "-w", "wonderland"])
+        .collect();
+    assert_clean_relay_at(tls, &with_user);
+    let with_secret: Vec<&str> = args.iter().copied().chain(["-W", "s3cret"]).collect();
+    assert_clean_relay_at(tls, &with_secret);
+
+    // The handed-out list names it, with the same REST credentials as the
+    // turn: URLs.
+    let (_, body) = server.get("/v1/ice-servers");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let turn = v["iceServers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["username"].is_string())
+        .unwrap()
+        .clone();
+    let want = format!("turns:127.0.0.1:{}?transport=tcp", tls.port());
+    assert!(
+        turn["urls"].as_array().unwrap().iter().any(|u| u == &want),
+        "no {want} in {turn}"
+    );
+    let (user, cred) = (
+        turn["username"].as_str().unwrap(),
+        turn["credential"].as_str().unwrap(),
+    );
+    let handed: Vec<&str> = args
+        .iter()
+        .copied()
+        .chain(["-u", user, "-w", cred])
+        .collect();
+    assert_clean_relay_at(tls, &handed);
+}
+
+#[test]
+fn turns_url_names_the_public_host() {
+    let ca = common::test_ca::TestCa::new();
+    let (cert, key) = (ca.cert_arg(), ca.key_arg());
+    let server = turn_server(&[
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--turn-tls-listen",
+        "127.0.0.1:0",
+        "--public-host",
+        "localhost",
+    ]);
+    let tls = server.turn_tls.unwrap();
+    let (_, body) = server.get("/v1/ice-servers");
+    assert!(
+        body.contains(&format!("turns:localhost:{}?transport=tcp", tls.port())),
+        "{body}"
+    );
+    // Without a certificate there is no TLS listener and no turns: URL.
+    let plain = turn_server(&[]);
+    assert!(plain.turn_tls.is_none());
+    let (_, body) = plain.get("/v1/ice-servers");
+    assert!(!body.contains("turns:"), "{body}");
 }

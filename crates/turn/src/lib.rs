@@ -5,8 +5,10 @@
 //!   "TURN REST API" credentials.
 //! - [`server`]: the allocation table and the message handling of one worker.
 //! - [`client`]: a sans-IO TURN client for one allocation (relay candidates for a native peer).
+//! - [`tcp`]: deadlines and per-source caps of TURN connections over TCP and TLS.
 
 pub mod auth;
 pub mod client;
 pub mod policy;
 pub mod server;
+pub mod tcp;

@@ -660,6 +660,12 @@ impl Server {
         }
     }
 
+    /// Whether `tuple` has an allocation that has not expired (the TCP
+    /// driver's deadlines ask).
+    pub fn has_allocation(&self, tuple: &FiveTuple, now: Instant) -> bool {
+        self.allocations.get(tuple).is_some_and(|a| a.expires > now)
+    }
+
     /// Closes the allocation of `tuple`, if any, releasing its relay socket
     /// and quota (a TCP client gone).
     pub fn close_client(&mut self, tuple: FiveTuple, relays: &mut impl Relays) {

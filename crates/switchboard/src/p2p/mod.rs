@@ -15,6 +15,7 @@ use peer::room::{self, RoomConfig, RoomEvent};
 use peer::{
     CandidatePair, Config, DataChannel, Event, HostCandidates, IceConnectionState, IceServer,
     IceUrl, PathBytes, PeerConnection, RedundancyConfig, RedundancyMode, RedundancyStats,
+    TlsClient, TlsOptions,
 };
 use serde::Serialize;
 use serde_json::json;
@@ -56,9 +57,18 @@ pub struct ChatArgs {
 /// Options every peer command takes.
 #[derive(Args, Clone)]
 pub struct PeerArgs {
-    /// The switchboard server: http://host:port (or ws://host:port/v1/ws).
+    /// The switchboard server: http(s)://host:port (or
+    /// ws(s)://host:port/v1/ws).
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub server: String,
+    /// Also trust this CA (PEM) for https/wss and turns:, besides the
+    /// system's roots. Repeatable.
+    #[arg(long = "ca-file", value_name = "FILE")]
+    pub ca_file: Vec<std::path::PathBuf>,
+    /// Do not check TLS certificates at all (https/wss and turns:). Anyone
+    /// on the path can then impersonate the server.
+    #[arg(long)]
+    pub insecure: bool,
     /// Room to join.
     #[arg(long)]
     pub room: String,
@@ -75,7 +85,8 @@ pub struct PeerArgs {
     /// Extra STUN server, stun:host:port. Repeatable.
     #[arg(long = "stun", value_name = "URL")]
     pub stun: Vec<String>,
-    /// Extra TURN server, turn:host:port?transport=udp|tcp. Repeatable.
+    /// Extra TURN server, turn:host:port?transport=udp|tcp or
+    /// turns:host:port (TURN over TLS). Repeatable.
     #[arg(long = "turn", value_name = "URL")]
     pub turn: Vec<String>,
     /// Username for --turn.
@@ -482,7 +493,25 @@ pub fn room_config(a: &PeerArgs, default_name: &str) -> Result<RoomConfig, Failu
     cfg.meta = json!({ "name": a.name.clone().unwrap_or_else(|| default_name.to_string()), "agent": "switchboard-cli" });
     cfg.use_server_ice = !a.no_server_ice;
     cfg.token = a.token.clone();
+    // Without either flag the system's roots are loaded when TLS is
+    // first needed, so plain http never reads them.
+    let tls = if a.insecure || !a.ca_file.is_empty() {
+        if a.insecure {
+            eprintln!(
+                "warning: --insecure: TLS certificates are not checked; anyone on the path can impersonate the server"
+            );
+        }
+        let opts = TlsOptions {
+            ca_files: a.ca_file.clone(),
+            insecure: a.insecure,
+        };
+        Some(TlsClient::new(&opts).map_err(|e| usage(e.to_string()))?)
+    } else {
+        None
+    };
+    cfg.tls = tls.clone();
     cfg.peer_config = Config {
+        tls,
         ice_servers: servers,
         relay_only: a.relay_only,
         host_candidates: if a.loopback {
@@ -519,6 +548,7 @@ pub async fn join(cfg: RoomConfig, out: &Out) -> Result<room::Room, Failure> {
             }
             room::RoomError::Refused { .. } => "refused",
             room::RoomError::BadUrl(..) => return Failure::new(EXIT_USAGE, "usage", e.to_string()),
+            room::RoomError::Tls(..) => "tls",
             _ => "signaling",
         };
         Failure::new(EXIT_SIGNALING, kind, e.to_string())

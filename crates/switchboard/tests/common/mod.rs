@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod redis;
+pub mod test_ca;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -21,6 +22,8 @@ pub struct Server {
     pub turn: Option<SocketAddr>,
     /// The --http-redirect listener, when started with one.
     pub redirect: Option<SocketAddr>,
+    /// TURN-over-TLS address, when started with a certificate.
+    pub turn_tls: Option<SocketAddr>,
 }
 
 impl Server {
@@ -37,6 +40,7 @@ impl Server {
         let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut turn = None;
         let mut redirect = None;
+        let mut turn_tls = None;
         let addr = loop {
             let mut line = String::new();
             assert!(
@@ -45,6 +49,9 @@ impl Server {
             );
             if let Some(a) = line.trim().strip_prefix("switchboard TURN on udp+tcp ") {
                 turn = Some(a.parse().unwrap());
+            }
+            if let Some(a) = line.trim().strip_prefix("switchboard TURN on tls ") {
+                turn_tls = Some(a.parse().unwrap());
             }
             if let Some(a) = line.trim().strip_prefix("switchboard redirecting http://") {
                 redirect = Some(a.trim_end_matches(" to https").parse().unwrap());
@@ -59,6 +66,7 @@ impl Server {
             addr,
             turn,
             redirect,
+            turn_tls,
         }
     }
 
