@@ -1055,6 +1055,52 @@ mod tests {
     }
 
     #[test]
+    fn tls_and_acme_settings_are_checked() {
+        let c = resolve(&[]).unwrap();
+        assert!(c.tls.is_none() && c.acme.is_none());
+        assert_eq!(c.limits.max_per_ip, 256);
+        assert_eq!(c.limits.header_timeout, Duration::from_secs(10));
+        let c = resolve(&["--tls-cert", "c.pem", "--tls-key", "k.pem"]).unwrap();
+        assert_eq!(c.tls.unwrap().cert, PathBuf::from("c.pem"));
+        for (args, want) in [
+            (
+                &["--tls-cert", "c.pem"][..],
+                "--tls-cert and --tls-key go together",
+            ),
+            (
+                &["--tls-key", "k.pem"][..],
+                "--tls-cert and --tls-key go together",
+            ),
+            (
+                &["--http-redirect", "127.0.0.1:80"][..],
+                "--http-redirect needs",
+            ),
+            (
+                &["--acme", "a.example", "--tls-cert", "c", "--tls-key", "k"][..],
+                "not both",
+            ),
+            (&["--acme", "a b"][..], "must be a DNS name"),
+            (
+                &["--acme", "a.example", "--acme-directory", "http://x/dir"][..],
+                "must be an https:// URL",
+            ),
+            (&["--header-read-timeout", "0"][..], "--header-read-timeout"),
+            (&["--max-header-bytes", "100"][..], "at least 8192"),
+        ] {
+            let e = resolve(args).unwrap_err().to_string();
+            assert!(e.contains(want), "{args:?}: {e}");
+        }
+        let c = resolve(&[
+            "--acme",
+            "a.example,b.example",
+            "--http-redirect",
+            "127.0.0.1:80",
+        ])
+        .unwrap();
+        assert_eq!(c.acme.unwrap().domains, ["a.example", "b.example"]);
+    }
+
+    #[test]
     fn auth_secret_from_flag_or_file() {
         assert!(resolve(&[]).unwrap().hub.auth.is_none());
         let a = resolve(&["--auth-secret", "0123456789abcdef0123"])

@@ -2,8 +2,9 @@
 //! ACME test CA, started here on loopback) is served on --listen, kept in
 //! --acme-cache and served again from the cache after a restart.
 //!
-//! pebble runs with PEBBLE_VA_ALWAYS_VALID=1: it does not dial back to
-//! validate the TLS-ALPN-01 challenge, since the test domain has no DNS.
+//! The validation is real: pebble resolves the test domain through
+//! `pebble-challtestsrv` (its mock DNS, answering 127.0.0.1 for every name)
+//! and dials `serve`'s --listen port for the TLS-ALPN-01 challenge.
 
 mod common;
 
@@ -33,6 +34,7 @@ impl Drop for Dir {
 
 struct Pebble {
     child: Child,
+    dns: Child,
     dir_url: String,
     mgmt: SocketAddr,
 }
@@ -41,6 +43,8 @@ impl Drop for Pebble {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = self.dns.kill();
+        let _ = self.dns.wait();
     }
 }
 
@@ -53,8 +57,19 @@ fn free_port() -> u16 {
 }
 
 /// Starts pebble with an HTTPS certificate for 127.0.0.1 that `ca.pem` in
-/// `dir` signs itself (self-signed, used as its own CA).
-fn start_pebble(dir: &Path) -> Pebble {
+/// `dir` signs itself (self-signed, used as its own CA), validating
+/// TLS-ALPN-01 on `tls_port` of 127.0.0.1 whatever the name.
+fn start_pebble(dir: &Path, tls_port: u16) -> Pebble {
+    let dns_port = free_port();
+    let dns = Command::new("pebble-challtestsrv")
+        .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
+        .args(["-dns01", &format!("127.0.0.1:{dns_port}")])
+        .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
+        .args(["-management", &format!("127.0.0.1:{}", free_port())])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("pebble-challtestsrv is not installed (Debian's pebble has it)");
     let key = KeyPair::generate().unwrap();
     let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
     params
@@ -71,7 +86,7 @@ fn start_pebble(dir: &Path) -> Pebble {
         "certificate": dir.join("pebble-cert.pem"),
         "privateKey": dir.join("pebble-key.pem"),
         "httpPort": free_port(),
-        "tlsPort": free_port(),
+        "tlsPort": tls_port,
         "ocspResponderURL": "",
         "externalAccountBindingRequired": false,
     }});
@@ -79,7 +94,7 @@ fn start_pebble(dir: &Path) -> Pebble {
     let child = Command::new("pebble")
         .arg("-config")
         .arg(dir.join("pebble.json"))
-        .env("PEBBLE_VA_ALWAYS_VALID", "1")
+        .args(["-dnsserver", &format!("127.0.0.1:{dns_port}")])
         .env("PEBBLE_VA_NOSLEEP", "1")
         .env("PEBBLE_WFE_NONCEREJECT", "0")
         .stdout(Stdio::null())
@@ -93,6 +108,7 @@ fn start_pebble(dir: &Path) -> Pebble {
     }
     Pebble {
         child,
+        dns,
         dir_url: format!("https://127.0.0.1:{port}/dir"),
         mgmt: SocketAddr::from(([127, 0, 0, 1], mgmt)),
     }
@@ -155,7 +171,9 @@ async fn a_certificate_from_pebble_is_served_and_cached() {
     let dir = Dir(std::env::temp_dir().join(format!("sb-acme-{}", std::process::id())));
     let _ = std::fs::remove_dir_all(&dir.0);
     std::fs::create_dir_all(&dir.0).unwrap();
-    let pebble = start_pebble(&dir.0);
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let pebble = start_pebble(&dir.0, port);
     let pebble_ca = CertificateDer::from_pem_file(dir.0.join("ca.pem")).unwrap();
 
     let cache = dir.0.join("cache");
@@ -173,7 +191,7 @@ async fn a_certificate_from_pebble_is_served_and_cached() {
         "--acme-cache",
         cache.to_str().unwrap(),
     ];
-    let server = Server::start(&args);
+    let server = Server::start_at(&listen, &args);
 
     // pebble's issuing root, from its management interface.
     let mgmt = connector(std::slice::from_ref(&pebble_ca));
@@ -195,7 +213,7 @@ async fn a_certificate_from_pebble_is_served_and_cached() {
     drop(server);
 
     // A restart serves the cached certificate without ordering again.
-    let server = Server::start(&args);
+    let server = Server::start_at(&listen, &args);
     let again = wait_for_cert(&server, &client).await;
     assert_eq!(again, first, "the restart ordered a new certificate");
 }

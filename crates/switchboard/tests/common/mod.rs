@@ -28,8 +28,13 @@ pub struct Server {
 
 impl Server {
     pub fn start(args: &[&str]) -> Server {
+        Server::start_at("127.0.0.1:0", args)
+    }
+
+    /// Like [`Server::start`], on a `--listen` address of the caller's.
+    pub fn start_at(listen: &str, args: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["serve", "--listen", listen])
             .args(["--turn-listen", "127.0.0.1:0", "--external-ip", "127.0.0.1"])
             .args(args)
             .env("RUST_LOG", "warn")
