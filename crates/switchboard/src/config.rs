@@ -56,6 +56,15 @@ pub struct Settings {
     #[arg(long, env = "SWITCHBOARD_LISTEN", value_name = "ADDR")]
     pub listen: SocketAddr,
 
+    /// PEM certificate chain (leaf first): serve HTTPS and WSS on --listen.
+    /// Reloaded on SIGHUP and when the file changes
+    #[arg(long, env = "SWITCHBOARD_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1)
+    #[arg(long, env = "SWITCHBOARD_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
     /// Log line format
     #[arg(long, env = "SWITCHBOARD_LOG_FORMAT", value_enum)]
     pub log_format: LogFormat,
@@ -240,14 +249,6 @@ pub struct Settings {
     #[arg(long, env = "SWITCHBOARD_MAX_TURN_TCP_PER_IP", value_name = "N")]
     pub max_turn_tcp_per_ip: usize,
 
-    /// TLS certificate chain, PEM (reloaded on SIGHUP and when it changes)
-    #[arg(long, env = "SWITCHBOARD_TLS_CERT", value_name = "FILE")]
-    pub tls_cert: Option<PathBuf>,
-
-    /// TLS private key, PEM, for --tls-cert
-    #[arg(long, env = "SWITCHBOARD_TLS_KEY", value_name = "FILE")]
-    pub tls_key: Option<PathBuf>,
-
     /// TURN over TLS address, with the --tls-cert certificate [default:
     /// 0.0.0.0:5349 when --tls-cert is given]
     #[arg(long, env = "SWITCHBOARD_TURN_TLS_LISTEN", value_name = "ADDR")]
@@ -268,6 +269,8 @@ impl Default for Settings {
         let tcp = turn::tcp::TcpLimits::default();
         Settings {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            tls_cert: None,
+            tls_key: None,
             log_format: LogFormat::default(),
             ice_server: Vec::new(),
             max_room_peers: hub.max_room_peers,
@@ -307,8 +310,6 @@ impl Default for Settings {
             turn_tcp_allocate_timeout: tcp.allocate_timeout.as_secs_f64(),
             turn_tcp_idle_timeout: tcp.idle_timeout.as_secs_f64(),
             max_turn_tcp_per_ip: DEFAULT_MAX_TURN_TCP_PER_IP,
-            tls_cert: None,
-            tls_key: None,
             turn_tls_listen: None,
             public_host: None,
         }
@@ -422,6 +423,9 @@ impl ServeArgs {
 pub struct ServeConfig {
     /// Where the binary binds; [`crate::serve::start`] takes a bound listener.
     pub listen: SocketAddr,
+    /// `--tls-cert` and `--tls-key`: their certificate serves TURN over
+    /// TLS (and, with the https branch, HTTPS and WSS).
+    pub tls: Option<TlsFiles>,
     /// How log lines look (`--log-format`).
     pub log_format: LogFormat,
     /// The `--ice-server` URLs, checked to start with `stun:`, `stuns:`,
@@ -441,16 +445,14 @@ pub struct ServeConfig {
     pub redis: Option<String>,
     /// `None` when started with `--no-turn`.
     pub turn: Option<TurnConfig>,
-    /// `--tls-cert` and `--tls-key`, when given (both or neither).
-    pub tls: Option<TlsFiles>,
 }
 
-/// A PEM certificate chain and its key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The certificate files of `--tls-cert` / `--tls-key`.
+#[derive(Debug, Clone)]
 pub struct TlsFiles {
-    /// `--tls-cert`.
+    /// PEM chain, leaf first.
     pub cert: PathBuf,
-    /// `--tls-key`.
+    /// PEM private key.
     pub key: PathBuf,
 }
 
@@ -566,7 +568,7 @@ impl Settings {
                 key: key.clone(),
             }),
             (None, None) => None,
-            _ => bail!("give --tls-cert and --tls-key together"),
+            _ => bail!("--tls-cert and --tls-key go together"),
         };
         let turn = if self.no_turn {
             None
@@ -575,6 +577,7 @@ impl Settings {
         };
         Ok(ServeConfig {
             listen: self.listen,
+            tls,
             log_format: self.log_format,
             ice_servers: self.ice_server,
             hub,
@@ -582,7 +585,6 @@ impl Settings {
             session_secret: self.session_secret,
             redis: self.redis,
             turn,
-            tls,
         })
     }
 
@@ -915,6 +917,53 @@ mod tests {
         let e = resolve(&["--config", path.to_str().unwrap()]).unwrap_err();
         assert!(e.to_string().contains("--relay-ports"), "{e}");
         assert!(resolve(&["--no-turn"]).unwrap().turn.is_none());
+    }
+
+    #[test]
+    fn turn_over_tls_and_stream_limits() {
+        let t = resolve(&[]).unwrap().turn.unwrap();
+        assert_eq!(t.tls_listen, None);
+        assert_eq!(t.tcp_limits, turn::tcp::TcpLimits::default());
+        assert_eq!(t.max_tcp_per_ip, DEFAULT_MAX_TURN_TCP_PER_IP);
+        // A certificate turns TURN over TLS on, on 5349 unless told.
+        let with_cert = ["--tls-cert", "c.pem", "--tls-key", "k.pem"];
+        let t = resolve(&with_cert).unwrap().turn.unwrap();
+        assert_eq!(t.tls_listen, Some("0.0.0.0:5349".parse().unwrap()));
+        let args = [&with_cert[..], &["--turn-tls-listen", "127.0.0.1:443"]].concat();
+        let t = resolve(&args).unwrap().turn.unwrap();
+        assert_eq!(t.tls_listen, Some("127.0.0.1:443".parse().unwrap()));
+        let args = [
+            &with_cert[..],
+            &[
+                "--public-host",
+                "turn.example",
+                "--turn-tcp-allocate-timeout",
+                "2.5",
+                "--max-turn-tcp-per-ip",
+                "0",
+            ],
+        ]
+        .concat();
+        let t = resolve(&args).unwrap().turn.unwrap();
+        assert_eq!(t.public_host.as_deref(), Some("turn.example"));
+        assert_eq!(t.tcp_limits.allocate_timeout, Duration::from_millis(2500));
+        assert_eq!(t.max_tcp_per_ip, 0);
+        for (args, flag) in [
+            (vec!["--turn-tls-listen", "0.0.0.0:5349"], "--tls-cert"),
+            (vec!["--tls-cert", "c.pem"], "--tls-key"),
+            (
+                vec!["--turn-tcp-allocate-timeout", "0"],
+                "--turn-tcp-allocate-timeout",
+            ),
+            (
+                vec!["--turn-tcp-idle-timeout=-1"],
+                "--turn-tcp-idle-timeout",
+            ),
+            (vec!["--public-host", "https://x/"], "--public-host"),
+        ] {
+            let e = resolve(&args).unwrap_err();
+            assert!(e.to_string().contains(flag), "{args:?}: {e}");
+        }
     }
 
     #[test]
