@@ -29,7 +29,7 @@ as_root() {
 
 # Debian packages the tests use, as "command:package".
 missing=()
-for pair in chromium:chromium node:nodejs npm:npm turnutils_uclient:coturn redis-server:redis-server haproxy:haproxy; do
+for pair in chromium:chromium node:nodejs npm:npm turnutils_uclient:coturn redis-server:redis-server haproxy:haproxy certutil:libnss3-tools openssl:openssl; do
     command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
 done
 # PyJWT has no command: the access-token interop tests
