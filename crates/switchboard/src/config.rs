@@ -522,12 +522,12 @@ pub struct ServeConfig {
     pub turn: Option<TurnConfig>,
 }
 
-/// A PEM certificate chain and its key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The certificate files of `--tls-cert` / `--tls-key`.
+#[derive(Debug, Clone)]
 pub struct TlsFiles {
-    /// `--tls-cert`.
+    /// PEM chain, leaf first.
     pub cert: PathBuf,
-    /// `--tls-key`.
+    /// PEM private key.
     pub key: PathBuf,
 }
 
