@@ -299,3 +299,16 @@ async fn https_with_an_untrusted_then_a_trusted_certificate() {
     assert_eq!(check(&checks, "turn-tls")["target"], turns_url.as_str());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_relay_refused_by_the_peer_policy_is_explained() {
+    // Allocations work, but the relayed addresses (loopback here, the
+    // server's own address on a real host) are refused as peers.
+    let (_serve, http, _) = serve(&["--external-ip", "127.0.0.1"]);
+    let (code, checks, _) = doctor(&[&format!("http://{http}")]).await;
+    assert_eq!(code, 1, "{checks:?}");
+    assert_eq!(status(&checks, "turn-udp"), "ok");
+    let relay = message(&checks, "relay");
+    assert!(relay.contains("refused: 403"), "{relay}");
+    assert!(relay.contains("--allow-peer 127.0.0.1/32"), "{relay}");
+}

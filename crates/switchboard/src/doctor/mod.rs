@@ -399,6 +399,7 @@ async fn stun_check(url: &str, host: &str, port: u16, timeout: Duration) -> (Che
         Ok(b) => b,
         Err(e) => return (Check::new("stun", url, Status::Fail, e), None),
     };
+    let local_ip = sock.local_addr().ok().map(|a| a.ip());
     let rtt = b.rtt.as_millis() as u64;
     let check = Check::new(
         "stun",
@@ -416,7 +417,12 @@ async fn stun_check(url: &str, host: &str, port: u16, timeout: Duration) -> (Che
     let target = format!("{server} and {alt}");
     let nat = async {
         let sock = udp_for(server, false).await?;
-        let local = sock.local_addr().ok().filter(|a| !a.ip().is_unspecified());
+        // The socket is bound to the wildcard; the connected one knows
+        // which local IP the route to the server leaves from.
+        let local = match (&local_ip, sock.local_addr()) {
+            (Some(ip), Ok(a)) => Some(SocketAddr::new(*ip, a.port())),
+            _ => None,
+        };
         let first = probe::binding(&sock, server, timeout).await?;
         let second = probe::binding(&sock, alt, timeout)
             .await
@@ -527,10 +533,12 @@ async fn relay_check(t: &TurnTarget, server: SocketAddr, tls: &Tls, timeout: Dur
         let (mut b, b_relayed, _) = allocation(t, server, tls, timeout).await?;
         let hint = |e: String| {
             if e.contains("refused: 403") {
+                // The relayed address is the server's own (or, on a test
+                // box, a private one), which serve's peer policy refuses.
+                let ip = b_relayed.ip();
                 format!(
-                    "{e}: two clients relayed by this server cannot reach each other \
-                     (it refuses to relay to its own address {})",
-                    b_relayed.ip()
+                    "{e}; so two clients relayed by this server cannot reach each other \
+                     (serve --allow-peer {ip}/32 lets them, and opens every port of {ip} to relayed traffic)"
                 )
             } else {
                 e
