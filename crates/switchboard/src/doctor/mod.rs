@@ -13,7 +13,7 @@
 //! failure, not a hang.
 //!
 //! [`report`] holds the pure parts (results, verdict, URL parsing, NAT
-//! classification); [`net`] the HTTP, TLS and WebSocket side; [`probe`]
+//! classification); `net` the HTTP, TLS and WebSocket side; `probe`
 //! the STUN and TURN drivers around the sans-IO TURN client.
 
 mod net;
@@ -34,7 +34,7 @@ use tokio::net::UdpSocket;
 /// `switchboard doctor`'s options.
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
-    /// The server's base URL: http://HOST:PORT or https://HOST[:PORT].
+    /// The server's base URL: `http://HOST:PORT` or `https://HOST[:PORT]`.
     pub url: String,
     /// Room access token, for a server started with --auth-secret.
     #[arg(long, env = "SWITCHBOARD_TOKEN", value_name = "TOKEN")]
