@@ -312,3 +312,36 @@ async fn a_relay_refused_by_the_peer_policy_is_explained() {
     assert!(relay.contains("refused: 403"), "{relay}");
     assert!(relay.contains("--allow-peer 127.0.0.1/32"), "{relay}");
 }
+
+#[tokio::test]
+async fn a_server_with_access_tokens_needs_one() {
+    let secret = "doctor-test-secret-0123456789";
+    let (_serve, http, _) = serve(&[
+        "--auth-secret",
+        secret,
+        "--allow-peer",
+        "127.0.0.0/8",
+        "--external-ip",
+        "127.0.0.1",
+    ]);
+    let base = format!("http://{http}");
+    let (code, checks, _) = doctor(&[&base]).await;
+    assert_eq!(code, 3, "{checks:?}");
+    let ws = message(&checks, "websocket");
+    assert!(
+        ws.contains("unauthorized") && ws.contains("--token"),
+        "{ws}"
+    );
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args([
+            "token", "--secret", secret, "--room", "doctor-*", "--ttl", "5m",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let token = String::from_utf8(out.stdout).unwrap();
+    let (code, checks, _) = doctor(&[&base, "--token", token.trim()]).await;
+    assert_eq!(code, 0, "{checks:?}");
+    assert_eq!(status(&checks, "turn-udp"), "ok");
+}
