@@ -273,6 +273,17 @@ async fn https_with_an_untrusted_then_a_trusted_certificate() {
     assert_eq!(status(&checks, "websocket"), "fail");
     assert_eq!(status(&checks, "turn-udp"), "skip");
 
+    // https:// on a plain HTTP port: said so, not a bare handshake error.
+    let (code, checks, _) = doctor(&[
+        &format!("https://127.0.0.1:{}", http.port()),
+        "--timeout",
+        "2",
+    ])
+    .await;
+    assert_eq!(code, 3);
+    let plain = message(&checks, "tls");
+    assert!(plain.contains("did not answer in TLS"), "{plain}");
+
     // With it: everything passes, TURN over TLS included.
     let ca = ca_file.to_str().unwrap();
     let (code, checks, verdict) = doctor(&[&base, "--ca-file", ca, "--turn", &turns_url]).await;

@@ -161,9 +161,15 @@ impl Tls {
             Ok(s) => Ok((Box::new(s), snapshot(&seen))),
             Err(e) => {
                 let seen = snapshot(&seen);
-                let why = match &seen.error {
-                    Some(err) => describe_cert_error(err, host),
-                    None => format!("TLS handshake failed: {e}"),
+                let rustls_error = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>());
+                let why = match (&seen.error, rustls_error) {
+                    (Some(err), _) => describe_cert_error(err, host),
+                    // The first bytes back were not a TLS record: most
+                    // likely plain HTTP (or TURN over TCP) on that port.
+                    (None, Some(rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType))) => {
+                        "the server did not answer in TLS (a plain, unencrypted port? for HTTP try http://)".to_string()
+                    }
+                    (None, _) => format!("TLS handshake failed: {e}"),
                 };
                 Err((why, seen))
             }
