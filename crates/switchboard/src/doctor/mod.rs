@@ -368,6 +368,15 @@ async fn run_checks(
     checks
 }
 
+/// Aborts the task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// A UDP socket of `server`'s family, connected to it when `connect`.
 async fn udp_for(server: SocketAddr, connect: bool) -> Result<UdpSocket, String> {
     let any: SocketAddr = if server.is_ipv4() {
@@ -550,8 +559,9 @@ async fn relay_check(t: &TurnTarget, server: SocketAddr, tls: &Tls, timeout: Dur
         b.bind(a_relayed, Instant::now() + timeout)
             .await
             .map_err(hint)?;
-        // B echoes whatever comes from A until the check is over.
-        let echo = tokio::spawn(async move {
+        // B echoes whatever comes from A until the check is over (the
+        // guard stops it on every way out of this block).
+        let _echo = AbortOnDrop(tokio::spawn(async move {
             let far = Instant::now() + Duration::from_secs(600);
             while let Ok(input) = b.next(far).await {
                 if let Input::Data(peer, data) = input {
@@ -560,7 +570,7 @@ async fn relay_check(t: &TurnTarget, server: SocketAddr, tls: &Tls, timeout: Dur
                     }
                 }
             }
-        });
+        }));
         let mut rtts = Vec::new();
         let mut lost = 0;
         for i in 0..PINGS {
@@ -584,7 +594,6 @@ async fn relay_check(t: &TurnTarget, server: SocketAddr, tls: &Tls, timeout: Dur
                 lost += 1;
             }
         }
-        echo.abort();
         a.close().await;
         Ok::<_, String>((a_relayed, b_relayed, rtts, lost))
     }

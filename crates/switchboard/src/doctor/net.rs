@@ -471,3 +471,36 @@ pub async fn join(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls() {
+        let b = Base::parse("http://127.0.0.1:8080").unwrap();
+        assert_eq!(
+            (b.tls, b.host.as_str(), b.port, b.prefix.as_str()),
+            (false, "127.0.0.1", 8080, "")
+        );
+        assert_eq!(b.url("ws", "/v1/ws"), "ws://127.0.0.1:8080/v1/ws");
+        let b = Base::parse("https://rtc.example.com/switchboard/").unwrap();
+        assert_eq!(
+            (b.tls, b.port, b.prefix.as_str()),
+            (true, 443, "/switchboard")
+        );
+        assert_eq!(
+            b.url("https", "/healthz"),
+            "https://rtc.example.com:443/switchboard/healthz"
+        );
+        let b = Base::parse("http://[::1]:9000").unwrap();
+        assert_eq!(
+            (b.host.as_str(), b.authority()),
+            ("::1", "[::1]:9000".to_string())
+        );
+        assert_eq!(Base::parse("http://h").unwrap().port, 80);
+        for bad in ["ws://h:1/v1/ws", "h:8080", "ftp://h", "http://"] {
+            assert!(Base::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
