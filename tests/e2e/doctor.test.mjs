@@ -2,8 +2,9 @@
 // with a srflx row for serve's stun: URL and relay rows for its turn: URLs.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { chromium } from 'playwright-core';
-import { startServer, newPage, screenshot, waitFor, CHROMIUM, CHROMIUM_ARGS } from './helpers.mjs';
+import { startServer, newPage, screenshot, waitFor, serverBinary, CHROMIUM, CHROMIUM_ARGS } from './helpers.mjs';
 
 let server;
 let browser;
@@ -61,4 +62,25 @@ test('/doctor gathers srflx and relay candidates from serve\'s ICE servers', { t
   assert.equal(await page.locator('#status').getAttribute('data-kind'), 'ok');
   await screenshot(page, 'doctor');
   assert.deepEqual(page.errors, []);
+});
+
+test('/doctor on a server with --auth-secret says it needs ?token=, and gathers with one', { timeout: 90_000 }, async () => {
+  const secret = 'doctor-page-secret-0123456789';
+  const authed = await startServer(['--auth-secret', secret]);
+  const page = await newPage(browser, 'doctor-auth');
+  try {
+    await page.goto(`${authed.origin}/doctor`);
+    await waitFor(page, () => document.body.dataset.done === 'true');
+    assert.equal(await page.locator('#status').getAttribute('data-code'), 'ice-servers');
+    assert.match(await page.locator('#status').textContent(), /401.*\?token=/);
+
+    const token = execFileSync(serverBinary(), ['token', '--secret', secret, '--room', '*', '--ttl', '5m'], { encoding: 'utf8' }).trim();
+    await page.goto(`${authed.origin}/doctor?token=${encodeURIComponent(token)}`);
+    await waitFor(page, () => document.body.dataset.done === 'true', undefined, 60_000);
+    const relays = await page.locator('#candidates tbody tr[data-type="relay"]').count();
+    assert.ok(relays >= 2, `relay rows with the token's TURN credentials: ${relays}`);
+  } finally {
+    await page.context().close();
+    await authed.stop();
+  }
 });
