@@ -27,9 +27,11 @@ as_root() {
     fi
 }
 
-# Debian packages the tests use, as "command:package".
+# Debian packages the tests use, as "command:package" (tsc type-checks the
+# npm package of the SDK, tests/e2e/sdk-package.test.mjs; systemd-analyze
+# checks deploy/switchboard.service, tests/e2e/deploy.test.mjs).
 missing=()
-for pair in chromium:chromium node:nodejs npm:npm turnutils_uclient:coturn redis-server:redis-server haproxy:haproxy certutil:libnss3-tools openssl:openssl pebble:pebble; do
+for pair in chromium:chromium node:nodejs npm:npm tsc:node-typescript systemd-analyze:systemd turnutils_uclient:coturn redis-server:redis-server haproxy:haproxy certutil:libnss3-tools openssl:openssl pebble:pebble; do
     command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
 done
 # PyJWT has no command: the access-token interop tests

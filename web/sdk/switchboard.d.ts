@@ -1,8 +1,8 @@
 // Type declarations for switchboard.js (signaling protocol v1).
 
-import type { ReconnectOptions } from './session';
-export { SessionTracker, DEFAULT_RECONNECT, backoffDelay } from './session';
-export type { ReconnectOptions } from './session';
+import type { ReconnectOptions } from './session.js';
+export { SessionTracker, DEFAULT_RECONNECT, backoffDelay } from './session.js';
+export type { ReconnectOptions } from './session.js';
 
 export declare const PROTOCOL_VERSION: 1;
 export declare const DEFAULT_PING_INTERVAL: number;

@@ -220,6 +220,12 @@ pub struct Settings {
     #[arg(long, env = "SWITCHBOARD_EXTERNAL_IP", value_name = "IP")]
     pub external_ip: Option<IpAddr>,
 
+    /// A second STUN address (UDP, Binding only), named in OTHER-ADDRESS of
+    /// every Binding response so clients (`switchboard doctor`) can tell
+    /// how their NAT maps; best on a second IP
+    #[arg(long, env = "SWITCHBOARD_STUN_ALT_LISTEN", value_name = "ADDR")]
+    pub stun_alt_listen: Option<SocketAddr>,
+
     /// Relay ports, LO-HI
     #[arg(long, env = "SWITCHBOARD_RELAY_PORTS", value_name = "LO-HI")]
     pub relay_ports: String,
@@ -364,6 +370,7 @@ impl Default for Settings {
             no_turn: false,
             turn_listen: SocketAddr::from(([0, 0, 0, 0], 3478)),
             external_ip: None,
+            stun_alt_listen: None,
             // The dynamic range RFC 8656 recommends for relayed addresses.
             relay_ports: "49152-65535".to_string(),
             realm: "switchboard".to_string(),
@@ -558,6 +565,11 @@ pub struct TurnConfig {
     pub external_ip: Option<IpAddr>,
     /// Relay port range, inclusive, with `1 <= lo <= hi` (`--relay-ports`).
     pub relay_ports: (u16, u16),
+    /// The second STUN address (`--stun-alt-listen`), UDP only, answering
+    /// Binding requests; named in OTHER-ADDRESS (RFC 5780) of the TURN
+    /// port's Binding responses, with `external_ip` when its IP is
+    /// unspecified.
+    pub stun_alt_listen: Option<SocketAddr>,
     /// The TURN realm of the long-term credential mechanism (`--realm`).
     pub realm: String,
     /// Static users as (name, password): every `--turn-user`, then the lines
@@ -796,6 +808,7 @@ impl Settings {
             listen: self.turn_listen,
             external_ip: self.external_ip,
             relay_ports,
+            stun_alt_listen: self.stun_alt_listen,
             realm: self.realm.clone(),
             users,
             secret: self.turn_secret.clone(),

@@ -4,7 +4,7 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use switchboard::config::{LogFormat, ServeArgs};
-use switchboard::{bench, p2p, serve, token};
+use switchboard::{bench, doctor, p2p, serve, token};
 
 /// Self-hosted WebRTC connection service: signaling server, demo pages and
 /// browser SDK in one binary.
@@ -25,6 +25,10 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Print a room access token for a server started with --auth-secret.
     Token(token::TokenArgs),
+    /// Check a deployment from here: HTTP(S) and its certificate, the
+    /// WebSocket join, STUN and the NAT mapping, TURN over UDP, TCP and
+    /// TLS, and a relayed round trip.
+    Doctor(doctor::DoctorArgs),
     #[command(flatten)]
     Peer(p2p::PeerCommand),
 }
@@ -72,6 +76,11 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Bench(args) => bench::run(args),
         Command::Token(args) => token::run(args),
+        Command::Doctor(args) => {
+            init_peer_logging();
+            let code = doctor::run(args)?;
+            std::process::exit(code)
+        }
         Command::Peer(cmd) => {
             init_peer_logging();
             p2p::run(cmd)

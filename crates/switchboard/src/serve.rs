@@ -382,6 +382,7 @@ async fn serve(
         .route("/local", get(web::page("local")))
         .route("/call", get(web::page("call")))
         .route("/chat", get(web::page("chat")))
+        .route("/doctor", get(web::page("doctor")))
         .route("/sdk/{*file}", get(web::sdk))
         .route("/assets/{*file}", get(web::assets))
         .with_state(app.clone());
@@ -587,12 +588,30 @@ fn start_turn(
     if let Some(ip) = detected {
         policy.add_own(ip);
     }
+    // The second STUN address is bound first: its advertised address goes
+    // into the TURN port's Binding answers (OTHER-ADDRESS).
+    let mut core = t.core.clone();
+    let alt = match t.stun_alt_listen {
+        None => None,
+        Some(addr) => {
+            let sock = std::net::UdpSocket::bind(addr)
+                .map_err(|e| anyhow::anyhow!("cannot bind --stun-alt-listen {addr}: {e}"))?;
+            let port = sock.local_addr()?.port();
+            let ip = if addr.ip().is_unspecified() {
+                external_ip
+            } else {
+                addr.ip()
+            };
+            core.other_address = Some(SocketAddr::new(ip, port));
+            Some(sock)
+        }
+    };
     let settings = TurnSettings {
         listen: t.listen,
         external_ip,
         relay_ports: t.relay_ports,
         workers: t.workers,
-        core: t.core.clone(),
+        core: core.clone(),
         creds: Arc::new(creds),
         policy: Arc::new(policy),
         max_allocations: t.max_allocations,
@@ -609,7 +628,7 @@ fn start_turn(
             _ => None,
         },
     };
-    let handle = relay::start(settings, shutdown)?;
+    let handle = relay::start(settings, shutdown.clone())?;
     let host = SocketAddr::new(external_ip, handle.udp_addr.port());
     // Browsers check the certificate against the URL's host, so it is the
     // name clients know the server by, not the relay address.
@@ -624,6 +643,9 @@ fn start_turn(
         };
         format!("turns:{name}:{}?transport=tcp", a.port())
     });
+    if let Some(sock) = alt {
+        crate::stun_alt::spawn(sock, host, &core, shutdown)?;
+    }
     let ice = IceProvider {
         static_urls: static_urls.to_vec(),
         turn_host: host.to_string(),

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use stun::attr::{
     AddressFamily, AttrTypeList, ChannelNumber, Data, ErrorCodeValue, EvenPort, Lifetime, Nonce,
-    Realm, RequestedAddressFamily, RequestedTransport, ReservationToken, Software,
+    OtherAddress, Realm, RequestedAddressFamily, RequestedTransport, ReservationToken, Software,
     UnknownAttributes, Username, XorMappedAddress, XorPeerAddress, XorRelayedAddress, PROTOCOL_UDP,
 };
 use stun::integrity::{IntegrityAlg, Key};
@@ -74,6 +74,10 @@ pub struct Config {
     pub unauth_burst: u32,
     /// Source IPs tracked for the unauthenticated rate at once.
     pub max_tracked_sources: usize,
+    /// A second STUN address of this server, put into every Binding
+    /// response as OTHER-ADDRESS (RFC 5780 §7.4) so clients can tell how
+    /// their NAT maps (`serve --stun-alt-listen`); `None` sends none.
+    pub other_address: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -90,6 +94,7 @@ impl Default for Config {
             unauth_rate: 20.0,
             unauth_burst: 40,
             max_tracked_sources: 65_536,
+            other_address: None,
         }
     }
 }
@@ -776,8 +781,11 @@ impl Server {
                 return false;
             }
             let mut w = MessageWriter::success_response(out, &msg);
-            let ok = w.add::<XorMappedAddress>(tuple.client).is_ok() && self.finish(w, &msg, None);
-            return ok;
+            let mut ok = w.add::<XorMappedAddress>(tuple.client).is_ok();
+            if let Some(other) = self.cfg.other_address {
+                ok = ok && w.add::<OtherAddress>(other).is_ok();
+            }
+            return ok && self.finish(w, &msg, None);
         }
         let known = [
             Method::ALLOCATE,

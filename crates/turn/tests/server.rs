@@ -330,8 +330,30 @@ fn binding_reports_the_mapped_address() {
         r.ok().msg().require::<XorMappedAddress>().unwrap(),
         addr("192.0.2.10:40000")
     );
-    // Quiet by default: no SOFTWARE attribute.
+    // Quiet by default: no SOFTWARE attribute, and no OTHER-ADDRESS
+    // without a second STUN address.
     assert!(r.msg().get_raw(AttrType::SOFTWARE).is_none());
+    assert!(r.msg().get_raw(AttrType::OTHER_ADDRESS).is_none());
+}
+
+#[test]
+fn binding_names_the_other_address_when_configured() {
+    let cfg = Config {
+        other_address: Some(addr("198.51.100.7:3479")),
+        ..Config::default()
+    };
+    let mut w = world_with(cfg, 100, 100, 100);
+    let mut c = Client::new(tuple("192.0.2.10:40000"), "", "");
+    let r = c.request(&mut w, Method::BINDING, |_| {});
+    let m = r.ok().msg();
+    assert_eq!(
+        m.require::<stun::attr::OtherAddress>().unwrap(),
+        addr("198.51.100.7:3479")
+    );
+    assert_eq!(
+        m.require::<XorMappedAddress>().unwrap(),
+        addr("192.0.2.10:40000")
+    );
 }
 
 #[test]

@@ -150,6 +150,12 @@ address_attribute!(
     AlternateServer, AttrType::ALTERNATE_SERVER, xor = false
 );
 address_attribute!(
+    /// OTHER-ADDRESS (0x802C, RFC 5780 §7.4): another address of the same
+    /// STUN server, so a client can compare the mappings its NAT gives
+    /// toward two destinations. Encoded like MAPPED-ADDRESS.
+    OtherAddress, AttrType::OTHER_ADDRESS, xor = false
+);
+address_attribute!(
     /// XOR-MAPPED-ADDRESS (0x0020): the reflexive address, obfuscated.
     XorMappedAddress, AttrType::XOR_MAPPED_ADDRESS, xor = true
 );

@@ -21,7 +21,7 @@ pub(crate) mod stun;
 mod turn;
 
 pub use address::{
-    AddressFamily, AlternateServer, MappedAddress, XorMappedAddress, XorPeerAddress,
+    AddressFamily, AlternateServer, MappedAddress, OtherAddress, XorMappedAddress, XorPeerAddress,
     XorRelayedAddress,
 };
 pub use ice::{IceControlled, IceControlling, Priority, UseCandidate};
@@ -75,6 +75,9 @@ impl AttrType {
     pub const SOFTWARE: AttrType = AttrType(0x8022);
     /// ALTERNATE-SERVER
     pub const ALTERNATE_SERVER: AttrType = AttrType(0x8023);
+    /// OTHER-ADDRESS (RFC 5780 §7.4): the server's second address, for
+    /// NAT behaviour discovery.
+    pub const OTHER_ADDRESS: AttrType = AttrType(0x802C);
     /// FINGERPRINT
     pub const FINGERPRINT: AttrType = AttrType(0x8028);
     // RFC 8656
@@ -158,6 +161,7 @@ impl AttrType {
             0x8004 => "ICMP",
             0x8022 => "SOFTWARE",
             0x8023 => "ALTERNATE-SERVER",
+            0x802C => "OTHER-ADDRESS",
             0x8028 => "FINGERPRINT",
             0x8029 => "ICE-CONTROLLED",
             0x802A => "ICE-CONTROLLING",
