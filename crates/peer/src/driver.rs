@@ -40,6 +40,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::channel::{ChannelConfig, Reliability};
+use str0m::format::PayloadParams;
 use str0m::media::{Direction, MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Input, Output, Rtc};
@@ -108,6 +109,11 @@ pub(crate) enum Cmd {
     },
     RequestKeyframe {
         mid: Mid,
+    },
+    TrackParams {
+        track: u64,
+        mid: Option<Mid>,
+        reply: Reply<Vec<PayloadParams>>,
     },
     // From helper tasks. `turn` is the relay's stable id.
     TcpConnected {
@@ -747,6 +753,19 @@ impl Driver {
             Cmd::ChannelClose { id } => self.close_channel(t, id),
             Cmd::WriteMedia { track, mid, frame } => self.write_media(t, track, mid, frame),
             Cmd::RequestKeyframe { mid } => self.request_keyframe(t, mid),
+            Cmd::TrackParams { track, mid, reply } => {
+                let mid = mid.or_else(|| self.tracks.get(&track).and_then(|t| t.mid));
+                let params = match mid {
+                    Some(mid) => self.mutate(t, |d| {
+                        d.rtc
+                            .writer(mid)
+                            .map(|w| w.payload_params().copied().collect())
+                            .unwrap_or_default()
+                    }),
+                    None => Vec::new(),
+                };
+                answer(reply, Ok(params))
+            }
             Cmd::TcpConnected { turn, tx } => self.tcp_connected(turn, tx),
             Cmd::TcpFrame { turn, data } => self.tcp_frame(t, turn, &data),
             Cmd::TcpClosed { turn, why } => self.tcp_closed(turn, &why),
