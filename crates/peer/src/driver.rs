@@ -672,6 +672,8 @@ impl Driver {
             E::PeerStats(s) => {
                 self.stats.bytes_sent = s.peer_bytes_tx;
                 self.stats.bytes_received = s.peer_bytes_rx;
+                self.stats.loss_out = s.egress_loss_fraction.map(f64::from);
+                self.stats.loss_in = s.ingress_loss_fraction.map(f64::from);
                 if let Some(p) = s.selected_candidate_pair {
                     self.stats.rtt_ms = p.current_round_trip_time.map(|d| d.as_secs_f64() * 1000.0);
                 }

@@ -257,6 +257,11 @@ pub struct Stats {
     pub bytes_sent: u64,
     /// Bytes received from the peer, reported like `bytes_sent`.
     pub bytes_received: u64,
+    /// Fraction of our RTP packets the peer reports lost (0.01 = 1%), from
+    /// its receiver reports; `None` before one arrived or with no media.
+    pub loss_out: Option<f64>,
+    /// Fraction of the peer's RTP packets we lost; `None` with no media.
+    pub loss_in: Option<f64>,
     /// Bytes by kind of path, counted by the driver as they go (current).
     pub paths: PathBytes,
     /// Local candidates gathered so far (host, srflx and relay).
