@@ -27,9 +27,10 @@ as_root() {
     fi
 }
 
-# Debian packages the tests use, as "command:package".
+# Debian packages the tests use, as "command:package" (ffmpeg makes and
+# checks the media fixtures of `play` and `record`).
 missing=()
-for pair in chromium:chromium node:nodejs npm:npm turnutils_uclient:coturn redis-server:redis-server haproxy:haproxy; do
+for pair in chromium:chromium node:nodejs npm:npm turnutils_uclient:coturn redis-server:redis-server haproxy:haproxy ffmpeg:ffmpeg ffprobe:ffmpeg; do
     command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
 done
 # PyJWT has no command: the access-token interop tests

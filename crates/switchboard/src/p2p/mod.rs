@@ -985,13 +985,21 @@ impl Tracker {
 pub const STATS_EVERY: Duration = Duration::from_secs(2);
 
 /// Turns snapshots of a connection's byte counters into rates, sans-IO:
-/// each sample gives the rates since the one before.
-#[derive(Debug, Default)]
+/// each sample gives the rates since the one before (the first, since the
+/// meter was made with the connection).
+#[derive(Debug)]
 pub struct StatsMeter {
     last: Option<(Instant, u64, u64)>,
 }
 
 impl StatsMeter {
+    /// A meter for a connection made at `now`, with nothing counted yet.
+    pub fn new(now: Instant) -> Self {
+        StatsMeter {
+            last: Some((now, 0, 0)),
+        }
+    }
+
     /// Kilobits per second (sent, received) since the previous sample;
     /// `None` for the first.
     pub fn sample(&mut self, now: Instant, sent: u64, received: u64) -> Option<(f64, f64)> {
@@ -1006,8 +1014,7 @@ impl StatsMeter {
     }
 }
 
-/// Prints a `stats` event for `peer` (nothing on the first call, which only
-/// sets the meter's start).
+/// Prints a `stats` event for `peer`.
 pub async fn emit_stats(out: &Out, peer: &str, pc: &PeerConnection, meter: &mut StatsMeter) {
     let Ok(st) = pc.stats().await else { return };
     // The driver's path counters are current; str0m's lag by up to 500 ms.
@@ -1181,6 +1188,19 @@ mod tests {
             assert_eq!((e.code, e.kind), (EXIT_USAGE, "usage"), "{bad:?}");
             assert!(e.message.contains("--redundancy-off-at"), "{}", e.message);
         }
+    }
+
+    #[test]
+    fn stats_meter_gives_rates_since_the_last_sample() {
+        let t0 = Instant::now();
+        let mut m = StatsMeter::new(t0);
+        // 250 kB out, 25 kB in over 2 s: 1000 and 100 kbit/s.
+        let r = m.sample(t0 + Duration::from_secs(2), 250_000, 25_000);
+        assert_eq!(r, Some((1000.0, 100.0)));
+        let r = m.sample(t0 + Duration::from_secs(4), 250_000, 50_000);
+        assert_eq!(r, Some((0.0, 100.0)));
+        // No time passed: no rate rather than infinity.
+        assert_eq!(m.sample(t0 + Duration::from_secs(4), 1, 1), None);
     }
 
     #[test]
@@ -1480,6 +1500,32 @@ mod tests {
                     text: "hi \"x\"",
                 },
                 json!({"event": "text", "peer": "p", "text": "hi \"x\""}),
+            ),
+            (
+                CliEvent::Stats {
+                    peer: "p",
+                    send_kbps: 812.5,
+                    recv_kbps: 3.0,
+                    rtt_ms: Some(1.5),
+                    loss_out: Some(0.01),
+                    loss_in: None,
+                },
+                json!({"event": "stats", "peer": "p", "send_kbps": 812.5, "recv_kbps": 3.0, "rtt_ms": 1.5, "loss_out": 0.01, "loss_in": null}),
+            ),
+            (
+                CliEvent::Recording {
+                    peer: "p",
+                    kind: "video",
+                    mid: "0",
+                    codec: "VP8",
+                    path: "/r/p-0.ivf",
+                    duration_ms: 2000,
+                    bytes: 5,
+                    frames: 60,
+                    done: false,
+                },
+                json!({"event": "recording", "peer": "p", "kind": "video", "mid": "0", "codec": "VP8", "path": "/r/p-0.ivf",
+                    "duration_ms": 2000, "bytes": 5, "frames": 60, "done": false}),
             ),
             (
                 CliEvent::Error {

@@ -202,7 +202,7 @@ pub async fn run(a: PlayArgs, out: Out) -> Result<(), Failure> {
                                 Err(e) => tracing::debug!("add_track for {peer}: {e}"),
                             }
                         }
-                        receivers.insert(peer, Receiver { pc, senders, params: None, meter: StatsMeter::default() });
+                        receivers.insert(peer, Receiver { pc, senders, params: None, meter: StatsMeter::new(std::time::Instant::now()) });
                     }
                     Happened::Event { peer, event: Event::IceConnectionState(IceConnectionState::Connected | IceConnectionState::Completed) } => {
                         if let Some(r) = receivers.get(&peer).filter(|r| r.params.is_none()) {

@@ -54,7 +54,7 @@ pub async fn run(a: RecordArgs, out: Out) -> Result<(), Failure> {
                 let Some(ev) = ev else { break };
                 match tracker.handle(ev).await {
                     Err(f) => { result = Err(f); break; }
-                    Ok(Happened::Connection { peer, pc }) => { peers.insert(peer, (pc, StatsMeter::default(), false)); }
+                    Ok(Happened::Connection { peer, pc }) => { peers.insert(peer, (pc, StatsMeter::new(std::time::Instant::now()), false)); }
                     Ok(Happened::Event { peer, event: Event::IceConnectionState(IceConnectionState::Connected | IceConnectionState::Completed) }) => {
                         if let Some(p) = peers.get_mut(&peer) { p.2 = true; }
                     }
