@@ -78,6 +78,7 @@ pub(crate) enum Cmd {
     },
     AddTrack {
         kind: MediaKind,
+        stream: Option<String>,
         reply: Reply<TrackSender>,
     },
     GetSignalingState {
@@ -137,6 +138,8 @@ pub(crate) enum Cmd {
 
 struct LocalTrack {
     kind: MediaKind,
+    /// The `a=msid` stream the line belongs to; `None`: one of its own.
+    stream: Option<String>,
     mid: Option<Mid>,
     confirmed: bool,
 }
@@ -738,7 +741,11 @@ impl Driver {
             Cmd::CreateChannel { label, init, reply } => {
                 answer(reply, self.create_channel(t, label, init))
             }
-            Cmd::AddTrack { kind, reply } => answer(reply, self.add_track(kind)),
+            Cmd::AddTrack {
+                kind,
+                stream,
+                reply,
+            } => answer(reply, self.add_track(kind, stream)),
             Cmd::GetSignalingState { reply } => answer(reply, Ok(self.neg.state())),
             Cmd::GetStats { reply } => answer(reply, Ok(self.current_stats())),
             Cmd::Close { reply } => {
@@ -813,7 +820,7 @@ impl Driver {
         Ok(())
     }
 
-    fn add_track(&mut self, kind: MediaKind) -> Result<TrackSender, Error> {
+    fn add_track(&mut self, kind: MediaKind, stream: Option<String>) -> Result<TrackSender, Error> {
         if self.neg.state() == SignalingState::Closed {
             return Err(Error::Closed);
         }
@@ -823,6 +830,7 @@ impl Driver {
             id,
             LocalTrack {
                 kind,
+                stream,
                 mid: None,
                 confirmed: false,
             },
@@ -1012,7 +1020,7 @@ impl Driver {
                 if !t.confirmed {
                     mids.push((
                         *id,
-                        api.add_media(t.kind, Direction::SendRecv, None, None, None),
+                        api.add_media(t.kind, Direction::SendRecv, t.stream.clone(), None, None),
                     ));
                 }
             }

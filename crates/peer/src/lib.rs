@@ -627,7 +627,31 @@ impl PeerConnection {
     /// Adds a send-receive media line of `kind`. Fires `NegotiationNeeded`;
     /// the returned sender can write once the line is negotiated.
     pub async fn add_track(&self, kind: MediaKind) -> Result<TrackSender, Error> {
-        call!(self, AddTrack { kind: kind })
+        call!(
+            self,
+            AddTrack {
+                kind: kind,
+                stream: None
+            }
+        )
+    }
+
+    /// [`PeerConnection::add_track`] in the media stream `stream` (its
+    /// `a=msid`): lines of one stream, say a file's video and audio, reach
+    /// a browser as one `MediaStream`, so one element plays both. str0m
+    /// keeps at most 64 characters of RFC 8830's token set.
+    pub async fn add_stream_track(
+        &self,
+        kind: MediaKind,
+        stream: &str,
+    ) -> Result<TrackSender, Error> {
+        call!(
+            self,
+            AddTrack {
+                kind: kind,
+                stream: Some(stream.to_string())
+            }
+        )
     }
 
     /// A sender for a media line the remote side offered as sendrecv.

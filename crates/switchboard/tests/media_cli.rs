@@ -21,10 +21,9 @@ fn tmpdir(name: &str) -> PathBuf {
 }
 
 fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd}: {e} (Debian's ffmpeg is needed; tests/run.sh installs it)"));
+    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| {
+        panic!("{cmd}: {e} (Debian's ffmpeg is needed; tests/run.sh installs it)")
+    });
     assert!(
         out.status.success(),
         "{cmd} {args:?}: {}",
@@ -38,7 +37,21 @@ fn video(dir: &Path, name: &str, codec: &str, secs: u32, gop: u32) -> PathBuf {
     let p = dir.join(name);
     let src = format!("testsrc=size=320x240:rate=30:duration={secs}");
     let g = gop.to_string();
-    let mut args = vec!["-loglevel", "error", "-y", "-f", "lavfi", "-i", &src, "-c:v", codec, "-g", &g, "-b:v", "400k"];
+    let mut args = vec![
+        "-loglevel",
+        "error",
+        "-y",
+        "-f",
+        "lavfi",
+        "-i",
+        &src,
+        "-c:v",
+        codec,
+        "-g",
+        &g,
+        "-b:v",
+        "400k",
+    ];
     if codec == "libvpx-vp9" {
         args.extend(["-deadline", "realtime", "-cpu-used", "8"]);
     }
@@ -52,7 +65,20 @@ fn audio(dir: &Path, secs: u32) -> PathBuf {
     let src = format!("sine=frequency=440:duration={secs}");
     run(
         "ffmpeg",
-        &["-loglevel", "error", "-y", "-f", "lavfi", "-i", &src, "-c:a", "libopus", "-b:a", "48k", p.to_str().unwrap()],
+        &[
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            &src,
+            "-c:a",
+            "libopus",
+            "-b:a",
+            "48k",
+            p.to_str().unwrap(),
+        ],
     );
     p
 }
@@ -62,17 +88,33 @@ fn audio(dir: &Path, secs: u32) -> PathBuf {
 fn probe(p: &Path) -> (String, u64, u64, u64, f64) {
     let out = run(
         "ffprobe",
-        &["-v", "error", "-count_frames", "-show_entries", "stream=codec_name,width,height,nb_read_frames:format=duration", "-of", "json", p.to_str().unwrap()],
+        &[
+            "-v",
+            "error",
+            "-count_frames",
+            "-show_entries",
+            "stream=codec_name,width,height,nb_read_frames:format=duration",
+            "-of",
+            "json",
+            p.to_str().unwrap(),
+        ],
     );
     let v: Value = serde_json::from_str(&out).unwrap();
     let s = &v["streams"][0];
-    let num = |x: &Value| x.as_u64().or_else(|| x.as_str().and_then(|s| s.parse().ok())).unwrap_or(0);
+    let num = |x: &Value| {
+        x.as_u64()
+            .or_else(|| x.as_str().and_then(|s| s.parse().ok()))
+            .unwrap_or(0)
+    };
     (
         s["codec_name"].as_str().unwrap_or("").to_string(),
         num(&s["width"]),
         num(&s["height"]),
         num(&s["nb_read_frames"]),
-        v["format"]["duration"].as_str().and_then(|d| d.parse().ok()).unwrap_or(0.0),
+        v["format"]["duration"]
+            .as_str()
+            .and_then(|d| d.parse().ok())
+            .unwrap_or(0.0),
     )
 }
 
@@ -182,23 +224,43 @@ fn play_to_record_keeps_frames_size_and_length() {
     let (_, w, h, want_frames, _) = probe(&v);
     assert_eq!((w, h, want_frames), (320, 240, 90));
     let out = dir.join("rec");
-    let mut rec = Cli::start(&[&["record", "--out", out.to_str().unwrap()], &common(&url, "p2r")[..]].concat());
+    let mut rec = Cli::start(
+        &[
+            &["record", "--out", out.to_str().unwrap()],
+            &common(&url, "p2r")[..],
+        ]
+        .concat(),
+    );
     rec.wait("joined", 20, |e| e["event"] == "joined");
-    let mut play = Cli::start(&[&["play"], &common(&url, "p2r")[..], &[v.to_str().unwrap(), a.to_str().unwrap()]].concat());
-    let s = play.wait("a stats event with traffic", 30, |e| e["event"] == "stats" && e["send_kbps"].as_f64() > Some(50.0));
+    let mut play = Cli::start(
+        &[
+            &["play"],
+            &common(&url, "p2r")[..],
+            &[v.to_str().unwrap(), a.to_str().unwrap()],
+        ]
+        .concat(),
+    );
+    let s = play.wait("a stats event with traffic", 30, |e| {
+        e["event"] == "stats" && e["send_kbps"].as_f64() > Some(50.0)
+    });
     assert!(s["rtt_ms"].is_number(), "{s}");
     assert!(play.exit(30).success(), "play ends with its files");
     // The peer left: both files are finished.
     let vd = rec.wait("video finished", 20, done("video"));
     let ad = rec.wait("audio finished", 20, done("audio"));
-    rec.wait("stats with traffic at record", 5, |e| e["event"] == "stats" && e["recv_kbps"].as_f64() > Some(50.0));
+    rec.wait("stats with traffic at record", 5, |e| {
+        e["event"] == "stats" && e["recv_kbps"].as_f64() > Some(50.0)
+    });
     rec.interrupt();
     assert!(rec.exit(10).success());
     assert_eq!(vd["codec"], "VP8");
     assert_eq!(ad["codec"], "Opus");
     let (codec, w, h, frames, secs) = probe(Path::new(vd["path"].as_str().unwrap()));
     assert_eq!((codec.as_str(), w, h), ("vp8", 320, 240));
-    assert!(frames.abs_diff(want_frames) <= 3, "{frames} frames of {want_frames}");
+    assert!(
+        frames.abs_diff(want_frames) <= 3,
+        "{frames} frames of {want_frames}"
+    );
     assert!((secs - 3.0).abs() < 0.3, "video lasts {secs} s");
     assert_eq!(vd["frames"].as_u64(), Some(frames));
     let (codec, _, _, packets, secs) = probe(Path::new(ad["path"].as_str().unwrap()));
@@ -218,9 +280,22 @@ fn looped_vp9_recorded_until_sigint_is_playable() {
     let dir = tmpdir("loop");
     let v = video(&dir, "clip9.ivf", "libvpx-vp9", 1, 15);
     let out = dir.join("rec");
-    let mut rec = Cli::start(&[&["record", "--out", out.to_str().unwrap()], &common(&url, "loop9")[..]].concat());
+    let mut rec = Cli::start(
+        &[
+            &["record", "--out", out.to_str().unwrap()],
+            &common(&url, "loop9")[..],
+        ]
+        .concat(),
+    );
     rec.wait("joined", 20, |e| e["event"] == "joined");
-    let mut play = Cli::start(&[&["play", "--loop"], &common(&url, "loop9")[..], &[v.to_str().unwrap()]].concat());
+    let mut play = Cli::start(
+        &[
+            &["play", "--loop"],
+            &common(&url, "loop9")[..],
+            &[v.to_str().unwrap()],
+        ]
+        .concat(),
+    );
     rec.wait("2.5 s of video", 30, |e| {
         e["event"] == "recording" && e["duration_ms"].as_u64() > Some(2500)
     });
@@ -233,7 +308,10 @@ fn looped_vp9_recorded_until_sigint_is_playable() {
     // More than two passes of the 30-frame file, and as long as recorded.
     assert!(frames > 60, "{frames} frames");
     let want = d["duration_ms"].as_u64().unwrap() as f64 / 1000.0;
-    assert!((secs - want).abs() < 0.2, "file says {secs} s, record said {want} s");
+    assert!(
+        (secs - want).abs() < 0.2,
+        "file says {secs} s, record said {want} s"
+    );
     play.interrupt();
     assert!(play.exit(10).success());
     let _ = std::fs::remove_dir_all(&dir);
@@ -248,11 +326,26 @@ fn late_receiver_gets_a_keyframe_at_once() {
     let dir = tmpdir("late");
     // One keyframe in 8 s.
     let v = video(&dir, "onekey.ivf", "libvpx", 8, 1000);
-    let mut first = Cli::start(&[&["record", "--out", dir.join("a").to_str().unwrap()], &common(&url, "late")[..]].concat());
+    let mut first = Cli::start(
+        &[
+            &["record", "--out", dir.join("a").to_str().unwrap()],
+            &common(&url, "late")[..],
+        ]
+        .concat(),
+    );
     first.wait("joined", 20, |e| e["event"] == "joined");
-    let mut play = Cli::start(&[&["play"], &common(&url, "late")[..], &[v.to_str().unwrap()]].concat());
-    first.wait("1 s of video", 30, |e| e["event"] == "recording" && e["duration_ms"].as_u64() > Some(1000));
-    let mut late = Cli::start(&[&["record", "--out", dir.join("b").to_str().unwrap()], &common(&url, "late")[..]].concat());
+    let mut play =
+        Cli::start(&[&["play"], &common(&url, "late")[..], &[v.to_str().unwrap()]].concat());
+    first.wait("1 s of video", 30, |e| {
+        e["event"] == "recording" && e["duration_ms"].as_u64() > Some(1000)
+    });
+    let mut late = Cli::start(
+        &[
+            &["record", "--out", dir.join("b").to_str().unwrap()],
+            &common(&url, "late")[..],
+        ]
+        .concat(),
+    );
     late.wait("connected", 20, |e| e["event"] == "connected");
     // Without the jump the next keyframe would be the file's end, 8 s in.
     let r = late.wait("video at the late receiver", 4, |e| {
@@ -278,7 +371,15 @@ fn bad_files_fail_clearly_and_cut_files_still_play() {
     let text = dir.join("notes.ogg");
     std::fs::write(&text, b"hello").unwrap();
     for (f, want) in [(&junk, "IVF"), (&text, "not an IVF")] {
-        let mut c = Cli::start(&["play", "--json", "--room", "x", "--server", "http://127.0.0.1:9", f.to_str().unwrap()]);
+        let mut c = Cli::start(&[
+            "play",
+            "--json",
+            "--room",
+            "x",
+            "--server",
+            "http://127.0.0.1:9",
+            f.to_str().unwrap(),
+        ]);
         let e = c.wait("error", 10, |e| e["event"] == "error");
         assert_eq!(c.exit(5).code(), Some(1));
         assert_eq!(e["code"], "bad-file");
@@ -288,7 +389,15 @@ fn bad_files_fail_clearly_and_cut_files_still_play() {
     let v = video(&dir, "cut.ivf", "libvpx", 1, 10);
     let bytes = std::fs::read(&v).unwrap();
     std::fs::write(&v, &bytes[..bytes.len() * 2 / 3]).unwrap();
-    let mut c = Cli::start(&["play", "--json", "--room", "x", "--server", "http://127.0.0.1:9", v.to_str().unwrap()]);
+    let mut c = Cli::start(&[
+        "play",
+        "--json",
+        "--room",
+        "x",
+        "--server",
+        "http://127.0.0.1:9",
+        v.to_str().unwrap(),
+    ]);
     let e = c.wait("error", 10, |e| e["event"] == "error");
     // Past the file: it is the unreachable server that stops it.
     assert_eq!(e["code"], "signaling", "{e}");

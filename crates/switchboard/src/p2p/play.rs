@@ -197,7 +197,7 @@ pub async fn run(a: PlayArgs, out: Out) -> Result<(), Failure> {
                     Happened::Connection { peer, pc } => {
                         let mut senders = Vec::new();
                         for s in &sources {
-                            match pc.add_track(s.kind).await {
+                            match pc.add_stream_track(s.kind, "switchboard-play").await {
                                 Ok(t) => senders.push(t),
                                 Err(e) => tracing::debug!("add_track for {peer}: {e}"),
                             }
