@@ -981,6 +981,15 @@ impl Tracker {
     }
 }
 
+/// Leaves and waits (up to 3 s) until the room task has said goodbye, so
+/// the others see `peer-left` at once rather than after the server's
+/// resume window, even when the process exits right after.
+pub async fn leave_and_wait(room: &mut room::Room) {
+    room.leave();
+    let drain = async { while room.events.recv().await.is_some() {} };
+    let _ = tokio::time::timeout(Duration::from_secs(3), drain).await;
+}
+
 /// How often `play` and `record` print `stats` and progress.
 pub const STATS_EVERY: Duration = Duration::from_secs(2);
 

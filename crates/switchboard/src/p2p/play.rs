@@ -272,9 +272,13 @@ pub async fn run(a: PlayArgs, out: Out) -> Result<(), Failure> {
             _ = &mut ctrl_c => break,
         }
     }
-    // Let the last frames leave before the connections close.
+    // Let the last frames leave before the connections close, and say how
+    // each connection did since its last `stats`.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    room.leave();
+    for (peer, r) in receivers.iter_mut().filter(|(_, r)| r.params.is_some()) {
+        super::emit_stats(&out, peer, &r.pc, &mut r.meter).await;
+    }
+    super::leave_and_wait(&mut room).await;
     Ok(())
 }
 

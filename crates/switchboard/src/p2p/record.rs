@@ -83,7 +83,7 @@ pub async fn run(a: RecordArgs, out: Out) -> Result<(), Failure> {
     // Every file is finished before we go, whatever ended the loop.
     stop.cancel();
     while tasks.join_next().await.is_some() {}
-    room.leave();
+    super::leave_and_wait(&mut room).await;
     result
 }
 
