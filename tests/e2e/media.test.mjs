@@ -122,6 +122,42 @@ for (const relay of [false, true]) {
   });
 }
 
+/** An init script: the page answers with VP8 as its only video codec. */
+const vp8Only = () => {
+  const orig = RTCPeerConnection.prototype.setRemoteDescription;
+  RTCPeerConnection.prototype.setRemoteDescription = async function (desc) {
+    const r = await orig.call(this, desc);
+    const vp8 = RTCRtpReceiver.getCapabilities('video').codecs.filter((c) => /vp8|rtx/i.test(c.mimeType));
+    for (const t of this.getTransceivers()) {
+      if (t.receiver.track.kind === 'video') t.setCodecPreferences(vp8);
+    }
+    return r;
+  };
+};
+
+test('`switchboard play` refuses a VP9 file toward a page that negotiated only VP8, naming both', { timeout: 60_000 }, async () => {
+  const vp9 = path.join(dir, 'clip9.ivf');
+  execFileSync('ffmpeg', ['-loglevel', 'error', '-y', '-f', 'lavfi', '-i', 'testsrc=size=320x240:rate=30:duration=1',
+    '-c:v', 'libvpx-vp9', '-deadline', 'realtime', '-cpu-used', '8', vp9]);
+  const room = roomName('m-codec');
+  const page = await newPage(browser, 'media-codec', { initScript: vp8Only });
+  let play = null;
+  try {
+    await page.goto(`${server.origin}/call?room=${room}&name=browser`);
+    await waitFor(page, () => document.body.dataset.joined === 'true');
+    play = runCli('play', ['play', ...cliArgs(server, room), vp9]);
+    const e = await play.waitEvent((ev) => ev.event === 'error', 'error', 30_000);
+    assert.equal(e.code, 'codec-not-negotiated');
+    assert.match(e.message, /VP9 cannot be sent: the peer negotiated only VP8 for video/);
+    assert.equal((await play.waitExit(10_000)).code, 4);
+  } catch (err) {
+    throw play ? withCliOutput(err, play) : err;
+  } finally {
+    await play?.kill();
+    await page.context().close();
+  }
+});
+
 for (const how of ['hangup', 'sigint']) {
   test(`\`switchboard record\` keeps /call's fake camera and microphone (${how === 'hangup' ? 'the page hangs up' : 'SIGINT mid-call'})`, { timeout: 120_000 }, async () => {
     const room = roomName('m-rec');
