@@ -29,9 +29,10 @@ as_root() {
 
 # Debian packages the tests use, as "command:package" (tsc type-checks the
 # npm package of the SDK, tests/e2e/sdk-package.test.mjs; systemd-analyze
-# checks deploy/switchboard.service, tests/e2e/deploy.test.mjs).
+# checks deploy/switchboard.service, tests/e2e/deploy.test.mjs; ffmpeg makes
+# and checks the media fixtures of `play` and `record`).
 missing=()
-for pair in chromium:chromium node:nodejs npm:npm tsc:node-typescript systemd-analyze:systemd turnutils_uclient:coturn redis-server:redis-server haproxy:haproxy certutil:libnss3-tools openssl:openssl pebble:pebble; do
+for pair in chromium:chromium node:nodejs npm:npm tsc:node-typescript systemd-analyze:systemd turnutils_uclient:coturn redis-server:redis-server haproxy:haproxy certutil:libnss3-tools openssl:openssl pebble:pebble ffmpeg:ffmpeg ffprobe:ffmpeg; do
     command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
 done
 # PyJWT has no command: the access-token interop tests

@@ -5,7 +5,6 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
-import https from 'node:https';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -56,11 +55,9 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
  * wait until /healthz answers. The built-in STUN/TURN server listens on
  * another free 127.0.0.1 port, or is switched off with
  * `{turn: false}`, so that several servers can run at once and nothing
- * listens beyond loopback. With `{tlsCa: PEM}` the server is expected to
- * serve HTTPS (the caller passes --tls-cert/--tls-key) and the health check
- * trusts that CA.
+ * listens beyond loopback.
  * @param {string[]} [extraArgs]
- * @param {{turn?: boolean, tlsCa?: string}} [opts]
+ * @param {{turn?: boolean}} [opts]
  */
 export async function startServer(extraArgs = [], opts = {}) {
   const bin = serverBinary();
@@ -80,26 +77,9 @@ export async function startServer(extraArgs = [], opts = {}) {
 }
 
 /**
- * GET `url` over https trusting only `ca`; resolves to the status code.
- * @param {string} url
- * @param {string} ca
- * @returns {Promise<number>}
- */
-function httpsStatus(url, ca) {
-  return new Promise((resolve, reject) => {
-    const req = https.get(url, { ca }, (res) => {
-      res.resume();
-      resolve(res.statusCode ?? 0);
-    });
-    req.on('error', reject);
-    req.setTimeout(5_000, () => req.destroy(new Error('timeout')));
-  });
-}
-
-/**
  * @param {string} bin
  * @param {string[]} extraArgs
- * @param {{turn?: boolean, tlsCa?: string}} opts
+ * @param {{turn?: boolean}} opts
  */
 async function startServerOnce(bin, extraArgs, opts) {
   const port = await freePort();
@@ -128,17 +108,13 @@ async function startServerOnce(bin, extraArgs, opts) {
   }));
   const failed = (why) => new Error(`switchboard ${args.join(' ')} ${why}:\n${output}`);
 
-  const origin = opts.tlsCa ? `https://localhost:${port}` : `http://127.0.0.1:${port}`;
+  const origin = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 30_000;
   for (;;) {
     if (exited) throw failed(`exited early (${JSON.stringify(exited)})`);
     try {
-      if (opts.tlsCa) {
-        if ((await httpsStatus(`${origin}/healthz`, opts.tlsCa)) === 200) break;
-      } else {
-        const res = await fetch(`${origin}/healthz`);
-        if (res.ok) break;
-      }
+      const res = await fetch(`${origin}/healthz`);
+      if (res.ok) break;
     } catch { /* not up yet */ }
     if (Date.now() > deadline) {
       proc.kill('SIGKILL');
@@ -156,7 +132,7 @@ async function startServerOnce(bin, extraArgs, opts) {
     turnPort,
     args,
     origin,
-    wsUrl: opts.tlsCa ? `wss://localhost:${port}/v1/ws` : `ws://127.0.0.1:${port}/v1/ws`,
+    wsUrl: `ws://127.0.0.1:${port}/v1/ws`,
     get output() { return output; },
     async stop() {
       if (exited) return exited;
@@ -169,18 +145,12 @@ async function startServerOnce(bin, extraArgs, opts) {
   };
 }
 
-/**
- * Launch headless Chromium with fake camera/microphone. `{home}` runs it
- * with that HOME, whose `.pki/nssdb` is the certificate store Chromium
- * trusts on Linux.
- * @param {{home?: string}} [opts]
- */
-export async function launchBrowser(opts = {}) {
+/** Launch headless Chromium with fake camera/microphone. */
+export async function launchBrowser() {
   if (!fs.existsSync(CHROMIUM)) {
     throw new Error(`Chromium not found at ${CHROMIUM}: apt-get install -y chromium`);
   }
-  const env = opts.home ? { ...process.env, HOME: opts.home } : undefined;
-  return chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, env });
+  return chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
 }
 
 /**
@@ -273,6 +243,143 @@ export async function waitFor(page, fn, arg, timeout = 30_000) {
     }).catch(() => '(page gone)');
     throw new Error(`[${page.label ?? 'page'}] ${err.message}\nstatus on page: ${status || '(none)'}`);
   }
+}
+
+/** Drop terminal colour codes, which tracing writes even to a pipe. @param {string} s */
+const stripAnsi = (s) => s.replace(/\x1b\[[0-9;]*m/g, '');
+
+/**
+ * Run `switchboard <args> --json` and parse its stdout, one JSON event a
+ * line (docs/cli.md). Lines that are not JSON objects with an `event` are
+ * kept in `badLines`.
+ * @param {string} name log label
+ * @param {string[]} args
+ * @param {Record<string, string>} [env] extra environment (RUST_LOG, say)
+ */
+export function runCli(name, args, env = {}) {
+  const bin = serverBinary();
+  const proc = spawn(bin, args, { cwd: repoRoot, stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+  /** @type {any[]} */
+  const events = [];
+  /** @type {string[]} */
+  const badLines = [];
+  let stdout = '';
+  let stderr = '';
+  let partial = '';
+  /** @type {Array<() => void>} */
+  let waiters = [];
+  const wake = () => { for (const w of waiters) w(); };
+  proc.stdout.on('data', (d) => {
+    stdout += d;
+    partial += d;
+    let nl;
+    while ((nl = partial.indexOf('\n')) >= 0) {
+      const line = partial.slice(0, nl).trim();
+      partial = partial.slice(nl + 1);
+      if (!line) continue;
+      if (verbose) process.stderr.write(`[${name}] ${line}\n`);
+      try {
+        const ev = JSON.parse(line);
+        if (ev && typeof ev === 'object' && typeof ev.event === 'string') events.push(ev);
+        else badLines.push(line);
+      } catch {
+        badLines.push(line);
+      }
+    }
+    wake();
+  });
+  proc.stderr.on('data', (d) => {
+    stderr += d;
+    if (verbose) process.stderr.write(`[${name} stderr] ${d}`);
+    wake();
+  });
+  /** @type {{code: number | null, signal: string | null} | null} */
+  let exited = null;
+  const exit = new Promise((resolve) => proc.on('exit', (code, signal) => {
+    exited = { code, signal };
+    wake();
+    resolve(exited);
+  }));
+  const command = `${path.relative(repoRoot, bin)} ${args.join(' ')}`;
+  const describe = () => `${command}\nexit: ${JSON.stringify(exited)}\nstdout:\n${stdout}\nstderr:\n${stripAnsi(stderr).slice(-4000)}`;
+
+  return {
+    proc,
+    events,
+    badLines,
+    command,
+    describe,
+    get exited() { return exited; },
+    /** Everything on stderr so far, without colour codes. */
+    get stderr() { return stripAnsi(stderr); },
+    /**
+     * The first event matching `pred` (already seen or still to come).
+     * Fails when the process exits first or after `timeout` ms.
+     * @param {(ev: any) => boolean} pred
+     * @param {string} what
+     */
+    waitEvent(pred, what, timeout = 60_000) {
+      return this.waitFor(() => events.find(pred), what, timeout);
+    },
+    /**
+     * The first truthy value of `probe()`, re-checked whenever the process
+     * writes or exits. Fails when the process exits first or after `timeout` ms.
+     * @template T
+     * @param {() => T | undefined | null | false} probe
+     * @param {string} what
+     * @returns {Promise<T>}
+     */
+    waitFor(probe, what, timeout = 60_000) {
+      return new Promise((resolve, reject) => {
+        const check = () => {
+          const ev = probe();
+          if (ev) return done(() => resolve(ev));
+          if (exited) return done(() => reject(new Error(`${name} exited before ${what}:\n${describe()}`)));
+        };
+        const timer = setTimeout(() => done(() => reject(new Error(`${name}: no ${what} within ${timeout} ms:\n${describe()}`))), timeout);
+        const done = (fn) => {
+          clearTimeout(timer);
+          waiters = waiters.filter((w) => w !== check);
+          fn();
+        };
+        waiters.push(check);
+        check();
+      });
+    },
+    /** Wait for the exit; fails after `timeout` ms. */
+    async waitExit(timeout = 60_000) {
+      let timer;
+      const r = await Promise.race([
+        exit,
+        new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(`${name} did not exit within ${timeout} ms:\n${describe()}`)), timeout); }),
+      ]);
+      clearTimeout(timer);
+      return /** @type {{code: number | null, signal: string | null}} */ (r);
+    },
+    /** SIGTERM, then SIGKILL after 3 s; resolves once it is gone. */
+    async kill() {
+      if (exited) return exited;
+      proc.kill('SIGTERM');
+      const timer = setTimeout(() => proc.kill('SIGKILL'), 3_000);
+      const r = await exit;
+      clearTimeout(timer);
+      return r;
+    },
+  };
+}
+
+/**
+ * Add the CLI's command line and output to an error: a page-side timeout is
+ * usually explained there.
+ * @param {unknown} err
+ * @param {{describe: () => string}} cli
+ */
+export function withCliOutput(err, cli) {
+  if (err instanceof Error) {
+    err.message += `\n--- CLI ---\n${cli.describe()}`;
+    return err;
+  }
+  return new Error(`${err}\n--- CLI ---\n${cli.describe()}`);
 }
 
 /**

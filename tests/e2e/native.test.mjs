@@ -5,7 +5,6 @@
 // Chromium's default mDNS (.local) host candidates.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -13,10 +12,9 @@ import path from 'node:path';
 import { chromium } from 'playwright-core';
 import {
   startServer, launchBrowser, newPage, screenshot, waitFor, roomName, randomFile,
-  serverBinary, repoRoot, CHROMIUM, CHROMIUM_ARGS, sampleHeap, BIG_MIB, HEAP_LIMIT,
+  serverBinary, repoRoot, CHROMIUM, CHROMIUM_ARGS, runCli, withCliOutput, sampleHeap, BIG_MIB, HEAP_LIMIT,
 } from './helpers.mjs';
 
-const verbose = !!process.env.E2E_VERBOSE;
 const CANDIDATE_TYPES = ['host', 'srflx', 'prflx', 'relay'];
 
 let server;
@@ -38,143 +36,6 @@ after(async () => {
   await server?.stop();
   await relayServer?.stop();
 });
-
-/** Drop terminal colour codes, which tracing writes even to a pipe. @param {string} s */
-const stripAnsi = (s) => s.replace(/\x1b\[[0-9;]*m/g, '');
-
-/**
- * Run `switchboard <args> --json` and parse its stdout, one JSON event a
- * line (docs/cli.md). Lines that are not JSON objects with an `event` are
- * kept in `badLines`.
- * @param {string} name log label
- * @param {string[]} args
- * @param {Record<string, string>} [env] extra environment (RUST_LOG, say)
- */
-function runCli(name, args, env = {}) {
-  const bin = serverBinary();
-  const proc = spawn(bin, args, { cwd: repoRoot, stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...env } });
-  /** @type {any[]} */
-  const events = [];
-  /** @type {string[]} */
-  const badLines = [];
-  let stdout = '';
-  let stderr = '';
-  let partial = '';
-  /** @type {Array<() => void>} */
-  let waiters = [];
-  const wake = () => { for (const w of waiters) w(); };
-  proc.stdout.on('data', (d) => {
-    stdout += d;
-    partial += d;
-    let nl;
-    while ((nl = partial.indexOf('\n')) >= 0) {
-      const line = partial.slice(0, nl).trim();
-      partial = partial.slice(nl + 1);
-      if (!line) continue;
-      if (verbose) process.stderr.write(`[${name}] ${line}\n`);
-      try {
-        const ev = JSON.parse(line);
-        if (ev && typeof ev === 'object' && typeof ev.event === 'string') events.push(ev);
-        else badLines.push(line);
-      } catch {
-        badLines.push(line);
-      }
-    }
-    wake();
-  });
-  proc.stderr.on('data', (d) => {
-    stderr += d;
-    if (verbose) process.stderr.write(`[${name} stderr] ${d}`);
-    wake();
-  });
-  /** @type {{code: number | null, signal: string | null} | null} */
-  let exited = null;
-  const exit = new Promise((resolve) => proc.on('exit', (code, signal) => {
-    exited = { code, signal };
-    wake();
-    resolve(exited);
-  }));
-  const command = `${path.relative(repoRoot, bin)} ${args.join(' ')}`;
-  const describe = () => `${command}\nexit: ${JSON.stringify(exited)}\nstdout:\n${stdout}\nstderr:\n${stripAnsi(stderr).slice(-4000)}`;
-
-  return {
-    proc,
-    events,
-    badLines,
-    command,
-    describe,
-    get exited() { return exited; },
-    /** Everything on stderr so far, without colour codes. */
-    get stderr() { return stripAnsi(stderr); },
-    /**
-     * The first event matching `pred` (already seen or still to come).
-     * Fails when the process exits first or after `timeout` ms.
-     * @param {(ev: any) => boolean} pred
-     * @param {string} what
-     */
-    waitEvent(pred, what, timeout = 60_000) {
-      return this.waitFor(() => events.find(pred), what, timeout);
-    },
-    /**
-     * The first truthy value of `probe()`, re-checked whenever the process
-     * writes or exits. Fails when the process exits first or after `timeout` ms.
-     * @template T
-     * @param {() => T | undefined | null | false} probe
-     * @param {string} what
-     * @returns {Promise<T>}
-     */
-    waitFor(probe, what, timeout = 60_000) {
-      return new Promise((resolve, reject) => {
-        const check = () => {
-          const ev = probe();
-          if (ev) return done(() => resolve(ev));
-          if (exited) return done(() => reject(new Error(`${name} exited before ${what}:\n${describe()}`)));
-        };
-        const timer = setTimeout(() => done(() => reject(new Error(`${name}: no ${what} within ${timeout} ms:\n${describe()}`))), timeout);
-        const done = (fn) => {
-          clearTimeout(timer);
-          waiters = waiters.filter((w) => w !== check);
-          fn();
-        };
-        waiters.push(check);
-        check();
-      });
-    },
-    /** Wait for the exit; fails after `timeout` ms. */
-    async waitExit(timeout = 60_000) {
-      let timer;
-      const r = await Promise.race([
-        exit,
-        new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(`${name} did not exit within ${timeout} ms:\n${describe()}`)), timeout); }),
-      ]);
-      clearTimeout(timer);
-      return /** @type {{code: number | null, signal: string | null}} */ (r);
-    },
-    /** SIGTERM, then SIGKILL after 3 s; resolves once it is gone. */
-    async kill() {
-      if (exited) return exited;
-      proc.kill('SIGTERM');
-      const timer = setTimeout(() => proc.kill('SIGKILL'), 3_000);
-      const r = await exit;
-      clearTimeout(timer);
-      return r;
-    },
-  };
-}
-
-/**
- * Add the CLI's command line and output to an error: a page-side timeout is
- * usually explained there.
- * @param {unknown} err
- * @param {{describe: () => string}} cli
- */
-function withCliOutput(err, cli) {
-  if (err instanceof Error) {
-    err.message += `\n--- CLI ---\n${cli.describe()}`;
-    return err;
-  }
-  return new Error(`${err}\n--- CLI ---\n${cli.describe()}`);
-}
 
 /** Common CLI arguments: the server, the room, JSON events, loopback candidates (unless `loopback` is false). */
 const cliArgs = (srv, room, extra = [], loopback = true) =>

@@ -40,6 +40,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::channel::{ChannelConfig, Reliability};
+use str0m::format::PayloadParams;
 use str0m::media::{Direction, MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Input, Output, Rtc};
@@ -77,6 +78,7 @@ pub(crate) enum Cmd {
     },
     AddTrack {
         kind: MediaKind,
+        stream: Option<String>,
         reply: Reply<TrackSender>,
     },
     GetSignalingState {
@@ -109,6 +111,11 @@ pub(crate) enum Cmd {
     RequestKeyframe {
         mid: Mid,
     },
+    TrackParams {
+        track: u64,
+        mid: Option<Mid>,
+        reply: Reply<Vec<PayloadParams>>,
+    },
     // From helper tasks. `turn` is the relay's stable id.
     TcpConnected {
         turn: RelayId,
@@ -131,6 +138,8 @@ pub(crate) enum Cmd {
 
 struct LocalTrack {
     kind: MediaKind,
+    /// The `a=msid` stream the line belongs to; `None`: one of its own.
+    stream: Option<String>,
     mid: Option<Mid>,
     confirmed: bool,
 }
@@ -667,6 +676,8 @@ impl Driver {
             E::PeerStats(s) => {
                 self.stats.bytes_sent = s.peer_bytes_tx;
                 self.stats.bytes_received = s.peer_bytes_rx;
+                self.stats.loss_out = s.egress_loss_fraction.map(f64::from);
+                self.stats.loss_in = s.ingress_loss_fraction.map(f64::from);
                 if let Some(p) = s.selected_candidate_pair {
                     self.stats.rtt_ms = p.current_round_trip_time.map(|d| d.as_secs_f64() * 1000.0);
                 }
@@ -731,7 +742,11 @@ impl Driver {
             Cmd::CreateChannel { label, init, reply } => {
                 answer(reply, self.create_channel(t, label, init))
             }
-            Cmd::AddTrack { kind, reply } => answer(reply, self.add_track(kind)),
+            Cmd::AddTrack {
+                kind,
+                stream,
+                reply,
+            } => answer(reply, self.add_track(kind, stream)),
             Cmd::GetSignalingState { reply } => answer(reply, Ok(self.neg.state())),
             Cmd::GetStats { reply } => answer(reply, Ok(self.current_stats())),
             Cmd::Close { reply } => {
@@ -748,6 +763,19 @@ impl Driver {
             Cmd::ChannelClose { id } => self.close_channel(t, id),
             Cmd::WriteMedia { track, mid, frame } => self.write_media(t, track, mid, frame),
             Cmd::RequestKeyframe { mid } => self.request_keyframe(t, mid),
+            Cmd::TrackParams { track, mid, reply } => {
+                let mid = mid.or_else(|| self.tracks.get(&track).and_then(|t| t.mid));
+                let params = match mid {
+                    Some(mid) => self.mutate(t, |d| {
+                        d.rtc
+                            .writer(mid)
+                            .map(|w| w.payload_params().copied().collect())
+                            .unwrap_or_default()
+                    }),
+                    None => Vec::new(),
+                };
+                answer(reply, Ok(params))
+            }
             Cmd::TcpConnected { turn, tx } => self.tcp_connected(turn, tx),
             Cmd::TcpFrame { turn, data } => self.tcp_frame(t, turn, &data),
             Cmd::TcpClosed { turn, why } => self.tcp_closed(turn, &why),
@@ -793,7 +821,7 @@ impl Driver {
         Ok(())
     }
 
-    fn add_track(&mut self, kind: MediaKind) -> Result<TrackSender, Error> {
+    fn add_track(&mut self, kind: MediaKind, stream: Option<String>) -> Result<TrackSender, Error> {
         if self.neg.state() == SignalingState::Closed {
             return Err(Error::Closed);
         }
@@ -803,6 +831,7 @@ impl Driver {
             id,
             LocalTrack {
                 kind,
+                stream,
                 mid: None,
                 confirmed: false,
             },
@@ -993,7 +1022,7 @@ impl Driver {
                 if !t.confirmed {
                     mids.push((
                         *id,
-                        api.add_media(t.kind, Direction::SendRecv, None, None, None),
+                        api.add_media(t.kind, Direction::SendRecv, t.stream.clone(), None, None),
                     ));
                 }
             }

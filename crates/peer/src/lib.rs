@@ -35,7 +35,7 @@ pub mod tls;
 pub use config::{Config, HostCandidates, IceServer, IceUrl, TurnTransport, UrlError};
 pub use jsep::{IceCandidateInit, JsepError, SdpType, SessionDescription, SignalingState};
 pub use redundancy::{RedundancyConfig, RedundancyMode};
-pub use str0m::format::PayloadParams;
+pub use str0m::format::{Codec, PayloadParams};
 pub use str0m::media::{MediaKind, MediaTime, Mid};
 pub use tls::{TlsClient, TlsError, TlsOptions};
 
@@ -92,6 +92,11 @@ pub enum Error {
     /// receive on; carries its mid.
     #[error("the media line {0} cannot send")]
     NoSender(String),
+    /// Media of a codec the remote side did not negotiate on that media
+    /// line: (the codec wanted, the line's kind, the codecs it negotiated,
+    /// comma-separated, or `nothing yet`).
+    #[error("{0} cannot be sent: the peer negotiated {2} for {1}")]
+    CodecNotNegotiated(String, String, String),
     /// Neither an IPv4 nor an IPv6 UDP socket could be bound.
     #[error("socket: {0}")]
     Io(#[from] std::io::Error),
@@ -254,6 +259,11 @@ pub struct Stats {
     pub bytes_sent: u64,
     /// Bytes received from the peer, reported like `bytes_sent`.
     pub bytes_received: u64,
+    /// Fraction of our RTP packets the peer reports lost (0.01 = 1%), from
+    /// its receiver reports; `None` before one arrived or with no media.
+    pub loss_out: Option<f64>,
+    /// Fraction of the peer's RTP packets we lost; `None` with no media.
+    pub loss_in: Option<f64>,
     /// Bytes by kind of path, counted by the driver as they go (current).
     pub paths: PathBytes,
     /// Local candidates gathered so far (host, srflx and relay).
@@ -477,8 +487,30 @@ pub struct TrackSender {
 }
 
 impl TrackSender {
+    /// The codecs negotiated for this media line, in the remote side's
+    /// order of preference; empty until the line is negotiated.
+    pub async fn negotiated(&self) -> Result<Vec<PayloadParams>, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd
+            .send(driver::Cmd::TrackParams {
+                track: self.id,
+                mid: self.mid,
+                reply: tx,
+            })
+            .map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// The negotiated parameters to send `codec` with (for
+    /// [`MediaFrame::params`]), or [`Error::CodecNotNegotiated`] naming
+    /// `codec` and what the remote side did negotiate.
+    pub async fn params_for(&self, codec: Codec) -> Result<PayloadParams, Error> {
+        pick_codec(self.kind, codec, &self.negotiated().await?)
+    }
+
     /// Writes one frame; the payload type is matched to what was negotiated
-    /// for `frame.params`' codec.
+    /// for `frame.params`' codec (a codec that was not is dropped: check
+    /// with [`TrackSender::params_for`] first).
     pub fn write(&self, frame: MediaFrame) -> Result<(), Error> {
         self.cmd
             .send(driver::Cmd::WriteMedia {
@@ -603,7 +635,31 @@ impl PeerConnection {
     /// Adds a send-receive media line of `kind`. Fires `NegotiationNeeded`;
     /// the returned sender can write once the line is negotiated.
     pub async fn add_track(&self, kind: MediaKind) -> Result<TrackSender, Error> {
-        call!(self, AddTrack { kind: kind })
+        call!(
+            self,
+            AddTrack {
+                kind: kind,
+                stream: None
+            }
+        )
+    }
+
+    /// [`PeerConnection::add_track`] in the media stream `stream` (its
+    /// `a=msid`): lines of one stream, say a file's video and audio, reach
+    /// a browser as one `MediaStream`, so one element plays both. str0m
+    /// keeps at most 64 characters of RFC 8830's token set.
+    pub async fn add_stream_track(
+        &self,
+        kind: MediaKind,
+        stream: &str,
+    ) -> Result<TrackSender, Error> {
+        call!(
+            self,
+            AddTrack {
+                kind: kind,
+                stream: Some(stream.to_string())
+            }
+        )
     }
 
     /// A sender for a media line the remote side offered as sendrecv.
@@ -643,6 +699,41 @@ impl PeerConnection {
     }
 }
 
+/// The parameters to send `codec` with, out of those negotiated on a media
+/// line of `kind`: the first of that codec (for VP9, profile 0 first, the
+/// one every decoder has). Errs naming both sides when there is none.
+pub fn pick_codec(
+    kind: MediaKind,
+    codec: Codec,
+    negotiated: &[PayloadParams],
+) -> Result<PayloadParams, Error> {
+    let mut of_codec = negotiated.iter().filter(|p| p.spec().codec == codec);
+    let first = of_codec.clone().next();
+    if let Some(p) = of_codec
+        .find(|p| p.spec().format.profile_id.unwrap_or(0) == 0)
+        .or(first)
+    {
+        return Ok(*p);
+    }
+    let mut names: Vec<String> = Vec::new();
+    for p in negotiated {
+        let n = p.spec().codec.to_string();
+        if !names.contains(&n) {
+            names.push(n);
+        }
+    }
+    let have = if names.is_empty() {
+        "nothing yet".to_string()
+    } else {
+        format!("only {}", names.join(", "))
+    };
+    Err(Error::CodecNotNegotiated(
+        codec.to_string(),
+        format!("{kind:?}").to_lowercase(),
+        have,
+    ))
+}
+
 pub(crate) fn new_track_sender(
     kind: MediaKind,
     id: u64,
@@ -653,5 +744,51 @@ pub(crate) fn new_track_sender(
         kind,
         id,
         cmd,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use str0m::format::{CodecSpec, FormatParams};
+    use str0m::media::{Frequency, Pt};
+
+    fn params(pt: u8, codec: Codec, profile_id: Option<u32>) -> PayloadParams {
+        PayloadParams::new(
+            Pt::from(pt),
+            None,
+            CodecSpec {
+                codec,
+                clock_rate: Frequency::NINETY_KHZ,
+                channels: None,
+                format: FormatParams {
+                    profile_id,
+                    ..FormatParams::default()
+                },
+            },
+        )
+    }
+
+    #[test]
+    fn pick_codec_takes_vp9_profile_0_and_names_both_sides_when_missing() {
+        let line = [
+            params(96, Codec::Vp8, None),
+            params(98, Codec::Vp9, Some(2)),
+            params(100, Codec::Vp9, Some(0)),
+        ];
+        let p = pick_codec(MediaKind::Video, Codec::Vp9, &line).unwrap();
+        assert_eq!(*p.pt(), 100);
+        let p = pick_codec(MediaKind::Video, Codec::Vp8, &line).unwrap();
+        assert_eq!(*p.pt(), 96);
+        let e = pick_codec(MediaKind::Video, Codec::Vp9, &line[..1]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "VP9 cannot be sent: the peer negotiated only VP8 for video"
+        );
+        let e = pick_codec(MediaKind::Audio, Codec::Opus, &[]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "opus cannot be sent: the peer negotiated nothing yet for audio"
+        );
     }
 }

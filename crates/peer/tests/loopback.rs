@@ -359,3 +359,67 @@ async fn a_vanished_peer_becomes_disconnected_then_failed() {
     }
     assert!(failed, "failed within 20 s");
 }
+
+/// A local track: negotiated codecs are known, frames written reach the
+/// other side with their media times, and a codec the line did not
+/// negotiate is refused by name.
+#[tokio::test]
+async fn local_track_sends_frames_and_names_codecs() {
+    let (a, mut b) = pair(cfg(), cfg()).await;
+    let sender = a.pc.add_track(peer::MediaKind::Video).await.unwrap();
+    let ev = wait_event(
+        &mut b.app,
+        "a remote video track",
+        |e| matches!(e, Event::Track(t) if t.kind == peer::MediaKind::Video),
+    )
+    .await;
+    let Event::Track(mut track) = ev else {
+        unreachable!()
+    };
+    let params = sender.params_for(peer::Codec::Vp8).await.unwrap();
+    assert_eq!(params.spec().codec, peer::Codec::Vp8);
+    let e = sender.params_for(peer::Codec::Opus).await.unwrap_err();
+    assert!(
+        matches!(&e, peer::Error::CodecNotNegotiated(..))
+            && e.to_string().starts_with("opus cannot be sent")
+            && e.to_string().contains("VP8"),
+        "{e}"
+    );
+    // A VP8 keyframe header and some payload, 10 frames at 30 fps.
+    let mut kf = vec![0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 64, 0, 48, 0];
+    kf.resize(3000, 7);
+    let start = std::time::Instant::now();
+    let mut got = Vec::new();
+    for i in 0..10u64 {
+        sender
+            .write(peer::MediaFrame {
+                params,
+                time: peer::MediaTime::from_90khz(i * 3000),
+                network_time: start + Duration::from_millis(i * 33),
+                data: kf.clone().into(),
+            })
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(33)).await;
+        while let Ok(f) = track.frames.try_recv() {
+            got.push(f);
+        }
+    }
+    while got.len() < 10 {
+        match timeout(Duration::from_secs(5), track.frames.recv()).await {
+            Ok(Some(f)) => got.push(f),
+            _ => break,
+        }
+    }
+    assert!(got.len() >= 8, "{} of 10 frames arrived", got.len());
+    assert!(got
+        .iter()
+        .all(|f| f.data.len() == 3000 && f.data[3..6] == [0x9d, 0x01, 0x2a]));
+    let t: Vec<u64> = got.iter().map(|f| f.time.numer()).collect();
+    assert!(
+        t.windows(2)
+            .all(|w| w[1] - w[0] == 3000 || w[1] - w[0] == 6000),
+        "{t:?}"
+    );
+    a.pc.close().await;
+    b.pc.close().await;
+}

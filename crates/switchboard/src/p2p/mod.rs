@@ -1,11 +1,15 @@
-//! The native peer commands: `echo`, `send`, `recv`, `chat`. Each joins a
-//! room through [`peer::room`] and talks over the `chat` data channel in the
-//! wire format of [`transfer`] (the one `/chat` speaks). The contract
-//! (options, `--json` events, exit codes) is docs/cli.md.
+//! The native peer commands: `echo`, `send`, `recv`, `chat`, `play`,
+//! `record`. Each joins a room through [`peer::room`]; the file and chat
+//! commands talk over the `chat` data channel in the wire format of
+//! [`transfer`] (the one `/chat` speaks), the media ones send or keep
+//! tracks through [`media`]. The contract (options, `--json` events, exit
+//! codes) is docs/cli.md.
 
 mod chat;
 mod echo;
 mod files;
+mod play;
+mod record;
 
 use clap::{Args, Subcommand};
 use futures_util::future::BoxFuture;
@@ -36,6 +40,11 @@ pub enum PeerCommand {
     Recv(files::RecvArgs),
     /// Text chat: stdin lines out, peer lines to stdout.
     Chat(ChatArgs),
+    /// Stream IVF (VP8/VP9) and Ogg (Opus) files into the room, paced by
+    /// their timestamps.
+    Play(play::PlayArgs),
+    /// Record every remote track to a file (IVF for VP8/VP9, Ogg for Opus).
+    Record(record::RecordArgs),
 }
 
 /// `switchboard echo`: the common options only.
@@ -182,6 +191,8 @@ pub fn run(cmd: PeerCommand) -> ! {
         PeerCommand::Send(a) => a.common.clone(),
         PeerCommand::Recv(a) => a.common.clone(),
         PeerCommand::Chat(a) => a.common.clone(),
+        PeerCommand::Play(a) => a.common.clone(),
+        PeerCommand::Record(a) => a.common.clone(),
     };
     let out = Out::new(common.json);
     let rt = match tokio::runtime::Runtime::new() {
@@ -194,6 +205,8 @@ pub fn run(cmd: PeerCommand) -> ! {
             PeerCommand::Send(a) => files::send(a, out.clone()).await,
             PeerCommand::Recv(a) => files::recv(a, out.clone()).await,
             PeerCommand::Chat(a) => chat::run(a, out.clone()).await,
+            PeerCommand::Play(a) => play::run(a, out.clone()).await,
+            PeerCommand::Record(a) => record::run(a, out.clone()).await,
         }
     });
     // Connection tasks may still be closing; do not wait for them.
@@ -367,6 +380,47 @@ pub enum CliEvent<'a> {
         peer: &'a str,
         /// The line.
         text: &'a str,
+    },
+    /// Every 2 s per connected peer (`play`, `record`): the connection's
+    /// health over the last interval.
+    Stats {
+        /// The remote peer.
+        peer: &'a str,
+        /// Kilobits per second we sent to it (every datagram: media,
+        /// data channels, ICE), over the last interval.
+        send_kbps: f64,
+        /// Kilobits per second received from it, likewise.
+        recv_kbps: f64,
+        /// Latest ICE round-trip time in ms; `null` before one was measured.
+        rtt_ms: Option<f64>,
+        /// Fraction of our RTP packets the peer reports lost (0.01 = 1%);
+        /// `null` until a receiver report came.
+        loss_out: Option<f64>,
+        /// Fraction of the peer's RTP packets we lost; `null` without media
+        /// from it.
+        loss_in: Option<f64>,
+    },
+    /// `record`: one track's file, every 2 s and once more (`done: true`)
+    /// when it is finished.
+    Recording {
+        /// The remote peer.
+        peer: &'a str,
+        /// `audio` or `video`.
+        kind: &'a str,
+        /// The media line's mid.
+        mid: &'a str,
+        /// `VP8`, `VP9` or `Opus`.
+        codec: &'a str,
+        /// The file.
+        path: &'a str,
+        /// Media time recorded, from RTP timestamps, in ms.
+        duration_ms: u64,
+        /// Bytes written.
+        bytes: u64,
+        /// Frames (audio: packets) written.
+        frames: u64,
+        /// The file is finished and closed.
+        done: bool,
     },
     /// Before a non-zero exit.
     Error {
@@ -649,6 +703,13 @@ pub enum Happened {
     },
     /// This peer left the room; its connection is gone.
     PeerLeft(String),
+    /// A connection to this peer exists now (a new one after it came back).
+    Connection {
+        /// The remote peer.
+        peer: String,
+        /// The connection.
+        pc: PeerConnection,
+    },
     /// A connection event, passed on after the tracker looked at it
     /// (tracks, keyframe requests, states).
     Event {
@@ -774,9 +835,9 @@ impl Tracker {
                 self.first_attempt.get_or_insert_with(Instant::now);
                 self.next_attempt += 1;
                 self.conns.insert(
-                    peer,
+                    peer.clone(),
                     ConnInfo {
-                        pc,
+                        pc: pc.clone(),
                         attempt: self.next_attempt,
                         started: Instant::now(),
                         ice_connected: false,
@@ -786,6 +847,7 @@ impl Tracker {
                         linked: false,
                     },
                 );
+                return Ok(Happened::Connection { peer, pc });
             }
             RoomEvent::Channel { peer, channel } => {
                 let Some(c) = self.conns.get_mut(&peer) else {
@@ -978,6 +1040,88 @@ impl Tracker {
     }
 }
 
+/// Leaves and waits (up to 3 s) until the room task has said goodbye, so
+/// the others see `peer-left` at once rather than after the server's
+/// resume window, even when the process exits right after.
+pub async fn leave_and_wait(room: &mut room::Room) {
+    room.leave();
+    let drain = async { while room.events.recv().await.is_some() {} };
+    let _ = tokio::time::timeout(Duration::from_secs(3), drain).await;
+}
+
+/// How often `play` and `record` print `stats` and progress.
+pub const STATS_EVERY: Duration = Duration::from_secs(2);
+
+/// Turns snapshots of a connection's byte counters into rates, sans-IO:
+/// each sample gives the rates since the one before (the first, since the
+/// meter was made with the connection).
+#[derive(Debug)]
+pub struct StatsMeter {
+    last: Option<(Instant, u64, u64)>,
+}
+
+impl StatsMeter {
+    /// A meter for a connection made at `now`, with nothing counted yet.
+    pub fn new(now: Instant) -> Self {
+        StatsMeter {
+            last: Some((now, 0, 0)),
+        }
+    }
+
+    /// Kilobits per second (sent, received) since the previous sample;
+    /// `None` for the first.
+    pub fn sample(&mut self, now: Instant, sent: u64, received: u64) -> Option<(f64, f64)> {
+        let prev = self.last.replace((now, sent, received));
+        let (t, s, r) = prev?;
+        let secs = now.saturating_duration_since(t).as_secs_f64();
+        if secs <= 0.0 {
+            return None;
+        }
+        let kbps = |a: u64, b: u64| a.saturating_sub(b) as f64 * 8.0 / 1000.0 / secs;
+        Some((kbps(sent, s), kbps(received, r)))
+    }
+}
+
+/// Prints a `stats` event for `peer`.
+pub async fn emit_stats(out: &Out, peer: &str, pc: &PeerConnection, meter: &mut StatsMeter) {
+    let Ok(st) = pc.stats().await else { return };
+    // The driver's path counters are current; str0m's lag by up to 500 ms.
+    let sent = st.paths.direct.sent + st.paths.relay.sent;
+    let received = st.paths.direct.received + st.paths.relay.received;
+    let Some((send_kbps, recv_kbps)) = meter.sample(Instant::now(), sent, received) else {
+        return;
+    };
+    let round = |v: f64| (v * 10.0).round() / 10.0;
+    out.event(
+        CliEvent::Stats {
+            peer,
+            send_kbps: round(send_kbps),
+            recv_kbps: round(recv_kbps),
+            rtt_ms: st.rtt_ms.map(round),
+            loss_out: st.loss_out,
+            loss_in: st.loss_in,
+        },
+        || {
+            let ms = st.rtt_ms.map(|r| format!("{r:.0} ms")).unwrap_or_else(|| "-".into());
+            let pct = |l: Option<f64>| l.map(|l| format!("{:.1}%", l * 100.0)).unwrap_or_else(|| "-".into());
+            format!(
+                "{peer}: send {send_kbps:.0} kbit/s, receive {recv_kbps:.0} kbit/s, rtt {ms}, loss out {} in {}",
+                pct(st.loss_out),
+                pct(st.loss_in)
+            )
+        },
+    );
+}
+
+/// "1.2 MB" / "12.3 kB".
+pub(crate) fn human_bytes(n: u64) -> String {
+    if n >= 1_000_000 {
+        format!("{:.1} MB", n as f64 / 1e6)
+    } else {
+        format!("{:.1} kB", n as f64 / 1e3)
+    }
+}
+
 /// "direct 4.2 MB, relay 12.3 kB" of what went each way on each path.
 pub(crate) fn describe_paths(p: &PathBytes) -> String {
     let total = |t: &peer::Traffic| t.sent + t.received;
@@ -1112,6 +1256,19 @@ mod tests {
             assert_eq!((e.code, e.kind), (EXIT_USAGE, "usage"), "{bad:?}");
             assert!(e.message.contains("--redundancy-off-at"), "{}", e.message);
         }
+    }
+
+    #[test]
+    fn stats_meter_gives_rates_since_the_last_sample() {
+        let t0 = Instant::now();
+        let mut m = StatsMeter::new(t0);
+        // 250 kB out, 25 kB in over 2 s: 1000 and 100 kbit/s.
+        let r = m.sample(t0 + Duration::from_secs(2), 250_000, 25_000);
+        assert_eq!(r, Some((1000.0, 100.0)));
+        let r = m.sample(t0 + Duration::from_secs(4), 250_000, 50_000);
+        assert_eq!(r, Some((0.0, 100.0)));
+        // No time passed: no rate rather than infinity.
+        assert_eq!(m.sample(t0 + Duration::from_secs(4), 1, 1), None);
     }
 
     #[test]
@@ -1432,6 +1589,32 @@ mod tests {
                     text: "hi \"x\"",
                 },
                 json!({"event": "text", "peer": "p", "text": "hi \"x\""}),
+            ),
+            (
+                CliEvent::Stats {
+                    peer: "p",
+                    send_kbps: 812.5,
+                    recv_kbps: 3.0,
+                    rtt_ms: Some(1.5),
+                    loss_out: Some(0.01),
+                    loss_in: None,
+                },
+                json!({"event": "stats", "peer": "p", "send_kbps": 812.5, "recv_kbps": 3.0, "rtt_ms": 1.5, "loss_out": 0.01, "loss_in": null}),
+            ),
+            (
+                CliEvent::Recording {
+                    peer: "p",
+                    kind: "video",
+                    mid: "0",
+                    codec: "VP8",
+                    path: "/r/p-0.ivf",
+                    duration_ms: 2000,
+                    bytes: 5,
+                    frames: 60,
+                    done: false,
+                },
+                json!({"event": "recording", "peer": "p", "kind": "video", "mid": "0", "codec": "VP8", "path": "/r/p-0.ivf",
+                    "duration_ms": 2000, "bytes": 5, "frames": 60, "done": false}),
             ),
             (
                 CliEvent::Error {
