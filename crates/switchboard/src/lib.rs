@@ -12,8 +12,8 @@
 
 pub mod bench;
 pub mod config;
-pub mod listen;
 pub mod doctor;
+pub mod listen;
 mod metrics;
 pub mod p2p;
 mod relay;
