@@ -926,7 +926,7 @@ mod tests {
         assert_eq!(t.listen.to_string(), "0.0.0.0:3478");
         assert_eq!(t.relay_ports, (49152, 65535));
         assert_eq!(t.ttl, 86_400);
-        assert_eq!(t.core.bandwidth, 4 * 1024 * 1024);
+        assert_eq!(t.core.bandwidth, 64 * 1024 * 1024);
         assert_eq!((t.core.unauth_rate, t.core.unauth_burst), (20.0, 40));
         assert_eq!(
             (t.max_allocations, t.max_allocations_per_user),

@@ -3,9 +3,9 @@
 //! checked, `--ca-file`, `--insecure`, and the error an untrusted
 //! certificate gives.
 //!
-//! `serve` here speaks plain HTTP; `wss://` reaches it through a TLS
-//! terminator in this test (tokio-rustls with the test certificate), as a
-//! deployment behind a TLS proxy does.
+//! `serve` terminates TLS itself (`--tls-cert`), for HTTPS/WSS as for TURN
+//! over TLS; a plain TCP pipe in this test gives it a second address, for
+//! the wrong-name case.
 
 mod common;
 
@@ -49,11 +49,9 @@ fn sha256_hex(data: &[u8]) -> String {
         .collect()
 }
 
-/// Terminates TLS on a loopback port with the test certificate and pipes
-/// each connection to `backend`. Runs until the test process ends.
-fn tls_terminator(ca: &TestCa, bind: &str, backend: SocketAddr) -> SocketAddr {
-    let store = tls::CertStore::open(&ca.cert, &ca.key).unwrap();
-    let config = store.server_config(&[b"http/1.1"]).unwrap();
+/// Pipes each TCP connection to `bind` on to `backend`, bytes untouched
+/// (TLS stays end to end with serve). Runs until the test process ends.
+fn forwarder(bind: &str, backend: SocketAddr) -> SocketAddr {
     let listener = std::net::TcpListener::bind(bind).unwrap();
     let addr = listener.local_addr().unwrap();
     listener.set_nonblocking(true).unwrap();
@@ -64,20 +62,15 @@ fn tls_terminator(ca: &TestCa, bind: &str, backend: SocketAddr) -> SocketAddr {
             .unwrap();
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            let acceptor = tokio_rustls::TlsAcceptor::from(config);
             loop {
-                let Ok((tcp, _)) = listener.accept().await else {
+                let Ok((mut tcp, _)) = listener.accept().await else {
                     continue;
                 };
-                let acceptor = acceptor.clone();
                 tokio::spawn(async move {
-                    let Ok(mut tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
                     let Ok(mut up) = tokio::net::TcpStream::connect(backend).await else {
                         return;
                     };
-                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
+                    let _ = tokio::io::copy_bidirectional(&mut tcp, &mut up).await;
                 });
             }
         });
@@ -107,7 +100,7 @@ fn tls_server(ca: &TestCa) -> Server {
 fn send_recv_over_wss_and_turns_relay_only() {
     let ca = TestCa::new();
     let server = tls_server(&ca);
-    let proxy = tls_terminator(&ca, "127.0.0.1:0", server.addr);
+    let proxy = server.addr;
     let turns = format!(
         "turns:localhost:{}?transport=tcp",
         server.turn_tls.unwrap().port()
@@ -168,7 +161,12 @@ fn send_recv_over_wss_and_turns_relay_only() {
     let s = cli(&send).output().unwrap();
     let recv_status = r.wait().unwrap();
     let send_err = String::from_utf8_lossy(&s.stderr);
-    assert!(s.status.success(), "send exit {:?}: {send_err}", s.status);
+    assert!(
+        s.status.success(),
+        "send exit {:?}: {send_err}\n{}",
+        s.status,
+        String::from_utf8_lossy(&s.stdout)
+    );
     assert!(recv_status.success(), "recv exit {recv_status:?}");
     assert!(
         send_err.contains("--insecure"),
@@ -210,7 +208,7 @@ fn failing(args: &[&str]) -> (Option<i32>, Vec<Value>, String) {
 fn untrusted_certificates_fail_clearly() {
     let ca = TestCa::new();
     let server = tls_server(&ca);
-    let proxy = tls_terminator(&ca, "127.0.0.1:0", server.addr);
+    let proxy = server.addr;
     let url = format!("https://localhost:{}", proxy.port());
     // No --ca-file: the system's roots do not know the test CA.
     let (code, evs, _) = failing(&["chat", "--server", &url, "--room", "r", "--json"]);
@@ -224,7 +222,7 @@ fn untrusted_certificates_fail_clearly() {
     );
     // The CA trusted, but an address the certificate does not carry.
     let ca_file = ca.ca_arg();
-    let other = tls_terminator(&ca, "127.0.0.2:0", server.addr);
+    let other = forwarder("127.0.0.2:0", server.addr);
     let (code, evs, _) = failing(&[
         "chat",
         "--server",

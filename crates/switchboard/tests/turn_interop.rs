@@ -256,7 +256,8 @@ fn relay_over_tls_with_the_served_certificate() {
 
     // The handed-out list names it, with the same REST credentials as the
     // turn: URLs.
-    let (_, body) = server.get("/v1/ice-servers");
+    // serve speaks HTTPS on --listen with the same certificate.
+    let (_, body) = ca.https_get(server.addr, "/v1/ice-servers");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     let turn = v["iceServers"]
         .as_array()
@@ -297,7 +298,7 @@ fn turns_url_names_the_public_host() {
         "localhost",
     ]);
     let tls = server.turn_tls.unwrap();
-    let (_, body) = server.get("/v1/ice-servers");
+    let (_, body) = ca.https_get(server.addr, "/v1/ice-servers");
     assert!(
         body.contains(&format!("turns:localhost:{}?transport=tcp", tls.port())),
         "{body}"

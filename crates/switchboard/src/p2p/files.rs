@@ -438,7 +438,12 @@ impl Job<'_> {
         // vanished peer ends the attempt promptly; so are the receiver's
         // messages (a `file-resume` answers our `file-start`).
         loop {
-            while let Some(m) = link.channel.try_recv() {
+            // Not once file-end is out: the ack that may come next is for
+            // the wait below.
+            while !tx.is_awaiting_ack() {
+                let Some(m) = link.channel.try_recv() else {
+                    break;
+                };
                 self.on_receiver_message(&mut tx, &m, peer, &pb)?;
             }
             let msg = tx

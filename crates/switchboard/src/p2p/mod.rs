@@ -1566,7 +1566,7 @@ mod tests {
                 },
                 json!({"event": "file-received", "peer": "p", "name": "f", "path": null, "size": 9, "sha256": "ab", "ok": false, "ms": 4,
                     "paths": {"direct": {"sent": 0, "received": 0}, "relay": {"sent": 0, "received": 0}},
-                    "redundancy": {"loss_in": null, "active": false, "copies": 0}}),
+                    "redundancy": {"loss_in": null, "active": false, "copies": 0}, "resumed_at": null, "transferred": 9}),
             ),
             (
                 CliEvent::Reconnecting {

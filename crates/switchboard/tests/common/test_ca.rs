@@ -64,3 +64,46 @@ impl Drop for TestCa {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+impl TestCa {
+    /// GET over HTTPS from a server using this CA's certificate (the
+    /// connection is to `addr`, the name checked is `localhost`); returns
+    /// (status, body).
+    #[allow(dead_code)]
+    pub fn https_get(&self, addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+        use rustls::pki_types::pem::PemObject;
+        use std::io::{Read, Write};
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls::pki_types::CertificateDer::pem_file_iter(&self.ca).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+        let tcp = std::net::TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let mut s = rustls::StreamOwned::new(conn, tcp);
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        // A server may close without close_notify; what arrived stands.
+        let _ = s.read_to_end(&mut out);
+        let out = String::from_utf8(out).unwrap();
+        let status = out[9..12].parse().unwrap();
+        let body = out
+            .split_once("\r\n\r\n")
+            .map_or("", |(_, b)| b)
+            .to_string();
+        (status, body)
+    }
+}
