@@ -5,6 +5,7 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
+import https from 'node:https';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -55,9 +56,11 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
  * wait until /healthz answers. The built-in STUN/TURN server listens on
  * another free 127.0.0.1 port, or is switched off with
  * `{turn: false}`, so that several servers can run at once and nothing
- * listens beyond loopback.
+ * listens beyond loopback. With `{tlsCa: PEM}` the server is expected to
+ * serve HTTPS (the caller passes --tls-cert/--tls-key) and the health check
+ * trusts that CA.
  * @param {string[]} [extraArgs]
- * @param {{turn?: boolean}} [opts]
+ * @param {{turn?: boolean, tlsCa?: string}} [opts]
  */
 export async function startServer(extraArgs = [], opts = {}) {
   const bin = serverBinary();
@@ -77,9 +80,26 @@ export async function startServer(extraArgs = [], opts = {}) {
 }
 
 /**
+ * GET `url` over https trusting only `ca`; resolves to the status code.
+ * @param {string} url
+ * @param {string} ca
+ * @returns {Promise<number>}
+ */
+function httpsStatus(url, ca) {
+  return new Promise((resolve, reject) => {
+    const req = https.get(url, { ca }, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    });
+    req.on('error', reject);
+    req.setTimeout(5_000, () => req.destroy(new Error('timeout')));
+  });
+}
+
+/**
  * @param {string} bin
  * @param {string[]} extraArgs
- * @param {{turn?: boolean}} opts
+ * @param {{turn?: boolean, tlsCa?: string}} opts
  */
 async function startServerOnce(bin, extraArgs, opts) {
   const port = await freePort();
@@ -108,13 +128,17 @@ async function startServerOnce(bin, extraArgs, opts) {
   }));
   const failed = (why) => new Error(`switchboard ${args.join(' ')} ${why}:\n${output}`);
 
-  const origin = `http://127.0.0.1:${port}`;
+  const origin = opts.tlsCa ? `https://localhost:${port}` : `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 30_000;
   for (;;) {
     if (exited) throw failed(`exited early (${JSON.stringify(exited)})`);
     try {
-      const res = await fetch(`${origin}/healthz`);
-      if (res.ok) break;
+      if (opts.tlsCa) {
+        if ((await httpsStatus(`${origin}/healthz`, opts.tlsCa)) === 200) break;
+      } else {
+        const res = await fetch(`${origin}/healthz`);
+        if (res.ok) break;
+      }
     } catch { /* not up yet */ }
     if (Date.now() > deadline) {
       proc.kill('SIGKILL');
@@ -132,7 +156,7 @@ async function startServerOnce(bin, extraArgs, opts) {
     turnPort,
     args,
     origin,
-    wsUrl: `ws://127.0.0.1:${port}/v1/ws`,
+    wsUrl: opts.tlsCa ? `wss://localhost:${port}/v1/ws` : `ws://127.0.0.1:${port}/v1/ws`,
     get output() { return output; },
     async stop() {
       if (exited) return exited;
@@ -145,12 +169,18 @@ async function startServerOnce(bin, extraArgs, opts) {
   };
 }
 
-/** Launch headless Chromium with fake camera/microphone. */
-export async function launchBrowser() {
+/**
+ * Launch headless Chromium with fake camera/microphone. `{home}` runs it
+ * with that HOME, whose `.pki/nssdb` is the certificate store Chromium
+ * trusts on Linux.
+ * @param {{home?: string}} [opts]
+ */
+export async function launchBrowser(opts = {}) {
   if (!fs.existsSync(CHROMIUM)) {
     throw new Error(`Chromium not found at ${CHROMIUM}: apt-get install -y chromium`);
   }
-  return chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+  const env = opts.home ? { ...process.env, HOME: opts.home } : undefined;
+  return chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, env });
 }
 
 /**

@@ -39,7 +39,8 @@ before(async () => {
   run('certutil', ['-d', `sql:${db}`, '-N', '--empty-password']);
   run('certutil', ['-d', `sql:${db}`, '-A', '-t', 'C,,', '-n', 'switchboard-e2e-ca', '-i', path.join(dir, 'ca.pem')]);
   server = await startServer(
-    ['--tls-cert', path.join(dir, 'cert.pem'), '--tls-key', path.join(dir, 'key.pem')],
+    // TURN over TLS would take 0.0.0.0:5349 by default: keep it on loopback.
+    ['--tls-cert', path.join(dir, 'cert.pem'), '--tls-key', path.join(dir, 'key.pem'), '--turn-tls-listen', '127.0.0.1:0'],
     { tlsCa: fs.readFileSync(path.join(dir, 'ca.pem'), 'utf8') },
   );
   browser = await launchBrowser({ home });

@@ -1,5 +1,5 @@
-// Chromium relays a /call through switchboard's TURN over TLS only
-// (`turns:`), trusting a throw-away CA through an NSS database made with
+// Chromium loads /call over https and relays it through switchboard's TURN
+// over TLS only (`turns:`), trusting a throw-away CA through an NSS database made with
 // certutil (Debian libnss3-tools), not through --ignore-certificate-errors.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -74,9 +74,11 @@ function turnsOnlyInPage() {
 }
 
 test('/call relays through turns: with relayProtocol tls on both sides', { timeout: 120_000 }, async () => {
+  // The certificate serves /call over https too, so the page is a secure
+  // context on the same name as the turns: URL.
   const srv = await startServer(['--allow-peer', '127.0.0.0/8',
     '--tls-cert', path.join(dir, 'cert.pem'), '--tls-key', path.join(dir, 'key.pem'),
-    '--turn-tls-listen', '127.0.0.1:0']);
+    '--turn-tls-listen', '127.0.0.1:0'], { tlsCa: fs.readFileSync(path.join(dir, 'ca.pem'), 'utf8') });
   const room = roomName('turns');
   const a = await newPage(browser, 'turns-a', { initScript: turnsOnlyInPage });
   const b = await newPage(browser, 'turns-b', { initScript: turnsOnlyInPage });
