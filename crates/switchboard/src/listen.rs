@@ -4,7 +4,7 @@
 //! It owns what `axum::serve` left open to the network: a TLS handshake that
 //! never finishes, request headers that never finish (slowloris), and one
 //! host opening connections until the process runs out of descriptors. The
-//! bookkeeping that decides ([`PerIp`], [`AcceptBackoff`]) has no sockets and
+//! bookkeeping that decides ([`PerIpCap`] (shared with TURN over TCP), [`AcceptBackoff`]) has no sockets and
 //! no clock of its own; [`run`] is the thin tokio driver around it.
 //!
 //! HTTP/2 is not offered: every route is a small page or a WebSocket upgrade,
@@ -17,11 +17,9 @@ use hyper::body::Incoming;
 use hyper::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::metrics::counter::Counter;
-use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -30,6 +28,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, warn};
+use turn::tcp::{IpSlot, PerIpCap};
 
 /// The ALPN id of ACME's TLS-ALPN-01 validation (RFC 8737).
 pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
@@ -63,78 +62,6 @@ pub struct Counters {
     pub handshake_failures: Counter,
     /// Connections closed because request headers did not arrive in time.
     pub header_timeouts: Counter,
-}
-
-/// The key a source is counted under: an IPv4 address, or an IPv6 /64 (one
-/// host usually holds a whole /64). IPv4-mapped IPv6 counts as IPv4.
-fn source_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let s = v6.segments();
-                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-            }
-        },
-    }
-}
-
-/// Open connections per source, capped.
-#[derive(Debug)]
-pub struct PerIp {
-    max: usize,
-    open: Mutex<HashMap<IpAddr, usize>>,
-}
-
-impl PerIp {
-    /// A table allowing `max` connections per source; 0 = no cap.
-    pub fn new(max: usize) -> Arc<PerIp> {
-        Arc::new(PerIp {
-            max,
-            open: Mutex::new(HashMap::new()),
-        })
-    }
-
-    /// A slot for one more connection from `ip`, held until the slot drops;
-    /// `None` when the source is at the cap.
-    pub fn acquire(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
-        if self.max == 0 {
-            return Some(Slot(None));
-        }
-        let key = source_key(ip);
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        let n = open.entry(key).or_insert(0);
-        if *n >= self.max {
-            return None;
-        }
-        *n += 1;
-        Some(Slot(Some((self.clone(), key))))
-    }
-
-    /// Connections open from `ip`'s source now.
-    pub fn open(&self, ip: IpAddr) -> usize {
-        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        open.get(&source_key(ip)).copied().unwrap_or(0)
-    }
-}
-
-/// One connection's place in [`PerIp`]; gives it back on drop.
-#[derive(Debug)]
-pub struct Slot(Option<(Arc<PerIp>, IpAddr)>);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        if let Some((table, key)) = self.0.take() {
-            let mut open = table.open.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(n) = open.get_mut(&key) {
-                *n -= 1;
-                if *n == 0 {
-                    open.remove(&key);
-                }
-            }
-        }
-    }
 }
 
 /// How the accept loop waits after an error such as EMFILE (out of
@@ -184,12 +111,12 @@ fn is_connection_error(e: &io::Error) -> bool {
     )
 }
 
-/// A stream that holds its connection's [`Slot`]: the slot goes when the
+/// A stream that holds its connection's [`IpSlot`]: the slot goes when the
 /// stream does, which for a WebSocket is when the upgraded socket closes,
 /// long after hyper let go of the connection.
 struct Counted<S> {
     inner: S,
-    _slot: Slot,
+    _slot: IpSlot,
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
@@ -244,7 +171,7 @@ pub async fn run(
     counters: Counters,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
-    let per_ip = PerIp::new(limits.max_per_ip);
+    let per_ip = PerIpCap::new(limits.max_per_ip);
     let conns = TaskTracker::new();
     let mut backoff = AcceptBackoff::default();
     loop {
@@ -269,7 +196,7 @@ pub async fn run(
                 }
             }
         };
-        let Some(slot) = per_ip.acquire(remote.ip()) else {
+        let Some(slot) = per_ip.try_acquire(remote.ip()) else {
             // Closed before any read or allocation: the cheapest refusal.
             counters.refused_per_ip.inc();
             debug!(%remote, "refused: --max-connections-per-ip reached");
@@ -376,42 +303,6 @@ async fn serve_http<I>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn per_ip_caps_and_gives_back() {
-        let table = PerIp::new(2);
-        let a: IpAddr = "127.0.0.2".parse().unwrap();
-        let b: IpAddr = "127.0.0.3".parse().unwrap();
-        let s1 = table.acquire(a).unwrap();
-        let _s2 = table.acquire(a).unwrap();
-        assert!(table.acquire(a).is_none(), "a third from one source");
-        let _other = table.acquire(b).expect("another source has its own count");
-        drop(s1);
-        assert_eq!(table.open(a), 1);
-        let _s3 = table.acquire(a).expect("a slot came back");
-        assert!(table.acquire(a).is_none());
-    }
-
-    #[test]
-    fn per_ip_counts_a_v6_slash_64_and_mapped_v4_as_one_source() {
-        let table = PerIp::new(1);
-        let _x = table.acquire("2001:db8:1:2::1".parse().unwrap()).unwrap();
-        assert!(table
-            .acquire("2001:db8:1:2:ffff::9".parse().unwrap())
-            .is_none());
-        assert!(table.acquire("2001:db8:1:3::1".parse().unwrap()).is_some());
-        let _y = table.acquire("10.0.0.1".parse().unwrap()).unwrap();
-        assert!(table.acquire("::ffff:10.0.0.1".parse().unwrap()).is_none());
-    }
-
-    #[test]
-    fn per_ip_zero_is_no_cap_and_keeps_no_table() {
-        let table = PerIp::new(0);
-        let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        let slots: Vec<_> = (0..1000).map(|_| table.acquire(ip).unwrap()).collect();
-        assert_eq!(slots.len(), 1000);
-        assert_eq!(table.open(ip), 0);
-    }
 
     #[test]
     fn accept_backoff_grows_and_logs_once_a_second() {
