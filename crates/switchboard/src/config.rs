@@ -100,7 +100,8 @@ pub struct Settings {
     #[arg(long, env = "SWITCHBOARD_HTTP_REDIRECT", value_name = "ADDR")]
     pub http_redirect: Option<SocketAddr>,
 
-    /// Seconds a TLS handshake may take before the connection is closed
+    /// Seconds a TLS handshake (HTTPS, TURN over TLS) may take before the
+    /// connection is closed
     #[arg(long, env = "SWITCHBOARD_TLS_HANDSHAKE_TIMEOUT", value_name = "SECS")]
     pub tls_handshake_timeout: f64,
 
@@ -310,13 +311,14 @@ pub struct Settings {
     #[arg(long, env = "SWITCHBOARD_MAX_TURN_TCP_PER_IP", value_name = "N")]
     pub max_turn_tcp_per_ip: usize,
 
-    /// TURN over TLS address, with the --tls-cert certificate [default:
-    /// 0.0.0.0:5349 when --tls-cert is given]
+    /// TURN over TLS address, with the HTTPS certificate [default:
+    /// 0.0.0.0:5349 when --tls-cert or --acme is given]
     #[arg(long, env = "SWITCHBOARD_TURN_TLS_LISTEN", value_name = "ADDR")]
     pub turn_tls_listen: Option<SocketAddr>,
 
     /// Host name clients reach this server by, the name on the certificate:
-    /// the HOST of the turns: URLs handed out [default: the --external-ip]
+    /// the HOST of the turns: URLs handed out [default: the first --acme
+    /// domain, else the --external-ip]
     #[arg(long, env = "SWITCHBOARD_PUBLIC_HOST", value_name = "HOST")]
     pub public_host: Option<String>,
 }
@@ -717,7 +719,10 @@ impl Settings {
         let turn = if self.no_turn {
             None
         } else {
-            Some(self.check_turn(tls.is_some())?)
+            // ACME's certificate is for its first domain, so that is the
+            // name `turns:` URLs carry unless --public-host says otherwise.
+            let acme_name = acme.as_ref().map(|a| a.domains[0].as_str());
+            Some(self.check_turn(tls.is_some() || acme.is_some(), acme_name)?)
         };
         Ok(ServeConfig {
             listen: self.listen,
@@ -755,7 +760,7 @@ impl Settings {
         Ok(Some(auth))
     }
 
-    fn check_turn(&self, has_cert: bool) -> Result<TurnConfig> {
+    fn check_turn(&self, has_cert: bool, cert_name: Option<&str>) -> Result<TurnConfig> {
         let s = &self.relay_ports;
         let parsed = s.split_once('-').and_then(|(lo, hi)| {
             Some((
@@ -835,14 +840,17 @@ impl Settings {
             tls_listen: match (self.turn_tls_listen, has_cert) {
                 (Some(a), true) => Some(a),
                 (None, true) => Some(SocketAddr::from(([0, 0, 0, 0], 5349))),
-                (Some(_), false) => bail!("--turn-tls-listen needs --tls-cert and --tls-key"),
+                (Some(_), false) => {
+                    bail!("--turn-tls-listen needs a certificate: --tls-cert and --tls-key, or --acme")
+                }
                 (None, false) => None,
             },
             public_host: match &self.public_host {
                 Some(h) if h.is_empty() || h.contains(['/', '?', ' ']) => {
                     bail!("--public-host {h:?} must be a bare host name or IP address")
                 }
-                h => h.clone(),
+                Some(h) => Some(h.clone()),
+                None => cert_name.map(str::to_string),
             },
         })
     }

@@ -68,8 +68,11 @@ pub struct TurnSettings {
 #[derive(Clone)]
 pub struct TurnTls {
     pub listen: SocketAddr,
-    /// Takes its certificate from serve's reloading store.
+    /// Takes its certificate from serve's reloading store, or from ACME.
     pub config: Arc<rustls::ServerConfig>,
+    /// `--tls-handshake-timeout`; the allocate deadline, which counts
+    /// from the accept, bounds it too.
+    pub handshake_timeout: Duration,
 }
 
 impl std::fmt::Debug for TurnTls {
@@ -329,7 +332,8 @@ pub fn start(settings: TurnSettings, shutdown: CancellationToken) -> Result<Turn
             tokio::spawn(accept_tls(
                 TcpListener::from_std(l)?,
                 acceptor,
-                settings.tcp_limits.allocate_timeout,
+                t.handshake_timeout
+                    .min(settings.tcp_limits.allocate_timeout),
                 cap,
                 dealer,
                 shutdown.clone(),
@@ -412,8 +416,8 @@ async fn accept_tcp(
 }
 
 /// Accepts TURN over TLS. Each handshake runs as its own task on this
-/// runtime, bounded by `deadline` (the allocate deadline, which counts
-/// from the accept anyway); the worker then gets the socket and the
+/// runtime, bounded by `deadline` (the handshake timeout, or the
+/// allocate deadline when that is shorter); the worker then gets the socket and the
 /// rustls session and does the record layer itself.
 async fn accept_tls(
     listener: TcpListener,

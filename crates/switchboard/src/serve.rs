@@ -278,15 +278,26 @@ pub async fn start(mut cfg: ServeConfig, listener: TcpListener) -> anyhow::Resul
         }
         None => None,
     };
-    let tls = match &certs {
-        Some(store) => Some(tokio_rustls::TlsAcceptor::from(
-            store.server_config(&[b"http/1.1"])?,
-        )),
-        None => None,
-    };
-    let tls = match (&cfg.acme, tls) {
-        (Some(acme), None) => Some(start_acme(acme, shutdown.clone())?),
-        (_, tls) => tls,
+    // TURN over TLS shows the same certificate as HTTPS, from the file
+    // store or from ACME, without an ALPN: TURN clients rarely offer one
+    // (RFC 7443's "stun.turn"), and one we did not list would fail them.
+    let (tls, turn_tls) = match (&certs, &cfg.acme) {
+        (Some(store), _) => (
+            Some(tokio_rustls::TlsAcceptor::from(
+                store.server_config(&[b"http/1.1"])?,
+            )),
+            Some(store.server_config(&[])?),
+        ),
+        (None, Some(acme)) => {
+            let resolver = start_acme(acme, shutdown.clone())?;
+            let mut https = acme_server_config(resolver.clone())?;
+            https.alpn_protocols = vec![b"http/1.1".to_vec(), listen::ACME_TLS_ALPN.to_vec()];
+            (
+                Some(tokio_rustls::TlsAcceptor::from(Arc::new(https))),
+                Some(Arc::new(acme_server_config(resolver)?)),
+            )
+        }
+        (None, None) => (None, None),
     };
     let redirect = match cfg.http_redirect {
         Some(at) => Some(bind(at).await?),
@@ -295,7 +306,13 @@ pub async fn start(mut cfg: ServeConfig, listener: TcpListener) -> anyhow::Resul
     let redirect_addr = redirect.as_ref().map(|l| l.local_addr()).transpose()?;
     let (turn, ice) = match &cfg.turn {
         Some(t) => {
-            let (handle, ice) = start_turn(t, &cfg.ice_servers, certs.as_ref(), shutdown.clone())?;
+            let (handle, ice) = start_turn(
+                t,
+                &cfg.ice_servers,
+                turn_tls,
+                cfg.limits.handshake_timeout,
+                shutdown.clone(),
+            )?;
             (Some(handle), ice)
         }
         None => (None, cfg.hub.ice_servers.clone()),
@@ -454,7 +471,7 @@ async fn serve(
 fn start_acme(
     acme: &crate::config::AcmeSettings,
     shutdown: CancellationToken,
-) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+) -> anyhow::Result<Arc<rustls_acme::ResolvesServerCertAcme>> {
     use futures_util::StreamExt;
     use tokio_rustls::rustls::pki_types::pem::PemObject;
     let mut config = rustls_acme::AcmeConfig::new(&acme.domains)
@@ -482,11 +499,7 @@ fn start_acme(
         config = config.client_tls_config(Arc::new(client));
     }
     let mut state = config.state();
-    let mut server = tokio_rustls::rustls::ServerConfig::builder_with_provider(tls::provider())
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_cert_resolver(state.resolver());
-    server.alpn_protocols = vec![b"http/1.1".to_vec(), listen::ACME_TLS_ALPN.to_vec()];
+    let resolver = state.resolver();
     let domains = acme.domains.join(",");
     tokio::spawn(async move {
         loop {
@@ -500,7 +513,19 @@ fn start_acme(
             }
         }
     });
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(server)))
+    Ok(resolver)
+}
+
+/// A TLS server config that shows whatever certificate ACME holds.
+fn acme_server_config(
+    resolver: Arc<rustls_acme::ResolvesServerCertAcme>,
+) -> anyhow::Result<tokio_rustls::rustls::ServerConfig> {
+    Ok(
+        tokio_rustls::rustls::ServerConfig::builder_with_provider(tls::provider())
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_cert_resolver(resolver),
+    )
 }
 
 /// How often the certificate files are checked for a change.
@@ -552,7 +577,8 @@ fn redirect_target(host: &str, path: &str, https_port: u16) -> Option<String> {
 fn start_turn(
     t: &TurnConfig,
     static_urls: &[String],
-    certs: Option<&Arc<tls::CertStore>>,
+    tls_config: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    handshake_timeout: Duration,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(TurnHandle, Arc<dyn IceServers>)> {
     let detected = detect_primary_ip();
@@ -618,12 +644,11 @@ fn start_turn(
         max_allocations_per_user: t.max_allocations_per_user,
         tcp_limits: t.tcp_limits,
         max_tcp_per_ip: t.max_tcp_per_ip,
-        tls: match (t.tls_listen, certs) {
-            (Some(listen), Some(certs)) => Some(TurnTls {
+        tls: match (t.tls_listen, tls_config) {
+            (Some(listen), Some(config)) => Some(TurnTls {
                 listen,
-                // No ALPN: TURN clients rarely offer one (RFC 7443's
-                // "stun.turn"), and one we did not list would fail them.
-                config: certs.server_config(&[])?,
+                config,
+                handshake_timeout,
             }),
             _ => None,
         },

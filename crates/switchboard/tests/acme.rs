@@ -1,6 +1,7 @@
 //! `serve --acme`: a certificate ordered from Debian's `pebble` (a local
-//! ACME test CA, started here on loopback) is served on --listen, kept in
-//! --acme-cache and served again from the cache after a restart.
+//! ACME test CA, started here on loopback) is served on --listen and on
+//! TURN over TLS, kept in --acme-cache, served again from the cache after
+//! a restart, and renewed when the cached one is due.
 //!
 //! The validation is real: pebble resolves the test domain through
 //! `pebble-challtestsrv` (its mock DNS, answering 127.0.0.1 for every name)
@@ -167,7 +168,7 @@ async fn wait_for_cert(server: &Server, tls: &TlsConnector) -> CertificateDer<'s
 }
 
 #[tokio::test]
-async fn a_certificate_from_pebble_is_served_and_cached() {
+async fn a_certificate_from_pebble_is_served_cached_and_renewed() {
     let dir = Dir(std::env::temp_dir().join(format!("sb-acme-{}", std::process::id())));
     let _ = std::fs::remove_dir_all(&dir.0);
     std::fs::create_dir_all(&dir.0).unwrap();
@@ -179,7 +180,8 @@ async fn a_certificate_from_pebble_is_served_and_cached() {
     let cache = dir.0.join("cache");
     let ca_file = dir.0.join("ca.pem");
     let args = [
-        "--no-turn",
+        "--turn-tls-listen",
+        "127.0.0.1:0",
         "--acme",
         DOMAIN,
         "--acme-email",
@@ -210,10 +212,99 @@ async fn a_certificate_from_pebble_is_served_and_cached() {
     // Not for another name, and not for a client that does not trust pebble.
     assert!(get(&client, server.addr, "other.test", "/").await.is_err());
     assert!(get(&mgmt, server.addr, DOMAIN, "/").await.is_err());
+
+    // TURN over TLS shows the same certificate, and `turns:` URLs name the
+    // domain (what the certificate is for), not the relay's IP.
+    let turn_tls = server.turn_tls.expect("TURN over TLS listens with --acme");
+    assert_eq!(turn_leaf(&client, turn_tls).await.unwrap(), first);
+    let (resp, _) = get(&client, server.addr, DOMAIN, "/v1/ice-servers")
+        .await
+        .unwrap();
+    let want = format!("turns:{DOMAIN}:{}?transport=tcp", turn_tls.port());
+    assert!(resp.contains(&want), "{want} not in {resp}");
     drop(server);
 
     // A restart serves the cached certificate without ordering again.
     let server = Server::start_at(&listen, &args);
     let again = wait_for_cert(&server, &client).await;
     assert_eq!(again, first, "the restart ordered a new certificate");
+    drop(server);
+
+    // Renewal. pebble's certificates last years, so the test makes the
+    // cached one due instead: a stand-in from a CA of its own, first with
+    // most of its life left (served as it is, which shows the stand-in is
+    // read), then expired (replaced by a new order).
+    let cert_file = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("cached_cert_")
+        })
+        .expect("a cached certificate");
+    let (stand_in_ca, fresh) = stand_in(&cert_file, (2000, 2100));
+    let stand_in_client = connector(&[stand_in_ca]);
+    let server = Server::start_at(&listen, &args);
+    let served = wait_for_cert(&server, &stand_in_client).await;
+    assert_eq!(served, fresh);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_, still) = get(&stand_in_client, server.addr, DOMAIN, "/")
+        .await
+        .unwrap();
+    assert_eq!(still, fresh, "a certificate with years left was renewed");
+    drop(server);
+
+    let (_, expired) = stand_in(&cert_file, (2000, 2001));
+    let server = Server::start_at(&listen, &args);
+    let renewed = wait_for_cert(&server, &client).await;
+    assert_ne!(renewed, first);
+    assert_ne!(renewed, expired);
+    let turn_tls = server.turn_tls.unwrap();
+    assert_eq!(turn_leaf(&client, turn_tls).await.unwrap(), renewed);
+    // And the renewed one is what the cache holds now.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let cached = std::fs::read(&cert_file).unwrap();
+        let chain: Vec<_> = CertificateDer::pem_slice_iter(&cached)
+            .collect::<Result<_, _>>()
+            .unwrap();
+        if chain.first() == Some(&renewed) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the renewed certificate was not cached"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Writes, in rustls-acme's cache format (the PKCS#8 key, then the chain),
+/// a certificate for DOMAIN valid from January 1st of `years.0` to that of
+/// `years.1`, from a CA made here. Returns that CA and the leaf.
+fn stand_in(path: &Path, years: (i32, i32)) -> (CertificateDer<'static>, CertificateDer<'static>) {
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec![DOMAIN.to_string()]).unwrap();
+    params.not_before = rcgen::date_time_ymd(years.0, 1, 1);
+    params.not_after = rcgen::date_time_ymd(years.1, 1, 1);
+    let leaf = params.signed_by(&key, &ca).unwrap();
+    let pem = format!("{}\n{}{}", key.serialize_pem(), leaf.pem(), ca.pem());
+    std::fs::write(path, pem).unwrap();
+    (ca.der().clone(), leaf.der().clone())
+}
+
+/// The leaf a TLS handshake with TURN over TLS shows for DOMAIN.
+async fn turn_leaf(
+    tls: &TlsConnector,
+    addr: SocketAddr,
+) -> std::io::Result<CertificateDer<'static>> {
+    let tcp = TcpStream::connect(addr).await?;
+    let name = ServerName::try_from(DOMAIN.to_string()).unwrap();
+    let s = tls.connect(name, tcp).await?;
+    Ok(s.get_ref().1.peer_certificates().unwrap()[0].clone())
 }
