@@ -84,6 +84,9 @@ pub(crate) enum Cmd {
     GetSignalingState {
         reply: Reply<SignalingState>,
     },
+    GetDescriptions {
+        reply: Reply<(Option<SessionDescription>, Option<SessionDescription>)>,
+    },
     GetStats {
         reply: Reply<Stats>,
     },
@@ -166,6 +169,10 @@ pub(crate) struct Driver {
     unsent: Vec<usize>,
     end_sent: bool,
     neg: Negotiation,
+    /// The last offer or answer set locally and remotely (what
+    /// `currentLocalDescription`/`currentRemoteDescription` roughly are).
+    last_local: Option<SessionDescription>,
+    last_remote: Option<SessionDescription>,
 
     chans: Channels,
     /// Reused list of channels with queued writes.
@@ -257,6 +264,8 @@ impl Driver {
             unsent: Vec::new(),
             end_sent: false,
             neg: Negotiation::default(),
+            last_local: None,
+            last_remote: None,
             chans,
             busy: Vec::new(),
             next_track: 1,
@@ -748,6 +757,10 @@ impl Driver {
                 reply,
             } => answer(reply, self.add_track(kind, stream)),
             Cmd::GetSignalingState { reply } => answer(reply, Ok(self.neg.state())),
+            Cmd::GetDescriptions { reply } => answer(
+                reply,
+                Ok((self.last_local.clone(), self.last_remote.clone())),
+            ),
             Cmd::GetStats { reply } => answer(reply, Ok(self.current_stats())),
             Cmd::Close { reply } => {
                 self.shutdown();
@@ -1121,6 +1134,9 @@ impl Driver {
             return Err(Error::ModifiedSdp);
         }
         let action = self.neg.jsep.set_local(desc.kind)?;
+        if matches!(desc.kind, SdpType::Offer | SdpType::Answer) {
+            self.last_local = Some(desc.clone());
+        }
         match action {
             LocalAction::UseOffer => {}
             LocalAction::UseAnswer => {
@@ -1204,6 +1220,7 @@ impl Driver {
                     self.neg.store_remote_offer(offer);
                 }
                 self.neg.learn_remote_sdp(&desc.sdp);
+                self.last_remote = Some(desc.clone());
             }
             RemoteAction::ApplyAnswer => {
                 // Both exist in have-local-offer; if str0m ever disagrees,
@@ -1222,6 +1239,7 @@ impl Driver {
                     return Err(Error::InvalidSdp(e.to_string()));
                 }
                 self.neg.learn_remote_sdp(&desc.sdp);
+                self.last_remote = Some(desc.clone());
                 if desc.sdp.contains("m=application") {
                     self.neg.app_negotiated = true;
                 }

@@ -587,6 +587,15 @@ impl PeerConnection {
         d.ok_or(Error::NothingToNegotiate)
     }
 
+    /// The last offer or answer set locally and the last one set
+    /// remotely, as they were given (the remote one as the signaling
+    /// server delivered it).
+    pub async fn descriptions(
+        &self,
+    ) -> Result<(Option<SessionDescription>, Option<SessionDescription>), Error> {
+        call!(self, GetDescriptions {})
+    }
+
     /// `setRemoteDescription`: an offer (rolling back a local one first on
     /// a collision, the polite side's move), an answer to our offer, or a
     /// rollback. SDP that does not parse fails with [`Error::InvalidSdp`]

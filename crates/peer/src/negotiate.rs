@@ -18,13 +18,18 @@ use tracing::{debug, warn};
 /// One negotiation message between two peers: what a switchboard `signal`
 /// carries in `data`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase", try_from = "SignalWire")]
+#[serde(rename_all = "lowercase", try_from = "serde_json::Value")]
 pub enum Signal {
     /// `{"description":{"type":"offer"|"answer"|"rollback","sdp":..}}`
     Description(SessionDescription),
     /// `{"candidate":{..}}`; `None` (`{"candidate":null}`) is
     /// end-of-candidates.
     Candidate(Option<IceCandidateInit>),
+    /// Any other object: the application's own message, which
+    /// negotiation leaves alone (a room hands it to the app as
+    /// [`crate::room::RoomEvent::Signal`]).
+    #[serde(untagged)]
+    Other(serde_json::Value),
 }
 
 /// How a [`Signal`] is read: other keys are ignored (the object comes from
@@ -47,14 +52,23 @@ where
     T::deserialize(d).map(Some)
 }
 
-impl TryFrom<SignalWire> for Signal {
-    type Error = &'static str;
+impl TryFrom<serde_json::Value> for Signal {
+    type Error = String;
 
-    fn try_from(w: SignalWire) -> Result<Self, Self::Error> {
+    fn try_from(v: serde_json::Value) -> Result<Self, Self::Error> {
+        let Some(obj) = v.as_object() else {
+            return Err("a signal is a JSON object".into());
+        };
+        let negotiation =
+            obj.get("description").is_some_and(|d| !d.is_null()) || obj.contains_key("candidate");
+        if !negotiation {
+            return Ok(Signal::Other(v));
+        }
+        let w = SignalWire::deserialize(&v).map_err(|e| e.to_string())?;
         match (w.description, w.candidate) {
             (Some(d), _) => Ok(Signal::Description(d)),
             (None, Some(c)) => Ok(Signal::Candidate(c)),
-            (None, None) => Err("signal is neither description nor candidate"),
+            (None, None) => Err("signal is neither description nor candidate".into()),
         }
     }
 }
@@ -203,6 +217,8 @@ async fn handle(
             }
             Err(e) => Err(e),
         },
+        // The room hands these to the app before they get here.
+        Signal::Other(_) => Ok(()),
     }
 }
 
@@ -290,9 +306,13 @@ mod tests {
             read(r#"{"description":null,"candidate":null}"#).unwrap(),
             Signal::Candidate(None)
         );
+        // Objects that are no negotiation message are the app's.
+        for other in [r#"{}"#, r#"{"pair":{"v":1}}"#, r#"{"description":null}"#] {
+            let v: serde_json::Value = serde_json::from_str(other).unwrap();
+            assert_eq!(read(other).unwrap(), Signal::Other(v.clone()));
+            assert_eq!(serde_json::to_value(Signal::Other(v.clone())).unwrap(), v);
+        }
         for bad in [
-            r#"{}"#,
-            r#"{"hello":1}"#,
             r#"{"description":"weird"}"#,
             r#"{"description":{"type":"bogus","sdp":""}}"#,
             r#"{"candidate":{"sdpMid":"0"}}"#,

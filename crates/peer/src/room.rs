@@ -188,6 +188,15 @@ pub enum RoomEvent {
         /// The channel; it may still be `Connecting`.
         channel: DataChannel,
     },
+    /// A `signal` from `peer` that is no negotiation message (neither a
+    /// description nor a candidate): the application's own, e.g. a
+    /// pairing exchange ([`Room::signal`] sends one).
+    Signal {
+        /// The sender's id, as the server saw it.
+        peer: String,
+        /// The `data` object, unchanged.
+        data: Value,
+    },
     /// Any other connection event (states, tracks, keyframe requests).
     Peer {
         /// The remote peer's id.
@@ -289,6 +298,8 @@ pub struct Room {
     pub events: mpsc::Receiver<RoomEvent>,
     /// Tells the room task to leave; dropping it leaves too.
     leave: mpsc::UnboundedSender<()>,
+    /// Our signals to the room task (resent after a resume like the rest).
+    signals: mpsc::UnboundedSender<Outgoing>,
 }
 
 impl Room {
@@ -297,6 +308,50 @@ impl Room {
     /// stops reconnecting. The connections are closed by their owners.
     pub fn leave(&self) {
         let _ = self.leave.send(());
+    }
+
+    /// Sends `data`, a JSON object of the application's, to `peer` as a
+    /// `signal` ([`Signaler::signal`]).
+    pub fn signal(&self, peer: &str, data: &Value) -> Result<(), RoomError> {
+        self.signaler().signal(peer, data)
+    }
+
+    /// A handle that sends the application's signals into this room, for
+    /// code that does not hold the [`Room`].
+    pub fn signaler(&self) -> Signaler {
+        Signaler(self.signals.clone())
+    }
+}
+
+/// Sends the application's own signals into a room ([`Room::signaler`]).
+#[derive(Clone)]
+pub struct Signaler(mpsc::UnboundedSender<Outgoing>);
+
+impl std::fmt::Debug for Signaler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Signaler")
+    }
+}
+
+impl Signaler {
+    /// Sends `data`, a JSON object of the application's, to `peer` as a
+    /// `signal`, in order with the negotiation's own signals and before a
+    /// later [`Room::leave`]. The object must not have a `description` or
+    /// `candidate` key (those are negotiation's). It arrives as
+    /// [`RoomEvent::Signal`]. Once the room has ended it goes nowhere.
+    pub fn signal(&self, peer: &str, data: &Value) -> Result<(), RoomError> {
+        let obj = data
+            .as_object()
+            .ok_or_else(|| RoomError::Protocol("an app signal is a JSON object".into()))?;
+        if obj.contains_key("description") || obj.contains_key("candidate") {
+            return Err(RoomError::Protocol(
+                "an app signal may not use the description or candidate keys".into(),
+            ));
+        }
+        let raw = serde_json::value::to_raw_value(data)
+            .map_err(|e| RoomError::Protocol(e.to_string()))?;
+        let _ = self.0.send((peer.to_string(), raw));
+        Ok(())
     }
 }
 
@@ -535,7 +590,7 @@ pub async fn join(cfg: RoomConfig) -> Result<Room, RoomError> {
         conns: HashMap::new(),
         early: HashMap::new(),
         events: ev_tx,
-        signals: sig_tx,
+        signals: sig_tx.clone(),
         internal: mpsc::channel(INTERNAL_EVENTS),
         session,
         ws: None,
@@ -558,6 +613,7 @@ pub async fn join(cfg: RoomConfig) -> Result<Room, RoomError> {
         ice_servers,
         events: ev_rx,
         leave: leave_tx,
+        signals: sig_tx,
     })
 }
 
@@ -815,6 +871,14 @@ impl RoomTask {
                     }
                 }
                 _ = leave.recv() => {
+                    // Signals queued before the leave go first: a last
+                    // word to a peer (a failed pairing's proof) arrives.
+                    while let Ok((to, data)) = signals.try_recv() {
+                        let frame = self.session.signal(&to, data);
+                        if self.send(frame).await.is_some() {
+                            break;
+                        }
+                    }
                     if let Some(ws) = self.ws.as_mut() {
                         let bye = async {
                             ws.send(Ws::text(ClientMessage::Leave.to_json())).await?;
@@ -1244,6 +1308,16 @@ impl RoomTask {
                 self.open(peer, false);
             }
             ServerFrame::PeerLeft { peer, .. } => self.peer_left(peer).await,
+            ServerFrame::Signal {
+                from,
+                data: Signal::Other(data),
+                ..
+            } => {
+                let _ = self
+                    .events
+                    .send(RoomEvent::Signal { peer: from, data })
+                    .await;
+            }
             ServerFrame::Signal { from, data, .. } => match self.conns.get(&from) {
                 Some(Some(c)) => {
                     let _ = c.signals.send(data);

@@ -17,6 +17,33 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use transfer::{AckOutcome, FileInfo, Frame, Outbound, Received, Receiver, ResumeOutcome, Sender};
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_point_at_the_servers_drop_page_and_name_their_server() {
+        assert_eq!(
+            drop_page("http://127.0.0.1:8080"),
+            "http://127.0.0.1:8080/drop"
+        );
+        assert_eq!(drop_page("wss://h.example/v1/ws"), "https://h.example/drop");
+        assert_eq!(drop_page("https://h.example/"), "https://h.example/drop");
+        assert_eq!(
+            link_origin("https://h.example:8443/drop#room=pair-1&key=x").as_deref(),
+            Some("https://h.example:8443")
+        );
+        assert_eq!(link_origin("room=pair-1&key=x"), None);
+        assert_eq!(link_origin("ftp://h/drop#x"), None);
+        assert!(matches!(
+            read_secret("7-violet-harbor"),
+            Ok(pairing::Secret::Code(_))
+        ));
+        assert!(read_secret("7-violet").is_err());
+        assert!(read_secret("https://h/drop#room=pair-1").is_err());
+    }
+}
+
 #[derive(Args)]
 pub struct SendArgs {
     #[command(flatten)]
@@ -34,6 +61,12 @@ pub struct SendArgs {
 pub struct RecvArgs {
     #[command(flatten)]
     pub common: PeerArgs,
+    /// The code (`7-violet-harbor`) or link (`https://HOST/drop#room=…`)
+    /// that `send` printed, in place of --room: the sender is then proven
+    /// to hold it, and the connection bound to it, before anything is
+    /// written.
+    #[arg(value_name = "CODE|LINK", conflicts_with = "room")]
+    pub secret: Option<String>,
     /// Directory to save files in (created if missing).
     #[arg(long)]
     pub out: PathBuf,
@@ -158,6 +191,97 @@ fn walk(dir: &Path, rel: String, files: &mut Vec<Outgoing>) -> Result<(), Failur
     Ok(())
 }
 
+/// How many taken rooms `send` skips before it gives up on a code.
+const CODE_TRIES: usize = 8;
+
+/// `send` without `--room`: a fresh code and a link to the same room,
+/// which must be empty (another sender's code would otherwise collide).
+/// Prints both, and sets `tracker` to pair every peer by either.
+async fn host_room(
+    common: &PeerArgs,
+    out: &Out,
+    tracker: &mut Tracker,
+) -> Result<peer::room::Room, Failure> {
+    let page = drop_page(&common.server);
+    for _ in 0..CODE_TRIES {
+        let code = pairing::Code::random();
+        let link = pairing::LinkSecret::for_code(&code);
+        let mut args = common.clone();
+        args.room = Some(code.room());
+        let mut room = join(room_config(&args, "send")?, out).await?;
+        if !room.peers.is_empty() {
+            super::leave_and_wait(&mut room).await;
+            continue;
+        }
+        let (code_text, url) = (code.to_string(), format!("{page}#{}", link.fragment()));
+        out.event(
+            CliEvent::Code {
+                code: &code_text,
+                link: &url,
+            },
+            || {
+                format!(
+                    "code: {code_text}\n  on the other machine: switchboard recv {code_text} --server {} --out DIR\n  or, with the link: switchboard recv '{url}' --out DIR",
+                    common.server
+                )
+            },
+        );
+        tracker.pair(
+            move || pairing::Pairing::host(&code, &link),
+            room.signaler(),
+        );
+        return Ok(room);
+    }
+    Err(Failure::new(
+        super::EXIT_SIGNALING,
+        "signaling",
+        format!("{CODE_TRIES} code rooms in a row were taken; try again, or give --room"),
+    ))
+}
+
+/// Where a link points: the server's `/drop` page.
+fn drop_page(server: &str) -> String {
+    let s = server.trim_end_matches('/');
+    let s = match s.split_once("://") {
+        Some(("ws", rest)) => format!("http://{rest}"),
+        Some(("wss", rest)) => format!("https://{rest}"),
+        _ => s.to_string(),
+    };
+    // Keep the scheme and host; the page is at the root.
+    let base = match s.split_once("://") {
+        Some((scheme, rest)) => format!("{scheme}://{}", rest.split('/').next().unwrap_or(rest)),
+        None => s,
+    };
+    format!("{base}/drop")
+}
+
+/// The `scheme://host[:port]` of an http(s) link.
+fn link_origin(text: &str) -> Option<String> {
+    let (scheme, rest) = text.trim().split_once("://")?;
+    if scheme != "http" && scheme != "https" {
+        return None;
+    }
+    let host = rest
+        .split(['/', '#', '?'])
+        .next()
+        .filter(|h| !h.is_empty())?;
+    Some(format!("{scheme}://{host}"))
+}
+
+/// A code or a link, told apart by the `#`/`=` only links have.
+fn read_secret(text: &str) -> Result<pairing::Secret, Failure> {
+    let usage = |e: pairing::SecretError| Failure::new(super::EXIT_USAGE, "usage", e.to_string());
+    if text.contains('#') || text.contains('=') {
+        Ok(pairing::Secret::Link(
+            pairing::LinkSecret::parse(text).map_err(usage)?,
+        ))
+    } else {
+        Ok(pairing::Secret::Code(
+            pairing::Code::parse(text).map_err(usage)?,
+        ))
+    }
+}
+
 pub async fn send(a: SendArgs, out: Out) -> Result<(), Failure> {
     let files = collect_files(&a.files)?;
     if files.is_empty() {
@@ -174,10 +298,20 @@ pub async fn send(a: SendArgs, out: Out) -> Result<(), Failure> {
             format!("--chunk must be 1..={}", transfer::MAX_CHUNK),
         ));
     }
-    let cfg = room_config(&a.common, "send")?;
-    let mut room = join(cfg, &out).await?;
     let mut tracker = Tracker::new(out.clone(), a.common.timeout);
-    let mut link = first_link(&mut room, &mut tracker).await?;
+    let mut room = match a.common.room {
+        Some(_) => join(room_config(&a.common, "send")?, &out).await?,
+        None => host_room(&a.common, &out, &mut tracker).await?,
+    };
+    let mut link = match first_link(&mut room, &mut tracker).await {
+        Ok(l) => l,
+        Err(f) => {
+            // Leave before exiting: the peer hears it at once, after our
+            // last signals (a failed pairing's proof, so it fails too).
+            super::leave_and_wait(&mut room).await;
+            return Err(f);
+        }
+    };
     let mut spare = None;
     let wait = Duration::from_secs(a.common.timeout.max(1));
 
@@ -613,10 +747,36 @@ fn tx_digest_hex<R>(tx: &Sender<R>) -> String {
 pub async fn recv(a: RecvArgs, out: Out) -> Result<(), Failure> {
     std::fs::create_dir_all(&a.out)
         .map_err(|e| Failure::new(EXIT_OTHER, "file", format!("{}: {e}", a.out.display())))?;
-    let cfg = room_config(&a.common, "recv")?;
-    let mut room = join(cfg, &out).await?;
     let mut tracker = Tracker::new(out.clone(), a.common.timeout);
-    let mut link = first_link(&mut room, &mut tracker).await?;
+    let mut room = match &a.secret {
+        None => join(room_config(&a.common, "recv")?, &out).await?,
+        Some(text) => {
+            let secret = read_secret(text)?;
+            let mut common = a.common.clone();
+            common.room = Some(secret.room());
+            // A link names its server; --server, when given, wins.
+            if let (pairing::Secret::Link(_), Some(origin)) = (&secret, link_origin(text)) {
+                if common.server == super::DEFAULT_SERVER {
+                    common.server = origin;
+                }
+            }
+            let room = join(room_config(&common, "recv")?, &out).await?;
+            tracker.pair(
+                move || pairing::Pairing::new(&secret, pairing::Role::Guest),
+                room.signaler(),
+            );
+            room
+        }
+    };
+    let mut link = match first_link(&mut room, &mut tracker).await {
+        Ok(l) => l,
+        Err(f) => {
+            // Leave before exiting: the peer hears it at once, after our
+            // last signals (a failed pairing's proof, so it fails too).
+            super::leave_and_wait(&mut room).await;
+            return Err(f);
+        }
+    };
     let mut spare = None;
     let wait = Duration::from_secs(a.common.timeout.max(1));
     // Kept parts are resumed from; `abort` (and drop) keep what arrived.

@@ -68,7 +68,7 @@ pub struct ChatArgs {
 pub struct PeerArgs {
     /// The switchboard server: http(s)://host:port (or
     /// ws(s)://host:port/v1/ws).
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    #[arg(long, default_value = DEFAULT_SERVER)]
     pub server: String,
     /// Also trust this CA (PEM) for https/wss and turns:, besides the
     /// system's roots. Repeatable.
@@ -78,9 +78,10 @@ pub struct PeerArgs {
     /// on the path can then impersonate the server.
     #[arg(long)]
     pub insecure: bool,
-    /// Room to join.
+    /// Room to join (`send` without it makes a code and a link instead;
+    /// `recv` then takes the code or link in its place).
     #[arg(long)]
-    pub room: String,
+    pub room: Option<String>,
     /// Name shown to the other peers (meta.name).
     #[arg(long)]
     pub name: Option<String>,
@@ -169,6 +170,8 @@ impl Failure {
 
 /// Any other error, e.g. a file that cannot be read or written.
 pub const EXIT_OTHER: i32 = 1;
+/// `--server` when none is given.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
 /// A bad command line, including a malformed `--server`, `--stun` or
 /// `--turn` URL or room name.
 pub const EXIT_USAGE: i32 = 2;
@@ -183,6 +186,9 @@ pub const EXIT_TRANSFER: i32 = 5;
 /// neither a resume within the server's window nor a rejoin worked, or the
 /// connection to the peer failed and its ICE restarts were exhausted.
 pub const EXIT_LOST: i32 = 6;
+/// The pairing by code or link failed: a wrong code, or descriptions
+/// changed on the way (`send`/`recv` with a code or link).
+pub const EXIT_PAIRING: i32 = 7;
 
 /// Runs a peer command and exits with its code.
 pub fn run(cmd: PeerCommand) -> ! {
@@ -232,6 +238,21 @@ pub enum CliEvent<'a> {
         peer: &'a str,
         /// Ids of the peers already there, oldest first.
         peers: &'a [String],
+    },
+    /// `send` without `--room`: the code and the link that bring a
+    /// receiver to this transfer.
+    Code {
+        /// The short code, for `switchboard recv CODE`.
+        code: &'a str,
+        /// The link (its fragment holds a key of its own), for
+        /// `switchboard recv LINK`.
+        link: &'a str,
+    },
+    /// The peer proved the code or link, and both sides saw the same
+    /// DTLS fingerprints.
+    Paired {
+        /// The remote peer.
+        peer: &'a str,
     },
     /// A peer joined after us.
     PeerJoined {
@@ -501,11 +522,14 @@ impl Out {
 pub fn room_config(a: &PeerArgs, default_name: &str) -> Result<RoomConfig, Failure> {
     let usage = |m: String| Failure::new(EXIT_USAGE, "usage", m);
     room::ws_url(&a.server).map_err(|e| usage(e.to_string()))?;
+    let room_name = a
+        .room
+        .as_deref()
+        .ok_or_else(|| usage("--room is required".into()))?;
     // The server's own rule, checked here so a typo is a usage error.
-    if !signal::protocol::valid_id(&a.room) {
+    if !signal::protocol::valid_id(room_name) {
         return Err(usage(format!(
-            "bad room name {:?}: {}",
-            a.room,
+            "bad room name {room_name:?}: {}",
             signal::protocol::ID_RULE
         )));
     }
@@ -543,7 +567,7 @@ pub fn room_config(a: &PeerArgs, default_name: &str) -> Result<RoomConfig, Failu
             "--redundancy-on-at {on} and --redundancy-off-at {off}: each must be a percentage (0-100), and off at most on"
         )));
     }
-    let mut cfg = RoomConfig::new(a.server.clone(), a.room.clone());
+    let mut cfg = RoomConfig::new(a.server.clone(), room_name);
     cfg.meta = json!({ "name": a.name.clone().unwrap_or_else(|| default_name.to_string()), "agent": "switchboard-cli" });
     cfg.use_server_ice = !a.no_server_ice;
     cfg.token = a.token.clone();
@@ -660,6 +684,57 @@ pub struct Tracker {
     opening: FuturesUnordered<BoxFuture<'static, Opened>>,
     /// Tells a connection from an earlier one to a peer of the same id.
     next_attempt: u64,
+    /// Set by [`Tracker::pair`]: a channel only counts as linked once the
+    /// peer proved the code or link and the fingerprints matched.
+    pairing: Option<PairingSetup>,
+}
+
+struct PairingSetup {
+    /// Makes this side's pairing with one more peer.
+    start: Box<dyn Fn() -> pairing::Pairing + Send + Sync>,
+    signaler: room::Signaler,
+    peers: HashMap<String, pairing::Pairing>,
+    /// Peers that have been verified once: after the first link, only
+    /// they are paired again (a reconnect), anyone else is ignored.
+    trusted: std::collections::HashSet<String>,
+}
+
+impl PairingSetup {
+    /// The pairing with `peer`, made on first use.
+    fn with(&mut self, peer: &str) -> &mut pairing::Pairing {
+        let start = &self.start;
+        self.peers.entry(peer.to_string()).or_insert_with(start)
+    }
+
+    /// Sends what the pairing with `peer` has to say.
+    fn flush(&mut self, peer: &str) {
+        let Some(p) = self.peers.get_mut(peer) else {
+            return;
+        };
+        while let Some(m) = p.poll_output() {
+            // Only fails for an object with negotiation's keys, which
+            // pairing messages never have.
+            let _ = self.signaler.signal(peer, &m);
+        }
+    }
+
+    fn verified(&self, peer: &str) -> bool {
+        self.peers.get(peer).is_some_and(|p| p.is_verified())
+    }
+}
+
+/// A failed pairing, for the command to report.
+fn pairing_failure(peer: &str, e: pairing::PairError) -> Failure {
+    let kind = match e {
+        pairing::PairError::WrongSecret => "wrong-code",
+        pairing::PairError::Tampered => "tampered",
+        pairing::PairError::Malformed(_) | pairing::PairError::NoFingerprint => "pairing",
+    };
+    Failure::new(
+        EXIT_PAIRING,
+        kind,
+        format!("pairing with {peer}: {e}; nothing was sent or written"),
+    )
 }
 
 struct ConnInfo {
@@ -671,6 +746,8 @@ struct ConnInfo {
     channel: Option<DataChannel>,
     /// A wait for `channel` to open is in `Tracker::opening`.
     opening: bool,
+    /// `channel` is open (it may still wait for the pairing).
+    open: bool,
     linked: bool,
 }
 
@@ -739,7 +816,78 @@ impl Tracker {
             any_linked: false,
             opening: FuturesUnordered::new(),
             next_attempt: 0,
+            pairing: None,
         }
+    }
+
+    /// Pairs every connection (with a pairing from `start`, one per peer)
+    /// before it counts as linked; the pairing messages go through
+    /// `signaler`.
+    pub fn pair(
+        &mut self,
+        start: impl Fn() -> pairing::Pairing + Send + Sync + 'static,
+        signaler: room::Signaler,
+    ) {
+        self.pairing = Some(PairingSetup {
+            start: Box::new(start),
+            signaler,
+            peers: HashMap::new(),
+            trusted: Default::default(),
+        });
+    }
+
+    /// A link to `peer` once its channel is open and, when pairing, the
+    /// pairing verified.
+    async fn link_if_ready(&mut self, peer: &str) -> Happened {
+        let paired = self.pairing.as_ref().is_none_or(|p| p.verified(peer));
+        let Some(c) = self.conns.get_mut(peer) else {
+            return Happened::Nothing;
+        };
+        if !c.open || c.linked || !paired {
+            return Happened::Nothing;
+        }
+        if let Some(setup) = self.pairing.as_mut() {
+            setup.trusted.insert(peer.to_string());
+        }
+        let Some(channel) = c.channel.clone() else {
+            return Happened::Nothing;
+        };
+        c.linked = true;
+        self.any_linked = true;
+        let pc = c.pc.clone();
+        if self.pairing.is_some() {
+            self.out.event(CliEvent::Paired { peer }, || {
+                format!("{peer} holds the same code or link; the connection is bound to it")
+            });
+        }
+        self.report(peer).await;
+        Happened::Linked(Link {
+            peer: peer.to_string(),
+            pc,
+            channel,
+        })
+    }
+
+    /// Feeds the pairing with `peer` the descriptions of its connection,
+    /// once both are set.
+    async fn bind_descriptions(&mut self, peer: &str) -> Result<Happened, Failure> {
+        let Some(pc) = self.conns.get(peer).map(|c| c.pc.clone()) else {
+            return Ok(Happened::Nothing);
+        };
+        let Some(setup) = self
+            .pairing
+            .as_mut()
+            .filter(|s| !self.any_linked || s.trusted.contains(peer))
+        else {
+            return Ok(Happened::Nothing);
+        };
+        let Ok((Some(local), Some(remote))) = pc.descriptions().await else {
+            return Ok(Happened::Nothing);
+        };
+        let r = setup.with(peer).set_descriptions(&local.sdp, &remote.sdp);
+        setup.flush(peer);
+        r.map_err(|e| pairing_failure(peer, e))?;
+        Ok(self.link_if_ready(peer).await)
     }
 
     /// The next room event or channel opening; `None` once the room's
@@ -826,6 +974,18 @@ impl Tracker {
             }
             RoomEvent::PeerLeft { peer } => {
                 self.conns.remove(&peer);
+                let unpaired = self
+                    .pairing
+                    .as_mut()
+                    .and_then(|p| p.peers.remove(&peer))
+                    .is_some_and(|p| !p.is_verified());
+                if unpaired && !self.any_linked {
+                    return Err(Failure::new(
+                        EXIT_PAIRING,
+                        "pairing",
+                        format!("{peer} left before the pairing finished (a wrong code on its side?); nothing was sent or written"),
+                    ));
+                }
                 self.out.event(CliEvent::PeerLeft { peer: &peer }, || {
                     format!("{peer} left")
                 });
@@ -844,9 +1004,17 @@ impl Tracker {
                         reported: false,
                         channel: None,
                         opening: false,
+                        open: false,
                         linked: false,
                     },
                 );
+                if let Some(setup) = self.pairing.as_mut() {
+                    if !self.any_linked || setup.trusted.contains(&peer) {
+                        // A connection after an earlier one binds afresh.
+                        setup.with(&peer).new_connection();
+                        setup.flush(&peer);
+                    }
+                }
                 return Ok(Happened::Connection { peer, pc });
             }
             RoomEvent::Channel { peer, channel } => {
@@ -860,7 +1028,26 @@ impl Tracker {
                 }
                 return Ok(Happened::OtherChannel { channel });
             }
+            RoomEvent::Signal { peer, data } => {
+                let Some(setup) = self.pairing.as_mut() else {
+                    return Ok(Happened::Nothing);
+                };
+                if !pairing::Pairing::is_pairing_message(&data)
+                    || (self.any_linked && !setup.trusted.contains(&peer))
+                {
+                    return Ok(Happened::Nothing);
+                }
+                let r = setup.with(&peer).handle(&data);
+                setup.flush(&peer);
+                r.map_err(|e| pairing_failure(&peer, e))?;
+                return Ok(self.link_if_ready(&peer).await);
+            }
             RoomEvent::Peer { peer, event } => {
+                if let Event::SignalingState(peer::SignalingState::Stable) = &event {
+                    if let h @ Happened::Linked(_) = self.bind_descriptions(&peer).await? {
+                        return Ok(h);
+                    }
+                }
                 if let Event::SelectedPairChanged = &event {
                     if let Some(c) = self.conns.get_mut(&peer) {
                         if c.linked && c.ice_connected {
@@ -939,6 +1126,16 @@ impl Tracker {
             RoomEvent::RestartsExhausted { peer } => {
                 self.out
                     .note(|| format!("connection to {peer} failed; no ICE restart left"));
+                // A pairing still under way says why (DTLS refuses a
+                // rewritten fingerprint too, often first); its verdict
+                // comes over signaling, and --timeout bounds the wait.
+                let pairing = self
+                    .pairing
+                    .as_ref()
+                    .is_some_and(|p| p.peers.contains_key(&peer) && !p.verified(&peer));
+                if pairing && self.conns.get(&peer).is_some_and(|c| !c.linked) {
+                    return Ok(Happened::Nothing);
+                }
                 return Ok(Happened::RestartsExhausted(peer));
             }
         }
@@ -997,14 +1194,13 @@ impl Tracker {
             // `check_timeouts` reports it.
             None => return Ok(Happened::Nothing),
         }
-        let Some(channel) = c.channel.clone() else {
-            return Ok(Happened::Nothing);
-        };
-        c.linked = true;
-        self.any_linked = true;
-        let pc = c.pc.clone();
-        self.report(&peer).await;
-        Ok(Happened::Linked(Link { peer, pc, channel }))
+        c.open = true;
+        if self.pairing.is_some() {
+            // The descriptions are both set by now, whatever order their
+            // events came in.
+            return self.bind_descriptions(&peer).await;
+        }
+        Ok(self.link_if_ready(&peer).await)
     }
 
     /// Prints the `connected` event with the selected pair.

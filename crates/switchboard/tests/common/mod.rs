@@ -2,6 +2,7 @@
 //! as a real process ([`Server`]) or in this test process ([`InProcess`]).
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod redis;
 pub mod test_ca;
 
