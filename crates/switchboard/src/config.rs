@@ -284,6 +284,15 @@ pub struct Settings {
     )]
     pub relay_bandwidth: u32,
 
+    /// Relayed bytes per second through the whole server, each direction,
+    /// 0 for no limit; split evenly among the TURN workers
+    #[arg(
+        long,
+        env = "SWITCHBOARD_RELAY_BANDWIDTH_TOTAL",
+        value_name = "BYTES_PER_SEC"
+    )]
+    pub relay_bandwidth_total: u32,
+
     /// Unauthenticated STUN/TURN requests per second per source IP
     #[arg(long, env = "SWITCHBOARD_TURN_UNAUTH_RATE", value_name = "PER_SEC")]
     pub turn_unauth_rate: f64,
@@ -384,6 +393,7 @@ impl Default for Settings {
             max_allocations: Quota::DEFAULT_MAX_TOTAL,
             max_allocations_per_user: Quota::DEFAULT_MAX_PER_USER,
             relay_bandwidth: turn.bandwidth,
+            relay_bandwidth_total: turn.total_bandwidth,
             turn_unauth_rate: turn.unauth_rate,
             turn_workers: None,
             turn_tcp_allocate_timeout: tcp.allocate_timeout.as_secs_f64(),
@@ -823,6 +833,11 @@ impl Settings {
             max_allocations_per_user: self.max_allocations_per_user,
             core: turn::server::Config {
                 bandwidth: self.relay_bandwidth,
+                // Each worker holds its allocations' traffic alone, so
+                // each gets its share; rounded up, never to 0 (no limit).
+                total_bandwidth: self
+                    .relay_bandwidth_total
+                    .div_ceil(u32::try_from(workers).unwrap_or(u32::MAX)),
                 unauth_rate,
                 // Two seconds of requests, as in the core's own defaults.
                 unauth_burst: (unauth_rate * 2.0).ceil() as u32,
@@ -935,6 +950,7 @@ mod tests {
         assert_eq!(t.relay_ports, (49152, 65535));
         assert_eq!(t.ttl, 86_400);
         assert_eq!(t.core.bandwidth, 64 * 1024 * 1024);
+        assert_eq!(t.core.total_bandwidth, 0, "no server-wide cap by default");
         assert_eq!((t.core.unauth_rate, t.core.unauth_burst), (20.0, 40));
         assert_eq!(
             (t.max_allocations, t.max_allocations_per_user),
@@ -1013,13 +1029,17 @@ mod tests {
         let all = Settings {
             turn_secret: Some("s".into()),
             turn_workers: Some(2),
+            relay_bandwidth_total: 1001,
             external_ip: Some(IpAddr::from([192, 0, 2, 1])),
             turn_users_file: Some(temp_file("none", "")),
             ..Settings::default()
         };
         let path = temp_file("all.toml", &toml::to_string(&all).unwrap());
         let c = resolve(&["--config", path.to_str().unwrap()]).unwrap();
-        assert_eq!(c.turn.unwrap().workers, 2);
+        let t = c.turn.unwrap();
+        assert_eq!(t.workers, 2);
+        // The server-wide cap, shared out among the workers (rounded up).
+        assert_eq!(t.core.total_bandwidth, 501);
     }
 
     #[test]

@@ -305,6 +305,9 @@ impl Metrics {
             .get_or_create(&why("bandwidth"))
             .inc_by(new.dropped_bandwidth - old.dropped_bandwidth);
         t.dropped
+            .get_or_create(&why("total_bandwidth"))
+            .inc_by(new.dropped_total_bandwidth - old.dropped_total_bandwidth);
+        t.dropped
             .get_or_create(&why("no_permission"))
             .inc_by(new.dropped_no_permission - old.dropped_no_permission);
         t.dropped

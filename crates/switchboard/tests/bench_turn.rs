@@ -109,6 +109,47 @@ fn bench_against_switchboard_udp_and_tcp() {
 }
 
 #[test]
+fn cap_drops_are_counted_in_the_loss() {
+    // 20 kB/s per allocation, 1 kB packets as fast as they come back: most
+    // are dropped by the per-allocation cap, and the bench says so.
+    let s = Server::start(&[
+        "--turn-secret",
+        "s3cret",
+        "--allow-peer",
+        "127.0.0.0/8",
+        "--relay-bandwidth",
+        "20000",
+    ]);
+    let turn = s.turn.unwrap();
+    let out = bench(
+        turn,
+        &[
+            "--secret",
+            "s3cret",
+            "--allocations",
+            "2",
+            "--size",
+            "1000",
+            "--duration",
+            "2",
+            "--warmup",
+            "0.5",
+            "--server-metrics",
+            &s.addr.to_string(),
+        ],
+    );
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let by_alloc = v["cap_drops"]["allocation"].as_u64().unwrap();
+    assert!(by_alloc > 0, "{all}");
+    assert_eq!(v["cap_drops"]["server"], 0, "{all}");
+    assert!(v["loss"].as_f64().unwrap() > 0.0, "{all}");
+    assert!(all.contains("dropped by the per-allocation cap"), "{all}");
+}
+
+#[test]
 fn bench_hold_mode_creates_and_releases_allocations() {
     let (server, turn) = switchboard();
     let pid = server.child.id().to_string();

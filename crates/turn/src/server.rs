@@ -65,6 +65,12 @@ pub struct Config {
     /// allocation from taking a fast server's whole link, while the NIC and
     /// `max_allocations` bound the server as a whole.
     pub bandwidth: u32,
+    /// Relayed bytes per second through this server (one worker) as a
+    /// whole, each direction; 0 = no limit (the default). A packet within
+    /// its allocation's budget is still dropped when this is spent, so a
+    /// few busy allocations cannot take the whole link. `serve` splits
+    /// `--relay-bandwidth-total` evenly among its workers.
+    pub total_bandwidth: u32,
     /// Unauthenticated requests (Binding, and requests answered with 401)
     /// per second per source IP.
     pub unauth_rate: f64,
@@ -91,6 +97,7 @@ impl Default for Config {
             nonce_lifetime: Duration::from_secs(600),
             max_permissions: 64,
             bandwidth: 64 * 1024 * 1024,
+            total_bandwidth: 0,
             unauth_rate: 20.0,
             unauth_burst: 40,
             max_tracked_sources: 65_536,
@@ -268,6 +275,9 @@ pub struct Stats {
     pub denied_peers: u64,
     /// Packets dropped for exceeding the allocation's bandwidth.
     pub dropped_bandwidth: u64,
+    /// Packets dropped for exceeding the server's total bandwidth
+    /// ([`Config::total_bandwidth`]).
+    pub dropped_total_bandwidth: u64,
     /// Packets dropped for lack of a permission or channel.
     pub dropped_no_permission: u64,
     /// Unauthenticated requests dropped by the per-source rate limit.
@@ -288,6 +298,7 @@ impl std::ops::AddAssign for Stats {
             auth_failures,
             denied_peers,
             dropped_bandwidth,
+            dropped_total_bandwidth,
             dropped_no_permission,
             throttled,
             malformed,
@@ -299,6 +310,7 @@ impl std::ops::AddAssign for Stats {
         self.auth_failures += auth_failures;
         self.denied_peers += denied_peers;
         self.dropped_bandwidth += dropped_bandwidth;
+        self.dropped_total_bandwidth += dropped_total_bandwidth;
         self.dropped_no_permission += dropped_no_permission;
         self.throttled += throttled;
         self.malformed += malformed;
@@ -412,6 +424,14 @@ fn budget(bytes_per_sec: u32, now: Instant) -> Option<TokenBucket> {
     (bytes_per_sec > 0).then(|| TokenBucket::new(bytes_per_sec, f64::from(bytes_per_sec), now))
 }
 
+fn spend_total(b: &mut Option<TokenBucket>, rate: u32, len: usize, now: Instant) -> bool {
+    if rate == 0 {
+        return true;
+    }
+    let b = b.get_or_insert_with(|| TokenBucket::new(rate, f64::from(rate), now));
+    b.take_n(u32::try_from(len).unwrap_or(u32::MAX), now)
+}
+
 fn spend(b: &mut Option<TokenBucket>, len: usize, now: Instant) -> bool {
     match b {
         Some(b) => b.take_n(u32::try_from(len).unwrap_or(u32::MAX), now),
@@ -477,6 +497,10 @@ pub struct Server {
     allocations: HashMap<FiveTuple, Allocation>,
     by_relay: HashMap<RelayId, FiveTuple>,
     sources: HashMap<IpAddr, TokenBucket>,
+    /// [`Config::total_bandwidth`], per direction; made full at the first
+    /// packet (the core has no clock of its own).
+    total_to_peer: Option<TokenBucket>,
+    total_to_client: Option<TokenBucket>,
     indication_counter: u64,
     stats: Stats,
 }
@@ -500,6 +524,8 @@ impl Server {
         // be able to reach that.
         cfg.max_lifetime = cfg.max_lifetime.max(cfg.default_lifetime);
         Server {
+            total_to_peer: None,
+            total_to_client: None,
             cfg,
             creds,
             policy,
@@ -608,6 +634,15 @@ impl Server {
             now,
             &mut self.stats,
         ) {
+            return Action::None;
+        }
+        if !spend_total(
+            &mut self.total_to_client,
+            self.cfg.total_bandwidth,
+            payload.len(),
+            now,
+        ) {
+            self.stats.dropped_total_bandwidth += 1;
             return Action::None;
         }
         if let Some(ch) = alloc.channel_by_peer(from, now) {
@@ -742,6 +777,15 @@ impl Server {
             now,
             &mut self.stats,
         ) {
+            return Action::None;
+        }
+        if !spend_total(
+            &mut self.total_to_peer,
+            self.cfg.total_bandwidth,
+            data.len(),
+            now,
+        ) {
+            self.stats.dropped_total_bandwidth += 1;
             return Action::None;
         }
         self.stats.packets_to_peer += 1;

@@ -807,6 +807,32 @@ fn bandwidth_limit_drops_excess() {
 }
 
 #[test]
+fn the_total_bandwidth_caps_all_allocations_together() {
+    let cfg = Config {
+        bandwidth: 0,
+        total_bandwidth: 1000,
+        ..Config::default()
+    };
+    let mut w = world_with(cfg, 10, 10, 10);
+    let mut a = Client::new(tuple("192.0.2.10:40000"), "alice", "alice-pw");
+    let mut b = Client::new(tuple("192.0.2.11:40000"), "alice", "alice-pw");
+    for c in [&mut a, &mut b] {
+        c.allocate(&mut w);
+        c.bind_channel(&mut w, 0x4000, PEER).ok();
+    }
+    let payload = [0u8; 400];
+    // 1000 bytes between the two: two packets pass, then neither.
+    assert!(a.channel_data(&mut w, 0x4000, &payload).is_some());
+    assert!(b.channel_data(&mut w, 0x4000, &payload).is_some());
+    assert!(a.channel_data(&mut w, 0x4000, &payload).is_none());
+    assert!(b.channel_data(&mut w, 0x4000, &payload).is_none());
+    let st = w.server.stats();
+    assert_eq!((st.dropped_total_bandwidth, st.dropped_bandwidth), (2, 0));
+    w.now += Duration::from_secs(1);
+    assert!(b.channel_data(&mut w, 0x4000, &payload).is_some());
+}
+
+#[test]
 fn unauthenticated_requests_are_throttled_per_source() {
     let cfg = Config {
         unauth_rate: 1.0,
@@ -901,6 +927,7 @@ fn stats_add_up_field_by_field() {
         auth_failures: 5 * k,
         denied_peers: 6 * k,
         dropped_bandwidth: 7 * k,
+        dropped_total_bandwidth: 11 * k,
         dropped_no_permission: 8 * k,
         throttled: 9 * k,
         malformed: 10 * k,

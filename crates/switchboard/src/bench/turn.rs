@@ -96,6 +96,13 @@ pub struct TurnArgs {
     /// while the allocations are held.
     #[arg(long, value_name = "PID")]
     server_pid: Option<u32>,
+    /// A switchboard server's HTTP address (HOST:PORT, plain http): read
+    /// its `/metrics` at both edges of the measured interval and report how
+    /// many packets its bandwidth caps dropped, which are part of `loss`.
+    /// The counters are copied from the relay workers once a second, so
+    /// each edge is good to about a second.
+    #[arg(long, value_name = "HOST:PORT")]
+    server_metrics: Option<SocketAddr>,
 }
 
 fn check(args: &TurnArgs) -> Result<()> {
@@ -420,6 +427,19 @@ async fn run_async(args: TurnArgs) -> Result<()> {
         Usage::between(&a, &b, server_pid)
     });
 
+    // The caps' drop counters, a little after each edge: the server copies
+    // them from its workers once a second.
+    let metrics_at = args.server_metrics;
+    let cap_sampler = tokio::spawn(async move {
+        let at = metrics_at?;
+        let lag = Duration::from_millis(1100);
+        tokio::time::sleep_until(warm_end + lag).await;
+        let a = cap_drops(at).await.ok()?;
+        tokio::time::sleep_until(end + lag).await;
+        let b = cap_drops(at).await.ok()?;
+        Some((b.0.saturating_sub(a.0), b.1.saturating_sub(a.1)))
+    });
+
     let mut total = Stats::default();
     let mut hist = Histogram::new();
     let mut first_err = None;
@@ -450,6 +470,14 @@ async fn run_async(args: TurnArgs) -> Result<()> {
         p.abort();
     }
     let usage = sampler.await.ok();
+    let caps = if args.server_metrics.is_some() {
+        match cap_sampler.await.ok().flatten() {
+            Some(c) => Some(c),
+            None => bail!("could not read /metrics at --server-metrics"),
+        }
+    } else {
+        None
+    };
     release_all(&mut ready).await;
     if let Some(e) = first_err {
         return Err(e);
@@ -489,6 +517,11 @@ async fn run_async(args: TurnArgs) -> Result<()> {
         total.received,
         loss * 100.0
     );
+    if let Some((alloc, server)) = caps {
+        println!(
+            "  caps      {alloc} packets dropped by the per-allocation cap, {server} by the server's (part of the loss)"
+        );
+    }
     println!("  latency   p50 {p50} us, p99 {p99} us, p99.9 {p999} us, max {max} us (round trip)");
     let pct = |cpu: f64, secs: f64| {
         if secs > 0.0 {
@@ -555,6 +588,7 @@ async fn run_async(args: TurnArgs) -> Result<()> {
         "server_rss_kib": server_rss,
         "bench_cpu_pct": bench_cpu_pct,
         "steal_pct": steal_pct,
+        "cap_drops": caps.map(|(a, s)| serde_json::json!({"allocation": a, "server": s})),
     });
     println!("{json}");
     if total.received == 0 {
@@ -564,4 +598,50 @@ async fn run_async(args: TurnArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The server's drop counters for its two bandwidth caps: (per
+/// allocation, whole server), from `/metrics` over plain HTTP.
+async fn cap_drops(at: SocketAddr) -> Result<(u64, u64)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(at))
+        .await
+        .context("connecting to --server-metrics")??;
+    tcp.write_all(b"GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n")
+        .await?;
+    let mut body = String::new();
+    tokio::time::timeout(Duration::from_secs(2), tcp.read_to_string(&mut body))
+        .await
+        .context("reading /metrics")??;
+    Ok((
+        metric(
+            &body,
+            "switchboard_turn_dropped_packets_total{reason=\"bandwidth\"}",
+        ),
+        metric(
+            &body,
+            "switchboard_turn_dropped_packets_total{reason=\"total_bandwidth\"}",
+        ),
+    ))
+}
+
+/// The value of the sample `name` (with its labels) in a Prometheus text
+/// exposition; 0 when absent.
+fn metric(body: &str, name: &str) -> u64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cap_drop_counters_are_read_from_the_exposition() {
+        let body = "# HELP x\nswitchboard_turn_dropped_packets_total{reason=\"bandwidth\"} 12\nswitchboard_turn_dropped_packets_total{reason=\"total_bandwidth\"} 3\n";
+        let b = "switchboard_turn_dropped_packets_total{reason=\"bandwidth\"}";
+        let t = "switchboard_turn_dropped_packets_total{reason=\"total_bandwidth\"}";
+        assert_eq!(super::metric(body, b), 12);
+        assert_eq!(super::metric(body, t), 3);
+        assert_eq!(super::metric("", b), 0);
+    }
 }
