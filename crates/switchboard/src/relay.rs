@@ -502,6 +502,8 @@ struct Worker {
     batch: Box<[u8]>,
     /// The server's output buffer, reused for every packet.
     out: Vec<u8>,
+    /// UDP datagrams on their way out, sent a batch at a time.
+    outbox: Outbox,
     /// Packets dropped because a socket buffer or TCP queue was full.
     send_drops: u64,
     /// Stream connections closed by their deadlines.
@@ -789,6 +791,7 @@ fn run_worker(init: WorkerInit) -> Result<()> {
             tcp: TcpClients::default(),
             batch: udp::batch_buffer(BATCH),
             out: Vec::with_capacity(udp::SLOT + 64),
+            outbox: Outbox::new(),
             send_drops: 0,
             tcp_expired: 0,
             tcp_limits: init.settings.tcp_limits,
@@ -914,6 +917,9 @@ impl Worker {
             // Served by the loop's `Control`.
             Source::Tick | Source::Handoff | Source::Shutdown => {}
         }
+        // What this source's datagrams made goes out now, before the next
+        // source is read.
+        self.send_drops += self.outbox.flush(&self.udp.sock, &self.relays) as u64;
     }
 
     /// Client datagrams on the TURN port.
@@ -925,6 +931,7 @@ impl Worker {
             tcp,
             batch,
             out,
+            outbox,
             send_drops,
             ..
         } = self;
@@ -945,10 +952,10 @@ impl Worker {
                 match action {
                     Action::None => {}
                     Action::ToClient { tuple, data } => {
-                        to_client(&udp.sock, tcp, send_drops, tuple, data);
+                        to_client(&udp.sock, tcp, outbox, send_drops, tuple, data);
                     }
                     Action::ToPeer { relay, peer, data } => {
-                        to_peer(relays, send_drops, relay, peer, data);
+                        *send_drops += outbox.queue_to_peer(relays, relay, peer, data) as u64;
                     }
                 }
             },
@@ -964,6 +971,7 @@ impl Worker {
             tcp,
             batch,
             out,
+            outbox,
             send_drops,
             ..
         } = self;
@@ -973,7 +981,7 @@ impl Worker {
         drain_udp(&r.sock, &r.state, &r.ready, batch, |from, datagram| {
             let action = server.handle_peer(Instant::now(), id, from, datagram, out);
             if let Action::ToClient { tuple, data } = action {
-                to_client(&udp.sock, tcp, send_drops, tuple, data);
+                to_client(&udp.sock, tcp, outbox, send_drops, tuple, data);
             }
         });
     }
@@ -986,6 +994,7 @@ impl Worker {
             relays,
             tcp,
             out,
+            outbox,
             send_drops,
             ..
         } = self;
@@ -1033,7 +1042,8 @@ impl Worker {
                                     }
                                 }
                                 Action::ToPeer { relay, peer, data } => {
-                                    to_peer(relays, send_drops, relay, peer, data);
+                                    *send_drops +=
+                                        outbox.queue_to_peer(relays, relay, peer, data) as u64;
                                 }
                             }
                         }
@@ -1147,39 +1157,113 @@ fn drain_udp(
     }
 }
 
-/// Sends relayed data from a relay socket to a peer.
-fn to_peer(
-    relays: &RelayTable,
-    send_drops: &mut u64,
-    relay: RelayId,
-    peer: SocketAddr,
-    data: &[u8],
-) {
-    if let Some(r) = relays.sockets.get(&relay) {
-        if let Err(e) = r.sock.try_send_to(data, peer) {
-            *send_drops += 1;
-            debug!("relay send to {peer}: {e}");
+/// Bytes per queued datagram: a path MTU's worth. Larger ones (rare:
+/// fragmented UDP) are sent on their own at once.
+const OUTBOX_SLOT: usize = 2048;
+
+/// Datagrams the worker sends over UDP, queued while it services one
+/// source and sent with one `sendmmsg` per socket and batch: to clients
+/// from the TURN port (any mix of destinations), and to peers from one
+/// relay socket at a time (a run of packets of one allocation, as a
+/// closed-loop flow makes).
+struct Outbox {
+    clients: udp::SendBatch,
+    peers: udp::SendBatch,
+    /// The relay socket `peers` is for.
+    peers_via: Option<RelayId>,
+}
+
+impl Outbox {
+    fn new() -> Outbox {
+        Outbox {
+            clients: udp::SendBatch::new(OUTBOX_SLOT),
+            peers: udp::SendBatch::new(OUTBOX_SLOT),
+            peers_via: None,
         }
+    }
+
+    /// Queues relayed data from relay socket `relay` to `peer`; returns
+    /// the datagrams dropped meanwhile.
+    fn queue_to_peer(
+        &mut self,
+        relays: &RelayTable,
+        relay: RelayId,
+        peer: SocketAddr,
+        data: &[u8],
+    ) -> usize {
+        let mut dropped = 0;
+        if self.peers_via != Some(relay) || self.peers.is_full() {
+            dropped += self.flush_peers(relays);
+            self.peers_via = Some(relay);
+        }
+        if !self.peers.push(peer, data) {
+            // Larger than a slot: on its own, after what is queued (which
+            // it must not overtake).
+            dropped += self.flush_peers(relays);
+            if let Some(r) = relays.sockets.get(&relay) {
+                if let Err(e) = r.sock.try_send_to(data, peer) {
+                    dropped += 1;
+                    debug!("relay send to {peer}: {e}");
+                }
+            }
+        }
+        dropped
+    }
+
+    /// Queues `data` to a UDP client; returns the datagrams dropped.
+    fn queue_to_client(&mut self, udp: &UdpSocket, client: SocketAddr, data: &[u8]) -> usize {
+        let mut dropped = 0;
+        if self.clients.is_full() {
+            dropped += self.clients.flush(udp);
+        }
+        if !self.clients.push(client, data) {
+            // Larger than a slot: on its own, after what is queued.
+            dropped += self.clients.flush(udp);
+            if let Err(e) = udp.try_send_to(data, client) {
+                dropped += 1;
+                debug!("send to client {client}: {e}");
+            }
+        }
+        dropped
+    }
+
+    fn flush_peers(&mut self, relays: &RelayTable) -> usize {
+        if self.peers.is_empty() {
+            return 0;
+        }
+        match self.peers_via.and_then(|id| relays.sockets.get(&id)) {
+            Some(r) => self.peers.flush(&r.sock),
+            // The relay went away meanwhile: what it had queued goes too.
+            None => self.peers.clear(),
+        }
+    }
+
+    /// Sends everything queued; returns the datagrams dropped.
+    fn flush(&mut self, udp: &UdpSocket, relays: &RelayTable) -> usize {
+        let mut dropped = self.flush_peers(relays);
+        if !self.clients.is_empty() {
+            dropped += self.clients.flush(udp);
+        }
+        dropped
     }
 }
 
-/// Sends `data` to a client over UDP or its TCP connection. Never waits:
-/// a full socket buffer or queue drops the packet, as the network would.
+/// Sends `data` to a client over UDP (queued in `outbox`) or its TCP
+/// connection. Never waits: a full socket buffer or queue drops the
+/// packet, as the network would.
 fn to_client(
     udp: &UdpSocket,
     tcp: &mut TcpClients,
+    outbox: &mut Outbox,
     send_drops: &mut u64,
     tuple: FiveTuple,
     data: &[u8],
 ) {
     let sent = match tuple.transport {
-        Transport::Udp => match udp.try_send_to(data, tuple.client) {
-            Ok(_) => true,
-            Err(e) => {
-                debug!("send to client {}: {e}", tuple.client);
-                false
-            }
-        },
+        Transport::Udp => {
+            *send_drops += outbox.queue_to_client(udp, tuple.client, data) as u64;
+            true
+        }
         Transport::Tcp => match tcp.by_addr.get(&tuple.client) {
             Some(id) => tcp.clients.get_mut(id).is_some_and(|c| c.io.send(data)),
             None => true,

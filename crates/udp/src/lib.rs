@@ -1,8 +1,10 @@
-//! Batched UDP receive, shared by the TURN server's sockets and the native
-//! peer's: one call reads up to a batch of datagrams (recvmmsg, and GRO
-//! where the kernel has it, through quinn-udp) into one caller-owned
-//! buffer, splits GRO super-datagrams, and applies one policy to the ICMP
-//! errors a receive can report. Nothing is allocated per call.
+//! Batched UDP receive and send, shared by the TURN server's sockets, the
+//! native peer's and the bench: one call reads up to a batch of datagrams
+//! (recvmmsg, and GRO where the kernel has it, through quinn-udp) into one
+//! caller-owned buffer, splits GRO super-datagrams, and applies one policy
+//! to the ICMP errors a receive can report; [`SendBatch`] sends a batch to
+//! any mix of addresses with one sendmmsg (Linux; one send each
+//! elsewhere). Nothing is allocated per call.
 //!
 //! # ICMP errors
 //!
@@ -126,9 +128,180 @@ pub fn recv_batch(
     Ok(true)
 }
 
+/// Datagrams queued for one socket, sent together by [`SendBatch::flush`]:
+/// one `sendmmsg` on Linux, whatever their destinations. Pushing copies
+/// the bytes into the batch's own buffer, allocated once.
+pub struct SendBatch {
+    buf: Box<[u8]>,
+    slot: usize,
+    lens: [usize; MAX_BATCH],
+    dests: [SocketAddr; MAX_BATCH],
+    n: usize,
+}
+
+impl SendBatch {
+    /// A batch whose datagrams may each be up to `slot` bytes (larger ones
+    /// are sent alone by [`SendBatch::push`]'s caller: it refuses them).
+    pub fn new(slot: usize) -> SendBatch {
+        SendBatch {
+            buf: vec![0u8; slot * MAX_BATCH].into_boxed_slice(),
+            slot,
+            lens: [0; MAX_BATCH],
+            dests: [SocketAddr::from(([0, 0, 0, 0], 0)); MAX_BATCH],
+            n: 0,
+        }
+    }
+
+    /// Nothing queued.
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// [`MAX_BATCH`] datagrams queued: flush before pushing more.
+    pub fn is_full(&self) -> bool {
+        self.n == MAX_BATCH
+    }
+
+    /// Queues `data` for `dest`. False (nothing queued) when the batch is
+    /// full or `data` is larger than a slot.
+    pub fn push(&mut self, dest: SocketAddr, data: &[u8]) -> bool {
+        if self.is_full() || data.len() > self.slot {
+            return false;
+        }
+        let at = self.n * self.slot;
+        self.buf[at..at + data.len()].copy_from_slice(data);
+        self.lens[self.n] = data.len();
+        self.dests[self.n] = dest;
+        self.n += 1;
+        true
+    }
+
+    /// Empties the batch without sending; returns how many it held.
+    pub fn clear(&mut self) -> usize {
+        std::mem::take(&mut self.n)
+    }
+
+    /// Sends everything queued on `sock` without waiting and empties the
+    /// batch. Returns how many datagrams the kernel would not take (a full
+    /// send buffer, or an error for that one destination): dropped, as the
+    /// network would.
+    pub fn flush(&mut self, sock: &UdpSocket) -> usize {
+        let n = std::mem::take(&mut self.n);
+        let mut dropped = 0;
+        let mut from = 0;
+        while from < n {
+            match self.send_from(sock, from, n) {
+                Ok(sent) if sent > 0 => from += sent,
+                // Nothing taken: the buffer is full or this destination
+                // failed; skip it and try the rest.
+                Ok(_) | Err(_) => {
+                    dropped += 1;
+                    from += 1;
+                }
+            }
+        }
+        dropped
+    }
+
+    #[cfg(target_os = "linux")]
+    fn send_from(&self, sock: &UdpSocket, from: usize, to: usize) -> io::Result<usize> {
+        use rustix::net::{sendmmsg, MMsgHdr, SendAncillaryBuffer, SendFlags, SocketAddrAny};
+        use std::io::IoSlice;
+        let count = to - from;
+        let addrs: [SocketAddrAny; MAX_BATCH] =
+            std::array::from_fn(|i| SocketAddrAny::from(self.dests[(from + i).min(to - 1)]));
+        let iovs: [[IoSlice<'_>; 1]; MAX_BATCH] = std::array::from_fn(|i| {
+            let k = (from + i).min(to - 1);
+            [IoSlice::new(
+                &self.buf[k * self.slot..k * self.slot + self.lens[k]],
+            )]
+        });
+        let mut controls: [SendAncillaryBuffer<'_, '_, '_>; MAX_BATCH] =
+            std::array::from_fn(|_| SendAncillaryBuffer::default());
+        let mut controls = controls.iter_mut();
+        let mut msgs: [MMsgHdr<'_>; MAX_BATCH] = std::array::from_fn(|i| {
+            MMsgHdr::new_with_addr(
+                &addrs[i],
+                &iovs[i],
+                controls.next().expect("MAX_BATCH of them"),
+            )
+        });
+        // Straight to the kernel, not through tokio's readiness: a send
+        // that finds the buffer full is dropped, never waited for, so
+        // there is no readiness to track (and a fresh socket has none).
+        sendmmsg(sock, &mut msgs[..count], SendFlags::DONTWAIT).map_err(io::Error::from)
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn send_from(&self, sock: &UdpSocket, from: usize, _to: usize) -> io::Result<usize> {
+        let k = from;
+        sock.try_send_to(
+            &self.buf[k * self.slot..k * self.slot + self.lens[k]],
+            self.dests[k],
+        )
+        .map(|_| 1)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_send_batch_reaches_every_destination_in_one_flush() {
+        let tx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut batch = SendBatch::new(1500);
+        assert!(batch.is_empty());
+        for i in 0..MAX_BATCH {
+            let to = if i % 2 == 0 { &a } else { &b };
+            assert!(batch.push(to.local_addr().unwrap(), &[i as u8; 100]));
+        }
+        assert!(batch.is_full());
+        assert!(!batch.push(a.local_addr().unwrap(), b"x"), "full");
+        assert_eq!(batch.flush(&tx), 0);
+        assert!(batch.is_empty());
+        let mut got = [Vec::new(), Vec::new()];
+        let mut buf = [0u8; 2000];
+        for (k, sock) in [&a, &b].into_iter().enumerate() {
+            for _ in 0..MAX_BATCH / 2 {
+                let n =
+                    tokio::time::timeout(std::time::Duration::from_secs(2), sock.recv(&mut buf))
+                        .await
+                        .unwrap()
+                        .unwrap();
+                assert_eq!(n, 100);
+                got[k].push(buf[0]);
+            }
+        }
+        let evens: Vec<u8> = (0..MAX_BATCH as u8).step_by(2).collect();
+        let odds: Vec<u8> = (1..MAX_BATCH as u8).step_by(2).collect();
+        assert_eq!(got, [evens, odds], "each in order, to its own address");
+        // Too big for a slot: refused, nothing queued.
+        assert!(!batch.push(a.local_addr().unwrap(), &[0; 1501]));
+        assert!(batch.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_destination_that_fails_costs_only_its_own_datagram() {
+        let tx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let ok = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut batch = SendBatch::new(64);
+        batch.push(ok.local_addr().unwrap(), b"one");
+        // An IPv6 destination from an IPv4 socket fails at once.
+        batch.push("[::1]:9".parse().unwrap(), b"bad");
+        batch.push(ok.local_addr().unwrap(), b"two");
+        assert_eq!(batch.flush(&tx), 1);
+        let mut buf = [0u8; 16];
+        for want in [&b"one"[..], b"two"] {
+            let n = tokio::time::timeout(std::time::Duration::from_secs(2), ok.recv(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(&buf[..n], want);
+        }
+    }
 
     async fn pair() -> (UdpSocket, UdpSocketState, UdpSocket) {
         let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
