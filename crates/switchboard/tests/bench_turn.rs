@@ -330,3 +330,51 @@ fn bench_against_coturn_udp_and_tcp() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("401"), "{err}");
 }
+
+#[test]
+fn udp_forward_bench_moves_datagrams_through_a_bare_forwarder() {
+    let bin = env!("CARGO_BIN_EXE_switchboard");
+    let echo = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let echo_addr = echo.local_addr().unwrap();
+    drop(echo);
+    let mut fwd = Command::new(bin)
+        .args(["bench", "udp-forward", "--listen", "127.0.0.1:0", "--to"])
+        .arg(echo_addr.to_string())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(fwd.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let at = line
+        .trim()
+        .strip_prefix("forwarding ")
+        .and_then(|l| l.split(' ').next())
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_string();
+    let out = Command::new(bin)
+        .args(["bench", "udp-forward", "--server", &at, "--echo"])
+        .arg(echo_addr.to_string())
+        .args(["--flows", "2", "--duration", "1", "--warmup", "0.2"])
+        .args(["--server-pid", &fwd.id().to_string()])
+        .output()
+        .unwrap();
+    let _ = fwd.kill();
+    let _ = fwd.wait();
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert!(v["received"].as_u64().unwrap() > 0, "{all}");
+    assert!(v["loss"].as_f64().unwrap() <= 0.01, "{all}");
+    assert!(v["server_cpu_us_per_rt"].as_f64().is_some(), "{all}");
+    // One role or the other, whole.
+    let out = Command::new(bin)
+        .args(["bench", "udp-forward", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}

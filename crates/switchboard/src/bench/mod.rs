@@ -1,9 +1,12 @@
 //! `switchboard bench`: load generators for the servers in this binary.
 //! `bench turn` measures relayed round trips through any RFC 5766/8656 TURN
 //! server; `bench peer` measures native peers on loopback; `bench signal`
-//! loads a WebSocket signaling server (this one or a PeerJS server).
+//! loads a WebSocket signaling server (this one or a PeerJS server);
+//! `bench udp-forward` is a bare forwarder and its load, the floor under
+//! the relay's cost.
 
 mod client;
+mod forward;
 mod hist;
 mod peer;
 mod procstat;
@@ -34,6 +37,10 @@ enum BenchCommand {
     /// or a PeerJS server (`--peerjs`): connect rate, server RSS per
     /// connection, server CPU per relayed message, relay latency, loss.
     Signal(signal::SignalArgs),
+    /// A bare UDP forwarder (`--listen --to`) and its load (`--server
+    /// --echo`): the relay's I/O with no TURN logic, the floor under the
+    /// relay's cost per packet.
+    UdpForward(forward::ForwardArgs),
 }
 
 /// Runs a bench; on failure prints the error chain on one line (no
@@ -43,6 +50,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         BenchCommand::Turn(a) => turn::run(a),
         BenchCommand::Peer(a) => peer::run(a),
         BenchCommand::Signal(a) => signal::run(a),
+        BenchCommand::UdpForward(a) => forward::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
