@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Relayed TURN traffic, switchboard vs coturn, on this machine's loopback.
+# Relayed TURN traffic, switchboard vs coturn vs a bare UDP forwarder, on
+# this machine's loopback.
 #
 # Starts coturn's turnserver and `switchboard serve` (release build) on
 # 127.0.0.1, then drives both with the same `switchboard bench turn` loads:
@@ -7,6 +8,10 @@
 #     allocation), the relayed round trips/s each server sustains;
 #   - latency: the same fixed total packet rate ($RATE/s) for both servers;
 #   - memory: RSS with 0 and with $HOLD_ALLOCS idle allocations.
+# The throughput runs over UDP also drive `switchboard bench udp-forward`,
+# a forwarder with the relay's I/O and no TURN logic (one thread, one
+# outbound socket per flow as TURN has per allocation): the floor under
+# the relay's CPU per packet.
 # For each run the bench samples the server's CPU time (utime+stime from
 # /proc/PID/stat, all threads) at the edges of its measured interval, and
 # the server's RSS (--server-pid). Prints Markdown tables and writes them
@@ -20,7 +25,8 @@
 # Knobs (environment): DURATION (s, throughput runs), LAT_DURATION (s),
 # WARMUP (s), REPEAT, RATE (total round trips/s in latency runs), SIZES,
 # ALLOCS, TRANSPORTS ("udp tcp"), WINDOW, HOLD_ALLOCS, HOLD_SECS, PIN (1:
-# server on CPU 0, load generator on CPU 1), SKIP_BUILD=1, RESULTS_DIR.
+# server on CPU 0, load generator on CPU 1), SKIP_BUILD=1, BIN (the
+# switchboard binary; default target/release/switchboard), RESULTS_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -57,7 +63,7 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
     log "building switchboard (release)"
     cargo build --release -p switchboard >&2
 fi
-BIN=$PWD/target/release/switchboard
+BIN=${BIN:-$PWD/target/release/switchboard}
 [ -x "$BIN" ] || die "$BIN is missing"
 
 # Many sockets: 2 per allocation in the bench, 1-2 per allocation in servers.
@@ -70,10 +76,10 @@ if [ "$PIN" = 1 ] && [ "$CPUS" -ge 2 ] && command -v taskset >/dev/null; then
 fi
 
 tmp=$(mktemp -d)
-SB_PID= CT_PID= BENCH_PID=
+SB_PID= CT_PID= BENCH_PID= FW_PID=
 cleanup() {
-    for p in $BENCH_PID $SB_PID $CT_PID; do kill "$p" 2>/dev/null || true; done
-    for p in $BENCH_PID $SB_PID $CT_PID; do wait "$p" 2>/dev/null || true; done
+    for p in $BENCH_PID $SB_PID $CT_PID $FW_PID; do kill "$p" 2>/dev/null || true; done
+    for p in $BENCH_PID $SB_PID $CT_PID $FW_PID; do wait "$p" 2>/dev/null || true; done
     rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -153,6 +159,42 @@ start_coturn() {
     die "turnserver did not start"
 }
 
+start_forwarder() {
+    local port
+    port=$(free_port)
+    FW_ECHO=127.0.0.1:$(free_port)
+    "${PIN_SERVER[@]}" "$BIN" bench udp-forward --listen "127.0.0.1:$port" --to "$FW_ECHO" \
+        >"$tmp/fw.out" 2>&1 &
+    FW_PID=$!
+    for _ in $(seq 200); do
+        if grep -q '^forwarding' "$tmp/fw.out"; then FW_ADDR=127.0.0.1:$port; return 0; fi
+        kill -0 "$FW_PID" 2>/dev/null || break
+        sleep 0.05
+    done
+    cat "$tmp/fw.out" >&2
+    die "the forwarder did not start"
+}
+
+# run_forward FLOWS SIZE: the closed-loop load through the bare forwarder;
+# sets R_OK R_PPS R_LOSS R_CPUPKT like run_bench.
+run_forward() {
+    local n=$1 size=$2 json
+    R_OK=0 R_PPS=- R_LOSS=- R_CPUPKT=- R_P50=- R_P99=- R_CPU=- R_RSS=-
+    if ! "${PIN_BENCH[@]}" "$BIN" bench udp-forward --server "$FW_ADDR" --echo "$FW_ECHO" \
+        --flows "$n" --size "$size" --window "$WINDOW" --duration "$DURATION" --warmup "$WARMUP" \
+        --server-pid "$FW_PID" >"$tmp/f.out" 2>"$tmp/f.err"; then
+        log "forwarder bench failed: $(tail -2 "$tmp/f.err" | tr '\n' ' ')"
+        return 0
+    fi
+    json=$(tail -1 "$tmp/f.out")
+    R_OK=1
+    R_PPS=$(jget pps "$json") R_LOSS=$(jget loss "$json") R_CPUPKT=$(jget server_cpu_us_per_rt "$json")
+    R_P50=$(jget p50_us "$json") R_P99=$(jget p99_us "$json")
+    log "$(printf '%-11s udp %3s flows %4s B tput: %8s rt/s loss %-8s %5s us/rt' \
+        forwarder "$n" "$size" "$R_PPS" "$R_LOSS" "$R_CPUPKT")"
+    ALL_ROWS+=("| forwarder | udp | $n | $size | tput | $R_PPS | $R_LOSS | $R_P50 | $R_P99 | - | $R_CPUPKT | - | - | - |")
+}
+
 # run_bench PID ADDR TRANSPORT ALLOCS SIZE MODE(tput|lat)
 # Sets R_OK R_PPS R_LOSS R_P50 R_P99 R_CPU (server, % of one core) R_CPUPKT
 # (µs of server CPU per relayed round trip) R_RSS (server MiB at the end of
@@ -208,6 +250,7 @@ hold() {
 log "starting servers"
 start_switchboard
 start_coturn
+start_forwarder
 sleep 1
 log "switchboard TURN on $SB_ADDR (pid $SB_PID), coturn on $CT_ADDR (pid $CT_PID)"
 
@@ -222,7 +265,7 @@ SB_PER=$(per_alloc "$SB_RSS0" "$SB_RSSN")
 CT_PER=$(per_alloc "$CT_RSS0" "$CT_RSSN")
 log "switchboard $SB_RSS0 -> $SB_RSSN KiB ($SB_PER KiB/alloc), coturn $CT_RSS0 -> $CT_RSSN KiB ($CT_PER KiB/alloc)"
 
-TPUT_ROWS=() LAT_ROWS=() ALL_ROWS=() FAILED=0
+TPUT_ROWS=() LAT_ROWS=() ALL_ROWS=() FW_ROWS=() FAILED=0
 for transport in $TRANSPORTS; do
     for n in $ALLOCS; do
         for size in $SIZES; do
@@ -239,6 +282,13 @@ for transport in $TRANSPORTS; do
                         done
                     done
                 done
+                if [ "$transport" = udp ]; then
+                    run_forward "$n" "$size"
+                    [ "$R_OK" = 1 ] || FAILED=$((FAILED + 1))
+                    for k in PPS LOSS CPUPKT; do
+                        v=R_$k; r[tput.fw.$k]="${r[tput.fw.$k]:-} ${!v}"
+                    done
+                fi
             done
             # Medians over the repeats.
             declare -A m=()
@@ -250,6 +300,11 @@ for transport in $TRANSPORTS; do
                 m[$key]=$(median "$f" ${r[$key]})
             done
             TPUT_ROWS+=("| $transport | $n | $size | ${m[tput.sb.PPS]} | ${m[tput.ct.PPS]} | **$(ratio "${m[tput.sb.PPS]}" "${m[tput.ct.PPS]}")** | ${m[tput.sb.CPU]} | ${m[tput.ct.CPU]} | ${m[tput.sb.CPUPKT]} | ${m[tput.ct.CPUPKT]} | **$(ratio "${m[tput.sb.CPUPKT]}" "${m[tput.ct.CPUPKT]}")** | ${m[tput.sb.LOSS]} | ${m[tput.ct.LOSS]} | ${m[tput.sb.RSS]} | ${m[tput.ct.RSS]} |")
+            if [ "$transport" = udp ]; then
+                # Datagrams per CPU-second relative to the forwarder's: the
+                # inverse ratio of CPU per round trip.
+                FW_ROWS+=("| $n | $size | ${m[tput.sb.PPS]} | ${m[tput.ct.PPS]} | ${m[tput.fw.PPS]} | ${m[tput.sb.CPUPKT]} | ${m[tput.ct.CPUPKT]} | ${m[tput.fw.CPUPKT]} | **$(ratio "${m[tput.fw.CPUPKT]}" "${m[tput.sb.CPUPKT]}")** | $(ratio "${m[tput.fw.CPUPKT]}" "${m[tput.ct.CPUPKT]}") | ${m[tput.fw.LOSS]} |")
+            fi
             LAT_ROWS+=("| $transport | $n | $size | ${m[lat.sb.PPS]} | ${m[lat.ct.PPS]} | ${m[lat.sb.P50]} | ${m[lat.ct.P50]} | **$(ratio "${m[lat.sb.P50]}" "${m[lat.ct.P50]}")** | ${m[lat.sb.P99]} | ${m[lat.ct.P99]} | **$(ratio "${m[lat.sb.P99]}" "${m[lat.ct.P99]}")** | ${m[lat.sb.CPUPKT]} | ${m[lat.ct.CPUPKT]} | **$(ratio "${m[lat.sb.CPUPKT]}" "${m[lat.ct.CPUPKT]}")** | ${m[lat.sb.LOSS]} | ${m[lat.ct.LOSS]} |")
             unset r m
         done
@@ -286,6 +341,16 @@ OUT=$RESULTS_DIR/turn-vs-coturn-$DATE.md
     echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     printf '%s\n' "${TPUT_ROWS[@]}"
     echo
+    if [ ${#FW_ROWS[@]} -gt 0 ]; then
+        echo "### Against the bare forwarder (UDP, closed loop)"
+        echo
+        echo "\`switchboard bench udp-forward\`: the relay's I/O (batched receive, sendmmsg), one thread, one outbound socket per flow, no TURN logic. Its CPU per round trip is the floor; \"share\" is the relay's datagrams per CPU-second as a fraction of the forwarder's (forwarder CPU/rt ÷ relay CPU/rt)."
+        echo
+        echo "| allocs (flows) | payload B | sb rt/s | coturn rt/s | forwarder rt/s | sb CPU µs/rt | coturn CPU µs/rt | forwarder CPU µs/rt | sb share of forwarder | coturn share | forwarder loss |"
+        echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        printf '%s\n' "${FW_ROWS[@]}"
+        echo
+    fi
     echo "### Latency at equal load ($RATE rt/s total)"
     echo
     echo "| client | allocs | payload B | sb rt/s | coturn rt/s | sb p50 µs | coturn p50 µs | p50 ratio | sb p99 µs | coturn p99 µs | p99 ratio | sb CPU µs/rt | coturn CPU µs/rt | CPU/rt ratio | sb loss | coturn loss |"
