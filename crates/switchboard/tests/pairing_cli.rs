@@ -220,43 +220,10 @@ impl Rewriter {
                     else {
                         return;
                     };
-                    let (mut c_tx, mut c_rx) = client.split();
-                    let (mut s_tx, mut s_rx) = server.split();
-                    let count2 = count.clone();
-                    let up = async move {
-                        while let Some(Ok(m)) = c_rx.next().await {
-                            let m = match m {
-                                Message::Text(t) => match rewrite(&t) {
-                                    Some(r) => {
-                                        count2.fetch_add(1, Ordering::Relaxed);
-                                        Message::text(r)
-                                    }
-                                    None => Message::Text(t),
-                                },
-                                other => other,
-                            };
-                            if s_tx.send(m).await.is_err() {
-                                break;
-                            }
-                        }
-                    };
-                    let down = async move {
-                        while let Some(Ok(m)) = s_rx.next().await {
-                            let m = match m {
-                                Message::Text(t) => match rewrite(&t) {
-                                    Some(r) => {
-                                        count.fetch_add(1, Ordering::Relaxed);
-                                        Message::text(r)
-                                    }
-                                    None => Message::Text(t),
-                                },
-                                other => other,
-                            };
-                            if c_tx.send(m).await.is_err() {
-                                break;
-                            }
-                        }
-                    };
+                    let (c_tx, c_rx) = client.split();
+                    let (s_tx, s_rx) = server.split();
+                    let up = relay(c_rx, s_tx, count.clone());
+                    let down = relay(s_rx, c_tx, count);
                     tokio::select! { _ = up => {}, _ = down => {} }
                 });
             }
@@ -265,6 +232,30 @@ impl Rewriter {
             addr,
             rewritten,
             _rt: rt,
+        }
+    }
+}
+
+/// Copies WebSocket messages from `rx` to `tx`, rewriting fingerprints in
+/// text ones (and counting those).
+async fn relay<R, T>(mut rx: R, mut tx: T, count: Arc<AtomicUsize>)
+where
+    R: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+    T: futures_util::Sink<Message> + Unpin,
+{
+    while let Some(Ok(m)) = rx.next().await {
+        let m = match m {
+            Message::Text(t) => match rewrite(&t) {
+                Some(r) => {
+                    count.fetch_add(1, Ordering::Relaxed);
+                    Message::text(r)
+                }
+                None => Message::Text(t),
+            },
+            other => other,
+        };
+        if tx.send(m).await.is_err() {
+            break;
         }
     }
 }

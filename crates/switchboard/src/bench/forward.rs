@@ -14,7 +14,7 @@
 //!   round trips per second, loss, latency and the forwarder's CPU.
 
 use super::hist::Histogram;
-use super::procstat::{Sample, Usage};
+use super::procstat;
 use anyhow::{bail, Context, Result};
 use clap::{ArgGroup, Args};
 use quinn_udp::UdpSocketState;
@@ -215,14 +215,7 @@ async fn load(args: &ForwardArgs, server: SocketAddr, echo: SocketAddr) -> Resul
             echoed.clone(),
         )));
     }
-    let server_pid = args.server_pid;
-    let sampler = tokio::spawn(async move {
-        tokio::time::sleep_until(warm_end).await;
-        let a = Sample::take(server_pid);
-        tokio::time::sleep_until(end).await;
-        let b = Sample::take(server_pid);
-        Usage::between(&a, &b, server_pid)
-    });
+    let sampler = procstat::sample_between(warm_end, end, args.server_pid);
     let mut total = FlowStats::default();
     for f in flows {
         let s = f.await.context("a flow task failed")??;

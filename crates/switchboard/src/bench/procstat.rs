@@ -119,6 +119,23 @@ impl Usage {
     }
 }
 
+/// The usage between `from` and `to`, sampled by a task of its own at
+/// exactly those instants (so the figures line up with packets counted
+/// over the same interval).
+pub fn sample_between(
+    from: tokio::time::Instant,
+    to: tokio::time::Instant,
+    server_pid: Option<u32>,
+) -> tokio::task::JoinHandle<Usage> {
+    tokio::spawn(async move {
+        tokio::time::sleep_until(from).await;
+        let a = Sample::take(server_pid);
+        tokio::time::sleep_until(to).await;
+        let b = Sample::take(server_pid);
+        Usage::between(&a, &b, server_pid)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

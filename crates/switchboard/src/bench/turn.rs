@@ -16,7 +16,7 @@
 
 use super::client::{stun_code, Conn, Credentials, Session};
 use super::hist::Histogram;
-use super::procstat::{self, Sample, Usage};
+use super::procstat;
 use super::pump::{self, Plan, Stats, MIN_PAYLOAD, RING};
 use anyhow::{bail, Context, Result};
 use clap::{ArgGroup, Args};
@@ -418,14 +418,7 @@ async fn run_async(args: TurnArgs) -> Result<()> {
     });
 
     // CPU and memory at the exact edges of the measured interval.
-    let server_pid = args.server_pid;
-    let sampler = tokio::spawn(async move {
-        tokio::time::sleep_until(warm_end).await;
-        let a = Sample::take(server_pid);
-        tokio::time::sleep_until(end).await;
-        let b = Sample::take(server_pid);
-        Usage::between(&a, &b, server_pid)
-    });
+    let sampler = procstat::sample_between(warm_end, end, args.server_pid);
 
     // The caps' drop counters, a little after each edge: the server copies
     // them from its workers once a second.

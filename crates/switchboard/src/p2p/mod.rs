@@ -1182,8 +1182,13 @@ impl Tracker {
             return Ok(Happened::Nothing);
         };
         c.opening = false;
+        let pairing = self.pairing.as_ref().is_some_and(|p| !p.verified(&peer));
         match o.result {
             Some(Ok(())) => {}
+            // DTLS refuses a rewritten fingerprint too, often before the
+            // pairing's verdict comes over signaling: wait for that, which
+            // names the cause (--timeout bounds the wait).
+            Some(Err(_)) if pairing => return Ok(Happened::Nothing),
             Some(Err(e)) => {
                 return Err(Failure::new(
                     EXIT_CONNECTION,
