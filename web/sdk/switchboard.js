@@ -858,7 +858,9 @@ function toPlain(data) {
  * One remote peer in a room and the RTCPeerConnection to it.
  *
  * Events: 'timeline' ({entry}), 'statechange', 'track', 'datachannel',
- * 'close'. The Room re-dispatches all of them with `peer` set.
+ * 'signal' ({data}: signal data that is not negotiation, from `signal()` on
+ * the other side), 'close'. The Room re-dispatches all but 'close' with
+ * `peer` set.
  */
 export class RemotePeer extends EventTarget {
   /** @type {Room} */ #room;
@@ -1132,6 +1134,19 @@ export class RemotePeer extends EventTarget {
     }
   }
 
+  /**
+   * Relay an app-defined object to this peer as `signal` data; it arrives as
+   * the peer's 'signal' event, in order with the negotiation. It must not
+   * use negotiation's keys (`description`, `candidate`).
+   * @param {Record<string, any>} data
+   */
+  signal(data) {
+    if (!data || typeof data !== 'object' || 'description' in data || 'candidate' in data) {
+      throw new TypeError('signal data must be an object without "description" or "candidate"');
+    }
+    this.#send(data);
+  }
+
   /** @param {Record<string, any>} data */
   #send(data) {
     if (this.closed) return;
@@ -1253,7 +1268,10 @@ export class RemotePeer extends EventTarget {
           queueMicrotask(() => this.#negotiate('deferred negotiationneeded'));
         }
       }
-    } else if ('candidate' in data) {
+    } else if (!('candidate' in data)) {
+      // Not negotiation: the app's own signal (pairing messages, say).
+      this.dispatchEvent(new SwitchboardEvent('signal', { peer: this, data }));
+    } else {
       const cand = data.candidate;
       if (!pc.remoteDescription) {
         // Signals arrive in order, so a candidate before any description
@@ -1511,7 +1529,7 @@ export class Room extends EventTarget {
   #createPeer(id, meta, initiator, polite = initiator) {
     const peer = new RemotePeer(this, id, meta, initiator, polite);
     this.peers.set(id, peer);
-    for (const type of ['timeline', 'statechange', 'track', 'datachannel', 'error']) {
+    for (const type of ['timeline', 'statechange', 'track', 'datachannel', 'signal', 'error']) {
       peer.addEventListener(type, (ev) => {
         this.dispatchEvent(new SwitchboardEvent(type, /** @type {any} */ (ev).detail));
       });
