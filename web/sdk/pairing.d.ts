@@ -54,6 +54,8 @@ export declare class LinkPairing extends EventTarget {
   handle(data: unknown): Promise<void>;
   /** This side's local and remote descriptions, once both are set. */
   setDescriptions(localSdp: string, remoteSdp: string): Promise<void>;
+  /** Resolves once every message and description given so far was taken (or the pairing failed). */
+  settled(): Promise<unknown>;
   /** A new connection to the same peer: bind again; the key stays. */
   newConnection(): Promise<void>;
 }

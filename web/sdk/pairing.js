@@ -372,6 +372,11 @@ export class LinkPairing extends EventTarget {
     });
   }
 
+  /** Resolves once every message and description given so far was taken (or the pairing failed). */
+  settled() {
+    return this.#chain;
+  }
+
   /** A new connection to the same peer: its descriptions are bound afresh; the key stays. */
   newConnection() {
     return this.#step(async () => this.#newConnection());

@@ -391,8 +391,6 @@ export interface RemotePeerEventMap {
   statechange: FieldsEvent<StateFields>;
   track: FieldsEvent<TrackFields>;
   datachannel: FieldsEvent<DataChannelFields>;
-  /** Signal data that is not negotiation (the other side's `signal()`). */
-  signal: FieldsEvent<PeerField & { data: Record<string, unknown> }>;
   error: FieldsEvent<PeerErrorFields>;
   close: FieldsEvent<PeerField & { reason: string }>;
 }
@@ -414,7 +412,7 @@ export declare class RemotePeer extends EventTarget {
   readonly closed: boolean;
   readonly state: PeerStates;
   getSelectedCandidatePair(): Promise<SelectedCandidatePair | null>;
-  /** Relay an app-defined object (no `description` or `candidate` key) to this peer; it arrives as its 'signal' event. */
+  /** Relay an app-defined object (no `description` or `candidate` key) to this peer; it arrives as the 'signal' event of the other side's SignalingChannel. */
   signal(data: Record<string, unknown>): void;
   close(reason?: string): void;
   addEventListener<K extends keyof RemotePeerEventMap>(type: K, listener: (ev: RemotePeerEventMap[K]) => void, options?: boolean | AddEventListenerOptions): void;
@@ -437,7 +435,6 @@ export interface RoomEventMap {
   peerleft: FieldsEvent<PeerField & { reason: string }>;
   track: FieldsEvent<TrackFields>;
   datachannel: FieldsEvent<DataChannelFields>;
-  signal: FieldsEvent<PeerField & { data: Record<string, unknown> }>;
   statechange: FieldsEvent<StateFields>;
   timeline: FieldsEvent<TimelineFields>;
   error: FieldsEvent<RoomErrorFields>;

@@ -858,9 +858,9 @@ function toPlain(data) {
  * One remote peer in a room and the RTCPeerConnection to it.
  *
  * Events: 'timeline' ({entry}), 'statechange', 'track', 'datachannel',
- * 'signal' ({data}: signal data that is not negotiation, from `signal()` on
- * the other side), 'close'. The Room re-dispatches all but 'close' with
- * `peer` set.
+ * 'close'. The Room re-dispatches all of them with `peer` set. Signal data
+ * that is not negotiation (what the other side's `signal()` sent) is left
+ * to the app: the SignalingChannel's 'signal' event has it, as it arrives.
  */
 export class RemotePeer extends EventTarget {
   /** @type {Room} */ #room;
@@ -1135,9 +1135,10 @@ export class RemotePeer extends EventTarget {
   }
 
   /**
-   * Relay an app-defined object to this peer as `signal` data; it arrives as
-   * the peer's 'signal' event, in order with the negotiation. It must not
-   * use negotiation's keys (`description`, `candidate`).
+   * Relay an app-defined object to this peer as `signal` data (it arrives
+   * as the 'signal' event of the other side's SignalingChannel, and the
+   * negotiation there ignores it). It must not use negotiation's keys
+   * (`description`, `candidate`).
    * @param {Record<string, any>} data
    */
   signal(data) {
@@ -1268,10 +1269,7 @@ export class RemotePeer extends EventTarget {
           queueMicrotask(() => this.#negotiate('deferred negotiationneeded'));
         }
       }
-    } else if (!('candidate' in data)) {
-      // Not negotiation: the app's own signal (pairing messages, say).
-      this.dispatchEvent(new SwitchboardEvent('signal', { peer: this, data }));
-    } else {
+    } else if ('candidate' in data) {
       const cand = data.candidate;
       if (!pc.remoteDescription) {
         // Signals arrive in order, so a candidate before any description
@@ -1529,7 +1527,7 @@ export class Room extends EventTarget {
   #createPeer(id, meta, initiator, polite = initiator) {
     const peer = new RemotePeer(this, id, meta, initiator, polite);
     this.peers.set(id, peer);
-    for (const type of ['timeline', 'statechange', 'track', 'datachannel', 'signal', 'error']) {
+    for (const type of ['timeline', 'statechange', 'track', 'datachannel', 'error']) {
       peer.addEventListener(type, (ev) => {
         this.dispatchEvent(new SwitchboardEvent(type, /** @type {any} */ (ev).detail));
       });
