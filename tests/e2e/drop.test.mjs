@@ -182,7 +182,7 @@ test('a link with the wrong key fails on both sides, CLI or page, and nothing is
   }
 });
 
-test('rewritten fingerprints are caught: page to page, and CLI to page, both sides say tampered', { timeout: 60_000 }, async () => {
+test('rewritten fingerprints are caught page to page, CLI to page and page to CLI: both sides say tampered', { timeout: 60_000 }, async () => {
   assert.equal(rewriteFingerprints('{"sdp":"a=fingerprint:sha-256 AB:01\\r\\na=x"}'), `{"sdp":"a=fingerprint:sha-256 ${FAKE_FINGERPRINT}\\r\\na=x"}`);
   const file = randomFile(200_000, 'intercepted.bin');
   const before = proxy.rewritten;
@@ -223,6 +223,23 @@ test('rewritten fingerprints are caught: page to page, and CLI to page, both sid
   } finally {
     await send.kill();
     await page.context().close();
+  }
+  // The page sending through the proxy, its link taken by recv.
+  const out = tmpOut();
+  const { page: up2, link: pageLink } = await sender(proxy.origin, [file], 'mitm-sender-2');
+  const recv = runCli('recv', ['recv', pageLink, ...cli, '--out', out, '--count', '1']);
+  try {
+    assert.equal((await recv.waitExit(20_000)).code, 7);
+    assert.equal(recv.events.find((e) => e.event === 'error')?.code, 'tampered');
+    assert.deepEqual(fs.readdirSync(out), []);
+    await waitFor(up2, () => document.body.dataset.state === 'error');
+    assert.equal((await shown(up2)).error, 'tampered');
+  } catch (err) {
+    throw withCliOutput(err, recv);
+  } finally {
+    await recv.kill();
+    await up2.context().close();
+    fs.rmSync(out, { recursive: true, force: true });
     file.cleanup();
   }
 });
