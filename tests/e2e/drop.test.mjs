@@ -81,6 +81,7 @@ test('Chromium /drop to Chromium /drop by link: both files arrive, both sides ve
     assert.deepEqual(sent.cards.map((c) => [c.state, c.sha256]), files.map((f) => ['verified', f.sha256]));
     assert.match(await up.textContent('#overall-text'), /2 of 2 files verified/);
     await screenshot(down, 'drop-receiver');
+    await screenshot(up, 'drop-sender');
     assert.deepEqual([...up.errors, ...down.errors], []);
   } finally {
     await up.context().close();
@@ -200,6 +201,7 @@ test('rewritten fingerprints are caught page to page, CLI to page and page to CL
       assert.match(await p.textContent('#status'), /changed the DTLS fingerprints/);
     }
     assert.deepEqual((await shown(down)).cards, []);
+    await screenshot(down, 'drop-tampered');
   } finally {
     await up.context().close();
     await down.context().close();
