@@ -54,12 +54,17 @@ const shown = (page) => page.evaluate(() => ({
   downloads: document.querySelectorAll('a.download').length,
 }));
 
-/** SHA-256 of what each download link of the page offers. */
-const offered = (page) => page.evaluate(async () => Promise.all([...document.querySelectorAll('a.download')].map(async (a) => {
-  const buf = await (await fetch(/** @type {HTMLAnchorElement} */ (a).href)).arrayBuffer();
-  const d = new Uint8Array(await crypto.subtle.digest('SHA-256', buf));
-  return { name: a.getAttribute('download'), sha256: [...d].map((b) => b.toString(16).padStart(2, '0')).join('') };
-})));
+/** SHA-256 of what each download link of the page offers (hashed again, from the Blob). */
+const offered = (page) => page.evaluate(async () => {
+  const { sha256HexOf } = await import('/sdk/sha256.js');
+  return Promise.all([...document.querySelectorAll('a.download')].map(async (a) => {
+    const buf = await (await fetch(/** @type {HTMLAnchorElement} */ (a).href)).arrayBuffer();
+    return { name: a.getAttribute('download'), sha256: sha256HexOf(buf) };
+  }));
+});
+
+/** What a page served over plain http from another host lacks. */
+const NO_WEBCRYPTO = "Object.defineProperty(globalThis.crypto, 'subtle', { value: undefined, configurable: true });";
 
 /** The link with its key changed in the first character (another 128-bit key). */
 const wrongKey = (link) => link.replace(/key=(.)/, (_, c) => `key=${c === 'A' ? 'B' : 'A'}`);
@@ -67,9 +72,11 @@ const wrongKey = (link) => link.replace(/key=(.)/, (_, c) => `key=${c === 'A' ? 
 test('Chromium /drop to Chromium /drop by link: both files arrive, both sides verified', { timeout: 60_000 }, async () => {
   const files = [randomFile(2 * 1024 * 1024 + 123, 'photo.bin'), randomFile(70_000, 'notes.txt')];
   const { page: up, link } = await sender(server.origin, files);
-  const down = await newPage(browser, 'receiver');
+  // The receiver pairs without WebCrypto (the sha256.js HMAC), the sender with it.
+  const down = await newPage(browser, 'receiver', { initScript: NO_WEBCRYPTO });
   try {
     await down.goto(link);
+    assert.equal(await down.evaluate(() => globalThis.crypto.subtle), undefined);
     await waitFor(down, () => document.querySelectorAll('.transfer[data-state="verified"]').length === 2);
     await waitFor(up, () => document.body.dataset.state === 'done');
     await waitFor(down, () => document.body.dataset.state === 'done');
