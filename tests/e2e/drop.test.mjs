@@ -45,6 +45,27 @@ async function sender(origin, files, name = 'sender') {
   return { page, link };
 }
 
+/** Bytes made the same way in node and in the page. */
+const pattern = (n) => Uint8Array.from({ length: n }, (_, i) => (i * 31 + (i >> 11)) & 255);
+
+/**
+ * A /drop sender page that gets a file of `size` pattern bytes dropped
+ * onto it (a DataTransfer built in the page); resolves to it and its link.
+ */
+async function senderByDrop(origin, fileName, size) {
+  const page = await newPage(browser, 'drop-sender');
+  await page.goto(`${origin}/drop`);
+  await waitFor(page, () => document.body.dataset.state === 'pick');
+  await page.evaluate(({ fileName, size, src }) => {
+    const bytes = new Function(`return ${src}`)()(size);
+    const dt = new DataTransfer();
+    dt.items.add(new File([bytes], fileName, { type: 'application/octet-stream' }));
+    document.querySelector('#dropzone').dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+  }, { fileName, size, src: pattern.toString() });
+  await waitFor(page, () => document.body.dataset.state === 'waiting');
+  return { page, link: await page.inputValue('#link') };
+}
+
 /** What a receiver page shows: cards, their states and hashes, download links. */
 const shown = (page) => page.evaluate(() => ({
   state: document.body.dataset.state,
@@ -122,9 +143,11 @@ test('the link of `switchboard send` opens in Chromium: the file arrives verifie
 });
 
 test('a /drop link taken by `switchboard recv`: the file is written, verified on both sides', { timeout: 60_000 }, async () => {
-  const file = randomFile(1536 * 1024, 'to-cli.bin');
+  // Dragged onto the page this time.
+  const size = 1536 * 1024;
+  const file = { sha256: createHash('sha256').update(pattern(size)).digest('hex'), cleanup() {} };
   const out = tmpOut();
-  const { page, link } = await sender(server.origin, [file]);
+  const { page, link } = await senderByDrop(server.origin, 'to-cli.bin', size);
   const recv = runCli('recv', ['recv', link, ...cli, '--out', out, '--count', '1']);
   try {
     const got = await recv.waitEvent((e) => e.event === 'file-received', 'file-received', 30_000);
