@@ -386,9 +386,10 @@ export function opfsSink(dir) {
 }
 
 /**
- * The sink pages use: the Origin Private File System (in folder `dirName`)
- * where the page has it, so a large file does not fill its memory, and
- * `memorySink` where it does not (not a secure context) or it fails.
+ * The sink /drop uses (the same choice /chat makes): the Origin Private
+ * File System (in folder `dirName`) where the page has it, so a large file
+ * does not fill its memory, and `memorySink` where it does not (not a
+ * secure context) or it fails.
  * @param {string} [dirName]
  * @returns {(info: {id: string, mime?: string}) => Promise<Sink>}
  */
@@ -398,7 +399,7 @@ export function browserSink(dirName = 'switchboard-incoming') {
   return async (info) => {
     try {
       dir ??= navigator.storage?.getDirectory
-        ? navigator.storage.getDirectory().then((root) => root.getDirectoryHandle(dirName, { create: true }))
+        ? (await navigator.storage.getDirectory()).getDirectoryHandle(dirName, { create: true })
         : Promise.reject(new Error('no Origin Private File System'));
       return await opfsSink(await dir)(info);
     } catch (err) {
