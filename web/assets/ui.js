@@ -324,7 +324,7 @@ export function header(current) {
   const link = (href, text) => el('a', { href, 'aria-current': current === href ? 'page' : null }, text);
   return el('header', { class: 'top' },
     el('a', { class: 'brand', href: '/' }, 'switchboard'),
-    el('nav', {}, link('/local', 'Local'), link('/call', 'Call'), link('/chat', 'Chat')),
+    el('nav', {}, link('/local', 'Local'), link('/call', 'Call'), link('/chat', 'Chat'), link('/drop', 'Drop')),
     el('span', { class: 'spacer' }),
     el('span', { class: 'who', id: 'who' }));
 }

@@ -412,6 +412,8 @@ export declare class RemotePeer extends EventTarget {
   readonly closed: boolean;
   readonly state: PeerStates;
   getSelectedCandidatePair(): Promise<SelectedCandidatePair | null>;
+  /** Relay an app-defined object (no `description` or `candidate` key) to this peer; it arrives as the 'signal' event of the other side's SignalingChannel. */
+  signal(data: Record<string, unknown>): void;
   close(reason?: string): void;
   addEventListener<K extends keyof RemotePeerEventMap>(type: K, listener: (ev: RemotePeerEventMap[K]) => void, options?: boolean | AddEventListenerOptions): void;
   addEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | AddEventListenerOptions): void;

@@ -858,7 +858,9 @@ function toPlain(data) {
  * One remote peer in a room and the RTCPeerConnection to it.
  *
  * Events: 'timeline' ({entry}), 'statechange', 'track', 'datachannel',
- * 'close'. The Room re-dispatches all of them with `peer` set.
+ * 'close'. The Room re-dispatches all of them with `peer` set. Signal data
+ * that is not negotiation (what the other side's `signal()` sent) is left
+ * to the app: the SignalingChannel's 'signal' event has it, as it arrives.
  */
 export class RemotePeer extends EventTarget {
   /** @type {Room} */ #room;
@@ -1130,6 +1132,20 @@ export class RemotePeer extends EventTarget {
         this.#log('addTransceiver', `${kind} recvonly (no local ${kind} track)`);
       }
     }
+  }
+
+  /**
+   * Relay an app-defined object to this peer as `signal` data (it arrives
+   * as the 'signal' event of the other side's SignalingChannel, and the
+   * negotiation there ignores it). It must not use negotiation's keys
+   * (`description`, `candidate`).
+   * @param {Record<string, any>} data
+   */
+  signal(data) {
+    if (!data || typeof data !== 'object' || 'description' in data || 'candidate' in data) {
+      throw new TypeError('signal data must be an object without "description" or "candidate"');
+    }
+    this.#send(data);
   }
 
   /** @param {Record<string, any>} data */

@@ -111,6 +111,8 @@ export declare const WRITE_BATCH: number;
 export declare function memorySink(info: IncomingInfo): Sink;
 /** Files written into the Origin Private File System directory `dir` as they arrive. */
 export declare function opfsSink(dir: FileSystemDirectoryHandle): (info: IncomingInfo) => Promise<Sink>;
+/** The Origin Private File System (folder `dirName`, default `switchboard-incoming`) where it works, else `memorySink`. */
+export declare function browserSink(dirName?: string): (info: IncomingInfo) => Promise<Sink>;
 
 export type Received =
   | { kind: 'started'; id: string; name: string; size: number; mime?: string; replaced: { id: string; name: string } | null }

@@ -11,7 +11,9 @@
 //   verdict from the peer's file-ack;
 // - `Receiver`: collects an incoming file, checks size and SHA-256 on
 //   file-end and produces the file-ack to send back;
-// - `sendFile`: drives a Sender over an RTCDataChannel with backpressure.
+// - `sendFile`: drives a Sender over an RTCDataChannel with backpressure;
+// - the sinks a Receiver writes to: `opfsSink`, `memorySink`, and
+//   `browserSink`, the first that works of the two.
 //
 // Like the Rust crate, Sender and Receiver never touch a data channel; only
 // `sendFile` does. No DOM, so it also runs in a worker.
@@ -380,6 +382,30 @@ export function opfsSink(dir) {
         await dir.removeEntry(name).catch(() => {});
       },
     };
+  };
+}
+
+/**
+ * The sink /drop uses (the same choice /chat makes): the Origin Private
+ * File System (in folder `dirName`) where the page has it, so a large file
+ * does not fill its memory, and `memorySink` where it does not (not a
+ * secure context) or it fails.
+ * @param {string} [dirName]
+ * @returns {(info: {id: string, mime?: string}) => Promise<Sink>}
+ */
+export function browserSink(dirName = 'switchboard-incoming') {
+  /** @type {Promise<FileSystemDirectoryHandle> | undefined} */
+  let dir;
+  return async (info) => {
+    try {
+      dir ??= navigator.storage?.getDirectory
+        ? (await navigator.storage.getDirectory()).getDirectoryHandle(dirName, { create: true })
+        : Promise.reject(new Error('no Origin Private File System'));
+      return await opfsSink(await dir)(info);
+    } catch (err) {
+      console.warn('receiving into memory:', err instanceof Error ? err.message : err);
+      return memorySink(info);
+    }
   };
 }
 

@@ -399,6 +399,7 @@ async fn serve(
         .route("/local", get(web::page("local")))
         .route("/call", get(web::page("call")))
         .route("/chat", get(web::page("chat")))
+        .route("/drop", get(web::page("drop")))
         .route("/doctor", get(web::page("doctor")))
         .route("/sdk/{*file}", get(web::sdk))
         .route("/assets/{*file}", get(web::assets))
