@@ -4,6 +4,10 @@
 //! up across loops and jumps. A keyframe request (PLI/FIR) moves playback
 //! to the next keyframe at once, or back to the last one when none follows
 //! in this pass (a repeat of a few frames rather than a broken picture).
+//! Requests are rate-limited: within the minimum interval after the last
+//! keyframe handed out, a request is held and honoured when the interval
+//! ends (unless a keyframe went out meanwhile), so a receiver that keeps
+//! asking cannot turn the stream into keyframes only.
 //!
 //! Input: [`Pacer::poll`] with the time, [`Pacer::keyframe_request`].
 //! Output: [`Due`] frames; [`Pacer::next_at`] says when to poll again.
@@ -40,10 +44,18 @@ pub struct Pacer {
     base: i64,
     passes: u64,
     done: bool,
+    /// Shortest time between two keyframes caused by requests.
+    min_keyframe_interval: Duration,
+    /// When the last keyframe was handed out.
+    last_keyframe: Option<Instant>,
+    /// A request came too soon after the last keyframe; it is honoured
+    /// at `last_keyframe + min_keyframe_interval`.
+    held_request: bool,
 }
 
 impl Pacer {
-    /// Starts at the first frame, due at `now`.
+    /// Starts at the first frame, due at `now`. Keyframe requests are not
+    /// rate-limited until [`Pacer::set_min_keyframe_interval`].
     pub fn new(track: Arc<Track>, looping: bool, now: Instant) -> Self {
         Pacer {
             track,
@@ -53,7 +65,24 @@ impl Pacer {
             base: 0,
             passes: 0,
             done: false,
+            min_keyframe_interval: Duration::ZERO,
+            last_keyframe: None,
+            held_request: false,
         }
+    }
+
+    /// A keyframe request within `interval` of the last keyframe handed
+    /// out is held until the interval has passed (zero: no limit).
+    pub fn set_min_keyframe_interval(&mut self, interval: Duration) {
+        self.min_keyframe_interval = interval;
+    }
+
+    /// When a held request is to be honoured.
+    fn held_until(&self) -> Option<Instant> {
+        if !self.held_request {
+            return None;
+        }
+        self.last_keyframe.map(|t| t + self.min_keyframe_interval)
     }
 
     fn clock(&self) -> u64 {
@@ -69,7 +98,8 @@ impl Pacer {
         if self.done {
             return None;
         }
-        Some(self.epoch + self.to_duration(self.track.frames[self.pos].ts))
+        let frame = self.epoch + self.to_duration(self.track.frames[self.pos].ts);
+        Some(self.held_until().map_or(frame, |h| h.min(frame)))
     }
 
     /// The next frame if it is due at `now`; call until `None`.
@@ -77,7 +107,20 @@ impl Pacer {
         if now < self.next_at()? {
             return None;
         }
+        if self.held_until().is_some_and(|h| now >= h) {
+            self.held_request = false;
+            if !self.track.frames[self.pos].keyframe {
+                self.jump(now);
+            }
+            if now < self.next_at()? {
+                return None;
+            }
+        }
         let f = &self.track.frames[self.pos];
+        if f.keyframe {
+            self.last_keyframe = Some(now);
+            self.held_request = false;
+        }
         let due = Due {
             index: self.pos,
             media_time: (self.base + f.ts as i64).max(0) as u64,
@@ -104,11 +147,32 @@ impl Pacer {
     /// this pass (later frames are skipped), else, when looping, the start
     /// of the next pass, else the last one that was sent (its frames are
     /// repeated). Media time goes on from where it was. Returns whether
-    /// anything moved (not when the next frame is a keyframe already).
+    /// anything moved: not when the next frame is a keyframe already, nor
+    /// when the request came within the minimum interval after the last
+    /// keyframe (it is held: [`Pacer::next_at`] and [`Pacer::poll`] carry
+    /// it out when the interval ends).
     pub fn keyframe_request(&mut self, now: Instant) -> bool {
         if self.done || self.track.frames[self.pos].keyframe {
             return false;
         }
+        if let Some(last) = self.last_keyframe {
+            if now < last + self.min_keyframe_interval {
+                self.held_request = true;
+                return false;
+            }
+        }
+        self.jump(now);
+        true
+    }
+
+    /// Whether a keyframe request is being held by the rate limit.
+    pub fn keyframe_request_held(&self) -> bool {
+        self.held_request
+    }
+
+    /// Moves playback so the next frame is a keyframe due at `now` (the
+    /// next frame is not one).
+    fn jump(&mut self, now: Instant) {
         let frames = &self.track.frames;
         // What the frame about to go out would have had: the jump keeps it.
         let here_ts = frames[self.pos].ts as i64;
@@ -121,7 +185,7 @@ impl Pacer {
                 self.pos = 0;
                 self.passes += 1;
                 self.epoch = now;
-                return true;
+                return;
             }
             None => frames[..self.pos]
                 .iter()
@@ -135,7 +199,6 @@ impl Pacer {
         self.epoch = now
             .checked_sub(self.to_duration(t_ts as u64))
             .unwrap_or(now);
-        true
     }
 
     /// Playback has ended (never when looping).
@@ -251,5 +314,59 @@ mod tests {
         assert!(p.keyframe_request(now));
         assert_eq!(drain(&mut p, now), vec![(0, 39000)]);
         assert_eq!(p.passes(), 1);
+    }
+
+    #[test]
+    fn keyframe_requests_are_held_for_the_minimum_interval() {
+        let t0 = Instant::now();
+        let mut p = Pacer::new(track(100, 50), false, t0);
+        p.set_min_keyframe_interval(ms(500));
+        // Frame 0, a keyframe, goes out at t0.
+        assert_eq!(drain(&mut p, t0), vec![(0, 0)]);
+        assert_eq!(drain(&mut p, t0 + ms(40)), vec![(1, 3000)]);
+        // Too soon after it: held, nothing moves, and the pacer wants to
+        // be polled when the interval ends (before frame 16 is due).
+        assert!(!p.keyframe_request(t0 + ms(50)));
+        assert!(p.keyframe_request_held());
+        assert_eq!(drain(&mut p, t0 + ms(70)), vec![(2, 6000)]);
+        // More requests while one is held change nothing.
+        assert!(!p.keyframe_request(t0 + ms(80)));
+        assert_eq!(drain(&mut p, t0 + ms(499)).last(), Some(&(14, 42000)));
+        assert_eq!(p.next_at(), Some(t0 + ms(500)));
+        // At the end of the interval the held request jumps to frame 50,
+        // with the media time frame 15 would have had.
+        assert_eq!(drain(&mut p, t0 + ms(500)), vec![(50, 45000)]);
+        assert!(!p.keyframe_request_held());
+        // The next request is held again: 500 ms from that keyframe.
+        assert!(!p.keyframe_request(t0 + ms(600)));
+        let got = drain(&mut p, t0 + ms(999));
+        assert!(got.iter().all(|&(i, _)| i > 50 && i < 70), "{got:?}");
+        assert_eq!(drain(&mut p, t0 + ms(1000)).first().map(|d| d.0), Some(50));
+        // After the interval a request moves playback at once.
+        let mut q = Pacer::new(track(100, 50), false, t0);
+        q.set_min_keyframe_interval(ms(500));
+        drain(&mut q, t0);
+        drain(&mut q, t0 + ms(600));
+        assert!(q.keyframe_request(t0 + ms(600)));
+        assert_eq!(drain(&mut q, t0 + ms(600)).first().map(|d| d.0), Some(50));
+    }
+
+    #[test]
+    fn a_keyframe_from_the_file_answers_a_held_request() {
+        let t0 = Instant::now();
+        let mut p = Pacer::new(track(40, 10), false, t0);
+        p.set_min_keyframe_interval(ms(500));
+        drain(&mut p, t0);
+        drain(&mut p, t0 + ms(250)); // frames 1..=7
+        assert!(!p.keyframe_request(t0 + ms(260)));
+        // Frame 10, a keyframe, is due at 333 ms, before the interval ends:
+        // it answers the request, and no jump follows at 500 ms.
+        assert_eq!(drain(&mut p, t0 + ms(334)).last(), Some(&(10, 30000)));
+        assert!(!p.keyframe_request_held());
+        let got = drain(&mut p, t0 + ms(600));
+        assert_eq!(
+            got.iter().map(|d| d.0).collect::<Vec<_>>(),
+            (11..=18).collect::<Vec<_>>()
+        );
     }
 }
