@@ -282,7 +282,7 @@ pub async fn run(a: PlayArgs, out: Out) -> Result<(), Failure> {
                     let Some(p) = &mut s.pacer else { continue };
                     while let Some(d) = p.poll(now) {
                         if let Some(log) = &mut frame_log {
-                            log_frame(log, s.kind, &d);
+                            log_frame(log, s.kind, s.track.frames[d.index].ts, &d);
                         }
                         for r in receivers.values() {
                             let Some(params) = &r.params else { continue };
@@ -324,7 +324,7 @@ pub async fn run(a: PlayArgs, out: Out) -> Result<(), Failure> {
 /// One `--frame-log` line; the time is taken as the frame is handed to the
 /// connections (packetizing and encryption follow in their tasks). A write
 /// error is not worth stopping the stream for.
-fn log_frame(log: &mut impl Write, kind: MediaKind, d: &media::pacer::Due) {
+fn log_frame(log: &mut impl Write, kind: MediaKind, file_time: u64, d: &media::pacer::Due) {
     let unix_us = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |t| t.as_micros());
@@ -334,7 +334,7 @@ fn log_frame(log: &mut impl Write, kind: MediaKind, d: &media::pacer::Due) {
     };
     let _ = writeln!(
         log,
-        r#"{{"kind":"{kind}","index":{},"media_time":{},"keyframe":{},"unix_us":{unix_us}}}"#,
+        r#"{{"kind":"{kind}","index":{},"file_time":{file_time},"media_time":{},"keyframe":{},"unix_us":{unix_us}}}"#,
         d.index, d.media_time, d.keyframe
     );
 }
