@@ -90,5 +90,6 @@ for c in $CASES; do
         "$(cut -d' ' -f1 "$dir/$c.txt" | median)" "$(cut -d' ' -f2 "$dir/$c.txt" | median)" \
         "$(cut -d' ' -f3 "$dir/$c.txt" | median)" "$(cut -d' ' -f4 "$dir/$c.txt" | median)" \
         "$(cut -d' ' -f5 "$dir/$c.txt" | paste -sd' ')"
+    sed 's/^/    run: /' "$dir/$c.txt" >&2
 done
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
