@@ -291,11 +291,18 @@ fn play_to_record_keeps_frames_size_and_length() {
         let mut indexes = field("index");
         indexes.sort_unstable();
         indexes.dedup();
-        let want = if kind == "video" { 120 } else { packets as usize };
+        let want = if kind == "video" {
+            120
+        } else {
+            packets as usize
+        };
         assert!(indexes.len() >= want, "{kind}: {} indexes", indexes.len());
     }
     let v0 = lines.iter().find(|l| l["kind"] == "video").unwrap();
-    assert_eq!((v0["index"].as_u64(), v0["keyframe"].as_bool()), (Some(0), Some(true)));
+    assert_eq!(
+        (v0["index"].as_u64(), v0["keyframe"].as_bool()),
+        (Some(0), Some(true))
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

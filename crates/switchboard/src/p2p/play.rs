@@ -161,11 +161,7 @@ pub async fn run(a: PlayArgs, out: Out) -> Result<(), Failure> {
                 .append(true)
                 .open(path)
                 .map_err(|e| {
-                    Failure::new(
-                        EXIT_OTHER,
-                        "frame-log",
-                        format!("{}: {e}", path.display()),
-                    )
+                    Failure::new(EXIT_OTHER, "frame-log", format!("{}: {e}", path.display()))
                 })?,
         )),
         None => None,
