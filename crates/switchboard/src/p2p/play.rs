@@ -46,8 +46,8 @@ pub struct PlayArgs {
     #[arg(long, value_name = "MS", default_value_t = 500)]
     pub min_keyframe_interval: u64,
     /// Append one JSON line per frame handed to the peers to FILE: kind,
-    /// index in the file, media time and the wall-clock time (for
-    /// measuring delay end to end).
+    /// index in the file, file and media time, and the wall-clock time
+    /// (for measuring delay end to end).
     #[arg(long, value_name = "FILE")]
     pub frame_log: Option<PathBuf>,
     /// The options every peer command takes.
