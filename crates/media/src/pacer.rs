@@ -5,9 +5,10 @@
 //! to the next keyframe at once, or back to the last one when none follows
 //! in this pass (a repeat of a few frames rather than a broken picture).
 //! Requests are rate-limited: within the minimum interval after the last
-//! keyframe handed out, a request is held and honoured when the interval
-//! ends (unless a keyframe went out meanwhile), so a receiver that keeps
-//! asking cannot turn the stream into keyframes only.
+//! keyframe handed out, a receiver's request is dropped (that keyframe
+//! answers it), so a receiver that keeps asking cannot turn the stream into
+//! keyframes only; a new receiver's need for one is held until the
+//! interval ends (unless a keyframe went out meanwhile).
 //!
 //! Input: [`Pacer::poll`] with the time, [`Pacer::keyframe_request`].
 //! Output: [`Due`] frames; [`Pacer::next_at`] says when to poll again.
@@ -44,12 +45,12 @@ pub struct Pacer {
     base: i64,
     passes: u64,
     done: bool,
-    /// Shortest time between two keyframes caused by requests.
+    /// Shortest time from a keyframe to a jump caused by a request.
     min_keyframe_interval: Duration,
     /// When the last keyframe was handed out.
     last_keyframe: Option<Instant>,
-    /// A request came too soon after the last keyframe; it is honoured
-    /// at `last_keyframe + min_keyframe_interval`.
+    /// A new receiver came too soon after the last keyframe; its jump is
+    /// made at `last_keyframe + min_keyframe_interval`.
     held_request: bool,
 }
 
@@ -71,8 +72,8 @@ impl Pacer {
         }
     }
 
-    /// A keyframe request within `interval` of the last keyframe handed
-    /// out is held until the interval has passed (zero: no limit).
+    /// No jump for a request within `interval` after the last keyframe
+    /// handed out (zero: no limit).
     pub fn set_min_keyframe_interval(&mut self, interval: Duration) {
         self.min_keyframe_interval = interval;
     }
@@ -142,31 +143,49 @@ impl Pacer {
         Some(due)
     }
 
-    /// A receiver asked for a keyframe at `now`. Moves playback so the
-    /// next frame handed out is a keyframe, due at once: the next one in
-    /// this pass (later frames are skipped), else, when looping, the start
-    /// of the next pass, else the last one that was sent (its frames are
-    /// repeated). Media time goes on from where it was. Returns whether
+    /// A receiver asked for a keyframe (PLI/FIR) at `now`. Moves playback
+    /// so the next frame handed out is a keyframe, due at once: the next
+    /// one in this pass (later frames are skipped), else, when looping, the
+    /// start of the next pass, else the last one that was sent (its frames
+    /// are repeated). Media time goes on from where it was. Returns whether
     /// anything moved: not when the next frame is a keyframe already, nor
-    /// when the request came within the minimum interval after the last
-    /// keyframe (it is held: [`Pacer::next_at`] and [`Pacer::poll`] carry
-    /// it out when the interval ends).
+    /// within the minimum interval after the last keyframe handed out. That
+    /// keyframe answers the request: it is on its way, or the request
+    /// crossed it (a receiver asks as it starts waiting for one); a
+    /// receiver that lost it asks again.
     pub fn keyframe_request(&mut self, now: Instant) -> bool {
-        if self.done || self.track.frames[self.pos].keyframe {
+        if self.done || self.track.frames[self.pos].keyframe || self.too_soon(now) {
             return false;
-        }
-        if let Some(last) = self.last_keyframe {
-            if now < last + self.min_keyframe_interval {
-                self.held_request = true;
-                return false;
-            }
         }
         self.jump(now);
         true
     }
 
-    /// Whether a keyframe request is being held by the rate limit.
-    pub fn keyframe_request_held(&self) -> bool {
+    /// A receiver joined at `now` and needs a keyframe: as
+    /// [`Pacer::keyframe_request`], but within the minimum interval the
+    /// jump is held, not dropped (the last keyframe went out before this
+    /// receiver could get it): [`Pacer::next_at`] and [`Pacer::poll`] carry
+    /// it out when the interval ends, unless the file's own next keyframe
+    /// comes first. Returns whether playback moved now.
+    pub fn new_receiver(&mut self, now: Instant) -> bool {
+        if self.done || self.track.frames[self.pos].keyframe {
+            return false;
+        }
+        if self.too_soon(now) {
+            self.held_request = true;
+            return false;
+        }
+        self.jump(now);
+        true
+    }
+
+    fn too_soon(&self, now: Instant) -> bool {
+        self.last_keyframe
+            .is_some_and(|last| now < last + self.min_keyframe_interval)
+    }
+
+    /// Whether a new receiver's keyframe is being held by the rate limit.
+    pub fn keyframe_held(&self) -> bool {
         self.held_request
     }
 
@@ -317,52 +336,72 @@ mod tests {
     }
 
     #[test]
-    fn keyframe_requests_are_held_for_the_minimum_interval() {
+    fn keyframe_requests_within_the_minimum_interval_are_dropped() {
         let t0 = Instant::now();
         let mut p = Pacer::new(track(100, 50), false, t0);
         p.set_min_keyframe_interval(ms(500));
         // Frame 0, a keyframe, goes out at t0.
         assert_eq!(drain(&mut p, t0), vec![(0, 0)]);
         assert_eq!(drain(&mut p, t0 + ms(40)), vec![(1, 3000)]);
-        // Too soon after it: held, nothing moves, and the pacer wants to
-        // be polled when the interval ends (before frame 16 is due).
-        assert!(!p.keyframe_request(t0 + ms(50)));
-        assert!(p.keyframe_request_held());
-        assert_eq!(drain(&mut p, t0 + ms(70)), vec![(2, 6000)]);
-        // More requests while one is held change nothing.
-        assert!(!p.keyframe_request(t0 + ms(80)));
-        assert_eq!(drain(&mut p, t0 + ms(499)).last(), Some(&(14, 42000)));
-        assert_eq!(p.next_at(), Some(t0 + ms(500)));
-        // At the end of the interval the held request jumps to frame 50,
-        // with the media time frame 15 would have had.
-        assert_eq!(drain(&mut p, t0 + ms(500)), vec![(50, 45000)]);
-        assert!(!p.keyframe_request_held());
-        // The next request is held again: 500 ms from that keyframe.
-        assert!(!p.keyframe_request(t0 + ms(600)));
-        let got = drain(&mut p, t0 + ms(999));
-        assert!(got.iter().all(|&(i, _)| i > 50 && i < 70), "{got:?}");
-        assert_eq!(drain(&mut p, t0 + ms(1000)).first().map(|d| d.0), Some(50));
-        // After the interval a request moves playback at once.
-        let mut q = Pacer::new(track(100, 50), false, t0);
-        q.set_min_keyframe_interval(ms(500));
-        drain(&mut q, t0);
-        drain(&mut q, t0 + ms(600));
-        assert!(q.keyframe_request(t0 + ms(600)));
-        assert_eq!(drain(&mut q, t0 + ms(600)).first().map(|d| d.0), Some(50));
+        // A receiver that keeps asking moves nothing within 500 ms of it.
+        for t in [50, 80, 300, 499] {
+            assert!(!p.keyframe_request(t0 + ms(t)), "{t} ms");
+        }
+        assert!(!p.keyframe_held());
+        assert_eq!(drain(&mut p, t0 + ms(600)).last(), Some(&(18, 54000)));
+        // After it, the next request jumps to frame 50 at once...
+        assert!(p.keyframe_request(t0 + ms(610)));
+        assert_eq!(drain(&mut p, t0 + ms(610)), vec![(50, 57000)]);
+        // ...and the interval starts again from that keyframe.
+        assert!(!p.keyframe_request(t0 + ms(1100)));
+        assert!(p.keyframe_request(t0 + ms(1110)));
+        assert_eq!(drain(&mut p, t0 + ms(1110)).first().map(|d| d.0), Some(50));
     }
 
     #[test]
-    fn a_keyframe_from_the_file_answers_a_held_request() {
+    fn a_new_receiver_within_the_minimum_interval_is_held() {
+        let t0 = Instant::now();
+        let mut p = Pacer::new(track(100, 50), false, t0);
+        p.set_min_keyframe_interval(ms(500));
+        drain(&mut p, t0);
+        assert!(!p.new_receiver(t0 + ms(50)));
+        assert!(p.keyframe_held());
+        // Frames go on; the pacer wants a poll when the interval ends
+        // (frame 15 is due then too).
+        assert_eq!(drain(&mut p, t0 + ms(499)).last(), Some(&(14, 42000)));
+        assert_eq!(p.next_at(), Some(t0 + ms(500)));
+        // Then the jump to frame 50, with the media time of frame 15.
+        assert_eq!(drain(&mut p, t0 + ms(500)), vec![(50, 45000)]);
+        assert!(!p.keyframe_held());
+        // Held until 510 ms after 400 ms of frames: the poll comes early.
+        let mut q = Pacer::new(track(100, 50), false, t0);
+        q.set_min_keyframe_interval(ms(510));
+        drain(&mut q, t0);
+        assert!(!q.new_receiver(t0 + ms(400)));
+        assert_eq!(drain(&mut q, t0 + ms(509)).last().map(|d| d.0), Some(15));
+        assert_eq!(q.next_at(), Some(t0 + ms(510)));
+        assert_eq!(drain(&mut q, t0 + ms(510)), vec![(50, 48000)]);
+        // Past the interval a new receiver moves playback at once.
+        let mut r = Pacer::new(track(100, 50), false, t0);
+        r.set_min_keyframe_interval(ms(500));
+        drain(&mut r, t0);
+        drain(&mut r, t0 + ms(600));
+        assert!(r.new_receiver(t0 + ms(600)));
+        assert_eq!(drain(&mut r, t0 + ms(600)).first().map(|d| d.0), Some(50));
+    }
+
+    #[test]
+    fn a_keyframe_from_the_file_answers_a_held_new_receiver() {
         let t0 = Instant::now();
         let mut p = Pacer::new(track(40, 10), false, t0);
         p.set_min_keyframe_interval(ms(500));
         drain(&mut p, t0);
         drain(&mut p, t0 + ms(250)); // frames 1..=7
-        assert!(!p.keyframe_request(t0 + ms(260)));
+        assert!(!p.new_receiver(t0 + ms(260)));
         // Frame 10, a keyframe, is due at 333 ms, before the interval ends:
         // it answers the request, and no jump follows at 500 ms.
         assert_eq!(drain(&mut p, t0 + ms(334)).last(), Some(&(10, 30000)));
-        assert!(!p.keyframe_request_held());
+        assert!(!p.keyframe_held());
         let got = drain(&mut p, t0 + ms(600));
         assert_eq!(
             got.iter().map(|d| d.0).collect::<Vec<_>>(),

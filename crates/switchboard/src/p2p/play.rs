@@ -40,9 +40,9 @@ pub struct PlayArgs {
     /// file.
     #[arg(long, value_name = "BYTES", default_value_t = 4 << 20)]
     pub max_frame_bytes: usize,
-    /// Shortest time between two keyframes that receivers' requests
-    /// (PLI/FIR) cause, in milliseconds; a request sooner than that after
-    /// the last keyframe is held until then. 0: no limit.
+    /// Shortest time from a keyframe to a jump that a receiver's request
+    /// (PLI/FIR) causes, in milliseconds: a request sooner than that is
+    /// dropped (a new receiver's jump is held until then). 0: no limit.
     #[arg(long, value_name = "MS", default_value_t = 500)]
     pub min_keyframe_interval: u64,
     /// Append one JSON line per frame handed to the peers to FILE: kind,
@@ -240,7 +240,7 @@ pub async fn run(a: PlayArgs, out: Out) -> Result<(), Failure> {
                     Happened::Event { event: Event::KeyframeRequest { mid }, peer } => {
                         let is_ours = receivers.get(&peer).is_some_and(|r| r.senders.iter().any(|s| s.mid.is_none() || s.mid == Some(mid)));
                         if is_ours {
-                            keyframe(&mut sources, Instant::now());
+                            keyframe(&mut sources, Instant::now(), false);
                         }
                     }
                     Happened::PeerLeft(peer) => { receivers.remove(&peer); }
@@ -264,7 +264,7 @@ pub async fn run(a: PlayArgs, out: Out) -> Result<(), Failure> {
                             }
                         }
                         // A late joiner needs a keyframe now, not at the next one.
-                        keyframe(&mut sources, now);
+                        keyframe(&mut sources, now, true);
                         out.note(|| format!("streaming to {peer}"));
                     }
                     Err(e) => {
@@ -335,11 +335,16 @@ fn log_frame(log: &mut impl Write, kind: MediaKind, file_time: u64, d: &media::p
     );
 }
 
-/// A receiver asked for a keyframe (or just joined): the video pacer moves.
-fn keyframe(sources: &mut [Source], now: Instant) {
+/// A receiver asked for a keyframe (or, `joined`, needs its first): the
+/// video pacer moves, as its rate limit allows.
+fn keyframe(sources: &mut [Source], now: Instant, joined: bool) {
     for s in sources.iter_mut().filter(|s| s.kind == MediaKind::Video) {
         if let Some(p) = &mut s.pacer {
-            p.keyframe_request(now);
+            if joined {
+                p.new_receiver(now);
+            } else {
+                p.keyframe_request(now);
+            }
         }
     }
 }
