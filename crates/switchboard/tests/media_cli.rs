@@ -240,9 +240,10 @@ fn play_to_record_keeps_frames_size_and_length() {
         .concat(),
     );
     rec.wait("joined", 20, |e| e["event"] == "joined");
+    let log = dir.join("frames.jsonl");
     let mut play = Cli::start(
         &[
-            &["play"],
+            &["play", "--frame-log", log.to_str().unwrap()],
             &common(&url, "p2r")[..],
             &[v.to_str().unwrap(), a.to_str().unwrap()],
         ]
@@ -275,6 +276,33 @@ fn play_to_record_keeps_frames_size_and_length() {
     assert_eq!(codec, "opus");
     assert!(packets >= 190, "{packets} Opus packets");
     assert!((secs - 4.0).abs() < 0.3, "audio lasts {secs} s");
+    // The frame log has every frame sent, in order, with rising times.
+    let lines: Vec<Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for kind in ["video", "audio"] {
+        let of: Vec<&Value> = lines.iter().filter(|l| l["kind"] == kind).collect();
+        let field = |k: &str| -> Vec<u64> { of.iter().map(|l| l[k].as_u64().unwrap()).collect() };
+        let (media, unix) = (field("media_time"), field("unix_us"));
+        assert!(media.windows(2).all(|w| w[0] < w[1]), "{kind} media times");
+        assert!(unix.windows(2).all(|w| w[0] <= w[1]), "{kind} send times");
+        let mut indexes = field("index");
+        indexes.sort_unstable();
+        indexes.dedup();
+        let want = if kind == "video" {
+            120
+        } else {
+            packets as usize
+        };
+        assert!(indexes.len() >= want, "{kind}: {} indexes", indexes.len());
+    }
+    let v0 = lines.iter().find(|l| l["kind"] == "video").unwrap();
+    assert_eq!(
+        (v0["index"].as_u64(), v0["keyframe"].as_bool()),
+        (Some(0), Some(true))
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

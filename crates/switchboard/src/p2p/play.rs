@@ -16,6 +16,7 @@ use peer::{
     Event, IceConnectionState, MediaFrame, MediaKind, PayloadParams, PeerConnection, TrackSender,
 };
 use std::collections::HashMap;
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,6 +40,16 @@ pub struct PlayArgs {
     /// file.
     #[arg(long, value_name = "BYTES", default_value_t = 4 << 20)]
     pub max_frame_bytes: usize,
+    /// Shortest time from a keyframe to a jump that a receiver's request
+    /// (PLI/FIR) causes, in milliseconds: a request sooner than that is
+    /// dropped (a new receiver's jump is held until then). 0: no limit.
+    #[arg(long, value_name = "MS", default_value_t = 500)]
+    pub min_keyframe_interval: u64,
+    /// Append one JSON line per frame handed to the peers to FILE: kind,
+    /// index in the file, file and media time, and the wall-clock time
+    /// (for measuring delay end to end).
+    #[arg(long, value_name = "FILE")]
+    pub frame_log: Option<PathBuf>,
     /// The options every peer command takes.
     #[command(flatten)]
     pub common: PeerArgs,
@@ -143,6 +154,19 @@ async fn resolve(
 
 pub async fn run(a: PlayArgs, out: Out) -> Result<(), Failure> {
     let mut sources = load(&a)?;
+    let mut frame_log = match &a.frame_log {
+        Some(path) => Some(std::io::BufWriter::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| {
+                    Failure::new(EXIT_OTHER, "frame-log", format!("{}: {e}", path.display()))
+                })?,
+        )),
+        None => None,
+    };
+    let min_keyframe_interval = Duration::from_millis(a.min_keyframe_interval);
     for (s, path) in sources.iter().zip(&a.files) {
         let t = &s.track;
         let secs = t.duration as f64 / f64::from(t.codec.clock_rate());
@@ -216,7 +240,7 @@ pub async fn run(a: PlayArgs, out: Out) -> Result<(), Failure> {
                     Happened::Event { event: Event::KeyframeRequest { mid }, peer } => {
                         let is_ours = receivers.get(&peer).is_some_and(|r| r.senders.iter().any(|s| s.mid.is_none() || s.mid == Some(mid)));
                         if is_ours {
-                            keyframe(&mut sources, Instant::now());
+                            keyframe(&mut sources, Instant::now(), false);
                         }
                     }
                     Happened::PeerLeft(peer) => { receivers.remove(&peer); }
@@ -234,11 +258,13 @@ pub async fn run(a: PlayArgs, out: Out) -> Result<(), Failure> {
                         let now = Instant::now();
                         for s in &mut sources {
                             if s.pacer.is_none() {
-                                s.pacer = Some(Pacer::new(s.track.clone(), a.looping, now));
+                                let mut p = Pacer::new(s.track.clone(), a.looping, now);
+                                p.set_min_keyframe_interval(min_keyframe_interval);
+                                s.pacer = Some(p);
                             }
                         }
                         // A late joiner needs a keyframe now, not at the next one.
-                        keyframe(&mut sources, now);
+                        keyframe(&mut sources, now, true);
                         out.note(|| format!("streaming to {peer}"));
                     }
                     Err(e) => {
@@ -251,6 +277,9 @@ pub async fn run(a: PlayArgs, out: Out) -> Result<(), Failure> {
                 for (i, s) in sources.iter_mut().enumerate() {
                     let Some(p) = &mut s.pacer else { continue };
                     while let Some(d) = p.poll(now) {
+                        if let Some(log) = &mut frame_log {
+                            log_frame(log, s.kind, s.track.frames[d.index].ts, &d);
+                        }
                         for r in receivers.values() {
                             let Some(params) = &r.params else { continue };
                             let (Some(sender), Some(pp)) = (r.senders.get(i), params.get(i)) else { continue };
@@ -265,6 +294,9 @@ pub async fn run(a: PlayArgs, out: Out) -> Result<(), Failure> {
                 }
             }
             _ = stats_tick.tick() => {
+                if let Some(log) = &mut frame_log {
+                    let _ = log.flush();
+                }
                 for (peer, r) in receivers.iter_mut().filter(|(_, r)| r.params.is_some()) {
                     super::emit_stats(&out, peer, &r.pc, &mut r.meter).await;
                 }
@@ -279,14 +311,40 @@ pub async fn run(a: PlayArgs, out: Out) -> Result<(), Failure> {
         super::emit_stats(&out, peer, &r.pc, &mut r.meter).await;
     }
     super::leave_and_wait(&mut room).await;
+    if let Some(log) = &mut frame_log {
+        let _ = log.flush();
+    }
     Ok(())
 }
 
-/// A receiver asked for a keyframe (or just joined): the video pacer moves.
-fn keyframe(sources: &mut [Source], now: Instant) {
+/// One `--frame-log` line; the time is taken as the frame is handed to the
+/// connections (packetizing and encryption follow in their tasks). A write
+/// error is not worth stopping the stream for.
+fn log_frame(log: &mut impl Write, kind: MediaKind, file_time: u64, d: &media::pacer::Due) {
+    let unix_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| t.as_micros());
+    let kind = match kind {
+        MediaKind::Audio => "audio",
+        MediaKind::Video => "video",
+    };
+    let _ = writeln!(
+        log,
+        r#"{{"kind":"{kind}","index":{},"file_time":{file_time},"media_time":{},"keyframe":{},"unix_us":{unix_us}}}"#,
+        d.index, d.media_time, d.keyframe
+    );
+}
+
+/// A receiver asked for a keyframe (or, `joined`, needs its first): the
+/// video pacer moves, as its rate limit allows.
+fn keyframe(sources: &mut [Source], now: Instant, joined: bool) {
     for s in sources.iter_mut().filter(|s| s.kind == MediaKind::Video) {
         if let Some(p) = &mut s.pacer {
-            p.keyframe_request(now);
+            if joined {
+                p.new_receiver(now);
+            } else {
+                p.keyframe_request(now);
+            }
         }
     }
 }
