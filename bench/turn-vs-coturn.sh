@@ -26,7 +26,9 @@
 # WARMUP (s), REPEAT, RATE (total round trips/s in latency runs), SIZES,
 # ALLOCS, TRANSPORTS ("udp tcp"), WINDOW, HOLD_ALLOCS, HOLD_SECS, PIN (1:
 # server on CPU 0, load generator on CPU 1), SKIP_BUILD=1, BIN (the
-# switchboard binary; default target/release/switchboard), RESULTS_DIR.
+# switchboard binary; default target/release/switchboard), SERVE_BIN (the
+# one whose `serve` is measured, default BIN: an older build against the
+# same load generator), RESULTS_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -65,6 +67,7 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
 fi
 BIN=${BIN:-$PWD/target/release/switchboard}
 [ -x "$BIN" ] || die "$BIN is missing"
+SERVE_BIN=${SERVE_BIN:-$BIN}
 
 # Many sockets: 2 per allocation in the bench, 1-2 per allocation in servers.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -121,7 +124,7 @@ free_port() {
 # paces those at 20/s per source IP by default (reflector protection; the
 # relayed traffic is not affected).
 start_switchboard() {
-    RUST_LOG=warn "${PIN_SERVER[@]}" "$BIN" serve \
+    RUST_LOG=warn "${PIN_SERVER[@]}" "$SERVE_BIN" serve \
         --listen 127.0.0.1:0 --turn-listen 127.0.0.1:0 --external-ip 127.0.0.1 \
         --allow-peer 127.0.0.0/8 --turn-user bench:pw --relay-bandwidth 0 \
         --max-allocations 100000 --max-allocations-per-user 100000 --turn-unauth-rate 1000 \

@@ -921,7 +921,10 @@ impl RoomTask {
             }
         };
         let _ = self.events.send(ev).await;
-        // Keep serving the connections' events so the app still sees them.
+        // Keep serving the connections' events so the app still sees them,
+        // until the last connection is gone: our own sender must not keep
+        // the channel open (then the app's `events` end with it).
+        self.internal.0 = mpsc::channel(1).0;
         while let Some(int) = self.internal.1.recv().await {
             match int {
                 Internal::App { peer, event } => self.app_event(peer, event).await,
