@@ -921,10 +921,7 @@ impl RoomTask {
             }
         };
         let _ = self.events.send(ev).await;
-        // Keep serving the connections' events so the app still sees them,
-        // until the last connection is gone: our own sender must not keep
-        // the channel open (then the app's `events` end with it).
-        self.internal.0 = mpsc::channel(1).0;
+        // Keep serving the connections' events so the app still sees them.
         while let Some(int) = self.internal.1.recv().await {
             match int {
                 Internal::App { peer, event } => self.app_event(peer, event).await,

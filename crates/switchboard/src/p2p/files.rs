@@ -308,10 +308,6 @@ pub async fn send(a: SendArgs, out: Out) -> Result<(), Failure> {
         Err(f) => {
             // Leave before exiting: the peer hears it at once, after our
             // last signals (a failed pairing's proof, so it fails too).
-            // Closing the connections first lets the room's events end.
-            for (_, pc) in tracker.connections() {
-                pc.close().await;
-            }
             super::leave_and_wait(&mut room).await;
             return Err(f);
         }
@@ -777,10 +773,6 @@ pub async fn recv(a: RecvArgs, out: Out) -> Result<(), Failure> {
         Err(f) => {
             // Leave before exiting: the peer hears it at once, after our
             // last signals (a failed pairing's proof, so it fails too).
-            // Closing the connections first lets the room's events end.
-            for (_, pc) in tracker.connections() {
-                pc.close().await;
-            }
             super::leave_and_wait(&mut room).await;
             return Err(f);
         }

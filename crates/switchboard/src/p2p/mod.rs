@@ -1246,7 +1246,15 @@ impl Tracker {
 /// resume window, even when the process exits right after.
 pub async fn leave_and_wait(room: &mut room::Room) {
     room.leave();
-    let drain = async { while room.events.recv().await.is_some() {} };
+    // The room says `Closed` once its leave frame is out (or the end it
+    // came to otherwise); connections may keep its stream open after that.
+    let drain = async {
+        while let Some(ev) = room.events.recv().await {
+            if matches!(ev, RoomEvent::Closed { .. } | RoomEvent::SessionLost { .. }) {
+                break;
+            }
+        }
+    };
     let _ = tokio::time::timeout(Duration::from_secs(3), drain).await;
 }
 
