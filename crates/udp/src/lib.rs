@@ -205,9 +205,20 @@ impl SendBatch {
 
     #[cfg(target_os = "linux")]
     fn send_from(&self, sock: &UdpSocket, from: usize, to: usize) -> io::Result<usize> {
-        use rustix::net::{sendmmsg, MMsgHdr, SendAncillaryBuffer, SendFlags, SocketAddrAny};
+        use rustix::net::{
+            sendmmsg, sendto, MMsgHdr, SendAncillaryBuffer, SendFlags, SocketAddrAny,
+        };
         use std::io::IoSlice;
         let count = to - from;
+        if count == 1 {
+            // One datagram (a run of one flow, or the rest after a failed
+            // one): a plain sendto, without building a batch's headers.
+            let k = from;
+            let data = &self.buf[k * self.slot..k * self.slot + self.lens[k]];
+            return sendto(sock, data, SendFlags::DONTWAIT, &self.dests[k])
+                .map(|_| 1)
+                .map_err(io::Error::from);
+        }
         let addrs: [SocketAddrAny; MAX_BATCH] =
             std::array::from_fn(|i| SocketAddrAny::from(self.dests[(from + i).min(to - 1)]));
         let iovs: [[IoSlice<'_>; 1]; MAX_BATCH] = std::array::from_fn(|i| {
