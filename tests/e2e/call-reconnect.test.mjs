@@ -281,8 +281,15 @@ test('/call: the others dropped us while we were away (our session overflowed): 
   try {
     assert.equal(proxy.cut({ block: true }), 1, 'only alice goes through the proxy');
     await waitFor(alice, () => document.body.dataset.signaling === 'reconnecting', undefined, 10_000);
-    await bob.evaluate(() => { for (let i = 0; i < 20; i++) window.switchboardRoom.signaling.signal('alice', { note: i }); });
-    await waitFor(bob, () => window.__events.some((e) => e.type === 'peerleft' && e.peer === 'alice'), undefined, 10_000);
+    // The server may not have seen alice's socket die yet when bob's first
+    // signals go out (they are then written to it, not buffered): send more
+    // each second until her buffer overflows and bob hears her leave.
+    const left = () => window.__events.some((e) => e.type === 'peerleft' && e.peer === 'alice');
+    for (let round = 0; round < 10 && !(await bob.evaluate(left)); round++) {
+      await bob.evaluate(() => { for (let i = 0; i < 20; i++) window.switchboardRoom.signaling.signal('alice', { note: i }); });
+      await bob.waitForFunction(left, undefined, { timeout: 1000 }).catch(() => {});
+    }
+    await waitFor(bob, left, undefined, 10_000);
     proxy.unblock();
     await waitFor(alice, () => window.__events.some((e) => e.type === 'rejoined'), undefined, 20_000);
     assert.equal(await alice.evaluate(() => window.__events.find((e) => e.type === 'rejoined').fresh), false);
